@@ -1,0 +1,145 @@
+"""One factory for Kafka clients, built from Settings plus a pass-through dict.
+
+Producers are idempotent with ``acks="all"`` (aiokafka's defaults are weaker); consumers
+never auto-commit: each component commits only after its effect is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from .errors import KafkaUnavailable
+from .settings import Settings
+
+__all__ = [
+    "connection_options",
+    "ensure_topics",
+    "headers_dict",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+    "start_client",
+]
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """Bootstrap, TLS and SASL options common to every client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ca_file)
+    if settings.kafka_sasl_mechanism:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return options
+
+
+def make_producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
+    """An idempotent, acks=all producer. ``extra`` overrides any aiokafka option."""
+    options: dict[str, Any] = {
+        **connection_options(settings),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 2,
+        "max_batch_size": 256 * 1024,
+        "request_timeout_ms": 30_000,
+        "compression_type": None,
+    }
+    options.update(extra)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(settings: Settings, *topics: str, **extra: Any) -> AIOKafkaConsumer:
+    """A consumer with manual commits (``enable_auto_commit=False``) unless overridden."""
+    options: dict[str, Any] = {
+        **connection_options(settings),
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_poll_records": 500,
+    }
+    options.update(extra)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+def make_admin(settings: Settings, **extra: Any) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**{**connection_options(settings), **extra})
+
+
+async def start_client(client: Any, *, what: str, timeout: float = 30.0) -> None:
+    """Start an aiokafka client, translating failure into :class:`KafkaUnavailable`.
+
+    Raises:
+        KafkaUnavailable: when the broker cannot be reached in ``timeout`` seconds.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await client.start()
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await _quiet_stop(client)
+        raise KafkaUnavailable(f"{what}: cannot reach Kafka ({type(exc).__name__})") from exc
+
+
+async def _quiet_stop(client: Any) -> None:
+    try:
+        await client.stop()
+    except (KafkaError, OSError, RuntimeError):
+        pass
+
+
+async def ensure_topics(
+    settings: Settings,
+    names: Iterable[str],
+    *,
+    partitions: int | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created.
+
+    Raises:
+        KafkaUnavailable: when the broker cannot be reached.
+    """
+    wanted = list(dict.fromkeys(names))
+    admin = make_admin(settings)
+    await start_client(admin, what="admin")
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if not missing:
+            return []
+        new = [
+            NewTopic(
+                name=name,
+                num_partitions=partitions or settings.topic_partitions,
+                replication_factor=settings.replication_factor,
+                topic_configs=dict((configs or {}).get(name, {})),
+            )
+            for name in missing
+        ]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass
+        return missing
+    finally:
+        await admin.close()
+
+
+def headers_dict(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
+    """Kafka record headers as a str → str dict (last value wins)."""
+    out: dict[str, str] = {}
+    for key, value in headers or ():
+        if value is not None:
+            out[key] = value.decode("utf-8", "replace")
+    return out

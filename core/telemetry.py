@@ -1,0 +1,157 @@
+"""Tracing helpers: ``span()``, ``inject(headers)``, ``extract(headers)`` and span capture.
+
+W3C trace context travels in Kafka headers through OpenTelemetry's own propagator.
+Finished spans are also captured as :class:`schemas.SpanRecord` while a
+:func:`capture_spans` block is active, so each hop can attach its spans to the record
+it publishes and the final Result carries the whole trace. Spans are exported over
+OTLP as well when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set and the exporter is installed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from schemas import SpanRecord
+
+__all__ = [
+    "capture_spans",
+    "current_trace_id",
+    "extract",
+    "inject",
+    "setup_tracing",
+    "span",
+    "to_record",
+    "tracer",
+]
+
+logger = logging.getLogger(__name__)
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_captured: contextvars.ContextVar[list[SpanRecord] | None] = contextvars.ContextVar(
+    "switchyard_captured_spans", default=None
+)
+_KINDS = {
+    SpanKind.INTERNAL: "internal",
+    SpanKind.SERVER: "server",
+    SpanKind.CLIENT: "client",
+    SpanKind.PRODUCER: "producer",
+    SpanKind.CONSUMER: "consumer",
+}
+_STATUS = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}
+_provider: TracerProvider | None = None
+
+
+def to_record(finished: ReadableSpan) -> SpanRecord:
+    ctx = finished.context
+    parent = finished.parent
+    attributes: dict[str, Any] = {}
+    for key, value in list((finished.attributes or {}).items())[:32]:
+        if isinstance(value, str | int | float | bool):
+            attributes[key[:128]] = value[:1000] if isinstance(value, str) else value
+    return SpanRecord(
+        trace_id=f"{ctx.trace_id:032x}",
+        span_id=f"{ctx.span_id:016x}",
+        parent_span_id=f"{parent.span_id:016x}" if parent is not None else None,
+        name=finished.name[:128],
+        kind=_KINDS.get(finished.kind, "internal"),  # type: ignore[arg-type]
+        start_unix_nano=finished.start_time or 0,
+        end_unix_nano=finished.end_time or 0,
+        status=_STATUS.get(finished.status.status_code, "unset"),  # type: ignore[arg-type]
+        attributes=attributes,
+    )
+
+
+class _CaptureProcessor(SpanProcessor):
+    """Appends finished spans to the list of the active :func:`capture_spans` block."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        sink = _captured.get()
+        if sink is not None and len(sink) < 64:
+            sink.append(to_record(span))
+
+
+def setup_tracing(service_name: str, otlp_endpoint: str | None = None) -> TracerProvider:
+    """Install the process's tracer provider (once; later calls return the same one)."""
+    global _provider
+    if _provider is not None:
+        return _provider
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(_CaptureProcessor())
+    if otlp_endpoint:
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            logger.warning("OTLP endpoint set but opentelemetry-exporter-otlp is not installed")
+        else:
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    return provider
+
+
+def tracer(name: str = "switchyard") -> trace.Tracer:
+    if _provider is None:
+        setup_tracing("switchyard")
+    assert _provider is not None
+    return _provider.get_tracer(name)
+
+
+@contextmanager
+def capture_spans() -> Iterator[list[SpanRecord]]:
+    """Collect the spans that end inside this block (same task/context)."""
+    sink: list[SpanRecord] = []
+    token = _captured.set(sink)
+    try:
+        yield sink
+    finally:
+        _captured.reset(token)
+
+
+@contextmanager
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+    context: otel_context.Context | None = None,
+) -> Iterator[Span]:
+    """Start a span as the current one; errors mark it failed and propagate."""
+    with tracer().start_as_current_span(
+        name, kind=kind, attributes=dict(attributes or {}), context=context
+    ) as current:
+        yield current
+
+
+def inject(headers: list[tuple[str, bytes]], context: otel_context.Context | None = None) -> None:
+    """Append W3C ``traceparent``/``tracestate`` of the current span to Kafka headers."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=context)
+    headers.extend((key, value.encode()) for key, value in carrier.items())
+
+
+def extract(headers: Iterable[tuple[str, bytes]] | Mapping[str, str] | None) -> otel_context.Context:
+    """The trace context carried by Kafka headers (an empty context when there is none)."""
+    if headers is None:
+        carrier: dict[str, str] = {}
+    elif isinstance(headers, Mapping):
+        carrier = dict(headers)
+    else:
+        carrier = {k: v.decode("utf-8", "replace") for k, v in headers if v is not None}
+    return _PROPAGATOR.extract(carrier)
+
+
+def current_trace_id() -> str | None:
+    ctx = trace.get_current_span().get_span_context()
+    return f"{ctx.trace_id:032x}" if ctx.is_valid else None

@@ -1,0 +1,334 @@
+"""Vault (OpenBao in tests) access: admin provisioning and per-tenant credential reads.
+
+hvac is synchronous (requests), so every call runs in a small thread pool and never
+blocks the event loop. Errors from hvac/requests are translated into ``core.errors``;
+messages never carry tokens or secret values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+
+from . import vault_layout as layout
+from .errors import CasConflict, CredentialsMissing, VaultError, VaultForbidden, VaultUnavailable
+
+__all__ = ["AppRoleCredentials", "PoolVault", "VaultAdmin", "TenantSecret"]
+
+T = TypeVar("T")
+
+# A cached tenant token is dropped this many seconds before it expires.
+_EXPIRY_MARGIN = 20.0
+
+
+def _translate(what: str, exc: Exception) -> VaultError:
+    if isinstance(exc, hvac.exceptions.Forbidden):
+        return VaultForbidden(f"{what}: permission denied")
+    if isinstance(exc, hvac.exceptions.InvalidPath):
+        return CredentialsMissing(f"{what}: nothing stored")
+    if isinstance(exc, hvac.exceptions.InvalidRequest) and "check-and-set" in str(exc):
+        return CasConflict(f"{what}: check-and-set version mismatch")
+    if isinstance(exc, requests.RequestException | hvac.exceptions.VaultDown | OSError):
+        return VaultUnavailable(f"{what}: Vault unreachable ({type(exc).__name__})")
+    return VaultError(f"{what}: {type(exc).__name__}")
+
+
+class _Threaded:
+    """Runs blocking hvac calls on a private thread pool."""
+
+    def __init__(self, max_workers: int = 8) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="vault")
+
+    async def _run(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        except (hvac.exceptions.VaultError, requests.RequestException, OSError) as exc:
+            raise _translate(what, exc) from None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class AppRoleCredentials:
+    role_id: str
+    secret_id: str
+
+    def __repr__(self) -> str:  # never print the secret id
+        return f"AppRoleCredentials(role_id={self.role_id!r}, secret_id=***)"
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSecret:
+    """A tenant's credentials for one connector and the KV version they were read at."""
+
+    data: Mapping[str, Any]
+    version: int
+
+    def __repr__(self) -> str:
+        return f"TenantSecret(keys={sorted(self.data)}, version={self.version})"
+
+
+class VaultAdmin(_Threaded):
+    """Provisioning with an admin token: the stack bootstrap and the ingress admin API."""
+
+    def __init__(self, addr: str, token: str, *, mount: str = "secret") -> None:
+        super().__init__(max_workers=4)
+        self._client = hvac.Client(url=addr, token=token, timeout=10)
+        self.mount = mount
+
+    def _ensure_kv(self) -> None:
+        mounts = self._client.sys.list_mounted_secrets_engines()
+        data = mounts.get("data", mounts)
+        if f"{self.mount}/" not in data:
+            self._client.sys.enable_secrets_engine("kv", path=self.mount, options={"version": "2"})
+
+    def _ensure_approle_auth(self) -> None:
+        methods = self._client.sys.list_auth_methods()
+        data = methods.get("data", methods)
+        if "approle/" not in data:
+            self._client.sys.enable_auth_method("approle")
+
+    def _bootstrap_pool(self, connector: str) -> AppRoleCredentials:
+        self._ensure_kv()
+        self._ensure_approle_auth()
+        self._client.write_data(
+            f"auth/token/roles/{layout.token_role_name(connector)}",
+            data={
+                "allowed_policies_glob": f"t-*-{connector}",
+                "orphan": True,
+                "renewable": False,
+                "token_explicit_max_ttl": layout.TENANT_TOKEN_MAX_TTL,
+            },
+        )
+        self._client.sys.create_or_update_policy(
+            layout.pool_policy_name(connector), layout.pool_policy_hcl(connector)
+        )
+        role = layout.approle_name(connector)
+        self._client.auth.approle.create_or_update_approle(
+            role,
+            token_policies=[layout.pool_policy_name(connector)],
+            token_ttl="1h",
+            token_max_ttl="4h",
+        )
+        role_id = self._client.auth.approle.read_role_id(role)["data"]["role_id"]
+        secret_id = self._client.auth.approle.generate_secret_id(role)["data"]["secret_id"]
+        return AppRoleCredentials(role_id=role_id, secret_id=secret_id)
+
+    async def bootstrap_pool(self, connector: str) -> AppRoleCredentials:
+        """Create (idempotently) the token role, pool policy and AppRole of one connector pool.
+
+        Returns fresh AppRole credentials for the pool (a new secret id each call).
+        """
+        return await self._run(f"bootstrap pool {connector}", self._bootstrap_pool, connector)
+
+    def _put(self, tenant_id: str, connector: str, data: Mapping[str, Any]) -> int:
+        self._client.sys.create_or_update_policy(
+            layout.tenant_policy_name(tenant_id, connector),
+            layout.tenant_policy_hcl(tenant_id, connector, self.mount),
+        )
+        response = self._client.secrets.kv.v2.create_or_update_secret(
+            path=layout.secret_path(tenant_id, connector), secret=dict(data), mount_point=self.mount
+        )
+        return int(response["data"]["version"])
+
+    async def put_credentials(self, tenant_id: str, connector: str, data: Mapping[str, Any]) -> int:
+        """Store a tenant's connector credentials and the policy that scopes them.
+
+        Returns the new KV version.
+        """
+        return await self._run(
+            f"store credentials {tenant_id}/{connector}", self._put, tenant_id, connector, data
+        )
+
+    def _delete(self, tenant_id: str, connector: str) -> None:
+        self._client.secrets.kv.v2.delete_metadata_and_all_versions(
+            path=layout.secret_path(tenant_id, connector), mount_point=self.mount
+        )
+
+    async def delete_credentials(self, tenant_id: str, connector: str) -> None:
+        await self._run(f"delete credentials {tenant_id}/{connector}", self._delete, tenant_id, connector)
+
+    def _has(self, tenant_id: str, connector: str) -> bool:
+        try:
+            self._client.secrets.kv.v2.read_secret_metadata(
+                path=layout.secret_path(tenant_id, connector), mount_point=self.mount
+            )
+        except hvac.exceptions.InvalidPath:
+            return False
+        return True
+
+    async def has_credentials(self, tenant_id: str, connector: str) -> bool:
+        return await self._run(f"check credentials {tenant_id}/{connector}", self._has, tenant_id, connector)
+
+
+@dataclass(slots=True)
+class _CachedToken:
+    client: hvac.Client
+    expires_at: float
+
+
+class PoolVault(_Threaded):
+    """A connector pool's view of Vault: AppRole login, then one narrow token per tenant.
+
+    The pool token can only mint tenant tokens through the connector's token role; each
+    tenant token's only policy is ``t-<tenant>-<connector>``, so code running for tenant
+    A holds a token that cannot read tenant B's secret.
+    """
+
+    def __init__(
+        self,
+        addr: str,
+        connector: str,
+        approle: AppRoleCredentials,
+        *,
+        mount: str = "secret",
+        token_ttl: int = layout.TENANT_TOKEN_TTL,
+        max_cached_tokens: int = 10_000,
+    ) -> None:
+        super().__init__(max_workers=8)
+        self.addr = addr
+        self.connector = connector
+        self.mount = mount
+        self._approle = approle
+        self._token_ttl = token_ttl
+        self._max_cached = max_cached_tokens
+        self._pool_client: hvac.Client | None = None
+        self._pool_expires_at = 0.0
+        self._tokens: dict[str, _CachedToken] = {}
+        self._minting: dict[str, asyncio.Future[_CachedToken]] = {}
+
+    def _login(self) -> tuple[hvac.Client, float]:
+        client = hvac.Client(url=self.addr, timeout=10)
+        auth = client.auth.approle.login(
+            role_id=self._approle.role_id, secret_id=self._approle.secret_id, use_token=True
+        )["auth"]
+        return client, time.monotonic() + float(auth["lease_duration"])
+
+    async def _pool_token_client(self) -> hvac.Client:
+        if self._pool_client is None or time.monotonic() > self._pool_expires_at - _EXPIRY_MARGIN:
+            self._pool_client, self._pool_expires_at = await self._run(
+                f"{self.connector} pool login", self._login
+            )
+        return self._pool_client
+
+    def _mint(self, pool: hvac.Client, tenant_id: str) -> _CachedToken:
+        response = pool.auth.token.create(
+            role_name=layout.token_role_name(self.connector),
+            policies=[layout.tenant_policy_name(tenant_id, self.connector)],
+            ttl=f"{self._token_ttl}s",
+            no_default_policy=True,
+        )
+        auth = response["auth"]
+        client = hvac.Client(url=self.addr, token=auth["client_token"], timeout=10)
+        return _CachedToken(client=client, expires_at=time.monotonic() + float(auth["lease_duration"]))
+
+    async def tenant_client(self, tenant_id: str) -> hvac.Client:
+        """A client holding a short-lived token scoped to one tenant's secret (cached).
+
+        Concurrent callers for the same tenant share one mint.
+
+        Raises:
+            VaultForbidden: the pool may not mint a token for that policy.
+            VaultUnavailable: Vault cannot be reached.
+        """
+        layout.tenant_policy_name(tenant_id, self.connector)  # validates the id
+        cached = self._tokens.get(tenant_id)
+        if cached is not None and time.monotonic() < cached.expires_at - _EXPIRY_MARGIN:
+            return cached.client
+        pending = self._minting.get(tenant_id)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._minting[tenant_id] = pending
+            try:
+                pool = await self._pool_token_client()
+                token = await self._run(
+                    f"mint token {tenant_id}/{self.connector}", self._mint, pool, tenant_id
+                )
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # mark retrieved when nobody else waits
+                raise
+            finally:
+                self._minting.pop(tenant_id, None)
+            self._remember(tenant_id, token)
+            pending.set_result(token)
+            return token.client
+        return (await asyncio.shield(pending)).client
+
+    def _remember(self, tenant_id: str, token: _CachedToken) -> None:
+        if len(self._tokens) >= self._max_cached:
+            now = time.monotonic()
+            for key in [k for k, v in self._tokens.items() if v.expires_at - _EXPIRY_MARGIN <= now]:
+                del self._tokens[key]
+            while len(self._tokens) >= self._max_cached:
+                del self._tokens[next(iter(self._tokens))]
+        self._tokens[tenant_id] = token
+
+    def forget(self, tenant_id: str) -> None:
+        self._tokens.pop(tenant_id, None)
+
+    @property
+    def cached_tokens(self) -> int:
+        return len(self._tokens)
+
+    async def read(self, tenant_id: str, *, as_tenant: str | None = None) -> TenantSecret:
+        """Read ``tenant_id``'s secret using the token minted for ``as_tenant`` (default: same).
+
+        ``as_tenant`` exists so tests can prove a tenant-A token is refused tenant B's secret.
+
+        Raises:
+            CredentialsMissing: nothing stored for the tenant and connector.
+            VaultForbidden: the token's policy does not cover that secret.
+        """
+        client = await self.tenant_client(as_tenant or tenant_id)
+        path = layout.secret_path(tenant_id, self.connector)
+
+        def read() -> TenantSecret:
+            response = client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=self.mount, raise_on_deleted_version=True
+            )
+            return TenantSecret(
+                data=response["data"]["data"], version=int(response["data"]["metadata"]["version"])
+            )
+
+        return await self._run(f"read credentials {tenant_id}/{self.connector}", read)
+
+    async def write_cas(self, tenant_id: str, data: Mapping[str, Any], version: int) -> int:
+        """Write back (e.g. a refreshed OAuth token) only if the secret is still at ``version``.
+
+        Raises:
+            CasConflict: another writer updated the secret first.
+        """
+        client = await self.tenant_client(tenant_id)
+        path = layout.secret_path(tenant_id, self.connector)
+
+        def write() -> int:
+            response = client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret=dict(data), cas=version, mount_point=self.mount
+            )
+            return int(response["data"]["version"])
+
+        return await self._run(f"write credentials {tenant_id}/{self.connector}", write)
+
+    async def read_other_connector_path(self, tenant_id: str, connector: str) -> TenantSecret:
+        """Try to read another connector's secret with the pool token itself (tests prove 403)."""
+        pool = await self._pool_token_client()
+        path = layout.secret_path(tenant_id, connector)
+
+        def read() -> TenantSecret:
+            response = pool.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=self.mount, raise_on_deleted_version=True
+            )
+            return TenantSecret(data=response["data"]["data"], version=0)
+
+        return await self._run(f"pool read {tenant_id}/{connector}", read)

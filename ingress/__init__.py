@@ -1,0 +1,3 @@
+"""ingress."""
+
+__all__: list[str] = []

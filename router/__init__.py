@@ -1,0 +1,3 @@
+"""router."""
+
+__all__: list[str] = []

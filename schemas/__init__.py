@@ -1,0 +1,49 @@
+"""Wire models: everything that crosses Kafka or the public API. Imports nothing else of ours."""
+
+from ._base import WireModel, dumps, loads
+from .command import COMMAND_SCHEMA_VERSION, Command, CommandSource, ConnectorOptions, RoutedCommand
+from .config import (
+    ActionConfig,
+    ApiKeyRecord,
+    ConfigRecord,
+    Limits,
+    RolePolicy,
+    WorkspaceConfig,
+    api_key_key,
+    workspace_key,
+)
+from .errors import ErrorCode, ErrorInfo
+from .result import FINAL_STATUSES, RESULT_SCHEMA_VERSION, Result, ResultStatus, StageTimes
+from .topics import CONNECTORS, RETRY_TIERS, Headers, Topics
+from .trace import SpanRecord
+
+__all__ = [
+    "ActionConfig",
+    "ApiKeyRecord",
+    "COMMAND_SCHEMA_VERSION",
+    "CONNECTORS",
+    "Command",
+    "CommandSource",
+    "ConfigRecord",
+    "ConnectorOptions",
+    "ErrorCode",
+    "ErrorInfo",
+    "FINAL_STATUSES",
+    "Headers",
+    "Limits",
+    "RESULT_SCHEMA_VERSION",
+    "RETRY_TIERS",
+    "Result",
+    "ResultStatus",
+    "RolePolicy",
+    "RoutedCommand",
+    "SpanRecord",
+    "StageTimes",
+    "Topics",
+    "WireModel",
+    "WorkspaceConfig",
+    "api_key_key",
+    "dumps",
+    "loads",
+    "workspace_key",
+]

@@ -1,0 +1,97 @@
+"""Commands: what the ingress publishes and the router fans out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, Field, field_validator
+
+from ._base import WireModel
+from ._limits import check_json_bounds
+from .errors import ErrorInfo
+from .identifiers import (
+    ActionName,
+    CommandId,
+    ConnectorName,
+    IdempotencyKey,
+    OperationName,
+    RoleName,
+    SpaceId,
+    TenantId,
+    UserId,
+)
+from .trace import MAX_SPANS, SpanRecord
+
+__all__ = ["Command", "CommandSource", "ConnectorOptions", "RoutedCommand", "COMMAND_SCHEMA_VERSION"]
+
+COMMAND_SCHEMA_VERSION = 1
+
+
+class CommandSource(StrEnum):
+    MCP = "mcp"
+    REST = "rest"
+
+
+class Command(WireModel):
+    """One tool call, with the caller's identity as the ingress authenticated it.
+
+    ``tenant_id``, ``space_id``, ``user_id`` and ``role`` come from the API key that
+    made the call, never from the caller's payload.
+    """
+
+    schema_version: Literal[1] = COMMAND_SCHEMA_VERSION
+    command_id: CommandId
+    tenant_id: TenantId
+    space_id: SpaceId
+    user_id: UserId
+    role: RoleName
+    action: ActionName
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: IdempotencyKey
+    submitted_at: AwareDatetime
+    deadline: AwareDatetime
+    attempt: int = Field(default=1, ge=1, le=100)
+    source: CommandSource
+    # Spans of the hops already taken (ingress, router), so the final Result carries the
+    # whole trace even for consumers that have no tracing backend.
+    spans: list[SpanRecord] = Field(default_factory=list, max_length=MAX_SPANS)
+
+    @field_validator("arguments")
+    @classmethod
+    def _bounded_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_json_bounds(value)
+
+    def expired(self, now: datetime) -> bool:
+        return now >= self.deadline
+
+
+class ConnectorOptions(WireModel):
+    """Per-workspace, non-secret settings for one connector."""
+
+    # HTTP/webhook connector: hosts this workspace may call ("api.example.com", "*.hooks.example").
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=64)
+
+
+class RoutedCommand(Command):
+    """A Command after the router resolved it to one connector operation.
+
+    ``arguments`` are the caller's; ``resolved_arguments`` are what the connector
+    operation receives after the workspace's argument mapping.
+    """
+
+    connector: ConnectorName
+    operation: OperationName
+    resolved_arguments: dict[str, Any] = Field(default_factory=dict)
+    connector_options: ConnectorOptions = Field(default_factory=ConnectorOptions)
+    routed_at: AwareDatetime
+    # Failed attempts so far (the retry tiers and the dead-letter topic keep the history).
+    errors: list[ErrorInfo] = Field(default_factory=list, max_length=100)
+    # When a retry tier may run this attempt (unset for the first attempt).
+    not_before: AwareDatetime | None = None
+
+    @field_validator("resolved_arguments")
+    @classmethod
+    def _bounded_resolved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_json_bounds(value)

@@ -1,0 +1,77 @@
+"""Results: the versioned record downstream services consume from the results topic."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, Field, field_validator
+
+from ._base import WireModel
+from ._limits import check_json_bounds
+from .errors import ErrorInfo
+from .identifiers import (
+    ActionName,
+    CommandId,
+    ConnectorName,
+    IdempotencyKey,
+    OperationName,
+    SpaceId,
+    TenantId,
+    UserId,
+)
+from .trace import MAX_SPANS, SpanRecord
+
+__all__ = ["Result", "ResultStatus", "StageTimes", "RESULT_SCHEMA_VERSION", "FINAL_STATUSES"]
+
+RESULT_SCHEMA_VERSION = 1
+
+
+class ResultStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    DEAD_LETTERED = "dead_lettered"
+
+
+FINAL_STATUSES = frozenset(ResultStatus)
+
+
+class StageTimes(WireModel):
+    """When the command passed each stage (UTC)."""
+
+    submitted_at: AwareDatetime
+    routed_at: AwareDatetime | None = None
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime
+
+
+class Result(WireModel):
+    """The one final outcome of a command. Exactly one is written per accepted command."""
+
+    schema_version: Literal[1] = RESULT_SCHEMA_VERSION
+    command_id: CommandId
+    tenant_id: TenantId
+    space_id: SpaceId
+    user_id: UserId
+    action: ActionName
+    idempotency_key: IdempotencyKey
+    status: ResultStatus
+    connector: ConnectorName | None = None
+    operation: OperationName | None = None
+    output: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    attempts: int = Field(default=0, ge=0)
+    times: StageTimes
+    trace_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    spans: list[SpanRecord] = Field(default_factory=list, max_length=MAX_SPANS)
+
+    @field_validator("output")
+    @classmethod
+    def _bounded_output(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_json_bounds(value, max_bytes=1024 * 1024)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ResultStatus.SUCCEEDED

@@ -1,0 +1,70 @@
+"""Topic names and Kafka header keys, in one place.
+
+Every topic name is ``<prefix><name>``; the prefix (default ``switchyard.``) lets
+several deployments or test runs share a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CONNECTORS", "Headers", "Topics", "RETRY_TIERS"]
+
+# Connectors the product ships. Workspaces may enable any subset.
+CONNECTORS: tuple[str, ...] = ("slack", "gmail", "notion", "jira", "github", "http")
+
+# Delay (seconds) of each retry tier topic; a failed attempt moves to the next tier.
+RETRY_TIERS: tuple[int, ...] = (5, 30, 120)
+
+
+class Headers:
+    """Kafka header keys. Values are UTF-8 bytes."""
+
+    TRACEPARENT = "traceparent"
+    TRACESTATE = "tracestate"
+    TENANT = "sy-tenant"
+    SPACE = "sy-space"
+    COMMAND_ID = "sy-command-id"
+    SCHEMA = "sy-schema"
+    KIND = "sy-kind"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """All topic names for one prefix."""
+
+    prefix: str = "switchyard."
+
+    @property
+    def commands(self) -> str:
+        return f"{self.prefix}commands"
+
+    @property
+    def config(self) -> str:
+        return f"{self.prefix}config"
+
+    @property
+    def results(self) -> str:
+        return f"{self.prefix}results"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}dlq"
+
+    @property
+    def logs(self) -> str:
+        return f"{self.prefix}logs"
+
+    def connector(self, name: str) -> str:
+        return f"{self.prefix}connector.{name}"
+
+    def retry(self, name: str, tier: int) -> str:
+        """Retry topic of ``name`` for tier index ``tier`` (0-based into RETRY_TIERS)."""
+        return f"{self.prefix}retry.{name}.{RETRY_TIERS[tier]}s"
+
+    def all_for(self, connectors: tuple[str, ...] = CONNECTORS) -> list[str]:
+        names = [self.commands, self.config, self.results, self.dead_letters, self.logs]
+        for name in connectors:
+            names.append(self.connector(name))
+            names.extend(self.retry(name, tier) for tier in range(len(RETRY_TIERS)))
+        return names

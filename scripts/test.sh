@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install, then run the default test suite against a real Kafka broker and a real OpenBao
+# server that the test session starts itself (see tests/conftest.py).
+# Extra arguments go to pytest, e.g. `scripts/test.sh -m fault` for the fault suites.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+.venv/bin/ruff check .
+.venv/bin/python -m pytest "$@"

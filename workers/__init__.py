@@ -1,0 +1,3 @@
+"""workers."""
+
+__all__: list[str] = []
