@@ -77,7 +77,7 @@ def make_admin(settings: Settings, **extra: Any) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**{**connection_options(settings), **extra})
 
 
-async def start_client(client: Any, *, what: str, timeout: float = 30.0) -> None:
+async def start_client(client: Any, *, what: str, timeout: float = 30.0) -> None:  # noqa: ASYNC109
     """Start an aiokafka client, translating failure into :class:`KafkaUnavailable`.
 
     Raises:

@@ -18,19 +18,19 @@ import orjson
 
 __all__ = ["JsonFormatter", "bind", "configure_logging", "current_context"]
 
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
-    "switchyard_log_context", default={}
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "switchyard_log_context", default=None
 )
 
 
 def current_context() -> dict[str, str]:
-    return _context.get()
+    return _context.get() or {}
 
 
 @contextmanager
 def bind(**fields: str | None) -> Iterator[None]:
     """Add fields (tenant_id, space_id, command_id, trace_id, ...) to every log line inside."""
-    merged = {**_context.get(), **{k: v for k, v in fields.items() if v is not None}}
+    merged = {**current_context(), **{k: v for k, v in fields.items() if v is not None}}
     token = _context.set(merged)
     try:
         yield
@@ -51,7 +51,7 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
             "logger": record.name,
             "msg": record.getMessage(),
-            **_context.get(),
+            **current_context(),
         }
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("workers.command", "run a connector worker pool"),
     "emulators": ("workers.emulators.command", "run the local SaaS API emulators"),
     "tenants": ("switchyard.tenants", "manage tenant workspaces and API keys"),
+    "vault": ("switchyard.vault_setup", "bootstrap Vault roles and policies for the worker pools"),
     "topics": ("switchyard.topics", "create/update every topic the system uses"),
     "schemas": ("switchyard.schema_export", "export the JSON Schemas of the wire models"),
     "run": ("switchyard.run", "run the whole system locally with a demo"),

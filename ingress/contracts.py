@@ -1,0 +1,96 @@
+"""What the ingress's MCP endpoint and REST API share: identity, catalog, pipeline.
+
+``ingress.app`` builds one :class:`Services` at start and hands it to the REST routes
+and to ``ingress.mcp.setup(app, services)``. Nothing here holds per-request state that
+another replica could not serve: identities come from API keys (config topic), results
+from the results topic, so any replica answers any tenant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from schemas import Command, CommandSource, Result, WorkspaceConfig
+
+__all__ = ["Catalog", "Identity", "Pipeline", "Services", "Authenticator"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling, as established by the API key (never by the request body)."""
+
+    tenant_id: str
+    space_id: str
+    user_id: str
+    role: str
+    key_id: str
+    is_admin: bool = False
+
+
+class Authenticator(Protocol):
+    def authenticate(self, bearer: str | None, space_id: str | None) -> Identity:
+        """Resolve ``Authorization: Bearer`` + the requested workspace to an identity.
+
+        When ``space_id`` is None and the key owns exactly one workspace, that one is used.
+
+        Raises:
+            ingress.errors.Unauthorized: missing/invalid/revoked key (401).
+            ingress.errors.Forbidden: the key does not own that workspace (403).
+        """
+        ...
+
+
+class Catalog(Protocol):
+    def workspace(self, tenant_id: str, space_id: str) -> WorkspaceConfig | None:
+        """The workspace configuration as last seen on the config topic."""
+        ...
+
+
+class Pipeline(Protocol):
+    async def submit(
+        self,
+        identity: Identity,
+        action: str,
+        arguments: dict[str, Any],
+        *,
+        source: CommandSource,
+        idempotency_key: str | None = None,
+        deadline: datetime | None = None,
+    ) -> tuple[Command, bool]:
+        """Publish a command (durable in Kafka on return). Returns (command, created).
+
+        ``created`` is False when the idempotency key was seen before for this tenant:
+        the same command id comes back and nothing new is published.
+
+        Raises:
+            ingress.errors.RateLimited: the tenant's edge rate limit is exceeded (429).
+            core.errors.KafkaUnavailable: the broker did not acknowledge.
+        """
+        ...
+
+    async def wait(self, identity: Identity, command_id: str, timeout: float) -> Result | None:
+        """The command's final Result, waiting up to ``timeout`` seconds (None on timeout).
+
+        Only results of ``identity.tenant_id`` are returned; another tenant's command id
+        behaves as unknown.
+        """
+        ...
+
+    def peek(self, identity: Identity, command_id: str) -> Result | None:
+        """The final Result if this replica has it, without waiting."""
+        ...
+
+    def known(self, identity: Identity, command_id: str) -> Command | None:
+        """A command this tenant submitted that is still pending, if this replica knows it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    auth: Authenticator
+    catalog: Catalog
+    pipeline: Pipeline
+    # Origins allowed to call the MCP endpoint from a browser (empty: only same-host).
+    allowed_origins: tuple[str, ...] = ()

@@ -1,0 +1,46 @@
+"""Child processes of ``switchyard run``: started in their own process groups, stopped as a whole."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .stack._procs import ProcessRecord, spawn, stop_group
+
+__all__ = ["Supervisor"]
+
+
+@dataclass
+class _Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    record: ProcessRecord
+    log: Path
+
+
+class Supervisor:
+    """Starts ``switchyard <command>`` children with one environment; stops them all."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
+        self.env = dict(env)
+        self.log_dir = log_dir
+        self.children: list[_Child] = []
+
+    def start(self, name: str, argv: Sequence[str], extra_env: Mapping[str, str] | None = None) -> Path:
+        log = self.log_dir / f"{name}.log"
+        env = {**self.env, **(extra_env or {})}
+        proc, record = spawn([sys.executable, "-m", "switchyard.cli", *argv], log=log, env=env)
+        self.children.append(_Child(name, proc, record, log))
+        return log
+
+    def dead(self) -> list[str]:
+        return [child.name for child in self.children if child.proc.poll() is not None]
+
+    def stop_all(self, grace: float = 10.0) -> None:
+        # Stop in reverse start order: producers of work (ingress) go before consumers.
+        for child in reversed(self.children):
+            stop_group(child.record, grace=grace, proc=child.proc)
+        self.children.clear()

@@ -1,0 +1,59 @@
+"""``switchyard vault bootstrap``: create the Vault layout for every connector pool.
+
+For deployments whose Vault is not the local stack's (docker compose, Kubernetes):
+with an admin ``VAULT_TOKEN`` it creates, per connector, the token role, the pool
+policy and the AppRole (see ``core.vault_layout``), and writes the pools' AppRole
+credentials as ``SWITCHYARD_VAULT_ROLE_ID_<CONNECTOR>`` / ``..._SECRET_ID_<CONNECTOR>``
+lines into an env file readable only by its owner. Secret ids are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from core.settings import load_settings
+from core.vault import VaultAdmin
+from schemas import CONNECTORS
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    boot = sub.add_parser("bootstrap", help="create token roles, policies and AppRoles per pool")
+    boot.add_argument("--env-file", type=Path, required=True, help="where to write the pools' AppRole ids")
+    boot.add_argument("--connector", action="append", choices=CONNECTORS, help="default: all")
+
+
+async def _bootstrap(env_file: Path, connectors: list[str]) -> None:
+    settings = load_settings()
+    if settings.vault_token is None:
+        raise SystemExit("switchyard vault: VAULT_TOKEN (an admin token) is required")
+    admin = VaultAdmin(settings.vault_addr, settings.vault_token.get_secret_value(), mount=settings.vault_kv_mount)
+    try:
+        lines = []
+        for connector in connectors:
+            creds = await admin.bootstrap_pool(connector)
+            lines.append(f"SWITCHYARD_VAULT_ROLE_ID_{connector.upper()}={creds.role_id}")
+            lines.append(f"SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}={creds.secret_id}")
+            print(f"pool {connector}: AppRole ready")
+    finally:
+        admin.close()
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print(f"wrote {env_file}")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(_bootstrap(args.env_file, args.connector or list(CONNECTORS)))
+    except OSError as exc:
+        print(f"switchyard vault: {exc}", file=sys.stderr)
+        return 1
+    return 0
