@@ -39,6 +39,12 @@ class Supervisor:
     def dead(self) -> list[str]:
         return [child.name for child in self.children if child.proc.poll() is not None]
 
+    def stop(self, name: str, grace: float = 10.0) -> None:
+        for child in list(self.children):
+            if child.name == name:
+                stop_group(child.record, grace=grace, proc=child.proc)
+                self.children.remove(child)
+
     def stop_all(self, grace: float = 10.0) -> None:
         # Stop in reverse start order: producers of work (ingress) go before consumers.
         for child in reversed(self.children):

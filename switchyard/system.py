@@ -1,0 +1,193 @@
+"""The whole system as local processes: what ``switchyard run``, the benchmarks and the
+end-to-end tests start.
+
+One :class:`LocalSystem` owns a local stack (or reuses servers named in the
+environment), the API emulators, one router, N workers per connector and the ingress,
+each a ``switchyard <command>`` child in its own process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from core.settings import Settings, load_settings
+from schemas import CONNECTORS, WorkspaceConfig
+
+from ._supervisor import Supervisor
+from .demo import DemoTenant
+from .stack import LocalStack
+from .stack._procs import free_port
+
+__all__ = ["LocalSystem"]
+
+
+class LocalSystem:
+    """Start, provision and stop every Switchyard process on this machine.
+
+    Args:
+        state_dir: logs, stack data and generated files.
+        connectors: worker pools to start (one process each unless ``workers`` says more).
+        port: ingress port (0: a free one).
+        stack_env: servers to reuse (SWITCHYARD_KAFKA_BOOTSTRAP, VAULT_ADDR, VAULT_TOKEN and the
+            pools' AppRole ids); None starts a private local stack.
+        env: extra variables for every child (e.g. a topic prefix).
+        progress: called with one line per step.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        connectors: tuple[str, ...] = CONNECTORS,
+        workers: Mapping[str, int] | None = None,
+        port: int = 0,
+        stack_env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.connectors = connectors
+        self.workers = dict(workers or {})
+        self.port = port
+        self._stack_env = dict(stack_env) if stack_env else None
+        self._extra_env = dict(env or {})
+        self._say = progress or (lambda _line: None)
+        self.stack: LocalStack | None = None
+        self.supervisor: Supervisor | None = None
+        self.env: dict[str, str] = {}
+        self.ingress_url = ""
+        self.emulator_url = ""
+        self._worker_names: dict[str, list[str]] = {}
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(self.env)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    async def start(self) -> None:
+        """Start everything and wait until the ingress is ready.
+
+        Raises:
+            RuntimeError: a process exited early or did not become ready in time.
+        """
+        if self._stack_env is None:
+            self._say("starting the local stack (the first start downloads Kafka from Maven Central)")
+            self.stack = LocalStack(state_dir=self.state_dir / "stack", progress=lambda line: self._say(f"  {line}"))
+            stack_env = await asyncio.to_thread(self.stack.up)
+        else:
+            stack_env = self._stack_env
+        port = self.port or free_port()
+        emulator_port = free_port()
+        self.emulator_url = f"http://127.0.0.1:{emulator_port}"
+        self.ingress_url = f"http://127.0.0.1:{port}"
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "VAULT_"))}
+        self.env = {
+            **inherited,
+            **stack_env,
+            "SWITCHYARD_ADMIN_TOKEN": stack_env.get("SWITCHYARD_ADMIN_TOKEN") or secrets.token_urlsafe(24),
+            "SWITCHYARD_CONNECTOR_BASE_URL": self.emulator_url,
+            "SWITCHYARD_INGRESS_PORT": str(port),
+            "SWITCHYARD_PUBLIC_URL": self.ingress_url,
+            **self._extra_env,
+        }
+        from .topics import apply_topics
+
+        self._say("creating topics")
+        await apply_topics(self.settings)
+        self.supervisor = Supervisor(self.env, self.log_dir)
+        self._say(f"starting API emulators on {self.emulator_url}")
+        self.supervisor.start("emulators", ["emulators", "--host", "127.0.0.1", "--port", str(emulator_port)])
+        self._say("starting the router and worker pools: " + ", ".join(self.connectors))
+        self.supervisor.start("router", ["router"])
+        for connector in self.connectors:
+            for _ in range(self.workers.get(connector, 1)):
+                self.add_worker(connector)
+        self._say(f"starting the ingress on {self.ingress_url}")
+        self.supervisor.start("ingress", ["ingress"])
+        await self._wait_http(f"{self.emulator_url}/_emulator/calls", 60, "emulators")
+        await self._wait_http(f"{self.ingress_url}/readyz", 90, "ingress")
+
+    def add_worker(self, connector: str) -> str:
+        assert self.supervisor is not None
+        names = self._worker_names.setdefault(connector, [])
+        name = f"worker-{connector}-{len(names) + 1}"
+        self.supervisor.start(name, ["worker", "--connector", connector])
+        names.append(name)
+        return name
+
+    def stop_worker(self, connector: str) -> None:
+        """Stop the most recently started worker of a pool (SIGTERM, graceful)."""
+        assert self.supervisor is not None
+        name = self._worker_names[connector].pop()
+        self.supervisor.stop(name)
+
+    async def _wait_http(self, url: str, within: float, what: str) -> None:
+        assert self.supervisor is not None
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                if self.supervisor.dead():
+                    raise RuntimeError(f"{', '.join(self.supervisor.dead())} exited early; see {self.log_dir}")
+                try:
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                        if response.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"{what} did not become ready within {within:.0f}s; see {self.log_dir}")
+
+    async def provision(self, tenants: list[DemoTenant], *, extra: list[WorkspaceConfig] = ()) -> dict[str, str]:  # type: ignore[assignment]
+        """Workspaces and API keys to the config topic, credentials to Vault, tokens to the emulators.
+
+        Returns each tenant's plaintext API key (shown once; stored only as a hash).
+        """
+        from core.vault import VaultAdmin
+        from ingress.admin import new_api_key, publish_config
+
+        keys: dict[str, str] = {}
+        records: list[Any] = list(extra)
+        for tenant in tenants:
+            plaintext, record = new_api_key(
+                tenant_id=tenant.tenant_id,
+                spaces=[tenant.space_id],
+                user_id=f"demo@{tenant.tenant_id}",
+                role="admin",
+            )
+            keys[tenant.tenant_id] = plaintext
+            records += [tenant.workspace(), record]
+        await publish_config(self.settings, records)
+        admin = VaultAdmin(self.env["VAULT_ADDR"], self.env["VAULT_TOKEN"])
+        try:
+            for tenant in tenants:
+                await admin.put_credentials(tenant.tenant_id, tenant.connector, tenant.credentials)
+        finally:
+            admin.close()
+        async with aiohttp.ClientSession() as session:
+            for tenant in tenants:
+                body = {"connector": tenant.connector, "tenant": tenant.tenant_id, "token": tenant.emulator_token}
+                async with session.post(f"{self.emulator_url}/_emulator/tokens", json=body) as response:
+                    response.raise_for_status()
+        return keys
+
+    def dead(self) -> list[str]:
+        return self.supervisor.dead() if self.supervisor else []
+
+    def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop_all()
+            self.supervisor = None
+        if self.stack is not None:
+            self.stack.down()
+            self.stack = None
