@@ -1,0 +1,360 @@
+"""Streamable HTTP transport for MCP on aiohttp: one endpoint, POST / GET / DELETE.
+
+Routing by revision: ``MCP-Protocol-Version: 2026-07-28`` selects the stateless path
+(per-request ``_meta``, header/body checks, no session); everything else is the
+initialize-handshake path (2025-06-18, 2025-11-25) with a signed, stateless session id.
+Responses are ``application/json`` (a one-event SSE stream when the client accepts only
+``text/event-stream``). The server offers no server-initiated stream, so GET is 405, as
+the spec allows. DELETE of a session answers 204: sessions hold no server state, so
+there is nothing to delete; the id simply stays valid until it expires.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PROTOCOL_VERSION_META_KEY,
+    JSONRPCResponse,
+    UnsupportedProtocolVersionErrorData,
+)
+from mcp_types.jsonrpc import HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION
+from yarl import URL
+
+from core.errors import KafkaUnavailable
+from ingress.contracts import Identity, Services
+from ingress.errors import IngressError
+
+from ._dispatch import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Dispatcher
+from ._headers import decode_header_value
+from ._jsonrpc import FORBIDDEN, MODERN_STATUS, RpcError, error_response, parse_message, reply
+from ._session import SessionSigner
+from ._tools import rpc_from_ingress_error
+
+__all__ = ["McpEndpoint"]
+
+logger = logging.getLogger(__name__)
+
+SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
+METHOD_HEADER = "Mcp-Method"
+NAME_HEADER = "Mcp-Name"
+SPACE_HEADER = "X-Switchyard-Space"
+TENANT_HEADER = "X-Switchyard-Tenant"
+_ROUTING_HEADERS = (VERSION_HEADER, METHOD_HEADER, NAME_HEADER)
+_CORS_HEADERS = {
+    "Access-Control-Allow-Methods": "POST, GET, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": ", ".join(
+        (
+            "Authorization",
+            "Content-Type",
+            "Accept",
+            SESSION_HEADER,
+            *_ROUTING_HEADERS,
+            SPACE_HEADER,
+            "Last-Event-ID",
+        )
+    ),
+    "Access-Control-Expose-Headers": SESSION_HEADER,
+    "Access-Control-Max-Age": "600",
+}
+
+
+def _accepts(request: web.Request) -> tuple[bool, bool]:
+    """(json, sse) acceptable, with wildcards; a missing Accept accepts anything."""
+    header = request.headers.get("Accept")
+    if not header:
+        return True, True
+    types = {part.split(";")[0].strip().lower() for part in header.split(",")}
+    wildcard = "*/*" in types
+    return (
+        wildcard or "application/json" in types or "application/*" in types,
+        wildcard or "text/event-stream" in types or "text/*" in types,
+    )
+
+
+def _unsupported(requested: str) -> RpcError:
+    data = UnsupportedProtocolVersionErrorData(
+        supported=[*HANDSHAKE_VERSIONS, *MODERN_VERSIONS], requested=requested
+    ).model_dump(mode="json")
+    return RpcError(
+        UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version", data=data, status=400
+    )
+
+
+class McpEndpoint:
+    """The aiohttp handlers of ``/mcp`` and ``/mcp/{space_id}``."""
+
+    def __init__(
+        self,
+        services: Services,
+        dispatcher: Dispatcher,
+        signer: SessionSigner,
+        *,
+        max_body_bytes: int,
+    ) -> None:
+        self._services = services
+        self._dispatcher = dispatcher
+        self._signer = signer
+        self._max_body = max_body_bytes
+
+    # -- edge checks -------------------------------------------------------------------
+
+    def _cross_origin(self, request: web.Request) -> str | None:
+        """The Origin to echo in CORS headers, None for same-host or no Origin.
+
+        Raises:
+            RpcError: 403 for an Origin neither allowed nor the endpoint's own host
+                (DNS-rebinding protection the spec requires).
+        """
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return None
+        allowed = self._services.allowed_origins
+        if origin.rstrip("/") in allowed or "*" in allowed:
+            return origin
+        try:
+            url = URL(origin)
+            host, _, port = (
+                request.host.rpartition(":") if ":" in request.host else (request.host, "", "")
+            )
+            own_port = int(port) if port.isdigit() else (443 if request.scheme == "https" else 80)
+            # Host headers bracket IPv6 literals ("[::1]:8080"); URL.host does not.
+            if url.host is not None and url.host == host.strip("[]") and url.port == own_port:
+                return None
+        except ValueError:
+            pass
+        raise RpcError(FORBIDDEN, "Forbidden: Origin not allowed", status=403)
+
+    async def _identity(self, request: web.Request) -> Identity:
+        """Authenticate the caller for the requested workspace.
+
+        Raises:
+            RpcError: 401 (with WWW-Authenticate), 403 or 400 from the edge.
+        """
+        path_space = request.match_info.get("space_id")
+        header_space = request.headers.get(SPACE_HEADER)
+        if path_space and header_space and path_space != header_space:
+            raise RpcError(
+                INVALID_REQUEST, f"{SPACE_HEADER} disagrees with the URL's workspace", status=400
+            )
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        try:
+            auth = self._services.auth
+            # Prefer the authenticator's async variant: verifying a key (scrypt) on a
+            # cache miss takes tens of milliseconds, which must not block the loop.
+            authenticate_async = getattr(auth, "authenticate_async", None)
+            if authenticate_async is not None:
+                identity = await authenticate_async(bearer, path_space or header_space)
+            else:
+                identity = auth.authenticate(bearer, path_space or header_space)
+            claimed = request.headers.get(TENANT_HEADER)
+            if claimed is not None and claimed != identity.tenant_id:
+                raise RpcError(
+                    FORBIDDEN,
+                    f"{TENANT_HEADER} names another tenant than the API key's",
+                    status=403,
+                )
+        except (IngressError, KafkaUnavailable) as exc:
+            raise rpc_from_ingress_error(exc) from exc
+        return identity
+
+    async def _body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self._max_body:
+            raise RpcError(INVALID_REQUEST, f"Body over {self._max_body} bytes", status=413)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > self._max_body:
+                raise RpcError(INVALID_REQUEST, f"Body over {self._max_body} bytes", status=413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _session(self, request: web.Request, identity: Identity) -> str:
+        """The negotiated version of the request's session.
+
+        Raises:
+            RpcError: 400 without a session id, 404 for one this deployment did not give
+                this caller (forged, expired, another tenant's), 400 for a version header
+                that disagrees with the session.
+        """
+        token = request.headers.get(SESSION_HEADER)
+        if not token:
+            raise RpcError(
+                INVALID_REQUEST,
+                f"Bad Request: missing {SESSION_HEADER}; send initialize first",
+                status=400,
+            )
+        claims = self._signer.verify(token, identity.tenant_id, identity.space_id)
+        if claims is None:
+            raise RpcError(INVALID_REQUEST, "Session not found", status=404)
+        header = request.headers.get(VERSION_HEADER)
+        if header is not None and header != claims.protocol_version:
+            if header not in HANDSHAKE_VERSIONS:
+                raise _unsupported(header)
+            raise RpcError(
+                INVALID_REQUEST, f"{VERSION_HEADER} differs from the session's version", status=400
+            )
+        return claims.protocol_version
+
+    @staticmethod
+    def _modern_envelope(request: web.Request, raw: dict[str, Any]) -> str:
+        """Check a 2026-07-28 request's ``_meta`` envelope and routing headers.
+
+        Raises:
+            RpcError: -32602 for a missing envelope, -32020 for headers that disagree
+                with the body, -32022 for an unsupported version (all HTTP 400).
+        """
+        params = raw.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if not isinstance(meta, dict) or any(
+            key not in meta for key in (PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY)
+        ):
+            raise RpcError(
+                INVALID_PARAMS,
+                f"params._meta must carry {PROTOCOL_VERSION_META_KEY!r} and {CLIENT_CAPABILITIES_META_KEY!r}",
+                status=400,
+            )
+        for name in _ROUTING_HEADERS:
+            if len(request.headers.getall(name, [])) > 1:
+                raise RpcError(HEADER_MISMATCH, f"{name} header appears more than once", status=400)
+        version = meta[PROTOCOL_VERSION_META_KEY]
+        if request.headers.get(VERSION_HEADER) != version:
+            raise RpcError(
+                HEADER_MISMATCH, f"{VERSION_HEADER} header does not match _meta", status=400
+            )
+        if request.headers.get(METHOD_HEADER) != raw["method"]:
+            raise RpcError(
+                HEADER_MISMATCH, f"{METHOD_HEADER} header does not match the method", status=400
+            )
+        if (
+            raw["method"] == "tools/call"
+            and isinstance(params, dict)
+            and params.get("name") is not None
+        ):
+            if decode_header_value(request.headers.get(NAME_HEADER)) != params["name"]:
+                raise RpcError(
+                    HEADER_MISMATCH, f"{NAME_HEADER} header does not match params.name", status=400
+                )
+        if not isinstance(version, str) or version not in MODERN_VERSIONS:
+            raise _unsupported(str(version))
+        return version
+
+    # -- handlers ----------------------------------------------------------------------
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        request_id: Any = None
+        cors: dict[str, str] = {}
+        json_ok, sse_ok = _accepts(request)
+        sse = sse_ok and not json_ok
+        modern = request.headers.get(VERSION_HEADER) in MODERN_VERSIONS
+        try:
+            origin = self._cross_origin(request)
+            if origin is not None:
+                cors = {
+                    "Access-Control-Allow-Origin": origin,
+                    "Access-Control-Expose-Headers": SESSION_HEADER,
+                    "Vary": "Origin",
+                }
+            if not (json_ok or sse_ok):
+                raise RpcError(
+                    INVALID_REQUEST,
+                    "Not Acceptable: accept application/json or text/event-stream",
+                    status=406,
+                )
+            content_type = request.headers.get("Content-Type")
+            if (
+                content_type is not None
+                and content_type.split(";")[0].strip().lower() != "application/json"
+            ):
+                raise RpcError(
+                    INVALID_REQUEST, "Unsupported Media Type: send application/json", status=415
+                )
+            identity = await self._identity(request)
+            incoming = parse_message(await self._body(request))
+            method = incoming.raw.get("method")
+            if incoming.request is not None:
+                request_id = incoming.request.id
+            if incoming.request is not None and method == "initialize" and not modern:
+                version, result = self._dispatcher.initialize(incoming.request.params)
+                headers = {
+                    SESSION_HEADER: self._signer.issue(
+                        identity.tenant_id, identity.space_id, version
+                    ),
+                    **cors,
+                }
+                return reply(
+                    JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result),
+                    sse=sse,
+                    headers=headers,
+                )
+            header_version = request.headers.get(VERSION_HEADER)
+            if modern:
+                version = (
+                    self._modern_envelope(request, incoming.raw)
+                    if incoming.request is not None
+                    else ""
+                )
+            elif header_version is not None and header_version not in HANDSHAKE_VERSIONS:
+                raise _unsupported(header_version)
+            else:
+                version = self._session(request, identity)
+            if incoming.request is None:
+                # Notifications and responses: accepted, nothing to answer. The stateless
+                # revision defines none a server must act on (closing a stream cancels).
+                return web.Response(status=202, headers=cors)
+            result = await self._dispatcher.handle(
+                identity, version, incoming.request.method, incoming.request.params
+            )
+            return reply(
+                JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result), sse=sse, headers=cors
+            )
+        except RpcError as exc:
+            default = MODERN_STATUS.get(exc.code, 200) if modern else 200
+            return error_response(exc, request_id, default_status=default, sse=sse, headers=cors)
+        except Exception:
+            # The request boundary: an unexpected failure answers a JSON-RPC error with no
+            # detail (never a stack trace) and is logged here with its traceback.
+            logger.exception("MCP request failed")
+            error = RpcError(INTERNAL_ERROR, "Internal error", status=500)
+            return error_response(error, request_id, headers=cors)
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        # No server-initiated stream is offered (nothing is ever pushed unprompted), which
+        # the spec answers with 405.
+        return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+
+    async def delete(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._cross_origin(request)
+            if request.headers.get(VERSION_HEADER) in MODERN_VERSIONS:
+                # The stateless revision has no sessions to end.
+                return web.Response(status=405, headers={"Allow": "POST"})
+            identity = await self._identity(request)
+            self._session(request, identity)
+        except RpcError as exc:
+            return error_response(exc, None)
+        # Stateless sessions: nothing is stored, so there is nothing to delete.
+        return web.Response(status=204)
+
+    async def options(self, request: web.Request) -> web.StreamResponse:
+        """CORS preflight for browser-based clients on allowed origins."""
+        try:
+            origin = self._cross_origin(request)
+        except RpcError as exc:
+            return error_response(exc, None)
+        if origin is None:
+            return web.Response(status=204, headers={"Allow": "POST, GET, DELETE, OPTIONS"})
+        return web.Response(
+            status=204,
+            headers={"Access-Control-Allow-Origin": origin, "Vary": "Origin", **_CORS_HEADERS},
+        )

@@ -1,0 +1,227 @@
+"""Task-augmented tools/call (MCP 2025-11-25): the task is the Kafka command.
+
+``taskId`` is the command id. Status comes from the pipeline, which reads the results
+topic, so ``tasks/get`` and ``tasks/result`` work on any replica once the Result is
+there. Two things are per replica and bounded (``max_tasks``, oldest forgotten first):
+the list behind ``tasks/list`` and cancellation marks.
+
+Cancellation is best effort and says so: a published command cannot be recalled from
+Kafka, so ``tasks/cancel`` marks the task ``cancelled`` on this replica (the spec lets
+the receiver keep it cancelled whatever the execution does), and the status message
+states that the command may still run; its outcome stays readable through the REST API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    CancelTaskResult,
+    CreateTaskResult,
+    GetTaskResult,
+    ListTasksResult,
+    Task,
+    TaskStatus,
+    TextContent,
+)
+
+from ingress._bounded import LRU
+from ingress.contracts import Identity, Services
+from schemas import Command, Result
+
+from ._jsonrpc import RpcError
+from ._tools import pending_result, result_to_call_result
+
+__all__ = ["RELATED_TASK_META_KEY", "TaskBook"]
+
+RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
+_TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+_CANCEL_NOTE = (
+    "Cancelled by the client. The command was already published to Kafka and cannot be "
+    "recalled, so it may still run; its outcome remains readable with GET /v1/commands/{id}."
+)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class _Entry:
+    tenant_id: str
+    space_id: str
+    created_at: datetime
+    ttl_ms: int
+    cancelled_at: datetime | None = None
+
+
+class TaskBook:
+    """Tasks of every tenant this replica created, and the task methods over them."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        max_tasks: int,
+        ttl_ms: int,
+        poll_interval_ms: int,
+        result_timeout: float,
+    ) -> None:
+        self._services = services
+        self._entries: LRU[tuple[str, str], _Entry] = LRU(max_tasks)
+        self._ttl_ms = ttl_ms
+        self._poll_ms = poll_interval_ms
+        self._result_timeout = result_timeout
+
+    def create(
+        self, identity: Identity, command: Command, requested_ttl: int | None
+    ) -> CreateTaskResult:
+        """Record a task for a just-published command and describe it."""
+        ttl = self._ttl_ms if requested_ttl is None else max(0, min(requested_ttl, self._ttl_ms))
+        entry = _Entry(identity.tenant_id, identity.space_id, command.submitted_at, ttl)
+        self._entries.put((identity.tenant_id, command.command_id), entry)
+        task = Task(
+            task_id=command.command_id,
+            status="working",
+            created_at=_iso(command.submitted_at),
+            last_updated_at=_iso(command.submitted_at),
+            ttl=ttl,
+            poll_interval=self._poll_ms,
+        )
+        return CreateTaskResult(task=task)
+
+    def _describe(self, identity: Identity, task_id: str) -> tuple[Task, Result | None]:
+        """The task's current state, bound to the caller's tenant.
+
+        Raises:
+            RpcError: -32602 when the tenant has no such task (another tenant's id
+                included: it must read exactly like an unknown one).
+        """
+        entry = self._entries.get((identity.tenant_id, task_id))
+        pipeline = self._services.pipeline
+        result = pipeline.peek(identity, task_id)
+        command = pipeline.known(identity, task_id) if result is None else None
+        if entry is None and result is None and command is None:
+            raise RpcError(INVALID_PARAMS, f"Unknown task: {task_id}")
+        if result is not None:
+            created = result.times.submitted_at
+            updated = result.times.finished_at
+        elif command is not None:
+            created = updated = command.submitted_at
+        else:
+            assert entry is not None
+            created = updated = entry.created_at
+        status: TaskStatus
+        message: str | None
+        if entry is not None and entry.cancelled_at is not None:
+            status, message, updated = (
+                "cancelled",
+                _CANCEL_NOTE.format(id=task_id),
+                entry.cancelled_at,
+            )
+        elif result is None:
+            status, message = "working", "The command is queued or running."
+        elif result.ok:
+            status, message = "completed", None
+        else:
+            # The spec counts a tool result with isError among failed tasks.
+            code = result.error.code.value if result.error is not None else "unknown"
+            status, message = "failed", f"{result.status.value}: {code}"
+        task = Task(
+            task_id=task_id,
+            status=status,
+            status_message=message,
+            created_at=_iso(created),
+            last_updated_at=_iso(updated),
+            ttl=entry.ttl_ms if entry is not None else self._ttl_ms,
+            poll_interval=self._poll_ms,
+        )
+        return task, result
+
+    def get(self, identity: Identity, task_id: str) -> GetTaskResult:
+        """tasks/get.
+
+        Raises:
+            RpcError: -32602 for an unknown task.
+        """
+        task, _ = self._describe(identity, task_id)
+        return GetTaskResult(**task.model_dump())
+
+    async def result(self, identity: Identity, task_id: str) -> CallToolResult:
+        """tasks/result: waits (bounded) for the command to end, then its CallToolResult.
+
+        Raises:
+            RpcError: -32602 for an unknown task.
+        """
+        task, result = self._describe(identity, task_id)
+        related = {RELATED_TASK_META_KEY: {"taskId": task_id}}
+        if task.status == "cancelled":
+            call = CallToolResult(
+                content=[TextContent(text=task.status_message or "")], is_error=True
+            )
+        elif result is None:
+            result = await self._services.pipeline.wait(identity, task_id, self._result_timeout)
+            if result is not None:
+                call = result_to_call_result(result)
+            else:
+                command = self._services.pipeline.known(identity, task_id)
+                if command is None:
+                    # Pending on this replica's book but its command is not visible here.
+                    call = CallToolResult(
+                        content=[
+                            TextContent(text=f"Task {task_id} is still working; poll tasks/get.")
+                        ],
+                        is_error=True,
+                    )
+                else:
+                    call = pending_result(command, self._result_timeout, None)
+        else:
+            call = result_to_call_result(result)
+        call.meta = {**(call.meta or {}), **related}
+        return call
+
+    def cancel(self, identity: Identity, task_id: str) -> CancelTaskResult:
+        """tasks/cancel (best effort, see the module docstring).
+
+        Raises:
+            RpcError: -32602 for an unknown task or one already in a terminal status.
+        """
+        task, _ = self._describe(identity, task_id)
+        if task.status in _TERMINAL:
+            raise RpcError(
+                INVALID_PARAMS, f"Cannot cancel task {task_id}: it is already {task.status}"
+            )
+        key = (identity.tenant_id, task_id)
+        entry = self._entries.get(key)
+        now = datetime.now(UTC)
+        if entry is None:
+            entry = _Entry(identity.tenant_id, identity.space_id, now, self._ttl_ms)
+            self._entries.put(key, entry)
+        entry.cancelled_at = now
+        task, _ = self._describe(identity, task_id)
+        return CancelTaskResult(**task.model_dump())
+
+    def list(self, identity: Identity, cursor: str | None, page_size: int) -> ListTasksResult:
+        """tasks/list: this tenant's tasks on this replica, most recently used first.
+
+        Raises:
+            RpcError: -32602 for an invalid cursor.
+        """
+        ids = [
+            task_id
+            for tenant, task_id in reversed(list(self._entries))
+            if tenant == identity.tenant_id
+        ]
+        try:
+            offset = int(cursor) if cursor is not None else 0
+        except ValueError as exc:
+            raise RpcError(INVALID_PARAMS, "Invalid cursor") from exc
+        if offset < 0 or offset > len(ids):
+            raise RpcError(INVALID_PARAMS, "Invalid cursor")
+        page = ids[offset : offset + page_size]
+        tasks = [self._describe(identity, task_id)[0] for task_id in page]
+        end = offset + len(page)
+        return ListTasksResult(tasks=tasks, next_cursor=str(end) if end < len(ids) else None)

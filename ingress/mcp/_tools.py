@@ -1,0 +1,302 @@
+"""tools/list and tools/call: a workspace's enabled actions as MCP tools, run through Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+from typing import Any
+
+import jsonschema
+import orjson
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    ListToolsResult,
+    TextContent,
+    Tool,
+    ToolExecution,
+)
+from pydantic import ValidationError
+
+from core.errors import KafkaUnavailable
+from core.telemetry import current_trace_id
+from ingress._bounded import LRU
+from ingress.contracts import Identity, Services
+from ingress.errors import Forbidden, IngressError
+from schemas import ActionConfig, Command, CommandSource, Result
+
+from ._jsonrpc import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE, RpcError
+
+__all__ = [
+    "IDEMPOTENCY_META_KEY",
+    "ToolRunner",
+    "check_claims",
+    "pending_result",
+    "result_to_call_result",
+    "rpc_from_ingress_error",
+]
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_META_KEY = "switchyard/idempotency_key"
+_TENANT_CLAIMS = ("tenant_id", "tenantId", "tenant", "switchyard/tenant_id", "switchyard/tenant")
+_SPACE_CLAIMS = ("space_id", "spaceId", "switchyard/space_id", "switchyard/space")
+
+
+def check_claims(identity: Identity, *scopes: dict[str, Any] | None) -> None:
+    """Refuse a request whose ``_meta`` or arguments claim another tenant or workspace.
+
+    The tenant comes from the API key only; a body naming another one is an attempt to
+    act for someone else, so it is refused before anything is published.
+
+    Raises:
+        ingress.errors.Forbidden: a claim disagrees with the authenticated identity.
+    """
+    for scope in scopes:
+        if not isinstance(scope, dict):
+            continue
+        for key in _TENANT_CLAIMS:
+            if key in scope and scope[key] != identity.tenant_id:
+                raise Forbidden(f"'{key}' names another tenant than the API key's")
+        for key in _SPACE_CLAIMS:
+            if key in scope and scope[key] != identity.space_id:
+                raise Forbidden(f"'{key}' names another workspace than the request's")
+
+
+def rpc_from_ingress_error(exc: IngressError | KafkaUnavailable) -> RpcError:
+    """The JSON-RPC error (and HTTP status) for an edge error."""
+    if isinstance(exc, KafkaUnavailable):
+        return RpcError(
+            UNAVAILABLE,
+            "Service unavailable: the command could not be made durable; retry",
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+    # Other refusals (400 bad request, 409 idempotency conflict, 413) concern the params.
+    code = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED, 503: UNAVAILABLE}.get(
+        exc.status, INVALID_PARAMS
+    )
+    return RpcError(code, exc.message, status=exc.status, headers=exc.headers())
+
+
+def _tool_meta(
+    command_id: str,
+    status: str,
+    *,
+    connector: str | None = None,
+    operation: str | None = None,
+    trace_id: str | None = None,
+) -> dict[str, Any]:
+    meta = {
+        "switchyard/command_id": command_id,
+        "switchyard/status": status,
+        "switchyard/connector": connector,
+        "switchyard/operation": operation,
+        "switchyard/trace_id": trace_id,
+    }
+    return {key: value for key, value in meta.items() if value is not None}
+
+
+def result_to_call_result(result: Result) -> CallToolResult:
+    """A final Result as the tool's answer: output on success, ``isError`` otherwise."""
+    meta = _tool_meta(
+        result.command_id,
+        result.status.value,
+        connector=result.connector,
+        operation=result.operation,
+        trace_id=result.trace_id,
+    )
+    if result.ok:
+        output = result.output if result.output is not None else {}
+        return CallToolResult(
+            content=[TextContent(text=orjson.dumps(output).decode())],
+            structured_content=output,
+            is_error=False,
+            _meta=meta,
+        )
+    if result.error is not None:
+        detail = f"{result.error.code.value}: {result.error.message}"
+        if result.error.retryable:
+            detail += " (retryable)"
+    else:
+        detail = "no error detail"
+    text = f"Command {result.command_id} ended {result.status.value}. {detail}"
+    return CallToolResult(content=[TextContent(text=text)], is_error=True, _meta=meta)
+
+
+def pending_result(command: Command, waited: float, trace_id: str | None) -> CallToolResult:
+    """The answer when the Result did not arrive in time: the command still runs."""
+    text = (
+        f"Command {command.command_id} is still running after {waited:g}s. It is accepted "
+        "(durable in Kafka) and will finish without this call. Fetch its result later with "
+        f"tasks/get and tasks/result (taskId {command.command_id}, protocol 2025-11-25) or "
+        f"GET /v1/commands/{command.command_id}."
+    )
+    meta = _tool_meta(command.command_id, "pending", trace_id=trace_id)
+    return CallToolResult(content=[TextContent(text=text)], is_error=True, _meta=meta)
+
+
+def _command_trace_id(command: Command) -> str | None:
+    if command.spans:
+        return command.spans[0].trace_id
+    return current_trace_id()
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"o": offset})).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        offset = data["o"]
+    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
+        raise RpcError(INVALID_PARAMS, "Invalid cursor") from exc
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise RpcError(INVALID_PARAMS, "Invalid cursor")
+    return offset
+
+
+def _input_schema(action: ActionConfig) -> dict[str, Any]:
+    # MCP requires an object schema at the root; an action configured with another root
+    # type still takes an arguments object, so it is exposed as a plain object.
+    schema = dict(action.input_schema)
+    schema.setdefault("type", "object")
+    if schema["type"] != "object":
+        return {"type": "object"}
+    return schema
+
+
+class ToolRunner:
+    """Lists a caller's tools and runs tool calls as Kafka commands."""
+
+    def __init__(self, services: Services, *, page_size: int, call_timeout: float) -> None:
+        self._services = services
+        self._page_size = page_size
+        self._call_timeout = call_timeout
+        # Compiled argument validators, per workspace version (compiling costs far more
+        # than validating).
+        self._validators: LRU[tuple[str, str, str, int], Any] = LRU(1024)
+
+    def _actions(self, identity: Identity) -> list[ActionConfig]:
+        workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
+        if workspace is None:
+            return []
+        return [action for action in workspace.actions if action.enabled]
+
+    def list_tools(self, identity: Identity, cursor: str | None, *, tasks: bool) -> ListToolsResult:
+        """One page of the caller's tools.
+
+        Raises:
+            RpcError: -32602 for a cursor this server did not issue.
+        """
+        actions = self._actions(identity)
+        offset = 0 if cursor is None else _decode_cursor(cursor)
+        if offset > len(actions):
+            raise RpcError(INVALID_PARAMS, "Invalid cursor")
+        page = actions[offset : offset + self._page_size]
+        tools = [
+            Tool(
+                name=action.name,
+                description=action.description or None,
+                input_schema=_input_schema(action),
+                # Every call becomes a Kafka command, so each tool can run as a task.
+                execution=ToolExecution(task_support="optional") if tasks else None,
+            )
+            for action in page
+        ]
+        end = offset + len(page)
+        return ListToolsResult(
+            tools=tools, next_cursor=_encode_cursor(end) if end < len(actions) else None
+        )
+
+    def resolve(self, identity: Identity, name: str, arguments: dict[str, Any]) -> ActionConfig:
+        """The enabled action called ``name``, with ``arguments`` checked against its schema.
+
+        Raises:
+            RpcError: -32602 for an unknown or disabled tool, or arguments that do not
+                match the tool's input schema.
+        """
+        workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
+        action = workspace.action(name) if workspace is not None else None
+        if action is None or not action.enabled:
+            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+        assert workspace is not None
+        key = (identity.tenant_id, identity.space_id, name, workspace.version)
+        validator = self._validators.get(key)
+        if validator is None:
+            schema = _input_schema(action)
+            cls = jsonschema.validators.validator_for(schema)
+            try:
+                cls.check_schema(schema)
+            except jsonschema.SchemaError:
+                # A broken schema in the configuration must not make the tool uncallable;
+                # the router validates again with the same schema.
+                logger.warning("input schema of action %s is invalid; not validating", name)
+                schema = {"type": "object"}
+            validator = cls(schema)
+            self._validators.put(key, validator)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+        if error is not None:
+            where = "/".join(str(part) for part in error.absolute_path) or "(root)"
+            raise RpcError(
+                INVALID_PARAMS, f"Invalid arguments for tool {name} at {where}: {error.message}"
+            )
+        return action
+
+    async def submit(
+        self,
+        identity: Identity,
+        action: ActionConfig,
+        arguments: dict[str, Any],
+        meta: dict[str, Any] | None,
+    ) -> Command:
+        """Publish the call as a command (durable in Kafka on return).
+
+        Raises:
+            RpcError: bad idempotency key or arguments (-32602), rate limit (429),
+                Kafka unavailable (503) or another edge refusal.
+        """
+        key = (meta or {}).get(IDEMPOTENCY_META_KEY)
+        if key is not None and (
+            not isinstance(key, str)
+            or not 0 < len(key) <= 255
+            or not key.isascii()
+            or not key.isprintable()
+            or " " in key
+        ):
+            raise RpcError(
+                INVALID_PARAMS, f"'{IDEMPOTENCY_META_KEY}' must be 1-255 visible ASCII characters"
+            )
+        idempotency_key = key if key is not None else f"mcp-{secrets.token_hex(16)}"
+        publish = self._services.pipeline.submit(
+            identity,
+            action.name,
+            arguments,
+            source=CommandSource.MCP,
+            idempotency_key=idempotency_key,
+        )
+        try:
+            # Shielded: once the caller is gone the publish still finishes, so the command
+            # is either fully accepted or not at all, never abandoned half-way.
+            command, _created = await asyncio.shield(publish)
+        except (IngressError, KafkaUnavailable) as exc:
+            raise rpc_from_ingress_error(exc) from exc
+        except (ValidationError, ValueError) as exc:
+            raise RpcError(INVALID_PARAMS, f"Invalid tool call: {exc}".splitlines()[0]) from exc
+        return command
+
+    async def wait(self, identity: Identity, command: Command) -> CallToolResult:
+        """The tool's answer: the Result if it arrives in time, else "still running"."""
+        result = await self._services.pipeline.wait(
+            identity, command.command_id, self._call_timeout
+        )
+        if result is None:
+            return pending_result(command, self._call_timeout, _command_trace_id(command))
+        call_result = result_to_call_result(result)
+        if result.trace_id is None and (trace_id := _command_trace_id(command)) is not None:
+            assert call_result.meta is not None
+            call_result.meta["switchyard/trace_id"] = trace_id
+        return call_result

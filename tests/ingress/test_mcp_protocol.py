@@ -1,0 +1,853 @@
+"""MCP endpoint protocol tests against in-memory fakes of Authenticator, Catalog, Pipeline.
+
+The transport, the three protocol revisions, sessions, tasks and every edge case run on
+a real aiohttp server on 127.0.0.1, driven by the official MCP Python SDK client and by
+hand-made requests. The Kafka-backed pipeline is covered in test_mcp_kafka.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import httpx2
+import pytest
+from aiohttp import web
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from ingress.contracts import Identity, Services
+from ingress.errors import Forbidden, Unauthorized
+from ingress.mcp import McpOptions, setup
+from schemas import (
+    ActionConfig,
+    Command,
+    CommandSource,
+    ErrorCode,
+    ErrorInfo,
+    Result,
+    ResultStatus,
+    StageTimes,
+    WorkspaceConfig,
+)
+
+MODERN = "2026-07-28"
+# "auto" probes server/discover, which this server answers, so it lands on the stateless one.
+EXPECTED_VERSION = {"legacy": "2025-11-25", MODERN: MODERN, "auto": MODERN}
+CLIENT_META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+}
+
+
+# -- fakes -----------------------------------------------------------------------------
+
+
+@dataclass
+class FakeAuth:
+    keys: dict[str, tuple[str, list[str]]]
+
+    def authenticate(self, bearer: str | None, space_id: str | None) -> Identity:
+        if bearer is None or bearer not in self.keys:
+            raise Unauthorized("missing or invalid API key")
+        tenant, spaces = self.keys[bearer]
+        if space_id is None:
+            if len(spaces) != 1:
+                raise Forbidden("choose a workspace")
+            space_id = spaces[0]
+        if space_id not in spaces:
+            raise Forbidden("this key does not own that workspace")
+        return Identity(tenant, space_id, f"user_{tenant}", "member", f"kid{tenant}")
+
+
+@dataclass
+class FakeCatalog:
+    spaces: dict[tuple[str, str], WorkspaceConfig]
+
+    def workspace(self, tenant_id: str, space_id: str) -> WorkspaceConfig | None:
+        return self.spaces.get((tenant_id, space_id))
+
+
+def make_result(
+    command: Command, *, ok: bool = True, output: dict[str, Any] | None = None
+) -> Result:
+    now = datetime.now(UTC)
+    return Result(
+        command_id=command.command_id,
+        tenant_id=command.tenant_id,
+        space_id=command.space_id,
+        user_id=command.user_id,
+        action=command.action,
+        idempotency_key=command.idempotency_key,
+        status=ResultStatus.SUCCEEDED if ok else ResultStatus.FAILED,
+        connector="slack",
+        operation="chat.postMessage",
+        output=(output if output is not None else {"echo": command.arguments}) if ok else None,
+        error=None
+        if ok
+        else ErrorInfo(code=ErrorCode.UPSTREAM_REJECTED, message="channel_not_found"),
+        attempts=1,
+        times=StageTimes(submitted_at=command.submitted_at, finished_at=now),
+        trace_id="ab" * 16,
+    )
+
+
+@dataclass
+class FakePipeline:
+    """Publishes to a list; ``responder`` decides each command's Result (None: pending)."""
+
+    responder: Callable[[Command], Result | None] = make_result
+    published: list[Command] = field(default_factory=list)
+    results: dict[tuple[str, str], Result] = field(default_factory=dict)
+    pending: dict[tuple[str, str], Command] = field(default_factory=dict)
+    _seen_keys: dict[tuple[str, str], Command] = field(default_factory=dict)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def submit(
+        self,
+        identity: Identity,
+        action: str,
+        arguments: dict[str, Any],
+        *,
+        source: CommandSource,
+        idempotency_key: str | None = None,
+        deadline: datetime | None = None,
+    ) -> tuple[Command, bool]:
+        key = idempotency_key or uuid.uuid4().hex
+        if (identity.tenant_id, key) in self._seen_keys:
+            return self._seen_keys[(identity.tenant_id, key)], False
+        now = datetime.now(UTC)
+        command = Command(
+            command_id=uuid.uuid4().hex,
+            tenant_id=identity.tenant_id,
+            space_id=identity.space_id,
+            user_id=identity.user_id,
+            role=identity.role,
+            action=action,
+            arguments=arguments,
+            idempotency_key=key,
+            submitted_at=now,
+            deadline=deadline or now + timedelta(minutes=5),
+            source=source,
+        )
+        self._seen_keys[(identity.tenant_id, key)] = command
+        self.published.append(command)
+        result = self.responder(command)
+        if result is None:
+            self.pending[(identity.tenant_id, command.command_id)] = command
+        else:
+            self.results[(identity.tenant_id, command.command_id)] = result
+        return command, True
+
+    def finish(self, result: Result) -> None:
+        self.pending.pop((result.tenant_id, result.command_id), None)
+        self.results[(result.tenant_id, result.command_id)] = result
+        self._arrived.set()
+        self._arrived = asyncio.Event()
+
+    # The Pipeline protocol's signature takes a timeout.
+    async def wait(
+        self,
+        identity: Identity,
+        command_id: str,
+        timeout: float,  # noqa: ASYNC109
+    ) -> Result | None:
+        try:
+            async with asyncio.timeout(timeout):
+                for _ in range(10_000):
+                    if (found := self.peek(identity, command_id)) is not None:
+                        return found
+                    await self._arrived.wait()
+        except TimeoutError:
+            return None
+        return None
+
+    def peek(self, identity: Identity, command_id: str) -> Result | None:
+        return self.results.get((identity.tenant_id, command_id))
+
+    def known(self, identity: Identity, command_id: str) -> Command | None:
+        return self.pending.get((identity.tenant_id, command_id))
+
+
+def _action(name: str, **schema: Any) -> ActionConfig:
+    return ActionConfig(
+        name=name,
+        description=f"{name} for tests",
+        input_schema={"type": "object", **schema},
+        connector="slack",
+        operation="chat.postMessage",
+    )
+
+
+def _catalog() -> FakeCatalog:
+    text_schema = {"properties": {"text": {"type": "string"}}, "required": ["text"]}
+    acme = WorkspaceConfig(
+        tenant_id="acme",
+        space_id="main",
+        actions=[
+            _action("daily_summary", **text_schema),
+            _action("create_task"),
+            ActionConfig(name="disabled_one", connector="slack", operation="x", enabled=False),
+        ],
+    )
+    beta = WorkspaceConfig(tenant_id="beta", space_id="ops", actions=[_action("open_ticket")])
+    many = WorkspaceConfig(
+        tenant_id="acme", space_id="big", actions=[_action(f"tool_{i:03d}") for i in range(7)]
+    )
+    return FakeCatalog({("acme", "main"): acme, ("beta", "ops"): beta, ("acme", "big"): many})
+
+
+@dataclass
+class Server:
+    url: str
+    pipeline: FakePipeline
+    base: str
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    async for item in _serve(
+        McpOptions(session_secret="test-secret", call_timeout=2.0, page_size=3)
+    ):
+        yield item
+
+
+async def _serve(options: McpOptions, allowed: tuple[str, ...] = ()) -> AsyncIterator[Server]:
+    pipeline = FakePipeline()
+    auth = FakeAuth({"key-acme": ("acme", ["main", "big"]), "key-beta": ("beta", ["ops"])})
+    app = web.Application()
+    setup(app, Services(auth, _catalog(), pipeline, allowed_origins=allowed), options=options)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    base = f"http://{host}:{port}"
+    try:
+        yield Server(f"{base}/mcp", pipeline, base)
+    finally:
+        await runner.cleanup()
+
+
+def _client(url: str, key: str, mode: str, space: str | None = None) -> Client:
+    headers = {"Authorization": f"Bearer {key}"}
+    if space is not None:
+        headers["X-Switchyard-Space"] = space
+    http = httpx2.AsyncClient(headers=headers, timeout=20)
+    return Client(streamable_http_client(url, http_client=http), mode=mode)
+
+
+async def _post(
+    url: str,
+    body: Any,
+    *,
+    key: str | None = "key-acme",
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    sent = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    if key is not None:
+        sent["Authorization"] = f"Bearer {key}"
+    sent.update(headers or {})
+    async with aiohttp.ClientSession() as http:
+        data = raw if raw is not None else None
+        kwargs: dict[str, Any] = {"data": data} if raw is not None else {"json": body}
+        async with http.post(url, headers=sent, **kwargs) as response:
+            text = await response.read()
+            parsed = None
+            if response.content_type == "application/json" and text:
+                parsed = await response.json()
+            elif text:
+                parsed = text.decode()
+            return response.status, dict(response.headers), parsed
+
+
+def _rpc(method: str, params: dict[str, Any] | None = None, rid: int = 1) -> dict[str, Any]:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+    if params is not None:
+        body["params"] = params
+    return body
+
+
+async def _initialize(
+    url: str, version: str = "2025-11-25", key: str = "key-acme"
+) -> tuple[str, dict[str, Any]]:
+    params = {
+        "protocolVersion": version,
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    }
+    status, headers, body = await _post(url, _rpc("initialize", params), key=key)
+    assert status == 200, body
+    return headers["Mcp-Session-Id"], body["result"]
+
+
+def _legacy(session: str, version: str = "2025-11-25") -> dict[str, str]:
+    return {"Mcp-Session-Id": session, "MCP-Protocol-Version": version}
+
+
+def _modern(method: str, name: str | None = None) -> dict[str, str]:
+    headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": method}
+    if name is not None:
+        headers["Mcp-Name"] = name
+    return headers
+
+
+# -- the official SDK client -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN, "auto"])
+async def test_sdk_client_lists_only_its_own_workspace_tools(server: Server, mode: str) -> None:
+    async with _client(server.url, "key-acme", mode, space="main") as acme:
+        acme_tools = await acme.list_tools()
+        assert acme.protocol_version == EXPECTED_VERSION[mode]
+    async with _client(f"{server.url}/ops", "key-beta", mode) as beta:
+        beta_tools = await beta.list_tools()
+    assert [tool.name for tool in acme_tools.tools] == ["daily_summary", "create_task"]
+    assert acme_tools.tools[0].description == "daily_summary for tests"
+    assert acme_tools.tools[0].input_schema["required"] == ["text"]
+    assert [tool.name for tool in beta_tools.tools] == ["open_ticket"]
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN, "auto"])
+async def test_sdk_client_calls_a_tool_and_gets_output_and_command_meta(
+    server: Server, mode: str
+) -> None:
+    async with _client(f"{server.url}/main", "key-acme", mode) as client:
+        result = await client.call_tool("daily_summary", {"text": "hello"})
+    assert result.is_error is False
+    assert result.structured_content == {"echo": {"text": "hello"}}
+    assert result.content[0].text == '{"echo":{"text":"hello"}}'
+    (command,) = server.pipeline.published
+    assert command.source == CommandSource.MCP and command.tenant_id == "acme"
+    assert result.meta is not None
+    assert result.meta["switchyard/command_id"] == command.command_id
+    assert result.meta["switchyard/connector"] == "slack"
+    assert result.meta["switchyard/operation"] == "chat.postMessage"
+    assert result.meta["switchyard/trace_id"] == "ab" * 16
+    assert result.meta["switchyard/status"] == "succeeded"
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_failed_command_is_an_is_error_result_with_code_and_message(
+    server: Server, mode: str
+) -> None:
+    server.pipeline.responder = lambda command: make_result(command, ok=False)
+    async with _client(f"{server.url}/main", "key-acme", mode) as client:
+        result = await client.call_tool("create_task", {})
+    assert result.is_error is True
+    assert "upstream_rejected: channel_not_found" in result.content[0].text
+    assert result.meta is not None and result.meta["switchyard/status"] == "failed"
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_unknown_or_disabled_tool_is_invalid_params_and_publishes_nothing(
+    server: Server, mode: str
+) -> None:
+    async with _client(f"{server.url}/main", "key-acme", mode) as client:
+        for name in ("no_such_tool", "disabled_one", "open_ticket"):
+            with pytest.raises(MCPError) as caught:
+                await client.call_tool(name, {})
+            assert caught.value.code == -32602
+    assert server.pipeline.published == []
+
+
+async def test_arguments_violating_the_schema_are_invalid_params(server: Server) -> None:
+    async with _client(f"{server.url}/main", "key-acme", "legacy") as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("daily_summary", {"text": 42})
+    assert caught.value.code == -32602 and "text" in caught.value.message
+    assert server.pipeline.published == []
+
+
+async def test_a_call_past_the_deadline_says_the_command_still_runs() -> None:
+    async for srv in _serve(McpOptions(session_secret="s", call_timeout=0.2)):
+        srv.pipeline.responder = lambda command: None
+        async with _client(f"{srv.url}/main", "key-acme", MODERN) as client:
+            result = await client.call_tool("create_task", {})
+        (command,) = srv.pipeline.published
+        assert result.is_error is True
+        assert (
+            command.command_id in result.content[0].text
+            and "still running" in result.content[0].text
+        )
+        assert result.meta is not None and result.meta["switchyard/status"] == "pending"
+
+
+async def test_idempotency_key_in_meta_replays_the_same_command(server: Server) -> None:
+    meta = {"switchyard/idempotency_key": "order-17"}
+    async with _client(f"{server.url}/main", "key-acme", MODERN) as client:
+        first = await client.call_tool("create_task", {}, meta=meta)
+        second = await client.call_tool("create_task", {}, meta=meta)
+    assert first.meta is not None and second.meta is not None
+    assert first.meta["switchyard/command_id"] == second.meta["switchyard/command_id"]
+    assert len(server.pipeline.published) == 1
+
+
+# -- spoofing and authentication -------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["meta", "arguments"])
+async def test_a_claim_of_another_tenant_is_403_and_publishes_nothing(
+    server: Server, where: str
+) -> None:
+    params: dict[str, Any] = {"name": "create_task", "arguments": {}, "_meta": dict(CLIENT_META)}
+    if where == "meta":
+        params["_meta"]["switchyard/tenant_id"] = "beta"
+    else:
+        params["arguments"]["tenant_id"] = "beta"
+    status, _, body = await _post(
+        f"{server.url}/main",
+        _rpc("tools/call", params, rid=7),
+        headers=_modern("tools/call", "create_task"),
+    )
+    assert status == 403 and body["id"] == 7 and body["error"]["code"] == -32011
+    assert server.pipeline.published == []
+
+
+async def test_sdk_client_with_spoofed_tenant_meta_gets_an_error(server: Server) -> None:
+    async with _client(f"{server.url}/main", "key-acme", "legacy") as client:
+        with pytest.raises(MCPError):
+            await client.call_tool("create_task", {}, meta={"switchyard/tenant_id": "beta"})
+    assert server.pipeline.published == []
+
+
+async def test_tenant_header_claiming_another_tenant_is_403(server: Server) -> None:
+    status, _, _ = await _post(
+        f"{server.url}/main", _rpc("initialize", {}), headers={"X-Switchyard-Tenant": "beta"}
+    )
+    assert status == 403
+
+
+async def test_missing_or_invalid_key_is_401_with_www_authenticate(server: Server) -> None:
+    for key in (None, "wrong"):
+        status, headers, body = await _post(f"{server.url}/main", _rpc("tools/list"), key=key)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        assert body["error"]["code"] == -32010 and body["id"] is None
+
+
+async def test_workspace_the_key_does_not_own_is_403(server: Server) -> None:
+    status, _, _ = await _post(f"{server.url}/ops", _rpc("tools/list"), key="key-acme")
+    assert status == 403
+
+
+async def test_session_of_another_tenant_is_not_found(server: Server) -> None:
+    session, _ = await _initialize(f"{server.url}/main")
+    status, _, _ = await _post(
+        f"{server.url}/ops", _rpc("tools/list"), key="key-beta", headers=_legacy(session)
+    )
+    assert status == 404
+    status, _, _ = await _post(f"{server.url}/big", _rpc("tools/list"), headers=_legacy(session))
+    assert status == 404, "a session is bound to its workspace too"
+
+
+async def test_forged_session_is_not_found_and_missing_session_is_400(server: Server) -> None:
+    session, _ = await _initialize(f"{server.url}/main")
+    prefix, payload, mac = session.split(".")
+    forged = f"{prefix}.{payload}.{base64.urlsafe_b64encode(b'x' * 32).decode().rstrip('=')}"
+    status, _, _ = await _post(f"{server.url}/main", _rpc("tools/list"), headers=_legacy(forged))
+    assert status == 404
+    status, _, _ = await _post(
+        f"{server.url}/main", _rpc("tools/list"), headers={"MCP-Protocol-Version": "2025-11-25"}
+    )
+    assert status == 400
+
+
+async def test_session_ids_validate_on_another_replica_with_the_same_key() -> None:
+    options = McpOptions(session_secret="shared-secret")
+    session = ""
+    async for first in _serve(options):
+        session, _ = await _initialize(f"{first.url}/main")
+    async for second in _serve(options):
+        status, _, body = await _post(
+            f"{second.url}/main", _rpc("tools/list"), headers=_legacy(session)
+        )
+        assert status == 200 and len(body["result"]["tools"]) == 2
+
+
+# -- transport edge cases --------------------------------------------------------------
+
+
+async def test_parse_error_is_32700_and_never_a_5xx(server: Server) -> None:
+    status, _, body = await _post(f"{server.url}/main", None, raw=b"{not json")
+    assert status == 400 and body["error"]["code"] == -32700 and body["id"] is None
+
+
+async def test_batch_is_an_invalid_request(server: Server) -> None:
+    status, _, body = await _post(
+        f"{server.url}/main", [_rpc("tools/list"), _rpc("tools/list", rid=2)]
+    )
+    assert status == 400 and body["error"]["code"] == -32600 and "Batch" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body", [{"jsonrpc": "2.0", "id": {"x": 1}, "method": "ping"}, {"jsonrpc": "1.0"}, 42]
+)
+async def test_malformed_envelopes_are_invalid_requests(server: Server, body: Any) -> None:
+    status, _, answer = await _post(f"{server.url}/main", body)
+    assert status == 400 and answer["error"]["code"] == -32600
+
+
+async def test_deeply_nested_body_is_refused(server: Server) -> None:
+    nested: Any = 1
+    for _ in range(200):
+        nested = [nested]
+    status, _, body = await _post(
+        f"{server.url}/main", _rpc("tools/call", {"name": "x", "arguments": {"a": nested}})
+    )
+    assert status == 400 and body["error"]["code"] == -32600
+
+
+async def test_body_over_the_cap_is_413() -> None:
+    async for srv in _serve(McpOptions(session_secret="s", max_body_bytes=1000)):
+        status, _, _ = await _post(
+            f"{srv.url}/main", _rpc("tools/call", {"name": "x", "arguments": {"a": "y" * 5000}})
+        )
+        assert status == 413
+
+
+async def test_get_is_405_and_delete_of_a_session_is_204(server: Server) -> None:
+    session, _ = await _initialize(f"{server.url}/main")
+    headers = {"Authorization": "Bearer key-acme"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/main", headers=headers) as response:
+            assert response.status == 405 and "POST" in response.headers["Allow"]
+        async with http.delete(
+            f"{server.url}/main", headers={**headers, **_legacy(session)}
+        ) as response:
+            assert response.status == 204
+        async with http.delete(f"{server.url}/main", headers=headers) as response:
+            assert response.status == 400
+        async with http.delete(
+            f"{server.url}/main", headers={**headers, "Mcp-Session-Id": "sy1.x.y"}
+        ) as response:
+            assert response.status == 404
+
+
+async def test_notifications_and_responses_are_accepted_with_202(server: Server) -> None:
+    session, _ = await _initialize(f"{server.url}/main")
+    for message in (
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 5, "result": {}},
+    ):
+        status, _, body = await _post(f"{server.url}/main", message, headers=_legacy(session))
+        assert status == 202 and body is None
+    status, _, _ = await _post(
+        f"{server.url}/main",
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}},
+        headers={"MCP-Protocol-Version": MODERN},
+    )
+    assert status == 202
+
+
+async def test_foreign_origin_is_403_and_same_host_or_allowed_origin_pass(server: Server) -> None:
+    status, _, _ = await _post(
+        f"{server.url}/main", _rpc("tools/list"), headers={"Origin": "http://evil.example"}
+    )
+    assert status == 403
+    status, _, _ = await _post(
+        f"{server.url}/main",
+        _rpc(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        ),
+        headers={"Origin": server.base},
+    )
+    assert status == 200
+    async for srv in _serve(McpOptions(session_secret="s"), allowed=("https://app.example",)):
+        status, headers, _ = await _post(
+            f"{srv.url}/main",
+            _rpc("server/discover", {"_meta": CLIENT_META}),
+            headers={"Origin": "https://app.example", **_modern("server/discover")},
+        )
+        assert status == 200 and headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+
+async def test_unsupported_protocol_version_header_is_400(server: Server) -> None:
+    session, _ = await _initialize(f"{server.url}/main")
+    for version in ("2024-11-05", "1999-01-01"):
+        status, _, body = await _post(
+            f"{server.url}/main", _rpc("tools/list"), headers=_legacy(session, version)
+        )
+        assert status == 400 and body["error"]["code"] == -32022
+        assert "2026-07-28" in body["error"]["data"]["supported"]
+
+
+async def test_not_acceptable_and_unsupported_media_type(server: Server) -> None:
+    status, _, _ = await _post(
+        f"{server.url}/main", _rpc("tools/list"), headers={"Accept": "text/html"}
+    )
+    assert status == 406
+    status, _, _ = await _post(
+        f"{server.url}/main", None, raw=b"{}", headers={"Content-Type": "text/plain"}
+    )
+    assert status == 415
+
+
+async def test_client_accepting_only_event_stream_gets_one_sse_event(server: Server) -> None:
+    status, headers, body = await _post(
+        f"{server.url}/main",
+        _rpc("server/discover", {"_meta": CLIENT_META}),
+        headers={"Accept": "text/event-stream", **_modern("server/discover")},
+    )
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    assert (
+        body.startswith("event: message\ndata: {") and '"supportedVersions":["2026-07-28"]' in body
+    )
+
+
+# -- handshake revisions ---------------------------------------------------------------
+
+
+async def test_initialize_negotiates_the_version_and_capabilities(server: Server) -> None:
+    _, latest = await _initialize(f"{server.url}/main", "2025-11-25")
+    assert latest["protocolVersion"] == "2025-11-25"
+    assert latest["capabilities"]["tools"] == {"listChanged": False}
+    assert latest["capabilities"]["tasks"]["requests"] == {"tools": {"call": {}}}
+    assert latest["serverInfo"]["name"] == "switchyard"
+    _, older = await _initialize(f"{server.url}/main", "2025-06-18")
+    assert older["protocolVersion"] == "2025-06-18" and "tasks" not in older["capabilities"]
+    _, unknown = await _initialize(f"{server.url}/main", "2023-01-01")
+    assert unknown["protocolVersion"] == "2025-11-25"
+
+
+async def test_initialize_with_bad_params_is_invalid_params(server: Server) -> None:
+    status, _, body = await _post(f"{server.url}/main", _rpc("initialize", {"protocolVersion": 5}))
+    assert status == 200 and body["error"]["code"] == -32602
+
+
+async def test_unknown_method_is_method_not_found(server: Server) -> None:
+    session, _ = await _initialize(f"{server.url}/main", "2025-06-18")
+    for method in ("nope/nothing", "prompts/list", "server/discover", "tasks/list"):
+        status, _, body = await _post(
+            f"{server.url}/main", _rpc(method), headers=_legacy(session, "2025-06-18")
+        )
+        assert body["error"]["code"] == -32601, method
+    status, _, body = await _post(
+        f"{server.url}/main", _rpc("ping"), headers=_legacy(session, "2025-06-18")
+    )
+    assert body["result"] == {}
+
+
+async def test_tools_list_paginates_with_an_opaque_cursor(server: Server) -> None:
+    session, _ = await _initialize(f"{server.url}/big")
+    names: list[str] = []
+    cursor = None
+    for _ in range(10):
+        params = {"cursor": cursor} if cursor else {}
+        _, _, body = await _post(
+            f"{server.url}/big", _rpc("tools/list", params), headers=_legacy(session)
+        )
+        names += [tool["name"] for tool in body["result"]["tools"]]
+        assert all(
+            tool["execution"] == {"taskSupport": "optional"} for tool in body["result"]["tools"]
+        )
+        cursor = body["result"].get("nextCursor")
+        if cursor is None:
+            break
+    assert names == [f"tool_{i:03d}" for i in range(7)]
+    for bad in (
+        "garbage",
+        base64.urlsafe_b64encode(b'{"o":-1}').decode(),
+        base64.urlsafe_b64encode(b'{"o":99}').decode(),
+    ):
+        _, _, body = await _post(
+            f"{server.url}/big", _rpc("tools/list", {"cursor": bad}), headers=_legacy(session)
+        )
+        assert body["error"]["code"] == -32602
+
+
+async def test_sdk_client_pages_through_all_tools(server: Server) -> None:
+    async with _client(f"{server.url}/big", "key-acme", MODERN) as client:
+        first = await client.list_tools()
+        second = await client.list_tools(cursor=first.next_cursor)
+    assert len(first.tools) == 3 and len(second.tools) == 3 and second.next_cursor is not None
+
+
+# -- stateless revision ----------------------------------------------------------------
+
+
+async def test_discover_advertises_the_stateless_revision(server: Server) -> None:
+    status, _, body = await _post(
+        f"{server.url}/main",
+        _rpc("server/discover", {"_meta": CLIENT_META}),
+        headers=_modern("server/discover"),
+    )
+    assert status == 200
+    result = body["result"]
+    assert result["supportedVersions"] == [MODERN] and result["capabilities"]["tools"] == {
+        "listChanged": False
+    }
+    assert (
+        result["resultType"] == "complete"
+        and result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"]
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/list", "Mcp-Name": "create_task"},
+        {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "daily_summary"},
+        {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call"},
+    ],
+)
+async def test_stateless_headers_that_disagree_with_the_body_are_400(
+    server: Server, headers: dict[str, str]
+) -> None:
+    params = {"name": "create_task", "arguments": {}, "_meta": CLIENT_META}
+    status, _, body = await _post(f"{server.url}/main", _rpc("tools/call", params), headers=headers)
+    assert status == 400 and body["error"]["code"] == -32020
+    assert server.pipeline.published == []
+
+
+async def test_stateless_name_header_may_be_base64_wrapped(server: Server) -> None:
+    wrapped = "=?base64?" + base64.b64encode(b"create_task").decode() + "?="
+    params = {"name": "create_task", "arguments": {}, "_meta": CLIENT_META}
+    status, _, body = await _post(
+        f"{server.url}/main", _rpc("tools/call", params), headers=_modern("tools/call", wrapped)
+    )
+    assert status == 200 and body["result"]["isError"] is False
+
+
+async def test_stateless_request_without_meta_envelope_is_400(server: Server) -> None:
+    status, _, body = await _post(
+        f"{server.url}/main", _rpc("tools/list", {}), headers=_modern("tools/list")
+    )
+    assert status == 400 and body["error"]["code"] == -32602
+
+
+async def test_stateless_unknown_method_is_404_method_not_found(server: Server) -> None:
+    status, _, body = await _post(
+        f"{server.url}/main",
+        _rpc("initialize", {"_meta": CLIENT_META}),
+        headers=_modern("initialize"),
+    )
+    assert status == 404 and body["error"]["code"] == -32601
+
+
+async def test_stateless_meta_version_not_supported_is_32022(server: Server) -> None:
+    meta = {**CLIENT_META, "io.modelcontextprotocol/protocolVersion": "2027-01-01"}
+    status, _, body = await _post(
+        f"{server.url}/main",
+        _rpc("tools/list", {"_meta": meta}),
+        headers={"MCP-Protocol-Version": "2027-01-01", "Mcp-Method": "tools/list"},
+    )
+    assert status == 400 and body["error"]["code"] == -32022
+
+
+# -- tasks (2025-11-25) ----------------------------------------------------------------
+
+
+async def test_task_augmented_call_returns_a_task_then_its_result(server: Server) -> None:
+    server.pipeline.responder = lambda command: None
+    session, _ = await _initialize(f"{server.url}/main")
+    url, headers = f"{server.url}/main", _legacy(session)
+    params = {"name": "create_task", "arguments": {"x": 1}, "task": {"ttl": 60_000}}
+    _, _, created = await _post(url, _rpc("tools/call", params), headers=headers)
+    task = created["result"]["task"]
+    (command,) = server.pipeline.published
+    assert (
+        task["taskId"] == command.command_id
+        and task["status"] == "working"
+        and task["ttl"] == 60_000
+    )
+    _, _, got = await _post(url, _rpc("tasks/get", {"taskId": task["taskId"]}), headers=headers)
+    assert got["result"]["status"] == "working"
+    waiter = asyncio.create_task(
+        _post(url, _rpc("tasks/result", {"taskId": task["taskId"]}), headers=headers)
+    )
+    server.pipeline.finish(make_result(command, output={"done": True}))
+    _, _, final = await asyncio.wait_for(waiter, 10)
+    assert final["result"]["structuredContent"] == {"done": True}
+    assert final["result"]["_meta"]["io.modelcontextprotocol/related-task"] == {
+        "taskId": command.command_id
+    }
+    _, _, got = await _post(url, _rpc("tasks/get", {"taskId": task["taskId"]}), headers=headers)
+    assert got["result"]["status"] == "completed"
+    _, _, listed = await _post(url, _rpc("tasks/list"), headers=headers)
+    assert [t["taskId"] for t in listed["result"]["tasks"]] == [command.command_id]
+    _, _, cancel = await _post(
+        url, _rpc("tasks/cancel", {"taskId": task["taskId"]}), headers=headers
+    )
+    assert cancel["error"]["code"] == -32602, "a completed task cannot be cancelled"
+
+
+async def test_tasks_of_another_tenant_read_as_unknown(server: Server) -> None:
+    server.pipeline.responder = lambda command: None
+    session, _ = await _initialize(f"{server.url}/main")
+    params = {"name": "create_task", "arguments": {}, "task": {}}
+    _, _, created = await _post(
+        f"{server.url}/main", _rpc("tools/call", params), headers=_legacy(session)
+    )
+    task_id = created["result"]["task"]["taskId"]
+    beta_session, _ = await _initialize(f"{server.url}/ops", key="key-beta")
+    for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+        _, _, body = await _post(
+            f"{server.url}/ops",
+            _rpc(method, {"taskId": task_id}),
+            key="key-beta",
+            headers=_legacy(beta_session),
+        )
+        assert body["error"]["code"] == -32602 and "Unknown task" in body["error"]["message"]
+    _, _, listed = await _post(
+        f"{server.url}/ops", _rpc("tasks/list"), key="key-beta", headers=_legacy(beta_session)
+    )
+    assert listed["result"]["tasks"] == []
+
+
+async def test_cancelling_a_working_task_marks_it_cancelled_and_says_it_may_still_run(
+    server: Server,
+) -> None:
+    server.pipeline.responder = lambda command: None
+    session, _ = await _initialize(f"{server.url}/main")
+    url, headers = f"{server.url}/main", _legacy(session)
+    _, _, created = await _post(
+        url, _rpc("tools/call", {"name": "create_task", "task": {}}), headers=headers
+    )
+    task_id = created["result"]["task"]["taskId"]
+    _, _, cancelled = await _post(url, _rpc("tasks/cancel", {"taskId": task_id}), headers=headers)
+    assert (
+        cancelled["result"]["status"] == "cancelled"
+        and "may still run" in cancelled["result"]["statusMessage"]
+    )
+    _, _, got = await _post(url, _rpc("tasks/get", {"taskId": task_id}), headers=headers)
+    assert got["result"]["status"] == "cancelled"
+    _, _, again = await _post(url, _rpc("tasks/cancel", {"taskId": task_id}), headers=headers)
+    assert again["error"]["code"] == -32602
+
+
+async def test_task_param_is_ignored_before_2025_11_25(server: Server) -> None:
+    session, _ = await _initialize(f"{server.url}/main", "2025-06-18")
+    params = {"name": "create_task", "arguments": {}, "task": {}}
+    _, _, body = await _post(
+        f"{server.url}/main", _rpc("tools/call", params), headers=_legacy(session, "2025-06-18")
+    )
+    assert body["result"]["isError"] is False and "task" not in body["result"]
+
+
+async def test_cors_preflight_is_answered_only_for_allowed_origins() -> None:
+    async for srv in _serve(McpOptions(session_secret="s"), allowed=("https://app.example",)):
+        async with aiohttp.ClientSession() as http:
+            async with http.options(
+                f"{srv.url}/main", headers={"Origin": "https://app.example"}
+            ) as ok:
+                assert ok.status == 204
+                assert ok.headers["Access-Control-Allow-Origin"] == "https://app.example"
+                assert "Mcp-Session-Id" in ok.headers["Access-Control-Allow-Headers"]
+            async with http.options(
+                f"{srv.url}/main", headers={"Origin": "https://evil.example"}
+            ) as bad:
+                assert bad.status == 403
