@@ -92,8 +92,10 @@ async def start_client(client: Any, *, what: str, timeout: float = 30.0) -> None
 
 
 async def _quiet_stop(client: Any) -> None:
+    # Producers and consumers have stop(); the admin client only close().
+    stop = getattr(client, "stop", None) or client.close
     try:
-        await client.stop()
+        await stop()
     except (KafkaError, OSError, RuntimeError):
         pass
 

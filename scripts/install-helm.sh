@@ -9,7 +9,10 @@ version="${SWITCHYARD_HELM_VERSION:-v3.22.0}"
 bin_dir="${SWITCHYARD_TOOLS_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/bin}"
 helm="$bin_dir/helm"
 
-if [[ -x "$helm" ]] && "$helm" version --short 2>/dev/null | grep -q "^${version}"; then
+# `go install` leaves helm's own version string at its source default ("v3.22"), so the
+# installed version is recorded in a stamp file next to the binary.
+stamp="$bin_dir/helm.version"
+if [[ -x "$helm" ]] && [[ "$(cat "$stamp" 2>/dev/null)" == "$version" ]]; then
     echo "$helm"
     exit 0
 fi
@@ -25,4 +28,5 @@ trap 'rm -rf "$tmp"' EXIT
 echo "install-helm: building helm ${version} with $(go version | cut -d' ' -f3) (a few minutes the first time)" >&2
 GOBIN="$tmp" GOFLAGS="${GOFLAGS:-} -buildvcs=false" go install "helm.sh/helm/v3/cmd/helm@${version}" >&2
 mv -f "$tmp/helm" "$helm"
+echo "$version" > "$stamp"
 echo "$helm"

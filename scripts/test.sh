@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+# helm (for the chart tests) is built from its Go module once and cached.
+if command -v go >/dev/null; then bash scripts/install-helm.sh >/dev/null; fi
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"

@@ -1,0 +1,194 @@
+"""What the chart's pods run: commands, environment, Vault identity, probes and hardening."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+from _helm import CHART, Render
+
+from core.settings import ENV_VARS
+from schemas import CONNECTORS, RETRY_TIERS
+from switchyard.cli import COMMANDS
+
+# The first test to ask for helm may build it (scripts/install-helm.sh, minutes on 2 cores);
+# every helm call itself is bounded at 120 s.
+pytestmark = pytest.mark.timeout(1500)
+
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "ROLE_ID")
+
+
+def _pods(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Pod specs of every workload, by workload name."""
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+    }
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def parse_switchyard_args(argv: list[str]) -> argparse.Namespace:
+    """Parse ``switchyard <argv>`` with the real parser of that command's module."""
+    name, rest = argv[0], argv[1:]
+    assert name in COMMANDS, f"switchyard {name} is not a command"
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"switchyard {name}", exit_on_error=False)
+    module.add_arguments(parser)
+    try:
+        return parser.parse_args(rest)
+    except SystemExit as exc:  # argparse exits on unknown options even with exit_on_error off
+        raise AssertionError(f"switchyard {' '.join(argv)} does not parse") from exc
+
+
+def test_every_container_runs_a_switchyard_command_its_parser_accepts(render: Render) -> None:
+    for values in ("minimal-values.yaml", "large-values.yaml"):
+        for name, pod in _pods(render(values)).items():
+            [container] = pod["containers"]
+            assert "command" not in container, name  # the image's ENTRYPOINT is switchyard
+            parse_switchyard_args(container["args"])
+
+
+def test_every_environment_variable_is_one_the_settings_read(render: Render) -> None:
+    for values in ("minimal-values.yaml", "large-values.yaml"):
+        for name, pod in _pods(render(values)).items():
+            [container] = pod["containers"]
+            unknown = set(_env(container)) - set(ENV_VARS)
+            assert not unknown, f"{name}: {unknown}"
+
+
+def test_secrets_come_from_kubernetes_secrets_never_literal_values(render: Render) -> None:
+    docs = render("large-values.yaml")
+    seen = set()
+    for name, pod in _pods(docs).items():
+        [container] = pod["containers"]
+        for var, entry in _env(container).items():
+            if any(word in var for word in SECRET_WORDS):
+                assert "value" not in entry and "secretKeyRef" in entry["valueFrom"], (name, var)
+                seen.add(var)
+    assert seen >= {
+        "SWITCHYARD_KAFKA_SASL_PASSWORD",
+        "SWITCHYARD_VAULT_ROLE_ID",
+        "SWITCHYARD_VAULT_SECRET_ID",
+        "SWITCHYARD_ADMIN_TOKEN",
+        "VAULT_TOKEN",
+    }
+    assert not [d for d in docs if d["kind"] == "Secret"]
+
+
+def test_each_pool_has_its_own_deployment_group_and_approle_secret(render: Render) -> None:
+    docs = render("large-values.yaml")
+    workers = {
+        d["metadata"]["labels"]["switchyard.io/connector"]: d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+    }
+    assert set(workers) == {"slack", "gmail", "notion", "jira", "github"}
+    for connector, deployment in workers.items():
+        group = deployment["metadata"]["annotations"]["switchyard.io/consumer-group"]
+        assert group == f"prod.switchyard.workers.{connector}"
+        assert "replicas" not in deployment["spec"]  # KEDA owns it
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        args = parse_switchyard_args(container["args"])
+        assert args.connector == connector
+        env = _env(container)
+        secret = "vault-approle-github" if connector == "github" else f"sy-switchyard-vault-{connector}"
+        assert env["SWITCHYARD_VAULT_ROLE_ID"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "role-id"}
+        assert env["SWITCHYARD_VAULT_SECRET_ID"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "secret-id"}
+    slack_env = _env(workers["slack"]["spec"]["template"]["spec"]["containers"][0])
+    assert slack_env["SWITCHYARD_WORKER_CONCURRENCY"]["value"] == "512"
+    assert slack_env["SWITCHYARD_TENANT_CONCURRENCY"]["value"] == "32"
+    notion_args = workers["notion"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert parse_switchyard_args(notion_args).retry_tier_delays == "5,30"
+
+
+def test_vault_agent_injector_replaces_the_approle_secrets(render: Render) -> None:
+    docs = render("minimal-values.yaml", set=["vault.agentInjector.enabled=true"])
+    pools = [d for d in docs if d["kind"] == "Deployment" and "worker" in d["metadata"]["name"]]
+    assert len(pools) == 3
+    for deployment in pools:
+        connector = deployment["metadata"]["labels"]["switchyard.io/connector"]
+        template = deployment["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        assert annotations["vault.hashicorp.com/agent-inject"] == "true"
+        assert annotations["vault.hashicorp.com/role"] == f"switchyard-{connector}"
+        assert template["spec"]["automountServiceAccountToken"] is True
+        [container] = template["spec"]["containers"]
+        assert not {"SWITCHYARD_VAULT_ROLE_ID", "SWITCHYARD_VAULT_SECRET_ID"} & set(_env(container))
+        assert container["command"][:2] == ["sh", "-c"]
+        script = container["command"][2]
+        assert "/vault/secrets/token" in script
+        [argv] = re.findall(r"exec switchyard (.+)$", script)
+        assert parse_switchyard_args(argv.split()).connector == connector
+
+
+def test_pods_run_as_non_root_with_a_read_only_root_and_no_capabilities(render: Render) -> None:
+    for name, pod in _pods(render("large-values.yaml")).items():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] == 10001, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        [container] = pod["containers"]
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True, name
+        assert security["allowPrivilegeEscalation"] is False, name
+        assert security["capabilities"]["drop"] == ["ALL"], name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes["tmp"], name
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"], name
+        assert _env(container)["SWITCHYARD_HOME"]["value"].startswith("/tmp/"), name
+        if "kafka-ca" in volumes:
+            ca_file = _env(container)["SWITCHYARD_KAFKA_CA_FILE"]["value"]
+            assert ca_file == "/etc/switchyard/kafka-ca/ca.crt", name
+
+
+def test_probes_check_health_and_readiness_on_the_right_ports(render: Render) -> None:
+    for name, pod in _pods(render("minimal-values.yaml")).items():
+        [container] = pod["containers"]
+        if "topics" in name:
+            assert "readinessProbe" not in container
+            continue
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        probe_port = "http" if name.endswith("-ingress") else "metrics"
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": probe_port}, name
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": probe_port}, name
+        assert _env(container)["SWITCHYARD_METRICS_PORT"]["value"] == str(ports["metrics"]), name
+        if probe_port == "http":
+            assert _env(container)["SWITCHYARD_INGRESS_PORT"]["value"] == str(ports["http"])
+
+
+def test_topics_job_applies_topics_before_install_and_upgrade(render: Render) -> None:
+    from switchyard import topics
+
+    docs = render("large-values.yaml")
+    [job] = [d for d in docs if d["kind"] == "Job"]
+    hooks = job["metadata"]["annotations"]["helm.sh/hook"].split(",")
+    assert sorted(hooks) == ["pre-install", "pre-upgrade"]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    args = parse_switchyard_args(container["args"])
+    assert args.action == "apply" and args.increase_partitions and not args.dry_run
+    assert (args.results_retention_hours, args.dlq_retention_hours) == (72, 720)
+    assert args.logs_retention_hours * 3_600_000 == topics.LOGS_RETENTION_MS
+    env = _env(container)
+    assert env["SWITCHYARD_TOPIC_PARTITIONS"]["value"] == "48"
+    assert env["SWITCHYARD_REPLICATION_FACTOR"]["value"] == "3"
+    assert env["SWITCHYARD_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+
+
+def test_chart_knows_the_runtimes_connectors_and_retry_tiers() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    pools = schema["properties"]["workers"]["properties"]["pools"]
+    assert tuple(pools["propertyNames"]["enum"]) == CONNECTORS
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    [names] = re.findall(r'define "switchyard.retryTierNames" -}}\s*(\[[^\]]*\])', helpers)
+    assert tuple(json.loads(names)) == RETRY_TIERS
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert tuple(values["workerDefaults"]["retryTiers"]) == RETRY_TIERS
+    assert schema["properties"]["workerDefaults"]["properties"]["retryTiers"]["maxItems"] == len(RETRY_TIERS)

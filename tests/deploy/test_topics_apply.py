@@ -1,0 +1,203 @@
+"""``switchyard topics apply`` against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from core.errors import ConfigurationError, KafkaUnavailable
+from core.kafka import make_admin
+from core.settings import Settings
+from schemas import CONNECTORS, RETRY_TIERS
+from switchyard.topics import (
+    DLQ_RETENTION_MS,
+    LOGS_RETENTION_MS,
+    RESULTS_RETENTION_MS,
+    apply_topics,
+    desired_topics,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client that deletes this test's topics afterwards (the broker is shared)."""
+    client = make_admin(settings)
+    await client.start()
+    try:
+        yield client
+    finally:
+        mine = [t for t in await client.list_topics() if t.startswith(settings.topic_prefix)]
+        if mine:
+            await client.delete_topics(mine)
+        await client.close()
+
+
+async def _configs(admin: AIOKafkaAdminClient, name: str) -> dict[str, str]:
+    [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    [resource] = response.to_object()["resources"]
+    return {e["config_names"]: e["config_value"] for e in resource["config_entries"]}
+
+
+async def _set_config(admin: AIOKafkaAdminClient, name: str, configs: dict[str, str]) -> None:
+    responses = await admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)]
+    )
+    errors = [r for x in responses for r in x.to_object()["resources"] if r["error_code"]]
+    assert not errors, errors
+    # KRaft brokers apply a config change a little after the controller acknowledges it.
+    async with asyncio.timeout(10):
+        for _ in range(1000):
+            current = await _configs(admin, name)
+            if all(current.get(key) == value for key, value in configs.items()):
+                return
+            await asyncio.sleep(0.02)
+
+
+async def _partitions(admin: AIOKafkaAdminClient, name: str) -> int:
+    [topic] = await admin.describe_topics([name])
+    return len(topic["partitions"])
+
+
+def test_desired_state_covers_every_topic_with_its_configs(settings: Settings) -> None:
+    specs = {s.name: s for s in desired_topics(settings)}
+    topics = settings.topics
+    assert len(specs) == 5 + len(CONNECTORS) * (1 + len(RETRY_TIERS))
+    assert set(specs) == set(topics.all_for(CONNECTORS))
+    assert specs[topics.config].configs["cleanup.policy"] == "compact"
+    assert specs[topics.results].configs["retention.ms"] == str(RESULTS_RETENTION_MS)
+    assert specs[topics.dead_letters].configs["retention.ms"] == str(DLQ_RETENTION_MS)
+    assert specs[topics.logs].configs["retention.ms"] == str(LOGS_RETENTION_MS)
+    assert RESULTS_RETENTION_MS == 7 * 86_400_000 and DLQ_RETENTION_MS == 14 * 86_400_000
+    assert all(s.partitions == settings.topic_partitions for s in specs.values())
+    assert all(s.configs["min.insync.replicas"] == "1" for s in specs.values())
+
+
+def test_min_insync_replicas_is_two_at_most(settings: Settings) -> None:
+    for rf, expected in ((1, "1"), (2, "2"), (3, "2"), (5, "2")):
+        wide = settings.model_copy(update={"replication_factor": rf})
+        assert {s.configs["min.insync.replicas"] for s in desired_topics(wide)} == {expected}
+        assert {s.replication_factor for s in desired_topics(wide)} == {rf}
+
+
+async def test_first_apply_creates_every_topic_and_second_apply_is_a_noop(
+    settings: Settings, admin: AIOKafkaAdminClient
+) -> None:
+    first = await apply_topics(settings)
+    assert {a.action for a in first.actions} == {"create"}
+    assert len(first.actions) == len(settings.topics.all_for(CONNECTORS))
+
+    existing = set(await admin.list_topics())
+    assert set(settings.topics.all_for(CONNECTORS)) <= existing
+    assert (await _configs(admin, settings.topics.config))["cleanup.policy"] == "compact"
+    logs = await _configs(admin, settings.topics.logs)
+    assert logs["retention.ms"] == str(LOGS_RETENTION_MS)
+    assert await _partitions(admin, settings.topics.commands) == settings.topic_partitions
+    assert await _partitions(admin, settings.topics.config) == settings.topic_partitions
+
+    second = await apply_topics(settings)
+    assert second.is_noop, second.render()
+    assert {a.action for a in second.actions} == {"ok"}
+
+
+async def test_a_changed_retention_is_altered_back_and_unmanaged_configs_are_kept(
+    settings: Settings, admin: AIOKafkaAdminClient
+) -> None:
+    await apply_topics(settings, connectors=("slack",))
+    results = settings.topics.results
+    await _set_config(
+        admin, results, {"retention.ms": "3600000", "max.message.bytes": "2000000"}
+    )
+
+    plan = await apply_topics(settings, connectors=("slack",))
+
+    [change] = plan.changes
+    assert change.name == results and change.action == "alter"
+    assert change.config_changes == {"retention.ms": ["3600000", str(RESULTS_RETENTION_MS)]}
+    after = await _configs(admin, results)
+    assert after["retention.ms"] == str(RESULTS_RETENTION_MS)
+    assert after["max.message.bytes"] == "2000000"
+    assert (await apply_topics(settings, connectors=("slack",))).is_noop
+
+
+async def test_dry_run_prints_the_plan_and_changes_nothing(
+    settings: Settings, admin: AIOKafkaAdminClient
+) -> None:
+    empty = await apply_topics(settings, dry_run=True, connectors=("slack",))
+    assert {a.action for a in empty.actions} == {"create"}
+    assert not [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+
+    await apply_topics(settings, connectors=("slack",))
+    await _set_config(admin, settings.topics.dead_letters, {"retention.ms": "60000"})
+    planned = await apply_topics(settings, dry_run=True, connectors=("slack",))
+
+    assert [a.name for a in planned.changes] == [settings.topics.dead_letters]
+    assert "alter" in planned.render() and "would change" in planned.render()
+    assert (await _configs(admin, settings.topics.dead_letters))["retention.ms"] == "60000"
+
+
+async def test_partitions_grow_only_when_asked_and_never_shrink(
+    settings: Settings, admin: AIOKafkaAdminClient
+) -> None:
+    await apply_topics(settings, connectors=("slack",))
+    commands = settings.topics.commands
+    wider = settings.model_copy(update={"topic_partitions": settings.topic_partitions + 1})
+
+    unasked = await apply_topics(wider, connectors=("slack",))
+    assert unasked.is_noop
+    assert any("--increase-partitions" in w for w in unasked.by_name()[commands].warnings)
+    assert await _partitions(admin, commands) == settings.topic_partitions
+
+    asked = await apply_topics(wider, connectors=("slack",), increase_partitions=True)
+    assert asked.by_name()[commands].action == "alter"
+    assert await _partitions(admin, commands) == wider.topic_partitions
+
+    narrower = await apply_topics(settings, connectors=("slack",), increase_partitions=True)
+    assert narrower.is_noop
+    assert any("never decreased" in w for w in narrower.by_name()[commands].warnings)
+    assert await _partitions(admin, commands) == wider.topic_partitions
+
+
+async def test_a_replication_factor_above_the_broker_count_is_refused_clearly(
+    settings: Settings, admin: AIOKafkaAdminClient
+) -> None:
+    impossible = settings.model_copy(update={"replication_factor": 7})
+    with pytest.raises(ConfigurationError, match="InvalidReplicationFactor"):
+        await apply_topics(impossible, connectors=("slack",))
+
+
+async def test_cli_dry_run_prints_a_json_plan(
+    settings: Settings, stack_env: dict[str, str], admin: AIOKafkaAdminClient
+) -> None:
+    env = {**stack_env, "SWITCHYARD_TOPIC_PREFIX": settings.topic_prefix, "PATH": "/usr/bin:/bin"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "switchyard.cli", "topics", "apply", "--dry-run", "--json",
+        "--partitions", "2", "--logs-retention-hours", "1",
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    plan = json.loads(out)
+    assert plan["dry_run"] is True
+    assert plan["changes"] == len(settings.topics.all_for(CONNECTORS))
+    by_name = {t["topic"]: t for t in plan["topics"]}
+    assert by_name[settings.topics.logs]["action"] == "create"
+    assert by_name[settings.topics.logs]["config_changes"]["retention.ms"] == [None, "3600000"]
+    assert by_name[settings.topics.commands]["partitions"] == 2
+    assert not [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+
+
+async def test_an_unreachable_broker_is_reported_as_kafka_unavailable(settings: Settings) -> None:
+    nowhere = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
+    with pytest.raises(KafkaUnavailable, match="cannot reach Kafka"):
+        await apply_topics(nowhere, dry_run=True)
