@@ -1,0 +1,57 @@
+"""The connectors the workers run, by name (the connector topic suffix).
+
+Which connectors keep side effects single on redelivery (``upstream_idempotency``):
+only ``http``, and only when the receiver honours ``Idempotency-Key``. Slack, Gmail,
+Notion, Jira and GitHub take no idempotency key on these operations, so a retry after
+an ambiguous failure (timeout after the request was sent, worker killed after the
+call) can repeat the side effect.
+"""
+
+from __future__ import annotations
+
+from core.errors import PermanentError
+from schemas import ErrorCode
+
+from ._base import Connector, ConnectorCall, CredentialsExpired, Operation, classify_http
+from .github import GitHubConnector
+from .gmail import GmailConnector
+from .http import HttpConnector
+from .jira import JiraConnector
+from .notion import NotionConnector
+from .slack import SlackConnector
+
+__all__ = [
+    "CONNECTORS",
+    "Connector",
+    "ConnectorCall",
+    "CredentialsExpired",
+    "Operation",
+    "classify_http",
+    "get_connector",
+]
+
+CONNECTORS: dict[str, type[Connector]] = {
+    kind.name: kind
+    for kind in (
+        SlackConnector,
+        GmailConnector,
+        NotionConnector,
+        JiraConnector,
+        GitHubConnector,
+        HttpConnector,
+    )
+}
+
+
+def get_connector(name: str) -> type[Connector]:
+    """The connector class for ``name``.
+
+    Raises:
+        PermanentError: CONNECTOR_DISABLED when no connector has that name.
+    """
+    try:
+        return CONNECTORS[name]
+    except KeyError:
+        raise PermanentError(
+            ErrorCode.CONNECTOR_DISABLED, f"no connector named {name[:32]!r}"
+        ) from None

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import aiohttp
@@ -31,6 +33,7 @@ __all__ = [
     "CredentialsExpired",
     "Operation",
     "classify_http",
+    "parse_retry_after",
 ]
 
 
@@ -69,6 +72,12 @@ class Connector:
     operations: ClassVar[Mapping[str, Operation]]
     # True when the credentials are OAuth tokens the runtime can refresh.
     oauth: ClassVar[bool] = False
+    # The vendor's API root; the runtime passes Settings.connector_base_url instead when set.
+    default_base_url: ClassVar[str] = ""
+    # True when the upstream API deduplicates on our idempotency key, so a redelivered
+    # command cannot repeat its side effect. False: a retry after an ambiguous failure
+    # (timeout, crash after the call) may act twice.
+    upstream_idempotency: ClassVar[bool] = False
 
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         raise NotImplementedError
@@ -76,22 +85,51 @@ class Connector:
 
 def classify_http(status: int, *, retry_after: str | None, what: str) -> Exception:
     """Turn a failed upstream HTTP status into our error with the retry decision."""
-    delay: float | None = None
-    if retry_after:
-        try:
-            delay = max(0.0, float(retry_after))
-        except ValueError:
-            delay = None
+    delay = parse_retry_after(retry_after)
     if status == 401:
         return CredentialsExpired(f"{what}: 401 unauthorized")
     if status == 429:
         return RetryableError(
-            ErrorCode.UPSTREAM_RATE_LIMITED, f"{what}: 429 rate limited", retry_after=delay, http_status=429
+            ErrorCode.UPSTREAM_RATE_LIMITED,
+            f"{what}: 429 rate limited",
+            retry_after=delay,
+            http_status=429,
+        )
+    if status == 408:
+        return RetryableError(
+            ErrorCode.UPSTREAM_TIMEOUT,
+            f"{what}: 408 request timeout",
+            retry_after=delay,
+            http_status=408,
         )
     if status >= 500:
         return RetryableError(
-            ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: {status} server error", retry_after=delay, http_status=status
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            f"{what}: {status} server error",
+            retry_after=delay,
+            http_status=status,
         )
     if status == 403:
-        return PermanentError(ErrorCode.CREDENTIALS_INVALID, f"{what}: 403 forbidden", http_status=403)
-    return PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: {status} rejected", http_status=status)
+        return PermanentError(
+            ErrorCode.CREDENTIALS_INVALID, f"{what}: 403 forbidden", http_status=403
+        )
+    return PermanentError(
+        ErrorCode.UPSTREAM_REJECTED, f"{what}: {status} rejected", http_status=status
+    )
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date (RFC 9110)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

@@ -1,0 +1,186 @@
+"""The HTTP/webhook connector: allow-list, reserved headers, idempotency, bounded replies."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from core.errors import PermanentError
+from schemas import ErrorCode
+from workers.connectors import ConnectorCall
+from workers.connectors.http import MAX_OUTPUT_BYTES, HttpConnector, host_allowed
+from workers.emulators import EmulatorState, RunningEmulator, run_emulator
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[RunningEmulator]:
+    async with run_emulator(EmulatorState()) as running:
+        yield running
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def http_call(
+    emulator: RunningEmulator,
+    session: aiohttp.ClientSession,
+    arguments: dict[str, Any],
+    *,
+    allowed: tuple[str, ...] | None = None,
+    credentials: dict[str, Any] | None = None,
+    key: str | None = None,
+) -> ConnectorCall:
+    return ConnectorCall(
+        tenant_id="acme",
+        operation="request",
+        arguments=arguments,
+        credentials=credentials or {},
+        base_url="",
+        idempotency_key=key or uuid.uuid4().hex,
+        session=session,
+        timeout=5.0,
+        allowed_hosts=allowed if allowed is not None else (f"127.0.0.1:{emulator.port}",),
+    )
+
+
+@pytest.mark.parametrize(
+    "allowed",
+    [(), ("127.0.0.1",), ("127.0.0.2:{port}",), ("*.0.0.1:{port}",), ("localhost:{port}",)],
+)
+async def test_a_host_off_the_allow_list_is_refused_without_a_request(
+    allowed: tuple[str, ...], emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    entries = tuple(entry.format(port=emulator.port) for entry in allowed)
+    call = http_call(emulator, session, {"url": f"{emulator.base_url}/hooks/x"}, allowed=entries)
+    with pytest.raises(PermanentError) as caught:
+        await HttpConnector().execute(call)
+    assert caught.value.code is ErrorCode.HOST_NOT_ALLOWED
+    assert not emulator.state.calls
+    async with session.get(f"{emulator.base_url}/_emulator/calls") as response:
+        assert (await response.json())["calls"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "entries", "allowed"),
+    [
+        ("https://api.example.com/x", ["api.example.com"], True),
+        ("https://API.Example.com./x", ["api.example.com"], True),
+        ("https://api.example.com:8443/x", ["api.example.com"], False),
+        ("https://api.example.com:8443/x", ["api.example.com:8443"], True),
+        ("http://api.example.com/x", ["api.example.com:443"], False),
+        ("https://a.hooks.example/x", ["*.hooks.example"], True),
+        ("https://a.b.hooks.example/x", ["*.hooks.example"], True),
+        ("https://hooks.example/x", ["*.hooks.example"], False),
+        ("https://evilhooks.example/x", ["*.hooks.example"], False),
+        ("https://api.example.com.evil.net/x", ["api.example.com"], False),
+        ("http://[::1]:8080/x", ["[::1]:8080"], True),
+        ("http://[::1]/x", ["::1"], True),
+        ("ftp://api.example.com/x", ["api.example.com"], False),
+    ],
+)
+def test_allow_list_entries_match_exact_hosts_ports_and_wildcard_subdomains(
+    url: str, entries: list[str], allowed: bool
+) -> None:
+    assert host_allowed(URL(url), entries) is allowed
+
+
+@pytest.mark.parametrize(
+    "header", ["Authorization", "authorization", "Host", "Idempotency-Key", "X-Api-Key"]
+)
+async def test_caller_headers_cannot_override_credentials_or_transport_headers(
+    header: str, emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    call = http_call(
+        emulator,
+        session,
+        {"url": f"{emulator.base_url}/hooks/x", "headers": {header: "attacker"}},
+        credentials={"header_name": "X-Api-Key", "header_value": "secret-value"},
+    )
+    with pytest.raises(PermanentError) as caught:
+        await HttpConnector().execute(call)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENTS
+    assert "secret-value" not in str(caught.value) and "attacker" not in str(caught.value)
+    assert not emulator.state.calls
+
+
+async def test_the_same_idempotency_key_has_one_side_effect_and_replays_the_first_reply(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    arguments = {"url": f"{emulator.base_url}/hooks/orders", "method": "PUT", "json": {"n": 1}}
+    outputs = [
+        await HttpConnector().execute(http_call(emulator, session, arguments, key="order-7"))
+        for _ in range(3)
+    ]
+    await HttpConnector().execute(http_call(emulator, session, arguments, key="order-8"))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0]["json"]["method"] == "PUT" and outputs[0]["json"]["json"] == {"n": 1}
+    async with session.get(f"{emulator.base_url}/_emulator/effects?connector=http") as response:
+        effects = await response.json()
+    assert effects == {"effects": {"order-7": 1, "order-8": 1}, "total": 2}
+    assert [c["summary"].get("replayed", False) for c in emulator.state.calls] == [
+        False,
+        True,
+        True,
+        False,
+    ]
+
+
+async def test_without_dedup_the_emulator_counts_every_delivery_as_an_effect(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with run_emulator(EmulatorState(dedup=())) as emulator:
+        arguments = {"url": f"{emulator.base_url}/hooks/orders", "json": {}}
+        for _ in range(2):
+            await HttpConnector().execute(http_call(emulator, session, arguments, key="k"))
+        assert emulator.state.effects == {"http": {"k": 2}}
+
+
+async def test_header_credentials_and_bearer_tokens_are_sent(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    emulator.state.add_token({"connector": "http", "token": "hook-token", "tenant": "acme"})
+    call = http_call(
+        emulator,
+        session,
+        {"url": f"{emulator.base_url}/hooks/a"},
+        credentials={"bearer_token": "hook-token"},
+    )
+    assert (await HttpConnector().execute(call))["status"] == 200
+    assert emulator.state.calls[-1]["tenant"] == "acme"
+
+
+async def test_text_replies_are_returned_bounded_and_flagged_truncated(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    small = await HttpConnector().execute(
+        http_call(
+            emulator,
+            session,
+            {"url": f"{emulator.base_url}/hooks/a?text=1&size=10", "method": "GET"},
+        )
+    )
+    assert small == {"status": 200, "text": "ok " + "x" * 10, "truncated": False}
+    large = await HttpConnector().execute(
+        http_call(emulator, session, {"url": f"{emulator.base_url}/hooks/a?size=200000"})
+    )
+    assert large["status"] == 200 and large["truncated"] is True
+    assert len(large["text"].encode()) == MAX_OUTPUT_BYTES
+
+
+async def test_a_url_with_userinfo_is_refused(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    url = f"http://user:pw@127.0.0.1:{emulator.port}/hooks/a"
+    with pytest.raises(PermanentError) as caught:
+        await HttpConnector().execute(http_call(emulator, session, {"url": url}))
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENTS
+    assert "pw" not in str(caught.value)
+    assert not emulator.state.calls

@@ -1,0 +1,399 @@
+"""Vendor endpoints: each answers with the real API's success and error shapes.
+
+A vendor knows how to find the token in a request, how its API says 401/429/5xx, and
+how to validate and answer one call. Convention for "does not exist": a Slack channel,
+GitHub owner or repository, or Jira project whose name starts with ``missing``
+(``MISSING`` for Jira), and a Notion parent ID starting with ``00000000``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from workers.connectors.gmail import decode_raw
+
+from ._state import EmulatorState
+
+__all__ = ["VENDORS", "Vendor", "json_response"]
+
+
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
+    )
+
+
+def _retry_headers(retry_after: float | None) -> dict[str, str] | None:
+    return None if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() in ("bearer", "token") else None
+
+
+class Vendor:
+    """One emulated API. Subclasses override the shapes that differ."""
+
+    name = ""
+    # False: calls without credentials are served (webhooks), tenant unknown.
+    requires_auth = True
+
+    def token(self, request: web.Request) -> str | None:
+        return _bearer(request)
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        return json_response(status, {"message": "error"}, _retry_headers(retry_after))
+
+    def unauthorized(self, expired: bool) -> web.Response:
+        return self.error(401)
+
+    def summary(self, data: Any) -> dict[str, Any]:
+        return {"keys": sorted(data)[:20] if isinstance(data, dict) else []}
+
+    def handle(
+        self, state: EmulatorState, tenant: str, request: web.Request, data: Any
+    ) -> web.Response:
+        raise NotImplementedError
+
+
+class Slack(Vendor):
+    name = "slack"
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        refused = {400: "invalid_arguments", 403: "missing_scope", 404: "channel_not_found"}
+        if status in refused:  # Slack reports refusals as HTTP 200 with ok: false
+            return json_response(200, {"ok": False, "error": refused[status]})
+        code = "ratelimited" if status == 429 else "internal_error"
+        return json_response(status, {"ok": False, "error": code}, _retry_headers(retry_after))
+
+    def unauthorized(self, expired: bool) -> web.Response:
+        # Slack answers auth failures with HTTP 200 and ok: false.
+        return json_response(
+            200, {"ok": False, "error": "token_expired" if expired else "invalid_auth"}
+        )
+
+    def summary(self, data: Any) -> dict[str, Any]:
+        base = super().summary(data)
+        if isinstance(data, dict):
+            base["channel"] = str(data.get("channel", ""))[:80]
+        return base
+
+    def handle(
+        self, state: EmulatorState, tenant: str, request: web.Request, data: Any
+    ) -> web.Response:
+        if not isinstance(data, dict):
+            return json_response(200, {"ok": False, "error": "invalid_arguments"})
+        channel = data.get("channel")
+        if not isinstance(channel, str) or not channel or channel.lstrip("#").startswith("missing"):
+            return json_response(200, {"ok": False, "error": "channel_not_found"})
+        if not data.get("text") and not data.get("blocks"):
+            return json_response(200, {"ok": False, "error": "no_text"})
+        number = next(state.sequence)
+        ts = f"{int(time.time())}.{number % 1_000_000:06d}"
+        channel_id = (
+            channel
+            if channel[:1] in "CGD" and channel.isupper()
+            else ("C" + uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{channel}").hex[:10].upper())
+        )
+        message: dict[str, Any] = {
+            "type": "message",
+            "subtype": "bot_message",
+            "text": str(data.get("text", ""))[:200],
+            "ts": ts,
+            "bot_id": "B0EMULATOR",
+        }
+        if data.get("thread_ts"):
+            message["thread_ts"] = data["thread_ts"]
+        return json_response(200, {"ok": True, "channel": channel_id, "ts": ts, "message": message})
+
+
+class Gmail(Vendor):
+    name = "gmail"
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        reason, state = {
+            429: ("rateLimitExceeded", "RESOURCE_EXHAUSTED"),
+            400: ("invalidArgument", "INVALID_ARGUMENT"),
+            503: ("backendError", "UNAVAILABLE"),
+        }.get(status, ("backendError", "INTERNAL"))
+        body = {
+            "error": {
+                "code": status,
+                "message": reason,
+                "errors": [{"reason": reason}],
+                "status": state,
+            }
+        }
+        return json_response(status, body, _retry_headers(retry_after))
+
+    def unauthorized(self, expired: bool) -> web.Response:
+        body = {
+            "error": {
+                "code": 401,
+                "message": "Request had invalid authentication credentials. Expected OAuth 2 "
+                "access token, login cookie or other valid authentication credential.",
+                "errors": [
+                    {"message": "Invalid Credentials", "domain": "global", "reason": "authError"}
+                ],
+                "status": "UNAUTHENTICATED",
+            }
+        }
+        return json_response(
+            401, body, {"WWW-Authenticate": 'Bearer realm="emulator", error="invalid_token"'}
+        )
+
+    def summary(self, data: Any) -> dict[str, Any]:
+        raw = data.get("raw") if isinstance(data, dict) else None
+        return {
+            "keys": super().summary(data)["keys"],
+            "raw_chars": len(raw) if isinstance(raw, str) else 0,
+        }
+
+    def handle(
+        self, state: EmulatorState, tenant: str, request: web.Request, data: Any
+    ) -> web.Response:
+        raw = data.get("raw") if isinstance(data, dict) else None
+        try:
+            message = decode_raw(raw) if isinstance(raw, str) and raw else None
+        except ValueError:
+            message = None
+        if message is None or not message.get("To"):
+            body = {
+                "error": {"code": 400, "message": "Invalid To header", "status": "INVALID_ARGUMENT"}
+            }
+            return json_response(400, body)
+        ident = f"{(int(time.time() * 1000) << 12 | next(state.sequence) & 0xFFF):016x}"[-16:]
+        return json_response(200, {"id": ident, "threadId": ident, "labelIds": ["SENT"]})
+
+
+class Notion(Vendor):
+    name = "notion"
+
+    @staticmethod
+    def _error(
+        status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        body = {"object": "error", "status": status, "code": code, "message": message}
+        return json_response(status, body, headers)
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        code = {429: "rate_limited", 503: "service_unavailable", 400: "validation_error"}.get(
+            status, "internal_server_error"
+        )
+        return self._error(status, code, code.replace("_", " "), _retry_headers(retry_after))
+
+    def unauthorized(self, expired: bool) -> web.Response:
+        return self._error(401, "unauthorized", "API token is invalid.")
+
+    def handle(
+        self, state: EmulatorState, tenant: str, request: web.Request, data: Any
+    ) -> web.Response:
+        if not request.headers.get("Notion-Version"):
+            return self._error(400, "missing_version", "Notion-Version header should be defined.")
+        parent = data.get("parent") if isinstance(data, dict) else None
+        parent_id = None
+        if isinstance(parent, dict):
+            parent_id = parent.get("page_id") or parent.get("database_id")
+        if not isinstance(parent_id, str):
+            return self._error(400, "validation_error", "body.parent should be defined.")
+        if parent_id.replace("-", "").startswith("00000000"):
+            return self._error(
+                404, "object_not_found", f"Could not find page with ID: {parent_id}."
+            )
+        children = data.get("children", [])
+        if not isinstance(children, list) or len(children) > 100:
+            return self._error(400, "validation_error", "body.children.length should be ≤ 100.")
+        for block in children:
+            rich = (
+                block.get(block.get("type", ""), {}).get("rich_text", [])
+                if isinstance(block, dict)
+                else []
+            )
+            if any(len(item.get("text", {}).get("content", "")) > 2000 for item in rich):
+                return self._error(400, "validation_error", "text.content.length should be ≤ 2000.")
+        page_id = str(uuid.uuid4())
+        return json_response(
+            200,
+            {
+                "object": "page",
+                "id": page_id,
+                "created_time": time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime()),
+                "parent": parent,
+                "archived": False,
+                "properties": data.get("properties", {}),
+                "url": f"https://www.notion.so/{page_id.replace('-', '')}",
+            },
+        )
+
+
+class Jira(Vendor):
+    name = "jira"
+
+    def token(self, request: web.Request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        if header[:6].lower() == "basic ":
+            try:
+                pair = base64.b64decode(header[6:], validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            return pair.partition(":")[2] or None
+        return _bearer(request)
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        body = {"errorMessages": [f"emulated {status}"], "errors": {}}
+        return json_response(status, body, _retry_headers(retry_after))
+
+    def unauthorized(self, expired: bool) -> web.Response:
+        body = {
+            "errorMessages": [
+                "You are not authenticated. Authentication required to perform this operation."
+            ]
+        }
+        return json_response(401, {**body, "errors": {}})
+
+    def handle(
+        self, state: EmulatorState, tenant: str, request: web.Request, data: Any
+    ) -> web.Response:
+        fields = data.get("fields") if isinstance(data, dict) else None
+        if not isinstance(fields, dict):
+            return json_response(400, {"errorMessages": ["fields are required"], "errors": {}})
+        errors: dict[str, str] = {}
+        project = (fields.get("project") or {}).get("key")
+        if not isinstance(project, str) or project.startswith("MISSING"):
+            errors["project"] = "valid project is required"
+        if not fields.get("summary"):
+            errors["summary"] = "You must specify a summary of the issue."
+        if not (fields.get("issuetype") or {}).get("name"):
+            errors["issuetype"] = "valid issue type is required"
+        description = fields.get("description")
+        if description is not None and not (
+            isinstance(description, dict)
+            and description.get("type") == "doc"
+            and description.get("version") == 1
+        ):
+            errors["description"] = (
+                "Operation value must be an Atlassian Document (see the Atlassian Document Format)"
+            )
+        if errors:
+            return json_response(400, {"errorMessages": [], "errors": errors})
+        number = state.next_number("jira", tenant, str(project))
+        ident = str(10_000 + next(state.sequence))
+        base = f"{request.scheme}://{request.host}"
+        return json_response(
+            201,
+            {"id": ident, "key": f"{project}-{number}", "self": f"{base}/rest/api/3/issue/{ident}"},
+        )
+
+
+class GitHub(Vendor):
+    name = "github"
+    _DOCS = "https://docs.github.com/rest"
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        message = "You have exceeded a secondary rate limit." if status == 429 else "Server Error"
+        body = {"message": message, "documentation_url": self._DOCS, "status": str(status)}
+        return json_response(status, body, _retry_headers(retry_after))
+
+    def unauthorized(self, expired: bool) -> web.Response:
+        return json_response(
+            401, {"message": "Bad credentials", "documentation_url": self._DOCS, "status": "401"}
+        )
+
+    def handle(
+        self, state: EmulatorState, tenant: str, request: web.Request, data: Any
+    ) -> web.Response:
+        if not request.headers.get("User-Agent"):
+            return json_response(
+                403,
+                {
+                    "message": "Request forbidden by administrative rules. Please make sure your request has a User-Agent header"
+                },
+            )
+        owner, repo = request.match_info["owner"], request.match_info["repo"]
+        if owner.startswith("missing") or repo.startswith("missing"):
+            return json_response(
+                404, {"message": "Not Found", "documentation_url": self._DOCS, "status": "404"}
+            )
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("title"), str | int)
+            or data.get("title") == ""
+        ):
+            errors = [{"resource": "Issue", "code": "missing_field", "field": "title"}]
+            body = {
+                "message": "Validation Failed",
+                "errors": errors,
+                "documentation_url": self._DOCS,
+                "status": "422",
+            }
+            return json_response(422, body)
+        number = state.next_number("github", tenant, owner.lower(), repo.lower())
+        ident = 2_000_000_000 + next(state.sequence)
+        base = f"{request.scheme}://{request.host}"
+        return json_response(
+            201,
+            {
+                "id": ident,
+                "node_id": "I_kwEMU"
+                + base64.urlsafe_b64encode(ident.to_bytes(8, "big")).decode().rstrip("="),
+                "number": number,
+                "title": data["title"],
+                "state": "open",
+                "labels": [{"name": str(name)} for name in data.get("labels", [])][:100],
+                "url": f"{base}/repos/{owner}/{repo}/issues/{number}",
+                "html_url": f"{base}/{owner}/{repo}/issues/{number}",
+            },
+        )
+
+
+class Hooks(Vendor):
+    """A generic webhook receiver that honours ``Idempotency-Key`` (when dedup is on).
+
+    Query parameters steer it: ``status=NNN`` answers that status (with
+    ``retry_after=S``), ``text=1`` answers text/plain, ``size=N`` pads the reply to N bytes.
+    """
+
+    name = "http"
+    requires_auth = False
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        return json_response(status, {"error": f"emulated {status}"}, _retry_headers(retry_after))
+
+    def handle(
+        self, state: EmulatorState, tenant: str, request: web.Request, data: Any
+    ) -> web.Response:
+        query = request.query
+        status = int(query["status"]) if query.get("status", "").isdigit() else 200
+        if not 200 <= status <= 599:
+            status = 400
+        retry_after = (
+            float(query["retry_after"]) if query.get("retry_after", "").isdigit() else None
+        )
+        if status >= 300:
+            return self.error(status, retry_after)
+        size = min(int(query["size"]), 4_000_000) if query.get("size", "").isdigit() else 0
+        if query.get("text"):
+            return web.Response(status=status, text="ok " + "x" * size, content_type="text/plain")
+        body = {
+            "received": True,
+            "id": next(state.sequence),
+            "method": request.method,
+            "json": data,
+        }
+        if size:
+            body["padding"] = "x" * size
+        return json_response(status, body)
+
+
+VENDORS: dict[str, Vendor] = {
+    vendor.name: vendor for vendor in (Slack(), Gmail(), Notion(), Jira(), GitHub(), Hooks())
+}
