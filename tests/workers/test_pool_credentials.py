@@ -1,0 +1,168 @@
+"""Credentials against real OpenBao: per-tenant tokens, pool isolation, OAuth refresh."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from _runtime_support import (
+    CONNECTOR,
+    Upstream,
+    all_results,
+    command,
+    eventually,
+    pool_running,
+    produce,
+    put_tenant,
+    wait_results,
+)
+
+from core.errors import CredentialsMissing, VaultForbidden
+from core.vault import PoolVault
+from schemas import ErrorCode, ResultStatus
+from workers._credentials import Credentials
+
+pytestmark = pytest.mark.integration
+
+
+def _tenant(settings, tag: str) -> str:
+    return f"{tag}{settings.topic_prefix[1:9]}"
+
+
+async def test_tenant_a_token_is_refused_tenant_b_secret(settings, vault_admin):
+    a, b = _tenant(settings, "va"), _tenant(settings, "vb")
+    approle = await vault_admin.bootstrap_pool(CONNECTOR)
+    await vault_admin.put_credentials(a, CONNECTOR, {"access_token": "a-token"})
+    await vault_admin.put_credentials(b, CONNECTOR, {"access_token": "b-token"})
+    vault = PoolVault(vault_admin._client.url, CONNECTOR, approle)
+    try:
+        assert (await vault.read(a)).data == {"access_token": "a-token"}
+        with pytest.raises(VaultForbidden) as refused:
+            await vault.read(b, as_tenant=a)
+        assert "b-token" not in str(refused.value)
+        assert (await vault.read(b)).data == {"access_token": "b-token"}
+    finally:
+        vault.close()
+
+
+async def test_slack_pool_cannot_read_gmail_secrets(settings, vault_admin):
+    tenant = _tenant(settings, "vs")
+    slack = await vault_admin.bootstrap_pool("slack")
+    await vault_admin.bootstrap_pool("gmail")
+    await vault_admin.put_credentials(tenant, "gmail", {"access_token": "gmail-secret"})
+    vault = PoolVault(vault_admin._client.url, "slack", slack)
+    try:
+        with pytest.raises(VaultForbidden):
+            await vault.read_other_connector_path(tenant, "gmail")
+        # Its own tenant token covers only t-<tenant>-slack, where nothing is stored.
+        with pytest.raises((CredentialsMissing, VaultForbidden)):
+            await vault.read(tenant)
+    finally:
+        vault.close()
+
+
+async def test_a_401_triggers_exactly_one_refresh_and_one_retry(settings, vault_admin):
+    upstream = Upstream()
+    async with upstream.running():
+        tenant = _tenant(settings, "o")
+        stale = await put_tenant(vault_admin, upstream, tenant, valid=False)
+        cmd = command(tenant)
+        async with pool_running(settings, vault_admin, upstream):
+            await produce(settings, [cmd])
+            await wait_results(settings, {cmd.command_id})
+        results = await all_results(settings)
+        stored = await vault_admin._run("read", vault_admin._client.secrets.kv.v2.read_secret_version,
+                                        path=f"tenants/{tenant}/{CONNECTOR}", raise_on_deleted_version=True)
+
+    (result,) = results[cmd.command_id]
+    assert result.status is ResultStatus.SUCCEEDED
+    assert upstream.refreshes[tenant] == 1
+    calls = upstream.calls_for(cmd.command_id)
+    assert [c.token for c in calls][0] == stale and len(calls) == 2
+    assert calls[1].token.startswith(f"fresh-{tenant}")
+    # Written back with check-and-set as a new KV version.
+    assert stored["data"]["metadata"]["version"] == 2
+    assert stored["data"]["data"]["access_token"] == calls[1].token
+    assert stored["data"]["data"]["refresh_token"] == f"r-{tenant}"
+
+
+async def test_concurrent_401s_for_one_tenant_cause_a_single_refresh(settings, vault_admin):
+    upstream = Upstream()
+    async with upstream.running():
+        tenant = _tenant(settings, "oc")
+        await put_tenant(vault_admin, upstream, tenant, valid=False)
+        commands = [command(tenant) for _ in range(20)]
+        async with pool_running(settings, vault_admin, upstream):
+            await produce(settings, commands)
+            await wait_results(settings, {c.command_id for c in commands})
+        results = await all_results(settings)
+
+    assert all([r.status for r in results[c.command_id]] == [ResultStatus.SUCCEEDED] for c in commands)
+    assert upstream.refreshes[tenant] == 1
+    # Every command was called at most twice (one 401 and one retry).
+    assert max(len(upstream.calls_for(c.command_id)) for c in commands) <= 2
+
+
+async def test_expired_access_token_is_refreshed_before_calling_upstream(settings, vault_admin):
+    upstream = Upstream()
+    async with upstream.running():
+        tenant = _tenant(settings, "ox")
+        await put_tenant(vault_admin, upstream, tenant, expires_at=time.time() - 60)
+        cmd = command(tenant)
+        async with pool_running(settings, vault_admin, upstream):
+            await produce(settings, [cmd])
+            await wait_results(settings, {cmd.command_id})
+
+    assert upstream.refreshes[tenant] == 1
+    (call,) = upstream.calls_for(cmd.command_id)
+    assert call.token.startswith(f"fresh-{tenant}")
+
+
+async def test_a_second_401_after_the_refresh_fails_the_command(settings, vault_admin):
+    upstream = Upstream(refuse_refreshed=True)
+    async with upstream.running():
+        tenant = _tenant(settings, "or")
+        await put_tenant(vault_admin, upstream, tenant, valid=False)
+        cmd = command(tenant)
+        async with pool_running(settings, vault_admin, upstream):
+            await produce(settings, [cmd])
+            results = await wait_results(settings, {cmd.command_id})
+
+    (result,) = results[cmd.command_id]
+    assert result.status is ResultStatus.FAILED
+    assert result.error is not None and result.error.code is ErrorCode.CREDENTIALS_INVALID
+    assert upstream.refreshes[tenant] == 1 and len(upstream.calls_for(cmd.command_id)) == 2
+
+
+async def test_concurrent_refresh_in_two_processes_resolves_by_check_and_set(settings, vault_admin):
+    tenant = _tenant(settings, "cas")
+    approle = await vault_admin.bootstrap_pool(CONNECTOR)
+    await vault_admin.put_credentials(tenant, CONNECTOR, {"access_token": "old", "refresh_token": "r"})
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    def refresher(name: str):
+        async def refresh(data):
+            calls.append(name)
+            await release.wait()
+            return {"access_token": f"new-{name}"}
+
+        return refresh
+
+    vault_one = PoolVault(vault_admin._client.url, CONNECTOR, approle)
+    vault_two = PoolVault(vault_admin._client.url, CONNECTOR, approle)
+    one, two = Credentials(vault_one, refresher=refresher("one")), Credentials(vault_two, refresher=refresher("two"))
+    try:
+        stale = await one.get(tenant)
+        assert (await two.get(tenant)).version == stale.version
+        tasks = [asyncio.create_task(one.refresh(tenant, stale)), asyncio.create_task(two.refresh(tenant, stale))]
+        await eventually(lambda: len(calls) == 2, within=10)
+        release.set()
+        first, second = await asyncio.gather(*tasks)
+    finally:
+        vault_one.close()
+        vault_two.close()
+
+    # Both called their token endpoint, only one write won; the loser adopted the winner's token.
+    assert first.data == second.data and first.version == second.version == stale.version + 1

@@ -1,0 +1,113 @@
+"""Retries against real Kafka: in-process backoff, retry tier topics, dead letters, breakers."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from _runtime_support import (
+    Upstream,
+    all_results,
+    command,
+    pool_running,
+    produce,
+    put_tenant,
+    read_topic,
+    wait_results,
+)
+
+from schemas import ErrorCode, ResultStatus, RoutedCommand
+from workers._pool import PoolOptions
+
+pytestmark = pytest.mark.integration
+
+
+async def test_429_and_500_storm_ends_in_success_or_dead_letter_with_exactly_one_result_each(settings, vault_admin):
+    upstream = Upstream()
+    async with upstream.running():
+        tenants = [f"s{i}{settings.topic_prefix[1:9]}" for i in range(3)]
+        for tenant in tenants:
+            await put_tenant(vault_admin, upstream, tenant)
+        # Recovers within the in-process retries (2 attempts per delivery).
+        quick = [command(t, faults=[429], retry_after="0") for t in tenants for _ in range(5)]
+        # Needs the retry tiers: 3 failures = first delivery (2) + tier 0 (1 failure, 1 success).
+        tiered = [command(t, faults=[500, 503, 500]) for t in tenants for _ in range(5)]
+        # Never recovers: 1 + 2 tiers = 3 deliveries x 2 attempts, then the dead-letter topic.
+        doomed = [command(t, faults=[500] * 50) for t in tenants for _ in range(3)]
+        everything = quick + tiered + doomed
+        async with pool_running(settings, vault_admin, upstream):
+            await produce(settings, everything)
+            await wait_results(settings, {c.command_id for c in everything})
+        results = await all_results(settings)
+        dead = [RoutedCommand.from_bytes(r.value) for r in await read_topic(settings, settings.topics.dead_letters)]
+
+    assert Counter(len(results[c.command_id]) for c in everything) == {1: len(everything)}
+    for cmd in quick:
+        (result,) = results[cmd.command_id]
+        assert (result.status, result.attempts) == (ResultStatus.SUCCEEDED, 2)
+    for cmd in tiered:
+        (result,) = results[cmd.command_id]
+        assert (result.status, result.attempts) == (ResultStatus.SUCCEEDED, 4)
+        assert len(upstream.calls_for(cmd.command_id)) == 4
+    for cmd in doomed:
+        (result,) = results[cmd.command_id]
+        assert result.status is ResultStatus.DEAD_LETTERED
+        assert result.error is not None and result.error.code is ErrorCode.RETRIES_EXHAUSTED
+        assert result.attempts == 6 == len(upstream.calls_for(cmd.command_id))
+    assert sorted(d.command_id for d in dead) == sorted(c.command_id for c in doomed)
+    for letter in dead:
+        assert [e.code for e in letter.errors] == [ErrorCode.UPSTREAM_UNAVAILABLE] * 6
+        assert all(e.http_status == 500 and e.retryable for e in letter.errors)
+        assert letter.attempt == 3
+
+
+async def test_retry_tier_hand_off_carries_history_and_the_trace_of_earlier_attempts(settings, vault_admin):
+    upstream = Upstream()
+    async with upstream.running():
+        tenant = f"h{settings.topic_prefix[1:9]}"
+        await put_tenant(vault_admin, upstream, tenant)
+        cmd = command(tenant, faults=[500, 500])
+        async with pool_running(settings, vault_admin, upstream):
+            await produce(settings, [cmd])
+            await wait_results(settings, {cmd.command_id})
+        results = await all_results(settings)
+        tier0 = [RoutedCommand.from_bytes(r.value) for r in await read_topic(settings, settings.topics.retry("echo", 0))]
+
+    (result,) = results[cmd.command_id]
+    assert result.status is ResultStatus.SUCCEEDED and result.attempts == 3
+    (handoff,) = tier0
+    assert handoff.attempt == 2 and handoff.not_before is not None and len(handoff.errors) == 2
+    assert handoff.not_before > handoff.routed_at
+    names = [s.name for s in result.spans]
+    assert names.count("worker.execute") == 2 and names.count("upstream.echo.send") == 3
+    assert {s.trace_id for s in result.spans} == {result.trace_id}
+
+
+async def test_open_circuit_short_circuits_only_the_failing_tenant(settings, vault_admin):
+    upstream = Upstream()
+    options = PoolOptions(
+        tier_delays=(0.2, 0.5), breaker_threshold=2, breaker_cooldown=600.0, in_process_attempts=1,
+        concurrency=4, tenant_concurrency=1,
+    )
+    async with upstream.running():
+        bad, good = f"bad{settings.topic_prefix[1:9]}", f"good{settings.topic_prefix[1:9]}"
+        await put_tenant(vault_admin, upstream, bad)
+        await put_tenant(vault_admin, upstream, good)
+        broken = [command(bad, faults=[500] * 50) for _ in range(4)]
+        fine = [command(good) for _ in range(4)]
+        async with pool_running(settings, vault_admin, upstream, options=options):
+            await produce(settings, broken + fine)
+            await wait_results(settings, {c.command_id for c in broken + fine})
+        results = await all_results(settings)
+        dead = [RoutedCommand.from_bytes(r.value) for r in await read_topic(settings, settings.topics.dead_letters)]
+
+    assert all(results[c.command_id][0].status is ResultStatus.SUCCEEDED for c in fine)
+    # The breaker opened after 2 upstream failures of `bad`: the rest never reached upstream again.
+    assert len([c for c in upstream.calls if c.tenant == bad]) == 2
+    for cmd in broken:
+        (result,) = results[cmd.command_id]
+        # The cool-down outlasts the deadline: the command expires now instead of waiting.
+        assert result.status is ResultStatus.EXPIRED
+        assert result.error is not None and result.error.code is ErrorCode.DEADLINE_EXPIRED
+    assert sorted(d.command_id for d in dead) == sorted(c.command_id for c in broken)
+    assert all(d.errors[-1].code is ErrorCode.CIRCUIT_OPEN for d in dead)

@@ -1,0 +1,65 @@
+"""Circuit breakers per tenant: open after N failures, fail fast, one half-open probe."""
+
+from __future__ import annotations
+
+from workers._breaker import CircuitBreakers
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_threshold_and_only_for_that_tenant():
+    clock = Clock()
+    breakers = CircuitBreakers(threshold=3, cooldown=10, clock=clock)
+    for _ in range(3):
+        assert breakers.allow("a")
+        breakers.failure("a")
+    assert not breakers.allow("a")
+    assert breakers.allow("b")
+    assert breakers.retry_after("a") == 10
+
+
+def test_success_resets_the_failure_count():
+    breakers = CircuitBreakers(threshold=2, cooldown=10, clock=Clock())
+    breakers.failure("a")
+    breakers.success("a")
+    breakers.failure("a")
+    assert breakers.allow("a")
+
+
+def test_half_open_lets_exactly_one_probe_through():
+    clock = Clock()
+    breakers = CircuitBreakers(threshold=1, cooldown=5, clock=clock)
+    breakers.failure("a")
+    clock.now = 5.0
+    assert breakers.allow("a")  # the probe
+    assert not breakers.allow("a")  # everyone else waits for its verdict
+    breakers.failure("a")  # probe failed: open again for a full cool-down
+    clock.now = 9.0
+    assert not breakers.allow("a")
+    clock.now = 10.0
+    assert breakers.allow("a")
+    breakers.success("a")
+    assert breakers.allow("a") and breakers.allow("a")
+
+
+def test_cancelled_probe_allows_another_probe():
+    clock = Clock()
+    breakers = CircuitBreakers(threshold=1, cooldown=1, clock=clock)
+    breakers.failure("a")
+    clock.now = 2
+    assert breakers.allow("a")
+    breakers.cancel_probe("a")
+    assert breakers.allow("a")
+
+
+def test_breaker_map_is_bounded():
+    breakers = CircuitBreakers(threshold=5, max_entries=100, clock=Clock())
+    for i in range(1_000):
+        breakers.failure(f"t{i}")
+    assert len(breakers) == 100

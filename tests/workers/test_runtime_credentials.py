@@ -1,0 +1,71 @@
+"""Credential logic with an in-memory Vault: expiry, coalesced refresh, CAS conflicts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from core.errors import CasConflict
+from core.vault import TenantSecret
+from workers._credentials import Credentials, token_expired
+
+
+class MemoryVault:
+    def __init__(self, data):
+        self.secret = TenantSecret(dict(data), 1)
+        self.conflict_once = False
+
+    async def read(self, tenant_id):
+        return self.secret
+
+    async def write_cas(self, tenant_id, data, version):
+        if self.conflict_once or version != self.secret.version:
+            self.conflict_once = False
+            self.secret = TenantSecret({**self.secret.data, "access_token": "theirs"}, self.secret.version + 1)
+            raise CasConflict("lost")
+        self.secret = TenantSecret(dict(data), version + 1)
+        return version + 1
+
+    def forget(self, tenant_id):
+        pass
+
+
+def test_token_expiry_reads_unix_seconds_and_iso_dates():
+    assert token_expired({"expires_at": time.time() - 1})
+    assert not token_expired({"expires_at": time.time() + 3600})
+    assert token_expired({"expires_at": "2000-01-01T00:00:00+00:00"})
+    assert not token_expired({})
+
+
+async def test_concurrent_refreshes_for_one_tenant_call_the_provider_once():
+    vault = MemoryVault({"access_token": "old"})
+    release = asyncio.Event()
+    calls = 0
+
+    async def refresher(data):
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return {"access_token": "new"}
+
+    creds = Credentials(vault, refresher=refresher)
+    stale = await creds.get("t1")
+    tasks = [asyncio.create_task(creds.refresh("t1", stale)) for _ in range(10)]
+    await asyncio.sleep(0)
+    release.set()
+    fresh = await asyncio.gather(*tasks)
+    assert calls == 1 and {f.data["access_token"] for f in fresh} == {"new"}
+    # A late 401 with the old token re-reads instead of refreshing again.
+    assert (await creds.refresh("t1", stale)).data["access_token"] == "new" and calls == 1
+
+
+async def test_losing_the_check_and_set_race_adopts_the_winners_token():
+    vault = MemoryVault({"access_token": "old"})
+    vault.conflict_once = True
+
+    async def refresher(data):
+        return {"access_token": "mine"}
+
+    creds = Credentials(vault, refresher=refresher)
+    fresh = await creds.refresh("t1", await creds.get("t1"))
+    assert fresh.data["access_token"] == "theirs" and fresh.version == 2

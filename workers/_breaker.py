@@ -1,0 +1,89 @@
+"""Circuit breakers per (tenant, connector): one tenant's broken credentials or API fail fast.
+
+A breaker opens after ``threshold`` consecutive counted failures, rejects that tenant's
+commands for ``cooldown`` seconds, then lets exactly one probe through (half-open): a
+success closes it, a failure opens it again. Other tenants are never affected. The map
+is bounded: the least recently used entries go first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["CircuitBreakers"]
+
+
+@dataclass(slots=True)
+class _State:
+    failures: int = 0
+    open_until: float | None = None
+    probing: bool = False
+
+
+class CircuitBreakers:
+    def __init__(
+        self,
+        *,
+        threshold: int = 5,
+        cooldown: float = 30.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if threshold < 1 or max_entries < 1:
+            raise ValueError("threshold and max_entries must be >= 1")
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.max_entries = max_entries
+        self._clock = clock
+        self._states: OrderedDict[str, _State] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def allow(self, key: str) -> bool:
+        """May a command for ``key`` run now? (Half-open: True once, for the probe.)"""
+        state = self._states.get(key)
+        if state is None or state.open_until is None:
+            return True
+        self._states.move_to_end(key)
+        if state.probing or self._clock() < state.open_until:
+            return False
+        state.probing = True
+        return True
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until the breaker of ``key`` lets a probe through (0 when closed)."""
+        state = self._states.get(key)
+        if state is None or state.open_until is None:
+            return 0.0
+        return max(0.0, state.open_until - self._clock())
+
+    def is_open(self, key: str) -> bool:
+        state = self._states.get(key)
+        return state is not None and state.open_until is not None
+
+    def success(self, key: str) -> None:
+        self._states.pop(key, None)
+
+    def failure(self, key: str) -> None:
+        state = self._states.get(key)
+        if state is None:
+            state = _State()
+            self._states[key] = state
+            while len(self._states) > self.max_entries:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(key)
+        state.failures += 1
+        if state.probing or state.failures >= self.threshold:
+            state.open_until = self._clock() + self.cooldown
+            state.probing = False
+
+    def cancel_probe(self, key: str) -> None:
+        """The probe ended without a verdict (e.g. shutdown): allow another probe."""
+        state = self._states.get(key)
+        if state is not None:
+            state.probing = False

@@ -1,0 +1,169 @@
+"""Tenant credentials for one connector pool: Vault reads, OAuth refresh with coalescing.
+
+Every read goes through :class:`core.vault.PoolVault`, which holds one short-lived token
+per tenant whose policy covers only that tenant's secret for this connector. Secrets are
+kept in memory for a short time (``cache_ttl``) so a busy tenant does not cost a Vault
+round trip per command; a 401 always re-reads before refreshing.
+
+OAuth refresh: at most one refresh per tenant runs at a time in this process; others
+wait for its outcome. Before calling the token endpoint the secret is re-read: if its KV
+version moved on, another process already refreshed and that token is used. The write
+back uses check-and-set, so of two processes refreshing at once only one write wins and
+the loser re-reads the winner's token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from core.errors import (
+    CasConflict,
+    CredentialsMissing,
+    PermanentError,
+    RetryableError,
+    VaultError,
+    VaultForbidden,
+    VaultUnavailable,
+)
+from core.vault import TenantSecret
+from schemas import ErrorCode
+
+__all__ = ["Credentials", "Refresher", "VaultLike", "token_expired"]
+
+# Refresh a little before the provider's expiry so the request does not race it.
+_EXPIRY_SKEW = 5.0
+
+Refresher = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+
+
+class VaultLike(Protocol):
+    async def read(self, tenant_id: str) -> TenantSecret: ...
+
+    async def write_cas(self, tenant_id: str, data: Mapping[str, Any], version: int) -> int: ...
+
+    def forget(self, tenant_id: str) -> None: ...
+
+
+def token_expired(data: Mapping[str, Any], now: float | None = None) -> bool:
+    """True when ``expires_at`` (unix seconds or ISO 8601) is past, or nearly."""
+    raw = data.get("expires_at")
+    if raw is None or raw == "":
+        return False
+    if isinstance(raw, int | float):
+        expires = float(raw)
+    else:
+        try:
+            expires = float(raw)
+        except (TypeError, ValueError):
+            try:
+                expires = datetime.fromisoformat(str(raw)).timestamp()
+            except ValueError:
+                return False
+    return (time.time() if now is None else now) >= expires - _EXPIRY_SKEW
+
+
+def _translate(exc: VaultError, tenant_id: str) -> Exception:
+    if isinstance(exc, CredentialsMissing):
+        return PermanentError(ErrorCode.CREDENTIALS_MISSING, f"no credentials stored for {tenant_id}")
+    if isinstance(exc, VaultForbidden):
+        return PermanentError(
+            ErrorCode.CREDENTIALS_MISSING, f"credentials of {tenant_id} are not readable by this pool"
+        )
+    if isinstance(exc, VaultUnavailable):
+        return RetryableError(ErrorCode.INTERNAL, "credential store unavailable")
+    return RetryableError(ErrorCode.INTERNAL, f"credential store error ({type(exc).__name__})")
+
+
+class Credentials:
+    """Reads and refreshes one connector's tenant credentials."""
+
+    def __init__(
+        self,
+        vault: VaultLike,
+        *,
+        refresher: Refresher | None = None,
+        cache_ttl: float = 30.0,
+        max_cached: int = 10_000,
+    ) -> None:
+        self._vault = vault
+        self._refresher = refresher
+        self._ttl = cache_ttl
+        self._max = max_cached
+        self._cache: OrderedDict[str, tuple[TenantSecret, float]] = OrderedDict()
+        self._refreshing: dict[str, asyncio.Future[TenantSecret]] = {}
+        self.refreshes = 0  # token endpoint calls made by this process
+
+    async def _read(self, tenant_id: str) -> TenantSecret:
+        try:
+            secret = await self._vault.read(tenant_id)
+        except VaultError as exc:
+            raise _translate(exc, tenant_id) from None
+        self._cache[tenant_id] = (secret, time.monotonic() + self._ttl)
+        self._cache.move_to_end(tenant_id)
+        while len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return secret
+
+    async def get(self, tenant_id: str) -> TenantSecret:
+        """The tenant's current credentials (cached briefly).
+
+        Raises:
+            PermanentError: nothing stored or not readable (CREDENTIALS_MISSING).
+            RetryableError: Vault unreachable (INTERNAL).
+        """
+        cached = self._cache.get(tenant_id)
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
+        return await self._read(tenant_id)
+
+    async def refresh(self, tenant_id: str, stale: TenantSecret) -> TenantSecret:
+        """Fresh credentials after ``stale`` was found expired or refused (coalesced).
+
+        Raises:
+            PermanentError: no refresher, or the provider refused the refresh.
+            RetryableError: Vault or the token endpoint unreachable.
+        """
+        pending = self._refreshing.get(tenant_id)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._refreshing[tenant_id] = pending
+            try:
+                fresh = await self._refresh(tenant_id, stale)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: no "never retrieved" warning without waiters
+                raise
+            finally:
+                self._refreshing.pop(tenant_id, None)
+            pending.set_result(fresh)
+            return fresh
+        return await asyncio.shield(pending)
+
+    async def _refresh(self, tenant_id: str, stale: TenantSecret) -> TenantSecret:
+        self._cache.pop(tenant_id, None)
+        current = await self._read(tenant_id)
+        if current.version != stale.version:
+            return current  # someone else refreshed since we read it
+        if self._refresher is None:
+            raise PermanentError(ErrorCode.CREDENTIALS_INVALID, "credentials rejected, cannot refresh")
+        self.refreshes += 1
+        refreshed = await self._refresher(current.data)
+        data = {**current.data, **refreshed}
+        try:
+            version = await self._vault.write_cas(tenant_id, data, current.version)
+        except CasConflict:
+            self._cache.pop(tenant_id, None)
+            return await self._read(tenant_id)
+        except VaultError as exc:
+            raise _translate(exc, tenant_id) from None
+        fresh = TenantSecret(data=data, version=version)
+        self._cache[tenant_id] = (fresh, time.monotonic() + self._ttl)
+        return fresh
+
+    def invalidate(self, tenant_id: str) -> None:
+        self._cache.pop(tenant_id, None)

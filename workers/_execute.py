@@ -1,0 +1,394 @@
+"""Running one command: credentials, the connector call, in-process retries, the verdict.
+
+The verdict is data (:class:`Outcome`): the records to produce in the pool's next Kafka
+transaction — a final Result, a retry-tier hand-off, and/or a dead letter. Nothing here
+touches Kafka, so the pool alone decides when an outcome is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import ValidationError
+
+from core.errors import CommandError, PermanentError, RetryableError
+from core.logs import bind
+from core.telemetry import capture_spans, current_trace_id, extract, inject, tracer
+from core.vault import TenantSecret
+from schemas import ErrorCode, ErrorInfo, ResultStatus, RoutedCommand, SpanRecord, Topics
+
+from ._breaker import CircuitBreakers
+from ._credentials import Credentials, token_expired
+from ._results import KIND_DEAD_LETTER, KIND_RESULT, KIND_RETRY, Outgoing, build_result, record_for
+from ._retry import Decision, RetryPolicy, Step, decide
+from .connectors._base import Connector, ConnectorCall, CredentialsExpired
+
+__all__ = ["Executor", "Job", "Outcome", "upstream_idempotency_key"]
+
+logger = logging.getLogger(__name__)
+
+# Failures that say something about this tenant's credentials or API: they feed its breaker.
+_BREAKER_CODES = frozenset(
+    {
+        ErrorCode.CREDENTIALS_MISSING,
+        ErrorCode.CREDENTIALS_INVALID,
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        ErrorCode.UPSTREAM_TIMEOUT,
+        ErrorCode.UPSTREAM_RATE_LIMITED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    command: RoutedCommand
+    headers: Mapping[str, str]
+    next_tier: int  # tier a failed attempt goes to: 0 from the connector topic, i+1 from tier i
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    records: list[Outgoing]
+    status: ResultStatus | None  # None: handed to a retry tier, no final Result yet
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def upstream_idempotency_key(command: RoutedCommand) -> str:
+    """The key sent upstream: stable for every redelivery and retry of one command.
+
+    Derived from the caller's idempotency key (not the command id) so that a client
+    resubmitting the same request also maps to the same upstream side effect; hashed
+    with the tenant id so two tenants' keys can never collide on a shared endpoint (the
+    generic HTTP connector), and of fixed length so it fits every API's limit.
+    """
+    digest = hashlib.sha256(f"{command.tenant_id}\0{command.idempotency_key}".encode()).hexdigest()
+    return f"sy-{digest[:40]}"
+
+
+def _secret_strings(data: Any, out: set[str]) -> set[str]:
+    if isinstance(data, str):
+        if len(data) >= 4:
+            out.add(data)
+    elif isinstance(data, Mapping):
+        for value in data.values():
+            _secret_strings(value, out)
+    elif isinstance(data, list | tuple):
+        for value in data:
+            _secret_strings(value, out)
+    return out
+
+
+def _scrub(info: ErrorInfo, secret: TenantSecret | None) -> ErrorInfo:
+    # Defence in depth: connectors must not put credentials in messages, but if one
+    # does, the message is cleaned before it can reach Kafka or a log line.
+    if secret is None:
+        return info
+    message = info.message
+    for value in sorted(_secret_strings(secret.data, set()), key=len, reverse=True):
+        message = message.replace(value, "***")
+    return info if message == info.message else info.model_copy(update={"message": message})
+
+
+class Executor:
+    """Executes commands of one connector; shared by all of the pool's tasks."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        topics: Topics,
+        credentials: Credentials,
+        breakers: CircuitBreakers,
+        session: aiohttp.ClientSession,
+        policy: RetryPolicy,
+        *,
+        base_url: str,
+        timeout: float = 10.0,
+    ) -> None:
+        self.connector = connector
+        self.topics = topics
+        self.credentials = credentials
+        self.breakers = breakers
+        self.session = session
+        self.policy = policy
+        self.base_url = base_url
+        self.timeout = timeout
+        self._host = urlsplit(base_url).hostname or ""
+
+    async def run(self, job: Job) -> Outcome:
+        """Execute ``job`` and return the records that settle this delivery."""
+        command = job.command
+        started = now()
+        with capture_spans() as spans:
+            with tracer().start_as_current_span(
+                "worker.execute",
+                context=extract(job.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": self.topics.connector(self.connector.name),
+                    "switchyard.tenant_id": command.tenant_id,
+                    "switchyard.command_id": command.command_id,
+                    "switchyard.connector": command.connector,
+                    "switchyard.operation": command.operation,
+                    "switchyard.attempt": command.attempt,
+                },
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as worker_span:
+                context = otel_context.get_current()
+                trace_id = current_trace_id()
+                with bind(tenant_id=command.tenant_id, command_id=command.command_id, trace_id=trace_id):
+                    verdict = await self._attempts(command, job.next_tier)
+                    status_name = verdict.step.value if verdict.status is None else verdict.status.value
+                    worker_span.set_attribute("switchyard.outcome", status_name)
+                    if verdict.status is not ResultStatus.SUCCEEDED:
+                        worker_span.set_status(Status(StatusCode.ERROR, status_name))
+        outcome = self._records(job, verdict, started, trace_id, spans, context)
+        with bind(tenant_id=command.tenant_id, command_id=command.command_id, trace_id=trace_id):
+            final = outcome.status.value if outcome.status else "handed to a retry tier"
+            log = logger.debug if outcome.status is ResultStatus.SUCCEEDED else logger.info
+            log("command %s", final, extra={"fields": {"attempts": verdict.attempts}})
+        return outcome
+
+    async def _attempts(self, command: RoutedCommand, next_tier: int) -> _Verdict:
+        errors = list(command.errors)
+        key = command.tenant_id
+        if command.expired(now()):
+            return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
+        problem = self._check_operation(command)
+        if problem is not None:
+            return _Verdict(Step.FAIL, [*errors, problem], None, problem)
+        failures = 0
+        while True:
+            if not self.breakers.allow(key):
+                info = RetryableError(
+                    ErrorCode.CIRCUIT_OPEN,
+                    f"circuit open for tenant {key} on {self.connector.name}",
+                    retry_after=round(self.breakers.retry_after(key), 3),
+                ).to_info()
+                errors.append(info)
+                decision = self._decide(info, failures, next_tier, command, in_process=False)
+                return _Verdict(decision.step, errors, None, info, decision)
+            secret: list[TenantSecret] = []
+            try:
+                output = await self._attempt(command, secret)
+            except CommandError as exc:
+                info = _scrub(exc.to_info(), secret[-1] if secret else None)
+            except asyncio.CancelledError:
+                self.breakers.cancel_probe(key)
+                raise
+            else:
+                self.breakers.success(key)
+                return _Verdict(Step.FAIL, errors, output, None, status=ResultStatus.SUCCEEDED)
+            failures += 1
+            errors.append(info)
+            decision = self._decide(info, failures, next_tier, command)
+            if decision.step is Step.RETRY_NOW:
+                await asyncio.sleep(decision.delay)
+                continue
+            if info.code in _BREAKER_CODES:
+                self.breakers.failure(key)
+            elif info.code is ErrorCode.INTERNAL:
+                self.breakers.cancel_probe(key)
+            else:
+                self.breakers.success(key)  # the API answered with a verdict on the request itself
+            return _Verdict(decision.step, errors, None, info, decision)
+
+    def _decide(
+        self, info: ErrorInfo, failures: int, next_tier: int, command: RoutedCommand, *, in_process: bool = True
+    ) -> Decision:
+        return decide(
+            self.policy,
+            retryable=info.retryable,
+            retry_after=info.retry_after,
+            failures_here=failures,
+            next_tier=next_tier,
+            now=now(),
+            deadline=command.deadline,
+            in_process=in_process,
+        )
+
+    def _check_operation(self, command: RoutedCommand) -> ErrorInfo | None:
+        if command.connector != self.connector.name:
+            return PermanentError(
+                ErrorCode.INTERNAL, f"command for {command.connector} reached the {self.connector.name} pool"
+            ).to_info()
+        if command.operation not in self.connector.operations:
+            return PermanentError(
+                ErrorCode.INVALID_ARGUMENTS, f"{self.connector.name} has no operation {command.operation}"
+            ).to_info()
+        return None
+
+    async def _attempt(self, command: RoutedCommand, used: list[TenantSecret]) -> dict[str, Any]:
+        secret = await self.credentials.get(command.tenant_id)
+        used.append(secret)
+        if self.connector.oauth and token_expired(secret.data):
+            secret = await self.credentials.refresh(command.tenant_id, secret)
+            used.append(secret)
+        try:
+            return await self._call(command, secret)
+        except CredentialsExpired:
+            if not self.connector.oauth:
+                raise
+        # Exactly one refresh and one retry per 401; a second 401 is final.
+        secret = await self.credentials.refresh(command.tenant_id, secret)
+        used.append(secret)
+        try:
+            return await self._call(command, secret)
+        except CredentialsExpired:
+            self.credentials.invalidate(command.tenant_id)
+            raise
+
+    async def _call(self, command: RoutedCommand, secret: TenantSecret) -> dict[str, Any]:
+        name, operation = self.connector.name, command.operation
+        remaining = (command.deadline - now()).total_seconds()
+        timeout = max(0.1, min(self.timeout, remaining))
+        with tracer().start_as_current_span(
+            f"upstream.{name}.{operation}",
+            kind=SpanKind.CLIENT,
+            attributes={"server.address": self._host, "switchyard.connector": name},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as upstream:
+            carrier: list[tuple[str, bytes]] = []
+            inject(carrier)
+            call = ConnectorCall(
+                tenant_id=command.tenant_id,
+                operation=operation,
+                arguments=command.resolved_arguments,
+                credentials=secret.data,
+                base_url=self.base_url,
+                idempotency_key=upstream_idempotency_key(command),
+                session=self.session,
+                timeout=timeout,
+                allowed_hosts=tuple(command.connector_options.allowed_hosts),
+                trace_headers={k: v.decode() for k, v in carrier},
+            )
+            try:
+                # The connector sets its own request timeout; this bound catches one that does not.
+                async with asyncio.timeout(timeout + 1.0):
+                    return await self.connector.execute(call)
+            except CommandError as exc:
+                upstream.set_status(Status(StatusCode.ERROR, exc.code.value))
+                upstream.set_attribute("error.type", exc.code.value)
+                if exc.http_status is not None:
+                    upstream.set_attribute("http.response.status_code", exc.http_status)
+                raise
+            except TimeoutError:
+                upstream.set_status(Status(StatusCode.ERROR, "timeout"))
+                raise RetryableError(
+                    ErrorCode.UPSTREAM_TIMEOUT, f"{name}.{operation}: no answer in {timeout:.1f}s"
+                ) from None
+            except aiohttp.ClientError as exc:
+                upstream.set_status(Status(StatusCode.ERROR, "connection"))
+                raise RetryableError(
+                    ErrorCode.UPSTREAM_UNAVAILABLE, f"{name}.{operation}: {type(exc).__name__}"
+                ) from None
+
+    def _records(
+        self,
+        job: Job,
+        verdict: _Verdict,
+        started: datetime,
+        trace_id: str | None,
+        spans: list[SpanRecord],
+        context: otel_context.Context,
+    ) -> Outcome:
+        command, topics = job.command, self.topics
+        finished = now()
+        errors = verdict.errors[-100:]
+        attempts = sum(1 for e in errors if e.code is not ErrorCode.CIRCUIT_OPEN)
+        if verdict.status is ResultStatus.SUCCEEDED:
+            attempts += 1
+        trail = command.model_copy(update={"errors": errors, "spans": _merge_spans(command, spans)})
+        records: list[Outgoing] = []
+        status = verdict.status
+        error = verdict.error
+        if verdict.step is Step.TIER and status is None:
+            assert verdict.decision is not None and verdict.decision.tier is not None
+            handoff = trail.model_copy(
+                update={"attempt": min(100, command.attempt + 1), "not_before": verdict.decision.not_before}
+            )
+            topic = topics.retry(command.connector, verdict.decision.tier)
+            return Outcome([record_for(topic, command, handoff, KIND_RETRY, context)], None)
+        if status is None:
+            if verdict.step is Step.DEAD_LETTER:
+                status = ResultStatus.DEAD_LETTERED
+                last = error.code.value if error else "unknown"
+                error = ErrorInfo(
+                    code=ErrorCode.RETRIES_EXHAUSTED,
+                    message=f"gave up after {attempts} attempts (last: {last})",
+                )
+            elif verdict.step is Step.EXPIRED:
+                status = ResultStatus.EXPIRED
+                error = _expired_info(errors)
+            else:
+                status = ResultStatus.FAILED
+            if verdict.step in (Step.DEAD_LETTER, Step.EXPIRED) and errors:
+                records.append(record_for(topics.dead_letters, command, trail, KIND_DEAD_LETTER, context))
+        try:
+            result = build_result(
+                command,
+                status,
+                output=verdict.output,
+                error=error,
+                attempts=attempts,
+                started_at=started,
+                finished_at=finished,
+                trace_id=trace_id,
+                spans=spans,
+            )
+        except ValidationError:
+            # The upstream answer broke the Result bounds (size or depth): report, not crash.
+            result = build_result(
+                command,
+                ResultStatus.FAILED,
+                error=ErrorInfo(code=ErrorCode.INTERNAL, message="connector output exceeds Result bounds"),
+                attempts=attempts,
+                started_at=started,
+                finished_at=finished,
+                trace_id=trace_id,
+                spans=spans,
+            )
+        records.append(record_for(topics.results, command, result, KIND_RESULT, context))
+        return Outcome(records, result.status)
+
+
+@dataclass(slots=True)
+class _Verdict:
+    step: Step
+    errors: list[ErrorInfo]
+    output: dict[str, Any] | None
+    error: ErrorInfo | None
+    decision: Decision | None = None
+    status: ResultStatus | None = None
+
+    @property
+    def attempts(self) -> int:
+        return len(self.errors) + (1 if self.status is ResultStatus.SUCCEEDED else 0)
+
+
+def _expired_info(errors: list[ErrorInfo]) -> ErrorInfo:
+    last = f" (last error: {errors[-1].code.value})" if errors else ""
+    return ErrorInfo(code=ErrorCode.DEADLINE_EXPIRED, message=f"deadline passed{last}")
+
+
+def _merge_spans(command: RoutedCommand, spans: list[SpanRecord]) -> list[SpanRecord]:
+    from schemas.trace import MAX_SPANS
+
+    own = list(spans)[-MAX_SPANS:]
+    return list(command.spans)[: MAX_SPANS - len(own)] + own

@@ -1,0 +1,139 @@
+"""The pool's outbox: outgoing records and consumed offsets, committed in one Kafka transaction.
+
+A finished command's records (its Result, a retry-tier hand-off, a dead letter) and the
+consumer offsets that their completion allows are produced and committed atomically,
+every ``interval`` seconds or sooner when the batch fills. Either both land or neither:
+a crash before the commit leaves the offsets where they were, the records are redone,
+and the aborted records are invisible to ``read_committed`` consumers. That is what
+makes "exactly one final Result per command" hold across SIGKILL and rebalances, not
+only "at least one".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from core.errors import KafkaUnavailable
+
+from ._offsets import OffsetTracker
+from ._results import Outgoing
+
+__all__ = ["Outbox"]
+
+logger = logging.getLogger(__name__)
+
+
+class Outbox:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        tracker: OffsetTracker,
+        group_id: str,
+        *,
+        interval: float = 0.05,
+        max_batch: int = 1_000,
+        max_failures: int = 5,
+    ) -> None:
+        self._producer = producer
+        self._tracker = tracker
+        self._group_id = group_id
+        self._interval = interval
+        self._max_batch = max_batch
+        self._max_failures = max_failures
+        self._pending: list[Outgoing] = []
+        self._lock = asyncio.Lock()
+        self._full = asyncio.Event()
+        self.transactions = 0
+        self._stopped = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def add(self, records: list[Outgoing], tp: TopicPartition, offset: int, generation: int) -> bool:
+        """Queue ``records`` as the outcome of one consumed record.
+
+        Returns False (and queues nothing) when the record's partition was revoked after it
+        was fetched: its new owner redoes it, so producing here would duplicate it.
+        """
+        if not self._tracker.is_current(tp, generation):
+            return False
+        self._pending.extend(records)
+        self._tracker.finish(tp, offset, generation)
+        if len(self._pending) >= self._max_batch:
+            self._full.set()
+        return True
+
+    async def flush(self) -> None:
+        """Produce queued records and commit the offsets they complete, in one transaction.
+
+        Raises:
+            KafkaUnavailable: the transaction failed; queued records stay queued.
+        """
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            # Taken with the batch, with no await between: offsets finished later belong
+            # with records that are not in this transaction.
+            offsets = self._tracker.committable()
+            if not batch and not offsets:
+                return
+            try:
+                await self._producer.begin_transaction()
+                for record in batch:
+                    await self._producer.send(
+                        record.topic, record.value, key=record.key, headers=record.headers
+                    )
+                if offsets:
+                    await self._producer.send_offsets_to_transaction(
+                        dict(offsets), self._group_id
+                    )
+                await self._producer.commit_transaction()
+            except (KafkaError, OSError) as exc:
+                self._pending = batch + self._pending
+                await self._abort()
+                raise KafkaUnavailable(f"outbox transaction failed ({type(exc).__name__})") from exc
+            self._tracker.mark_committed(offsets)
+            self.transactions += 1
+
+    async def _abort(self) -> None:
+        try:
+            await self._producer.abort_transaction()
+        except (KafkaError, OSError) as exc:
+            logger.warning("abort after a failed transaction failed too: %s", type(exc).__name__)
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after its current flush."""
+        self._stopped = True
+        self._full.set()
+
+    async def run(self) -> None:
+        """Flush periodically until cancelled.
+
+        Raises:
+            KafkaUnavailable: after ``max_failures`` failed transactions in a row; the
+                process should exit so that uncommitted work is redone elsewhere.
+        """
+        failures = 0
+        while not self._stopped:
+            try:
+                async with asyncio.timeout(self._interval):
+                    await self._full.wait()
+            except TimeoutError:
+                pass
+            self._full.clear()
+            if self._stopped:
+                return
+            try:
+                await self.flush()
+            except KafkaUnavailable:
+                failures += 1
+                logger.warning("outbox flush failed (%d in a row)", failures)
+                if failures >= self._max_failures:
+                    raise
+                await asyncio.sleep(min(2.0, 0.1 * 2**failures))
+            else:
+                failures = 0

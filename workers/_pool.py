@@ -1,0 +1,433 @@
+"""The worker pool of one connector: consume, schedule fairly, execute, commit.
+
+One consumer (group ``<prefix>workers.<connector>``) reads the connector topic and its
+retry tier topics. Each record is tracked by offset, parsed, and either queued for its
+tenant in the :class:`FairScheduler` or — for a retry tier record whose ``not_before``
+is in the future — held in a delay queue. Held records never block their partition for
+other records (they are simply not started yet); a tier partition is paused only when
+it holds more than ``max_delayed_per_partition`` waiting records, which bounds memory.
+
+Fetching pauses when started + queued commands exceed ``max_buffered`` and resumes at
+half of it. Outcomes go through the transactional :class:`Outbox`, which commits each
+partition's offset only up to its lowest unfinished record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.consumer.fetcher import ConsumerRecord
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from core.errors import ConfigurationError
+from core.kafka import (
+    ensure_topics,
+    headers_dict,
+    make_admin,
+    make_consumer,
+    make_producer,
+    start_client,
+)
+from core.settings import Settings
+from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, ResultStatus, RoutedCommand
+
+from ._breaker import CircuitBreakers
+from ._credentials import Credentials, VaultLike
+from ._execute import Executor, Job, Outcome, now
+from ._offsets import OffsetTracker
+from ._outbox import Outbox
+from ._results import KIND_RESULT, build_result, dead_letter_raw, record_for
+from ._retry import RetryPolicy
+from ._scheduler import FairScheduler
+from .connectors._base import Connector
+
+__all__ = ["PoolOptions", "WorkerPool"]
+
+logger = logging.getLogger(__name__)
+
+OAuthRefresh = Callable[[aiohttp.ClientSession, Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """Tuning of one pool process; every field has a production default."""
+
+    concurrency: int | None = None  # default Settings.worker_concurrency
+    tenant_concurrency: int | None = None  # default Settings.tenant_concurrency
+    tier_delays: tuple[float, ...] = tuple(float(d) for d in RETRY_TIERS)
+    in_process_attempts: int = 2
+    max_backoff: float = 2.0
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 30.0
+    request_timeout: float = 10.0
+    flush_interval: float = 0.05
+    max_buffered: int | None = None  # default 4 x concurrency
+    max_delayed_per_partition: int = 1_000
+    revoke_grace: float = 5.0
+    shutdown_grace: float = 10.0
+    credential_cache_ttl: float = 30.0
+    transaction_timeout_ms: int = 15_000
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    tp: TopicPartition
+    offset: int
+    generation: int
+    job: Job
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._pool._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._pool._on_assigned(set(assigned))
+
+
+class WorkerPool:
+    """Runs one connector's commands from Kafka until :meth:`request_stop`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        connector: Connector,
+        vault: VaultLike,
+        *,
+        options: PoolOptions | None = None,
+        refresher: OAuthRefresh | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.connector = connector
+        self.options = opts = options or PoolOptions()
+        self.vault = vault
+        self.base_url = base_url or settings.connector_base_url or getattr(connector, "default_base_url", None)
+        if not self.base_url:
+            raise ConfigurationError(f"no base URL for connector {connector.name}")
+        topics = settings.topics
+        self.group_id = f"{settings.topic_prefix}workers.{connector.name}"
+        self.source_topics = [topics.connector(connector.name)] + [
+            topics.retry(connector.name, i) for i in range(len(opts.tier_delays))
+        ]
+        # Where a failure of a record from each topic goes next: tier 0 from the main topic.
+        self._next_tier = {name: i for i, name in enumerate(self.source_topics)}
+        self.concurrency = opts.concurrency or settings.worker_concurrency
+        tenant_cap = min(opts.tenant_concurrency or settings.tenant_concurrency, self.concurrency)
+        self.scheduler: FairScheduler[_Item] = FairScheduler(
+            global_limit=self.concurrency, tenant_limit=tenant_cap
+        )
+        self.tracker = OffsetTracker()
+        self.breakers = CircuitBreakers(threshold=opts.breaker_threshold, cooldown=opts.breaker_cooldown)
+        self.policy = RetryPolicy(
+            in_process_attempts=opts.in_process_attempts,
+            max_delay=opts.max_backoff,
+            tier_delays=opts.tier_delays,
+        )
+        self._refresher = refresher
+        self._high = opts.max_buffered or max(64, 4 * self.concurrency)
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[TopicPartition, int] = {}
+        self._delayed: list[tuple[float, int, _Item]] = []
+        self._delayed_per_tp: dict[TopicPartition, int] = {}
+        self._delay_paused: set[TopicPartition] = set()
+        self._delay_wakeup = asyncio.Event()
+        self._seq = itertools.count()
+        self._bp_paused = False
+        self.completed: dict[str, int] = {}
+        self._started = False
+
+    async def start(self) -> None:
+        """Create topics if missing, connect to Kafka, build the executor.
+
+        Raises:
+            KafkaUnavailable: the broker cannot be reached.
+        """
+        s, opts = self.settings, self.options
+        await ensure_topics(s, [*self.source_topics, s.topics.results, s.topics.dead_letters])
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency),
+            raise_for_status=False,
+        )
+        refresher = None
+        if self._refresher is not None:
+            bound, session = self._refresher, self.session
+
+            async def refresher(data: Mapping[str, Any]) -> Mapping[str, Any]:
+                return await bound(session, data)
+
+        self.credentials = Credentials(self.vault, refresher=refresher, cache_ttl=opts.credential_cache_ttl)
+        self.executor = Executor(
+            self.connector,
+            s.topics,
+            self.credentials,
+            self.breakers,
+            self.session,
+            self.policy,
+            base_url=str(self.base_url),
+            timeout=opts.request_timeout,
+        )
+        # A restarted process with the same instance id fences its predecessor's open
+        # transaction at once; otherwise the broker aborts it after the transaction timeout,
+        # and read_committed readers wait at most that long behind it.
+        self.admin = make_admin(s)
+        await start_client(self.admin, what="worker admin")
+        self.producer = make_producer(
+            s,
+            transactional_id=f"{s.topic_prefix}worker.{self.connector.name}.{opts.instance_id}",
+            transaction_timeout_ms=opts.transaction_timeout_ms,
+        )
+        await start_client(self.producer, what="worker producer")
+        self.consumer = make_consumer(
+            s, group_id=self.group_id, max_poll_records=min(500, self._high)
+        )
+        self.consumer.subscribe(self.source_topics, listener=_Listener(self))
+        await start_client(self.consumer, what="worker consumer")
+        self.outbox = Outbox(self.producer, self.tracker, self.group_id, interval=opts.flush_interval)
+        self._started = True
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop gracefully (signal-handler safe)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume and execute until :meth:`request_stop`, then shut down gracefully.
+
+        Raises:
+            KafkaUnavailable: the outbox could not commit repeatedly (work is redone elsewhere).
+        """
+        if not self._started:
+            await self.start()
+        background = [
+            asyncio.create_task(self._dispatch(), name="dispatch"),
+            asyncio.create_task(self._release_delayed(), name="delays"),
+        ]
+        flusher = asyncio.create_task(self.outbox.run(), name="outbox")
+        try:
+            while not self._stopping.is_set():
+                self._backpressure()
+                batch = await self.consumer.getmany(timeout_ms=100)
+                for tp, records in batch.items():
+                    for record in records:
+                        self._admit(tp, record)
+                if flusher.done():
+                    flusher.result()  # re-raises the outbox's fatal error
+                for task in background:
+                    if task.done():
+                        task.result()
+        finally:
+            await self._shutdown(background, flusher)
+
+    # -- intake ---------------------------------------------------------------------
+
+    def _admit(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        generation = self.tracker.track(tp, record.offset)
+        if generation is None:
+            return  # finished and committed by this partition's previous owner
+        try:
+            if record.value is None:
+                raise ValueError("empty record")
+            command = RoutedCommand.from_bytes(record.value)
+        except (ValidationError, ValueError) as exc:
+            # Never crash on a poison record: set it aside, raw, and move past it.
+            logger.warning(
+                "unparseable record dead-lettered",
+                extra={"fields": {"topic": tp.topic, "partition": tp.partition,
+                                  "offset": record.offset, "error": type(exc).__name__}},
+            )
+            raw = dead_letter_raw(self.settings.topics.dead_letters, record.key, record.value, tp.topic)
+            self.outbox.add([raw], tp, record.offset, generation)
+            return
+        job = Job(command, headers_dict(record.headers), self._next_tier.get(tp.topic, 0))
+        item = _Item(tp, record.offset, generation, job)
+        if command.not_before is not None and command.not_before > now():
+            self._hold(item, command.not_before.timestamp())
+        else:
+            self.scheduler.push(command.tenant_id, item)
+
+    def _hold(self, item: _Item, due: float) -> None:
+        heapq.heappush(self._delayed, (due, next(self._seq), item))
+        count = self._delayed_per_tp.get(item.tp, 0) + 1
+        self._delayed_per_tp[item.tp] = count
+        if count >= self.options.max_delayed_per_partition and item.tp not in self._delay_paused:
+            self._delay_paused.add(item.tp)
+            self.consumer.pause(item.tp)
+        self._delay_wakeup.set()
+
+    async def _release_delayed(self) -> None:
+        while True:
+            self._delay_wakeup.clear()
+            wait = None
+            if self._delayed:
+                wait = max(0.0, self._delayed[0][0] - now().timestamp())
+            if wait is None or wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._delay_wakeup.wait()
+                except TimeoutError:
+                    pass
+            current = now().timestamp()
+            while self._delayed and self._delayed[0][0] <= current:
+                _, _, item = heapq.heappop(self._delayed)
+                self._delayed_per_tp[item.tp] = self._delayed_per_tp.get(item.tp, 1) - 1
+                self.scheduler.push(item.job.command.tenant_id, item)
+                if (
+                    item.tp in self._delay_paused
+                    and self._delayed_per_tp[item.tp] < self.options.max_delayed_per_partition // 2
+                ):
+                    self._delay_paused.discard(item.tp)
+                    if not self._bp_paused:
+                        self.consumer.resume(item.tp)
+
+    def _backpressure(self) -> None:
+        load = self.scheduler.buffered + self.scheduler.in_flight
+        assigned = self.consumer.assignment()
+        if not self._bp_paused and load >= self._high:
+            self._bp_paused = True
+            self.consumer.pause(*assigned)
+        elif self._bp_paused and load <= self._high // 2:
+            self._bp_paused = False
+            self.consumer.resume(*(assigned - self._delay_paused))
+
+    # -- execution ------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            tenant, item = await self.scheduler.next()
+            self._running[item.tp] = self._running.get(item.tp, 0) + 1
+            task = asyncio.create_task(self._handle(tenant, item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, tenant: str, item: _Item) -> None:
+        try:
+            try:
+                outcome = await self.executor.run(item.job)
+            except Exception:
+                # A bug in a connector or here must still end the command exactly once.
+                logger.exception("command execution crashed")
+                outcome = self._crashed(item)
+        finally:
+            self.scheduler.release(tenant)
+            self._running[item.tp] -= 1
+        if self.outbox.add(outcome.records, item.tp, item.offset, item.generation) and outcome.status:
+            self.completed[outcome.status.value] = self.completed.get(outcome.status.value, 0) + 1
+
+    def _crashed(self, item: _Item) -> Outcome:
+        command = item.job.command
+        result = build_result(
+            command,
+            ResultStatus.FAILED,
+            error=ErrorInfo(code=ErrorCode.INTERNAL, message="the worker failed to run this command"),
+            attempts=len(command.errors) + 1,
+            started_at=None,
+            finished_at=now(),
+            trace_id=None,
+            spans=[],
+        )
+        record = record_for(self.settings.topics.results, command, result, KIND_RESULT)
+        return Outcome([record], ResultStatus.FAILED)
+
+    # -- rebalance and shutdown ------------------------------------------------------
+
+    def _drop(self, tps: set[TopicPartition] | None) -> None:
+        """Forget queued and held records (of ``tps``, or all); they stay uncommitted."""
+        self.scheduler.drop(lambda item: tps is None or item.tp in tps)
+        kept = [entry for entry in self._delayed if tps is not None and entry[2].tp not in tps]
+        heapq.heapify(kept)
+        self._delayed = kept
+        for tp in list(self._delayed_per_tp):
+            if tps is None or tp in tps:
+                del self._delayed_per_tp[tp]
+                self._delay_paused.discard(tp)
+
+    async def _wait_running(self, tps: set[TopicPartition] | None, grace: float) -> bool:
+        def busy() -> bool:
+            return any(n > 0 for tp, n in self._running.items() if tps is None or tp in tps)
+
+        try:
+            async with asyncio.timeout(grace):
+                while busy() and self._tasks:
+                    await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        if not self._started or not revoked:
+            return
+        self._drop(revoked)
+        await self._wait_running(revoked, self.options.revoke_grace)
+        try:
+            await self.outbox.flush()
+        except Exception:
+            logger.exception("commit on revoke failed; the new owner redoes uncommitted records")
+        self.tracker.forget(revoked)
+        for tp in revoked:
+            self._running.pop(tp, None)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        # A fresh assignment starts unpaused; backpressure is re-evaluated on the next poll.
+        self._bp_paused = False
+        self._delay_paused &= assigned
+        if not assigned:
+            return
+        # Records the previous owner finished above its committed position are listed in
+        # the commit metadata: restore them so they are skipped, not run twice.
+        try:
+            committed = await self.admin.list_consumer_group_offsets(
+                self.group_id, partitions=sorted(assigned)
+            )
+        except (KafkaError, OSError) as exc:
+            logger.warning("cannot read committed metadata (%s): finished records may be redone",
+                           type(exc).__name__)
+            return
+        skipped = 0
+        for tp, meta in committed.items():
+            if tp in assigned and meta.offset >= 0 and meta.metadata:
+                skipped += self.tracker.restore(tp, meta.offset, meta.metadata)
+        if skipped:
+            logger.info("restored %d records finished by the previous owner", skipped)
+
+    async def _shutdown(self, background: list[asyncio.Task[Any]], flusher: asyncio.Task[None]) -> None:
+        logger.info("worker pool stopping")
+        try:
+            self.consumer.pause(*self.consumer.assignment())
+        except Exception:
+            logger.exception("pause on shutdown failed")
+        for task in background:
+            task.cancel()
+        self._drop(None)
+        finished = await self._wait_running(None, self.options.shutdown_grace)
+        if not finished:
+            logger.warning("in-flight commands cut at shutdown; they stay uncommitted and are redone")
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Not cancelled: a cancel in the middle of a transaction would leave it open.
+        self.outbox.stop()
+        await asyncio.gather(flusher, *background, return_exceptions=True)
+        try:
+            await self.outbox.flush()
+        except Exception:
+            logger.exception("final commit failed; uncommitted records are redone")
+        await self.consumer.stop()
+        await self.producer.stop()
+        await self.admin.close()
+        await self.session.close()
+        logger.info("worker pool stopped", extra={"fields": {"completed": dict(self.completed)}})

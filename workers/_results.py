@@ -1,0 +1,118 @@
+"""Outgoing records of a finished attempt: the final Result, a retry-tier hand-off, a dead letter.
+
+All are keyed by tenant id (same partitioning as the commands) and carry the command's
+identity and W3C trace context in headers, so a consumer can filter and join without
+parsing the value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from core.telemetry import inject
+from schemas import (
+    ErrorInfo,
+    Headers,
+    Result,
+    ResultStatus,
+    RoutedCommand,
+    SpanRecord,
+    StageTimes,
+)
+from schemas.trace import MAX_SPANS
+
+__all__ = ["Outgoing", "build_result", "dead_letter_raw", "record_for"]
+
+KIND_RESULT = "result"
+KIND_RETRY = "retry"
+KIND_DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record to produce in the pool's next transaction."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def build_result(
+    command: RoutedCommand,
+    status: ResultStatus,
+    *,
+    output: dict[str, Any] | None = None,
+    error: ErrorInfo | None = None,
+    attempts: int,
+    started_at: datetime | None,
+    finished_at: datetime,
+    trace_id: str | None,
+    spans: list[SpanRecord],
+) -> Result:
+    """The one final Result of ``command``: earlier hops' spans first, then this worker's."""
+    own = list(spans)[-MAX_SPANS:]
+    merged = list(command.spans)[: MAX_SPANS - len(own)] + own
+    return Result(
+        command_id=command.command_id,
+        tenant_id=command.tenant_id,
+        space_id=command.space_id,
+        user_id=command.user_id,
+        action=command.action,
+        idempotency_key=command.idempotency_key,
+        status=status,
+        connector=command.connector,
+        operation=command.operation,
+        output=output,
+        error=error,
+        attempts=attempts,
+        times=StageTimes(
+            submitted_at=command.submitted_at,
+            routed_at=command.routed_at,
+            started_at=started_at,
+            finished_at=finished_at,
+        ),
+        trace_id=trace_id,
+        spans=merged,
+    )
+
+
+def _headers(command: RoutedCommand, kind: str, context: otel_context.Context | None) -> list[tuple[str, bytes]]:
+    headers = [
+        (Headers.TENANT, command.tenant_id.encode()),
+        (Headers.SPACE, command.space_id.encode()),
+        (Headers.COMMAND_ID, command.command_id.encode()),
+        (Headers.KIND, kind.encode()),
+        (Headers.SCHEMA, b"1"),
+    ]
+    inject(headers, context)
+    return headers
+
+
+def record_for(
+    topic: str,
+    command: RoutedCommand,
+    payload: Result | RoutedCommand,
+    kind: str,
+    context: otel_context.Context | None = None,
+) -> Outgoing:
+    return Outgoing(
+        topic=topic,
+        key=command.tenant_id.encode(),
+        value=payload.to_bytes(),
+        headers=_headers(command, kind, context),
+    )
+
+
+def dead_letter_raw(topic: str, key: bytes | None, value: bytes | None, source: str) -> Outgoing:
+    """An unparseable record, dead-lettered as it was (it may not even be ours)."""
+    return Outgoing(
+        topic=topic,
+        key=key,
+        value=value or b"",
+        headers=[(Headers.KIND, b"unparseable"), ("sy-source-topic", source.encode())],
+    )

@@ -1,0 +1,147 @@
+"""``switchyard worker --connector NAME``: one connector's worker pool process.
+
+Run any number of these per connector; they share the consumer group
+``<prefix>workers.<connector>`` and split its partitions. SIGTERM (or Ctrl-C) stops
+fetching, lets in-flight commands finish for ``--shutdown-grace`` seconds, commits and
+exits 0; whatever did not finish stays uncommitted and is redone by another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from core.errors import ConfigurationError, KafkaUnavailable, PermanentError
+from core.logs import configure_logging
+from core.settings import Settings, connector_env, load_settings
+from core.telemetry import setup_tracing
+from core.vault import AppRoleCredentials, PoolVault
+from schemas import CONNECTORS, RETRY_TIERS
+
+from ._pool import OAuthRefresh, PoolOptions, WorkerPool
+from .connectors._base import Connector
+
+__all__ = ["add_arguments", "oauth_refresher", "run", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--connector", required=True, choices=CONNECTORS, help="connector this pool runs")
+    parser.add_argument("--concurrency", type=int, default=None, help="commands in flight (all tenants)")
+    parser.add_argument(
+        "--tenant-concurrency", type=int, default=None, help="commands in flight per tenant"
+    )
+    parser.add_argument(
+        "--shutdown-grace", type=float, default=10.0, help="seconds in-flight work may finish on SIGTERM"
+    )
+    parser.add_argument(
+        "--instance-id",
+        default=None,
+        help="stable id of this process (e.g. the pod name): a restart with the same id "
+        "fences the previous incarnation's open Kafka transaction immediately",
+    )
+    parser.add_argument(
+        "--retry-tier-delays",
+        default=None,
+        help=f"comma-separated seconds per retry tier (default {','.join(map(str, RETRY_TIERS))}; "
+        "shorter values are for tests and demos)",
+    )
+
+
+def _tier_delays(raw: str | None) -> tuple[float, ...]:
+    if not raw:
+        return tuple(float(d) for d in RETRY_TIERS)
+    try:
+        delays = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigurationError("--retry-tier-delays takes comma-separated seconds") from exc
+    if not delays or len(delays) > len(RETRY_TIERS) or min(delays) < 0:
+        raise ConfigurationError(f"--retry-tier-delays takes 1 to {len(RETRY_TIERS)} non-negative values")
+    return delays
+
+
+def oauth_refresher(connector: Connector, base_url: str) -> OAuthRefresh | None:
+    """The refresh function of an OAuth connector: the shared RFC 6749 helper.
+
+    The token endpoint comes from ``oauth.token_url_for`` (the emulator's when the base URL
+    is overridden, else the stored or the connector's default token URL).
+    """
+    if not connector.oauth:
+        return None
+    from .connectors import oauth
+
+    kind = type(connector)
+
+    async def refresh(session: aiohttp.ClientSession, credentials: Mapping[str, Any]) -> Mapping[str, Any]:
+        url = oauth.token_url_for(kind, base_url, credentials)
+        return await oauth.refresh(session, url, credentials)
+
+    return refresh
+
+
+async def serve(pool: WorkerPool) -> int:
+    """Run ``pool`` until SIGTERM/SIGINT; returns the process exit code."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, pool.request_stop)
+    try:
+        await pool.run()
+    except KafkaUnavailable as exc:
+        logger.error("worker pool stopped: %s", exc)
+        return 1
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        close = getattr(pool.vault, "close", None)
+        if close is not None:
+            close()
+    return 0
+
+
+def _pool_vault(settings: Settings, connector: str) -> PoolVault:
+    role_id = connector_env(None, connector, "SWITCHYARD_VAULT_ROLE_ID")
+    secret_id = connector_env(None, connector, "SWITCHYARD_VAULT_SECRET_ID")
+    if not role_id or not secret_id:
+        raise ConfigurationError(
+            f"set SWITCHYARD_VAULT_ROLE_ID_{connector.upper()} and SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}"
+        )
+    return PoolVault(
+        settings.vault_addr,
+        connector,
+        AppRoleCredentials(role_id=role_id, secret_id=secret_id),
+        mount=settings.vault_kv_mount,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    configure_logging(f"worker-{args.connector}", settings.log_level)
+    setup_tracing(f"switchyard-worker-{args.connector}", settings.otlp_endpoint)
+    try:
+        from .connectors import get_connector
+
+        connector = get_connector(args.connector)()
+        options = PoolOptions(
+            concurrency=args.concurrency,
+            tenant_concurrency=args.tenant_concurrency,
+            shutdown_grace=args.shutdown_grace,
+            tier_delays=_tier_delays(args.retry_tier_delays),
+            **({"instance_id": args.instance_id} if args.instance_id else {}),
+        )
+        vault = _pool_vault(settings, args.connector)
+        base_url = settings.connector_base_url or getattr(connector, "default_base_url", "")
+        pool = WorkerPool(
+            settings, connector, vault, options=options, refresher=oauth_refresher(connector, base_url)
+        )
+    except (ConfigurationError, ImportError, PermanentError) as exc:
+        print(f"switchyard worker: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(pool))
