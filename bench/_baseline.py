@@ -29,7 +29,7 @@ async def measure_baseline(settings: Settings, *, count: int, size: int, partiti
     try:
         # Wait for the assignment before producing so the clock measures the hop only.
         async with asyncio.timeout(30):
-            while not consumer.assignment():
+            while not consumer.assignment():  # noqa: ASYNC110 - aiokafka offers no event
                 await asyncio.sleep(0.05)
         received = 0
         started = time.perf_counter()

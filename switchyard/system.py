@@ -40,6 +40,7 @@ class LocalSystem:
             pools' AppRole ids); None starts a private local stack.
         env: extra variables for every child (e.g. a topic prefix).
         progress: called with one line per step.
+        args: extra command-line arguments per component ("ingress", "router", "worker").
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class LocalSystem:
         stack_env: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
         progress: Callable[[str], None] | None = None,
+        args: Mapping[str, list[str]] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.connectors = connectors
@@ -60,6 +62,7 @@ class LocalSystem:
         self._stack_env = dict(stack_env) if stack_env else None
         self._extra_env = dict(env or {})
         self._say = progress or (lambda _line: None)
+        self._args = {name: list(value) for name, value in (args or {}).items()}
         self.stack: LocalStack | None = None
         self.supervisor: Supervisor | None = None
         self.env: dict[str, str] = {}
@@ -109,12 +112,12 @@ class LocalSystem:
         self._say(f"starting API emulators on {self.emulator_url}")
         self.supervisor.start("emulators", ["emulators", "--host", "127.0.0.1", "--port", str(emulator_port)])
         self._say("starting the router and worker pools: " + ", ".join(self.connectors))
-        self.supervisor.start("router", ["router"])
+        self.supervisor.start("router", ["router", *self._args.get("router", [])])
         for connector in self.connectors:
             for _ in range(self.workers.get(connector, 1)):
                 self.add_worker(connector)
         self._say(f"starting the ingress on {self.ingress_url}")
-        self.supervisor.start("ingress", ["ingress"])
+        self.supervisor.start("ingress", ["ingress", *self._args.get("ingress", [])])
         await self._wait_http(f"{self.emulator_url}/_emulator/calls", 60, "emulators")
         await self._wait_http(f"{self.ingress_url}/readyz", 90, "ingress")
 
@@ -122,7 +125,7 @@ class LocalSystem:
         assert self.supervisor is not None
         names = self._worker_names.setdefault(connector, [])
         name = f"worker-{connector}-{len(names) + 1}"
-        self.supervisor.start(name, ["worker", "--connector", connector])
+        self.supervisor.start(name, ["worker", "--connector", connector, *self._args.get("worker", [])])
         names.append(name)
         return name
 

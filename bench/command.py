@@ -1,0 +1,215 @@
+"""``switchyard bench``: throughput and latency of the whole pipeline against a same-run baseline.
+
+Starts its own local system (real Kafka + OpenBao, emulators, ingress, router, a Slack
+worker pool), then measures, on the same broker in the same run:
+
+- ``baseline``: raw aiokafka produce → consume, records/s;
+- ``async``: commands/s through ``POST /v1/commands:batch`` until the final Results are on
+  the results topic, and its ratio to the baseline;
+- ``sync_mcp``: stateless MCP ``tools/call`` per second and latency with N concurrent
+  clients, an open-loop run at a fixed rate, and the latency added over calling the
+  emulator directly;
+- ``noisy_neighbour``: a quiet tenant's p99 alone, then while another tenant floods 20×
+  against a slow API;
+- ``scaling``: async throughput with 1, 2 and 4 worker processes.
+
+Prints one JSON document (and writes it with ``--out``). Never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from core.settings import load_settings
+from schemas import Limits
+from switchyard.demo import DemoTenant
+from switchyard.system import LocalSystem
+
+from ._baseline import measure_baseline
+from ._load import ResultClock, direct_emulator_calls, mcp_calls, submit_batches
+
+__all__ = ["add_arguments", "run"]
+
+SCENARIOS = ("baseline", "async", "sync_mcp", "noisy_neighbour", "scaling")
+_FAST = Limits(rate_per_second=100_000, burst=1_000_000, concurrency=256)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    parser.add_argument("--commands", type=int, default=20_000, help="async commands per measurement")
+    parser.add_argument("--mcp-clients", type=int, default=64, help="concurrent MCP clients")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per MCP measurement")
+    parser.add_argument("--workers", type=int, default=1, help="Slack worker processes (besides scaling)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--state-dir", type=Path, default=None)
+
+
+def _tenant(name: str, token: str) -> DemoTenant:
+    return DemoTenant(
+        name, "main", "slack", "chat.postMessage",
+        {"channel": "#bench", "text": "{{ args.summary }}"}, {"bot_token": token}, token, limits=_FAST,
+    )
+
+
+async def _async_throughput(system: LocalSystem, clock: ResultClock, keys: list[str], count: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        ids = await submit_batches(session, system.ingress_url, keys, count)
+        submitted = time.perf_counter()
+        last = await clock.wait_for(ids, within=max(120.0, count / 100))
+    elapsed = last - started
+    return {
+        "commands": len(ids),
+        "submit_seconds": round(submitted - started, 2),
+        "seconds": round(elapsed, 2),
+        "commands_per_s": round(len(ids) / elapsed, 1),
+    }
+
+
+async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    only = {s for s in args.only.split(",") if s}
+    scale = 0.1 if args.quick else 1.0
+    count = max(500, int(args.commands * scale))
+    duration = max(3.0, args.duration * (0.3 if args.quick else 1.0))
+    state_dir = args.state_dir or load_settings().home / "bench"
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    system = LocalSystem(
+        state_dir, connectors=("slack",), workers={"slack": args.workers},
+        env={"SWITCHYARD_TOPIC_PREFIX": prefix, "SWITCHYARD_LOG_LEVEL": "WARNING"},
+        progress=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True),
+        # The edge rate limit protects shared ingress capacity; the bench measures capacity.
+        args={"ingress": ["--rate", "1000000", "--burst", "1000000"]},
+    )
+    report: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "parameters": {
+            "async_commands": count, "mcp_clients": args.mcp_clients, "mcp_duration_s": duration,
+            "slack_workers": args.workers, "topic_partitions": None, "quick": args.quick,
+        },
+    }
+    try:
+        await system.start()
+        settings = system.settings
+        report["parameters"]["topic_partitions"] = settings.topic_partitions
+        tenants = [_tenant(f"bench{i}", f"xoxb-bench-{uuid.uuid4().hex}") for i in range(8)]
+        quiet, noisy = _tenant("quiet", f"xoxb-q-{uuid.uuid4().hex}"), _tenant("noisy", f"xoxb-n-{uuid.uuid4().hex}")
+        keys = await system.provision([*tenants, quiet, noisy])
+        bench_keys = [keys[t.tenant_id] for t in tenants]
+        clock = ResultClock(settings)
+        await clock.start()
+        # Warm every path (connections, Vault tokens, JIT-free but cache-warm) before measuring.
+        await _async_throughput(system, clock, bench_keys, 400)
+        mcp_url = f"{system.ingress_url}/mcp/main"
+
+        if "baseline" in only:
+            print("bench: baseline", file=sys.stderr)
+            report["baseline"] = await measure_baseline(
+                settings, count=count * 2, size=700, partitions=settings.topic_partitions
+            )
+        if "async" in only:
+            print("bench: async", file=sys.stderr)
+            report["async"] = await _async_throughput(system, clock, bench_keys, count)
+            if "baseline" in report:
+                report["async"]["ratio_to_baseline"] = round(
+                    report["async"]["commands_per_s"] / report["baseline"]["msgs_per_s"], 3
+                )
+        if "sync_mcp" in only:
+            print("bench: sync MCP", file=sys.stderr)
+            connector = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                closed = await mcp_calls(
+                    session, mcp_url, bench_keys[0], duration=duration, concurrency=args.mcp_clients
+                )
+                open_loop = await mcp_calls(
+                    session, mcp_url, bench_keys[1], duration=duration, concurrency=0, rate=500
+                )
+                direct = await direct_emulator_calls(
+                    session, system.emulator_url, tenants[0].emulator_token, count=2000, concurrency=args.mcp_clients
+                )
+            added = None
+            if closed["latency"].get("count") and direct["latency"].get("count"):
+                added = round(closed["latency"]["p50_ms"] - direct["latency"]["p50_ms"], 2)
+            report["sync_mcp"] = {
+                "closed_loop": closed, "open_loop_500_per_s": open_loop,
+                "emulator_direct": direct, "added_p50_ms": added,
+            }
+        if "noisy_neighbour" in only:
+            print("bench: noisy neighbour", file=sys.stderr)
+            report["noisy_neighbour"] = await _noisy(system, keys[quiet.tenant_id], keys[noisy.tenant_id], duration)
+        if "scaling" in only:
+            print("bench: scaling", file=sys.stderr)
+            report["scaling"] = await _scaling(system, clock, bench_keys, max(1000, count // 2), args.workers)
+        report["results_by_status"] = dict(clock.statuses)
+        await clock.stop()
+    finally:
+        system.stop()
+    return report
+
+
+async def _noisy(system: LocalSystem, quiet_key: str, noisy_key: str, duration: float) -> dict[str, Any]:
+    url = f"{system.ingress_url}/mcp/main"
+    quiet_rate = 20.0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        alone = await mcp_calls(session, url, quiet_key, duration=duration, concurrency=0, rate=quiet_rate)
+        flood_count = int(quiet_rate * 20 * duration)
+        # The noisy tenant's API answers every call 300 ms late.
+        async with session.post(f"{system.emulator_url}/_emulator/faults", json={
+            "connector": "slack", "tenant": "noisy", "kind": "latency", "latency_ms": 300, "count": flood_count * 3,
+        }) as response:
+            response.raise_for_status()
+        flood = asyncio.create_task(
+            submit_batches(session, system.ingress_url, [noisy_key], flood_count, batch=100, concurrency=1)
+        )
+        together = await mcp_calls(session, url, quiet_key, duration=duration, concurrency=0, rate=quiet_rate)
+        await flood
+        async with session.post(f"{system.emulator_url}/_emulator/reset", json={}) as response:
+            response.raise_for_status()
+    ratio = None
+    if alone["latency"].get("p99_ms") and together["latency"].get("p99_ms"):
+        ratio = round(together["latency"]["p99_ms"] / alone["latency"]["p99_ms"], 2)
+    return {
+        "quiet_rate_per_s": quiet_rate, "noisy_commands": flood_count, "noisy_api_latency_ms": 300,
+        "quiet_alone": alone, "quiet_during_flood": together, "p99_ratio": ratio,
+    }
+
+
+async def _scaling(
+    system: LocalSystem, clock: ResultClock, keys: list[str], count: int, start_workers: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    current = start_workers
+    for target in (1, 2, 4):
+        while current > target:
+            system.stop_worker("slack")
+            current -= 1
+        while current < target:
+            system.add_worker("slack")
+            current += 1
+        await asyncio.sleep(5)  # let the consumer group rebalance before measuring
+        await _async_throughput(system, clock, keys, 300)
+        out[f"workers_{target}"] = await _async_throughput(system, clock, keys, count)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.logs import configure_logging
+
+    configure_logging("switchyard-bench", "WARNING")
+    report = asyncio.run(_bench(args))
+    text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0

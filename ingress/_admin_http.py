@@ -1,0 +1,185 @@
+"""The admin API (admin token only): workspaces, API keys, connector credentials.
+
+    PUT/GET/DELETE /v1/admin/workspaces/{tenant_id}/{space_id}   config topic
+    POST           /v1/admin/api-keys                            → plaintext key, once
+    GET/DELETE     /v1/admin/api-keys/{key_id}                   record (no hash) / revoke
+    PUT/DELETE     /v1/admin/credentials/{tenant_id}/{connector} Vault only
+
+Writes to the config topic are acknowledged by the broker and then read back by this
+replica's directory (bounded wait) before the answer, so a key just created works on
+this replica at once; other replicas apply it as soon as they read it (normally < 1 s).
+Credential values go to Vault only: never to Kafka, a log line or a response.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from core.vault import VaultAdmin
+from schemas import WorkspaceConfig, api_key_key, workspace_key
+from schemas.identifiers import SAFE_ID_PATTERN
+
+from ._http import json_response, read_json
+from ._state import STATE, IngressState
+from .admin import delete_config, new_api_key, publish_config
+from .auth import bearer_token
+from .errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized, from_validation
+from .models import ApiKeyCreate
+
+__all__ = ["add_admin_routes"]
+
+_SAFE_ID = re.compile(SAFE_ID_PATTERN)
+_CONNECTOR = re.compile(r"^[a-z0-9_]{1,32}$")
+_READ_BACK_TIMEOUT = 10.0
+_MAX_CREDENTIAL_FIELDS = 64
+
+
+def _state(request: web.Request) -> IngressState:
+    state = request.app[STATE]
+    expected = state.settings.admin_token
+    presented = bearer_token(request.headers)
+    if expected is None or presented is None or not hmac.compare_digest(
+        presented.encode(), expected.get_secret_value().encode()
+    ):
+        raise Unauthorized("the admin token is required")
+    return state
+
+
+def _ids(request: web.Request, *names: str) -> list[str]:
+    values = [request.match_info[name] for name in names]
+    for name, value in zip(names, values, strict=True):
+        pattern = _CONNECTOR if name == "connector" else _SAFE_ID
+        if not pattern.match(value):
+            raise BadRequest(f"{name} must match {pattern.pattern}")
+    return values
+
+
+async def _read_back(state: IngressState, metadata: list[Any]) -> None:
+    for meta in metadata:
+        if not await state.directory.follower.wait_for(meta.partition, meta.offset, _READ_BACK_TIMEOUT):
+            raise ServiceUnavailable("the change is stored but not yet visible; retry the read")
+
+
+async def put_workspace(request: web.Request) -> web.Response:
+    state = _state(request)
+    tenant_id, space_id = _ids(request, "tenant_id", "space_id")
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise BadRequest("a workspace is a JSON object")
+    for field, value in (("tenant_id", tenant_id), ("space_id", space_id)):
+        if body.setdefault(field, value) != value:
+            raise BadRequest(f"{field} in the body differs from the URL")
+    try:
+        workspace = WorkspaceConfig.model_validate(body)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+    metadata = await publish_config(state.settings, [workspace], producer=state.pipeline.producer)
+    await _read_back(state, metadata)
+    return json_response(workspace.model_dump(mode="json"))
+
+
+async def get_workspace(request: web.Request) -> web.Response:
+    state = _state(request)
+    tenant_id, space_id = _ids(request, "tenant_id", "space_id")
+    workspace = state.directory.workspace(tenant_id, space_id)
+    if workspace is None:
+        raise NotFound("no such workspace")
+    return json_response(workspace.model_dump(mode="json"))
+
+
+async def delete_workspace(request: web.Request) -> web.Response:
+    state = _state(request)
+    tenant_id, space_id = _ids(request, "tenant_id", "space_id")
+    metadata = await delete_config(
+        state.settings, [workspace_key(tenant_id, space_id)], producer=state.pipeline.producer
+    )
+    await _read_back(state, metadata)
+    return web.Response(status=204)
+
+
+async def create_api_key(request: web.Request) -> web.Response:
+    state = _state(request)
+    body = await read_json(request)
+    try:
+        spec = ApiKeyCreate.model_validate(body)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+    plaintext, record = new_api_key(
+        tenant_id=spec.tenant_id, spaces=list(spec.spaces), user_id=spec.user_id, role=spec.role
+    )
+    metadata = await publish_config(state.settings, [record], producer=state.pipeline.producer)
+    await _read_back(state, metadata)
+    return json_response(
+        {"api_key": plaintext, "key_id": record.key_id, "tenant_id": record.tenant_id,
+         "spaces": record.spaces, "user_id": record.user_id, "role": record.role},
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def get_api_key(request: web.Request) -> web.Response:
+    state = _state(request)
+    record = state.directory.api_key(request.match_info["key_id"])
+    if record is None:
+        raise NotFound("no such API key")
+    return json_response(record.model_dump(mode="json", exclude={"salt", "secret_hash"}))
+
+
+async def delete_api_key(request: web.Request) -> web.Response:
+    state = _state(request)
+    key_id = request.match_info["key_id"]
+    if not re.fullmatch(r"[A-Za-z0-9]{8,32}", key_id):
+        raise BadRequest("invalid key id")
+    metadata = await delete_config(
+        state.settings, [api_key_key(key_id)], producer=state.pipeline.producer
+    )
+    await _read_back(state, metadata)
+    return web.Response(status=204)
+
+
+def _vault(state: IngressState) -> VaultAdmin:
+    if state.vault is None:
+        token = state.settings.vault_token
+        if token is None:
+            raise ServiceUnavailable("the credential store is not configured", 60.0)
+        state.vault = VaultAdmin(
+            state.settings.vault_addr, token.get_secret_value(), mount=state.settings.vault_kv_mount
+        )
+    return state.vault
+
+
+async def put_credentials(request: web.Request) -> web.Response:
+    state = _state(request)
+    tenant_id, connector = _ids(request, "tenant_id", "connector")
+    body = await read_json(request)
+    if not isinstance(body, dict) or not body or len(body) > _MAX_CREDENTIAL_FIELDS:
+        raise BadRequest(f"credentials are a JSON object of 1 to {_MAX_CREDENTIAL_FIELDS} fields")
+    version = await _vault(state).put_credentials(tenant_id, connector, body)
+    # Only where it went and the version: never the values.
+    return json_response({"tenant_id": tenant_id, "connector": connector, "version": version})
+
+
+async def delete_credentials(request: web.Request) -> web.Response:
+    state = _state(request)
+    tenant_id, connector = _ids(request, "tenant_id", "connector")
+    await _vault(state).delete_credentials(tenant_id, connector)
+    return web.Response(status=204)
+
+
+def add_admin_routes(app: web.Application) -> None:
+    """Register the admin API on ``app`` (expects ``app[STATE]``)."""
+    ws = "/v1/admin/workspaces/{tenant_id}/{space_id}"
+    app.router.add_put(ws, put_workspace)
+    app.router.add_get(ws, get_workspace)
+    app.router.add_delete(ws, delete_workspace)
+    app.router.add_post("/v1/admin/api-keys", create_api_key)
+    app.router.add_get("/v1/admin/api-keys/{key_id}", get_api_key)
+    app.router.add_delete("/v1/admin/api-keys/{key_id}", delete_api_key)
+    creds = "/v1/admin/credentials/{tenant_id}/{connector}"
+    app.router.add_put(creds, put_credentials)
+    app.router.add_delete(creds, delete_credentials)

@@ -1,0 +1,172 @@
+"""HTTP plumbing shared by every route: the error middleware, JSON bodies, JSON answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from opentelemetry import context as otel_context
+
+from core.errors import KafkaUnavailable, VaultError
+from core.logs import bind
+from core.telemetry import extract
+
+from .contracts import Identity
+from .errors import BadRequest, IngressError, PayloadTooLarge, ServiceUnavailable
+
+__all__ = ["COMMAND_ID", "IDENTITY", "Limits", "LIMITS", "error_middleware", "json_response", "read_json"]
+
+logger = logging.getLogger("ingress.http")
+
+# An envelope ({"items": [{"arguments": ...}]}) adds a few levels above the arguments,
+# which the Command model bounds to schemas._limits.MAX_JSON_DEPTH on their own.
+MAX_BODY_DEPTH = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Edge limits of one app."""
+
+    max_body_bytes: int = 2 * 1024 * 1024
+    request_timeout: float = 40.0
+
+
+LIMITS = web.AppKey("switchyard_http_limits", Limits)
+# Set by handlers so the request's log line carries the tenant and the command id.
+IDENTITY = web.RequestKey("switchyard_identity", Identity)
+COMMAND_ID = web.RequestKey("switchyard_command_id", str)
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(exc: IngressError) -> web.Response:
+    return json_response(
+        {"error": {"code": exc.code, "message": exc.message}},
+        status=exc.status,
+        headers=exc.headers(),
+    )
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    # Iterative: a hostile body must not be able to exhaust the Python stack.
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body parsed as JSON, within the size and depth limits.
+
+    Raises:
+        PayloadTooLarge: the body is over the cap (checked before parsing).
+        BadRequest: empty, malformed, or too deeply nested JSON.
+    """
+    raw = await request.read()  # aiohttp stops at client_max_size (→ 413)
+    if not raw:
+        raise BadRequest("a JSON body is required")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body is not valid JSON") from None
+    if _depth_exceeds(body, MAX_BODY_DEPTH):
+        raise BadRequest(f"the JSON body nests deeper than {MAX_BODY_DEPTH} levels")
+    return body
+
+
+def _http_error(exc: web.HTTPException) -> IngressError:
+    if exc.status == 413:
+        return PayloadTooLarge("the request body is too large")
+    error = IngressError(exc.reason or "error")
+    error.status = exc.status
+    error.code = (exc.reason or "error").lower().replace(" ", "_")
+    return error
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Map every error to ``{"error": {"code", "message"}}``; bound time and body size.
+
+    An unexpected exception is logged with its stack trace and answered 500 with a
+    generic message: stack traces and secrets never reach a response body.
+    """
+    limits = request.app[LIMITS]
+    started = time.monotonic()
+    token = otel_context.attach(extract({k.lower(): v for k, v in request.headers.items()}))
+    status = 500
+    try:
+        if request.content_length is not None and request.content_length > limits.max_body_bytes:
+            raise PayloadTooLarge(f"the body is over {limits.max_body_bytes} bytes")
+        async with asyncio.timeout(limits.request_timeout):
+            response = await handler(request)
+        status = response.status
+        return response
+    except IngressError as exc:
+        status = exc.status
+        return error_response(exc)
+    except KafkaUnavailable:
+        status = 503
+        return error_response(ServiceUnavailable("the message broker is unavailable", 2.0))
+    except VaultError:
+        status = 503
+        return error_response(ServiceUnavailable("the credential store is unavailable", 2.0))
+    except TimeoutError:
+        status = 503
+        return error_response(ServiceUnavailable("the request took too long", 1.0))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            status = exc.status
+            raise
+        error = _http_error(exc)
+        status = error.status
+        response = error_response(error)
+        for name in ("Allow",):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
+    except asyncio.CancelledError:
+        status = 499  # the client went away; nothing to answer
+        raise
+    except Exception:
+        logger.exception("unexpected error in %s %s", request.method, request.path)
+        return json_response(
+            {"error": {"code": "internal", "message": "internal error"}}, status=500
+        )
+    finally:
+        otel_context.detach(token)
+        identity = request.get(IDENTITY)
+        with bind(
+            tenant_id=getattr(identity, "tenant_id", None),
+            space_id=getattr(identity, "space_id", None),
+            command_id=request.get(COMMAND_ID),
+        ):
+            logger.info(
+                "%s %s %d",
+                request.method,
+                request.path,
+                status,
+                extra={"fields": {"status": status, "ms": round((time.monotonic() - started) * 1000, 1)}},
+            )

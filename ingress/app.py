@@ -1,0 +1,132 @@
+"""The ingress aiohttp application: REST API, admin API, health, and the MCP endpoint.
+
+``create_app(settings)`` wires the parts; Kafka clients start with the app (aiohttp
+``cleanup_ctx``) and stop with it. When the package ``ingress.mcp`` exists, its
+``setup(app, services)`` adds the MCP endpoint to the same app.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from core.settings import Settings
+
+from ._admin_http import add_admin_routes
+from ._http import LIMITS, Limits, error_middleware, json_response
+from ._state import STATE, IngressState
+from .admin import ensure_ingress_topics
+from .contracts import Services
+from .directory import Directory
+from .openapi import openapi_document
+from .pipeline import KafkaPipeline
+from .rest import SERVICES, add_routes
+from .results import ResultsFeed
+
+__all__ = ["STATE", "SERVICES", "IngressOptions", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IngressOptions:
+    """Edge tuning of one ingress process (command-line flags of ``switchyard ingress``)."""
+
+    max_body_bytes: int = 2 * 1024 * 1024
+    request_timeout: float = 40.0
+    # Edge rate limit per tenant (token bucket); the router enforces workspace limits.
+    rate_per_second: float = 500.0
+    burst: int = 1_000
+    results_capacity: int = 100_000
+    results_lookback: float = 900.0
+    create_topics: bool = True
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    checks = {
+        "producer": state.pipeline.started,
+        "directory": state.directory.ready.is_set() and state.directory.follower.running,
+        "results": state.results.follower.running,
+    }
+    ready = all(checks.values())
+    return json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document(request.app[STATE].settings.public_url))
+
+
+def _kafka_context(state: IngressState, options: IngressOptions):  # type: ignore[no-untyped-def]
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        if options.create_topics:
+            await ensure_ingress_topics(state.settings)
+        async with contextlib.AsyncExitStack() as stack:
+            for part in (state.pipeline, state.results, state.directory):
+                await part.start()
+                stack.push_async_callback(part.stop)
+            logger.info("ingress started", extra={"fields": {"prefix": state.settings.topic_prefix}})
+            yield
+        if state.vault is not None:
+            state.vault.close()
+
+    return context
+
+
+def _setup_mcp(app: web.Application, services: Services) -> None:
+    try:
+        mcp = importlib.import_module("ingress.mcp")
+    except ModuleNotFoundError as exc:
+        if exc.name != "ingress.mcp":
+            raise  # the MCP package exists but a dependency is missing: fail loudly
+        logger.info("ingress.mcp is not installed: no MCP endpoint")
+        return
+    mcp.setup(app, services)
+
+
+async def create_app(settings: Settings, options: IngressOptions | None = None) -> web.Application:
+    """Build the ingress app for ``settings`` (its Kafka clients start with the app).
+
+    Raises:
+        core.errors.KafkaUnavailable: at app startup, when Kafka cannot be reached.
+    """
+    options = options or IngressOptions()
+    app = web.Application(
+        client_max_size=options.max_body_bytes, middlewares=[error_middleware]
+    )
+    results = ResultsFeed(
+        settings, capacity=options.results_capacity, lookback=options.results_lookback
+    )
+    pipeline = KafkaPipeline(
+        settings, results, rate_per_second=options.rate_per_second, burst=options.burst
+    )
+    directory = Directory(settings)
+    state = IngressState(settings=settings, directory=directory, results=results, pipeline=pipeline)
+    services = Services(
+        auth=directory,
+        catalog=directory,
+        pipeline=pipeline,
+        allowed_origins=tuple(settings.ingress_allowed_origins),
+    )
+    app[STATE] = state
+    app[SERVICES] = services
+    app[LIMITS] = Limits(max_body_bytes=options.max_body_bytes, request_timeout=options.request_timeout)
+    app.cleanup_ctx.append(_kafka_context(state, options))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi)
+    add_routes(app)
+    add_admin_routes(app)
+    _setup_mcp(app, services)
+    return app

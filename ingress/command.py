@@ -1,0 +1,56 @@
+"""``switchyard ingress``: run the MCP + REST ingress."""
+
+from __future__ import annotations
+
+import argparse
+
+from aiohttp import web
+
+from core.logs import configure_logging
+from core.settings import load_settings
+from core.telemetry import setup_tracing
+
+from .app import IngressOptions, create_app
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = IngressOptions()
+    parser.add_argument("--host", help="listen address (default: SWITCHYARD_INGRESS_HOST)")
+    parser.add_argument("--port", type=int, help="listen port (default: SWITCHYARD_INGRESS_PORT)")
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument("--request-timeout", type=float, default=defaults.request_timeout)
+    parser.add_argument("--rate", type=float, default=defaults.rate_per_second,
+                        help="edge rate limit per tenant, requests per second")
+    parser.add_argument("--burst", type=int, default=defaults.burst)
+    parser.add_argument("--results-capacity", type=int, default=defaults.results_capacity,
+                        help="final results kept in memory (LRU)")
+    parser.add_argument("--results-lookback", type=float, default=defaults.results_lookback,
+                        help="seconds of the results topic read back at start")
+    parser.add_argument("--no-create-topics", action="store_true",
+                        help="do not create missing topics at start")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    configure_logging("ingress", settings.log_level)
+    setup_tracing("switchyard-ingress", settings.otlp_endpoint)
+    options = IngressOptions(
+        max_body_bytes=args.max_body_bytes,
+        request_timeout=args.request_timeout,
+        rate_per_second=args.rate,
+        burst=args.burst,
+        results_capacity=args.results_capacity,
+        results_lookback=args.results_lookback,
+        create_topics=not args.no_create_topics,
+    )
+    web.run_app(
+        create_app(settings, options),
+        host=args.host or settings.ingress_host,
+        port=args.port if args.port is not None else settings.ingress_port,
+        access_log=None,  # error_middleware writes one structured line per request
+        print=None,
+        handler_cancellation=True,
+    )
+    return 0

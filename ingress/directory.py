@@ -1,0 +1,210 @@
+"""The directory: API keys and workspaces, materialised from the compacted config topic.
+
+Every replica reads the whole config topic (no consumer group) from the beginning and
+keeps following it, so memory is bounded by what the compacted topic holds. It serves
+:class:`ingress.contracts.Authenticator` and :class:`ingress.contracts.Catalog`.
+
+Verification cache and revocation: scrypt is slow by design, so a successful check is
+remembered for ``cache_ttl`` seconds (bounded LRU keyed by a SHA-256 of the presented
+key). A cache entry only says "this secret matched hash H"; every request still reads
+the key's *current* record, so a revocation (a tombstone or ``revoked: true`` on the
+config topic) takes effect on a replica as soon as its follower reads that record,
+normally well under a second, not after the cache TTL. Failed checks are cached too,
+so repeating a wrong secret cannot make a replica burn CPU on scrypt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.settings import Settings
+from schemas import ApiKeyRecord, WorkspaceConfig
+
+from ._bounded import LRU
+from ._follow import TopicFollower
+from .contracts import Identity
+from .errors import BadRequest, Forbidden, Unauthorized
+from .keys import parse_api_key, verify_secret
+
+__all__ = ["Directory"]
+
+logger = logging.getLogger(__name__)
+
+_API_KEY = "api_key:"
+_WORKSPACE = "workspace:"
+
+
+class Directory:
+    """API keys and workspace configurations as last seen on the config topic."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cache_ttl: float = 60.0,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.settings = settings
+        self._keys: dict[str, ApiKeyRecord] = {}
+        self._workspaces: dict[tuple[str, str], WorkspaceConfig] = {}
+        self._cache_ttl = cache_ttl
+        # sha256(presented key) -> (secret_hash it matched or "" for a failed check, when)
+        self._verified: LRU[bytes, tuple[str, float]] = LRU(cache_size)
+        # scrypt takes 16 MiB and tens of ms: few at a time, off the event loop.
+        self._scrypt_slots = asyncio.Semaphore(4)
+        # Concurrent first requests with one key share a single scrypt run.
+        self._checking: dict[bytes, asyncio.Future[bool]] = {}
+        self.follower = TopicFollower(
+            settings, settings.topics.config, self.apply, start_at="beginning", name="directory"
+        )
+
+    async def start(self) -> None:
+        """Start following the config topic (returns before it has caught up).
+
+        Raises:
+            core.errors.KafkaUnavailable: the broker or topic is unreachable.
+        """
+        await self.follower.start()
+
+    async def stop(self) -> None:
+        await self.follower.stop()
+
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set once the directory has read the config topic up to its end at start."""
+        return self.follower.caught_up
+
+    # -- materialisation -------------------------------------------------------------
+
+    def apply(self, record: Any) -> None:
+        """Apply one config-topic record (a tombstone deletes)."""
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        value = record.value
+        try:
+            if key.startswith(_API_KEY):
+                key_id = key[len(_API_KEY) :]
+                if value is None:
+                    self._keys.pop(key_id, None)
+                else:
+                    self._keys[key_id] = ApiKeyRecord.from_bytes(value)
+            elif key.startswith(_WORKSPACE):
+                _, tenant_id, space_id = key.split(":", 2)
+                if value is None:
+                    self._workspaces.pop((tenant_id, space_id), None)
+                else:
+                    self._workspaces[(tenant_id, space_id)] = WorkspaceConfig.from_bytes(value)
+        except (ValidationError, ValueError) as exc:
+            logger.warning(
+                "ignored an invalid config record",
+                extra={"fields": {"config_key": key[:200], "error": type(exc).__name__}},
+            )
+
+    # -- Catalog -----------------------------------------------------------------------
+
+    def workspace(self, tenant_id: str, space_id: str) -> WorkspaceConfig | None:
+        return self._workspaces.get((tenant_id, space_id))
+
+    def api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """The stored record of a key (hash only), for the admin API."""
+        return self._keys.get(key_id)
+
+    # -- Authenticator -----------------------------------------------------------------
+
+    def authenticate(self, bearer: str | None, space_id: str | None) -> Identity:
+        """Resolve a bearer key and the requested workspace (blocking scrypt on a miss).
+
+        Prefer :meth:`authenticate_async` on the event loop: it runs scrypt in a thread.
+
+        Raises:
+            Unauthorized: missing, malformed, unknown, revoked or wrong key.
+            Forbidden: the key does not own ``space_id``.
+            BadRequest: no workspace given and the key owns several.
+        """
+        record, digest, verdict = self._lookup(bearer)
+        if verdict is None:
+            verdict = verify_secret(self._secret(bearer), record)
+            self._remember(digest, record, verdict)
+        return self._identity(record, verdict, space_id)
+
+    async def authenticate_async(self, bearer: str | None, space_id: str | None) -> Identity:
+        """Like :meth:`authenticate`, with scrypt off the event loop.
+
+        Raises:
+            Unauthorized: missing, malformed, unknown, revoked or wrong key.
+            Forbidden: the key does not own ``space_id``.
+            BadRequest: no workspace given and the key owns several.
+        """
+        record, digest, verdict = self._lookup(bearer)
+        if verdict is None:
+            running = self._checking.get(digest)
+            if running is not None:
+                verdict = await asyncio.shield(running)
+            else:
+                running = asyncio.get_running_loop().create_future()
+                self._checking[digest] = running
+                try:
+                    async with self._scrypt_slots:
+                        verdict = await asyncio.to_thread(verify_secret, self._secret(bearer), record)
+                    self._remember(digest, record, verdict)
+                    running.set_result(verdict)
+                finally:
+                    del self._checking[digest]
+                    if not running.done():
+                        running.cancel()
+        return self._identity(record, verdict, space_id)
+
+    @staticmethod
+    def _secret(bearer: str | None) -> str:
+        parsed = parse_api_key(bearer or "")
+        assert parsed is not None  # _lookup already parsed it
+        return parsed.secret
+
+    def _lookup(self, bearer: str | None) -> tuple[ApiKeyRecord, bytes, bool | None]:
+        if not bearer:
+            raise Unauthorized("an API key is required (Authorization: Bearer sy_...)")
+        parsed = parse_api_key(bearer)
+        if parsed is None:
+            raise Unauthorized("invalid API key")
+        record = self._keys.get(parsed.key_id)
+        if record is None or record.revoked:
+            raise Unauthorized("invalid API key")
+        digest = hashlib.sha256(bearer.encode()).digest()
+        cached = self._verified.get(digest)
+        if cached is not None and time.monotonic() - cached[1] < self._cache_ttl:
+            matched_hash = cached[0]
+            # A cached verdict holds only for the hash it was computed against.
+            if matched_hash == record.secret_hash:
+                return record, digest, True
+            if matched_hash == "":
+                return record, digest, False
+        return record, digest, None
+
+    def _remember(self, digest: bytes, record: ApiKeyRecord, verdict: bool) -> None:
+        self._verified.put(digest, (record.secret_hash if verdict else "", time.monotonic()))
+
+    @staticmethod
+    def _identity(record: ApiKeyRecord, verdict: bool, space_id: str | None) -> Identity:
+        if not verdict:
+            raise Unauthorized("invalid API key")
+        if space_id is None:
+            if len(record.spaces) != 1:
+                raise BadRequest(
+                    "this key has several workspaces: choose one with the X-Switchyard-Space "
+                    "header or a /v1/spaces/{space_id}/... path"
+                )
+            space_id = record.spaces[0]
+        elif space_id not in record.spaces:
+            raise Forbidden("this API key does not grant access to that workspace")
+        return Identity(
+            tenant_id=record.tenant_id,
+            space_id=space_id,
+            user_id=record.user_id,
+            role=record.role,
+            key_id=record.key_id,
+        )

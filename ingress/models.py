@@ -1,0 +1,127 @@
+"""Request and response bodies of the REST API (their JSON Schemas feed ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import Result, ResultStatus
+from schemas.identifiers import (
+    ActionName,
+    CommandId,
+    IdempotencyKey,
+    RoleName,
+    SpaceId,
+    TenantId,
+    UserId,
+)
+
+__all__ = [
+    "ApiKeyCreate",
+    "ApiKeyCreated",
+    "BatchItemResult",
+    "BatchRequest",
+    "BatchResponse",
+    "CommandStatus",
+    "CredentialsStored",
+    "ErrorBody",
+    "ErrorDetail",
+    "SubmitRequest",
+    "SubmitResponse",
+    "MAX_BATCH",
+    "MAX_DEADLINE_SECONDS",
+]
+
+MAX_BATCH = 500
+MAX_DEADLINE_SECONDS = 86_400.0
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=65_536)
+
+
+class SubmitRequest(_Body):
+    """One command to run. The tenant, workspace and user come from the API key."""
+
+    action: ActionName = Field(description="The workspace's logical action (an MCP tool name).")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="The action's arguments.")
+    idempotency_key: IdempotencyKey | None = Field(
+        default=None,
+        description="A replay with the same key returns the same command id and publishes "
+        "nothing. The Idempotency-Key header is accepted too.",
+    )
+    deadline_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_DEADLINE_SECONDS,
+        description="Seconds from now after which the command must not run (default 300).",
+    )
+
+
+class SubmitResponse(_Body):
+    command_id: CommandId
+    status: Literal["accepted"] = "accepted"
+    status_url: str
+    replayed: bool = False
+
+
+class ErrorDetail(_Body):
+    code: str
+    message: str
+
+
+class ErrorBody(_Body):
+    error: ErrorDetail
+
+
+class BatchRequest(_Body):
+    """Up to 500 commands. Each item is validated and published on its own."""
+
+    items: list[SubmitRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchItemResult(_Body):
+    index: int
+    status_code: int = Field(description="What a single POST /v1/commands would have answered.")
+    command_id: CommandId | None = None
+    status: Literal["accepted"] | None = None
+    status_url: str | None = None
+    replayed: bool | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchResponse(_Body):
+    accepted: int
+    failed: int
+    items: list[BatchItemResult]
+
+
+class CommandStatus(_Body):
+    """``pending`` while this replica knows the command but has no result yet."""
+
+    command_id: CommandId
+    status: Literal["pending"] | ResultStatus
+    result: Result | None = None
+
+
+class ApiKeyCreate(_Body):
+    tenant_id: TenantId
+    spaces: list[SpaceId] = Field(min_length=1, max_length=256)
+    user_id: UserId
+    role: RoleName = "member"
+
+
+class ApiKeyCreated(_Body):
+    """The plaintext ``api_key`` is shown in this response only; it is stored hashed."""
+
+    api_key: str
+    key_id: str
+    tenant_id: TenantId
+    spaces: list[SpaceId]
+    user_id: UserId
+    role: RoleName
+
+
+class CredentialsStored(_Body):
+    tenant_id: TenantId
+    connector: str
+    version: int

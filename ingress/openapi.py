@@ -1,0 +1,161 @@
+"""The OpenAPI 3.1 document of the REST API, built from the pydantic request/response models."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from schemas import WorkspaceConfig
+
+from .models import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    BatchRequest,
+    BatchResponse,
+    CommandStatus,
+    CredentialsStored,
+    ErrorBody,
+    SubmitRequest,
+    SubmitResponse,
+)
+
+__all__ = ["openapi_document"]
+
+_MODELS = (
+    SubmitRequest, SubmitResponse, BatchRequest, BatchResponse, CommandStatus, ErrorBody,
+    ApiKeyCreate, ApiKeyCreated, CredentialsStored, WorkspaceConfig,
+)
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Malformed or invalid request", 401: "Missing or invalid credentials",
+        403: "Forbidden (workspace not owned, tenant claim)", 404: "Not found",
+        409: "Idempotency key reused for another command", 413: "Body too large",
+        429: "Rate limited (see Retry-After)", 503: "Kafka or Vault unavailable",
+    }
+    return {str(code): _json("ErrorBody", text[code]) for code in codes}
+
+
+def _space_variant(paths: dict[str, Any]) -> dict[str, Any]:
+    space = {"name": "space_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    out = dict(paths)
+    for path, item in paths.items():
+        if path.startswith("/v1/commands"):
+            variant = {
+                method: {**op, "operationId": op["operationId"] + "InSpace",
+                         "parameters": [space, *op.get("parameters", [])]}
+                for method, op in item.items()
+            }
+            out["/v1/spaces/{space_id}" + path[3:]] = variant
+    return out
+
+
+@lru_cache(maxsize=4)
+def openapi_document(server_url: str | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document (cached per server URL)."""
+    _, defs = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF)
+    space_header = {"name": "X-Switchyard-Space", "in": "header", "required": False,
+                    "schema": {"type": "string"},
+                    "description": "The workspace (when the key owns several)."}
+    idem_header = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "schema": {"type": "string", "maxLength": 255}}
+    command_id = {"name": "command_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    wait = {"name": "wait", "in": "query", "required": False,
+            "schema": {"type": "number", "minimum": 0, "maximum": 30},
+            "description": "Seconds to wait for the final result (at most 30)."}
+    admin = [{"adminToken": []}]
+    paths: dict[str, Any] = {
+        "/v1/commands": {"post": {
+            "operationId": "submitCommand", "summary": "Submit a command (async)",
+            "parameters": [space_header, idem_header],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SubmitRequest")}}},
+            "responses": {"202": _json("SubmitResponse", "Accepted: durable in Kafka"),
+                          "200": _json("SubmitResponse", "Replay of a known idempotency key"),
+                          **_errors(400, 401, 403, 409, 413, 429, 503)},
+        }},
+        "/v1/commands:batch": {"post": {
+            "operationId": "submitBatch", "summary": "Submit up to 500 commands",
+            "parameters": [space_header],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BatchRequest")}}},
+            "responses": {"200": _json("BatchResponse", "Per-item outcomes"),
+                          **_errors(400, 401, 403, 413, 429, 503)},
+        }},
+        "/v1/commands/{command_id}": {"get": {
+            "operationId": "getCommand", "summary": "Status and result of a command",
+            "parameters": [command_id, wait, space_header],
+            "responses": {"200": _json("CommandStatus", "Pending or final"),
+                          **_errors(400, 401, 403, 404)},
+        }},
+    }
+    paths = _space_variant(paths)
+    ws_params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                 for n in ("tenant_id", "space_id")]
+    cred_params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                   for n in ("tenant_id", "connector")]
+    key_param = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    paths.update({
+        "/v1/admin/workspaces/{tenant_id}/{space_id}": {
+            "put": {"operationId": "putWorkspace", "security": admin, "parameters": ws_params,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WorkspaceConfig")}}},
+                    "responses": {"200": _json("WorkspaceConfig", "Stored"), **_errors(400, 401, 503)}},
+            "get": {"operationId": "getWorkspace", "security": admin, "parameters": ws_params,
+                    "responses": {"200": _json("WorkspaceConfig", "The workspace"), **_errors(401, 404)}},
+            "delete": {"operationId": "deleteWorkspace", "security": admin, "parameters": ws_params,
+                       "responses": {"204": {"description": "Deleted"}, **_errors(401, 503)}},
+        },
+        "/v1/admin/api-keys": {"post": {
+            "operationId": "createApiKey", "security": admin,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ApiKeyCreate")}}},
+            "responses": {"201": _json("ApiKeyCreated", "The plaintext key, shown once"),
+                          **_errors(400, 401, 503)},
+        }},
+        "/v1/admin/api-keys/{key_id}": {
+            "get": {"operationId": "getApiKey", "security": admin, "parameters": key_param,
+                    "responses": {"200": {"description": "The key's record without its hash"},
+                                  **_errors(401, 404)}},
+            "delete": {"operationId": "revokeApiKey", "security": admin, "parameters": key_param,
+                       "responses": {"204": {"description": "Revoked"}, **_errors(401, 503)}},
+        },
+        "/v1/admin/credentials/{tenant_id}/{connector}": {
+            "put": {"operationId": "putCredentials", "security": admin, "parameters": cred_params,
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"type": "object", "additionalProperties": True}}}},
+                    "responses": {"200": _json("CredentialsStored", "Stored in Vault (values not echoed)"),
+                                  **_errors(400, 401, 503)}},
+            "delete": {"operationId": "deleteCredentials", "security": admin, "parameters": cred_params,
+                       "responses": {"204": {"description": "Deleted"}, **_errors(401, 503)}},
+        },
+        "/healthz": {"get": {"operationId": "healthz", "security": [],
+                             "responses": {"200": {"description": "Alive"}}}},
+        "/readyz": {"get": {"operationId": "readyz", "security": [],
+                            "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}}}},
+    })
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "Switchyard ingress", "version": "1",
+                 "description": "Async command API for AI agents. The tenant comes from the API key."},
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "sy_<key_id>_<secret>"},
+                "adminToken": {"type": "http", "scheme": "bearer"},
+            },
+        },
+        "security": [{"apiKey": []}],
+    }
+    if server_url:
+        document["servers"] = [{"url": server_url}]
+    return document

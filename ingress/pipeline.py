@@ -1,0 +1,341 @@
+"""The pipeline: build a Command from an authenticated call, publish it durably, answer results.
+
+Idempotency across replicas: the command id is derived from ``(tenant_id,
+idempotency_key)`` (SHA-256, base32, 26 characters), so a replay sent to *any* replica
+gets the same id. A replica publishes nothing for a replay it recognises: one it
+submitted itself (bounded LRU of submitted commands) or whose Result it holds. A replay
+that reaches a replica knowing neither (another replica accepted it and it is still
+running) is published again under the same id; the router and the workers treat a
+command id they have seen as a duplicate, so it still runs once.
+
+Durability: ``submit`` returns only after the broker acknowledged the record
+(idempotent producer, ``acks=all``), so a 2xx answer means the command survives a crash
+of this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
+
+from core.errors import KafkaUnavailable
+from core.kafka import make_producer, start_client
+from core.logs import bind
+from core.settings import Settings
+from core.telemetry import capture_spans, current_trace_id, inject, tracer
+from schemas import COMMAND_SCHEMA_VERSION, Command, CommandSource, Headers, Result
+
+from ._bounded import LRU, TokenBuckets
+from .contracts import Identity
+from .errors import Conflict, IngressError, RateLimited, from_validation
+from .results import ResultsFeed
+
+__all__ = ["COMMAND_KIND", "COMMAND_SCHEMA", "KafkaPipeline", "Submission", "command_id_for"]
+
+logger = logging.getLogger(__name__)
+
+COMMAND_SCHEMA = f"switchyard.command.v{COMMAND_SCHEMA_VERSION}"
+COMMAND_KIND = "command"
+DEFAULT_DEADLINE = timedelta(minutes=5)
+MAX_DEADLINE = timedelta(days=1)
+
+
+def command_id_for(tenant_id: str, idempotency_key: str) -> str:
+    """The command id of ``idempotency_key`` for ``tenant_id``: the same on every replica."""
+    digest = hashlib.sha256(f"switchyard\0{tenant_id}\0{idempotency_key}".encode()).digest()
+    return base64.b32encode(digest).decode().lower()[:26]
+
+
+@dataclass(slots=True)
+class Submission:
+    """One call to submit, as the REST batch endpoint collects them."""
+
+    action: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    deadline: datetime | None = None
+
+
+class KafkaPipeline:
+    """Implements :class:`ingress.contracts.Pipeline` on an idempotent Kafka producer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        results: ResultsFeed,
+        *,
+        rate_per_second: float = 500.0,
+        burst: int = 1_000,
+        remember: int = 100_000,
+        send_timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.results = results
+        self.topic = settings.topics.commands
+        self._buckets = TokenBuckets(rate_per_second, burst)
+        # Commands this replica accepted (answers replays and "pending" polls).
+        self._submitted: LRU[str, Command] = LRU(remember)
+        # Publishes still waiting for the broker: a concurrent replay waits for the same ack.
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._send_timeout = send_timeout
+        self.producer: AIOKafkaProducer | None = None
+        # One tracer for the process: looking it up per command costs more than the span.
+        self._tracer = tracer("switchyard.ingress")
+
+    async def start(self) -> None:
+        """Start the producer.
+
+        Raises:
+            KafkaUnavailable: the broker cannot be reached.
+        """
+        producer = make_producer(self.settings, request_timeout_ms=int(self._send_timeout * 1000))
+        await start_client(producer, what="ingress producer")
+        self.producer = producer
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(KafkaError, OSError, RuntimeError):
+                await self.producer.stop()
+            self.producer = None
+
+    @property
+    def started(self) -> bool:
+        return self.producer is not None
+
+    # -- Pipeline protocol -------------------------------------------------------------
+
+    async def submit(
+        self,
+        identity: Identity,
+        action: str,
+        arguments: dict[str, Any],
+        *,
+        source: CommandSource,
+        idempotency_key: str | None = None,
+        deadline: datetime | None = None,
+    ) -> tuple[Command, bool]:
+        """Publish one command; see :class:`ingress.contracts.Pipeline`.
+
+        Raises:
+            RateLimited: the tenant's edge rate limit is exceeded.
+            BadRequest: the command is invalid (action name, arguments too deep or large).
+            Conflict: the idempotency key was used before for a different call.
+            KafkaUnavailable: the broker did not acknowledge.
+        """
+        (outcome,) = await self.submit_many(
+            identity,
+            [Submission(action, arguments, idempotency_key, deadline)],
+            source=source,
+        )
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def submit_many(
+        self, identity: Identity, items: Sequence[Submission], *, source: CommandSource
+    ) -> list[tuple[Command, bool] | IngressError | KafkaUnavailable]:
+        """Publish several commands with one round of broker acknowledgements.
+
+        Every record is handed to the producer first and the acknowledgements are awaited
+        together, so a batch costs about one linger + one round trip, not one per item.
+        Each item succeeds or fails on its own (no all-or-nothing).
+
+        Raises:
+            RateLimited: the tenant has fewer tokens left than ``len(items)``.
+        """
+        wait = self._buckets.take(identity.tenant_id, len(items))
+        if wait > 0:
+            raise RateLimited("request rate limit of this tenant exceeded", retry_after=wait)
+        outcomes: list[Any] = [None] * len(items)
+        sends: list[tuple[int, Command, asyncio.Future[Any]]] = []
+        replays: list[tuple[int, Command, asyncio.Future[None]]] = []
+        for index, item in enumerate(items):
+            try:
+                command, inflight, headers = self._prepare(identity, item, source)
+            except (IngressError, KafkaUnavailable) as exc:
+                outcomes[index] = exc
+                continue
+            if inflight is not None:
+                replays.append((index, command, inflight))  # its first publish is unacknowledged
+            elif headers is None:
+                outcomes[index] = (command, False)  # replay of a known command
+            else:
+                try:
+                    sends.append((index, command, await self._send(command, headers)))
+                except KafkaUnavailable as exc:
+                    outcomes[index] = exc
+        for index, command, future in sends:
+            outcomes[index] = await self._settle(command, future)
+        for index, command, inflight in replays:
+            try:
+                await asyncio.shield(inflight)
+            except KafkaUnavailable as exc:
+                outcomes[index] = exc
+            else:
+                outcomes[index] = (command, False)
+        return outcomes
+
+    async def wait(self, identity: Identity, command_id: str, timeout: float) -> Result | None:  # noqa: ASYNC109
+        return await self.results.wait(command_id, timeout, _visible_to(identity))
+
+    def peek(self, identity: Identity, command_id: str) -> Result | None:
+        return self.results.get(command_id, _visible_to(identity))
+
+    def known(self, identity: Identity, command_id: str) -> Command | None:
+        command = self._submitted.get(command_id)
+        visible = _visible_to(identity)
+        if command is None or not visible(command) or self.results.get(command_id, visible):
+            return None
+        return command
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _prepare(
+        self, identity: Identity, item: Submission, source: CommandSource
+    ) -> tuple[Command, asyncio.Future[None] | None, list[tuple[str, bytes]] | None]:
+        """``(command, inflight, headers)``: headers only for a new command to publish.
+
+        For a replay, ``inflight`` is the acknowledgement its first publish still awaits.
+        """
+        key = item.idempotency_key or f"auto-{uuid.uuid4().hex}"
+        command_id = command_id_for(identity.tenant_id, key)
+        known = self._submitted.get(command_id)
+        if known is not None:
+            if known.action != item.action or known.arguments != item.arguments:
+                raise Conflict("this idempotency key was already used for a different command")
+            return known, self._inflight.get(command_id), None
+        result = self.results.get(command_id, lambda r: r.tenant_id == identity.tenant_id)
+        if result is not None:
+            return _from_result(result, identity), None, None
+        now = datetime.now(UTC)
+        deadline = item.deadline or now + DEFAULT_DEADLINE
+        deadline = min(deadline, now + MAX_DEADLINE)
+        try:
+            with capture_spans() as captured:
+                with self._tracer.start_as_current_span(
+                    f"{self.topic} publish",
+                    kind=SpanKind.PRODUCER,
+                    attributes={
+                        "messaging.system": "kafka",
+                        "messaging.operation.type": "publish",
+                        "messaging.destination.name": self.topic,
+                        "messaging.message.id": command_id,
+                        "switchyard.tenant_id": identity.tenant_id,
+                        "switchyard.space_id": identity.space_id,
+                        "switchyard.action": item.action[:64],
+                        "switchyard.source": source.value,
+                    },
+                ):
+                    headers: list[tuple[str, bytes]] = []
+                    inject(headers)
+                    trace_id = current_trace_id()
+            command = Command(
+                command_id=command_id,
+                tenant_id=identity.tenant_id,
+                space_id=identity.space_id,
+                user_id=identity.user_id,
+                role=identity.role,
+                action=item.action,
+                arguments=item.arguments,
+                idempotency_key=key,
+                submitted_at=now,
+                deadline=deadline,
+                source=source,
+                spans=captured,
+            )
+        except ValidationError as exc:
+            raise from_validation(exc) from None
+        with bind(command_id=command_id, trace_id=trace_id):
+            logger.debug("command prepared", extra={"fields": {"action": item.action[:64]}})
+        return command, None, headers
+
+    async def _send(self, command: Command, trace: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
+        if self.producer is None:
+            raise KafkaUnavailable("the ingress producer is not running")
+        headers = [
+            (Headers.TENANT, command.tenant_id.encode()),
+            (Headers.SPACE, command.space_id.encode()),
+            (Headers.COMMAND_ID, command.command_id.encode()),
+            (Headers.SCHEMA, COMMAND_SCHEMA.encode()),
+            (Headers.KIND, COMMAND_KIND.encode()),
+            *trace,
+        ]
+        # Mark in flight before the first await: a concurrent replay must find it.
+        self._inflight[command.command_id] = asyncio.get_running_loop().create_future()
+        self._submitted.put(command.command_id, command)
+        try:
+            return await self.producer.send(
+                self.topic,
+                value=command.to_bytes(),
+                key=command.tenant_id.encode(),
+                headers=headers,
+            )
+        except (KafkaError, OSError) as exc:
+            self._fail(command, exc)
+            raise KafkaUnavailable(f"publishing failed ({type(exc).__name__})") from exc
+
+    async def _settle(
+        self, command: Command, future: asyncio.Future[Any]
+    ) -> tuple[Command, bool] | KafkaUnavailable:
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await future
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self._fail(command, exc)
+            return KafkaUnavailable(f"the broker did not acknowledge ({type(exc).__name__})")
+        inflight = self._inflight.pop(command.command_id, None)
+        if inflight is not None and not inflight.done():
+            inflight.set_result(None)
+        with bind(
+            tenant_id=command.tenant_id, space_id=command.space_id, command_id=command.command_id
+        ):
+            logger.info("command accepted", extra={"fields": {"action": command.action}})
+        return command, True
+
+    def _fail(self, command: Command, exc: BaseException) -> None:
+        # Forget it, so a retry by the caller publishes again instead of "replaying" nothing.
+        self._submitted.pop(command.command_id)
+        inflight = self._inflight.pop(command.command_id, None)
+        if inflight is not None and not inflight.done():
+            inflight.set_exception(KafkaUnavailable(f"publishing failed ({type(exc).__name__})"))
+            inflight.exception()  # retrieved: nobody may be waiting on it
+        with bind(tenant_id=command.tenant_id, command_id=command.command_id):
+            logger.warning("command not accepted: %s", type(exc).__name__)
+
+
+def _visible_to(identity: Identity) -> Any:
+    def visible(item: Command | Result) -> bool:
+        # A command is its tenant's and its workspace's: another workspace's key, even of
+        # the same tenant, must not read it.
+        return item.tenant_id == identity.tenant_id and item.space_id == identity.space_id
+
+    return visible
+
+
+def _from_result(result: Result, identity: Identity) -> Command:
+    """A Command rebuilt from its final Result, to answer a replay this replica did not accept."""
+    return Command(
+        command_id=result.command_id,
+        tenant_id=result.tenant_id,
+        space_id=result.space_id,
+        user_id=result.user_id,
+        role=identity.role,
+        action=result.action,
+        idempotency_key=result.idempotency_key,
+        submitted_at=result.times.submitted_at,
+        deadline=result.times.finished_at,
+        source=CommandSource.REST,
+    )

@@ -1,0 +1,178 @@
+"""The async REST API: submit (single and batch), poll with an optional bounded wait.
+
+    POST /v1/commands                      → 202 {command_id, status, status_url}
+    POST /v1/commands:batch                → 200 {accepted, failed, items: [...]}
+    GET  /v1/commands/{command_id}?wait=S  → 200 {command_id, status, result?} | 404
+
+Each path also exists under ``/v1/spaces/{space_id}/...`` (see :mod:`ingress.auth`).
+A replay (same idempotency key) answers 200 with the same command id and
+``"replayed": true``. A batch is not all-or-nothing: each item is validated and
+published on its own and reports the status a single submit would have had; the
+batch's rate-limit cost is its item count, taken (or refused with 429) as a whole.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from core.errors import KafkaUnavailable
+from schemas import CommandSource
+
+from ._http import COMMAND_ID, IDENTITY, json_response, read_json
+from .auth import authenticate, check_claims
+from .contracts import Identity, Services
+from .errors import BadRequest, IngressError, NotFound, ServiceUnavailable, from_validation
+from .models import MAX_BATCH, SubmitRequest
+from .pipeline import KafkaPipeline, Submission
+
+__all__ = ["MAX_WAIT_SECONDS", "SERVICES", "add_routes"]
+
+MAX_WAIT_SECONDS = 30.0
+SERVICES = web.AppKey("switchyard_services", Services)
+
+
+def _status_url(request: web.Request, command_id: str) -> str:
+    space = request.match_info.get("space_id")
+    return f"/v1/spaces/{space}/commands/{command_id}" if space else f"/v1/commands/{command_id}"
+
+
+async def _identity(request: web.Request) -> Identity:
+    identity = await authenticate(
+        request.app[SERVICES].auth, request.headers, request.match_info.get("space_id")
+    )
+    request[IDENTITY] = identity
+    return identity
+
+
+def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submission:
+    if not isinstance(raw, dict):
+        raise BadRequest(f"{prefix}a command must be a JSON object")
+    body = {k: v for k, v in raw.items() if k not in ("tenant_id", "tenantId", "tenant", "_meta")}
+    try:
+        parsed = SubmitRequest.model_validate(body)
+    except ValidationError as exc:
+        raise from_validation(exc, prefix=prefix) from None
+    key = parsed.idempotency_key
+    if header_key and key and header_key != key:
+        raise BadRequest("the Idempotency-Key header and the body's idempotency_key differ")
+    deadline = None
+    if parsed.deadline_seconds is not None:
+        deadline = datetime.now(UTC) + timedelta(seconds=parsed.deadline_seconds)
+    return Submission(parsed.action, dict(parsed.arguments), key or header_key, deadline)
+
+
+async def submit(request: web.Request) -> web.Response:
+    identity = await _identity(request)
+    body = await read_json(request)
+    # Refuse a claimed tenant before anything else looks at the body: nothing is published.
+    check_claims(identity, body=body)
+    header_key = request.headers.get("Idempotency-Key")
+    item = _submission(body, header_key)
+    command, created = await request.app[SERVICES].pipeline.submit(
+        identity,
+        item.action,
+        item.arguments,
+        source=CommandSource.REST,
+        idempotency_key=item.idempotency_key,
+        deadline=item.deadline,
+    )
+    request[COMMAND_ID] = command.command_id
+    url = _status_url(request, command.command_id)
+    return json_response(
+        {"command_id": command.command_id, "status": "accepted", "status_url": url,
+         "replayed": not created},
+        status=202 if created else 200,
+        headers={"Location": url},
+    )
+
+
+async def submit_batch(request: web.Request) -> web.Response:
+    identity = await _identity(request)
+    body = await read_json(request)
+    check_claims(identity, body=body)
+    if not isinstance(body, dict) or set(body) - {"items"} or not isinstance(body.get("items"), list):
+        raise BadRequest('a batch is {"items": [...]}')
+    raw_items = body["items"]
+    if not 1 <= len(raw_items) <= MAX_BATCH:
+        raise BadRequest(f"a batch holds 1 to {MAX_BATCH} items")
+    outcomes: list[Any] = [None] * len(raw_items)
+    valid: list[tuple[int, Submission]] = []
+    for index, raw in enumerate(raw_items):
+        try:
+            check_claims(identity, body=raw)
+            valid.append((index, _submission(raw, None, prefix=f"items.{index}.")))
+        except IngressError as exc:
+            outcomes[index] = exc
+    pipeline = request.app[SERVICES].pipeline
+    if valid:
+        items = [item for _, item in valid]
+        if isinstance(pipeline, KafkaPipeline):
+            results = await pipeline.submit_many(identity, items, source=CommandSource.REST)
+        else:  # any other Pipeline: one at a time
+            results = [
+                await pipeline.submit(identity, i.action, i.arguments, source=CommandSource.REST,
+                                      idempotency_key=i.idempotency_key, deadline=i.deadline)
+                for i in items
+            ]
+        for (index, _), result in zip(valid, results, strict=True):
+            outcomes[index] = result
+    rendered = [_batch_item(request, index, outcome) for index, outcome in enumerate(outcomes)]
+    accepted = sum(1 for item in rendered if item["status_code"] < 300)
+    return json_response(
+        {"accepted": accepted, "failed": len(rendered) - accepted, "items": rendered}
+    )
+
+
+def _batch_item(request: web.Request, index: int, outcome: Any) -> dict[str, Any]:
+    if isinstance(outcome, KafkaUnavailable):
+        outcome = ServiceUnavailable("the message broker is unavailable", 2.0)
+    if isinstance(outcome, IngressError):
+        return {"index": index, "status_code": outcome.status,
+                "error": {"code": outcome.code, "message": outcome.message}}
+    command, created = outcome
+    return {
+        "index": index,
+        "status_code": 202 if created else 200,
+        "command_id": command.command_id,
+        "status": "accepted",
+        "status_url": _status_url(request, command.command_id),
+        "replayed": not created,
+    }
+
+
+async def get_command(request: web.Request) -> web.Response:
+    identity = await _identity(request)
+    command_id = request.match_info["command_id"]
+    request[COMMAND_ID] = command_id
+    raw_wait = request.query.get("wait", "0")
+    try:
+        wait = float(raw_wait)
+    except ValueError:
+        raise BadRequest("wait must be a number of seconds") from None
+    if not 0 <= wait <= MAX_WAIT_SECONDS:
+        raise BadRequest(f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds")
+    pipeline = request.app[SERVICES].pipeline
+    result = pipeline.peek(identity, command_id)
+    if result is None and wait > 0:
+        result = await pipeline.wait(identity, command_id, wait)
+    if result is not None:
+        return json_response(
+            {"command_id": command_id, "status": result.status.value,
+             "result": result.model_dump(mode="json", exclude_none=True)}
+        )
+    if pipeline.known(identity, command_id) is not None:
+        return json_response({"command_id": command_id, "status": "pending"})
+    # Unknown, another tenant's, or accepted by another replica and still running.
+    raise NotFound("no such command")
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the REST API on ``app`` (expects ``app[SERVICES]``)."""
+    for base in ("/v1", "/v1/spaces/{space_id}"):
+        app.router.add_post(f"{base}/commands", submit)
+        app.router.add_post(f"{base}/commands:batch", submit_batch)
+        app.router.add_get(f"{base}/commands/{{command_id}}", get_command)

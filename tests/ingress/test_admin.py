@@ -1,0 +1,157 @@
+"""The admin API: workspaces and keys on the config topic, credentials in OpenBao only."""
+
+from __future__ import annotations
+
+import logging
+
+import hvac
+import pytest
+
+from core.vault_layout import secret_path
+from ingress.testing import echo_action, read_topic, unique_id
+from schemas import ApiKeyRecord, WorkspaceConfig, api_key_key
+
+ADMIN_ROUTES = [
+    ("PUT", "/v1/admin/workspaces/acme/sales"),
+    ("GET", "/v1/admin/workspaces/acme/sales"),
+    ("DELETE", "/v1/admin/workspaces/acme/sales"),
+    ("POST", "/v1/admin/api-keys"),
+    ("GET", "/v1/admin/api-keys/0123456789abcdef"),
+    ("DELETE", "/v1/admin/api-keys/0123456789abcdef"),
+    ("PUT", "/v1/admin/credentials/acme/slack"),
+    ("DELETE", "/v1/admin/credentials/acme/slack"),
+]
+
+
+async def test_admin_endpoints_require_the_admin_token(harness, acme):
+    for headers in ({}, acme.headers, {"Authorization": "Bearer wrong-token"}):
+        for method, path in ADMIN_ROUTES:
+            response = await harness.client.request(method, path, json={"a": 1}, headers=headers)
+            assert response.status == 401, (method, path, headers)
+            assert response.headers["WWW-Authenticate"]
+    records = await read_topic(harness.settings, harness.settings.topics.config)
+    assert len(records) == 2  # acme's workspace and key: the refused calls wrote nothing
+
+
+async def test_workspace_put_get_delete_round_trip(harness):
+    tenant = unique_id("acme")
+    path = f"/v1/admin/workspaces/{tenant}/sales"
+    body = {"actions": [echo_action("daily_summary").model_dump(mode="json")],
+            "connectors": {"http": {}}}
+    put = await harness.client.put(path, json=body, headers=harness.admin_headers)
+    assert put.status == 200
+    got = await harness.client.get(path, headers=harness.admin_headers)
+    workspace = WorkspaceConfig.model_validate(await got.json())
+    assert workspace.tenant_id == tenant and workspace.action("daily_summary") is not None
+    mismatch = await harness.client.put(
+        path, json={**body, "tenant_id": "someone_else"}, headers=harness.admin_headers
+    )
+    assert mismatch.status == 400
+    invalid = await harness.client.put(path, json={"actions": "nope"}, headers=harness.admin_headers)
+    assert invalid.status == 400
+    assert (await harness.client.delete(path, headers=harness.admin_headers)).status == 204
+    assert (await harness.client.get(path, headers=harness.admin_headers)).status == 404
+
+
+async def test_created_api_key_works_once_shown_and_is_stored_only_hashed(harness, responder):
+    tenant = unique_id("acme")
+    ws = await harness.client.put(
+        f"/v1/admin/workspaces/{tenant}/sales",
+        json={"actions": [echo_action().model_dump(mode="json")]},
+        headers=harness.admin_headers,
+    )
+    assert ws.status == 200
+    created = await harness.client.post(
+        "/v1/admin/api-keys",
+        json={"tenant_id": tenant, "spaces": ["sales"], "user_id": "ann", "role": "admin"},
+        headers=harness.admin_headers,
+    )
+    assert created.status == 201
+    key = await created.json()
+    plaintext = key["api_key"]
+    assert plaintext.startswith(f"sy_{key['key_id']}_")
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    submitted = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=headers)
+    assert submitted.status == 202
+    shown = await harness.client.get(f"/v1/admin/api-keys/{key['key_id']}", headers=harness.admin_headers)
+    assert "secret_hash" not in await shown.json()
+    secret = plaintext.split("_", 2)[2]
+    for record in await read_topic(harness.settings, harness.settings.topics.config):
+        assert secret.encode() not in (record.value or b"")
+        if record.key == api_key_key(key["key_id"]).encode():
+            stored = ApiKeyRecord.from_bytes(record.value)
+            assert (stored.tenant_id, stored.user_id, stored.role) == (tenant, "ann", "admin")
+    bad = await harness.client.post(
+        "/v1/admin/api-keys", json={"tenant_id": "bad id!", "spaces": ["sales"], "user_id": "x"},
+        headers=harness.admin_headers,
+    )
+    assert bad.status == 400
+
+
+async def test_credentials_go_to_openbao_and_nowhere_else(harness, acme, stack_env, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret_value = "xoxb-" + unique_id("SECRET")
+    path = f"/v1/admin/credentials/{acme.tenant_id}/slack"
+    response = await harness.client.put(
+        path, json={"bot_token": secret_value, "team": "T1"}, headers=harness.admin_headers
+    )
+    assert response.status == 200
+    text = await response.text()
+    assert secret_value not in text and "bot_token" not in text
+    assert (await response.json())["version"] >= 1
+
+    client = hvac.Client(url=stack_env["VAULT_ADDR"], token=stack_env["VAULT_TOKEN"])
+    stored = client.secrets.kv.v2.read_secret_version(
+        path=secret_path(acme.tenant_id, "slack"), mount_point="secret", raise_on_deleted_version=True
+    )
+    assert stored["data"]["data"]["bot_token"] == secret_value
+
+    prefix = harness.settings.topics
+    for topic in (prefix.commands, prefix.config, prefix.results):
+        for record in await read_topic(harness.settings, topic):
+            assert secret_value.encode() not in (record.value or b"") + (record.key or b"")
+    for record in caplog.records:
+        assert secret_value not in record.getMessage() and secret_value not in str(record.__dict__)
+
+    assert (await harness.client.delete(path, headers=harness.admin_headers)).status == 204
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        client.secrets.kv.v2.read_secret_version(
+            path=secret_path(acme.tenant_id, "slack"), mount_point="secret",
+            raise_on_deleted_version=True,
+        )
+
+
+async def test_credentials_with_unsafe_ids_or_bad_bodies_are_400(harness):
+    for path, body in (
+        ("/v1/admin/credentials/bad-tenant/slack", {"a": "b"}),
+        ("/v1/admin/credentials/acme/Slack!", {"a": "b"}),
+        ("/v1/admin/credentials/acme/slack", []),
+        ("/v1/admin/credentials/acme/slack", {}),
+    ):
+        response = await harness.client.put(path, json=body, headers=harness.admin_headers)
+        assert response.status == 400, path
+
+
+async def test_openapi_document_parses_and_lists_the_paths(harness):
+    response = await harness.client.get("/openapi.json")
+    assert response.status == 200
+    document = await response.json()
+    assert document["openapi"].startswith("3.1")
+    for path in ("/v1/commands", "/v1/commands:batch", "/v1/commands/{command_id}",
+                 "/v1/spaces/{space_id}/commands", "/v1/admin/api-keys",
+                 "/v1/admin/workspaces/{tenant_id}/{space_id}",
+                 "/v1/admin/credentials/{tenant_id}/{connector}", "/healthz", "/readyz"):
+        assert path in document["paths"], path
+    schemas = document["components"]["schemas"]
+    assert {"SubmitRequest", "SubmitResponse", "BatchRequest", "CommandStatus", "Result"} <= set(schemas)
+    refs = _refs(document)
+    assert refs and all(ref.split("/")[-1] in schemas for ref in refs)
+
+
+def _refs(value) -> list[str]:
+    if isinstance(value, dict):
+        found = [value["$ref"]] if isinstance(value.get("$ref"), str) else []
+        return found + [r for v in value.values() for r in _refs(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in _refs(v)]
+    return []

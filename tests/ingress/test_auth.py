@@ -1,0 +1,120 @@
+"""Identity at the edge: keys, workspaces, and refused tenant claims (nothing published)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingress.testing import read_topic
+
+WWW = 'Bearer realm="switchyard"'
+
+
+async def assert_nothing_published(harness) -> None:
+    assert await read_topic(harness.settings, harness.settings.topics.commands) == []
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Bearer",
+        "Basic dXNlcjpwYXNz",
+        "Bearer not-a-key",
+        "Bearer sy_0123456789abcdef_" + "x" * 43,  # well-formed, unknown key id
+    ],
+)
+async def test_missing_or_invalid_key_is_401_with_www_authenticate(harness, acme, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    for method, path in (("POST", "/v1/commands"), ("GET", "/v1/commands/abcdefgh1234")):
+        response = await harness.client.request(method, path, json={"action": "echo"}, headers=headers)
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"] == WWW
+        assert (await response.json())["error"]["code"] == "unauthorized"
+    await assert_nothing_published(harness)
+
+
+async def test_right_key_id_with_a_wrong_secret_is_401(harness, acme):
+    wrong = acme.api_key[:-4] + ("AAAA" if not acme.api_key.endswith("AAAA") else "BBBB")
+    for _ in range(2):  # the second answer comes from the negative cache
+        response = await harness.client.post(
+            "/v1/commands", json={"action": "echo"}, headers={"Authorization": f"Bearer {wrong}"}
+        )
+        assert response.status == 401
+    await assert_nothing_published(harness)
+
+
+async def test_key_used_for_a_workspace_it_does_not_own_is_403(harness, acme, beta):
+    by_header = {**acme.headers, "X-Switchyard-Space": "support"}
+    assert (await harness.client.post("/v1/commands", json={"action": "echo"}, headers=by_header)).status == 403
+    by_path = await harness.client.post(
+        "/v1/spaces/support/commands", json={"action": "echo"}, headers=acme.headers
+    )
+    assert by_path.status == 403
+    conflicting = await harness.client.post(
+        "/v1/spaces/sales/commands", json={"action": "echo"},
+        headers={**acme.headers, "X-Switchyard-Space": "other"},
+    )
+    assert conflicting.status == 400
+    await assert_nothing_published(harness)
+
+
+@pytest.mark.parametrize(
+    ("extra_headers", "body"),
+    [
+        ({"X-Switchyard-Tenant": "OTHER"}, {"action": "echo"}),
+        ({"X-Tenant-Id": "OTHER"}, {"action": "echo"}),
+        ({}, {"action": "echo", "tenant_id": "OTHER"}),
+        ({}, {"action": "echo", "_meta": {"tenant_id": "OTHER"}}),
+        ({}, {"action": "echo", "arguments": {"tenant": "OTHER"}}),
+        ({}, {"action": "echo", "arguments": {"_meta": {"tenantId": "OTHER"}}}),
+        ({}, {"action": "echo", "space_id": "support"}),
+        ({}, {"items": [{"action": "echo"}], "tenant_id": "OTHER"}),
+    ],
+)
+async def test_spoofed_tenant_claims_are_403_and_publish_nothing(harness, acme, beta, extra_headers, body):
+    headers = {**acme.headers, **dict.fromkeys(extra_headers, beta.tenant_id)}
+    path = "/v1/commands:batch" if "items" in body else "/v1/commands"
+    body = _replace(body, "OTHER", beta.tenant_id)
+    response = await harness.client.post(path, json=body, headers=headers)
+    assert response.status == 403, await response.text()
+    assert (await response.json())["error"]["code"] == "forbidden"
+    await assert_nothing_published(harness)
+
+
+def _replace(value, old, new):
+    if isinstance(value, dict):
+        return {k: _replace(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace(v, old, new) for v in value]
+    return new if value == old else value
+
+
+async def test_claiming_ones_own_tenant_is_allowed(harness, acme):
+    response = await harness.client.post(
+        "/v1/commands",
+        json={"action": "echo", "tenant_id": acme.tenant_id},
+        headers={**acme.headers, "X-Switchyard-Tenant": acme.tenant_id},
+    )
+    assert response.status == 202
+
+
+async def test_key_with_several_workspaces_must_name_one(harness):
+    multi = await harness.add_tenant("multi_" + harness.settings.topic_prefix[1:8], "sales",
+                                     spaces=["sales", "support"])
+    unnamed = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=multi.headers)
+    assert unnamed.status == 400
+    named = await harness.client.post(
+        "/v1/commands", json={"action": "echo"}, headers={**multi.headers, "X-Switchyard-Space": "support"}
+    )
+    assert named.status == 202
+
+
+async def test_revoked_key_is_refused_at_once(harness, acme):
+    ok = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=acme.headers)
+    assert ok.status == 202  # the verified key is now cached
+    revoke = await harness.client.delete(
+        f"/v1/admin/api-keys/{acme.key_id}", headers=harness.admin_headers
+    )
+    assert revoke.status == 204
+    again = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=acme.headers)
+    assert again.status == 401

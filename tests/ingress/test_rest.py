@@ -1,0 +1,204 @@
+"""The REST API against the real broker, answered by a fake responder."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.kafka import headers_dict
+from ingress.app import IngressOptions
+from ingress.testing import IngressHarness, TenantHandle, read_topic, unique_id
+from schemas import Command, Headers
+
+
+async def commands_with_id(harness: IngressHarness, command_id: str) -> list[Command]:
+    records = await read_topic(harness.settings, harness.settings.topics.commands)
+    commands = [Command.from_bytes(r.value) for r in records]
+    return [c for c in commands if c.command_id == command_id]
+
+
+async def test_submit_answers_202_and_get_with_wait_returns_the_result(harness, acme, responder):
+    response = await harness.client.post(
+        "/v1/commands", json={"action": "echo", "arguments": {"text": "hi"}}, headers=acme.headers
+    )
+    assert response.status == 202
+    body = await response.json()
+    assert body["status"] == "accepted" and body["replayed"] is False
+    assert body["status_url"] == f"/v1/commands/{body['command_id']}"
+    polled = await harness.client.get(body["status_url"] + "?wait=20", headers=acme.headers)
+    assert polled.status == 200
+    status = await polled.json()
+    assert status["status"] == "succeeded"
+    assert status["result"]["output"] == {"echo": {"text": "hi"}}
+    assert status["result"]["tenant_id"] == acme.tenant_id
+
+
+async def test_published_command_carries_identity_headers_and_the_ingress_span(harness, acme):
+    response = await harness.client.post(
+        "/v1/spaces/sales/commands", json={"action": "echo", "arguments": {}}, headers=acme.headers
+    )
+    assert response.status == 202
+    command_id = (await response.json())["command_id"]
+    records = await read_topic(harness.settings, harness.settings.topics.commands)
+    (record,) = records
+    headers = headers_dict(record.headers)
+    command = Command.from_bytes(record.value)
+    assert record.key == acme.tenant_id.encode()
+    assert headers[Headers.TENANT] == acme.tenant_id
+    assert headers[Headers.COMMAND_ID] == command_id
+    assert headers[Headers.KIND] == "command" and headers[Headers.SCHEMA]
+    (span,) = command.spans
+    assert span.kind == "producer" and span.trace_id in headers[Headers.TRACEPARENT]
+    assert span.span_id in headers[Headers.TRACEPARENT]  # downstream spans are its children
+    assert (command.tenant_id, command.space_id, command.user_id) == (acme.tenant_id, "sales", "user1")
+
+
+async def test_command_without_result_is_pending_then_unknown_ids_are_404(harness, acme):
+    response = await harness.client.post(
+        "/v1/commands", json={"action": "echo"}, headers=acme.headers
+    )
+    url = (await response.json())["status_url"]
+    pending = await harness.client.get(url, headers=acme.headers)
+    assert pending.status == 200 and (await pending.json())["status"] == "pending"
+    missing = await harness.client.get("/v1/commands/abcdefgh12345678?wait=0.2", headers=acme.headers)
+    assert missing.status == 404
+    assert (await missing.json())["error"]["code"] == "not_found"
+
+
+async def test_replayed_idempotency_key_returns_the_same_id_and_publishes_once(harness, acme):
+    payload = {"action": "echo", "arguments": {"text": "once"}, "idempotency_key": "order-42"}
+    first = await harness.client.post("/v1/commands", json=payload, headers=acme.headers)
+    assert first.status == 202
+    command_id = (await first.json())["command_id"]
+    by_header = {**acme.headers, "Idempotency-Key": "order-42"}
+    replays = await asyncio.gather(
+        harness.client.post("/v1/commands", json=payload, headers=acme.headers),
+        *[
+            harness.client.post(
+                "/v1/commands", json={"action": "echo", "arguments": {"text": "once"}},
+                headers=by_header,
+            )
+            for _ in range(4)
+        ],
+    )
+    for replay in replays:
+        assert replay.status == 200
+        body = await replay.json()
+        assert body["command_id"] == command_id and body["replayed"] is True
+    assert len(await commands_with_id(harness, command_id)) == 1
+
+
+async def test_concurrent_first_submits_of_one_key_publish_once(harness, acme):
+    payload = {"action": "echo", "arguments": {}, "idempotency_key": "race-1"}
+    responses = await asyncio.gather(
+        *[harness.client.post("/v1/commands", json=payload, headers=acme.headers) for _ in range(8)]
+    )
+    bodies = [await r.json() for r in responses]
+    assert sorted(r.status for r in responses) == [200] * 7 + [202]
+    assert len({b["command_id"] for b in bodies}) == 1
+    assert len(await commands_with_id(harness, bodies[0]["command_id"])) == 1
+
+
+async def test_idempotency_key_reused_for_another_command_is_a_409(harness, acme):
+    first = {"action": "echo", "arguments": {"text": "a"}, "idempotency_key": "k-1"}
+    assert (await harness.client.post("/v1/commands", json=first, headers=acme.headers)).status == 202
+    other = {**first, "arguments": {"text": "b"}}
+    response = await harness.client.post("/v1/commands", json=other, headers=acme.headers)
+    assert response.status == 409
+
+
+async def test_same_idempotency_key_of_two_tenants_gives_two_commands(harness, acme, beta):
+    payload = {"action": "echo", "idempotency_key": "shared-key"}
+    a = await (await harness.client.post("/v1/commands", json=payload, headers=acme.headers)).json()
+    b = await (await harness.client.post("/v1/commands", json=payload, headers=beta.headers)).json()
+    assert a["command_id"] != b["command_id"]
+    assert a["replayed"] is False and b["replayed"] is False
+
+
+async def test_batch_accepts_valid_items_and_reports_bad_ones_without_poisoning_others(
+    harness, acme, responder
+):
+    items = [{"action": "echo", "arguments": {"n": i}, "idempotency_key": f"b-{i}"} for i in range(20)]
+    items[3] = {"action": "bad action name!", "arguments": {}}
+    items[7] = {"action": "echo", "arguments": "not an object"}
+    items[9] = {"action": "echo", "tenant_id": "someone_else"}
+    items[11] = dict(items[10])  # the same key twice in one batch: published once
+    response = await harness.client.post(
+        "/v1/commands:batch", json={"items": items}, headers=acme.headers
+    )
+    assert response.status == 200
+    body = await response.json()
+    codes = [item["status_code"] for item in body["items"]]
+    assert codes[3] == 400 and codes[7] == 400 and codes[9] == 403
+    assert codes[10] == 202 and codes[11] == 200
+    assert body["items"][10]["command_id"] == body["items"][11]["command_id"]
+    assert body["accepted"] == 17 and body["failed"] == 3
+    records = await read_topic(harness.settings, harness.settings.topics.commands)
+    assert len(records) == 16
+    last = body["items"][19]
+    done = await harness.client.get(last["status_url"] + "?wait=20", headers=acme.headers)
+    assert (await done.json())["result"]["output"] == {"echo": {"n": 19}}
+
+
+async def test_batch_over_the_item_cap_is_a_400(harness, acme):
+    items = [{"action": "echo"}] * 501
+    response = await harness.client.post("/v1/commands:batch", json={"items": items}, headers=acme.headers)
+    assert response.status == 400
+    assert await read_topic(harness.settings, harness.settings.topics.commands) == []
+
+
+async def test_tenant_b_cannot_read_tenant_a_command(harness, acme, beta, responder):
+    response = await harness.client.post(
+        "/v1/commands", json={"action": "echo", "arguments": {"text": "secret plan"}},
+        headers=acme.headers,
+    )
+    url = (await response.json())["status_url"]
+    own = await harness.client.get(url + "?wait=20", headers=acme.headers)
+    assert (await own.json())["status"] == "succeeded"
+    for query in ("", "?wait=0.5"):
+        foreign = await harness.client.get(url + query, headers=beta.headers)
+        assert foreign.status == 404
+        assert "secret plan" not in await foreign.text()
+    assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 1
+
+
+async def test_another_workspace_of_the_same_tenant_cannot_read_the_command(harness, acme):
+    other = await harness.add_tenant(acme.tenant_id, "support")
+    response = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=acme.headers)
+    url = (await response.json())["status_url"]
+    assert (await harness.client.get(url, headers=other.headers)).status == 404
+
+
+@pytest.mark.parametrize("options", [IngressOptions(rate_per_second=1.0, burst=3)])
+async def test_tenant_over_its_edge_rate_gets_429_with_retry_after(settings, options):
+    async with IngressHarness(settings, options=options) as harness:
+        noisy = await harness.add_tenant(unique_id("noisy"), "sales")
+        quiet = await harness.add_tenant(unique_id("quiet"), "sales")
+        statuses = []
+        for _ in range(5):
+            r = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=noisy.headers)
+            statuses.append(r.status)
+            if r.status == 429:
+                assert int(r.headers["Retry-After"]) >= 1
+        assert statuses == [202, 202, 202, 429, 429]
+        other = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=quiet.headers)
+        assert other.status == 202
+        assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 4
+
+
+async def test_many_concurrent_submits_share_producer_batches(harness, acme: TenantHandle):
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    responses = await asyncio.gather(
+        *[
+            harness.client.post("/v1/commands", json={"action": "echo", "arguments": {"i": i}},
+                                headers=acme.headers)
+            for i in range(200)
+        ]
+    )
+    elapsed = loop.time() - started
+    assert [r.status for r in responses] == [202] * 200
+    assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 200
+    # One send at a time would need 200 round trips; batched, far fewer.
+    assert elapsed < 10, elapsed

@@ -1,0 +1,100 @@
+"""Pure logic of the ingress: keys, command ids, claims, bounded structures."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
+
+from ingress._bounded import LRU, TokenBuckets
+from ingress.auth import bearer_token, check_claims, requested_space
+from ingress.contracts import Identity
+from ingress.errors import BadRequest, Forbidden, RateLimited
+from ingress.keys import generate_api_key, parse_api_key, verify_secret
+from ingress.pipeline import command_id_for
+from schemas.identifiers import CommandId
+
+IDENTITY = Identity("acme", "sales", "ann", "member", "k1")
+
+
+def test_generated_key_verifies_and_a_changed_secret_does_not():
+    plaintext, record = generate_api_key(tenant_id="acme", spaces=["sales"], user_id="ann", role="member")
+    parsed = parse_api_key(plaintext)
+    assert parsed is not None and parsed.key_id == record.key_id
+    assert verify_secret(parsed.secret, record)
+    assert not verify_secret(parsed.secret[:-1] + ("A" if parsed.secret[-1] != "A" else "B"), record)
+    assert parsed.secret not in record.to_bytes().decode()
+    assert "secret" not in repr(parsed) or "***" in repr(parsed)
+
+
+@given(st.text(max_size=80))
+def test_parse_api_key_never_raises(text):
+    parse_api_key(text)
+
+
+def test_command_id_is_deterministic_per_tenant_and_key():
+    assert command_id_for("acme", "k") == command_id_for("acme", "k")
+    assert command_id_for("acme", "k") != command_id_for("beta", "k")
+    assert command_id_for("acme", "k") != command_id_for("acme", "k2")
+    TypeAdapter(CommandId).validate_python(command_id_for("acme", "k"))
+
+
+def test_token_bucket_refuses_then_refills_and_reports_the_wait():
+    now = [0.0]
+    buckets = TokenBuckets(2.0, 3, clock=lambda: now[0])
+    assert [buckets.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.take("a") == pytest.approx(0.5)
+    assert buckets.take("b") == 0.0  # another tenant is unaffected
+    now[0] = 0.5
+    assert buckets.take("a") == 0.0
+    assert buckets.take("a", 10) > 0  # more than the burst: never granted, nothing taken
+
+
+def test_lru_forgets_the_least_recently_used():
+    lru: LRU[str, int] = LRU(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    assert lru.get("a") == 1
+    lru.put("c", 3)
+    assert "b" not in lru and "a" in lru and len(lru) == 2
+
+
+def test_bearer_and_workspace_parsing():
+    assert bearer_token({"Authorization": "Bearer abc"}) == "abc"
+    assert bearer_token({"Authorization": "bearer  abc "}) == "abc"
+    assert bearer_token({"Authorization": "Basic abc"}) is None
+    assert requested_space("a", {"X-Switchyard-Space": "a"}) == "a"
+    assert requested_space(None, {"X-Switchyard-Space": "b"}) == "b"
+    with pytest.raises(BadRequest):
+        requested_space("a", {"X-Switchyard-Space": "b"})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"tenant_id": "beta"},
+        {"tenantId": "beta"},
+        {"_meta": {"tenant": "beta"}},
+        {"params": {"_meta": {"tenant_id": "beta"}}},
+        {"params": {"arguments": {"tenant_id": "beta"}}},
+        {"arguments": {"tenant_id": ["acme"]}},
+        {"space_id": "support"},
+        {"_meta": {"space_id": "support"}},
+    ],
+)
+def test_claims_of_another_tenant_or_workspace_are_forbidden(body):
+    with pytest.raises(Forbidden):
+        check_claims(IDENTITY, body=body)
+
+
+def test_claims_matching_the_identity_and_foreign_space_arguments_pass():
+    check_claims(IDENTITY, headers={"X-Switchyard-Tenant": "acme"},
+                 body={"tenant_id": "acme", "arguments": {"space_id": "confluence-space"}})
+    with pytest.raises(Forbidden):
+        check_claims(IDENTITY, headers={"X-Switchyard-Tenant": "beta"})
+
+
+def test_retry_after_is_whole_seconds_rounded_up():
+    assert RateLimited("x", 0.2).headers() == {"Retry-After": "1"}
+    assert RateLimited("x", 2.1).headers() == {"Retry-After": "3"}
