@@ -8,14 +8,44 @@ topic prefix, so tests never see each other's records.
 
 from __future__ import annotations
 
+import atexit
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 from core.settings import Settings, load_settings
 from core.vault import VaultAdmin
+
+# Variables passed through when the session reuses running servers.
+_STACK_VARS = (
+    "SWITCHYARD_KAFKA_BOOTSTRAP",
+    "VAULT_ADDR",
+    "VAULT_TOKEN",
+    "SWITCHYARD_REPLICATION_FACTOR",
+    "SWITCHYARD_ADMIN_TOKEN",
+)
+# Stacks this session started; pytest_sessionfinish and atexit stop whatever is left.
+_OWN_STACKS: list[Any] = []
+
+
+def _stop_own_stacks() -> None:
+    while _OWN_STACKS:
+        _OWN_STACKS.pop().down()
+
+
+def _reap_abandoned_stacks(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Stop stacks left by earlier sessions that were killed before their teardown ran.
+
+    Only stacks whose owning pytest process is gone are touched, so a concurrent
+    session's stack survives.
+    """
+    from switchyard.stack import LocalStack
+
+    runs = tmp_path_factory.getbasetemp().parent
+    LocalStack.reap_abandoned(path.parent for path in runs.glob("pytest-*/stack*/stack.json"))
 
 
 @pytest.fixture(scope="session")
@@ -24,18 +54,27 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     if os.environ.get("SWITCHYARD_KAFKA_BOOTSTRAP") and os.environ.get("VAULT_ADDR"):
         yield {
             key: os.environ[key]
-            for key in ("SWITCHYARD_KAFKA_BOOTSTRAP", "VAULT_ADDR", "VAULT_TOKEN")
-            if key in os.environ
+            for key in os.environ
+            if key in _STACK_VARS
+            or key.startswith(("SWITCHYARD_VAULT_ROLE_ID_", "SWITCHYARD_VAULT_SECRET_ID_"))
         }
         return
     from switchyard.stack import LocalStack
 
+    _reap_abandoned_stacks(tmp_path_factory)
     stack = LocalStack(state_dir=tmp_path_factory.mktemp("stack"), brokers=1)
+    _OWN_STACKS.append(stack)
+    atexit.register(_stop_own_stacks)
     try:
         env = stack.up()
         yield env
     finally:
-        stack.down()
+        _stop_own_stacks()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Fixture finalizers normally ran already; this covers an interrupted session.
+    _stop_own_stacks()
 
 
 def unique(prefix: str = "t") -> str:

@@ -1,0 +1,86 @@
+"""OpenBao layout: tenant-scoped tokens, per-connector pools, check-and-set write-back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import requests
+
+from core.errors import CasConflict, VaultForbidden
+from core.vault import AppRoleCredentials, PoolVault, VaultAdmin
+
+
+def _tenant() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def slack_pool(
+    vault_admin: VaultAdmin, stack_env: dict[str, str]
+) -> AsyncIterator[PoolVault]:
+    creds = await vault_admin.bootstrap_pool("slack")
+    pool = PoolVault(stack_env["VAULT_ADDR"], "slack", creds)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+async def test_tenant_token_reads_its_own_credentials_and_gets_403_on_another_tenants(
+    vault_admin: VaultAdmin, slack_pool: PoolVault, stack_env: dict[str, str]
+) -> None:
+    acme, beta = _tenant(), _tenant()
+    await vault_admin.put_credentials(acme, "slack", {"bot_token": "xoxb-acme"})
+    await vault_admin.put_credentials(beta, "slack", {"bot_token": "xoxb-beta"})
+
+    secret = await slack_pool.read(acme)
+    assert dict(secret.data) == {"bot_token": "xoxb-acme"}
+    with pytest.raises(VaultForbidden) as refused:
+        await slack_pool.read(beta, as_tenant=acme)
+    assert "xoxb" not in str(refused.value)
+
+    # The same refusal on the wire: tenant A's token gets HTTP 403 for B's secret path.
+    acme_client = await slack_pool.tenant_client(acme)
+    url = f"{stack_env['VAULT_ADDR']}/v1/secret/data/tenants/{beta}/slack"
+    response = await asyncio.to_thread(
+        requests.get, url, headers={"X-Vault-Token": acme_client.token}, timeout=10
+    )
+    assert response.status_code == 403
+
+
+async def test_slack_pool_approle_cannot_read_or_mint_tokens_for_gmail_credentials(
+    vault_admin: VaultAdmin, stack_env: dict[str, str]
+) -> None:
+    acme = _tenant()
+    await vault_admin.put_credentials(acme, "gmail", {"refresh_token": "gmail-secret"})
+    await vault_admin.bootstrap_pool("gmail")
+    slack_creds: AppRoleCredentials = await vault_admin.bootstrap_pool("slack")
+    slack = PoolVault(stack_env["VAULT_ADDR"], "slack", slack_creds)
+    # A pool configured for gmail but holding the Slack AppRole: it must be refused.
+    impostor = PoolVault(stack_env["VAULT_ADDR"], "gmail", slack_creds)
+    try:
+        with pytest.raises(VaultForbidden):
+            await slack.read_other_connector_path(acme, "gmail")
+        with pytest.raises(VaultForbidden):
+            await impostor.read(acme)
+    finally:
+        slack.close()
+        impostor.close()
+
+
+async def test_a_write_back_with_a_stale_cas_version_is_refused(
+    vault_admin: VaultAdmin, slack_pool: PoolVault
+) -> None:
+    acme = _tenant()
+    await vault_admin.put_credentials(acme, "slack", {"access_token": "v1"})
+    seen = await slack_pool.read(acme)
+
+    newer = await slack_pool.write_cas(acme, {"access_token": "v2"}, seen.version)
+    assert newer == seen.version + 1
+    with pytest.raises(CasConflict):
+        await slack_pool.write_cas(acme, {"access_token": "lost-race"}, seen.version)
+    current = await slack_pool.read(acme)
+    assert (dict(current.data), current.version) == ({"access_token": "v2"}, newer)
