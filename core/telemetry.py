@@ -65,10 +65,10 @@ def to_record(finished: ReadableSpan) -> SpanRecord:
         span_id=f"{ctx.span_id:016x}",
         parent_span_id=f"{parent.span_id:016x}" if parent is not None else None,
         name=finished.name[:128],
-        kind=_KINDS.get(finished.kind, "internal"),  # type: ignore[arg-type]
+        kind=_KINDS.get(finished.kind, "internal"),
         start_unix_nano=finished.start_time or 0,
         end_unix_nano=finished.end_time or 0,
-        status=_STATUS.get(finished.status.status_code, "unset"),  # type: ignore[arg-type]
+        status=_STATUS.get(finished.status.status_code, "unset"),
         attributes=attributes,
     )
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 import orjson
 
@@ -18,6 +19,7 @@ def _depth(value: Any, limit: int) -> int:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, level = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):
@@ -31,7 +33,10 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def check_json_bounds(value: Any, *, max_bytes: int = MAX_ARGUMENTS_BYTES) -> Any:
+T = TypeVar("T")
+
+
+def check_json_bounds(value: T, *, max_bytes: int = MAX_ARGUMENTS_BYTES) -> T:
     """Return ``value`` unchanged when it is within the depth and size bounds.
 
     Raises:

@@ -26,7 +26,7 @@ from .trace import MAX_SPANS, SpanRecord
 
 __all__ = ["Command", "CommandSource", "ConnectorOptions", "RoutedCommand", "COMMAND_SCHEMA_VERSION"]
 
-COMMAND_SCHEMA_VERSION = 1
+COMMAND_SCHEMA_VERSION: Literal[1] = 1
 
 
 class CommandSource(StrEnum):

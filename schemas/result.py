@@ -24,7 +24,7 @@ from .trace import MAX_SPANS, SpanRecord
 
 __all__ = ["Result", "ResultStatus", "StageTimes", "RESULT_SCHEMA_VERSION", "FINAL_STATUSES"]
 
-RESULT_SCHEMA_VERSION = 1
+RESULT_SCHEMA_VERSION: Literal[1] = 1
 
 
 class ResultStatus(StrEnum):

@@ -8,4 +8,5 @@ bash scripts/bootstrap.sh
 # helm (for the chart tests) is built from its Go module once and cached.
 if command -v go >/dev/null; then bash scripts/install-helm.sh >/dev/null; fi
 .venv/bin/ruff check .
+.venv/bin/mypy
 .venv/bin/python -m pytest "$@"
