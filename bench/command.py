@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import platform
 import sys
@@ -207,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
     from core.logs import configure_logging
 
     configure_logging("switchyard-bench", "WARNING")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     report = asyncio.run(_bench(args))
     text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
     print(text)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -84,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from core.logs import configure_logging
 
     configure_logging("switchyard-run", "WARNING")
+    # While the broker starts, aiokafka logs every refused connection at ERROR; the
+    # progress lines already say what is being waited for.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     state_dir = args.state_dir or load_settings().home / "run"
     connectors = tuple(c for c in args.connectors.split(",") if c)
     system = LocalSystem(
