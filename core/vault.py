@@ -98,7 +98,7 @@ class VaultAdmin(_Threaded):
         if "approle/" not in data:
             self._client.sys.enable_auth_method("approle")
 
-    def _bootstrap_pool(self, connector: str) -> AppRoleCredentials:
+    def _bootstrap_pool(self, connector: str, keep: AppRoleCredentials | None) -> AppRoleCredentials:
         self._ensure_kv()
         self._ensure_approle_auth()
         self._client.write_data(
@@ -120,16 +120,23 @@ class VaultAdmin(_Threaded):
             token_ttl="1h",
             token_max_ttl="4h",
         )
+        if keep is not None:
+            # Re-provisioning an emptied server (a restarted dev server): the pools keep the
+            # ids they already hold, so running workers log in again without a restart.
+            self._client.auth.approle.update_role_id(role, keep.role_id)
+            self._client.auth.approle.create_custom_secret_id(role, keep.secret_id)
+            return keep
         role_id = self._client.auth.approle.read_role_id(role)["data"]["role_id"]
         secret_id = self._client.auth.approle.generate_secret_id(role)["data"]["secret_id"]
         return AppRoleCredentials(role_id=role_id, secret_id=secret_id)
 
-    async def bootstrap_pool(self, connector: str) -> AppRoleCredentials:
+    async def bootstrap_pool(self, connector: str, *, keep: AppRoleCredentials | None = None) -> AppRoleCredentials:
         """Create (idempotently) the token role, pool policy and AppRole of one connector pool.
 
-        Returns fresh AppRole credentials for the pool (a new secret id each call).
+        Returns the pool's AppRole credentials: ``keep`` when given (installed as the role
+        id and a custom secret id), else the role id and a new secret id.
         """
-        return await self._run(f"bootstrap pool {connector}", self._bootstrap_pool, connector)
+        return await self._run(f"bootstrap pool {connector}", self._bootstrap_pool, connector, keep)
 
     def _put(self, tenant_id: str, connector: str, data: Mapping[str, Any]) -> int:
         self._client.sys.create_or_update_policy(

@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -305,8 +305,9 @@ class LocalStack:
     def start_vault(self) -> dict[str, str]:
         """Start OpenBao again on its old port and token and re-run the bootstrap.
 
-        The dev server comes back empty, so every pool gets new AppRole ids and tenants'
-        credentials must be stored again. Returns the updated env (``stack.env`` too).
+        The dev server comes back empty: the bootstrap reinstalls the pools' previous
+        AppRole ids (running workers keep working), but tenants' credentials must be
+        stored again. Returns the updated env (``stack.env`` too).
 
         Raises:
             StackError: the server did not come up or the bootstrap failed.
@@ -317,7 +318,7 @@ class LocalStack:
         if state.vault is None or not state.vault.alive():
             check_port_free(state.vault_port, "OpenBao", within=10.0)
             self._spawn_vault(state, token)
-        env.update(self._wait_vault_and_bootstrap(state, token))
+        env.update(self._wait_vault_and_bootstrap(state, token, keep=env))
         write_env_file(self.env_file, env)
         return env
 
@@ -381,7 +382,9 @@ class LocalStack:
         state.vault = record
         state.save(self.state_dir)
 
-    def _wait_vault_and_bootstrap(self, state: StackState, token: str) -> dict[str, str]:
+    def _wait_vault_and_bootstrap(
+        self, state: StackState, token: str, keep: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         deadline = time.monotonic() + VAULT_START_TIMEOUT
         while not vault.vault_healthy(state.vault_addr):
             self._check_alive(
@@ -393,7 +396,7 @@ class LocalStack:
                 )
             time.sleep(0.1)
         self._progress("bootstrapping OpenBao (KV, policies, one AppRole per connector pool)…")
-        return _run(vault.bootstrap(state.vault_addr, token))
+        return _run(vault.bootstrap(state.vault_addr, token, keep=keep))
 
     async def _wait_kafka(
         self, state: StackState, node_ids: set[int], within: float = KAFKA_START_TIMEOUT

@@ -11,10 +11,11 @@ import importlib.util
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from core.errors import VaultError
-from core.vault import VaultAdmin
+from core.vault import AppRoleCredentials, VaultAdmin
 from schemas import CONNECTORS
 
 from ._errors import StackError
@@ -56,9 +57,12 @@ def vault_healthy(addr: str) -> bool:
 
 
 async def bootstrap(
-    addr: str, token: str, connectors: tuple[str, ...] = CONNECTORS
+    addr: str, token: str, connectors: tuple[str, ...] = CONNECTORS, keep: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """Provision every connector pool; return their AppRole ids as env variables.
+
+    ``keep`` (a previous result of this function) makes the pools keep their ids, so
+    running workers survive a restart of the (in-memory) dev server.
 
     Raises:
         StackError: the server refused the bootstrap.
@@ -67,7 +71,13 @@ async def bootstrap(
     env: dict[str, str] = {}
     try:
         for connector in connectors:
-            creds = await admin.bootstrap_pool(connector)
+            upper = connector.upper()
+            previous = None
+            if keep and f"SWITCHYARD_VAULT_ROLE_ID_{upper}" in keep:
+                previous = AppRoleCredentials(
+                    keep[f"SWITCHYARD_VAULT_ROLE_ID_{upper}"], keep[f"SWITCHYARD_VAULT_SECRET_ID_{upper}"]
+                )
+            creds = await admin.bootstrap_pool(connector, keep=previous)
             env[f"SWITCHYARD_VAULT_ROLE_ID_{connector.upper()}"] = creds.role_id
             env[f"SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}"] = creds.secret_id
     except VaultError as exc:

@@ -1,0 +1,98 @@
+"""The product's promise end to end, on real processes: the same action goes to each
+tenant's own app with that tenant's own credentials, through the official MCP client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from ingress.testing import read_topic
+from switchyard._demo_client import call_daily_summary
+
+from .conftest import RunningSystem
+
+EXPECTED = {"acme": "slack", "beta": "gmail", "gamma": "notion", "delta": "jira"}
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_daily_summary_runs_on_each_tenants_own_app_through_mcp(running: RunningSystem, mode: str) -> None:
+    url = running.system.ingress_url
+    for tenant, connector in EXPECTED.items():
+        outcome = await call_daily_summary(
+            f"{url}/mcp/main", running.keys[tenant], summary=f"{tenant} {mode} summary", mode=mode
+        )
+        assert outcome.ok, outcome.summary
+        assert outcome.connector == connector
+        assert outcome.tools == ["daily_summary"]
+        names = {span["name"] for span in outcome.spans}
+        assert {"router.route", "worker.execute"} <= names, names
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{running.system.emulator_url}/_emulator/calls") as response:
+            calls = (await response.json())["calls"]
+    seen = {(c["connector"], c["tenant"]) for c in calls}
+    for tenant, connector in EXPECTED.items():
+        assert (connector, tenant) in seen
+    # Each app was called only for its own tenant: no tenant's command reached another's app.
+    assert all(EXPECTED.get(c["tenant"]) == c["connector"] for c in calls)
+
+
+async def test_async_rest_batch_ends_each_accepted_command_with_exactly_one_result(running: RunningSystem) -> None:
+    url = running.system.ingress_url
+    ids: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        for tenant in EXPECTED:
+            body = {"items": [{"action": "daily_summary", "arguments": {"summary": f"s{i}"}} for i in range(25)]}
+            async with session.post(
+                f"{url}/v1/commands:batch", json=body, headers={"Authorization": f"Bearer {running.keys[tenant]}"}
+            ) as response:
+                assert response.status in (200, 202), await response.text()
+                ids += [item["command_id"] for item in (await response.json())["items"]]
+        statuses = {}
+        for index, command_id in enumerate(ids):
+            owner = list(EXPECTED)[index // 25]
+            async with session.get(
+                f"{url}/v1/commands/{command_id}?wait=30", headers={"Authorization": f"Bearer {running.keys[owner]}"}
+            ) as response:
+                assert response.status == 200
+                statuses[command_id] = (await response.json())["status"]
+    assert set(statuses.values()) == {"succeeded"}, statuses
+    results = await read_topic(running.system.settings, running.system.settings.topics.results)
+    per_command: dict[str, int] = {}
+    for record in results:
+        command_id = orjson.loads(record.value)["command_id"]
+        per_command[command_id] = per_command.get(command_id, 0) + 1
+    assert all(per_command.get(command_id) == 1 for command_id in ids), "a command has 0 or 2+ results"
+
+
+async def test_a_tenant_cannot_read_another_tenants_command(running: RunningSystem) -> None:
+    url = running.system.ingress_url
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{url}/v1/commands", json={"action": "daily_summary", "arguments": {"summary": "private"}},
+            headers={"Authorization": f"Bearer {running.keys['acme']}"},
+        ) as response:
+            command_id = (await response.json())["command_id"]
+        async with session.get(
+            f"{url}/v1/commands/{command_id}?wait=5", headers={"Authorization": f"Bearer {running.keys['beta']}"}
+        ) as response:
+            assert response.status == 404
+
+
+async def test_no_credential_appears_in_any_topic_or_process_log(running: RunningSystem) -> None:
+    secrets = [value for t in running.tenants.values() for value in t.credentials.values() if isinstance(value, str)
+               and len(value) > 12]
+    secrets += list(running.keys.values())
+    settings = running.system.settings
+    topics = settings.topics
+    for topic in (topics.commands, topics.results, topics.config, *(topics.connector(c) for c in EXPECTED.values())):
+        for record in await read_topic(settings, topic):
+            blob = (record.value or b"") + b"".join(v for _, v in (record.headers or ()))
+            for secret in secrets:
+                assert secret.encode() not in blob, f"a credential leaked into {topic}"
+    for log in Path(running.system.log_dir).glob("*.log"):
+        text = log.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"a credential leaked into {log.name}"
