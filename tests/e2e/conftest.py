@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from core.vault import VaultAdmin
 from switchyard.demo import DemoTenant, demo_tenants
 from switchyard.system import LocalSystem
 
@@ -23,9 +24,21 @@ class RunningSystem:
 @pytest.fixture(scope="module")
 async def running(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSystem]:
     state: Path = tmp_path_factory.mktemp("system")
+    stack_env = dict(stack_env)
+    connectors = ("slack", "gmail", "notion", "jira")
+    if any(f"SWITCHYARD_VAULT_ROLE_ID_{c.upper()}" not in stack_env for c in connectors):
+        # Servers named by the environment may come without the pools' AppRoles.
+        admin = VaultAdmin(stack_env["VAULT_ADDR"], stack_env["VAULT_TOKEN"])
+        try:
+            for connector in connectors:
+                creds = await admin.bootstrap_pool(connector)
+                stack_env[f"SWITCHYARD_VAULT_ROLE_ID_{connector.upper()}"] = creds.role_id
+                stack_env[f"SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}"] = creds.secret_id
+        finally:
+            admin.close()
     system = LocalSystem(
         state,
-        connectors=("slack", "gmail", "notion", "jira"),
+        connectors=connectors,
         stack_env=stack_env,
         env={"SWITCHYARD_TOPIC_PREFIX": f"e2e{uuid.uuid4().hex[:8]}.", "SWITCHYARD_TOPIC_PARTITIONS": "3"},
     )
