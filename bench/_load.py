@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 
 from core.kafka import make_consumer, start_client
 from core.settings import Settings
+from ingress._follow import topic_partitions
 
 __all__ = ["ResultClock", "mcp_calls", "percentiles", "submit_batches", "direct_emulator_calls"]
 
@@ -48,9 +49,9 @@ class ResultClock:
 
     async def start(self) -> None:
         topic = self.settings.topics.results
+        partitions = await topic_partitions(self.settings, topic)
         self._consumer = make_consumer(self.settings, group_id=None, max_poll_records=5000)
         await start_client(self._consumer, what="bench results clock")
-        partitions = self._consumer.partitions_for_topic(topic) or set()
         assigned = [TopicPartition(topic, p) for p in partitions]
         self._consumer.assign(assigned)
         await self._consumer.seek_to_end(*assigned)

@@ -101,11 +101,19 @@ def setup_tracing(service_name: str, otlp_endpoint: str | None = None) -> Tracer
     return provider
 
 
+_tracers: dict[str, trace.Tracer] = {}
+
+
 def tracer(name: str = "switchyard") -> trace.Tracer:
-    if _provider is None:
-        setup_tracing("switchyard")
-    assert _provider is not None
-    return _provider.get_tracer(name)
+    # get_tracer builds a new Tracer (and an InstrumentationScope) per call: cache them,
+    # this runs once per command per hop.
+    found = _tracers.get(name)
+    if found is None:
+        if _provider is None:
+            setup_tracing("switchyard")
+        assert _provider is not None
+        found = _tracers[name] = _provider.get_tracer(name)
+    return found
 
 
 @contextmanager

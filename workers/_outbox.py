@@ -2,7 +2,9 @@
 
 A finished command's records (its Result, a retry-tier hand-off, a dead letter) and the
 consumer offsets that their completion allows are produced and committed atomically,
-every ``interval`` seconds or sooner when the batch fills. Either both land or neither:
+as soon as there is something to commit (group commit: while one transaction is in
+flight the next batch gathers, so batches grow with load and latency stays low when
+idle), and at least every ``interval`` seconds for offsets alone. Either both land or neither:
 a crash before the commit leaves the offsets where they were, the records are redone,
 and the aborted records are invisible to ``read_committed`` consumers. That is what
 makes "exactly one final Result per command" hold across SIGKILL and rebalances, not
@@ -35,6 +37,7 @@ class Outbox:
         group_id: str,
         *,
         interval: float = 0.05,
+        linger: float = 0.002,
         max_batch: int = 1_000,
         max_failures: int = 5,
     ) -> None:
@@ -42,6 +45,7 @@ class Outbox:
         self._tracker = tracker
         self._group_id = group_id
         self._interval = interval
+        self._linger = linger
         self._max_batch = max_batch
         self._max_failures = max_failures
         self._pending: list[Outgoing] = []
@@ -64,8 +68,7 @@ class Outbox:
             return False
         self._pending.extend(records)
         self._tracker.finish(tp, offset, generation)
-        if len(self._pending) >= self._max_batch:
-            self._full.set()
+        self._full.set()
         return True
 
     async def flush(self) -> None:
@@ -124,9 +127,12 @@ class Outbox:
                     await self._full.wait()
             except TimeoutError:
                 pass
-            self._full.clear()
             if self._stopped:
                 return
+            if self._linger and len(self._pending) < self._max_batch:
+                # A moment for concurrent completions to join this transaction.
+                await asyncio.sleep(self._linger)
+            self._full.clear()
             try:
                 await self.flush()
             except KafkaUnavailable:
