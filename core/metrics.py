@@ -1,0 +1,243 @@
+"""Prometheus metrics of one process, with bounded label cardinality.
+
+Each process builds one :class:`Metrics` (its own ``CollectorRegistry``, not the global
+one, so tests can build several) and exposes it on ``/metrics`` (:mod:`core.health`).
+
+Cardinality is bounded by construction: every tenant label goes through a
+:class:`TenantLabeler`, which admits the first ``tenant_cap`` distinct tenants of the
+process (default 200) and maps every later one to ``"other"``; workspaces are admitted
+per process up to ``space_cap`` and connectors up to ``connector_cap`` the same way. A
+flood of new tenant ids therefore adds no series once the caps are reached. Per-tenant
+detail beyond the cap is served by the results-topic observer (``ingress.observe``),
+whose per-tenant views are bounded by their own LRU.
+
+Latency histograms carry no tenant label on the per-stage series (stage × connector),
+and tenant × connector on the end-to-end series only, to keep the series count small.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from enum import IntEnum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from schemas import Command, Result, ResultStatus, RoutedCommand
+
+from ._metrics_lag import consumer_lag, group_lag
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "OTHER",
+    "BreakerState",
+    "Metrics",
+    "TenantLabeler",
+    "consumer_lag",
+    "group_lag",
+    "sum_by_topic",
+]
+
+OTHER = "other"
+
+# Seconds: from a fast local call to a command that waited through the retry tiers.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0)
+
+
+class BreakerState(IntEnum):
+    """Gauge values of ``switchyard_circuit_breaker_state``."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class TenantLabeler:
+    """Admits at most ``cap`` distinct label values per process; the rest become ``"other"``.
+
+    First come, first admitted, for the life of the process: evicting an admitted value
+    would make its counters restart and Prometheus read that as a reset, so the set only
+    grows until the cap. Thread-safe (workers may label from executor threads).
+    """
+
+    def __init__(self, cap: int = 200) -> None:
+        if cap < 0:
+            raise ValueError("cap must be >= 0")
+        self.cap = cap
+        self._admitted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return OTHER
+        if value in self._admitted:
+            return value
+        with self._lock:
+            if value in self._admitted:
+                return value
+            if len(self._admitted) >= self.cap:
+                return OTHER
+            self._admitted.add(value)
+            return value
+
+    def __len__(self) -> int:
+        return len(self._admitted)
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+class Metrics:
+    """Every Switchyard metric of one process, in its own registry."""
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        tenant_cap: int = 200,
+        space_cap: int = 1_000,
+        connector_cap: int = 64,
+    ) -> None:
+        self.service = service
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.tenants = TenantLabeler(tenant_cap)
+        self._spaces = TenantLabeler(space_cap)
+        self.connectors = TenantLabeler(connector_cap)
+        r = self.registry
+        ts, tsc = ["tenant", "space"], ["tenant", "space", "connector"]
+        self.accepted = Counter("switchyard_commands_accepted", "Commands accepted by the ingress.", ts, registry=r)
+        self.routed = Counter("switchyard_commands_routed", "Commands routed to a connector.", tsc, registry=r)
+        self.succeeded = Counter("switchyard_commands_succeeded", "Commands that succeeded.", tsc, registry=r)
+        self.failed = Counter(
+            "switchyard_commands_failed", "Commands that failed (final).", [*tsc, "code"], registry=r
+        )
+        self.rejected = Counter(
+            "switchyard_commands_rejected", "Commands rejected before running.", [*ts, "code"], registry=r
+        )
+        self.retried = Counter("switchyard_commands_retried", "Attempts scheduled for retry.", tsc, registry=r)
+        self.dead_lettered = Counter(
+            "switchyard_commands_dead_lettered", "Commands sent to the dead-letter topic.", tsc, registry=r
+        )
+        self.e2e_latency = Histogram(
+            "switchyard_command_latency_seconds",
+            "Submitted to finished, per final command.",
+            ["tenant", "connector"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_latency = Histogram(
+            "switchyard_stage_latency_seconds",
+            "Time spent between two stages (ingress_to_routed, routed_to_started, started_to_finished).",
+            ["stage", "connector"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("switchyard_in_flight", "Commands running now, per tenant.", ["tenant"], registry=r)
+        self.breaker = Gauge(
+            "switchyard_circuit_breaker_state",
+            "Circuit breaker per (tenant, connector): 0 closed, 1 half-open, 2 open.",
+            ["tenant", "connector"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "switchyard_consumer_lag", "Records not yet consumed, per consumer group and topic.",
+            ["group", "topic"], registry=r,
+        )
+        self.tenant_log_dropped = Counter(
+            "switchyard_tenant_log_dropped", "Tenant log lines dropped because the queue was full.",
+            registry=r,
+        )
+
+    # -- labels -----------------------------------------------------------------------
+
+    def labels(self, tenant_id: str | None, space_id: str | None = None) -> tuple[str, str]:
+        """Bounded (tenant, space) label values."""
+        tenant = self.tenants(tenant_id)
+        if tenant == OTHER or not space_id:
+            return tenant, OTHER
+        return tenant, self._spaces(f"{tenant}/{space_id}").partition("/")[2] or OTHER
+
+    def connector(self, name: str | None) -> str:
+        return self.connectors(name) if name else "none"
+
+    # -- events -----------------------------------------------------------------------
+
+    def command_accepted(self, command: Command) -> None:
+        self.accepted.labels(*self.labels(command.tenant_id, command.space_id)).inc()
+
+    def command_routed(self, routed: RoutedCommand) -> None:
+        tenant, space = self.labels(routed.tenant_id, routed.space_id)
+        connector = self.connector(routed.connector)
+        self.routed.labels(tenant, space, connector).inc()
+        seconds = _seconds(routed.submitted_at, routed.routed_at)
+        if seconds is not None:
+            self.stage_latency.labels("ingress_to_routed", connector).observe(seconds)
+
+    def command_retried(self, routed: RoutedCommand) -> None:
+        tenant, space = self.labels(routed.tenant_id, routed.space_id)
+        self.retried.labels(tenant, space, self.connector(routed.connector)).inc()
+
+    def command_started(self, routed: RoutedCommand, started_at: datetime) -> None:
+        """A worker started an attempt: counts it in flight and times routed → started."""
+        self.in_flight.labels(self.tenants(routed.tenant_id)).inc()
+        seconds = _seconds(routed.routed_at, started_at)
+        if seconds is not None:
+            self.stage_latency.labels("routed_to_started", self.connector(routed.connector)).observe(seconds)
+
+    def command_stopped(self, tenant_id: str) -> None:
+        """The attempt counted by :meth:`command_started` ended (any outcome)."""
+        self.in_flight.labels(self.tenants(tenant_id)).dec()
+
+    def result(self, result: Result) -> None:
+        """Count one final Result and observe its latencies (call once per Result written)."""
+        tenant, space = self.labels(result.tenant_id, result.space_id)
+        connector = self.connector(result.connector)
+        code = result.error.code.value if result.error is not None else "none"
+        status = result.status
+        if status is ResultStatus.SUCCEEDED:
+            self.succeeded.labels(tenant, space, connector).inc()
+        elif status is ResultStatus.REJECTED:
+            self.rejected.labels(tenant, space, code).inc()
+        else:
+            self.failed.labels(tenant, space, connector, code).inc()
+            if status is ResultStatus.DEAD_LETTERED:
+                self.dead_lettered.labels(tenant, space, connector).inc()
+        times = result.times
+        total = _seconds(times.submitted_at, times.finished_at)
+        if total is not None:
+            self.e2e_latency.labels(tenant, connector).observe(total)
+        ran = _seconds(times.started_at, times.finished_at)
+        if ran is not None and status is not ResultStatus.REJECTED:
+            self.stage_latency.labels("started_to_finished", connector).observe(ran)
+
+    def set_breaker(self, tenant_id: str, connector: str, state: BreakerState) -> None:
+        self.breaker.labels(self.tenants(tenant_id), self.connector(connector)).set(int(state))
+
+    def set_lag(self, group: str, lag_by_topic: dict[str, int]) -> None:
+        for topic, value in lag_by_topic.items():
+            self.lag.labels(group, topic).set(value)
+
+    # -- exposition -------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def series_count(self) -> int:
+        """Samples in the exposition: the number the label caps bound."""
+        return sum(len(family.samples) for family in self.registry.collect())
+
+
+def sum_by_topic(lag: dict[tuple[str, int], int], topics: Iterable[str] | None = None) -> dict[str, int]:
+    """Per-partition lag summed per topic (optionally only ``topics``)."""
+    wanted = set(topics) if topics is not None else None
+    out: dict[str, int] = {}
+    for (topic, _), value in lag.items():
+        if wanted is None or topic in wanted:
+            out[topic] = out.get(topic, 0) + value
+    return out

@@ -1,0 +1,234 @@
+"""Per-tenant execution log lines on the logs topic, keyed by tenant, plus secret redaction.
+
+A tenant's log stream can be followed by reading the logs topic filtered by key, without
+reading anyone else's lines (and with one partition per tenant, in order). Publishing
+never blocks the event loop: lines go to a bounded queue and a background task sends
+them in batches; when the queue is full the line is dropped and counted
+(``dropped`` and ``switchyard_tenant_log_dropped``), because losing a log line is
+better than stalling command execution.
+
+A line holds only these fields: ``ts, level, tenant_id, space_id, command_id, trace_id,
+msg`` and, when given, ``connector, action, status, code, attempt``. Nothing else of a
+log record is copied (so an ``extra`` dict holding a credential cannot leak), and the
+message goes through :func:`redact` first. Redaction is by pattern: values after
+secret-like keys (``token=``, ``"password": ...``, ``Authorization: Bearer ...``),
+known credential prefixes (Slack ``xox?-``, GitHub ``ghp_``/``github_pat_``, Google
+``ya29.``, Switchyard ``sy_`` keys, Vault ``hvs.``), JWTs, and long opaque tokens.
+
+Two ways in: :meth:`TenantLogPublisher.publish` (explicit), or
+:class:`TenantLogHandler` on a logger, which forwards records emitted inside a
+``core.logs.bind(tenant_id=...)`` block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from .kafka import make_producer, start_client
+from .logs import current_context
+from .metrics import Metrics
+from .settings import Settings
+
+__all__ = ["REDACTED", "TenantLogHandler", "TenantLogPublisher", "redact"]
+
+logger = logging.getLogger(__name__)
+
+REDACTED = "[redacted]"
+_MAX_MSG = 2_000
+_OPTIONAL = ("connector", "action", "status", "code", "attempt")
+
+_SECRET_KEYS = (
+    r"(?:access_?token|refresh_?token|id_?token|token|secret|client_?secret|password|passwd|pwd"
+    r"|api_?key|apikey|authorization|auth|credentials?|private_?key|session|cookie|signature)"
+)
+_PATTERNS = [
+    # key=value, key: value, "key": "value" (the value up to a delimiter).
+    re.compile(
+        rf"""(?i)(["']?\b[\w-]*{_SECRET_KEYS}["']?\s*[:=]\s*)(?:bearer\s+|basic\s+)?("[^"]*"|'[^']*'|[^\s,;&}}\]]+)"""
+    ),
+    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"),
+    re.compile(r"\b(?:xox[abposr]|xapp)-[A-Za-z0-9-]{6,}"),
+    re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{10,}|\bgithub_pat_[A-Za-z0-9_]{10,}"),
+    re.compile(r"\bya29\.[A-Za-z0-9._-]{6,}|\bhvs\.[A-Za-z0-9._-]{6,}|\bsy_[A-Za-z0-9_]{8,}"),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
+    # Long opaque tokens: 32+ URL-safe characters mixing letters and digits. A bare
+    # 32-hex trace id is kept (it is what people search logs by).
+    re.compile(r"\b(?![0-9a-f]{32}\b)(?=[A-Za-z0-9_\-+/]*\d)(?=[A-Za-z0-9_\-+/]*[A-Za-z])[A-Za-z0-9_\-+/]{32,}={0,2}"),
+]
+
+
+def redact(text: str, *, limit: int = _MAX_MSG) -> str:
+    """``text`` with secret-looking values replaced by ``[redacted]``, cut to ``limit`` chars."""
+    text = text[: limit * 2]  # bound the regex work on hostile input
+    first, *rest = _PATTERNS
+    text = first.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    for pattern in rest:
+        text = pattern.sub(REDACTED, text)
+    return text[:limit]
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+class TenantLogPublisher:
+    """Batches tenant log lines to ``settings.topics.logs``, keyed by tenant id."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        producer: AIOKafkaProducer | None = None,
+        max_queue: int = 10_000,
+        max_batch: int = 500,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.topics.logs
+        self._own_producer = producer is None
+        self._producer = producer
+        self._queue: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue(max_queue)
+        self._max_batch = max_batch
+        self._metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.sent = 0
+
+    async def start(self) -> None:
+        """Start the sender (and the producer, when this publisher owns it).
+
+        Raises:
+            KafkaUnavailable: the broker cannot be reached.
+        """
+        if self._producer is None:
+            self._producer = make_producer(self.settings, linger_ms=50)
+        if self._own_producer:
+            await start_client(self._producer, what="tenant log producer")
+        self._task = asyncio.create_task(self._run(), name="tenant-logs")
+
+    async def stop(self, *, flush_timeout: float = 5.0) -> None:
+        """Send what is queued (bounded by ``flush_timeout``), then stop."""
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(flush_timeout):
+                    await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._own_producer and self._producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self._producer.stop()
+
+    def publish(
+        self,
+        level: str,
+        msg: str,
+        *,
+        tenant_id: str,
+        space_id: str | None = None,
+        command_id: str | None = None,
+        trace_id: str | None = None,
+        ts: float | None = None,
+        **optional: str | int | None,
+    ) -> bool:
+        """Queue one line; returns False (and counts a drop) when the queue is full."""
+        line: dict[str, Any] = {
+            "ts": _iso(time.time() if ts is None else ts),
+            "level": level.lower(),
+            "tenant_id": tenant_id,
+            "space_id": space_id,
+            "command_id": command_id,
+            "trace_id": trace_id,
+            "msg": redact(msg),
+        }
+        for name in _OPTIONAL:
+            value = optional.get(name)
+            if value is not None:
+                line[name] = redact(str(value), limit=200) if isinstance(value, str) else value
+        try:
+            self._queue.put_nowait((tenant_id.encode(), orjson.dumps(line)))
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self._metrics is not None:
+                self._metrics.tenant_log_dropped.inc()
+            return False
+        return True
+
+    async def _run(self) -> None:
+        assert self._producer is not None
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                futures = [
+                    await self._producer.send(self.topic, value=value, key=key) for key, value in batch
+                ]
+                await asyncio.gather(*futures)
+                self.sent += len(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Log lines are best effort: count them as dropped and keep going.
+                self.dropped += len(batch)
+                logger.exception("could not send %d tenant log lines", len(batch))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+
+class TenantLogHandler(logging.Handler):
+    """Forwards log records emitted inside ``bind(tenant_id=...)`` to a publisher.
+
+    Records outside a tenant context, and records from other loggers than
+    ``namespaces`` (default: our components), are ignored, so library chatter never
+    reaches a tenant's stream. Must be used on the publisher's event loop thread.
+    """
+
+    def __init__(
+        self,
+        publisher: TenantLogPublisher,
+        *,
+        namespaces: tuple[str, ...] = ("workers", "router", "ingress"),
+        level: int = logging.INFO,
+    ) -> None:
+        super().__init__(level)
+        self.publisher = publisher
+        self.namespaces = namespaces
+
+    def emit(self, record: logging.LogRecord) -> None:
+        context = current_context()
+        tenant_id = context.get("tenant_id")
+        if not tenant_id or not record.name.startswith(self.namespaces):
+            return
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = str(record.msg)
+        fields = getattr(record, "fields", None)
+        optional = {
+            name: fields[name]
+            for name in _OPTIONAL
+            if isinstance(fields, dict) and isinstance(fields.get(name), str | int)
+        }
+        optional.update({name: context[name] for name in _OPTIONAL if name in context})
+        self.publisher.publish(
+            record.levelname,
+            message,
+            tenant_id=tenant_id,
+            space_id=context.get("space_id"),
+            command_id=context.get("command_id"),
+            trace_id=context.get("trace_id"),
+            ts=record.created,
+            **optional,
+        )

@@ -1,0 +1,153 @@
+"""Prometheus metrics: bounded labels, exposition, health server, consumer lag on real Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+from aiokafka import TopicPartition
+
+from core.health import serve_health, vault_reachable
+from core.kafka import ensure_topics, make_consumer, make_producer, start_client
+from core.metrics import OTHER, BreakerState, Metrics, TenantLabeler, consumer_lag
+from core.settings import Settings
+from schemas import ErrorCode, ResultStatus
+
+from ._support import make_result
+
+
+def test_tenant_labeler_admits_the_cap_then_maps_the_rest_to_other() -> None:
+    labeler = TenantLabeler(cap=3)
+    assert [labeler(t) for t in ("a", "b", "a", "c", "d", "e", "b")] == ["a", "b", "a", "c", OTHER, OTHER, "b"]
+    assert len(labeler) == 3
+
+
+def test_a_flood_of_100k_new_tenants_does_not_grow_series_or_memory_past_the_cap() -> None:
+    metrics = Metrics("test", tenant_cap=200)
+    result = make_result("warmup", spans=0)
+    # Fill the cap first, then measure what 100k further tenants add.
+    for i in range(200):
+        metrics.result(result.model_copy(update={"tenant_id": f"seed{i}"}))
+        metrics.accepted.labels(*metrics.labels(f"seed{i}", "main")).inc()
+    # The first tenant past the cap creates the "other" series once.
+    metrics.result(result.model_copy(update={"tenant_id": "overflow"}))
+    metrics.accepted.labels(*metrics.labels("overflow", "main")).inc()
+    metrics.in_flight.labels(metrics.tenants("overflow")).inc()
+    metrics.set_breaker("overflow", "slack", BreakerState.OPEN)
+    series_at_cap = metrics.series_count()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for i in range(100_000):
+            tenant = f"flood{i}"
+            labels = metrics.labels(tenant, f"space{i}")
+            metrics.accepted.labels(*labels).inc()
+            metrics.in_flight.labels(metrics.tenants(tenant)).inc()
+            metrics.set_breaker(tenant, "slack", BreakerState.OPEN)
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(metrics.tenants) == 200
+    assert metrics.series_count() == series_at_cap
+    assert after - before < 256 * 1024, f"grew by {after - before} bytes"
+    exposition = metrics.exposition().decode()
+    assert "flood" not in exposition and f'tenant="{OTHER}"' in exposition
+
+
+def test_result_counts_by_status_code_and_observes_latency() -> None:
+    metrics = Metrics("worker-slack")
+    metrics.result(make_result("acme", latency=0.2))
+    metrics.result(make_result("acme", status=ResultStatus.FAILED, code=ErrorCode.UPSTREAM_TIMEOUT))
+    metrics.result(make_result("acme", status=ResultStatus.REJECTED, code=ErrorCode.RATE_LIMITED))
+    metrics.result(make_result("acme", status=ResultStatus.DEAD_LETTERED, code=ErrorCode.RETRIES_EXHAUSTED))
+    text = metrics.exposition().decode()
+    assert 'switchyard_commands_succeeded_total{connector="slack",space="main",tenant="acme"} 1.0' in text
+    assert 'switchyard_commands_failed_total{code="upstream_timeout",connector="slack",space="main",tenant="acme"} 1.0' in text
+    assert 'switchyard_commands_rejected_total{code="rate_limited",space="main",tenant="acme"} 1.0' in text
+    assert 'switchyard_commands_dead_lettered_total{connector="slack",space="main",tenant="acme"} 1.0' in text
+    assert 'switchyard_command_latency_seconds_count{connector="slack",tenant="acme"} 4.0' in text
+
+
+def test_two_metrics_objects_have_separate_registries() -> None:
+    first, second = Metrics("a"), Metrics("b")
+    first.accepted.labels("acme", "main").inc()
+    assert "acme" in first.exposition().decode() and "acme" not in second.exposition().decode()
+
+
+async def test_health_server_serves_metrics_liveness_and_readiness(settings: Settings) -> None:
+    metrics = Metrics("router")
+    metrics.accepted.labels(*metrics.labels("acme", "main")).inc()
+    healthy = {"value": False}
+
+    async def flag() -> bool:
+        return healthy["value"]
+
+    checks = {"started": flag, "vault": vault_reachable(settings)}
+    async with serve_health(settings, metrics, checks, host="127.0.0.1", port=0) as port, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{port}"
+        async with http.get(f"{base}/metrics") as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+            assert 'switchyard_commands_accepted_total{space="main",tenant="acme"} 1.0' in await r.text()
+        async with http.get(f"{base}/healthz") as r:
+            assert r.status == 200
+        async with http.get(f"{base}/readyz") as r:
+            assert r.status == 503 and (await r.json())["checks"] == {"started": False, "vault": True}
+        healthy["value"] = True
+        async with http.get(f"{base}/readyz") as r:
+            assert r.status == 200
+
+
+async def test_serve_health_serves_nothing_without_a_port(settings: Settings) -> None:
+    async with serve_health(settings, Metrics("x")) as port:
+        assert port is None and settings.metrics_port is None
+
+
+async def test_consumer_lag_is_highwater_minus_committed_on_real_kafka(settings: Settings) -> None:
+    topic = settings.topics.connector("slack")
+    await ensure_topics(settings, [topic], partitions=1)
+    producer = make_producer(settings)
+    await start_client(producer, what="test producer")
+    try:
+        for i in range(10):
+            await producer.send_and_wait(topic, value=b"x", key=str(i).encode())
+    finally:
+        await producer.stop()
+    consumer = make_consumer(settings, topic, group_id=f"{settings.topic_prefix}workers.slack")
+    await start_client(consumer, what="test consumer")
+    try:
+        async with asyncio.timeout(30):
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=200)  # join the group (bounded)
+        tp = TopicPartition(topic, 0)
+        consumer.seek_to_beginning(tp)
+        got = 0
+        async with asyncio.timeout(30):
+            while got < 4:
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=4 - got)
+                got += sum(len(v) for v in batch.values())
+        await consumer.commit({tp: 4})
+        lag = await consumer_lag(consumer)
+        assert lag == {(topic, 0): 6}
+        metrics = Metrics("worker-slack")
+        metrics.set_lag("workers.slack", {topic: 6})
+        assert f'switchyard_consumer_lag{{group="workers.slack",topic="{topic}"}} 6.0' in metrics.exposition().decode()
+    finally:
+        await consumer.stop()
+
+
+def test_stage_latencies_are_observed_from_stage_times() -> None:
+    metrics = Metrics("worker")
+    result = make_result("acme", latency=1.0)
+    times = result.times.model_copy(
+        update={"routed_at": result.times.submitted_at + timedelta(seconds=0.1),
+                "started_at": result.times.submitted_at + timedelta(seconds=0.3)}
+    )
+    metrics.result(result.model_copy(update={"times": times}))
+    text = metrics.exposition().decode()
+    assert 'switchyard_stage_latency_seconds_count{connector="slack",stage="started_to_finished"} 1.0' in text
+    assert datetime.now(UTC) > result.times.finished_at - timedelta(seconds=5)

@@ -1,0 +1,139 @@
+"""REST scoping of the per-tenant views on the real ingress, fed from the real results topic."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from core.metrics import Metrics
+from core.settings import Settings
+from schemas import ErrorCode, ResultStatus
+
+from ._support import ObservedHarness, make_result, publish_results
+
+CANARY = "ghp_CanarySecret0123456789abcdef"
+
+
+async def _seed(h: ObservedHarness) -> tuple[object, object]:
+    acme = await h.add_tenant("acme")
+    beta = await h.add_tenant("beta")
+    results = [make_result("acme", connector="slack") for _ in range(6)]
+    results += [
+        make_result("acme", status=ResultStatus.FAILED, code=ErrorCode.CREDENTIALS_INVALID,
+                    connector="gmail", message=f"401 from gmail with access_token={CANARY}"),
+        make_result("beta", connector="notion"),
+        make_result("beta", status=ResultStatus.FAILED, connector="jira", message=f"boom {CANARY}"),
+    ]
+    await publish_results(h.settings, results)
+    await h.wait_for_results(len(results))
+    return acme, beta
+
+
+async def test_a_tenant_key_reads_only_its_own_tenant_and_the_admin_reads_all(settings: Settings) -> None:
+    async with ObservedHarness(settings) as h:
+        acme, beta = await _seed(h)
+        c = h.client
+        r = await c.get("/v1/tenants/acme/metrics", headers=acme.headers)
+        assert r.status == 200
+        m = await r.json()
+        assert m["total"] == 7 and m["errors_by_connector"] == {"gmail": 1}
+        r = await c.get("/v1/tenants/acme/commands?connector=slack&limit=3", headers=acme.headers)
+        body = await r.json()
+        assert r.status == 200 and len(body["commands"]) == 3
+        assert {x["connector"] for x in body["commands"]} == {"slack"}
+        for path in ("metrics", "errors", "commands"):
+            r = await c.get(f"/v1/tenants/beta/{path}", headers=acme.headers)
+            assert r.status == 403, path
+        r = await c.get("/v1/tenants/beta/errors", headers=beta.headers)
+        failures = (await r.json())["failures"]
+        assert [f["connector"] for f in failures] == ["jira"]
+        r = await c.get("/v1/admin/overview", headers=acme.headers)
+        assert r.status == 403
+        r = await c.get("/v1/admin/overview", headers=h.admin_headers)
+        overview = await r.json()
+        assert r.status == 200 and {t["tenant_id"] for t in overview["tenants"]} == {"acme", "beta"}
+        assert {p["connector"] for p in overview["pools"]} >= {"slack", "gmail", "jira"}
+        for tenant in ("acme", "beta"):
+            r = await c.get(f"/v1/tenants/{tenant}/metrics", headers=h.admin_headers)
+            assert r.status == 200
+        r = await c.get("/v1/tenants/acme/metrics")
+        assert r.status == 401
+        r = await c.get("/v1/tenants/acme/metrics", headers={"Authorization": "Bearer sy_nope_nope"})
+        assert r.status == 401
+
+
+async def test_a_trace_is_served_to_its_tenant_and_is_a_403_for_another(settings: Settings) -> None:
+    async with ObservedHarness(settings) as h:
+        acme, beta = await _seed(h)
+        command_id = h.observer.aggregator.commands("acme", limit=1)[0]["command_id"]
+        r = await h.client.get(f"/v1/tenants/acme/commands/{command_id}/trace", headers=acme.headers)
+        trace = await r.json()
+        assert r.status == 200 and len(trace["spans"]) == 3 and len(trace["trace_id"]) == 32
+        r = await h.client.get(f"/v1/tenants/acme/commands/{command_id}/trace", headers=beta.headers)
+        assert r.status == 403
+        r = await h.client.get(f"/v1/tenants/beta/commands/{command_id}/trace", headers=beta.headers)
+        assert r.status == 404
+
+
+async def test_commands_submitted_through_the_ingress_show_up_with_their_spans(settings: Settings) -> None:
+    async with ObservedHarness(settings) as h:
+        acme = await h.add_tenant("acme")
+        async with h.responder():
+            r = await h.client.post(
+                "/v1/commands?wait=20", json={"action": "echo", "arguments": {"text": "hi"}}, headers=acme.headers
+            )
+            assert r.status in (200, 202)
+            command_id = (await r.json())["command_id"]
+            async with asyncio.timeout(30):
+                while h.observer.aggregator.trace("acme", command_id) is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # the observer reads the same results topic
+        r = await h.client.get(f"/v1/tenants/acme/commands/{command_id}/trace", headers=acme.headers)
+        trace = await r.json()
+        assert r.status == 200 and trace["status"] == "succeeded" and trace["spans"]
+
+
+async def test_the_live_stream_sends_snapshots_of_the_callers_own_tenant(settings: Settings) -> None:
+    async with ObservedHarness(settings) as h:
+        acme, _ = await _seed(h)
+        h.observer.stream_lifetime = 0.5
+        r = await h.client.get("/v1/stream?view=tenant", headers=acme.headers)
+        assert r.status == 200 and r.headers["Content-Type"] == "text/event-stream"
+        text = await r.text()
+        snapshots = [
+            orjson.loads(chunk.split("data: ", 1)[1])
+            for chunk in text.split("\n\n")
+            if chunk.startswith("event: snapshot")
+        ]
+        assert snapshots and all(s["tenant_id"] == "acme" for s in snapshots)
+        assert "event: reconnect" in text and "beta" not in text
+        r = await h.client.get("/v1/stream?view=tenant&tenant=beta", headers=acme.headers)
+        assert r.status == 403
+        r = await h.client.get("/v1/stream?view=admin", headers=acme.headers)
+        assert r.status == 403
+
+
+async def test_a_canary_secret_appears_in_no_response_page_or_metric(settings: Settings) -> None:
+    async with ObservedHarness(settings) as h:
+        acme, beta = await _seed(h)
+        h.observer.stream_lifetime = 0.2
+        bodies = []
+        for headers, tenant in ((acme.headers, "acme"), (beta.headers, "beta"), (h.admin_headers, "acme")):
+            for path in ("metrics", "errors", "commands"):
+                r = await h.client.get(f"/v1/tenants/{tenant}/{path}", headers=headers)
+                assert r.status == 200
+                bodies.append(await r.text())
+        for view in ("tenant", "admin"):
+            r = await h.client.get(f"/v1/stream?view={view}&tenant=acme", headers=h.admin_headers)
+            bodies.append(await r.text())
+        for path in ("/dashboard", "/dashboard/app.js", "/dashboard/app.css"):
+            r = await h.client.get(path)
+            assert r.status == 200
+            bodies.append(await r.text())
+        r = await h.client.get("/v1/tenants/acme/errors", headers=acme.headers)
+        message = (await r.json())["failures"][0]["message"]
+        assert message.startswith("401 from gmail with access_token=")
+        metrics = Metrics("worker-gmail")
+        metrics.result(make_result("acme", status=ResultStatus.FAILED, message=f"token={CANARY}"))
+        bodies.append(metrics.exposition().decode())
+        assert all(CANARY not in body for body in bodies)

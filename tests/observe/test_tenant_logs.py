@@ -1,0 +1,61 @@
+"""Per-tenant log lines on the real logs topic, keyed by tenant, bounded and redacted."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from core.kafka import ensure_topics
+from core.logs import bind
+from core.metrics import Metrics
+from core.settings import Settings
+from core.tenant_logs import TenantLogHandler, TenantLogPublisher
+from ingress.testing import read_topic
+
+CANARY = "xoxb-canary-7f3a9c1e5b"
+
+
+async def test_one_tenants_lines_are_keyed_by_it_and_its_stream_holds_no_other_tenant(
+    settings: Settings,
+) -> None:
+    await ensure_topics(settings, [settings.topics.logs])
+    publisher = TenantLogPublisher(settings)
+    handler = TenantLogHandler(publisher)
+    log = logging.getLogger("workers.test_tenant_logs")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    await publisher.start()
+    try:
+        for i in range(5):
+            with bind(tenant_id="acme", space_id="sales", command_id=f"c{i}", trace_id="ab" * 16):
+                log.info("sent message %d with token=%s", i, CANARY, extra={"fields": {"connector": "slack", "token": CANARY}})
+            with bind(tenant_id="beta", space_id="ops", command_id=f"d{i}"):
+                log.warning("beta line %d", i)
+        log.info("outside any tenant: not published")
+        publisher.publish("info", f"explicit line, Authorization: Bearer {CANARY}", tenant_id="acme", command_id="c9")
+    finally:
+        await publisher.stop()
+        log.removeHandler(handler)
+    assert publisher.sent == 11 and publisher.dropped == 0
+    records = await read_topic(settings, settings.topics.logs)
+    assert {r.key for r in records} == {b"acme", b"beta"}
+    acme = [orjson.loads(r.value) for r in records if r.key == b"acme"]
+    assert len(acme) == 6
+    assert all(line["tenant_id"] == "acme" for line in acme)
+    assert not any("beta" in r.value.decode() for r in records if r.key == b"acme")
+    first = next(line for line in acme if line["command_id"] == "c0")
+    assert set(first) == {"ts", "level", "tenant_id", "space_id", "command_id", "trace_id", "msg", "connector"}
+    assert first["msg"].startswith("sent message 0 with token=") and first["trace_id"] == "ab" * 16
+    assert all(CANARY not in r.value.decode() for r in records)
+    # A tenant's lines share one partition: the tenant's stream is ordered.
+    assert len({r.partition for r in records if r.key == b"acme"}) == 1
+
+
+async def test_a_full_queue_drops_and_counts_lines_instead_of_blocking(settings: Settings) -> None:
+    metrics = Metrics("worker")
+    publisher = TenantLogPublisher(settings, max_queue=10, metrics=metrics)
+    # Not started: nothing drains the queue, so the 11th line onwards must be dropped at once.
+    accepted = [publisher.publish("info", f"line {i}", tenant_id="acme") for i in range(25)]
+    assert accepted.count(True) == 10 and publisher.dropped == 15
+    assert "switchyard_tenant_log_dropped_total 15.0" in metrics.exposition().decode()
