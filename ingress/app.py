@@ -15,8 +15,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from core.health import add_metrics_route
+from core.metrics import Metrics
 from core.settings import Settings
 
+from . import dashboard, observe
 from ._admin_http import add_admin_routes
 from ._http import LIMITS, Limits, error_middleware, json_response
 from ._state import STATE, IngressState
@@ -129,4 +132,9 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
     add_routes(app)
     add_admin_routes(app)
     _setup_mcp(app, services)
+    metrics = Metrics("ingress")
+    pipeline.metrics = metrics
+    add_metrics_route(app, metrics)
+    observe.setup(app, services, settings)
+    dashboard.setup(app)
     return app

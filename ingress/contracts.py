@@ -70,7 +70,7 @@ class Pipeline(Protocol):
         """
         ...
 
-    async def wait(self, identity: Identity, command_id: str, timeout: float) -> Result | None:
+    async def wait(self, identity: Identity, command_id: str, timeout: float) -> Result | None:  # noqa: ASYNC109
         """The command's final Result, waiting up to ``timeout`` seconds (None on timeout).
 
         Only results of ``identity.tenant_id`` are returned; another tenant's command id

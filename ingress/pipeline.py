@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from core.errors import KafkaUnavailable
 from core.kafka import make_producer, start_client
 from core.logs import bind
+from core.metrics import Metrics
 from core.settings import Settings
 from core.telemetry import capture_spans, current_trace_id, inject, tracer
 from schemas import COMMAND_SCHEMA_VERSION, Command, CommandSource, Headers, Result
@@ -94,6 +95,8 @@ class KafkaPipeline:
         self.producer: AIOKafkaProducer | None = None
         # One tracer for the process: looking it up per command costs more than the span.
         self._tracer = tracer("switchyard.ingress")
+        # Set by the app when the process exposes metrics.
+        self.metrics: Metrics | None = None
 
     async def start(self) -> None:
         """Start the producer.
@@ -179,6 +182,8 @@ class KafkaPipeline:
                     outcomes[index] = exc
         for index, command, future in sends:
             outcomes[index] = await self._settle(command, future)
+            if self.metrics is not None and isinstance(outcomes[index], tuple):
+                self.metrics.command_accepted(command)
         for index, command, inflight in replays:
             try:
                 await asyncio.shield(inflight)

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 # helm (for the chart tests) is built from its Go module once and cached.
 if command -v go >/dev/null; then bash scripts/install-helm.sh >/dev/null; fi
+# Debian's chromium for the dashboard test (Playwright drives the system browser).
+bash scripts/install-browser.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
