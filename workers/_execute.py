@@ -25,7 +25,7 @@ from core.errors import CommandError, PermanentError, RetryableError
 from core.logs import bind
 from core.telemetry import capture_spans, current_trace_id, extract, inject, tracer
 from core.vault import TenantSecret
-from schemas import ErrorCode, ErrorInfo, ResultStatus, RoutedCommand, SpanRecord, Topics
+from schemas import ErrorCode, ErrorInfo, Result, ResultStatus, RoutedCommand, SpanRecord, Topics
 
 from ._breaker import CircuitBreakers
 from ._credentials import Credentials, token_expired
@@ -60,6 +60,7 @@ class Job:
 class Outcome:
     records: list[Outgoing]
     status: ResultStatus | None  # None: handed to a retry tier, no final Result yet
+    result: Result | None = None  # the final Result, for metrics
 
 
 def now() -> datetime:
@@ -365,7 +366,7 @@ class Executor:
                 spans=spans,
             )
         records.append(record_for(topics.results, command, result, KIND_RESULT, context))
-        return Outcome(records, result.status)
+        return Outcome(records, result.status, result)
 
 
 @dataclass(slots=True)

@@ -150,6 +150,8 @@ class WorkerPool:
         self._seq = itertools.count()
         self._bp_paused = False
         self.completed: dict[str, int] = {}
+        # Set by the command when the process exposes metrics (core.metrics.Metrics).
+        self.metrics: Any = None
         self._started = False
 
     async def start(self) -> None:
@@ -315,6 +317,9 @@ class WorkerPool:
             task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, tenant: str, item: _Item) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.command_started(item.job.command, now())
         try:
             try:
                 outcome = await self.executor.run(item.job)
@@ -325,8 +330,16 @@ class WorkerPool:
         finally:
             self.scheduler.release(tenant)
             self._running[item.tp] -= 1
-        if self.outbox.add(outcome.records, item.tp, item.offset, item.generation) and outcome.status:
-            self.completed[outcome.status.value] = self.completed.get(outcome.status.value, 0) + 1
+            if metrics is not None:
+                metrics.command_stopped(tenant)
+        if self.outbox.add(outcome.records, item.tp, item.offset, item.generation):
+            if outcome.status:
+                self.completed[outcome.status.value] = self.completed.get(outcome.status.value, 0) + 1
+            if metrics is not None:
+                if outcome.result is not None:
+                    metrics.result(outcome.result)
+                elif outcome.status is None:
+                    metrics.command_retried(item.job.command)
 
     def _crashed(self, item: _Item) -> Outcome:
         command = item.job.command

@@ -13,13 +13,17 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
+from aiokafka.errors import KafkaError
 
+from core._metrics_lag import consumer_lag
 from core.errors import ConfigurationError, KafkaUnavailable, PermanentError
+from core.health import serve_health, vault_reachable
 from core.logs import configure_logging
+from core.metrics import Metrics
 from core.settings import Settings, connector_env, load_settings
 from core.telemetry import setup_tracing
 from core.vault import AppRoleCredentials, PoolVault
@@ -87,23 +91,57 @@ def oauth_refresher(connector: Connector, base_url: str) -> OAuthRefresh | None:
     return refresh
 
 
-async def serve(pool: WorkerPool) -> int:
-    """Run ``pool`` until SIGTERM/SIGINT; returns the process exit code."""
+async def _report_lag(pool: WorkerPool, metrics: Metrics) -> None:
+    """Consumer lag of this pool's partitions, every 10 s (for the metrics endpoint)."""
+    while True:
+        await asyncio.sleep(10)
+        consumer = getattr(pool, "consumer", None)
+        if consumer is None:
+            continue
+        try:
+            lag = await consumer_lag(consumer)
+        except (KafkaError, OSError, AssertionError):
+            continue
+        by_topic: dict[str, int] = {}
+        for (topic, _partition), value in lag.items():
+            by_topic[topic] = by_topic.get(topic, 0) + value
+        metrics.set_lag(pool.group_id, by_topic)
+
+
+async def serve(pool: WorkerPool, metrics: Metrics | None = None) -> int:
+    """Run ``pool`` until SIGTERM/SIGINT; returns the process exit code.
+
+    With ``metrics``, serves ``/metrics``, ``/healthz`` and ``/readyz`` on
+    ``SWITCHYARD_METRICS_PORT`` (when set) while the pool runs.
+    """
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, pool.request_stop)
+    metrics = metrics or Metrics(f"worker-{pool.connector.name}")
+    pool.metrics = metrics
+    checks = {"kafka": pool_started(pool), "vault": vault_reachable(pool.settings)}
+    lag_task = asyncio.create_task(_report_lag(pool, metrics))
     try:
-        await pool.run()
+        async with serve_health(pool.settings, metrics, checks):
+            await pool.run()
     except KafkaUnavailable as exc:
         logger.error("worker pool stopped: %s", exc)
         return 1
     finally:
+        lag_task.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         close = getattr(pool.vault, "close", None)
         if close is not None:
             close()
     return 0
+
+
+def pool_started(pool: WorkerPool) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return getattr(pool, "consumer", None) is not None and not pool._stopping.is_set()
+
+    return check
 
 
 def _pool_vault(settings: Settings, connector: str) -> PoolVault:
