@@ -152,6 +152,8 @@ class WorkerPool:
         self.completed: dict[str, int] = {}
         # Set by the command when the process exposes metrics (core.metrics.Metrics).
         self.metrics: Any = None
+        # Set by the command: per-tenant execution lines to the logs topic (core.tenant_logs).
+        self.tenant_logs: Any = None
         self._started = False
 
     async def start(self) -> None:
@@ -340,6 +342,27 @@ class WorkerPool:
                     metrics.result(outcome.result)
                 elif outcome.status is None:
                     metrics.command_retried(item.job.command)
+            if self.tenant_logs is not None:
+                self._log_for_tenant(item.job.command, outcome)
+
+    def _log_for_tenant(self, command: RoutedCommand, outcome: Outcome) -> None:
+        result = outcome.result
+        status = result.status.value if result is not None else "retry_scheduled"
+        error = result.error if result is not None else (command.errors[-1] if command.errors else None)
+        self.tenant_logs.publish(
+            "info" if status == "succeeded" else "warning",
+            f"{command.action} via {command.connector}.{command.operation}: {status}"
+            + (f" ({error.code.value}: {error.message})" if error is not None and status != "succeeded" else ""),
+            tenant_id=command.tenant_id,
+            space_id=command.space_id,
+            command_id=command.command_id,
+            trace_id=result.trace_id if result is not None else None,
+            connector=command.connector,
+            action=command.action,
+            status=status,
+            code=error.code.value if error is not None else None,
+            attempt=command.attempt,
+        )
 
     def _crashed(self, item: _Item) -> Outcome:
         command = item.job.command

@@ -26,6 +26,7 @@ from core.logs import configure_logging
 from core.metrics import Metrics
 from core.settings import Settings, connector_env, load_settings
 from core.telemetry import setup_tracing
+from core.tenant_logs import TenantLogPublisher
 from core.vault import AppRoleCredentials, PoolVault
 from schemas import CONNECTORS, RETRY_TIERS
 
@@ -121,6 +122,12 @@ async def serve(pool: WorkerPool, metrics: Metrics | None = None) -> int:
     pool.metrics = metrics
     checks = {"kafka": pool_started(pool), "vault": vault_reachable(pool.settings)}
     lag_task = asyncio.create_task(_report_lag(pool, metrics))
+    tenant_logs = TenantLogPublisher(pool.settings, metrics=metrics)
+    try:
+        await tenant_logs.start()
+        pool.tenant_logs = tenant_logs
+    except KafkaUnavailable as exc:
+        logger.warning("tenant log topic unavailable, continuing without it: %s", exc)
     try:
         async with serve_health(pool.settings, metrics, checks):
             await pool.run()
@@ -129,6 +136,8 @@ async def serve(pool: WorkerPool, metrics: Metrics | None = None) -> int:
         return 1
     finally:
         lag_task.cancel()
+        if pool.tenant_logs is not None:
+            await tenant_logs.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         close = getattr(pool.vault, "close", None)

@@ -87,7 +87,10 @@ async def test_no_credential_appears_in_any_topic_or_process_log(running: Runnin
     secrets += list(running.keys.values())
     settings = running.system.settings
     topics = settings.topics
-    for topic in (topics.commands, topics.results, topics.config, *(topics.connector(c) for c in EXPECTED.values())):
+    for topic in (
+        topics.commands, topics.results, topics.config, topics.logs, topics.dead_letters,
+        *(topics.connector(c) for c in EXPECTED.values()),
+    ):
         for record in await read_topic(settings, topic):
             blob = (record.value or b"") + b"".join(v for _, v in (record.headers or ()))
             for secret in secrets:
@@ -96,3 +99,11 @@ async def test_no_credential_appears_in_any_topic_or_process_log(running: Runnin
         text = log.read_text(errors="replace")
         for secret in secrets:
             assert secret not in text, f"a credential leaked into {log.name}"
+
+
+async def test_each_tenants_execution_log_stream_is_keyed_by_that_tenant(running: RunningSystem) -> None:
+    settings = running.system.settings
+    lines = [(record.key.decode(), orjson.loads(record.value)) for record in await read_topic(settings, settings.topics.logs)]
+    assert {key for key, _ in lines} >= set(EXPECTED)
+    assert all(line["tenant_id"] == key for key, line in lines)
+    assert all(line.get("connector") == EXPECTED[key] for key, line in lines)
