@@ -1,3 +1,14 @@
-"""router."""
+"""The router: a faust stream that resolves each tenant's action and fans commands out.
 
-__all__: list[str] = []
+``switchyard router`` runs it (``router.command``); ``router.app.create_app`` builds
+the faust app. Partition count: the commands topic, every connector topic, the results
+topic and the router's table changelogs all have ``SWITCHYARD_TOPIC_PARTITIONS``
+partitions (default 6), chosen once per deployment — see ``router.app``.
+
+Only the argument-mapping compiler is exported here, so tools (``switchyard tenants``)
+can validate mappings without importing faust.
+"""
+
+from ._mapping import MappingError, compile_mapping
+
+__all__ = ["MappingError", "compile_mapping"]

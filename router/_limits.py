@@ -1,0 +1,66 @@
+"""Usage limits of one workspace: a token bucket and a daily (UTC) quota (pure).
+
+The state is a small JSON dict kept in the router's ``usage`` table, one per
+(tenant, space), so it is changelogged and co-partitioned with the commands.
+Only commands that would be routed are counted: a rejected command spends nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from core.errors import PermanentError
+from schemas import ErrorCode, Limits
+
+__all__ = ["admit"]
+
+
+def _day(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+def _seconds_to_midnight(now: float) -> float:
+    moment = datetime.fromtimestamp(now, UTC)
+    midnight = (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(0.0, (midnight - moment).total_seconds())
+
+
+def admit(
+    state: dict[str, Any] | None, limits: Limits, now: float | None = None
+) -> tuple[dict[str, Any], PermanentError | None]:
+    """Spend one token and one unit of quota, or say which limit refused.
+
+    Returns the new state (to store whatever the outcome, so the bucket's refill time
+    moves on) and ``None``, or the unchanged-but-refilled state and the rejection.
+    """
+    now = time.time() if now is None else now
+    state = dict(state or {})
+    tokens = float(state.get("tokens", limits.burst))
+    last = float(state.get("ts", now))
+    # A clock step backwards must not mint tokens nor leave the bucket stuck.
+    elapsed = max(0.0, now - last)
+    tokens = min(float(limits.burst), tokens + elapsed * limits.rate_per_second)
+    day = _day(now)
+    used = int(state.get("used", 0)) if state.get("day") == day else 0
+    new = {"tokens": tokens, "ts": now, "day": day, "used": used}
+    if limits.daily_quota is not None and used >= limits.daily_quota:
+        wait = _seconds_to_midnight(now)
+        return new, PermanentError(
+            ErrorCode.QUOTA_EXHAUSTED,
+            f"daily quota of {limits.daily_quota} commands is used up (resets at 00:00 UTC)",
+            retry_after=round(wait, 3),
+        )
+    if tokens < 1.0:
+        wait = (1.0 - tokens) / limits.rate_per_second
+        wait = math.ceil(wait * 1000) / 1000
+        return new, PermanentError(
+            ErrorCode.RATE_LIMITED,
+            f"rate limit of {limits.rate_per_second:g}/s (burst {limits.burst}) exceeded; retry after {wait:g}s",
+            retry_after=wait,
+        )
+    new["tokens"] = tokens - 1.0
+    new["used"] = used + 1
+    return new, None

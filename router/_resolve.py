@@ -1,0 +1,170 @@
+"""Resolving one command against its workspace: access, schema, mapping (pure, no I/O).
+
+The checks run in a fixed order so a command gets the most basic reason first:
+deadline → workspace → action → enabled → connector → role → arguments → mapping.
+Usage limits come last (``router._limits``) so rejected commands do not spend quota.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, best_match
+
+from core.errors import PermanentError
+from schemas import ActionConfig, Command, ErrorCode, WorkspaceConfig
+
+from ._mapping import MappingError, compile_mapping
+
+__all__ = ["ActionCache", "CompiledAction", "Resolution", "resolve"]
+
+_MAX_MESSAGE = 300
+
+
+def _clip(text: str, limit: int = _MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledAction:
+    """An action's validator and mapping, compiled once per configuration version."""
+
+    validator: Draft202012Validator | None
+    schema_error: str | None
+    render: Callable[[dict[str, Any]], dict[str, Any]] | None
+    mapping_error: str | None
+
+
+def _compile(action: ActionConfig) -> CompiledAction:
+    validator: Draft202012Validator | None = None
+    schema_error = None
+    try:
+        Draft202012Validator.check_schema(action.input_schema)
+        validator = Draft202012Validator(action.input_schema)
+    except SchemaError as exc:
+        schema_error = _clip(exc.message)
+    render = None
+    mapping_error = None
+    try:
+        render = compile_mapping(action.arguments)
+    except MappingError as exc:
+        mapping_error = _clip(str(exc))
+    return CompiledAction(validator, schema_error, render, mapping_error)
+
+
+class ActionCache:
+    """Bounded LRU of compiled actions keyed by (tenant, space, version, action).
+
+    The entry also remembers the ActionConfig it was compiled from: a workspace
+    republished under the same version with different content is recompiled, not
+    served stale.
+    """
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._entries: OrderedDict[
+            tuple[str, str, int, str], tuple[ActionConfig, CompiledAction]
+        ] = OrderedDict()
+
+    def get(self, workspace: WorkspaceConfig, action: ActionConfig) -> CompiledAction:
+        key = (workspace.tenant_id, workspace.space_id, workspace.version, action.name)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is action:
+            self._entries.move_to_end(key)
+            return hit[1]
+        compiled = _compile(action)
+        self._entries[key] = (action, compiled)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return compiled
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Where an accepted command goes."""
+
+    action: ActionConfig
+    resolved_arguments: dict[str, Any]
+
+
+def _allowed(patterns: list[str], name: str) -> bool:
+    return "*" in patterns or name in patterns
+
+
+def _reject(code: ErrorCode, message: str) -> PermanentError:
+    return PermanentError(code, _clip(message, 1000))
+
+
+def resolve(
+    command: Command, workspace: WorkspaceConfig | None, now: datetime, cache: ActionCache
+) -> Resolution:
+    """Resolve ``command`` to its action and mapped arguments, or say why not.
+
+    Raises:
+        PermanentError: with the rejection code (DEADLINE_EXPIRED, UNKNOWN_WORKSPACE,
+            UNKNOWN_ACTION, ACTION_DISABLED, CONNECTOR_DISABLED, ROLE_DENIED,
+            INVALID_ARGUMENTS, MAPPING_FAILED or INTERNAL for a broken schema).
+    """
+    if command.expired(now):
+        raise _reject(ErrorCode.DEADLINE_EXPIRED, "the command's deadline passed before routing")
+    if workspace is None:
+        raise _reject(
+            ErrorCode.UNKNOWN_WORKSPACE,
+            f"workspace {command.space_id!r} of tenant {command.tenant_id!r} is not configured",
+        )
+    action = workspace.action(command.action)
+    if action is None:
+        raise _reject(ErrorCode.UNKNOWN_ACTION, f"action {command.action!r} is not defined")
+    if not action.enabled:
+        raise _reject(ErrorCode.ACTION_DISABLED, f"action {action.name!r} is disabled")
+    if action.connector not in workspace.connectors:
+        raise _reject(
+            ErrorCode.CONNECTOR_DISABLED,
+            f"connector {action.connector!r} is not enabled in this workspace",
+        )
+    policy = workspace.roles.get(command.role)
+    if policy is None:
+        raise _reject(ErrorCode.ROLE_DENIED, f"role {command.role!r} is not defined here")
+    if action.roles and command.role not in action.roles:
+        raise _reject(
+            ErrorCode.ROLE_DENIED, f"role {command.role!r} may not call action {action.name!r}"
+        )
+    if not _allowed(policy.actions, action.name):
+        raise _reject(
+            ErrorCode.ROLE_DENIED, f"role {command.role!r} may not call action {action.name!r}"
+        )
+    if not _allowed(policy.connectors, action.connector):
+        raise _reject(
+            ErrorCode.ROLE_DENIED,
+            f"role {command.role!r} may not use connector {action.connector!r}",
+        )
+    compiled = cache.get(workspace, action)
+    if compiled.validator is None:
+        raise _reject(
+            ErrorCode.INTERNAL,
+            f"action {action.name!r} has an invalid input schema: {compiled.schema_error}",
+        )
+    error = best_match(compiled.validator.iter_errors(command.arguments))
+    if error is not None:
+        raise _reject(
+            ErrorCode.INVALID_ARGUMENTS,
+            f"arguments{error.json_path[1:]}: {_clip(error.message, 200)}",
+        )
+    if compiled.render is None:
+        raise _reject(
+            ErrorCode.MAPPING_FAILED, f"argument mapping does not compile: {compiled.mapping_error}"
+        )
+    try:
+        resolved = compiled.render(command.arguments)
+    except MappingError as exc:
+        raise _reject(ErrorCode.MAPPING_FAILED, f"argument mapping failed: {exc}") from None
+    return Resolution(action=action, resolved_arguments=resolved)

@@ -1,0 +1,439 @@
+"""Routing a batch of commands: decide, make state durable, send, and only then ack.
+
+Order of effects for one batch (what makes "no command lost, none routed twice" hold
+without Kafka transactions):
+
+1. Decide every command (config lookup, checks, limits) in memory.
+2. Write a ``pending`` dedup entry per command (naming the output's topic and
+   partition) plus the usage counters to the changelogs, and **wait for the acks**.
+3. Send the outputs (RoutedCommand or rejected Result) and **wait for the acks**.
+4. Write ``done`` dedup entries (acks not awaited) and return, which acks the batch's events to faust; faust commits
+   acked offsets periodically.
+
+A crash before 2 completes replays commands that left no trace. A crash between 2 and 4
+replays commands whose entry is ``pending``: the router then reads the named output
+partition (``router._verify``) and drops those already sent. A crash after 3 replays
+commands whose entry says ``done`` (or ``pending`` with the output present): dropped.
+
+Outputs and changelog writes go through our own idempotent, ``acks=all`` producer
+(``core.kafka``) rather than faust's (not idempotent outside exactly-once mode, and its
+send buffer gives no dependable per-record ack); the batch awaits the acks explicitly,
+so the at-least-once story does not depend on faust's producer or commit flush. If the
+batch fails or is cancelled (SIGTERM mid-batch), its messages are marked handled
+*without* telling the consumer, so faust never commits their offsets, and the router
+stops: the next owner of the partition replays them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
+
+from core.errors import CommandError, PermanentError
+from core.logs import bind
+from core.settings import Settings
+from core.telemetry import capture_spans, current_trace_id, extract, inject, span
+from schemas import (
+    Command,
+    ErrorCode,
+    Headers,
+    Result,
+    ResultStatus,
+    RoutedCommand,
+    StageTimes,
+)
+from schemas.trace import MAX_SPANS
+
+from ._config_view import ConfigView
+from ._limits import admit
+from ._resolve import ActionCache, resolve
+from ._state import PartitionedState, dedup_key, usage_key
+from ._verify import InDoubt, find_sent
+
+__all__ = ["Outgoing", "Router"]
+
+logger = logging.getLogger(__name__)
+
+KIND_ROUTED = b"routed"
+KIND_RESULT = b"result"
+
+
+@dataclass(slots=True)
+class Outgoing:
+    topic: str
+    partition: int
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    command_id: str
+    rejected: ErrorCode | None
+
+
+def _headers_list(message: Any) -> list[tuple[str, bytes]]:
+    raw = getattr(message, "headers", None) or ()
+    if isinstance(raw, dict):
+        raw = raw.items()
+    return [(k, v) for k, v in raw if isinstance(k, str) and isinstance(v, bytes | bytearray)]
+
+
+class Router:
+    """Decides and publishes batches of commands; owned by the faust app (``router.app``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: ConfigView,
+        dedup: PartitionedState,
+        usage: PartitionedState,
+        producer: AIOKafkaProducer | None = None,
+        *,
+        dedup_window: float = 24 * 3600.0,
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.config = config
+        self.dedup = dedup
+        self.usage = usage
+        self.producer = producer
+        self.dedup_window_ms = int(dedup_window * 1000)
+        self.cache = ActionCache()
+        # topic -> sorted partition ids; filled at start for results and every connector.
+        self.partitions: dict[str, list[int]] = {}
+        self.routed = 0
+        self.rejected = 0
+        self.dropped = 0
+        # ids of faust messages this router finished; see ``guard_acks``.
+        self._finished: set[int] = set()
+        # (topic, partition) -> offset to re-read: faust skipped or dropped it.
+        self.skipped: dict[Any, int] = {}
+        # Gap detection (see ``_in_order``): next offset expected per partition.
+        self.consumer: Any = None
+        self._generation: Any = None
+        self._next: dict[Any, int] = {}
+        self._sought: set[tuple[Any, int]] = set()
+
+    def partition_for(self, topic: str, key: bytes) -> int:
+        # The Java/aiokafka default partitioner, so a tenant's records land where any
+        # keyed producer would put them — and the dedup entry can name the partition
+        # before the send.
+        parts = self.partitions[topic]
+        return parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        """Route ``events`` (faust events of the commands topic) with the order above.
+
+        Raises:
+            KafkaUnavailable: or any aiokafka error when state or outputs cannot be
+                written; the batch's offsets are then withheld from commit.
+        """
+        finished = False
+        events, held = self._in_order(events)
+        for event in held:
+            event.message.acked = True  # not processed, never committed: re-read after the seek
+        try:
+            await self._route(events)
+            finished = True
+            for event in events:
+                self._finished.add(id(event.message))
+                tp = event.message.tp
+                if self.skipped.get(tp) == event.message.offset:
+                    del self.skipped[tp]
+        finally:
+            if not finished:
+                # Mark handled without acking to the consumer: faust's later ack of these
+                # events becomes a no-op and their offsets never become committable.
+                for event in events:
+                    event.message.acked = True
+
+    def _in_order(self, events: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+        """Split off events that arrive after a gap in their partition's offsets.
+
+        faust can drop fetched messages while a rebalance pauses the flow (its drain
+        loop cancels the delivery) without seeking back; the commit then stops at the
+        gap (nothing acks it) but this process would never route those commands. A
+        gap holds the partition's later events back and asks for a seek to the gap, so
+        order is kept and nothing waits for a restart. Each gap is sought once: a gap
+        that is real (retention deleted the records) is then accepted.
+        """
+        if self.consumer is None:
+            return list(events), []
+        generation = getattr(self.consumer.app, "consumer_generation_id", None)
+        if generation != self._generation:
+            self._generation = generation
+            self._next.clear()
+        committed = getattr(self.consumer, "_committed_offset", {})  # faust's own view
+        keep: list[Any] = []
+        held: list[Any] = []
+        blocked: set[Any] = set()
+        for event in events:
+            tp, offset = event.message.tp, event.message.offset
+            if tp in blocked:
+                held.append(event)
+                continue
+            expected = self._next.get(tp, committed.get(tp))
+            if expected is not None and offset > expected and (tp, expected) not in self._sought:
+                self._sought.add((tp, expected))
+                self.skipped[tp] = min(expected, self.skipped.get(tp, expected))
+                blocked.add(tp)
+                held.append(event)
+                continue
+            keep.append(event)
+            self._next[tp] = max(offset + 1, self._next.get(tp, 0))
+        return keep, held
+
+    def guard_acks(self, consumer: Any, topic: str) -> None:
+        """Let faust commit a commands offset only after this router finished it.
+
+        faust acks — and so may commit — messages its stream *skipped* while a
+        rebalance or recovery paused the flow (faust-streaming#216/#221 family); if it
+        does not seek back before resuming, such a command is lost. The guard refuses
+        those acks and remembers the offset, so the commit stops short of it and
+        :meth:`recover_skipped` re-reads from there.
+        """
+        original = consumer.ack
+
+        def ack(message: Any) -> bool:
+            if message.topic == topic and id(message) not in self._finished:
+                tp = message.tp
+                self.skipped[tp] = min(message.offset, self.skipped.get(tp, message.offset))
+                return False
+            self._finished.discard(id(message))
+            return bool(original(message))
+
+        consumer.ack = ack
+        self.consumer = consumer
+
+    async def recover_skipped(self, consumer: Any, flow_active: bool) -> None:
+        """Re-read from the committed offsets after faust skipped commands (see guard_acks).
+
+        Uses faust's own ``perform_seek`` (what its recovery does after a rebalance):
+        a plain ``seek`` from this thread races faust's consumer thread. The guard keeps
+        every committed offset at or below the first skipped command, so the re-read
+        covers it; commands routed since then are dropped by the dedup table.
+        """
+        if not self.skipped or not flow_active:
+            return
+        for tp, offset in self.skipped.items():
+            logger.warning(
+                "re-reading commands faust skipped",
+                extra={"fields": {"partition": tp.partition, "offset": offset}},
+            )
+        self.skipped.clear()
+        self._next.clear()
+        await consumer.perform_seek()
+
+    async def _route(self, events: Sequence[Any]) -> None:
+        await self.config.sync()
+        now = time.time()
+        now_ms = int(now * 1000)
+        items: list[tuple[Any, Command]] = []
+        for event in events:
+            try:
+                items.append((event, Command.from_bytes(event.value)))
+            except (ValidationError, ValueError, TypeError):
+                logger.warning(
+                    "unparseable command skipped",
+                    extra={
+                        "fields": {
+                            "partition": event.message.partition,
+                            "offset": event.message.offset,
+                        }
+                    },
+                )
+        sent = await self._already_sent(items, now_ms)
+        outgoing: list[tuple[str, int, Outgoing]] = []
+        in_batch: set[str] = set()
+        for event, command in items:
+            key = dedup_key(command.tenant_id, command.idempotency_key)
+            partition = event.message.partition
+            if key in in_batch:
+                self.dropped += 1
+                continue
+            entry = self._fresh(key, now_ms)
+            if entry is not None and (entry.get("s") == "d" or entry.get("c") in sent):
+                if entry.get("s") != "d":
+                    self.dedup.put(key, {**entry, "s": "d"}, partition)
+                self.dropped += 1
+                continue
+            in_batch.add(key)
+            out = self._decide(event, command, now)
+            self.dedup.put(
+                key,
+                {
+                    "c": command.command_id,
+                    "s": "p",
+                    "t": out.topic,
+                    "p": out.partition,
+                    "ts": now_ms,
+                    "k": partition,
+                },
+                partition,
+            )
+            outgoing.append((key, partition, out))
+        assert self.producer is not None, "Router.producer is set when the runtime starts"
+        state_acks = await self.dedup.flush(self.producer) + await self.usage.flush(self.producer)
+        if state_acks:
+            await asyncio.gather(*state_acks)
+        sends = [
+            await self.producer.send(
+                o.topic, o.value, key=o.key, partition=o.partition, headers=o.headers
+            )
+            for _, _, o in outgoing
+        ]
+        if sends:
+            await asyncio.gather(*sends)
+        for key, partition, out in outgoing:
+            self.dedup.put(
+                key,
+                {
+                    "c": out.command_id,
+                    "s": "d",
+                    "t": out.topic,
+                    "p": out.partition,
+                    "ts": now_ms,
+                    "k": partition,
+                },
+                partition,
+            )
+            if out.rejected is None:
+                self.routed += 1
+            else:
+                self.rejected += 1
+        # Not awaited: if these are lost in a crash, the entries stay ``pending`` and a
+        # replay checks the output partition instead.
+        await self.dedup.flush(self.producer)
+
+    def _fresh(self, key: str, now_ms: int) -> dict[str, Any] | None:
+        entry = self.dedup.get(key)
+        if entry is None or now_ms - int(entry.get("ts", 0)) > self.dedup_window_ms:
+            return None
+        return entry
+
+    async def _already_sent(self, items: list[tuple[Any, Command]], now_ms: int) -> set[str]:
+        in_doubt: set[InDoubt] = set()
+        for _, command in items:
+            entry = self._fresh(dedup_key(command.tenant_id, command.idempotency_key), now_ms)
+            if entry is not None and entry.get("s") == "p":
+                in_doubt.add((str(entry["c"]), str(entry["t"]), int(entry["p"]), int(entry["ts"])))
+        if not in_doubt:
+            return set()
+        return await find_sent(self.settings, in_doubt)
+
+    def _decide(self, event: Any, command: Command, now: float) -> Outgoing:
+        now_dt = datetime.fromtimestamp(now, UTC)
+        partition = event.message.partition
+        parent = extract(_headers_list(event.message))
+        key = command.tenant_id.encode()
+        routed: RoutedCommand | None = None
+        error: CommandError | None = None
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": self.topics.commands,
+            "messaging.destination.partition.id": str(partition),
+            "messaging.kafka.offset": int(event.message.offset),
+            "switchyard.tenant_id": command.tenant_id,
+            "switchyard.space_id": command.space_id,
+            "switchyard.command_id": command.command_id,
+            "switchyard.action": command.action,
+        }
+        with (
+            capture_spans() as captured,
+            span(
+                "router.route", kind=SpanKind.CONSUMER, context=parent, attributes=attributes
+            ) as current,
+        ):
+            try:
+                routed = self._resolve(command, partition, now, now_dt)
+                current.set_attribute("switchyard.connector", routed.connector)
+            except CommandError as exc:
+                error = exc
+                current.set_attribute("switchyard.rejected", str(exc.code))
+            topic = self.topics.connector(routed.connector) if routed else self.topics.results
+            headers = [
+                (Headers.TENANT, key),
+                (Headers.SPACE, command.space_id.encode()),
+                (Headers.COMMAND_ID, command.command_id.encode()),
+                (Headers.KIND, KIND_ROUTED if routed else KIND_RESULT),
+                (Headers.SCHEMA, b"1"),
+            ]
+            inject(headers)
+            trace_id = current_trace_id()
+        spans = [*command.spans, *captured][-MAX_SPANS:]
+        if routed is not None:
+            payload = routed.model_copy(update={"spans": spans}).to_bytes()
+        else:
+            assert error is not None
+            with bind(
+                tenant_id=command.tenant_id, command_id=command.command_id, trace_id=trace_id
+            ):
+                logger.info("command rejected", extra={"fields": {"code": str(error.code)}})
+            payload = Result(
+                command_id=command.command_id,
+                tenant_id=command.tenant_id,
+                space_id=command.space_id,
+                user_id=command.user_id,
+                action=command.action,
+                idempotency_key=command.idempotency_key,
+                status=ResultStatus.REJECTED,
+                error=error.to_info(),
+                attempts=0,
+                times=StageTimes(submitted_at=command.submitted_at, finished_at=now_dt),
+                trace_id=trace_id,
+                spans=spans,
+            ).to_bytes()
+        return Outgoing(
+            topic=topic,
+            partition=self.partition_for(topic, key),
+            key=key,
+            value=payload,
+            headers=headers,
+            command_id=command.command_id,
+            rejected=None if routed else (error.code if error else ErrorCode.INTERNAL),
+        )
+
+    def _resolve(
+        self, command: Command, partition: int, now: float, now_dt: datetime
+    ) -> RoutedCommand:
+        workspace = self.config.get(command.tenant_id, command.space_id)
+        resolution = resolve(command, workspace, now_dt, self.cache)
+        assert workspace is not None
+        action = resolution.action
+        if self.topics.connector(action.connector) not in self.partitions:
+            raise PermanentError(
+                ErrorCode.CONNECTOR_DISABLED,
+                f"connector {action.connector!r} is not run by this deployment",
+            )
+        try:
+            routed = RoutedCommand.model_validate(
+                {
+                    **command.model_dump(),
+                    "connector": action.connector,
+                    "operation": action.operation,
+                    "resolved_arguments": resolution.resolved_arguments,
+                    "connector_options": workspace.connectors[action.connector],
+                    "routed_at": now_dt,
+                }
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise PermanentError(
+                ErrorCode.MAPPING_FAILED,
+                f"mapped arguments are not valid: {str(first.get('msg'))[:200]}",
+            ) from None
+        ukey = usage_key(command.tenant_id, command.space_id)
+        state, rejection = admit(self.usage.get(ukey), workspace.limits, now)
+        self.usage.put(ukey, state, partition)
+        if rejection is not None:
+            raise rejection
+        return routed

@@ -1,0 +1,113 @@
+"""Changelogged router state written with explicit changelog partitions.
+
+Faust normally sends a table write to the changelog partition of the *current event*
+through its own (non-idempotent) producer buffer. The router handles commands in
+batches that mix partitions and must know when each write is acknowledged, so it
+writes the changelog records itself, with the router's idempotent producer, in
+faust's format (JSON key and value), and names the partition itself: the partition of the command that caused the write. Keys start with the tenant
+id, every command of a tenant sits in one partition of the commands topic, and each
+changelog has as many partitions as the commands topic — so a tenant's state is in the
+changelog partition with the same number as its commands, and faust recovers exactly
+that partition for the replica that owns those commands (co-partitioning).
+
+Two tables use this:
+
+* ``dedup`` — ``<tenant>/<idempotency key>`` → ``{"c": command id, "s": "p"|"d",
+  "t": output topic, "p": output partition, "ts": ms, "k": source partition}``;
+  ``p`` = pending (written before the output is sent), ``d`` = done (after it is acked).
+* ``usage`` — ``<tenant>/<space>`` → token bucket and daily quota (``router._limits``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+__all__ = ["PartitionedState", "dedup_key", "usage_key"]
+
+
+def dedup_key(tenant_id: str, idempotency_key: str) -> str:
+    # Tenant ids cannot contain '/', so the key cannot be confused across tenants.
+    return f"{tenant_id}/{idempotency_key}"
+
+
+def usage_key(tenant_id: str, space_id: str) -> str:
+    return f"{tenant_id}/{space_id}"
+
+
+class PartitionedState:
+    """A faust table whose writes are buffered per batch and sent with explicit partitions."""
+
+    def __init__(self, table: Any, topic: str) -> None:
+        self.table = table
+        self.topic = topic
+        self._dirty: dict[str, tuple[int, dict[str, Any] | None]] = {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        value = self.table.data.get(key)
+        return value if isinstance(value, dict) else None
+
+    def put(self, key: str, value: dict[str, Any], partition: int) -> None:
+        self.table.data[key] = value
+        self._remember_partition(key, partition)
+        self._dirty[key] = (partition, value)
+
+    def delete(self, key: str, partition: int) -> None:
+        self.table.data.pop(key, None)
+        known = getattr(self.table.data, "_key_partition", None)
+        if known is not None:
+            known.pop(key, None)
+        self._dirty[key] = (partition, None)
+
+    def _remember_partition(self, key: str, partition: int) -> None:
+        # The memory store drops keys of partitions this replica lost after a rebalance
+        # using this map; faust fills it only during recovery.
+        known = getattr(self.table.data, "_key_partition", None)
+        if known is not None:
+            known[key] = partition
+
+    async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]:
+        """Send every buffered write to the changelog; await the returned futures for acks."""
+        dirty, self._dirty = self._dirty, {}
+        futures: list[asyncio.Future[Any]] = []
+        for key, (partition, value) in dirty.items():
+            encoded = None if value is None else orjson.dumps(value)
+            futures.append(
+                await producer.send(self.topic, encoded, key=orjson.dumps(key), partition=partition)
+            )
+        return futures
+
+    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for key, value in list(self.table.data.items()):
+            if isinstance(value, dict):
+                yield key, value
+
+    def sweep_dedup(self, window_ms: int, per_tenant: int, now_ms: int | None = None) -> int:
+        """Drop dedup entries older than the window and the oldest beyond ``per_tenant``.
+
+        Returns how many entries were dropped (tombstones are buffered until :meth:`flush`).
+        """
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        by_tenant: dict[str, list[tuple[int, str, int]]] = {}
+        dropped = 0
+        for key, entry in self.items():
+            partition = int(entry.get("k", 0))
+            if now_ms - int(entry.get("ts", 0)) > window_ms:
+                self.delete(key, partition)
+                dropped += 1
+                continue
+            by_tenant.setdefault(key.split("/", 1)[0], []).append(
+                (int(entry.get("ts", 0)), key, partition)
+            )
+        for entries in by_tenant.values():
+            if len(entries) > per_tenant:
+                entries.sort()
+                for _, key, partition in entries[: len(entries) - per_tenant]:
+                    self.delete(key, partition)
+                    dropped += 1
+        return dropped

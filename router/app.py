@@ -1,0 +1,257 @@
+"""The router's faust app: one agent on the commands topic, two co-partitioned tables.
+
+Settings that matter, and why (lessons of faust-streaming users):
+
+* at-least-once only (no ``processing_guarantee="exactly_once"``: its transactions
+  have open bugs with duplicates and fencing crashes on rebalance); effects are made
+  idempotent instead (``router._route``).
+* ``stream_wait_empty=False``: a rebalance does not wait for in-flight batches; a batch
+  cut short withholds its offsets, so it is simply replayed.
+* ``broker_max_poll_records`` bounded, so one poll never holds more than a few batches.
+* ``table_standby_replicas=0``: the memory store recovers from the changelog at start;
+  standbys would double the changelog reads for little gain on small state.
+* Partitions: the commands topic and every table changelog have
+  ``settings.topic_partitions`` partitions (``topic_partitions`` below). That number is
+  chosen once per deployment: it caps how many router replicas share the work, and
+  changing it would move tenants to other partitions, orphaning their changelogged
+  dedup and usage state. The default (6) lets up to 6 replicas work at once.
+* The memory store: state is small (dedup entries and counters) and rebuilt from the
+  changelogs on start, which avoids a RocksDB build dependency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faust
+from mode import Service
+
+from core.kafka import ensure_topics, make_producer, start_client
+from core.settings import Settings
+from schemas import CONNECTORS
+
+from ._config_view import ConfigView
+from ._route import Router
+from ._state import PartitionedState
+
+__all__ = ["RouterRuntime", "create_app", "router_topics"]
+
+logger = logging.getLogger(__name__)
+
+BATCH_MAX = 200
+SWEEP_INTERVAL = 60.0
+DEDUP_PER_TENANT = 100_000
+SESSION_TIMEOUT = 10.0
+
+
+def router_topics(settings: Settings) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The topics the router reads or writes, and the config topic's compaction setting."""
+    topics = settings.topics
+    names = [topics.commands, topics.config, topics.results]
+    names += [topics.connector(name) for name in CONNECTORS]
+    return names, {topics.config: {"cleanup.policy": "compact"}}
+
+
+def _broker_url(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.kafka_sasl_mechanism:
+        import ssl
+
+        context = None
+        if settings.kafka_security_protocol == "SASL_SSL":
+            context = ssl.create_default_context(cafile=settings.kafka_ca_file)
+        password = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+        )
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username or "",
+            password=password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if settings.kafka_security_protocol == "SSL":
+        import ssl
+
+        return ssl.create_default_context(cafile=settings.kafka_ca_file)
+    return None
+
+
+class RouterRuntime(Service):
+    """Starts what the agent needs (producer, config view) before it routes anything."""
+
+    def __init__(
+        self, app: faust.App, settings: Settings, dedup: Any, usage: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.app_ = app
+        self.settings = settings
+        self.config_view = ConfigView(settings)
+        self.router = Router(
+            settings,
+            self.config_view,
+            PartitionedState(dedup, dedup.changelog_topic_name),
+            PartitionedState(usage, usage.changelog_topic_name),
+        )
+        self.ready = asyncio.Event()
+
+    async def on_start(self) -> None:
+        names, configs = router_topics(self.settings)
+        await ensure_topics(self.settings, names, configs=configs)
+        # aiokafka clients bind to the running loop: made here, not in __init__.
+        producer = make_producer(self.settings, linger_ms=1)
+        await start_client(producer, what="router producer")
+        self.router.producer = producer
+        for name in names:
+            if name in (self.settings.topics.commands, self.settings.topics.config):
+                continue
+            parts = await producer.partitions_for(name)
+            self.router.partitions[name] = sorted(parts)
+        await self.config_view.start()
+        self.router.guard_acks(self.app_.consumer, self.settings.topics.commands)
+        self.ready.set()
+        logger.info("router ready", extra={"fields": {"workspaces": len(self.config_view)}})
+
+    async def on_stop(self) -> None:
+        await self.config_view.stop()
+        if self.router.producer is not None:
+            await self.router.producer.stop()
+        logger.info(
+            "router stopped",
+            extra={
+                "fields": {
+                    "routed": self.router.routed,
+                    "rejected": self.router.rejected,
+                    "dropped": self.router.dropped,
+                }
+            },
+        )
+
+
+def create_app(
+    settings: Settings, *, data_dir: Path | None = None
+) -> tuple[faust.App, RouterRuntime]:
+    """Build the router app for ``settings``; run it with ``faust.Worker(app, runtime)``.
+
+    The app id is ``<prefix>router`` so deployments (and tests) with different topic
+    prefixes never share a consumer group or changelog topics.
+    """
+    if data_dir is None:
+        data_dir = Path(tempfile.mkdtemp(prefix="switchyard-router-"))
+    app = faust.App(
+        f"{settings.topic_prefix}router",
+        broker=_broker_url(settings.kafka_bootstrap),
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        datadir=str(data_dir),
+        autodiscover=False,
+        web_enabled=False,
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=0,
+        stream_wait_empty=False,
+        broker_max_poll_records=500,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        # A replica killed without leaving the group holds its partitions until the
+        # session times out; faust's 60 s default stalls those tenants for a minute.
+        broker_session_timeout=SESSION_TIMEOUT,
+        broker_heartbeat_interval=SESSION_TIMEOUT / 4,
+        worker_redirect_stdouts=False,
+    )
+    commands = app.topic(
+        settings.topics.commands,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+    dedup = app.Table("dedup", partitions=settings.topic_partitions)
+    usage = app.Table("usage", partitions=settings.topic_partitions)
+    runtime = RouterRuntime(app, settings, dedup, usage)
+    router = runtime.router
+
+    async def drain(queue: asyncio.Queue[Any], source: Any) -> None:
+        try:
+            await route_batches(queue, source)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("router batch loop failed; stopping the router")
+            await app.crash(exc)
+
+    async def route_batches(queue: asyncio.Queue[Any], source: Any) -> None:
+        await runtime.ready.wait()
+        logger.info("routing commands")
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < BATCH_MAX and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await router.handle_batch(batch)
+            except Exception as exc:
+                # The batch's offsets are withheld; stop so the partition is replayed
+                # (by this router after a restart or by another replica) instead of
+                # committing past it.
+                logger.exception("routing a batch failed; stopping the router")
+                await app.crash(exc)
+                return
+            for event in batch:
+                await source.ack(event)  # a no-op for events handle_batch held back
+            await router.recover_skipped(app.consumer, app.flow_control.is_active())
+
+    @app.agent(commands, name="route")
+    async def route(stream: faust.StreamT[bytes]) -> None:
+        # Batching by hand rather than with ``take_events``: its buffer hand-off can
+        # drop an event that arrives while a batch is being consumed (seen here as
+        # commands that were neither routed nor acked). The stream only fills a
+        # bounded queue; one task routes what has queued up and acks it afterwards.
+        source = stream.noack()
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * BATCH_MAX)
+        worker = asyncio.create_task(drain(queue, source), name="router-batches")
+        received = 0
+        try:
+            async for event in source.events():
+                if worker.done():
+                    break
+                received += 1
+                if received == 1:
+                    logger.info(
+                        "first command received",
+                        extra={
+                            "fields": {
+                                "partition": event.message.partition,
+                                "offset": event.message.offset,
+                            }
+                        },
+                    )
+                await queue.put(event)
+        finally:
+            worker.cancel()
+
+    @app.timer(1.0)
+    async def reread_skipped() -> None:
+        # Also after the last batch: a command skipped at the end of a burst has no
+        # later batch to trigger the seek back.
+        if runtime.ready.is_set():
+            await router.recover_skipped(app.consumer, app.flow_control.is_active())
+
+    @app.timer(SWEEP_INTERVAL)
+    async def sweep_dedup() -> None:
+        if router.producer is None:
+            return
+        dropped = router.dedup.sweep_dedup(router.dedup_window_ms, DEDUP_PER_TENANT)
+        await router.dedup.flush(router.producer)
+        if dropped:
+            logger.info("dedup entries expired", extra={"fields": {"dropped": dropped}})
+
+    return app, runtime

@@ -1,0 +1,56 @@
+"""``switchyard router``: run the faust router worker in this process.
+
+SIGTERM and SIGINT stop it cleanly: the worker stops the agent, commits the offsets of
+finished batches (an interrupted batch is withheld and replayed later) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="faust's data directory (default: <SWITCHYARD_HOME>/router/<topic prefix>)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import faust
+
+    from core.logs import configure_logging
+    from core.settings import load_settings
+    from core.telemetry import setup_tracing
+
+    from .app import create_app
+
+    settings = load_settings()
+    configure_logging("router", settings.log_level)
+    setup_tracing("switchyard-router", settings.otlp_endpoint)
+    data_dir = args.data_dir or settings.home / "router" / settings.topic_prefix.rstrip(".")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # faust binds to the current loop; make it a fresh one we own.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app, runtime = create_app(settings, data_dir=data_dir)
+    worker = faust.Worker(
+        app,
+        runtime,
+        loop=loop,
+        loglevel=settings.log_level,
+        override_logging=False,
+        quiet=True,
+        redirect_stdouts=False,
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

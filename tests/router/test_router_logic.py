@@ -1,0 +1,162 @@
+"""Pure routing logic: mapping, checks in order, limits, caches, dedup sweeping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from _router_support import command, summary_action, workspace
+
+from core.errors import PermanentError
+from router import MappingError, compile_mapping
+from router._limits import admit
+from router._resolve import ActionCache, resolve
+from router._state import PartitionedState
+from schemas import ErrorCode, Limits, RolePolicy
+
+NOW = datetime.now(UTC)
+
+
+def test_single_expression_leaves_keep_their_native_type() -> None:
+    render = compile_mapping(
+        {"n": "{{ args.n + 1 }}", "xs": ["{{ args.xs }}"], "s": "n={{ args.n }}", "lit": 5}
+    )
+    assert render({"n": 2, "xs": [1, 2]}) == {"n": 3, "xs": [[1, 2]], "s": "n=2", "lit": 5}
+
+
+def test_an_empty_mapping_passes_the_arguments_through() -> None:
+    assert compile_mapping({})({"a": 1}) == {"a": 1}
+
+
+def test_undefined_values_fail_the_mapping_instead_of_rendering_empty() -> None:
+    render = compile_mapping({"a": "{{ args.nope }}", "b": "x {{ args.nope }}"})
+    with pytest.raises(MappingError):
+        render({})
+    with pytest.raises(MappingError):
+        compile_mapping({"b": "x {{ args.nope }}"})({})
+
+
+def test_the_sandbox_blocks_attribute_escapes_and_huge_repetitions() -> None:
+    with pytest.raises(MappingError):
+        compile_mapping({"x": "{{ args.__class__.__mro__ }}"})({})
+    with pytest.raises(MappingError):
+        compile_mapping({"x": "{{ args.s * 100000000 }}"})({"s": "ab"})
+    with pytest.raises(MappingError):
+        compile_mapping({"x": "{{ args.items.append(1) }}"})({"items": []})
+
+
+def test_a_template_that_does_not_compile_is_a_mapping_error() -> None:
+    with pytest.raises(MappingError, match=r"\$\.x"):
+        compile_mapping({"x": "{{ unclosed "})
+
+
+def _ws(**extra):
+    return workspace(
+        "acme", [summary_action("slack", "post_message", {"text": "{{ args.summary }}"})], **extra
+    )
+
+
+def _code(cmd, ws) -> ErrorCode:
+    with pytest.raises(PermanentError) as info:
+        resolve(cmd, ws, NOW, ActionCache())
+    return info.value.code
+
+
+def test_checks_run_in_order_and_name_the_most_basic_reason() -> None:
+    expired = command("acme", action="nope", deadline=timedelta(seconds=-1))
+    assert _code(expired, None) is ErrorCode.DEADLINE_EXPIRED
+    assert _code(command("acme", action="nope"), None) is ErrorCode.UNKNOWN_WORKSPACE
+    assert _code(command("acme", action="nope"), _ws()) is ErrorCode.UNKNOWN_ACTION
+    assert _code(command("acme", {"summary": 1}, role="ghost"), _ws()) is ErrorCode.ROLE_DENIED
+    assert (
+        _code(command("acme", {"summary": 1}), _ws(connectors={})) is ErrorCode.CONNECTOR_DISABLED
+    )
+
+
+def test_role_policies_allow_by_name_or_star() -> None:
+    ws = _ws(roles={"member": RolePolicy(actions=["daily_summary"], connectors=["gmail"])})
+    assert _code(command("acme"), ws) is ErrorCode.ROLE_DENIED
+    ws = _ws(roles={"member": RolePolicy(actions=["daily_summary"], connectors=["slack"])})
+    assert resolve(command("acme"), ws, NOW, ActionCache()).resolved_arguments == {
+        "text": "all green"
+    }
+
+
+def test_invalid_arguments_message_names_the_first_error_path_briefly() -> None:
+    cmd = command("acme", {"summary": "x" * 5000, "extra": 1})
+    with pytest.raises(PermanentError) as info:
+        resolve(cmd, _ws(), NOW, ActionCache())
+    assert info.value.code is ErrorCode.INVALID_ARGUMENTS
+    assert info.value.message.startswith("arguments")
+    assert len(info.value.message) < 400
+
+
+def test_compiled_actions_are_cached_per_version_and_recompiled_when_content_changes() -> None:
+    cache = ActionCache(size=2)
+    ws = _ws()
+    first = cache.get(ws, ws.actions[0])
+    assert cache.get(ws, ws.actions[0]) is first
+    changed = ws.model_copy(
+        update={"actions": [summary_action("slack", "post_message", {"text": "v2"})]}
+    )
+    assert cache.get(changed, changed.actions[0]) is not first
+    for version in range(2, 6):
+        other = ws.model_copy(update={"version": version})
+        cache.get(other, other.actions[0])
+    assert len(cache) == 2
+
+
+def test_token_bucket_allows_the_burst_then_rejects_with_retry_after_and_refills() -> None:
+    limits = Limits(rate_per_second=2, burst=2)
+    state, err = admit(None, limits, now=1000.0)
+    state, err2 = admit(state, limits, now=1000.0)
+    assert err is None and err2 is None
+    state, err3 = admit(state, limits, now=1000.0)
+    assert err3 is not None and err3.code is ErrorCode.RATE_LIMITED and err3.retry_after == 0.5
+    state, err4 = admit(state, limits, now=1000.5)
+    assert err4 is None
+
+
+def test_daily_quota_resets_on_the_next_utc_day() -> None:
+    limits = Limits(daily_quota=1)
+    day = datetime(2026, 1, 1, 23, 59, tzinfo=UTC).timestamp()
+    state, err = admit(None, limits, now=day)
+    state, err2 = admit(state, limits, now=day + 1)
+    assert err is None and err2 is not None and err2.code is ErrorCode.QUOTA_EXHAUSTED
+    assert 0 < err2.retry_after <= 60
+    _, err3 = admit(state, limits, now=day + 120)
+    assert err3 is None
+
+
+class _FakeTable:
+    def __init__(self) -> None:
+        self.data: dict = {}
+
+
+class _FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    async def send(self, topic, value, key, partition):
+        self.sent.append((partition, orjson.loads(key), value))
+        return None
+
+
+async def test_dedup_sweep_drops_expired_entries_and_the_oldest_beyond_the_tenant_cap() -> None:
+    table, producer = _FakeTable(), _FakeProducer()
+    state = PartitionedState(table, "dedup-changelog")
+    for i in range(5):
+        state.put(f"acme/k{i}", {"c": f"c{i}", "s": "d", "ts": 1_000 + i, "k": 2}, 2)
+    state.put("beta/old", {"c": "x", "s": "d", "ts": 0, "k": 1}, 1)
+    await state.flush(producer)
+    producer.sent.clear()
+    dropped = state.sweep_dedup(window_ms=10_000, per_tenant=3, now_ms=10_500)
+    assert dropped == 3
+    assert sorted(table.data) == ["acme/k2", "acme/k3", "acme/k4"]
+    await state.flush(producer)
+    assert sorted((p, k, v) for p, k, v in producer.sent) == [
+        (1, "beta/old", None),
+        (2, "acme/k0", None),
+        (2, "acme/k1", None),
+    ]
