@@ -182,7 +182,21 @@ class LocalSystem:
                 body = {"connector": tenant.connector, "tenant": tenant.tenant_id, "token": tenant.emulator_token}
                 async with session.post(f"{self.emulator_url}/_emulator/tokens", json=body) as response:
                     response.raise_for_status()
+            await self._wait_keys_known(session, keys)
         return keys
+
+    async def _wait_keys_known(self, session: aiohttp.ClientSession, keys: dict[str, str]) -> None:
+        """Wait (bounded) until the ingress has read the new keys from the config topic."""
+        async with asyncio.timeout(30):
+            for key in keys.values():
+                while True:
+                    async with session.get(
+                        f"{self.ingress_url}/v1/commands/unknown-command-id",
+                        headers={"Authorization": f"Bearer {key}"},
+                    ) as response:
+                        if response.status != 401:  # 404: authenticated, no such command
+                            break
+                    await asyncio.sleep(0.1)
 
     def dead(self) -> list[str]:
         return self.supervisor.dead() if self.supervisor else []

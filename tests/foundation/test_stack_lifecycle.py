@@ -80,10 +80,12 @@ async def test_local_stack_up_status_down_runs_real_servers_and_leaves_no_proces
         with pytest.raises(StackError, match="already runs"):
             LocalStack(state_dir).up()
 
-        # A dev OpenBao forgets everything on restart; the helper re-bootstraps the pools.
+        # A dev OpenBao forgets everything on restart; the helper re-bootstraps the pools
+        # with the AppRole ids they already hold, so running workers log in again.
         restarted = await asyncio.to_thread(stack.restart_vault)
         assert restarted["VAULT_TOKEN"] == env["VAULT_TOKEN"]
-        assert restarted["SWITCHYARD_VAULT_ROLE_ID_SLACK"] != env["SWITCHYARD_VAULT_ROLE_ID_SLACK"]
+        assert restarted["SWITCHYARD_VAULT_ROLE_ID_SLACK"] == env["SWITCHYARD_VAULT_ROLE_ID_SLACK"]
+        assert restarted["SWITCHYARD_VAULT_SECRET_ID_SLACK"] == env["SWITCHYARD_VAULT_SECRET_ID_SLACK"]
         assert stack.env == restarted
         await _pool_reads_fresh_credentials(restarted)
         status = stack.status()  # OpenBao has a new pid now
