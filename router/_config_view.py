@@ -141,6 +141,10 @@ class ConfigView:
             logger.warning("config view is behind the config topic (%s)", type(exc).__name__)
             return False
 
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """End offsets of any partitions, from the probe client (never blocked by fetches)."""
+        return dict(await self._probe.end_offsets(tps))
+
     async def _reached(self, ends: dict[TopicPartition, int]) -> bool:
         for tp, end in ends.items():
             if await self._consumer.position(tp) < end:

@@ -24,17 +24,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from mode import Service
 
-from core.kafka import ensure_topics, make_producer, start_client
+from core.kafka import ensure_topics, make_consumer, make_producer, start_client
 from core.settings import Settings
 from schemas import CONNECTORS
 
-from ._config_view import ConfigView
+from ._config_view import ConfigView, topic_partitions
 from ._route import Router
 from ._state import PartitionedState
 
@@ -46,6 +49,8 @@ BATCH_MAX = 200
 SWEEP_INTERVAL = 60.0
 DEDUP_PER_TENANT = 100_000
 SESSION_TIMEOUT = 10.0
+STALL_CHECK = 5.0
+STALL_AFTER = 15.0
 
 
 def router_topics(settings: Settings) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -100,6 +105,8 @@ class RouterRuntime(Service):
             PartitionedState(usage, usage.changelog_topic_name),
         )
         self.ready = asyncio.Event()
+        self.last_event = time.monotonic()
+        self.nudged = False
 
     async def on_start(self) -> None:
         names, configs = router_topics(self.settings)
@@ -114,7 +121,9 @@ class RouterRuntime(Service):
             parts = await producer.partitions_for(name)
             self.router.partitions[name] = sorted(parts)
         await self.config_view.start()
+        await _pin_start_offsets(self.settings)
         self.router.guard_acks(self.app_.consumer, self.settings.topics.commands)
+        self.last_event = time.monotonic()
         self.ready.set()
         logger.info("router ready", extra={"fields": {"workspaces": len(self.config_view)}})
 
@@ -132,6 +141,32 @@ class RouterRuntime(Service):
                 }
             },
         )
+
+
+async def _pin_start_offsets(settings: Settings) -> None:
+    """Commit the earliest offset for commands partitions the group never committed.
+
+    faust seeks to the *committed* offsets after recovery; for a partition without one
+    it keeps whatever position its fetcher reached meanwhile, so commands fetched and
+    dropped while recovery paused the flow would be skipped until a restart. A pinned
+    start offset makes that seek (and the router's gap check) well defined. Only an
+    empty group accepts the commit; when other replicas run, they have committed.
+    """
+    topic = settings.topics.commands
+    consumer = make_consumer(settings, group_id=f"{settings.topic_prefix}router")
+    await start_client(consumer, what="router offset pin")
+    try:
+        partitions = await topic_partitions(settings, topic)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        missing = [tp for tp in tps if await consumer.committed(tp) is None]
+        if missing:
+            starts = await consumer.beginning_offsets(missing)
+            await consumer.commit({tp: starts[tp] for tp in missing})
+    except KafkaError as exc:
+        logger.info("start offsets not pinned (%s); the group is active", type(exc).__name__)
+    finally:
+        await consumer.stop()
 
 
 def create_app(
@@ -223,6 +258,7 @@ def create_app(
             async for event in source.events():
                 if worker.done():
                     break
+                runtime.last_event = time.monotonic()
                 received += 1
                 if received == 1:
                     logger.info(
@@ -244,6 +280,39 @@ def create_app(
         # later batch to trigger the seek back.
         if runtime.ready.is_set():
             await router.recover_skipped(app.consumer, app.flow_control.is_active())
+
+    @app.timer(STALL_CHECK)
+    async def watch_for_stall() -> None:
+        # Seen here about once in ten starts after recovering a non-empty changelog:
+        # faust reports "Worker ready" yet its stream never delivers a command. Nudge
+        # the consumer once (resume and seek to committed, as its recovery would);
+        # if that does not help, crash so the supervisor restarts the router — the
+        # guarded commits make the restart lose nothing.
+        if not runtime.ready.is_set() or time.monotonic() - runtime.last_event < STALL_AFTER:
+            return
+        consumer = app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic == settings.topics.commands]
+        if not tps:
+            return
+        try:
+            ends = await runtime.config_view.end_offsets(tps)
+        except KafkaError:
+            return  # the broker is away; nothing to judge yet
+        committed = getattr(consumer, "_committed_offset", {})
+        if all(ends.get(tp, 0) <= (committed.get(tp) or 0) for tp in tps):
+            runtime.last_event = time.monotonic()  # idle, not stalled
+            return
+        if not runtime.nudged:
+            logger.warning("commands are waiting but none arrived; nudging the consumer")
+            runtime.nudged = True
+            runtime.last_event = time.monotonic()
+            consumer.resume_partitions(tps)
+            consumer.resume_flow()
+            app.flow_control.resume()
+            await consumer.perform_seek()
+            return
+        logger.error("the consumer stays stalled; stopping so the router is restarted")
+        await app.crash(RuntimeError("faust consumer stalled"))
 
     @app.timer(SWEEP_INTERVAL)
     async def sweep_dedup() -> None:

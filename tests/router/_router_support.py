@@ -104,6 +104,22 @@ async def prepare_topics(settings: Settings) -> None:
     await ensure_topics(settings, names, configs=configs)
 
 
+async def delete_topics(settings: Settings) -> None:
+    """Delete every topic of this test's prefix (router changelogs included).
+
+    A shared development broker otherwise accumulates thousands of partitions over a
+    day of test runs (its heap is small).
+    """
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
 async def publish(
     settings: Settings, commands: Iterable[Command], headers: list[tuple[str, bytes]] | None = None
 ) -> None:
@@ -164,14 +180,19 @@ class Outputs:
         ]
         admin = make_admin(self.settings)
         await admin.start()
+        tps: list[TopicPartition] = []
         try:
-            described = await admin.describe_topics(topics)
+            # Topics created a moment ago take a few metadata rounds to show all partitions.
+            async with asyncio.timeout(30):
+                while len(tps) != len(topics) * self.settings.topic_partitions:
+                    described = await admin.describe_topics(topics)
+                    tps = [
+                        TopicPartition(d["topic"], p["partition"])
+                        for d in described
+                        for p in d["partitions"]
+                    ]
         finally:
             await admin.close()
-        tps = [
-            TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]
-        ]
-        assert len(tps) == len(topics) * self.settings.topic_partitions
         self.consumer = make_consumer(
             self.settings, group_id=None, isolation_level="read_uncommitted"
         )

@@ -7,9 +7,22 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from _router_support import Outputs, RouterProcess, prepare_topics
+from _router_support import Outputs, RouterProcess, delete_topics, prepare_topics
 
 from core.settings import Settings, load_settings
+
+
+@pytest.fixture
+async def own_settings(stack_env: dict[str, str]) -> AsyncIterator[Settings]:
+    """Settings with a prefix of its own whose topics are deleted afterwards."""
+    settings = load_settings(
+        stack_env,
+        topic_prefix=f"k{uuid.uuid4().hex[:10]}.",
+        topic_partitions=3,
+        replication_factor=1,
+    )
+    yield settings
+    await delete_topics(settings)
 
 
 @dataclass
@@ -30,11 +43,13 @@ async def live_router(
         replication_factor=1,
     )
     await prepare_topics(settings)
-    process = RouterProcess(settings, tmp_path_factory.mktemp("router")).start()
+    # Outputs first: if it cannot start, no router process is left behind.
     outputs = await Outputs(settings).start()
+    process = RouterProcess(settings, tmp_path_factory.mktemp("router")).start()
     try:
         yield LiveRouter(settings, process, outputs)
     finally:
         await outputs.stop()
         code = process.terminate()
+        await delete_topics(settings)
         assert code == 0, process.logs()[-3000:]

@@ -22,18 +22,8 @@ from _router_support import (
 from aiokafka.partitioner import murmur2
 
 from core.kafka import ensure_topics, make_producer
-from core.settings import Settings, load_settings
+from core.settings import Settings
 from schemas import ErrorCode, RoutedCommand
-
-
-@pytest.fixture
-def own_settings(stack_env: dict[str, str]) -> Settings:
-    return load_settings(
-        stack_env,
-        topic_prefix=f"k{uuid.uuid4().hex[:10]}.",
-        topic_partitions=3,
-        replication_factor=1,
-    )
 
 
 def _partition(key: str, n: int = 3) -> int:
@@ -60,8 +50,8 @@ async def test_router_killed_mid_stream_and_restarted_loses_no_command_and_route
         command(names[i % 3], action="nope" if i % 10 == 0 else "daily_summary", key=f"k{i}")
         for i in range(300)
     ]
-    router = RouterProcess(s, tmp_path).start()
     outputs = await Outputs(s).start()
+    router = RouterProcess(s, tmp_path).start()
     try:
         sent = 0
         # Feed the stream in small chunks until about 100 are out, then kill mid-stream.
@@ -163,12 +153,15 @@ async def test_in_doubt_replays_are_sent_only_when_their_output_is_missing(
         await producer.stop()
     await publish(s, [sent_before_crash, lost_in_crash])
 
-    router = RouterProcess(s, tmp_path).start()
     outputs = await Outputs(s).start()
+    router = RouterProcess(s, tmp_path).start()
     try:
         marker = command(tenant)
         await publish(s, [marker])
-        await outputs.wait_ids([lost_in_crash.command_id, marker.command_id], limit=60)
+        try:
+            await outputs.wait_ids([lost_in_crash.command_id, marker.command_id], limit=60)
+        except TimeoutError:
+            pytest.fail("router did not route in time; its log ends:\n" + router.logs()[-6000:])
         items = await outputs.settle()
     finally:
         await outputs.stop()

@@ -21,7 +21,8 @@ N = 3000
 
 
 @pytest.mark.slow
-async def test_one_router_routes_a_few_thousand_commands_per_burst(settings, tmp_path) -> None:
+async def test_one_router_routes_a_few_thousand_commands_per_burst(own_settings, tmp_path) -> None:
+    settings = own_settings
     await prepare_topics(settings)
     tenants = [f"tp{i}_{uuid.uuid4().hex[:6]}" for i in range(6)]
     await apply(
@@ -31,8 +32,8 @@ async def test_one_router_routes_a_few_thousand_commands_per_burst(settings, tmp
             for t in tenants
         ],
     )
-    router = RouterProcess(settings, tmp_path).start()
     outputs = await Outputs(settings).start()
+    router = RouterProcess(settings, tmp_path).start()
     try:
         warm = command(tenants[0])
         await publish(settings, [warm])

@@ -48,8 +48,9 @@ def _cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_tenants_apply_publishes_yaml_workspaces_that_list_and_delete_show(
-    settings, tmp_path
+    own_settings, tmp_path
 ) -> None:
+    settings = own_settings
     tenant = f"cli_{uuid.uuid4().hex[:8]}"
     path = tmp_path / "tenants.yaml"
     path.write_text(WORKSPACES_YAML.format(tenant=tenant))
