@@ -19,6 +19,9 @@ class _Child:
     proc: subprocess.Popen[bytes]
     record: ProcessRecord
     log: Path
+    argv: list[str]
+    env: dict[str, str]
+    restarts: int = 0
 
 
 class Supervisor:
@@ -32,9 +35,27 @@ class Supervisor:
     def start(self, name: str, argv: Sequence[str], extra_env: Mapping[str, str] | None = None) -> Path:
         log = self.log_dir / f"{name}.log"
         env = {**self.env, **(extra_env or {})}
-        proc, record = spawn([sys.executable, "-m", "switchyard.cli", *argv], log=log, env=env)
-        self.children.append(_Child(name, proc, record, log))
+        full = [sys.executable, "-m", "switchyard.cli", *argv]
+        proc, record = spawn(full, log=log, env=env)
+        self.children.append(_Child(name, proc, record, log, full, env))
         return log
+
+    def revive(self, max_restarts: int = 5) -> list[str]:
+        """Restart children that exited (as an orchestrator would); returns their names.
+
+        Raises:
+            RuntimeError: a child exited more than ``max_restarts`` times.
+        """
+        revived = []
+        for child in self.children:
+            if child.proc.poll() is None:
+                continue
+            if child.restarts >= max_restarts:
+                raise RuntimeError(f"{child.name} keeps exiting; see {child.log}")
+            child.proc, child.record = spawn(child.argv, log=child.log, env=child.env)
+            child.restarts += 1
+            revived.append(child.name)
+        return revived
 
     def dead(self) -> list[str]:
         return [child.name for child in self.children if child.proc.poll() is not None]

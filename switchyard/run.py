@@ -118,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=2)
             except TimeoutError:
-                if system.dead():
-                    _say(f"switchyard: {', '.join(system.dead())} exited; see {system.log_dir}")
-                    return 1
+                assert system.supervisor is not None
+                for name in system.supervisor.revive():
+                    _say(f"switchyard: {name} exited and was restarted; see {system.log_dir}")
         return 0
 
     try:
