@@ -143,7 +143,9 @@ class Dispatcher:
             params.get("arguments") if isinstance(params, dict) and method == "tools/call" else None
         )
         try:
-            check_claims(identity, meta, arguments)
+            # The params envelope itself, its _meta and the tool arguments may not claim
+            # another tenant (a tenant_id next to name/arguments is a claim too).
+            check_claims(identity, params if isinstance(params, dict) else None, meta, arguments)
         except IngressError as exc:
             raise rpc_from_ingress_error(exc) from exc
         if method in _TASK_METHODS:

@@ -28,6 +28,7 @@ from mcp_types.jsonrpc import HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION
 from yarl import URL
 
 from core.errors import KafkaUnavailable
+from ingress.auth import TENANT_HEADERS
 from ingress.contracts import Identity, Services
 from ingress.errors import IngressError
 
@@ -156,13 +157,15 @@ class McpEndpoint:
                 identity = await authenticate_async(bearer, path_space or header_space)
             else:
                 identity = auth.authenticate(bearer, path_space or header_space)
-            claimed = request.headers.get(TENANT_HEADER)
-            if claimed is not None and claimed != identity.tenant_id:
-                raise RpcError(
-                    FORBIDDEN,
-                    f"{TENANT_HEADER} names another tenant than the API key's",
-                    status=403,
-                )
+            # The same tenant headers the REST API refuses (ingress.auth.TENANT_HEADERS).
+            for header in TENANT_HEADERS:
+                claimed = request.headers.get(header)
+                if claimed is not None and claimed.strip() != identity.tenant_id:
+                    raise RpcError(
+                        FORBIDDEN,
+                        f"{header} names another tenant than the API key's",
+                        status=403,
+                    )
         except (IngressError, KafkaUnavailable) as exc:
             raise rpc_from_ingress_error(exc) from exc
         return identity
