@@ -258,9 +258,17 @@ class PoolVault(_Threaded):
             self._minting[tenant_id] = pending
             try:
                 pool = await self._pool_token_client()
-                token = await self._run(
-                    f"mint token {tenant_id}/{self.connector}", self._mint, pool, tenant_id
-                )
+                try:
+                    token = await self._run(
+                        f"mint token {tenant_id}/{self.connector}", self._mint, pool, tenant_id
+                    )
+                except VaultForbidden:
+                    # The cached pool token may be dead (Vault restarted): log in again once.
+                    self._pool_client = None
+                    pool = await self._pool_token_client()
+                    token = await self._run(
+                        f"mint token {tenant_id}/{self.connector}", self._mint, pool, tenant_id
+                    )
             except BaseException as exc:
                 pending.set_exception(exc)
                 pending.exception()  # mark retrieved when nobody else waits
@@ -297,18 +305,32 @@ class PoolVault(_Threaded):
             CredentialsMissing: nothing stored for the tenant and connector.
             VaultForbidden: the token's policy does not cover that secret.
         """
-        client = await self.tenant_client(as_tenant or tenant_id)
         path = layout.secret_path(tenant_id, self.connector)
+        for attempt in (1, 2):
+            client = await self.tenant_client(as_tenant or tenant_id)
 
-        def read() -> TenantSecret:
-            response = client.secrets.kv.v2.read_secret_version(
-                path=path, mount_point=self.mount, raise_on_deleted_version=True
-            )
-            return TenantSecret(
-                data=response["data"]["data"], version=int(response["data"]["metadata"]["version"])
-            )
+            def read(client: hvac.Client = client) -> TenantSecret:
+                response = client.secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=self.mount, raise_on_deleted_version=True
+                )
+                return TenantSecret(
+                    data=response["data"]["data"], version=int(response["data"]["metadata"]["version"])
+                )
 
-        return await self._run(f"read credentials {tenant_id}/{self.connector}", read)
+            try:
+                return await self._run(f"read credentials {tenant_id}/{self.connector}", read)
+            except VaultForbidden:
+                if attempt == 2:
+                    raise
+                # A cached token can be dead (revoked, or Vault restarted and forgot it):
+                # forget the cached tokens, log in again and retry once. A real denial
+                # comes back the same the second time.
+                self._drop_cached(as_tenant or tenant_id)
+        raise AssertionError("unreachable")
+
+    def _drop_cached(self, tenant_id: str) -> None:
+        self._tokens.pop(tenant_id, None)
+        self._pool_client = None
 
     async def write_cas(self, tenant_id: str, data: Mapping[str, Any], version: int) -> int:
         """Write back (e.g. a refreshed OAuth token) only if the secret is still at ``version``.

@@ -1,0 +1,221 @@
+"""Fault-suite tools: a running system, tenants fit for load, process kills and restarts,
+emulator faults. The load generator lives in ``_load``, the results ledger and the
+per-scenario counts in ``_ledger``; both are re-exported here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from core.vault import VaultAdmin
+from schemas import ConnectorOptions, Limits, WorkspaceConfig
+from switchyard.demo import DemoTenant, demo_tenants
+from switchyard.system import LocalSystem
+
+from ._ledger import Counts, ResultLedger, count
+from ._load import Load
+
+__all__ = [
+    "FAST_WORKER_ARGS",
+    "OPEN_INGRESS_ARGS",
+    "Counts",
+    "HookTenant",
+    "Load",
+    "ResultLedger",
+    "add_fault",
+    "count",
+    "ensure_pool_roles",
+    "load_tenants",
+    "reset_emulator",
+    "restart",
+    "sigkill",
+    "start_system",
+    "wait_ready",
+    "wait_until",
+    "warm_up",
+]
+
+# Short retry tiers: a command's whole retry path fits in seconds, not minutes.
+FAST_WORKER_ARGS = ["--retry-tier-delays", "0.5,1,2", "--shutdown-grace", "2"]
+# The edge rate limit is not under test here.
+OPEN_INGRESS_ARGS = ["--rate", "100000", "--burst", "100000"]
+LOAD_LIMITS = Limits(rate_per_second=100000, burst=1000000, concurrency=64)
+
+
+@dataclass(frozen=True)
+class HookTenant(DemoTenant):
+    """A tenant of the generic ``http`` connector, calling the emulator's webhook receiver
+    (the one upstream here that honours ``Idempotency-Key``)."""
+
+    allowed_hosts: tuple[str, ...] = ()
+
+    def workspace(self) -> WorkspaceConfig:
+        base = super().workspace()
+        return base.model_copy(
+            update={"connectors": {"http": ConnectorOptions(allowed_hosts=list(self.allowed_hosts))}}
+        )
+
+
+def load_tenants(emulator_url: str, spec: Mapping[str, str]) -> list[DemoTenant]:
+    """Tenants named by ``spec`` (tenant id → connector) with limits fit for load.
+
+    ``slack``/``gmail``/``notion``/``jira`` tenants reuse the demo's mappings; ``http``
+    tenants post the summary to ``<emulator>/hooks/<tenant>``.
+    """
+    demo = {t.connector: t for t in demo_tenants(emulator_url)}
+    host = emulator_url.removeprefix("http://")
+    tenants: list[DemoTenant] = []
+    for tenant_id, connector in spec.items():
+        if connector == "http":
+            token = f"hook-{uuid.uuid4().hex}"
+            tenants.append(
+                HookTenant(
+                    tenant_id, "main", "http", "request",
+                    {"url": f"{emulator_url}/hooks/{tenant_id}", "method": "POST",
+                     "json": {"summary": "{{ args.summary }}"}},
+                    {"bearer_token": token}, token, LOAD_LIMITS, allowed_hosts=(host,),
+                )
+            )
+        else:
+            base = demo[connector]
+            tenants.append(
+                DemoTenant(tenant_id, "main", connector, base.operation, base.mapping,
+                           base.credentials, base.emulator_token, LOAD_LIMITS)
+            )
+    return tenants
+
+
+async def ensure_pool_roles(stack_env: Mapping[str, str], connectors: Iterable[str]) -> dict[str, str]:
+    """``stack_env`` plus AppRole ids for every pool (servers from the environment may lack them)."""
+    env = dict(stack_env)
+    missing = [c for c in connectors if f"SWITCHYARD_VAULT_ROLE_ID_{c.upper()}" not in env]
+    if missing:
+        admin = VaultAdmin(env["VAULT_ADDR"], env["VAULT_TOKEN"])
+        try:
+            for connector in missing:
+                creds = await admin.bootstrap_pool(connector)
+                env[f"SWITCHYARD_VAULT_ROLE_ID_{connector.upper()}"] = creds.role_id
+                env[f"SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}"] = creds.secret_id
+        finally:
+            admin.close()
+    return env
+
+
+async def start_system(
+    state: Path,
+    stack_env: Mapping[str, str],
+    *,
+    workers: Mapping[str, int],
+    env: Mapping[str, str] | None = None,
+) -> LocalSystem:
+    """A running system with one topic prefix of its own; stopped by the caller."""
+    connectors = tuple(workers)
+    system = LocalSystem(
+        state,
+        connectors=connectors,
+        workers=workers,
+        stack_env=await ensure_pool_roles(stack_env, connectors),
+        env={"SWITCHYARD_TOPIC_PREFIX": f"flt{uuid.uuid4().hex[:8]}.",
+             "SWITCHYARD_TOPIC_PARTITIONS": "6", **(env or {})},
+        args={"worker": FAST_WORKER_ARGS, "ingress": OPEN_INGRESS_ARGS},
+    )
+    try:
+        await system.start()
+    except BaseException:
+        system.stop()
+        raise
+    return system
+
+
+async def warm_up(system: LocalSystem, keys: Mapping[str, str], within: float = 120.0) -> None:
+    """One command per tenant, each ended by a Result: the whole pipeline is up (the router's
+    tables, every pool's consumer group), so a fault lands on a steady system.
+
+    ``LocalSystem.start`` waits only for the ingress; the router and the workers may still be
+    starting when it returns.
+
+    Raises:
+        RuntimeError: a warm-up command got no Result within ``within`` seconds.
+    """
+    ledger = ResultLedger(system.settings)
+    await ledger.start()
+    try:
+        load = Load(system.ingress_url, keys, total=len(keys), batch=1, clients=1, pace=0)
+        await load.run()
+        await ledger.drain(load.accepted, within, quiet=0)
+        missing = [c for c in load.accepted if c not in ledger.results]
+    finally:
+        await ledger.stop()
+    if missing:
+        raise RuntimeError(f"{len(missing)} warm-up commands got no Result; dead: {system.dead()}")
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def sigkill(system: LocalSystem, name: str) -> None:
+    """SIGKILL the process group of child ``name`` (a crash: no shutdown code runs)."""
+    assert system.supervisor is not None
+    child = next(c for c in system.supervisor.children if c.name == name)
+    os.killpg(child.record.pid, signal.SIGKILL)
+    child.proc.wait(timeout=10)
+    system.supervisor.stop(name)  # the group is gone: this only forgets the child
+
+
+def restart(system: LocalSystem, name: str, argv: list[str]) -> None:
+    assert system.supervisor is not None
+    system.supervisor.start(name, argv)
+
+
+async def wait_ready(url: str, within: float = 90.0) -> None:
+    """Poll ``url`` until it answers 200.
+
+    Raises:
+        TimeoutError: not ready within ``within`` seconds.
+    """
+    async with aiohttp.ClientSession() as session, asyncio.timeout(within):
+        while True:
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.2)
+
+
+async def wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Poll ``condition`` (bounded).
+
+    Raises:
+        AssertionError: it did not hold within ``within`` seconds.
+    """
+    try:
+        async with asyncio.timeout(within):
+            while not condition():  # noqa: ASYNC110 - polled with a bound
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"{what} did not happen within {within:.0f}s") from None
+
+
+# -- emulator --------------------------------------------------------------------------
+
+
+async def reset_emulator(system: LocalSystem) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{system.emulator_url}/_emulator/reset", json={}) as response:
+            response.raise_for_status()
+
+
+async def add_fault(system: LocalSystem, **spec: Any) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{system.emulator_url}/_emulator/faults", json=spec) as response:
+            assert response.status == 200, await response.text()

@@ -1,0 +1,109 @@
+"""SIGKILL of a worker, the router and the ingress under load: every accepted command still
+ends with exactly one Result, and the idempotent upstream sees each side effect once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ._harness import (
+    FAST_WORKER_ARGS,
+    OPEN_INGRESS_ARGS,
+    Counts,
+    Load,
+    ResultLedger,
+    add_fault,
+    count,
+    reset_emulator,
+    restart,
+    sigkill,
+    wait_ready,
+    wait_until,
+)
+from .conftest import TENANTS, WORKERS, FaultSystem
+
+pytestmark = pytest.mark.fault
+
+TOTAL = 600
+
+
+def assert_exactly_once(counts: Counts, total: int) -> None:
+    assert counts.accepted == total
+    assert counts.lost == 0, counts
+    assert counts.duplicates == 0, counts
+    assert counts.final == counts.accepted
+    assert counts.statuses == {"succeeded": total}, counts.statuses
+    # The webhook upstream honours Idempotency-Key: one side effect per command, none repeated.
+    http = counts.effects["http"]
+    assert http["keys_with_repeats"] == 0, http
+    assert http["keys"] == http["succeeded"], http
+
+
+async def _scenario(procs: FaultSystem, name: str, crash, *, pace: float = 0.3) -> Counts:  # type: ignore[no-untyped-def]
+    """Submit ``TOTAL`` commands over ~6 s; once a third are accepted and Results flow,
+    ``crash()`` (kill and restart) while the clients keep submitting."""
+    system = procs.system
+    await reset_emulator(system)
+    # A little upstream latency keeps calls in flight when the kill lands.
+    await add_fault(system, kind="latency", latency_ms=15, count=100_000)
+    ledger = ResultLedger(system.settings)
+    await ledger.start()
+    try:
+        load = Load(system.ingress_url, procs.keys_of(*TENANTS), total=TOTAL, pace=pace)
+        submitting = asyncio.create_task(load.run())
+        await wait_until(
+            lambda: (len(load.accepted) >= TOTAL // 3 and len(ledger.results) >= 20) or submitting.done(),
+            90, "a third of the load accepted and Results flowing",
+        )
+        assert not submitting.done(), "the load finished before the crash: raise TOTAL or pace"
+        in_flight = len(load.accepted) - len(ledger.results)
+        await crash()
+        async with asyncio.timeout(150):
+            await submitting
+        counts = await count(name, system, ledger, load, connectors=WORKERS,
+                             extra={"in_flight_at_kill": in_flight})
+    finally:
+        await ledger.stop()
+    assert system.dead() == [], system.dead()
+    return counts
+
+
+async def test_a_sigkilled_worker_of_each_pool_loses_and_duplicates_no_command(procs: FaultSystem) -> None:
+    system = procs.system
+
+    async def crash() -> None:
+        for connector in WORKERS:
+            sigkill(system, f"worker-{connector}-1")
+        # Replacements come up with new transactional ids: the killed workers' open
+        # transactions are aborted by their timeout, and their partitions move on rebalance.
+        for connector in WORKERS:
+            restart(system, f"worker-{connector}-replacement",
+                    ["worker", "--connector", connector, *FAST_WORKER_ARGS])
+
+    assert_exactly_once(await _scenario(procs, "sigkill worker (1 of 2 per pool)", crash), TOTAL)
+
+
+async def test_a_sigkilled_router_restarted_loses_and_duplicates_no_command(procs: FaultSystem) -> None:
+    system = procs.system
+
+    async def crash() -> None:
+        sigkill(system, "router")
+        restart(system, "router", ["router"])
+
+    assert_exactly_once(await _scenario(procs, "sigkill router", crash), TOTAL)
+
+
+async def test_a_sigkilled_ingress_restarted_on_its_port_loses_no_accepted_command(procs: FaultSystem) -> None:
+    system = procs.system
+
+    async def crash() -> None:
+        sigkill(system, "ingress")
+        restart(system, "ingress", ["ingress", *OPEN_INGRESS_ARGS])
+        await wait_ready(f"{system.ingress_url}/readyz")
+
+    counts = await _scenario(procs, "sigkill ingress", crash)
+    # Clients resend a failed batch with the same idempotency keys; whatever the dead
+    # ingress published before answering is not run a second time.
+    assert counts.extra["failed_requests"] >= 1, "the kill did not hit a request in flight"
+    assert_exactly_once(counts, TOTAL)
