@@ -116,7 +116,10 @@ async def ensure_topics(
     admin = make_admin(settings)
     await start_client(admin, what="admin")
     try:
-        existing = set(await admin.list_topics())
+        try:
+            existing = set(await admin.list_topics())
+        except (KafkaError, OSError) as exc:
+            raise KafkaUnavailable(f"listing topics failed ({type(exc).__name__})") from exc
         missing = [name for name in wanted if name not in existing]
         if not missing:
             return []
@@ -133,6 +136,8 @@ async def ensure_topics(
             await admin.create_topics(new)
         except TopicAlreadyExistsError:
             pass
+        except (KafkaError, OSError) as exc:
+            raise KafkaUnavailable(f"creating topics failed ({type(exc).__name__})") from exc
         return missing
     finally:
         await admin.close()
