@@ -15,6 +15,7 @@ from opentelemetry import context as otel_context
 from core.errors import KafkaUnavailable, VaultError
 from core.logs import bind
 from core.telemetry import extract
+from schemas import json_depth_exceeds
 
 from .contracts import Identity
 from .errors import BadRequest, IngressError, PayloadTooLarge, ServiceUnavailable
@@ -61,22 +62,6 @@ def error_response(exc: IngressError) -> web.Response:
     )
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    # Iterative: a hostile body must not be able to exhaust the Python stack.
-    stack = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if level > limit:
-            return True
-        stack.extend((child, level + 1) for child in children)
-    return False
-
 
 async def read_json(request: web.Request) -> Any:
     """The request body parsed as JSON, within the size and depth limits.
@@ -92,7 +77,7 @@ async def read_json(request: web.Request) -> Any:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRequest("the body is not valid JSON") from None
-    if _depth_exceeds(body, MAX_BODY_DEPTH):
+    if json_depth_exceeds(body, MAX_BODY_DEPTH):
         raise BadRequest(f"the JSON body nests deeper than {MAX_BODY_DEPTH} levels")
     return body
 

@@ -1,6 +1,7 @@
 """Wire models: everything that crosses Kafka or the public API. Imports nothing else of ours."""
 
 from ._base import WireModel, dumps, loads
+from ._limits import json_depth_exceeds
 from .command import COMMAND_SCHEMA_VERSION, Command, CommandSource, ConnectorOptions, RoutedCommand
 from .config import (
     ActionConfig,
@@ -44,6 +45,7 @@ __all__ = [
     "WorkspaceConfig",
     "api_key_key",
     "dumps",
+    "json_depth_exceeds",
     "loads",
     "workspace_key",
 ]

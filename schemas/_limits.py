@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-__all__ = ["MAX_ARGUMENTS_BYTES", "MAX_JSON_DEPTH", "check_json_bounds"]
+__all__ = ["MAX_ARGUMENTS_BYTES", "MAX_JSON_DEPTH", "check_json_bounds", "json_depth_exceeds"]
 
 MAX_JSON_DEPTH = 16
 MAX_ARGUMENTS_BYTES = 256 * 1024
@@ -31,6 +31,11 @@ def _depth(value: Any, limit: int) -> int:
             return deepest
         stack.extend((child, level + 1) for child in children)
     return deepest
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests deeper than ``limit`` (stops early; never recursive)."""
+    return _depth(value, limit) > limit
 
 
 T = TypeVar("T")

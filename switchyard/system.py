@@ -12,13 +12,14 @@ import asyncio
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from core.settings import Settings, load_settings
+from core.vault import VaultAdmin
 from schemas import CONNECTORS, WorkspaceConfig
 
 from ._supervisor import Supervisor
@@ -26,7 +27,7 @@ from .demo import DemoTenant
 from .stack import LocalStack
 from .stack._procs import free_port
 
-__all__ = ["LocalSystem"]
+__all__ = ["LocalSystem", "ensure_pool_roles"]
 
 
 class LocalSystem:
@@ -208,3 +209,19 @@ class LocalSystem:
         if self.stack is not None:
             self.stack.down()
             self.stack = None
+
+
+async def ensure_pool_roles(stack_env: Mapping[str, str], connectors: Iterable[str]) -> dict[str, str]:
+    """``stack_env`` plus AppRole ids for every pool (servers from the environment may lack them)."""
+    env = dict(stack_env)
+    missing = [c for c in connectors if f"SWITCHYARD_VAULT_ROLE_ID_{c.upper()}" not in env]
+    if missing:
+        admin = VaultAdmin(env["VAULT_ADDR"], env["VAULT_TOKEN"])
+        try:
+            for connector in missing:
+                creds = await admin.bootstrap_pool(connector)
+                env[f"SWITCHYARD_VAULT_ROLE_ID_{connector.upper()}"] = creds.role_id
+                env[f"SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}"] = creds.secret_id
+        finally:
+            admin.close()
+    return env

@@ -30,6 +30,8 @@ from mcp_types.jsonrpc import (
 )
 from pydantic import ValidationError
 
+from schemas import json_depth_exceeds
+
 __all__ = [
     "FORBIDDEN",
     "Incoming",
@@ -98,22 +100,6 @@ class Incoming:
         return self.request is not None
 
 
-def _too_deep(value: Any, limit: int) -> bool:
-    # Iterative: a hostile body must not be able to exhaust the Python stack.
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if level > limit:
-            return True
-        stack.extend((child, level + 1) for child in children)
-    return False
-
 
 def parse_message(body: bytes) -> Incoming:
     """Decode one JSON-RPC message from a POST body.
@@ -134,7 +120,7 @@ def parse_message(body: bytes) -> Incoming:
         )
     if not isinstance(decoded, dict):
         raise RpcError(INVALID_REQUEST, "Body must be one JSON-RPC object", status=400)
-    if _too_deep(decoded, MAX_BODY_DEPTH):
+    if json_depth_exceeds(decoded, MAX_BODY_DEPTH):
         raise RpcError(
             INVALID_REQUEST, f"JSON nests deeper than {MAX_BODY_DEPTH} levels", status=400
         )

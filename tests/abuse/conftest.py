@@ -21,10 +21,9 @@ import aiohttp
 import orjson
 import pytest
 
-from core.vault import VaultAdmin
 from ingress.testing import read_topic
 from switchyard.demo import DemoTenant, demo_tenants
-from switchyard.system import LocalSystem
+from switchyard.system import LocalSystem, ensure_pool_roles
 
 CONNECTORS = ("slack",)
 MODERN = "2026-07-28"
@@ -149,17 +148,7 @@ class Session:
 @pytest.fixture(scope="package")
 async def abuse(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Abuse]:
     state: Path = tmp_path_factory.mktemp("abuse")
-    env = dict(stack_env)
-    if any(f"SWITCHYARD_VAULT_ROLE_ID_{c.upper()}" not in env for c in CONNECTORS):
-        # Servers named by the environment may come without the pools' AppRoles.
-        admin = VaultAdmin(env["VAULT_ADDR"], env["VAULT_TOKEN"])
-        try:
-            for connector in CONNECTORS:
-                creds = await admin.bootstrap_pool(connector)
-                env[f"SWITCHYARD_VAULT_ROLE_ID_{connector.upper()}"] = creds.role_id
-                env[f"SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}"] = creds.secret_id
-        finally:
-            admin.close()
+    env = await ensure_pool_roles(stack_env, CONNECTORS)
     system = LocalSystem(
         state, connectors=CONNECTORS, stack_env=env,
         env={"SWITCHYARD_TOPIC_PREFIX": f"abu{uuid.uuid4().hex[:8]}.", "SWITCHYARD_TOPIC_PARTITIONS": "3"},

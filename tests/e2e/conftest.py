@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.vault import VaultAdmin
 from switchyard.demo import DemoTenant, demo_tenants
-from switchyard.system import LocalSystem
+from switchyard.system import LocalSystem, ensure_pool_roles
 
 
 class RunningSystem:
@@ -24,18 +23,8 @@ class RunningSystem:
 @pytest.fixture(scope="module")
 async def running(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSystem]:
     state: Path = tmp_path_factory.mktemp("system")
-    stack_env = dict(stack_env)
     connectors = ("slack", "gmail", "notion", "jira")
-    if any(f"SWITCHYARD_VAULT_ROLE_ID_{c.upper()}" not in stack_env for c in connectors):
-        # Servers named by the environment may come without the pools' AppRoles.
-        admin = VaultAdmin(stack_env["VAULT_ADDR"], stack_env["VAULT_TOKEN"])
-        try:
-            for connector in connectors:
-                creds = await admin.bootstrap_pool(connector)
-                stack_env[f"SWITCHYARD_VAULT_ROLE_ID_{connector.upper()}"] = creds.role_id
-                stack_env[f"SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}"] = creds.secret_id
-        finally:
-            admin.close()
+    stack_env = await ensure_pool_roles(stack_env, connectors)
     system = LocalSystem(
         state,
         connectors=connectors,

@@ -8,17 +8,16 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from core.vault import VaultAdmin
 from schemas import ConnectorOptions, Limits, WorkspaceConfig
 from switchyard.demo import DemoTenant, demo_tenants
-from switchyard.system import LocalSystem
+from switchyard.system import LocalSystem, ensure_pool_roles
 
 from ._ledger import Counts, ResultLedger, count
 from ._load import Load
@@ -93,20 +92,6 @@ def load_tenants(emulator_url: str, spec: Mapping[str, str]) -> list[DemoTenant]
     return tenants
 
 
-async def ensure_pool_roles(stack_env: Mapping[str, str], connectors: Iterable[str]) -> dict[str, str]:
-    """``stack_env`` plus AppRole ids for every pool (servers from the environment may lack them)."""
-    env = dict(stack_env)
-    missing = [c for c in connectors if f"SWITCHYARD_VAULT_ROLE_ID_{c.upper()}" not in env]
-    if missing:
-        admin = VaultAdmin(env["VAULT_ADDR"], env["VAULT_TOKEN"])
-        try:
-            for connector in missing:
-                creds = await admin.bootstrap_pool(connector)
-                env[f"SWITCHYARD_VAULT_ROLE_ID_{connector.upper()}"] = creds.role_id
-                env[f"SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}"] = creds.secret_id
-        finally:
-            admin.close()
-    return env
 
 
 async def start_system(
