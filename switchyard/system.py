@@ -2,8 +2,9 @@
 end-to-end tests start.
 
 One :class:`LocalSystem` owns a local stack (or reuses servers named in the
-environment), the API emulators, one router, N workers per connector and the ingress,
-each a ``switchyard <command>`` child in its own process group.
+environment), the API emulators, N routers, N workers per connector and the ingress,
+each a ``switchyard <command>`` child in its own process group. Every router and worker
+serves ``/metrics`` and health on a port of its own (``LocalSystem.metrics_urls``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class LocalSystem:
     Args:
         state_dir: logs, stack data and generated files.
         connectors: worker pools to start (one process each unless ``workers`` says more).
+        workers: worker processes per connector (default 1).
+        routers: router processes (they share the commands topic's partitions).
         port: ingress port (0: a free one).
         stack_env: servers to reuse (SWITCHYARD_KAFKA_BOOTSTRAP, VAULT_ADDR, VAULT_TOKEN and the
             pools' AppRole ids); None starts a private local stack.
@@ -50,6 +53,7 @@ class LocalSystem:
         *,
         connectors: tuple[str, ...] = CONNECTORS,
         workers: Mapping[str, int] | None = None,
+        routers: int = 1,
         port: int = 0,
         stack_env: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
@@ -59,6 +63,7 @@ class LocalSystem:
         self.state_dir = Path(state_dir)
         self.connectors = connectors
         self.workers = dict(workers or {})
+        self.routers = routers
         self.port = port
         self._stack_env = dict(stack_env) if stack_env else None
         self._extra_env = dict(env or {})
@@ -70,6 +75,8 @@ class LocalSystem:
         self.ingress_url = ""
         self.emulator_url = ""
         self._worker_names: dict[str, list[str]] = {}
+        self._router_names: list[str] = []
+        self.metrics_urls: dict[str, str] = {}
 
     @property
     def settings(self) -> Settings:
@@ -113,28 +120,50 @@ class LocalSystem:
         self._say(f"starting API emulators on {self.emulator_url}")
         self.supervisor.start("emulators", ["emulators", "--host", "127.0.0.1", "--port", str(emulator_port)])
         self._say("starting the router and worker pools: " + ", ".join(self.connectors))
-        self.supervisor.start("router", ["router", *self._args.get("router", [])])
+        for _ in range(self.routers):
+            self.add_router()
         for connector in self.connectors:
             for _ in range(self.workers.get(connector, 1)):
                 self.add_worker(connector)
         self._say(f"starting the ingress on {self.ingress_url}")
         self.supervisor.start("ingress", ["ingress", *self._args.get("ingress", [])])
+        self.metrics_urls["ingress"] = f"{self.ingress_url}/metrics"
         await self._wait_http(f"{self.emulator_url}/_emulator/calls", 60, "emulators")
         await self._wait_http(f"{self.ingress_url}/readyz", 90, "ingress")
 
-    def add_worker(self, connector: str) -> str:
+    def add_router(self) -> str:
+        """Start one more router process; the first is named ``router``, then ``router-2``, ...."""
+        name = "router" if not self._router_names else f"router-{len(self._router_names) + 1}"
+        self._start_serving_metrics(name, ["router", *self._args.get("router", [])])
+        self._router_names.append(name)
+        return name
+
+    def stop_router(self) -> None:
+        """Stop the most recently started router (SIGTERM, graceful)."""
         assert self.supervisor is not None
+        name = self._router_names.pop()
+        self.supervisor.stop(name)
+        self.metrics_urls.pop(name, None)
+
+    def add_worker(self, connector: str) -> str:
         names = self._worker_names.setdefault(connector, [])
         name = f"worker-{connector}-{len(names) + 1}"
-        self.supervisor.start(name, ["worker", "--connector", connector, *self._args.get("worker", [])])
+        self._start_serving_metrics(name, ["worker", "--connector", connector, *self._args.get("worker", [])])
         names.append(name)
         return name
+
+    def _start_serving_metrics(self, name: str, argv: list[str]) -> None:
+        assert self.supervisor is not None
+        port = free_port()
+        self.supervisor.start(name, argv, extra_env={"SWITCHYARD_METRICS_PORT": str(port)})
+        self.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
 
     def stop_worker(self, connector: str) -> None:
         """Stop the most recently started worker of a pool (SIGTERM, graceful)."""
         assert self.supervisor is not None
         name = self._worker_names[connector].pop()
         self.supervisor.stop(name)
+        self.metrics_urls.pop(name, None)
 
     async def _wait_http(self, url: str, within: float, what: str) -> None:
         assert self.supervisor is not None
