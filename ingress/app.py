@@ -135,6 +135,9 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
     metrics = Metrics("ingress")
     pipeline.metrics = metrics
     add_metrics_route(app, metrics)
-    observe.setup(app, services, settings)
+    # The aggregator reads Results through the feed's consumer (one read, one parse).
+    aggregator = observe.ResultsAggregator()
+    results.listeners.append(aggregator.add)
+    observe.setup(app, services, settings, aggregator=aggregator)
     dashboard.setup(app)
     return app

@@ -45,6 +45,9 @@ class ResultsFeed:
         self._waiters: dict[str, list[tuple[asyncio.Future[Result], Accept]]] = {}
         self._waiting = 0
         self._max_waiters = max_waiters
+        # Others that want every parsed Result (the observability aggregator): one
+        # consumer and one parse per record instead of one per reader.
+        self.listeners: list[Callable[[Result], Any]] = []
         self.follower = TopicFollower(
             settings, settings.topics.results, self.apply, start_at=lookback, name="results"
         )
@@ -76,6 +79,8 @@ class ResultsFeed:
                                   "errors": exc.error_count()}},
             )
             return
+        for listener in self.listeners:
+            listener(result)
         self.add(result)
 
     def add(self, result: Result) -> None:
