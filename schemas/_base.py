@@ -35,7 +35,9 @@ class WireModel(BaseModel):
 
     def to_bytes(self) -> bytes:
         """Serialize for Kafka: compact JSON, ``None`` fields left out."""
-        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+        # pydantic's own JSON serializer (Rust): the same bytes as orjson over
+        # ``model_dump(mode="json")`` at half the cost, and this runs on every hop.
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> Self:
