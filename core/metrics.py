@@ -13,6 +13,13 @@ whose per-tenant views are bounded by their own LRU.
 
 Latency histograms carry no tenant label on the per-stage series (stage × connector),
 and tenant × connector on the end-to-end series only, to keep the series count small.
+
+The router counts every command it sends, so it uses :meth:`Metrics.count_routed` and
+:meth:`Metrics.count_rejected`: they cache the label children per raw (tenant, space,
+connector or code), up to ``hot_cap`` entries, so a routed command costs a dict lookup,
+an increment and one histogram observation instead of label validation and formatting.
+Past the cap (only a flood of distinct ids gets there) they take the uncached path, so
+the cache is bounded too.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import threading
 from collections.abc import Iterable
 from datetime import datetime
 from enum import IntEnum
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -102,12 +110,17 @@ class Metrics:
         tenant_cap: int = 200,
         space_cap: int = 1_000,
         connector_cap: int = 64,
+        hot_cap: int = 4_096,
     ) -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
         self.tenants = TenantLabeler(tenant_cap)
         self._spaces = TenantLabeler(space_cap)
         self.connectors = TenantLabeler(connector_cap)
+        # (tenant_id, space_id, connector or code) -> label children; see count_routed.
+        self._hot: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._hot_rejected: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._hot_cap = hot_cap
         r = self.registry
         ts, tsc = ["tenant", "space"], ["tenant", "space", "connector"]
         self.accepted = Counter("switchyard_commands_accepted", "Commands accepted by the ingress.", ts, registry=r)
@@ -177,6 +190,51 @@ class Metrics:
         seconds = _seconds(routed.submitted_at, routed.routed_at)
         if seconds is not None:
             self.stage_latency.labels("ingress_to_routed", connector).observe(seconds)
+
+    def count_routed(self, tenant_id: str, space_id: str, connector: str, waited: float) -> None:
+        """What :meth:`command_routed` counts, from plain values, for the router's hot path.
+
+        Args:
+            tenant_id: the command's tenant (raw; bounded here).
+            space_id: its workspace.
+            connector: the connector it was routed to.
+            waited: seconds from submission to routing (stage ``ingress_to_routed``).
+        """
+        key = (tenant_id, space_id, connector)
+        children = self._hot.get(key)
+        if children is None:
+            tenant, space = self.labels(tenant_id, space_id)
+            label = self.connector(connector)
+            children = (
+                self.routed.labels(tenant, space, label),
+                self.stage_latency.labels("ingress_to_routed", label),
+            )
+            if len(self._hot) < self._hot_cap:
+                self._hot[key] = children
+        children[0].inc()
+        children[1].observe(max(0.0, waited))
+
+    def count_rejected(self, tenant_id: str, space_id: str, code: str, waited: float) -> None:
+        """What :meth:`result` counts for a REJECTED Result, from plain values (router hot path).
+
+        Args:
+            tenant_id: the command's tenant (raw; bounded here).
+            space_id: its workspace.
+            code: the rejection's error code value.
+            waited: seconds from submission to the rejection (end-to-end latency).
+        """
+        key = (tenant_id, space_id, code)
+        children = self._hot_rejected.get(key)
+        if children is None:
+            tenant, space = self.labels(tenant_id, space_id)
+            children = (
+                self.rejected.labels(tenant, space, code),
+                self.e2e_latency.labels(tenant, self.connector(None)),
+            )
+            if len(self._hot_rejected) < self._hot_cap:
+                self._hot_rejected[key] = children
+        children[0].inc()
+        children[1].observe(max(0.0, waited))
 
     def command_retried(self, routed: RoutedCommand) -> None:
         tenant, space = self.labels(routed.tenant_id, routed.space_id)

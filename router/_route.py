@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from core.errors import CommandError, PermanentError
 from core.logs import bind
+from core.metrics import Metrics
 from core.settings import Settings
 from core.telemetry import capture_spans, current_trace_id, extract, inject, span
 from schemas import (
@@ -52,6 +53,7 @@ from schemas import (
     RoutedCommand,
     StageTimes,
 )
+from schemas._limits import check_json_bounds
 from schemas.trace import MAX_SPANS
 
 from ._config_view import ConfigView
@@ -77,6 +79,11 @@ class Outgoing:
     headers: list[tuple[str, bytes]]
     command_id: str
     rejected: ErrorCode | None
+    # For the metrics counted once the output is acked (see Router.metrics).
+    tenant_id: str = ""
+    space_id: str = ""
+    connector: str = ""
+    waited: float = 0.0
 
 
 def _headers_list(message: Any) -> list[tuple[str, bytes]]:
@@ -112,6 +119,8 @@ class Router:
         self.routed = 0
         self.rejected = 0
         self.dropped = 0
+        # Set by the runtime when the process exposes metrics (core.metrics.Metrics).
+        self.metrics: Metrics | None = None
         # ids of faust messages this router finished; see ``guard_acks``.
         self._finished: set[int] = set()
         # (topic, partition) -> offset to re-read: faust skipped or dropped it.
@@ -233,9 +242,6 @@ class Router:
         await consumer.perform_seek()
 
     async def _route(self, events: Sequence[Any]) -> None:
-        await self.config.sync()
-        now = time.time()
-        now_ms = int(now * 1000)
         items: list[tuple[Any, Command]] = []
         for event in events:
             try:
@@ -250,6 +256,10 @@ class Router:
                         }
                     },
                 )
+        newest = max((c.submitted_at.timestamp() for _, c in items), default=None)
+        await self.config.sync(newest)
+        now = time.time()
+        now_ms = int(now * 1000)
         sent = await self._already_sent(items, now_ms)
         outgoing: list[tuple[str, int, Outgoing]] = []
         in_batch: set[str] = set()
@@ -292,6 +302,7 @@ class Router:
         ]
         if sends:
             await asyncio.gather(*sends)
+        metrics = self.metrics
         for key, partition, out in outgoing:
             self.dedup.put(
                 key,
@@ -305,10 +316,18 @@ class Router:
                 },
                 partition,
             )
+            # Counted only now that the output is acked: a failed batch is replayed, and
+            # counting before the ack would count its commands twice.
             if out.rejected is None:
                 self.routed += 1
+                if metrics is not None:
+                    metrics.count_routed(out.tenant_id, out.space_id, out.connector, out.waited)
             else:
                 self.rejected += 1
+                if metrics is not None:
+                    metrics.count_rejected(
+                        out.tenant_id, out.space_id, out.rejected.value, out.waited
+                    )
         # Not awaited: if these are lost in a crash, the entries stay ``pending`` and a
         # replay checks the output partition instead.
         await self.dedup.flush(self.producer)
@@ -400,6 +419,10 @@ class Router:
             headers=headers,
             command_id=command.command_id,
             rejected=None if routed else (error.code if error else ErrorCode.INTERNAL),
+            tenant_id=command.tenant_id,
+            space_id=command.space_id,
+            connector=routed.connector if routed else "",
+            waited=now - command.submitted_at.timestamp(),
         )
 
     def _resolve(
@@ -414,23 +437,30 @@ class Router:
                 ErrorCode.CONNECTOR_DISABLED,
                 f"connector {action.connector!r} is not run by this deployment",
             )
+        resolved = resolution.resolved_arguments
         try:
-            routed = RoutedCommand.model_validate(
-                {
-                    **command.model_dump(),
-                    "connector": action.connector,
-                    "operation": action.operation,
-                    "resolved_arguments": resolution.resolved_arguments,
-                    "connector_options": workspace.connectors[action.connector],
-                    "routed_at": now_dt,
-                }
-            )
-        except ValidationError as exc:
-            first = exc.errors()[0]
+            if not isinstance(resolved, dict):
+                raise ValueError("the mapping must produce a JSON object")
+            check_json_bounds(resolved)
+        except ValueError as exc:
             raise PermanentError(
-                ErrorCode.MAPPING_FAILED,
-                f"mapped arguments are not valid: {str(first.get('msg'))[:200]}",
+                ErrorCode.MAPPING_FAILED, f"mapped arguments are not valid: {str(exc)[:200]}"
             ) from None
+        # Every part is validated already (the command when parsed, the action and
+        # connector options with the workspace, the mapped arguments just above), so
+        # the routed command is assembled without a second validation pass — the
+        # dump/validate round trip was a tenth of the router's CPU per command.
+        routed = RoutedCommand.model_construct(
+            **dict(command),
+            connector=action.connector,
+            operation=action.operation,
+            resolved_arguments=resolved,
+            connector_options=workspace.connectors[action.connector],
+            routed_at=now_dt,
+            # Given explicitly: model_construct inspects default factories per call.
+            errors=[],
+            not_before=None,
+        )
         ukey = usage_key(command.tenant_id, command.space_id)
         state, rejection = admit(self.usage.get(ukey), workspace.limits, now)
         self.usage.put(ukey, state, partition)

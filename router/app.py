@@ -33,7 +33,9 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from core.health import serve_health
 from core.kafka import ensure_topics, make_consumer, make_producer, start_client
+from core.metrics import Metrics
 from core.settings import Settings
 from schemas import CONNECTORS
 
@@ -92,11 +94,18 @@ class RouterRuntime(Service):
     """Starts what the agent needs (producer, config view) before it routes anything."""
 
     def __init__(
-        self, app: faust.App, settings: Settings, dedup: Any, usage: Any, **kwargs: Any
+        self,
+        app: faust.App,
+        settings: Settings,
+        dedup: Any,
+        usage: Any,
+        metrics: Metrics | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.app_ = app
         self.settings = settings
+        self.metrics = metrics
         self.config_view = ConfigView(settings)
         self.router = Router(
             settings,
@@ -104,11 +113,16 @@ class RouterRuntime(Service):
             PartitionedState(dedup, dedup.changelog_topic_name),
             PartitionedState(usage, usage.changelog_topic_name),
         )
+        self.router.metrics = metrics
         self.ready = asyncio.Event()
         self.last_event = time.monotonic()
         self.nudged = False
 
     async def on_start(self) -> None:
+        if self.metrics is not None:
+            # First, so /healthz answers (and /readyz says "not ready") during recovery.
+            checks = {"kafka": self._kafka_reachable, "router": self._ready}
+            await self.add_async_context(serve_health(self.settings, self.metrics, checks))
         names, configs = router_topics(self.settings)
         await ensure_topics(self.settings, names, configs=configs)
         # aiokafka clients bind to the running loop: made here, not in __init__.
@@ -126,6 +140,17 @@ class RouterRuntime(Service):
         self.last_event = time.monotonic()
         self.ready.set()
         logger.info("router ready", extra={"fields": {"workspaces": len(self.config_view)}})
+
+    async def _ready(self) -> bool:
+        return self.ready.is_set()
+
+    async def _kafka_reachable(self) -> bool:
+        producer = self.router.producer
+        if producer is None:
+            return False
+        # Raises (a failed check) when no broker answers a metadata request.
+        await producer.client.fetch_all_metadata()
+        return True
 
     async def on_stop(self) -> None:
         await self.config_view.stop()
@@ -170,12 +195,14 @@ async def _pin_start_offsets(settings: Settings) -> None:
 
 
 def create_app(
-    settings: Settings, *, data_dir: Path | None = None
+    settings: Settings, *, data_dir: Path | None = None, metrics: Metrics | None = None
 ) -> tuple[faust.App, RouterRuntime]:
     """Build the router app for ``settings``; run it with ``faust.Worker(app, runtime)``.
 
     The app id is ``<prefix>router`` so deployments (and tests) with different topic
-    prefixes never share a consumer group or changelog topics.
+    prefixes never share a consumer group or changelog topics. With ``metrics``, the
+    runtime counts routed and rejected commands and serves ``/metrics``, ``/healthz``
+    and ``/readyz`` on ``settings.metrics_port`` (when set).
     """
     if data_dir is None:
         data_dir = Path(tempfile.mkdtemp(prefix="switchyard-router-"))
@@ -212,7 +239,7 @@ def create_app(
     )
     dedup = app.Table("dedup", partitions=settings.topic_partitions)
     usage = app.Table("usage", partitions=settings.topic_partitions)
-    runtime = RouterRuntime(app, settings, dedup, usage)
+    runtime = RouterRuntime(app, settings, dedup, usage, metrics)
     router = runtime.router
 
     async def drain(queue: asyncio.Queue[Any], source: Any) -> None:

@@ -1,5 +1,7 @@
 """``switchyard router``: run the faust router worker in this process.
 
+With ``SWITCHYARD_METRICS_PORT`` set it serves ``/metrics``, ``/healthz`` and ``/readyz``
+there (ready: Kafka answers and the router has started: topics, producer, config view).
 SIGTERM and SIGINT stop it cleanly: the worker stops the agent, commits the offsets of
 finished batches (an interrupted batch is withheld and replayed later) and exits 0.
 """
@@ -26,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from core.logs import configure_logging
+    from core.metrics import Metrics
     from core.settings import load_settings
     from core.telemetry import setup_tracing
 
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     # faust binds to the current loop; make it a fresh one we own.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    app, runtime = create_app(settings, data_dir=data_dir)
+    # Metrics and health are served on SWITCHYARD_METRICS_PORT when it is set.
+    app, runtime = create_app(settings, data_dir=data_dir, metrics=Metrics("router"))
     worker = faust.Worker(
         app,
         runtime,

@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
         _say("  Paste one entry into ~/.cursor/mcp.json or claude_desktop_config.json; it holds that tenant's API key.")
         _say(f"  MCP endpoint: {url}/mcp/<space>   REST: {url}/v1/commands   OpenAPI: {url}/openapi.json")
         _say(f"  Dashboard: {url}/dashboard   Logs: {system.log_dir}")
+        _say("  Prometheus metrics (per tenant, workspace and connector):")
+        for name, metrics_url in system.metrics_urls.items():
+            _say(f"    {name:16} {metrics_url}")
         if args.once:
             return 0 if all_ok else 1
         _say("\nswitchyard: serving. Press Ctrl-C to stop everything.")

@@ -162,3 +162,26 @@ async def test_dedup_sweep_drops_expired_entries_and_the_oldest_beyond_the_tenan
         (2, "acme/k0", None),
         (2, "acme/k1", None),
     ]
+
+
+async def test_config_sync_skips_the_probe_only_for_commands_older_than_the_last_probe() -> None:
+    from core.settings import load_settings
+    from router._config_view import ConfigView
+
+    view = ConfigView(load_settings({}), clock_skew=0.1)
+    probes: list[int] = []
+
+    class Probe:
+        async def end_offsets(self, partitions):  # the view has no partitions here
+            probes.append(1)
+            return {}
+
+    view._probe = Probe()  # type: ignore[assignment]
+    started = datetime.now(UTC).timestamp()
+    assert await view.sync() is True  # first sync: always probes
+    assert probes == [1]
+    assert await view.sync(started - 1.0) is True  # submitted well before that probe
+    assert probes == [1] and view.probes_skipped == 1
+    assert await view.sync(started - 0.05) is True  # within the clock skew: probe again
+    assert await view.sync(datetime.now(UTC).timestamp()) is True  # newer than any probe
+    assert probes == [1, 1, 1] and view.probes_skipped == 1
