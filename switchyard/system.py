@@ -87,7 +87,7 @@ class LocalSystem:
         return self.state_dir / "logs"
 
     async def start(self) -> None:
-        """Start everything and wait until the ingress is ready.
+        """Start everything and wait until every process is ready.
 
         Raises:
             RuntimeError: a process exited early or did not become ready in time.
@@ -130,6 +130,12 @@ class LocalSystem:
         self.metrics_urls["ingress"] = f"{self.ingress_url}/metrics"
         await self._wait_http(f"{self.emulator_url}/_emulator/calls", 60, "emulators")
         await self._wait_http(f"{self.ingress_url}/readyz", 90, "ingress")
+        # Routers and workers answer /readyz once their Kafka clients (and Vault, for
+        # workers) are up and routers have recovered their tables: a demo or benchmark
+        # started before that would measure start-up, not the pipeline.
+        for name, url in list(self.metrics_urls.items()):
+            if name != "ingress":
+                await self._wait_http(url.removesuffix("/metrics") + "/readyz", 120, name)
 
     def add_router(self) -> str:
         """Start one more router process; the first is named ``router``, then ``router-2``, ...."""
