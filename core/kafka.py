@@ -116,10 +116,7 @@ async def ensure_topics(
     admin = make_admin(settings)
     await start_client(admin, what="admin")
     try:
-        try:
-            existing = set(await admin.list_topics())
-        except (KafkaError, OSError) as exc:
-            raise KafkaUnavailable(f"listing topics failed ({type(exc).__name__})") from exc
+        existing = await _list_topics(admin)
         missing = [name for name in wanted if name not in existing]
         if not missing:
             return []
@@ -141,6 +138,26 @@ async def ensure_topics(
         return missing
     finally:
         await admin.close()
+
+
+async def _list_topics(admin: AIOKafkaAdminClient, attempts: int = 20) -> set[str]:
+    """All topic names, retrying transient errors (bounded).
+
+    The admin client asks a random known broker; a broker that just died is still in
+    the metadata until the controller fences it (seconds), so one unlucky pick must not
+    fail a process start while the rest of the cluster serves.
+
+    Raises:
+        KafkaUnavailable: a non-retriable error, or ``attempts`` retriable ones.
+    """
+    for attempt in range(attempts):
+        try:
+            return set(await admin.list_topics())
+        except (KafkaError, OSError) as exc:
+            if not getattr(exc, "retriable", False) or attempt == attempts - 1:
+                raise KafkaUnavailable(f"listing topics failed ({type(exc).__name__})") from exc
+            await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+    raise AssertionError("unreachable")
 
 
 def headers_dict(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:

@@ -29,6 +29,7 @@ from ._harness import (
     load_tenants,
     reset_emulator,
     start_system,
+    wait_ready,
     wait_until,
     warm_up,
 )
@@ -222,3 +223,24 @@ async def test_commands_after_openbao_is_restored_succeed(vault_outage: Outage) 
             assert errors[command_id] == "credentials_missing", errors[command_id]
     # Workers drop their dead Vault tokens and log in again: nothing fails once restored.
     assert all(statuses[c] == "succeeded" for c in vault_outage.after.accepted)
+
+
+async def test_a_router_and_a_worker_started_while_a_broker_is_down_become_ready(
+    cluster: Cluster,
+) -> None:
+    """Processes (re)started during a broker outage — what an orchestrator does all the
+    time — must come up on the two brokers left, not exit on the dead one."""
+    system = cluster.system
+    await asyncio.to_thread(cluster.stack.stop_kafka, 1)
+    router = system.add_router()
+    worker = system.add_worker("slack")
+    try:
+        for name in (router, worker):
+            url = system.metrics_urls[name].removesuffix("/metrics") + "/readyz"
+            await wait_ready(url, within=120)
+        assert router not in system.dead() and worker not in system.dead()
+    finally:
+        system.stop_worker("slack")
+        system.stop_router()
+        await asyncio.to_thread(cluster.stack.start_kafka, 1)
+    assert system.dead() == [], system.dead()
