@@ -270,14 +270,14 @@ class KafkaPipeline:
     async def _send(self, command: Command, trace: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
         if self.producer is None:
             raise KafkaUnavailable("the ingress producer is not running")
-        headers = [
-            (Headers.TENANT, command.tenant_id.encode()),
-            (Headers.SPACE, command.space_id.encode()),
-            (Headers.COMMAND_ID, command.command_id.encode()),
-            (Headers.SCHEMA, COMMAND_SCHEMA.encode()),
-            (Headers.KIND, COMMAND_KIND.encode()),
-            *trace,
-        ]
+        headers = Headers.for_command(
+            command.tenant_id,
+            command.space_id,
+            command.command_id,
+            kind=COMMAND_KIND,
+            schema=COMMAND_SCHEMA,
+        )
+        headers += trace
         # Mark in flight before the first await: a concurrent replay must find it.
         self._inflight[command.command_id] = asyncio.get_running_loop().create_future()
         self._submitted.put(command.command_id, command)

@@ -66,8 +66,8 @@ __all__ = ["Outgoing", "Router"]
 
 logger = logging.getLogger(__name__)
 
-KIND_ROUTED = b"routed"
-KIND_RESULT = b"result"
+KIND_ROUTED = "routed"
+KIND_RESULT = "result"
 
 
 @dataclass(slots=True)
@@ -379,13 +379,13 @@ class Router:
                 error = exc
                 current.set_attribute("switchyard.rejected", str(exc.code))
             topic = self.topics.connector(routed.connector) if routed else self.topics.results
-            headers = [
-                (Headers.TENANT, key),
-                (Headers.SPACE, command.space_id.encode()),
-                (Headers.COMMAND_ID, command.command_id.encode()),
-                (Headers.KIND, KIND_ROUTED if routed else KIND_RESULT),
-                (Headers.SCHEMA, b"1"),
-            ]
+            headers = Headers.for_command(
+                command.tenant_id,
+                command.space_id,
+                command.command_id,
+                kind=KIND_ROUTED if routed else KIND_RESULT,
+                schema="1",
+            )
             inject(headers)
             trace_id = current_trace_id()
         spans = [*command.spans, *captured][-MAX_SPANS:]

@@ -28,6 +28,20 @@ class Headers:
     SCHEMA = "sy-schema"
     KIND = "sy-kind"
 
+    @staticmethod
+    def for_command(
+        tenant_id: str, space_id: str, command_id: str, *, kind: str, schema: str
+    ) -> list[tuple[str, bytes]]:
+        """The headers every record about one command carries (trace context is added
+        by ``core.telemetry.inject``), so consumers can filter without parsing values."""
+        return [
+            (Headers.TENANT, tenant_id.encode()),
+            (Headers.SPACE, space_id.encode()),
+            (Headers.COMMAND_ID, command_id.encode()),
+            (Headers.KIND, kind.encode()),
+            (Headers.SCHEMA, schema.encode()),
+        ]
+
 
 @dataclass(frozen=True, slots=True)
 class Topics:
