@@ -124,30 +124,39 @@ async def submit_batches(
 async def mcp_calls(
     session: aiohttp.ClientSession,
     url: str,
-    key: str,
+    key: str | list[str],
     *,
     duration: float,
     concurrency: int,
     rate: float | None = None,
     max_calls: int = 1_000_000,
 ) -> dict[str, Any]:
-    """Stateless (2026-07-28) ``tools/call`` requests: closed loop, or open loop at ``rate``/s."""
+    """Stateless (2026-07-28) ``tools/call`` requests: closed loop, or open loop at ``rate``/s.
+
+    With several tenant keys, calls go round-robin over them (clients of many tenants,
+    as an agent platform's traffic is).
+    """
     latencies: list[float] = []
     errors = 0
     counter = itertools.count(1)
-    headers = {
-        "Authorization": f"Bearer {key}",
-        "Content-Type": "application/json",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": MODERN,
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": "daily_summary",
-    }
+    keys = [key] if isinstance(key, str) else list(key)
+    header_sets = [
+        {
+            "Authorization": f"Bearer {k}",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": MODERN,
+            "Mcp-Method": "tools/call",
+            "Mcp-Name": "daily_summary",
+        }
+        for k in keys
+    ]
     end = time.perf_counter() + duration
 
     async def one() -> None:
         nonlocal errors
         n = next(counter)
+        headers = header_sets[n % len(header_sets)]
         body = {
             "jsonrpc": "2.0", "id": n, "method": "tools/call",
             "params": {"name": "daily_summary", "arguments": {"summary": f"bench {n}"}, "_meta": _META},

@@ -11,7 +11,11 @@ worker pool), then measures, on the same broker in the same run:
   emulator directly;
 - ``noisy_neighbour``: a quiet tenant's p99 alone, then while another tenant floods 20×
   against a slow API;
-- ``scaling``: async throughput with 1, 2 and 4 worker processes.
+- ``noisy_worker``: the same at the Slack worker pool alone (RoutedCommands straight onto
+  its topic), and the worker's CPU ms per command (``bench._noisy_worker``);
+- ``scaling``: async throughput with 1, 2 and 4 worker processes;
+- ``scale_out`` (only when named in ``--only``): on a 3-broker stack of its own, two
+  routers and a worker pool walked 1 → 2 → 4 → 2 (``bench._scale_out``).
 
 Prints one JSON document (and writes it with ``--out``). Never part of the test suite.
 """
@@ -42,12 +46,18 @@ from ._load import ResultClock, direct_emulator_calls, mcp_calls, submit_batches
 
 __all__ = ["add_arguments", "run"]
 
-SCENARIOS = ("baseline", "async", "sync_mcp", "noisy_neighbour", "scaling")
+SCENARIOS = ("baseline", "async", "sync_mcp", "noisy_neighbour", "noisy_worker", "scaling", "scale_out")
+# Scenarios that start a stack of their own: run only when named in --only.
+OWN_STACK = ("scale_out",)
 _FAST = Limits(rate_per_second=100_000, burst=1_000_000, concurrency=256)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument(
+        "--only",
+        default=",".join(s for s in SCENARIOS if s not in OWN_STACK),
+        help=f"comma-separated scenarios of {', '.join(SCENARIOS)} (default: all but {', '.join(OWN_STACK)})",
+    )
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
     parser.add_argument("--commands", type=int, default=20_000, help="async commands per measurement")
     parser.add_argument("--mcp-clients", type=int, default=64, help="concurrent MCP clients")
@@ -130,11 +140,13 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             print("bench: sync MCP", file=sys.stderr)
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as session:
+                # Clients of all eight bench tenants: one tenant alone is held to its
+                # own concurrency cap in the worker, which is fairness, not capacity.
                 closed = await mcp_calls(
-                    session, mcp_url, bench_keys[0], duration=duration, concurrency=args.mcp_clients
+                    session, mcp_url, bench_keys, duration=duration, concurrency=args.mcp_clients
                 )
                 open_loop = await mcp_calls(
-                    session, mcp_url, bench_keys[1], duration=duration, concurrency=0, rate=500
+                    session, mcp_url, bench_keys, duration=duration, concurrency=0, rate=500
                 )
                 direct = await direct_emulator_calls(
                     session, system.emulator_url, tenants[0].emulator_token, count=2000, concurrency=args.mcp_clients
@@ -149,6 +161,12 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         if "noisy_neighbour" in only:
             print("bench: noisy neighbour", file=sys.stderr)
             report["noisy_neighbour"] = await _noisy(system, keys[quiet.tenant_id], keys[noisy.tenant_id], duration)
+        if "noisy_worker" in only:
+            from ._noisy_worker import noisy_worker, worker_cpu
+
+            print("bench: noisy neighbour at the worker, worker CPU", file=sys.stderr)
+            report["noisy_worker"] = await noisy_worker(system, duration=duration)
+            report["worker_cpu"] = await worker_cpu(system, commands=max(2_000, count // 4))
         if "scaling" in only:
             print("bench: scaling", file=sys.stderr)
             report["scaling"] = await _scaling(system, clock, bench_keys, max(1000, count // 2), args.workers)
@@ -209,7 +227,12 @@ def run(args: argparse.Namespace) -> int:
 
     configure_logging("switchyard-bench", "WARNING")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    report = asyncio.run(_bench(args))
+    only = {s for s in args.only.split(",") if s}
+    report = asyncio.run(_bench(args)) if only - set(OWN_STACK) else {}
+    if "scale_out" in only:
+        from ._scale_out import measure_scale_out
+
+        report["scale_out"] = asyncio.run(measure_scale_out(args))
     text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
     print(text)
     if args.out:

@@ -159,10 +159,12 @@ class Executor:
                     if verdict.status is not ResultStatus.SUCCEEDED:
                         worker_span.set_status(Status(StatusCode.ERROR, status_name))
         outcome = self._records(job, verdict, started, trace_id, spans, context)
-        with bind(tenant_id=command.tenant_id, command_id=command.command_id, trace_id=trace_id):
-            final = outcome.status.value if outcome.status else "handed to a retry tier"
-            log = logger.debug if outcome.status is ResultStatus.SUCCEEDED else logger.info
-            log("command %s", final, extra={"fields": {"attempts": verdict.attempts}})
+        level = logging.DEBUG if outcome.status is ResultStatus.SUCCEEDED else logging.INFO
+        # Checked first: binding the log context per command costs more than the line.
+        if logger.isEnabledFor(level):
+            with bind(tenant_id=command.tenant_id, command_id=command.command_id, trace_id=trace_id):
+                final = outcome.status.value if outcome.status else "handed to a retry tier"
+                logger.log(level, "command %s", final, extra={"fields": {"attempts": verdict.attempts}})
         return outcome
 
     async def _attempts(self, command: RoutedCommand, next_tier: int) -> _Verdict:
@@ -315,14 +317,18 @@ class Executor:
         attempts = sum(1 for e in errors if e.code is not ErrorCode.CIRCUIT_OPEN)
         if verdict.status is ResultStatus.SUCCEEDED:
             attempts += 1
-        trail = command.model_copy(update={"errors": errors, "spans": _merge_spans(command, spans)})
         records: list[Outgoing] = []
         status = verdict.status
         error = verdict.error
         if verdict.step is Step.TIER and status is None:
             assert verdict.decision is not None and verdict.decision.tier is not None
-            handoff = trail.model_copy(
-                update={"attempt": min(100, command.attempt + 1), "not_before": verdict.decision.not_before}
+            handoff = command.model_copy(
+                update={
+                    "errors": errors,
+                    "spans": _merge_spans(command, spans),
+                    "attempt": min(100, command.attempt + 1),
+                    "not_before": verdict.decision.not_before,
+                }
             )
             topic = topics.retry(command.connector, verdict.decision.tier)
             return Outcome([record_for(topic, command, handoff, KIND_RETRY, context)], None)
@@ -340,6 +346,8 @@ class Executor:
             else:
                 status = ResultStatus.FAILED
             if verdict.step in (Step.DEAD_LETTER, Step.EXPIRED) and errors:
+                # The trail (errors and spans so far) only for records that carry the command on.
+                trail = command.model_copy(update={"errors": errors, "spans": _merge_spans(command, spans)})
                 records.append(record_for(topics.dead_letters, command, trail, KIND_DEAD_LETTER, context))
         try:
             result = build_result(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -53,6 +55,8 @@ class Outbox:
         self._full = asyncio.Event()
         self.transactions = 0
         self._stopped = False
+        # Position last committed per partition, for :meth:`wait_visible`.
+        self._committed: dict[TopicPartition, int] = {}
 
     @property
     def pending(self) -> int:
@@ -100,7 +104,43 @@ class Outbox:
                 await self._abort()
                 raise KafkaUnavailable(f"outbox transaction failed ({type(exc).__name__})") from exc
             self._tracker.mark_committed(offsets)
+            for tp, (position, _) in offsets.items():
+                self._committed[tp] = position
             self.transactions += 1
+
+    async def wait_visible(
+        self, admin: Any, tps: Iterable[TopicPartition], within: float = 5.0
+    ) -> bool:
+        """Wait (bounded) until the group's offsets of ``tps`` read back as committed here.
+
+        A transaction's offsets become readable only once the broker has written its commit
+        markers, a moment *after* ``commit_transaction`` returns; aiokafka's OffsetFetch
+        cannot ask for stable offsets (KIP-447), so until then the broker answers the
+        previous offset. A partition's next owner reads its position right after this
+        process gives the partition up, and would redo — and publish a second Result for —
+        the records of the last transaction. Call before giving partitions up.
+
+        Returns:
+            False when they did not read back within ``within`` seconds (records may be redone).
+        """
+        # Popped: the partitions are being given up, and a later owner's commits are not ours.
+        want = {tp: self._committed.pop(tp) for tp in tps if tp in self._committed}
+        deadline = asyncio.get_running_loop().time() + within
+        while want:
+            try:
+                seen = await admin.list_consumer_group_offsets(
+                    self._group_id, partitions=sorted(want)
+                )
+            except (KafkaError, OSError):
+                seen = {}
+            want = {tp: pos for tp, pos in want.items() if tp not in seen or seen[tp].offset < pos}
+            if not want:
+                break
+            if asyncio.get_running_loop().time() >= deadline:
+                logger.warning("committed offsets not readable yet; the next owner may redo records")
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def _abort(self) -> None:
         try:

@@ -5,18 +5,21 @@ retry tier topics. Each record is tracked by offset, parsed, and either queued f
 tenant in the :class:`FairScheduler` or — for a retry tier record whose ``not_before``
 is in the future — held in a delay queue. Held records never block their partition for
 other records (they are simply not started yet); a tier partition is paused only when
-it holds more than ``max_delayed_per_partition`` waiting records, which bounds memory.
+it holds more than ``max_delayed_per_partition`` waiting records, which bounds memory
+(:mod:`workers._holding`).
 
 Fetching pauses when started + queued commands exceed ``max_buffered`` and resumes at
-half of it. Outcomes go through the transactional :class:`Outbox`, which commits each
-partition's offset only up to its lowest unfinished record.
+half of it. A pause stops whole partitions, so one tenant must not be able to cause it:
+from half that threshold on, a tenant with ``tenant_backlog`` commands queued has its
+further records from the connector topic parked on retry tier 0 until it has room
+(:mod:`workers._overflow`) and the partition keeps flowing for the other tenants. Outcomes go through the
+transactional :class:`Outbox`, which commits each partition's offset only up to its
+lowest unfinished record.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,8 +47,10 @@ from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, ResultStatus, RoutedComma
 from ._breaker import CircuitBreakers
 from ._credentials import Credentials, VaultLike
 from ._execute import Executor, Job, Outcome, now
+from ._holding import Holding
 from ._offsets import OffsetTracker
 from ._outbox import Outbox
+from ._overflow import Overflow
 from ._results import KIND_RESULT, build_result, dead_letter_raw, record_for
 from ._retry import RetryPolicy
 from ._scheduler import FairScheduler
@@ -72,6 +77,10 @@ class PoolOptions:
     request_timeout: float = 10.0
     flush_interval: float = 0.05
     max_buffered: int | None = None  # default 4 x concurrency
+    # Queued commands one tenant may hold before its excess is parked (default max_buffered / 8:
+    # up to twice that with returning records, so one tenant alone never reaches the pause
+    # that would stall the others).
+    tenant_backlog: int | None = None
     max_delayed_per_partition: int = 1_000
     revoke_grace: float = 5.0
     shutdown_grace: float = 10.0
@@ -140,14 +149,16 @@ class WorkerPool:
         )
         self._refresher = refresher
         self._high = opts.max_buffered or max(64, 4 * self.concurrency)
+        self.overflow = Overflow(
+            self.source_topics[1] if len(self.source_topics) > 1 else self.source_topics[0],
+            backlog=opts.tenant_backlog or max(1, self._high // 8),
+        )
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[TopicPartition, int] = {}
-        self._delayed: list[tuple[float, int, _Item]] = []
-        self._delayed_per_tp: dict[TopicPartition, int] = {}
-        self._delay_paused: set[TopicPartition] = set()
-        self._delay_wakeup = asyncio.Event()
-        self._seq = itertools.count()
+        self.holding: Holding[_Item] = Holding(
+            limit=opts.max_delayed_per_partition, pause=self._pause_held, resume=self._resume_held
+        )
         self._bp_paused = False
         self.completed: dict[str, int] = {}
         # Set by the command when the process exposes metrics (core.metrics.Metrics).
@@ -243,6 +254,20 @@ class WorkerPool:
         generation = self.tracker.track(tp, record.offset)
         if generation is None:
             return  # finished and committed by this partition's previous owner
+        if (
+            tp.topic == self.source_topics[0]
+            and record.key is not None
+            and len(self.source_topics) > 1
+            # Below half the pause threshold memory is plenty: parking only replaces a pause.
+            and self.scheduler.buffered + self.scheduler.in_flight >= self._high // 2
+        ):
+            # Decided on the key (the router keys by tenant) before parsing: parking is
+            # the cheap path for a flood.
+            tenant = record.key.decode("utf-8", "replace")
+            if self.overflow.over(self.scheduler.queued(tenant)):
+                parked = self.overflow.park(record.key, record.value or b"", record.headers)
+                self.outbox.add([parked], tp, record.offset, generation)
+                return
         try:
             if record.value is None:
                 raise ValueError("empty record")
@@ -257,46 +282,66 @@ class WorkerPool:
             raw = dead_letter_raw(self.settings.topics.dead_letters, record.key, record.value, tp.topic)
             self.outbox.add([raw], tp, record.offset, generation)
             return
-        job = Job(command, headers_dict(record.headers), self._next_tier.get(tp.topic, 0))
-        item = _Item(tp, record.offset, generation, job)
-        if command.not_before is not None and command.not_before > now():
-            self._hold(item, command.not_before.timestamp())
+        headers = headers_dict(record.headers)
+        next_tier = self._next_tier.get(tp.topic, 0)
+        due = command.not_before.timestamp() if command.not_before is not None else None
+        if tp.topic == self.overflow.topic:
+            parked_tier = self.overflow.next_tier(headers)
+            if parked_tier is not None:
+                next_tier = parked_tier
+        item = _Item(tp, record.offset, generation, Job(command, headers, next_tier))
+        if due is not None and due > now().timestamp():
+            self.holding.until(item, due)
         else:
-            self.scheduler.push(command.tenant_id, item)
+            self._enqueue(item)
 
-    def _hold(self, item: _Item, due: float) -> None:
-        heapq.heappush(self._delayed, (due, next(self._seq), item))
-        count = self._delayed_per_tp.get(item.tp, 0) + 1
-        self._delayed_per_tp[item.tp] = count
-        if count >= self.options.max_delayed_per_partition and item.tp not in self._delay_paused:
-            self._delay_paused.add(item.tp)
-            self.consumer.pause(item.tp)
-        self._delay_wakeup.set()
+    def _enqueue(self, item: _Item) -> None:
+        tenant = item.job.command.tenant_id
+        # A record back from a tier topic waits in memory while its tenant has its share
+        # queued (and older waiting records go first); the connector topic's records were
+        # already parked by the key check in _admit when over the backlog.
+        if item.tp.topic != self.source_topics[0] and (
+            self.holding.waiting(tenant)
+            or self.overflow.over(self.scheduler.queued(tenant), returning=True)
+        ):
+            self.holding.for_room(tenant, item)
+            self._refill(tenant)
+        else:
+            self.scheduler.push(tenant, item)
+
+    def _refill(self, tenant: str) -> None:
+        """Move records waiting for room into the tenant's queue as it drains."""
+        while self.holding.waiting(tenant) and not self.overflow.over(
+            self.scheduler.queued(tenant), returning=True
+        ):
+            item = self.holding.take_waiting(tenant)
+            if item is None:
+                break
+            self.scheduler.push(tenant, item)
+
+    def _pause_held(self, tp: TopicPartition) -> None:
+        self.consumer.pause(tp)
+
+    def _resume_held(self, tp: TopicPartition) -> None:
+        if not self._bp_paused:
+            self.consumer.resume(tp)
 
     async def _release_delayed(self) -> None:
+        holding = self.holding
         while True:
-            self._delay_wakeup.clear()
+            holding.wakeup.clear()
             wait = None
-            if self._delayed:
-                wait = max(0.0, self._delayed[0][0] - now().timestamp())
+            next_due = holding.next_due()
+            if next_due is not None:
+                wait = max(0.0, next_due - now().timestamp())
             if wait is None or wait > 0:
                 try:
                     async with asyncio.timeout(wait):
-                        await self._delay_wakeup.wait()
+                        await holding.wakeup.wait()
                 except TimeoutError:
                     pass
-            current = now().timestamp()
-            while self._delayed and self._delayed[0][0] <= current:
-                _, _, item = heapq.heappop(self._delayed)
-                self._delayed_per_tp[item.tp] = self._delayed_per_tp.get(item.tp, 1) - 1
-                self.scheduler.push(item.job.command.tenant_id, item)
-                if (
-                    item.tp in self._delay_paused
-                    and self._delayed_per_tp[item.tp] < self.options.max_delayed_per_partition // 2
-                ):
-                    self._delay_paused.discard(item.tp)
-                    if not self._bp_paused:
-                        self.consumer.resume(item.tp)
+            for item in holding.due(now().timestamp()):
+                self._enqueue(item)
 
     def _backpressure(self) -> None:
         load = self.scheduler.buffered + self.scheduler.in_flight
@@ -306,13 +351,15 @@ class WorkerPool:
             self.consumer.pause(*assigned)
         elif self._bp_paused and load <= self._high // 2:
             self._bp_paused = False
-            self.consumer.resume(*(assigned - self._delay_paused))
+            self.consumer.resume(*(assigned - self.holding.paused))
 
     # -- execution ------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
         while True:
             tenant, item = await self.scheduler.next()
+            if self.holding.waiting(tenant):
+                self._refill(tenant)
             self._running[item.tp] = self._running.get(item.tp, 0) + 1
             task = asyncio.create_task(self._handle(tenant, item))
             self._tasks.add(task)
@@ -384,13 +431,9 @@ class WorkerPool:
     def _drop(self, tps: set[TopicPartition] | None) -> None:
         """Forget queued and held records (of ``tps``, or all); they stay uncommitted."""
         self.scheduler.drop(lambda item: tps is None or item.tp in tps)
-        kept = [entry for entry in self._delayed if tps is not None and entry[2].tp not in tps]
-        heapq.heapify(kept)
-        self._delayed = kept
-        for tp in list(self._delayed_per_tp):
-            if tps is None or tp in tps:
-                del self._delayed_per_tp[tp]
-                self._delay_paused.discard(tp)
+        self.holding.drop(lambda item: tps is None or item.tp in tps)
+        for tenant in self.holding.tenants_waiting():
+            self._refill(tenant)  # their queued records may have been dropped
 
     async def _wait_running(self, tps: set[TopicPartition] | None, grace: float) -> bool:
         def busy() -> bool:
@@ -411,6 +454,7 @@ class WorkerPool:
         await self._wait_running(revoked, self.options.revoke_grace)
         try:
             await self.outbox.flush()
+            await self.outbox.wait_visible(self.admin, revoked)
         except Exception:
             logger.exception("commit on revoke failed; the new owner redoes uncommitted records")
         self.tracker.forget(revoked)
@@ -420,7 +464,7 @@ class WorkerPool:
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         # A fresh assignment starts unpaused; backpressure is re-evaluated on the next poll.
         self._bp_paused = False
-        self._delay_paused &= assigned
+        self.holding.paused &= assigned
         if not assigned:
             return
         # Records the previous owner finished above its committed position are listed in
@@ -460,6 +504,7 @@ class WorkerPool:
         await asyncio.gather(flusher, *background, return_exceptions=True)
         try:
             await self.outbox.flush()
+            await self.outbox.wait_visible(self.admin, self.consumer.assignment())
         except Exception:
             logger.exception("final commit failed; uncommitted records are redone")
         await self.consumer.stop()

@@ -46,6 +46,11 @@ class FairScheduler(Generic[T]):
     def running(self, tenant: str) -> int:
         return self._running.get(tenant, 0)
 
+    def queued(self, tenant: str) -> int:
+        """Commands of ``tenant`` queued and not started."""
+        queue = self._queues.get(tenant)
+        return len(queue) if queue is not None else 0
+
     def _maybe_ring(self, tenant: str) -> None:
         if (
             tenant not in self._in_ring

@@ -1,0 +1,112 @@
+"""A flooding tenant is parked on retry tier 0 instead of pausing partitions others share."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from _runtime_support import (
+    CONNECTOR,
+    Upstream,
+    all_results,
+    command,
+    eventually,
+    pool_running,
+    produce,
+    put_tenant,
+    read_topic,
+    wait_results,
+)
+
+from schemas import Headers, ResultStatus
+from workers._overflow import PARKED
+from workers._pool import PoolOptions
+
+pytestmark = pytest.mark.integration
+
+# Small buffers so that, without parking, 60 flood records fill the pool and pause the
+# partition; a long request timeout so the flood's hung calls are not retried meanwhile.
+_OPTIONS = PoolOptions(
+    tier_delays=(0.2, 0.5),
+    concurrency=8,
+    tenant_concurrency=2,
+    max_buffered=24,
+    tenant_backlog=8,
+    breaker_threshold=1_000,
+    request_timeout=60.0,
+)
+
+
+async def test_flooding_tenant_does_not_stop_another_tenant_in_the_same_partition(
+    settings, vault_admin
+):
+    upstream = Upstream()
+    async with upstream.running():
+        flood, quiet = f"fl{settings.topic_prefix[1:9]}", f"qu{settings.topic_prefix[1:9]}"
+        await put_tenant(vault_admin, upstream, flood)
+        await put_tenant(vault_admin, upstream, quiet)
+        upstream.gates[flood] = asyncio.Event()  # the flooding tenant's API hangs until released
+        flood_cmds = [command(flood) for _ in range(60)]
+        quiet_cmds = [command(quiet) for _ in range(6)]
+        async with pool_running(settings, vault_admin, upstream, options=_OPTIONS) as pool:
+            # One partition, the flood first: a paused partition would hide the quiet tenant.
+            await produce(settings, flood_cmds, partition=0)
+            await produce(settings, quiet_cmds, partition=0)
+            await wait_results(settings, {c.command_id for c in quiet_cmds})
+            # Every quiet command finished while the flood had not finished one.
+            assert pool.completed.get("succeeded", 0) == 6
+            assert upstream.waiting[flood] == 2
+            assert pool.scheduler.queued(flood) <= 2 * _OPTIONS.tenant_backlog
+            parked = pool.overflow.parked
+            assert parked >= 60 - 2 - 2 * _OPTIONS.tenant_backlog  # all but the running and queued
+            upstream.gates[flood].set()
+            flood_results = await wait_results(settings, {c.command_id for c in flood_cmds})
+        results = await all_results(settings)
+        tier0 = await read_topic(settings, settings.topics.retry(CONNECTOR, 0))
+
+    assert Counter(len(results[c.command_id]) for c in flood_cmds + quiet_cmds) == {1: 66}
+    assert all(r[0].status is ResultStatus.SUCCEEDED for r in results.values())
+    # Parking is not an attempt: one upstream call and attempts == 1 for every flood command.
+    assert all(len(upstream.calls_for(c.command_id)) == 1 for c in flood_cmds)
+    assert {r[0].attempts for r in flood_results.values()} == {1}
+    assert Counter(dict(r.headers)[Headers.KIND] for r in tier0) == {PARKED.encode(): parked}
+    # The trace survives the detour: router.route -> worker.execute -> upstream call.
+    for cmd in flood_cmds:
+        spans = {s.name: s for s in results[cmd.command_id][0].spans}
+        assert spans["worker.execute"].parent_span_id == spans["router.route"].span_id
+        assert spans["upstream.echo.send"].parent_span_id == spans["worker.execute"].span_id
+
+
+async def test_parked_commands_held_at_stop_are_finished_exactly_once_by_the_next_pool(
+    settings, vault_admin
+):
+    upstream = Upstream()
+    async with upstream.running():
+        flood = f"fs{settings.topic_prefix[1:9]}"
+        await put_tenant(vault_admin, upstream, flood)
+        upstream.gates[flood] = asyncio.Event()
+        flood_cmds = [command(flood) for _ in range(40)]
+        options = PoolOptions(
+            tier_delays=(0.2, 0.5),
+            concurrency=8,
+            tenant_concurrency=2,
+            max_buffered=16,
+            tenant_backlog=3,
+            shutdown_grace=0.3,
+            request_timeout=60.0,
+            breaker_threshold=1_000,
+        )
+        async with pool_running(settings, vault_admin, upstream, options=options) as pool:
+            await produce(settings, flood_cmds, partition=0)
+            await eventually(lambda: pool.overflow.parked >= 20 and upstream.waiting[flood] == 2)
+        # Stopped with commands in flight, queued and parked: none may have a Result yet.
+        cut = await all_results(settings)
+        assert not any(c.command_id in cut for c in flood_cmds)
+        upstream.gates[flood].set()
+        async with pool_running(settings, vault_admin, upstream, options=options):
+            await wait_results(settings, {c.command_id for c in flood_cmds})
+        results = await all_results(settings)
+
+    assert Counter(len(results[c.command_id]) for c in flood_cmds) == {1: 40}
+    assert all(r[0].status is ResultStatus.SUCCEEDED for r in results.values())

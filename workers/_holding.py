@@ -1,0 +1,134 @@
+"""Records fetched but not to be started yet, without blocking their partition.
+
+Two reasons to wait: a retry-tier or parked record whose not-before time is in the future
+(held by time), and a record read back from a tier topic whose tenant already has its
+share queued (held until that tenant has room, first in first out). Either way the
+record stays tracked and uncommitted, so a crash or a rebalance simply redoes it. Memory
+is bounded per partition: a partition holding ``limit`` records is paused (only that one)
+and resumed when it holds fewer than half of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from aiokafka import TopicPartition
+
+__all__ = ["Holding"]
+
+
+class _Held(Protocol):
+    @property
+    def tp(self) -> TopicPartition: ...
+
+
+T = TypeVar("T", bound=_Held)
+
+
+class Holding(Generic[T]):
+    """Timed and waiting-for-room records, counted per partition for pausing."""
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        pause: Callable[[TopicPartition], None],
+        resume: Callable[[TopicPartition], None],
+    ) -> None:
+        self.limit = limit
+        self._pause = pause
+        self._resume = resume
+        self._timed: list[tuple[float, int, T]] = []
+        self._waiting: dict[str, deque[T]] = {}
+        self._per_tp: dict[TopicPartition, int] = {}
+        self._seq = itertools.count()
+        self.paused: set[TopicPartition] = set()
+        self.wakeup = asyncio.Event()
+
+    def __len__(self) -> int:
+        return sum(self._per_tp.values())
+
+    def _count(self, tp: TopicPartition) -> None:
+        count = self._per_tp.get(tp, 0) + 1
+        self._per_tp[tp] = count
+        if count >= self.limit and tp not in self.paused:
+            self.paused.add(tp)
+            self._pause(tp)
+
+    def _uncount(self, tp: TopicPartition) -> None:
+        count = self._per_tp.get(tp, 1) - 1
+        self._per_tp[tp] = count
+        if tp in self.paused and count < self.limit // 2:
+            self.paused.discard(tp)
+            self._resume(tp)
+
+    def until(self, item: T, due: float) -> None:
+        """Hold ``item`` until the wall-clock time ``due`` (epoch seconds)."""
+        heapq.heappush(self._timed, (due, next(self._seq), item))
+        self._count(item.tp)
+        self.wakeup.set()
+
+    def for_room(self, tenant: str, item: T) -> None:
+        """Hold ``item`` until :meth:`take_waiting` for its tenant (FIFO per tenant)."""
+        self._waiting.setdefault(tenant, deque()).append(item)
+        self._count(item.tp)
+
+    def next_due(self) -> float | None:
+        return self._timed[0][0] if self._timed else None
+
+    def due(self, now: float) -> list[T]:
+        """Remove and return the timed records due at ``now``."""
+        out: list[T] = []
+        while self._timed and self._timed[0][0] <= now:
+            item = heapq.heappop(self._timed)[2]
+            self._uncount(item.tp)
+            out.append(item)
+        return out
+
+    def waiting(self, tenant: str) -> bool:
+        return tenant in self._waiting
+
+    def tenants_waiting(self) -> list[str]:
+        return list(self._waiting)
+
+    def take_waiting(self, tenant: str) -> T | None:
+        """The oldest record waiting for room of ``tenant``, or None."""
+        queue = self._waiting.get(tenant)
+        if not queue:
+            return None
+        item = queue.popleft()
+        if not queue:
+            del self._waiting[tenant]
+        self._uncount(item.tp)
+        return item
+
+    def drop(self, predicate: Callable[[T], bool]) -> int:
+        """Forget held records matching ``predicate`` (they stay uncommitted); returns how many."""
+        dropped = 0
+        kept = [entry for entry in self._timed if not predicate(entry[2])]
+        dropped += len(self._timed) - len(kept)
+        heapq.heapify(kept)
+        self._timed = kept
+        for tenant in list(self._waiting):
+            queue = self._waiting[tenant]
+            left = deque(item for item in queue if not predicate(item))
+            dropped += len(queue) - len(left)
+            if left:
+                self._waiting[tenant] = left
+            else:
+                del self._waiting[tenant]
+        # Recount from what is left; partitions with nothing held are forgotten.
+        counts: dict[TopicPartition, int] = {}
+        for entry in self._timed:
+            counts[entry[2].tp] = counts.get(entry[2].tp, 0) + 1
+        for queue in self._waiting.values():
+            for item in queue:
+                counts[item.tp] = counts.get(item.tp, 0) + 1
+        self._per_tp = counts
+        self.paused &= set(counts)
+        return dropped
