@@ -185,3 +185,25 @@ async def test_config_sync_skips_the_probe_only_for_commands_older_than_the_last
     assert await view.sync(started - 0.05) is True  # within the clock skew: probe again
     assert await view.sync(datetime.now(UTC).timestamp()) is True  # newer than any probe
     assert probes == [1, 1, 1] and view.probes_skipped == 1
+
+
+def test_the_compiled_validator_decides_and_the_python_one_words_the_rejection() -> None:
+    ws = _ws()
+    cache = ActionCache()
+    action = ws.action("daily_summary")
+    assert action is not None and cache.get(ws, action).fast is not None
+    resolve(command("acme", {"summary": "ok", "count": 3}), ws, datetime.now(UTC), cache)
+    with pytest.raises(PermanentError) as info:
+        resolve(command("acme", {"summary": "ok", "count": "3"}), ws, datetime.now(UTC), cache)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENTS
+    assert "count" in str(info.value) and "integer" in str(info.value)
+
+
+def test_a_schema_with_a_remote_ref_is_never_fetched_by_the_compiled_validator() -> None:
+    remote = summary_action("slack", "post_message", {"text": "{{ args.summary }}"})
+    remote = remote.model_copy(
+        update={"input_schema": {"$ref": "http://127.0.0.1:9/never-fetched.json"}}
+    )
+    ws = workspace("acme", [remote])
+    compiled = ActionCache().get(ws, remote)
+    assert compiled.fast is None  # refused to retrieve: the Python validator decides
