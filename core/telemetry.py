@@ -13,7 +13,7 @@ import contextvars
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -42,14 +42,14 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _captured: contextvars.ContextVar[list[SpanRecord] | None] = contextvars.ContextVar(
     "switchyard_captured_spans", default=None
 )
-_KINDS = {
+_KINDS: dict[SpanKind, Literal["internal", "server", "client", "producer", "consumer"]] = {
     SpanKind.INTERNAL: "internal",
     SpanKind.SERVER: "server",
     SpanKind.CLIENT: "client",
     SpanKind.PRODUCER: "producer",
     SpanKind.CONSUMER: "consumer",
 }
-_STATUS = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}
+_STATUS: dict[StatusCode, Literal["unset", "ok", "error"]] = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}
 _provider: TracerProvider | None = None
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -68,6 +69,23 @@ _PATTERNS = [
 
 def redact(text: str, *, limit: int = _MAX_MSG) -> str:
     """``text`` with secret-looking values replaced by ``[redacted]``, cut to ``limit`` chars."""
+    if len(text) <= _CACHED_LEN:
+        return _redact_short(text, limit)
+    return _redact(text, limit)
+
+
+# Log lines repeat the same short messages and field values (status, connector, action)
+# for every command; the six regexes cost ~60 µs per call. A bounded cache of results
+# for short strings keeps that off the per-command path without holding long ones.
+_CACHED_LEN = 200
+
+
+@functools.lru_cache(maxsize=4096)
+def _redact_short(text: str, limit: int) -> str:
+    return _redact(text, limit)
+
+
+def _redact(text: str, limit: int) -> str:
     text = text[: limit * 2]  # bound the regex work on hostile input
     first, *rest = _PATTERNS
     text = first.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
