@@ -96,9 +96,14 @@ class Credentials:
         self._max = max_cached
         self._cache: OrderedDict[str, tuple[TenantSecret, float]] = OrderedDict()
         self._refreshing: dict[str, asyncio.Future[TenantSecret]] = {}
+        # One Vault read per tenant at a time: a burst of a tenant's commands arriving on a
+        # cold (or just expired) cache shares that read instead of each making its own.
+        self._reading: dict[str, asyncio.Task[TenantSecret]] = {}
         self.refreshes = 0  # token endpoint calls made by this process
+        self.reads = 0  # Vault reads made by this process
 
     async def _read(self, tenant_id: str) -> TenantSecret:
+        self.reads += 1
         try:
             secret = await self._vault.read(tenant_id)
         except VaultError as exc:
@@ -119,7 +124,14 @@ class Credentials:
         cached = self._cache.get(tenant_id)
         if cached is not None and time.monotonic() < cached[1]:
             return cached[0]
-        return await self._read(tenant_id)
+        reading = self._reading.get(tenant_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(tenant_id))
+            self._reading[tenant_id] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(tenant_id, None))
+        # Shielded: one waiter cancelled (its command's deadline) must not cancel the
+        # read the others are waiting for.
+        return await asyncio.shield(reading)
 
     async def refresh(self, tenant_id: str, stale: TenantSecret) -> TenantSecret:
         """Fresh credentials after ``stale`` was found expired or refused (coalesced).

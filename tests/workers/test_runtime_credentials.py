@@ -69,3 +69,28 @@ async def test_losing_the_check_and_set_race_adopts_the_winners_token():
     creds = Credentials(vault, refresher=refresher)
     fresh = await creds.refresh("t1", await creds.get("t1"))
     assert fresh.data["access_token"] == "theirs" and fresh.version == 2
+
+
+async def test_a_burst_on_a_cold_cache_shares_one_vault_read_per_tenant():
+    vault = MemoryVault({"bot_token": "t"})
+    release = asyncio.Event()
+    reads = 0
+    plain_read = vault.read
+
+    async def slow_read(tenant_id):
+        nonlocal reads
+        reads += 1
+        await release.wait()
+        return await plain_read(tenant_id)
+
+    vault.read = slow_read
+    creds = Credentials(vault)
+    burst = [asyncio.create_task(creds.get(t)) for t in ["a"] * 50 + ["b"] * 50]
+    await asyncio.sleep(0)
+    burst[0].cancel()  # one waiter giving up does not cancel the read the others share
+    release.set()
+    got = await asyncio.gather(*burst[1:])
+    assert reads == 2 and creds.reads == 2
+    assert {g.data["bot_token"] for g in got} == {"t"}
+    await creds.get("a")  # cached now
+    assert reads == 2
