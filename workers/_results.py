@@ -82,13 +82,9 @@ def build_result(
 
 
 def _headers(command: RoutedCommand, kind: str, context: otel_context.Context | None) -> list[tuple[str, bytes]]:
-    headers = [
-        (Headers.TENANT, command.tenant_id.encode()),
-        (Headers.SPACE, command.space_id.encode()),
-        (Headers.COMMAND_ID, command.command_id.encode()),
-        (Headers.KIND, kind.encode()),
-        (Headers.SCHEMA, b"1"),
-    ]
+    headers = Headers.for_command(
+        command.tenant_id, command.space_id, command.command_id, kind=kind, schema="1"
+    )
     inject(headers, context)
     return headers
 
