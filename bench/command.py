@@ -114,6 +114,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         await system.start()
         settings = system.settings
         report["parameters"]["topic_partitions"] = settings.topic_partitions
+        report["load_average_1m_at_start"] = round(os.getloadavg()[0], 2)
         tenants = [_tenant(f"bench{i}", f"xoxb-bench-{uuid.uuid4().hex}") for i in range(8)]
         quiet, noisy = _tenant("quiet", f"xoxb-q-{uuid.uuid4().hex}"), _tenant("noisy", f"xoxb-n-{uuid.uuid4().hex}")
         keys = await system.provision([*tenants, quiet, noisy])
@@ -171,6 +172,9 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             print("bench: scaling", file=sys.stderr)
             report["scaling"] = await _scaling(system, clock, bench_keys, max(1000, count // 2), args.workers)
         report["results_by_status"] = dict(clock.statuses)
+        # Everything shares the machine's cores: a high load average says the numbers
+        # measure CPU contention as much as the pipeline.
+        report["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
         await clock.stop()
     finally:
         system.stop()
