@@ -340,7 +340,9 @@ async def measure_scale_out(args: argparse.Namespace) -> dict[str, Any]:
             stack_env=env,
             env={
                 "SWITCHYARD_TOPIC_PREFIX": f"so{uuid.uuid4().hex[:6]}.",
-                "SWITCHYARD_LOG_LEVEL": "WARNING",
+                # INFO (rebalances, fence, seeks) when chasing a duplicate; logs stay in
+                # <state dir>/scale_out/system/logs.
+                "SWITCHYARD_LOG_LEVEL": args.log_level,
                 "SWITCHYARD_TOPIC_PARTITIONS": str(PARTITIONS),
                 "SWITCHYARD_REPLICATION_FACTOR": "3",
             },
@@ -408,6 +410,11 @@ async def _walk(system: LocalSystem, count: int) -> dict[str, Any]:
         await tally.stop()
     lost = sum(1 for c in run.submitted if c not in tally.counts)
     duplicates = sum(1 for c in run.submitted if tally.counts.get(c, 0) > 1)
+    # Where a duplicate came from: two RoutedCommands for one id (router) or one
+    # RoutedCommand and two Results (worker).
+    routed = await copies_by_command(settings, settings.topics.connector(CONNECTOR))
+    routed_twice = [c for c in run.submitted if len(routed.get(c, ())) > 1]
+    twice = [c for c in run.submitted if tally.counts.get(c, 0) > 1]
     return {
         "phases": phases,
         "steady_trickle": steady_trickle,
@@ -415,6 +422,11 @@ async def _walk(system: LocalSystem, count: int) -> dict[str, Any]:
         "submitted": len(run.submitted),
         "lost": lost,
         "duplicates": duplicates,
+        "routed_more_than_once": len(routed_twice),
+        "duplicates_routed_once": sum(1 for c in twice if len(routed.get(c, ())) == 1),
+        "duplicate_ids": {
+            c: {"results": tally.counts[c], "routed": routed.get(c, [])} for c in twice
+        },
         "results_by_status": dict(tally.statuses),
         "dead_processes": system.dead(),
     }

@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="Slack worker processes (besides scaling)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument(
+        "--log-level", default="WARNING",
+        help="the system's log level (INFO shows rebalances and seeks; logs in <state dir>/**/logs)",
+    )
 
 
 def _tenant(name: str, token: str) -> DemoTenant:
@@ -98,7 +102,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     system = LocalSystem(
         state_dir, connectors=("slack",), workers={"slack": args.workers},
-        env={"SWITCHYARD_TOPIC_PREFIX": prefix, "SWITCHYARD_LOG_LEVEL": "WARNING"},
+        env={"SWITCHYARD_TOPIC_PREFIX": prefix, "SWITCHYARD_LOG_LEVEL": args.log_level},
         progress=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True),
         # The edge rate limit protects shared ingress capacity; the bench measures capacity.
         args={"ingress": ["--rate", "1000000", "--burst", "1000000"]},

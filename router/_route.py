@@ -57,6 +57,7 @@ from schemas._limits import check_json_bounds
 from schemas.trace import MAX_SPANS
 
 from ._config_view import ConfigView
+from ._fence import RebalanceFence
 from ._limits import admit
 from ._resolve import ActionCache, resolve
 from ._state import PartitionedState, dedup_key, usage_key
@@ -130,6 +131,8 @@ class Router:
         self._generation: Any = None
         self._next: dict[Any, int] = {}
         self._sought: set[tuple[Any, int]] = set()
+        # Keeps batches and rebalances apart (issue 8); closed by ``router.app``.
+        self.fence = RebalanceFence()
 
     def partition_for(self, topic: str, key: bytes) -> int:
         # The Java/aiokafka default partitioner, so a tenant's records land where any
@@ -141,10 +144,29 @@ class Router:
     async def handle_batch(self, events: Sequence[Any]) -> None:
         """Route ``events`` (faust events of the commands topic) with the order above.
 
+        Events fetched before the latest rebalance are left to the partition's owner
+        (``router._fence``): handled here, never acked, so their offsets stay
+        uncommitted and are read again.
+
         Raises:
             KafkaUnavailable: or any aiokafka error when state or outputs cannot be
                 written; the batch's offsets are then withheld from commit.
         """
+        async with self.fence.routing:
+            generation = None
+            if self.consumer is not None:
+                generation = getattr(self.consumer.app, "consumer_generation_id", None)
+            events, stale = self.fence.split(events, generation)
+            for event in stale:
+                event.message.acked = True  # never committed: the owner re-reads it
+            if stale:
+                logger.info(
+                    "commands fetched before a rebalance left to the partition's owner",
+                    extra={"fields": {"count": len(stale), "generation": generation}},
+                )
+            await self._handle_live(events)
+
+    async def _handle_live(self, events: Sequence[Any]) -> None:
         finished = False
         events, held = self._in_order(events)
         for event in held:

@@ -5,8 +5,11 @@ Settings that matter, and why (lessons of faust-streaming users):
 * at-least-once only (no ``processing_guarantee="exactly_once"``: its transactions
   have open bugs with duplicates and fencing crashes on rebalance); effects are made
   idempotent instead (``router._route``).
-* ``stream_wait_empty=False``: a rebalance does not wait for in-flight batches; a batch
-  cut short withholds its offsets, so it is simply replayed.
+* ``stream_wait_empty=False``: faust's own wait would also wait for the events queued
+  for the batch loop; instead the router's fence (``router._fence``) waits only for the
+  batch in flight and drops what was fetched before the rebalance (never committed, so
+  the partition's owner re-reads it). A batch cut short withholds its offsets and is
+  replayed.
 * ``broker_max_poll_records`` bounded, so one poll never holds more than a few batches.
 * ``table_standby_replicas=0``: the memory store recovers from the changelog at start;
   standbys would double the changelog reads for little gain on small state.
@@ -53,6 +56,8 @@ DEDUP_PER_TENANT = 100_000
 SESSION_TIMEOUT = 10.0
 STALL_CHECK = 5.0
 STALL_AFTER = 15.0
+# How long a revocation or shutdown waits for the batch in flight (normally < 1 s).
+FENCE_WAIT = 3 * SESSION_TIMEOUT
 
 
 def router_topics(settings: Settings) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -270,6 +275,24 @@ def create_app(
             for event in batch:
                 await source.ack(event)  # a no-op for events handle_batch held back
             await router.recover_skipped(app.consumer, app.flow_control.is_active())
+
+    async def close_fence(why: str) -> None:
+        # Before this replica gives partitions up (revocation; at shutdown, before the
+        # consumer leaves the group): no batch may route them once another owner can
+        # (issue 8), so wait for the one in flight and drop what was fetched before.
+        if not await router.fence.close(app.consumer_generation_id, FENCE_WAIT):
+            logger.warning(
+                "a batch was still routing when partitions were given up",
+                extra={"fields": {"why": why, "waited_s": FENCE_WAIT}},
+            )
+
+    @app.on_partitions_revoked.connect
+    async def fence_on_revoke(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        await close_fence("rebalance")
+
+    @app.on_before_shutdown.connect
+    async def fence_on_shutdown(sender: Any, **kwargs: Any) -> None:
+        await close_fence("shutdown")
 
     @app.agent(commands, name="route")
     async def route(stream: faust.StreamT[bytes]) -> None:

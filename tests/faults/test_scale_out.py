@@ -193,9 +193,10 @@ async def _provenance(settings: Settings, twice: set[str]) -> dict[str, object]:
     dedup = await copies_by_command(
         settings, f"{settings.topic_prefix}router-dedup-changelog", command_of=_dedup_entry
     )
+    routed_twice = sorted(c for c, copies in routed.items() if len(copies) > 1)
     return {
         "routed_ids": len(routed),
-        "routed_twice": sorted(c for c, copies in routed.items() if len(copies) > 1),
+        "routed_twice": routed_twice,
         "submitted_twice": sum(1 for copies in submitted.values() if len(copies) > 1),
         "details": {
             c: {
@@ -203,7 +204,7 @@ async def _provenance(settings: Settings, twice: set[str]) -> dict[str, object]:
                 "routed": routed.get(c, []),
                 "dedup": dedup.get(c, []),
             }
-            for c in sorted(twice)
+            for c in sorted(twice | set(routed_twice))
         },
     }
 
