@@ -112,6 +112,8 @@ class RouterRuntime(Service):
         self.settings = settings
         self.metrics = metrics
         self.config_view = ConfigView(settings)
+        self._dedup = dedup
+        self._usage = usage
         self.router = Router(
             settings,
             self.config_view,
@@ -130,6 +132,7 @@ class RouterRuntime(Service):
             await self.add_async_context(serve_health(self.settings, self.metrics, checks))
         names, configs = router_topics(self.settings)
         await ensure_topics(self.settings, names, configs=configs)
+        await self._ensure_faust_topics()
         # aiokafka clients bind to the running loop: made here, not in __init__.
         producer = make_producer(self.settings, linger_ms=1)
         await start_client(producer, what="router producer")
@@ -156,6 +159,23 @@ class RouterRuntime(Service):
         # Raises (a failed check) when no broker answers a metadata request.
         await producer.client.fetch_all_metadata()
         return True
+
+    async def _ensure_faust_topics(self) -> None:
+        """Create faust's own topics (leader election, table changelogs) before faust does.
+
+        faust creates a missing topic by asking the first broker in its metadata for the
+        controller, with no retry: when that broker has just died, the router exits at
+        start (NodeNotReadyError) while the rest of the cluster serves. faust skips
+        topics that exist, and ``ensure_topics`` retries transient errors on another
+        broker, so creating them here makes a start during a broker outage work.
+        """
+        compact = {"cleanup.policy": "compact"}
+        changelogs = [self._dedup.changelog_topic_name, self._usage.changelog_topic_name]
+        await ensure_topics(
+            self.settings, changelogs, configs=dict.fromkeys(changelogs, compact)
+        )
+        leader = f"{self.app_.conf.id}-__assignor-__leader"
+        await ensure_topics(self.settings, [leader], partitions=1)
 
     async def on_stop(self) -> None:
         await self.config_view.stop()
