@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,12 +39,16 @@ def percentiles(samples: Iterable[float]) -> dict[str, float]:
 
 
 class ResultClock:
-    """Follows the results topic from its end and notes when each command's Result arrived."""
+    """Follows the results topic from its end: when each command's first Result arrived,
+    how many Results it got (a duplicate shows as 2) and with which status."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.arrived: dict[str, float] = {}
-        self.statuses: dict[str, int] = {}
+        self.counts: Counter[str] = Counter()
+        self.status_of: dict[str, str] = {}
+        self.statuses: Counter[str] = Counter()
+        self.last = time.perf_counter()
         self._task: asyncio.Task[None] | None = None
         self._consumer: Any = None
 
@@ -55,26 +60,58 @@ class ResultClock:
         assigned = [TopicPartition(topic, p) for p in partitions]
         self._consumer.assign(assigned)
         await self._consumer.seek_to_end(*assigned)
+        for tp in assigned:  # pin the start before anything of this run is submitted
+            await self._consumer.position(tp)
         self._task = asyncio.create_task(self._follow())
 
     async def _follow(self) -> None:
         while True:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
             now = time.perf_counter()
             for records in batch.values():
                 for record in records:
                     body = orjson.loads(record.value)
-                    self.arrived.setdefault(body["command_id"], now)
-                    status = body.get("status", "?")
-                    self.statuses[status] = self.statuses.get(status, 0) + 1
+                    command_id = body["command_id"]
+                    status = str(body.get("status", "?"))
+                    self.arrived.setdefault(command_id, now)
+                    self.counts[command_id] += 1
+                    self.status_of[command_id] = status
+                    self.statuses[status] += 1
+                    self.last = now
 
     async def wait_for(self, ids: Iterable[str], within: float) -> float:
-        """Seconds-clock time of the last of ``ids`` to arrive; raises TimeoutError past ``within``."""
+        """Seconds-clock time of the last of ``ids`` to arrive.
+
+        Raises:
+            TimeoutError: some had no Result within ``within`` seconds.
+        """
         wanted = set(ids)
         async with asyncio.timeout(within):
-            while not wanted.issubset(self.arrived.keys()):  # noqa: ASYNC110 - polled with a bound
+            while not wanted <= self.arrived.keys():  # noqa: ASYNC110 - polled with a bound
                 await asyncio.sleep(0.05)
-        return max(self.arrived[i] for i in wanted)
+        return max((self.arrived[i] for i in wanted), default=time.perf_counter())
+
+    async def all_arrived(self, ids: Iterable[str], within: float) -> bool:
+        """Whether every one of ``ids`` had a Result within ``within`` seconds."""
+        try:
+            await self.wait_for(ids, within)
+        except TimeoutError:
+            return False
+        return True
+
+    async def quiet(self, seconds: float, within: float) -> None:
+        """Wait (bounded) until no Result came for ``seconds``: a late duplicate lands here."""
+        deadline = time.perf_counter() + within
+        while time.perf_counter() < deadline and time.perf_counter() - self.last < seconds:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+    def summary(self, ids: list[str]) -> dict[str, Any]:
+        return {
+            "commands": len(ids),
+            "with_result": sum(1 for i in ids if i in self.arrived),
+            "duplicates": sum(max(0, self.counts[i] - 1) for i in ids),
+            "statuses": dict(Counter(self.status_of.get(i, "none") for i in ids)),
+        }
 
     async def stop(self) -> None:
         if self._task:

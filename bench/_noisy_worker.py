@@ -27,23 +27,18 @@ import asyncio
 import os
 import time
 import uuid
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
-from aiokafka import TopicPartition
 
-from core.kafka import make_consumer, make_producer, start_client
-from core.settings import Settings
-from ingress._follow import topic_partitions
+from core.kafka import make_producer, start_client
 from schemas import Headers, Limits, RoutedCommand
 from switchyard.demo import DemoTenant
 from switchyard.system import LocalSystem
 
-from ._load import percentiles
+from ._load import ResultClock, percentiles
 
 __all__ = ["noisy_worker", "worker_cpu"]
 
@@ -98,65 +93,6 @@ def _headers(command: RoutedCommand) -> list[tuple[str, bytes]]:
     ]
 
 
-class _Results:
-    """Follows the results topic from its end: arrival time and count per command id."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.arrived: dict[str, float] = {}
-        self.count: Counter[str] = Counter()
-        self.status: dict[str, str] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._consumer: Any = None
-
-    async def start(self) -> None:
-        topic = self.settings.topics.results
-        partitions = await topic_partitions(self.settings, topic)
-        self._consumer = make_consumer(self.settings, group_id=None, max_poll_records=5000)
-        await start_client(self._consumer, what="bench results follower")
-        assigned = [TopicPartition(topic, p) for p in partitions]
-        self._consumer.assign(assigned)
-        await self._consumer.seek_to_end(*assigned)
-        self._task = asyncio.create_task(self._follow())
-
-    async def _follow(self) -> None:
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
-            arrived = time.perf_counter()
-            for records in batch.values():
-                for record in records:
-                    body = orjson.loads(record.value)
-                    command_id = body["command_id"]
-                    self.arrived.setdefault(command_id, arrived)
-                    self.count[command_id] += 1
-                    self.status[command_id] = body.get("status", "?")
-
-    async def wait_for(self, ids: set[str], within: float) -> bool:
-        """True when every id has a Result within ``within`` seconds, else False."""
-        try:
-            async with asyncio.timeout(within):
-                while not ids <= self.arrived.keys():  # noqa: ASYNC110 - polled with a bound
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            return False
-        return True
-
-    def summary(self, ids: list[str]) -> dict[str, Any]:
-        return {
-            "commands": len(ids),
-            "with_result": sum(1 for i in ids if i in self.arrived),
-            "duplicates": sum(max(0, self.count[i] - 1) for i in ids),
-            "statuses": dict(Counter(self.status.get(i, "none") for i in ids)),
-        }
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer:
-            await self._consumer.stop()
-
-
 async def _send_at_rate(
     producer: Any,
     topic: str,
@@ -199,7 +135,7 @@ async def _send_at_rate(
     return ids
 
 
-def _latency(ids: list[str], sent: dict[str, float], results: _Results) -> dict[str, Any]:
+def _latency(ids: list[str], sent: dict[str, float], results: ResultClock) -> dict[str, Any]:
     return percentiles(results.arrived[i] - sent[i] for i in ids if i in results.arrived)
 
 
@@ -225,7 +161,7 @@ async def noisy_worker(
     await system.provision([quiet, noisy])
     settings = system.settings
     topic = settings.topics.connector("slack")
-    results = _Results(settings)
+    results = ResultClock(settings)
     await results.start()
     producer = make_producer(settings, linger_ms=2)
     await start_client(producer, what="bench producer")
@@ -240,7 +176,7 @@ async def noisy_worker(
                     topic, command.to_bytes(), key=command.tenant_id.encode(), partition=partition
                 )
             await producer.flush()
-            await results.wait_for({c.command_id for c in warm}, within=60)
+            await results.all_arrived({c.command_id for c in warm}, within=60)
 
             alone = await _send_at_rate(
                 producer,
@@ -252,7 +188,7 @@ async def noisy_worker(
                 sent=sent,
                 deadline_s=deadline_s,
             )
-            await results.wait_for(set(alone), within=60)
+            await results.all_arrived(set(alone), within=60)
 
             noisy_rate = quiet_rate * factor
             await _emulator(
@@ -293,11 +229,11 @@ async def noisy_worker(
                 deadline_s=deadline_s,
             )
             flooded = await flood
-            quiet_done = await results.wait_for(set(together), within=120)
+            quiet_done = await results.all_arrived(set(together), within=120)
             noisy_in_window = sum(1 for i in flooded if i in results.arrived)
             # The slow API heals: the rest of the flood drains fast (and is counted).
             await _emulator(session, system.emulator_url, "reset", {})
-            noisy_done = await results.wait_for(set(flooded), within=300)
+            noisy_done = await results.all_arrived(set(flooded), within=300)
             flood_seconds = time.perf_counter() - flood_started
     finally:
         await producer.stop()
@@ -354,7 +290,7 @@ async def worker_cpu(
     await system.provision(bench)
     settings = system.settings
     topic = settings.topics.connector("slack")
-    results = _Results(settings)
+    results = ResultClock(settings)
     await results.start()
     producer = make_producer(settings, linger_ms=5)
     await start_client(producer, what="bench producer")
@@ -366,7 +302,7 @@ async def worker_cpu(
                 topic, command.to_bytes(), key=command.tenant_id.encode(), headers=_headers(command)
             )
         await producer.flush()
-        await results.wait_for({c.command_id for c in warm}, within=60)
+        await results.all_arrived({c.command_id for c in warm}, within=60)
         batch = [_routed(bench[i % tenants].tenant_id, i, 600) for i in range(commands)]
         payloads = [(c.command_id, c.tenant_id.encode(), c.to_bytes(), _headers(c)) for c in batch]
         cpu_before = sum(_cpu_seconds(p) for p in pids)
@@ -375,7 +311,7 @@ async def worker_cpu(
             await producer.send(topic, value, key=key, headers=headers)
         await producer.flush()
         produced = time.perf_counter()
-        done = await results.wait_for(
+        done = await results.all_arrived(
             {c.command_id for c in batch}, within=max(120.0, commands / 50)
         )
         last = max(

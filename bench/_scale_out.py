@@ -29,11 +29,10 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import orjson
 from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 
@@ -45,10 +44,9 @@ from switchyard.demo import DemoTenant
 from switchyard.stack import LocalStack
 from switchyard.system import LocalSystem, ensure_pool_roles
 
-from ._load import percentiles, submit_batches
+from ._load import ResultClock, percentiles, submit_batches
 
 __all__ = [
-    "ResultTally",
     "copies_by_command",
     "group_members",
     "measure_scale_out",
@@ -160,75 +158,10 @@ async def copies_by_command(
     return copies
 
 
-class ResultTally:
-    """Every Result on the results topic from :meth:`start` on: how many per command id, and
-    when the first arrived."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.counts: dict[str, int] = {}
-        self.arrived: dict[str, float] = {}
-        self.statuses: dict[str, int] = {}
-        self.last = time.perf_counter()
-        self._consumer: Any = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        topic = self.settings.topics.results
-        partitions = await topic_partitions(self.settings, topic)
-        self._consumer = make_consumer(self.settings, group_id=None, max_poll_records=5000)
-        await start_client(self._consumer, what="scale-out results tally")
-        assigned = [TopicPartition(topic, p) for p in partitions]
-        self._consumer.assign(assigned)
-        await self._consumer.seek_to_end(*assigned)
-        for tp in assigned:  # pin the start before anything of this run is submitted
-            await self._consumer.position(tp)
-        self._task = asyncio.create_task(self._follow())
-
-    async def _follow(self) -> None:
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
-            now = time.perf_counter()
-            for records in batch.values():
-                for record in records:
-                    body = orjson.loads(record.value)
-                    command_id = body["command_id"]
-                    self.counts[command_id] = self.counts.get(command_id, 0) + 1
-                    self.arrived.setdefault(command_id, now)
-                    status = str(body.get("status"))
-                    self.statuses[status] = self.statuses.get(status, 0) + 1
-                    self.last = now
-
-    async def wait_for(self, ids: Iterable[str], within: float) -> float:
-        """The arrival time of the last of ``ids``.
-
-        Raises:
-            TimeoutError: some had no Result within ``within`` seconds.
-        """
-        wanted = set(ids)
-        async with asyncio.timeout(within):
-            while not wanted <= self.arrived.keys():  # noqa: ASYNC110 - polled with a bound
-                await asyncio.sleep(0.05)
-        return max((self.arrived[i] for i in wanted), default=time.perf_counter())
-
-    async def quiet(self, seconds: float, within: float) -> None:
-        """Wait (bounded) until no Result came for ``seconds``: a late duplicate lands here."""
-        deadline = time.perf_counter() + within
-        while time.perf_counter() < deadline and time.perf_counter() - self.last < seconds:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-
 class _Run:
     """The running system, the tally and every command id this scenario submitted."""
 
-    def __init__(self, system: LocalSystem, tally: ResultTally, keys: list[str]) -> None:
+    def __init__(self, system: LocalSystem, tally: ResultClock, keys: list[str]) -> None:
         self.system = system
         self.tally = tally
         self.keys = keys
@@ -369,7 +302,7 @@ async def _walk(system: LocalSystem, count: int) -> dict[str, Any]:
     keys = list((await system.provision(tenants)).values())
     await wait_group(settings, routers, 2, within=120)
     await wait_group(settings, workers, 1, within=120)
-    tally = ResultTally(settings)
+    tally = ResultClock(settings)
     await tally.start()
     run = _Run(system, tally, keys)
     phases: dict[str, Any] = {}
