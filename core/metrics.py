@@ -184,12 +184,8 @@ class Metrics:
         self.accepted.labels(*self.labels(command.tenant_id, command.space_id)).inc()
 
     def command_routed(self, routed: RoutedCommand) -> None:
-        tenant, space = self.labels(routed.tenant_id, routed.space_id)
-        connector = self.connector(routed.connector)
-        self.routed.labels(tenant, space, connector).inc()
-        seconds = _seconds(routed.submitted_at, routed.routed_at)
-        if seconds is not None:
-            self.stage_latency.labels("ingress_to_routed", connector).observe(seconds)
+        seconds = _seconds(routed.submitted_at, routed.routed_at) or 0.0
+        self.count_routed(routed.tenant_id, routed.space_id, routed.connector, seconds)
 
     def count_routed(self, tenant_id: str, space_id: str, connector: str, waited: float) -> None:
         """What :meth:`command_routed` counts, from plain values, for the router's hot path.
