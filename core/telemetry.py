@@ -4,7 +4,9 @@ W3C trace context travels in Kafka headers through OpenTelemetry's own propagato
 Finished spans are also captured as :class:`schemas.SpanRecord` while a
 :func:`capture_spans` block is active, so each hop can attach its spans to the record
 it publishes and the final Result carries the whole trace. Spans are exported over
-OTLP as well when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set and the exporter is installed.
+OTLP as well when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set and the exporter is installed;
+that is the only case where the OpenTelemetry SDK runs. Otherwise a light tracer of the
+same API (``core._light_trace``) records the spans at a fraction of the SDK's cost.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from schemas import SpanRecord
+
+from ._light_trace import MAX_ATTRIBUTES, MAX_KEY, MAX_TEXT, LightSpan, LightTracerProvider
 
 __all__ = [
     "capture_spans",
@@ -50,16 +54,21 @@ _KINDS: dict[SpanKind, Literal["internal", "server", "client", "producer", "cons
     SpanKind.CONSUMER: "consumer",
 }
 _STATUS: dict[StatusCode, Literal["unset", "ok", "error"]] = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}
-_provider: TracerProvider | None = None
+_provider: trace.TracerProvider | None = None
+MAX_CAPTURED = 64
 
 
-def to_record(finished: ReadableSpan) -> SpanRecord:
-    ctx = finished.context
+def to_record(finished: ReadableSpan | LightSpan) -> SpanRecord:
+    """The wire form of a finished span (SDK or light), attributes bounded."""
+    if isinstance(finished, LightSpan):
+        # Bounded as they were set.
+        ctx, status, attributes = finished.get_span_context(), finished.status_code, finished.attributes
+    else:
+        ctx, status, attributes = finished.context, finished.status.status_code, {}
+        for key, value in list((finished.attributes or {}).items())[:MAX_ATTRIBUTES]:
+            if isinstance(value, str | int | float | bool):
+                attributes[key[:MAX_KEY]] = value[:MAX_TEXT] if isinstance(value, str) else value
     parent = finished.parent
-    attributes: dict[str, Any] = {}
-    for key, value in list((finished.attributes or {}).items())[:32]:
-        if isinstance(value, str | int | float | bool):
-            attributes[key[:128]] = value[:1000] if isinstance(value, str) else value
     # Built from values this process made and bounded above: no validation needed,
     # and this runs for every span of every command.
     return SpanRecord.model_construct(
@@ -70,34 +79,44 @@ def to_record(finished: ReadableSpan) -> SpanRecord:
         kind=_KINDS.get(finished.kind, "internal"),
         start_unix_nano=finished.start_time or 0,
         end_unix_nano=finished.end_time or 0,
-        status=_STATUS.get(finished.status.status_code, "unset"),
+        status=_STATUS.get(status, "unset"),
         attributes=attributes,
     )
 
 
+def _capture(finished: ReadableSpan | LightSpan) -> None:
+    """Append a finished span to the list of the active :func:`capture_spans` block."""
+    sink = _captured.get()
+    if sink is not None and len(sink) < MAX_CAPTURED:
+        sink.append(to_record(finished))
+
+
 class _CaptureProcessor(SpanProcessor):
-    """Appends finished spans to the list of the active :func:`capture_spans` block."""
-
     def on_end(self, span: ReadableSpan) -> None:
-        sink = _captured.get()
-        if sink is not None and len(sink) < 64:
-            sink.append(to_record(span))
+        _capture(span)
 
 
-def setup_tracing(service_name: str, otlp_endpoint: str | None = None) -> TracerProvider:
-    """Install the process's tracer provider (once; later calls return the same one)."""
+def setup_tracing(service_name: str, otlp_endpoint: str | None = None) -> trace.TracerProvider:
+    """Install the process's tracer provider (once; later calls return the same one).
+
+    With ``otlp_endpoint`` (and the OTLP exporter installed) the OpenTelemetry SDK
+    records and exports spans; without, the light tracer records them only as
+    SpanRecords, which is all the product's own traces need.
+    """
     global _provider
     if _provider is not None:
         return _provider
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    provider.add_span_processor(_CaptureProcessor())
+    provider: trace.TracerProvider = LightTracerProvider(_capture)
     if otlp_endpoint:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         except ImportError:
             logger.warning("OTLP endpoint set but opentelemetry-exporter-otlp is not installed")
         else:
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            sdk = TracerProvider(resource=Resource.create({"service.name": service_name}))
+            sdk.add_span_processor(_CaptureProcessor())
+            sdk.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            provider = sdk
     trace.set_tracer_provider(provider)
     _provider = provider
     return provider
