@@ -42,6 +42,7 @@ from switchyard.demo import DemoTenant
 from switchyard.system import LocalSystem
 
 from ._baseline import measure_baseline
+from ._cpu import CpuMeter
 from ._load import ResultClock, direct_emulator_calls, mcp_calls, submit_batches
 
 __all__ = ["add_arguments", "run"]
@@ -79,7 +80,9 @@ def _tenant(name: str, token: str) -> DemoTenant:
 
 
 async def _async_throughput(system: LocalSystem, clock: ResultClock, keys: list[str], count: int) -> dict[str, Any]:
+    cpu = CpuMeter(system)
     async with aiohttp.ClientSession() as session:
+        cpu.start()
         started = time.perf_counter()
         ids = await submit_batches(session, system.ingress_url, keys, count)
         submitted = time.perf_counter()
@@ -90,6 +93,7 @@ async def _async_throughput(system: LocalSystem, clock: ResultClock, keys: list[
         "submit_seconds": round(submitted - started, 2),
         "seconds": round(elapsed, 2),
         "commands_per_s": round(len(ids) / elapsed, 1),
+        "cpu_ms_per_command": cpu.per(len(ids)),
     }
 
 
@@ -147,9 +151,12 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             async with aiohttp.ClientSession(connector=connector) as session:
                 # Clients of all eight bench tenants: one tenant alone is held to its
                 # own concurrency cap in the worker, which is fairness, not capacity.
+                cpu = CpuMeter(system)
+                cpu.start()
                 closed = await mcp_calls(
                     session, mcp_url, bench_keys, duration=duration, concurrency=args.mcp_clients
                 )
+                closed["cpu_ms_per_call"] = cpu.per(closed["calls"] + closed["errors"])
                 open_loop = await mcp_calls(
                     session, mcp_url, bench_keys, duration=duration, concurrency=0, rate=500
                 )
