@@ -100,7 +100,14 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     """
     limits = request.app[LIMITS]
     started = time.monotonic()
-    token = otel_context.attach(extract({k.lower(): v for k, v in request.headers.items()}))
+    # Most callers send no trace context: skip building a carrier for the propagator
+    # then (without a traceparent it extracts the same empty context). The header
+    # lookup is case-insensitive.
+    headers = request.headers
+    if "traceparent" in headers:
+        token = otel_context.attach(extract({k.lower(): v for k, v in headers.items()}))
+    else:
+        token = otel_context.attach(otel_context.Context())
     status = 500
     try:
         if request.content_length is not None and request.content_length > limits.max_body_bytes:
@@ -142,16 +149,23 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         )
     finally:
         otel_context.detach(token)
-        identity = request.get(IDENTITY)
-        with bind(
-            tenant_id=getattr(identity, "tenant_id", None),
-            space_id=getattr(identity, "space_id", None),
-            command_id=request.get(COMMAND_ID),
-        ):
-            logger.info(
-                "%s %s %d",
-                request.method,
-                request.path,
-                status,
-                extra={"fields": {"status": status, "ms": round((time.monotonic() - started) * 1000, 1)}},
-            )
+        if logger.isEnabledFor(logging.INFO):
+            _log_request(request, status, started)
+
+
+def _log_request(request: web.Request, status: int, started: float) -> None:
+    """The request's one log line, with the tenant and command id when known."""
+    identity = request.get(IDENTITY)
+    with bind(
+        tenant_id=getattr(identity, "tenant_id", None),
+        space_id=getattr(identity, "space_id", None),
+        command_id=request.get(COMMAND_ID),
+    ):
+        elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        logger.info(
+            "%s %s %d",
+            request.method,
+            request.path,
+            status,
+            extra={"fields": {"status": status, "ms": elapsed_ms}},
+        )

@@ -137,7 +137,7 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
     add_metrics_route(app, metrics)
     # The aggregator reads Results through the feed's consumer (one read, one parse).
     aggregator = observe.ResultsAggregator()
-    results.listeners.append(aggregator.add)
+    results.listeners.append(aggregator.add_record)
     observe.setup(app, services, settings, aggregator=aggregator)
     dashboard.setup(app)
     return app

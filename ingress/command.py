@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import gc
 
 from aiohttp import web
 
 from core.logs import configure_logging
-from core.settings import load_settings
+from core.settings import Settings, load_settings
 from core.telemetry import setup_tracing
 
 from .app import IngressOptions, create_app
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["GC_YOUNG_THRESHOLD", "add_arguments", "run", "settle_heap"]
+
+# Allocations between young-generation collections (CPython's default is 700). A
+# request allocates a few hundred short-lived objects that reference counting frees;
+# collecting every couple of requests spent a sixth of the ingress's CPU on the cycle
+# collector, for cycles that are rare here. Cyclic garbage is still collected, in
+# batches of ~50,000 allocations (a few MB at most).
+GC_YOUNG_THRESHOLD = 50_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +40,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not create missing topics at start")
 
 
+async def settle_heap(app: web.Application) -> None:
+    """Once started: move everything allocated so far out of the collector's sight.
+
+    Modules, classes, validators and the state read at start live as long as the
+    process; freezing them keeps every later full collection from walking them again.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+async def _app(settings: Settings, options: IngressOptions) -> web.Application:
+    app = await create_app(settings, options)
+    # Runs after the Kafka clients' start (cleanup_ctx is first): the heap is settled.
+    app.on_startup.append(settle_heap)
+    return app
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging("ingress", settings.log_level)
@@ -46,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         create_topics=not args.no_create_topics,
     )
     web.run_app(
-        create_app(settings, options),
+        _app(settings, options),
         host=args.host or settings.ingress_host,
         port=args.port if args.port is not None else settings.ingress_port,
         access_log=None,  # error_middleware writes one structured line per request

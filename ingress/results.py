@@ -5,6 +5,13 @@ Each replica follows all partitions of the results topic (no consumer group), st
 answer recent polls. It keeps the last ``capacity`` Results (LRU, default 100,000) in
 memory; an older result is forgotten by the ingress (a poll answers 404) but stays on
 the results topic for downstream consumers until the topic's retention removes it.
+
+Cost per record: every replica sees every Result, but few are waited for here. A record
+is validated once as a :data:`ResultHead` (every field but ``output`` and ``spans``,
+a fifth of a full parse); only a Result someone waits for or asks about is parsed in
+full, once per record for all its waiters. What is kept is ``(tenant, workspace,
+bytes)``: a tuple of strings and bytes, which the garbage collector stops tracking, so
+100,000 kept Results do not make every full collection walk millions of objects.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from core.settings import Settings
 from schemas import Result
@@ -23,11 +30,26 @@ from ._bounded import LRU
 from ._follow import TopicFollower
 from .errors import ServiceUnavailable
 
-__all__ = ["ResultsFeed"]
+__all__ = ["ResultHead", "ResultsFeed"]
 
 logger = logging.getLogger(__name__)
 
 Accept = Callable[[Result], bool]
+
+# Every field of Result but the two large ones, validated exactly as Result validates
+# them (same annotations and constraints); other keys are skipped unvalidated.
+ResultHead: type[BaseModel] = create_model(
+    "ResultHead",
+    __config__=ConfigDict(extra="ignore", frozen=True, str_max_length=65_536),
+    **{  # type: ignore[call-overload]
+        name: (info.annotation, info)
+        for name, info in Result.model_fields.items()
+        if name not in ("output", "spans")
+    },
+)
+
+# (tenant_id, space_id, record bytes)
+_Kept = tuple[str, str, bytes]
 
 
 class ResultsFeed:
@@ -41,13 +63,13 @@ class ResultsFeed:
         lookback: float = 900.0,
         max_waiters: int = 50_000,
     ) -> None:
-        self._results: LRU[str, Result] = LRU(capacity)
+        self._results: LRU[str, _Kept] = LRU(capacity)
         self._waiters: dict[str, list[tuple[asyncio.Future[Result], Accept]]] = {}
         self._waiting = 0
         self._max_waiters = max_waiters
-        # Others that want every parsed Result (the observability aggregator): one
-        # consumer and one parse per record instead of one per reader.
-        self.listeners: list[Callable[[Result], Any]] = []
+        # Others that want every Result (the observability aggregator): called with
+        # ``(head, raw)``, one consumer and one parse per record instead of one per reader.
+        self.listeners: list[Callable[[Any, bytes], Any]] = []
         self.follower = TopicFollower(
             settings, settings.topics.results, self.apply, start_at=lookback, name="results"
         )
@@ -68,28 +90,34 @@ class ResultsFeed:
         self._waiters.clear()
 
     def apply(self, record: Any) -> None:
-        if record.value is None:
+        raw = record.value
+        if raw is None:
             return
         try:
-            result = Result.from_bytes(record.value)
+            head: Any = ResultHead.model_validate_json(raw)
+            if head.command_id in self._results:
+                return  # at-least-once delivery upstream: a duplicate changes nothing
+            # Parsed in full only when someone here waits for it.
+            result = Result.from_bytes(raw) if head.command_id in self._waiters else None
         except ValidationError as exc:
-            logger.warning(
-                "ignored an invalid result record",
-                extra={"fields": {"partition": record.partition, "offset": record.offset,
-                                  "errors": exc.error_count()}},
-            )
+            _invalid(record, exc)
             return
         for listener in self.listeners:
-            listener(result)
-        self.add(result)
+            listener(head, raw)
+        self._keep(head.command_id, head.tenant_id, head.space_id, raw, result)
 
     def add(self, result: Result) -> None:
         """Remember a final Result and wake the callers waiting for it (first one wins)."""
         if result.command_id in self._results:
             return  # at-least-once delivery upstream: a duplicate changes nothing
-        self._results.put(result.command_id, result)
-        waiters = self._waiters.get(result.command_id)
-        if not waiters:
+        self._keep(result.command_id, result.tenant_id, result.space_id, result.to_bytes(), result)
+
+    def _keep(
+        self, command_id: str, tenant_id: str, space_id: str, raw: bytes, result: Result | None
+    ) -> None:
+        self._results.put(command_id, (tenant_id, space_id, raw))
+        waiters = self._waiters.get(command_id)
+        if not waiters or result is None:
             return
         keep = []
         for future, accept in waiters:
@@ -100,13 +128,29 @@ class ResultsFeed:
             else:
                 keep.append((future, accept))  # someone else's command id: keep waiting
         if keep:
-            self._waiters[result.command_id] = keep
+            self._waiters[command_id] = keep
         else:
-            del self._waiters[result.command_id]
+            del self._waiters[command_id]
 
     def get(self, command_id: str, accept: Accept) -> Result | None:
-        result = self._results.get(command_id)
-        return result if result is not None and accept(result) else None
+        kept = self._results.get(command_id)
+        if kept is None:
+            return None
+        try:
+            result = Result.from_bytes(kept[2])
+        except ValidationError as exc:
+            # Its head was valid, the rest is not: forget it, as an invalid record is.
+            self._results.pop(command_id)
+            logger.warning(
+                "ignored an invalid result record", extra={"fields": {"errors": exc.error_count()}}
+            )
+            return None
+        return result if accept(result) else None
+
+    def owner(self, command_id: str) -> tuple[str, str] | None:
+        """``(tenant_id, space_id)`` of a kept Result, without parsing it."""
+        kept = self._results.get(command_id)
+        return None if kept is None else (kept[0], kept[1])
 
     async def wait(self, command_id: str, timeout: float, accept: Accept) -> Result | None:  # noqa: ASYNC109
         """The Result of ``command_id`` that ``accept`` allows, waiting up to ``timeout`` s.
@@ -139,3 +183,16 @@ class ResultsFeed:
     @property
     def cached(self) -> int:
         return len(self._results)
+
+
+def _invalid(record: Any, exc: ValidationError) -> None:
+    logger.warning(
+        "ignored an invalid result record",
+        extra={
+            "fields": {
+                "partition": record.partition,
+                "offset": record.offset,
+                "errors": exc.error_count(),
+            }
+        },
+    )

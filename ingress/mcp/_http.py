@@ -11,6 +11,7 @@ there is nothing to delete; the id simply stays valid until it expires.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -21,7 +22,6 @@ from mcp_types import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     PROTOCOL_VERSION_META_KEY,
-    JSONRPCResponse,
     UnsupportedProtocolVersionErrorData,
 )
 from mcp_types.jsonrpc import HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION
@@ -34,7 +34,14 @@ from ingress.errors import IngressError
 
 from ._dispatch import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Dispatcher
 from ._headers import decode_header_value
-from ._jsonrpc import FORBIDDEN, MODERN_STATUS, RpcError, error_response, parse_message, reply
+from ._jsonrpc import (
+    FORBIDDEN,
+    MODERN_STATUS,
+    RpcError,
+    error_response,
+    parse_message,
+    reply_result,
+)
 from ._session import SessionSigner
 from ._tools import rpc_from_ingress_error
 
@@ -72,6 +79,12 @@ def _accepts(request: web.Request) -> tuple[bool, bool]:
     header = request.headers.get("Accept")
     if not header:
         return True, True
+    return _accepted_types(header)
+
+
+@functools.lru_cache(maxsize=256)
+def _accepted_types(header: str) -> tuple[bool, bool]:
+    # Clients send the same few Accept headers on every request: parse each once.
     types = {part.split(";")[0].strip().lower() for part in header.split(",")}
     wildcard = "*/*" in types
     return (
@@ -295,11 +308,7 @@ class McpEndpoint:
                     ),
                     **cors,
                 }
-                return reply(
-                    JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result),
-                    sse=sse,
-                    headers=headers,
-                )
+                return reply_result(request_id, result, sse=sse, headers=headers)
             header_version = request.headers.get(VERSION_HEADER)
             if modern:
                 version = (
@@ -318,9 +327,7 @@ class McpEndpoint:
             result = await self._dispatcher.handle(
                 identity, version, incoming.request.method, incoming.request.params
             )
-            return reply(
-                JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result), sse=sse, headers=cors
-            )
+            return reply_result(request_id, result, sse=sse, headers=cors)
         except RpcError as exc:
             default = MODERN_STATUS.get(exc.code, 200) if modern else 200
             return error_response(exc, request_id, default_status=default, sse=sse, headers=cors)

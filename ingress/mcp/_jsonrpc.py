@@ -42,6 +42,7 @@ __all__ = [
     "error_response",
     "parse_message",
     "reply",
+    "reply_result",
 ]
 
 # Implementation-defined codes (the -32000..-32019 band; -32000/-32001 are taken by
@@ -161,7 +162,28 @@ def reply(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """One JSON-RPC answer, as ``application/json`` or as a one-event SSE stream."""
-    data = _body_bytes(message)
+    return _respond(_body_bytes(message), status=status, sse=sse, headers=headers)
+
+
+def reply_result(
+    request_id: RequestId,
+    result: dict[str, Any],
+    *,
+    sse: bool = False,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """The success answer to a request whose id and result this server already checked.
+
+    The same bytes as ``reply(JSONRPCResponse(...))`` without building and dumping a
+    model around a result the dispatcher serialized through ``mcp-types`` already.
+    """
+    body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+    return _respond(body, status=200, sse=sse, headers=headers)
+
+
+def _respond(
+    data: bytes, *, status: int, sse: bool, headers: dict[str, str] | None
+) -> web.Response:
     if sse:
         return web.Response(
             status=status,

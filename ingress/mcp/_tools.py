@@ -25,7 +25,7 @@ from core.telemetry import current_trace_id
 from ingress._bounded import LRU
 from ingress.contracts import Identity, Services
 from ingress.errors import Forbidden, IngressError
-from schemas import ActionConfig, Command, CommandSource, Result
+from schemas import ActionConfig, Command, CommandSource, Result, WorkspaceConfig
 
 from ._jsonrpc import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE, RpcError
 
@@ -176,9 +176,13 @@ class ToolRunner:
         self._services = services
         self._page_size = page_size
         self._call_timeout = call_timeout
-        # Compiled argument validators, per workspace version (compiling costs far more
-        # than validating).
-        self._validators: LRU[tuple[str, str, str, int], Any] = LRU(1024)
+        # (workspace, action, compiled argument validator) per tool: compiling costs far
+        # more than validating, and a workspace's actions are a list to search. An entry
+        # holds only while the directory still serves that very workspace object, so any
+        # configuration change (a new object) is seen on the next call.
+        self._tools: LRU[tuple[str, str, str], tuple[WorkspaceConfig, ActionConfig, Any]] = LRU(
+            1024
+        )
 
     def _actions(self, identity: Identity) -> list[ActionConfig]:
         workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
@@ -220,24 +224,16 @@ class ToolRunner:
                 match the tool's input schema.
         """
         workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
-        action = workspace.action(name) if workspace is not None else None
-        if action is None or not action.enabled:
-            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
-        assert workspace is not None
-        key = (identity.tenant_id, identity.space_id, name, workspace.version)
-        validator = self._validators.get(key)
-        if validator is None:
-            schema = _input_schema(action)
-            cls = jsonschema.validators.validator_for(schema)
-            try:
-                cls.check_schema(schema)
-            except jsonschema.SchemaError:
-                # A broken schema in the configuration must not make the tool uncallable;
-                # the router validates again with the same schema.
-                logger.warning("input schema of action %s is invalid; not validating", name)
-                schema = {"type": "object"}
-            validator = cls(schema)
-            self._validators.put(key, validator)
+        key = (identity.tenant_id, identity.space_id, name)
+        cached = self._tools.get(key)
+        if cached is not None and cached[0] is workspace:
+            _, action, validator = cached
+        else:
+            action, validator = self._compile(workspace, name)
+            if action is None or workspace is None:
+                # Not cached: made-up tool names must not push real tools out.
+                raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+            self._tools.put(key, (workspace, action, validator))
         error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "(root)"
@@ -245,6 +241,27 @@ class ToolRunner:
                 INVALID_PARAMS, f"Invalid arguments for tool {name} at {where}: {error.message}"
             )
         return action
+
+    @staticmethod
+    def _compile(workspace: WorkspaceConfig | None, name: str) -> tuple[ActionConfig | None, Any]:
+        """The enabled action ``name`` of ``workspace`` and its arguments validator.
+
+        ``(None, None)`` when the workspace has no such enabled action.
+        """
+        action = workspace.action(name) if workspace is not None else None
+        if action is None or not action.enabled:
+            return None, None
+        schema = _input_schema(action)
+        cls = jsonschema.validators.validator_for(schema)
+        try:
+            cls.check_schema(schema)
+        except jsonschema.SchemaError:
+            # A broken schema in the configuration must not make the tool uncallable;
+            # the router validates again with the same schema.
+            logger.warning("input schema of action %s is invalid; not validating", name)
+            schema = {"type": "object"}
+        validator = cls(schema)
+        return action, validator
 
     async def submit(
         self,

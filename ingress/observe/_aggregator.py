@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from core.settings import Settings
 from core.tenant_logs import redact
 from ingress._follow import TopicFollower
+from ingress.results import ResultHead
 from schemas import Result, ResultStatus, SpanRecord
 
 from ._stats import LatencyHistogram, Series
@@ -51,7 +52,17 @@ class CommandSummary:
     trace_id: str | None
     # Kept as received and rendered (with redaction) only when someone asks for the
     # trace: rendering every Result's spans on arrival was a third of the ingress's CPU.
-    spans: tuple[SpanRecord, ...]
+    # Either the spans or the Result's record bytes, parsed for its spans on request
+    # (most traces are never asked for, and bytes cost the garbage collector nothing).
+    spans: tuple[SpanRecord, ...] | bytes
+
+    def span_records(self) -> tuple[SpanRecord, ...]:
+        if not isinstance(self.spans, bytes):
+            return self.spans
+        try:
+            return tuple(Result.from_bytes(self.spans).spans)
+        except ValidationError:
+            return ()  # an invalid record shows no spans rather than unvalidated ones
 
     def public(self, *, with_spans: bool = False) -> dict[str, Any]:
         out = {
@@ -69,7 +80,7 @@ class CommandSummary:
             "trace_id": self.trace_id,
         }
         if with_spans:
-            out["spans"] = [_span(record) for record in self.spans]
+            out["spans"] = [_span(record) for record in self.span_records()]
         return out
 
 
@@ -184,13 +195,22 @@ class ResultsAggregator:
         if record.value is None:
             return
         try:
-            result = Result.from_bytes(record.value)
+            head = ResultHead.model_validate_json(record.value)
         except ValidationError:
             self.ignored += 1
             return
-        self.add(result)
+        self.add_record(head, record.value)
 
-    def add(self, result: Result, *, now: float | None = None) -> bool:
+    def add_record(self, head: Any, raw: bytes) -> bool:
+        """Count one final Result from its validated head and its record bytes.
+
+        ``head`` has every attribute of a Result but ``output`` and ``spans``
+        (:data:`ingress.results.ResultHead`); the spans are parsed from ``raw`` only if
+        someone asks for the command's trace.
+        """
+        return self.add(head, raw=raw)
+
+    def add(self, result: Result, *, now: float | None = None, raw: bytes | None = None) -> bool:
         """Count one final Result; False when it is a duplicate."""
         if result.command_id in self._seen:
             return False
@@ -219,7 +239,7 @@ class ResultsAggregator:
             finished_at=finished,
             attempts=result.attempts,
             trace_id=result.trace_id,
-            spans=tuple(result.spans),
+            spans=raw if raw is not None else tuple(result.spans),
         )
         stats.recent.append(summary)
         if not ok:
