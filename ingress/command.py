@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import gc
 
 from aiohttp import web
 
+from core.heap import GC_YOUNG_THRESHOLD
+from core.heap import settle_heap as settle_process_heap
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from core.telemetry import setup_tracing
@@ -14,13 +15,6 @@ from core.telemetry import setup_tracing
 from .app import IngressOptions, create_app
 
 __all__ = ["GC_YOUNG_THRESHOLD", "add_arguments", "run", "settle_heap"]
-
-# Allocations between young-generation collections (CPython's default is 700). A
-# request allocates a few hundred short-lived objects that reference counting frees;
-# collecting every couple of requests spent a sixth of the ingress's CPU on the cycle
-# collector, for cycles that are rare here. Cyclic garbage is still collected, in
-# batches of ~50,000 allocations (a few MB at most).
-GC_YOUNG_THRESHOLD = 50_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,15 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def settle_heap(app: web.Application) -> None:
-    """Once started: move everything allocated so far out of the collector's sight.
-
-    Modules, classes, validators and the state read at start live as long as the
-    process; freezing them keeps every later full collection from walking them again.
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    """Once started (Kafka clients included), settle the heap (``core.heap``)."""
+    settle_process_heap()
 
 
 async def _app(settings: Settings, options: IngressOptions) -> web.Application:

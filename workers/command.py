@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from core._metrics_lag import consumer_lag
 from core.errors import ConfigurationError, KafkaUnavailable, PermanentError
 from core.health import serve_health, vault_reachable
+from core.heap import settle_heap
 from core.logs import configure_logging
 from core.metrics import Metrics
 from core.settings import Settings, connector_env, load_settings
@@ -130,6 +131,7 @@ async def serve(pool: WorkerPool, metrics: Metrics | None = None) -> int:
         logger.warning("tenant log topic unavailable, continuing without it: %s", exc)
     try:
         async with serve_health(pool.settings, metrics, checks):
+            settle_heap()
             await pool.run()
     except KafkaUnavailable as exc:
         logger.error("worker pool stopped: %s", exc)
