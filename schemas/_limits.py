@@ -14,23 +14,23 @@ MAX_ARGUMENTS_BYTES = 256 * 1024
 
 
 def _depth(value: Any, limit: int) -> int:
-    # Iterative so that a hostile, deeply nested value cannot blow the Python stack.
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        children: Iterable[Any]
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, level)
-        if deepest > limit:
-            return deepest
-        stack.extend((child, level + 1) for child in children)
-    return deepest
+    # Level by level over containers only: scalars (most values) are never queued, and a
+    # hostile, deeply nested value cannot blow the Python stack. Runs on every command
+    # in every process, so it avoids a tuple per element.
+    if not isinstance(value, dict | list):
+        return 0
+    level = 1
+    frontier: list[Any] = [value]
+    while level <= limit:
+        deeper: list[Any] = []
+        for item in frontier:
+            children: Iterable[Any] = item.values() if isinstance(item, dict) else item
+            deeper.extend(child for child in children if isinstance(child, dict | list))
+        if not deeper:
+            return level
+        frontier = deeper
+        level += 1
+    return level
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import aiohttp
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from pydantic import ValidationError
 
 from core.errors import CommandError, PermanentError, RetryableError
 from core.logs import bind
@@ -361,8 +360,9 @@ class Executor:
                 trace_id=trace_id,
                 spans=spans,
             )
-        except ValidationError:
-            # The upstream answer broke the Result bounds (size or depth): report, not crash.
+        except ValueError:
+            # The upstream answer broke the Result bounds (size, depth or a key's length;
+            # pydantic's ValidationError is a ValueError too): report, not crash.
             result = build_result(
                 command,
                 ResultStatus.FAILED,

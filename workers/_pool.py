@@ -14,7 +14,7 @@ from half that threshold on, a tenant with ``tenant_backlog`` commands queued ha
 further records from the connector topic parked on retry tier 0 until it has room
 (:mod:`workers._overflow`) and the partition keeps flowing for the other tenants. Outcomes go through the
 transactional :class:`Outbox`, which commits each partition's offset only up to its
-lowest unfinished record.
+lowest unfinished record. Rebalance and shutdown are in :mod:`workers._lifecycle`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import ConsumerRecord
-from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from core.errors import ConfigurationError
@@ -48,6 +47,7 @@ from ._breaker import CircuitBreakers
 from ._credentials import Credentials, VaultLike
 from ._execute import Executor, Job, Outcome, now
 from ._holding import Holding
+from ._lifecycle import PoolLifecycle, RebalanceListener
 from ._offsets import OffsetTracker
 from ._outbox import Outbox
 from ._overflow import Overflow
@@ -97,18 +97,7 @@ class _Item:
     job: Job
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, pool: WorkerPool) -> None:
-        self._pool = pool
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._pool._on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._pool._on_assigned(set(assigned))
-
-
-class WorkerPool:
+class WorkerPool(PoolLifecycle):
     """Runs one connector's commands from Kafka until :meth:`request_stop`."""
 
     def __init__(
@@ -211,7 +200,7 @@ class WorkerPool:
         self.consumer = make_consumer(
             s, group_id=self.group_id, max_poll_records=min(500, self._high)
         )
-        self.consumer.subscribe(self.source_topics, listener=_Listener(self))
+        self.consumer.subscribe(self.source_topics, listener=RebalanceListener(self))
         await start_client(self.consumer, what="worker consumer")
         self.outbox = Outbox(self.producer, self.tracker, self.group_id, interval=opts.flush_interval)
         self._started = True
@@ -425,90 +414,3 @@ class WorkerPool:
         )
         record = record_for(self.settings.topics.results, command, result, KIND_RESULT)
         return Outcome([record], ResultStatus.FAILED)
-
-    # -- rebalance and shutdown ------------------------------------------------------
-
-    def _drop(self, tps: set[TopicPartition] | None) -> None:
-        """Forget queued and held records (of ``tps``, or all); they stay uncommitted."""
-        self.scheduler.drop(lambda item: tps is None or item.tp in tps)
-        self.holding.drop(lambda item: tps is None or item.tp in tps)
-        for tenant in self.holding.tenants_waiting():
-            self._refill(tenant)  # their queued records may have been dropped
-
-    async def _wait_running(self, tps: set[TopicPartition] | None, grace: float) -> bool:
-        def busy() -> bool:
-            return any(n > 0 for tp, n in self._running.items() if tps is None or tp in tps)
-
-        try:
-            async with asyncio.timeout(grace):
-                while busy() and self._tasks:
-                    await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
-        except TimeoutError:
-            return False
-        return True
-
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        if not self._started or not revoked:
-            return
-        self._drop(revoked)
-        await self._wait_running(revoked, self.options.revoke_grace)
-        try:
-            await self.outbox.flush()
-            await self.outbox.wait_visible(self.admin, revoked)
-        except Exception:
-            logger.exception("commit on revoke failed; the new owner redoes uncommitted records")
-        self.tracker.forget(revoked)
-        for tp in revoked:
-            self._running.pop(tp, None)
-
-    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        # A fresh assignment starts unpaused; backpressure is re-evaluated on the next poll.
-        self._bp_paused = False
-        self.holding.paused &= assigned
-        if not assigned:
-            return
-        # Records the previous owner finished above its committed position are listed in
-        # the commit metadata: restore them so they are skipped, not run twice.
-        try:
-            committed = await self.admin.list_consumer_group_offsets(
-                self.group_id, partitions=sorted(assigned)
-            )
-        except (KafkaError, OSError) as exc:
-            logger.warning("cannot read committed metadata (%s): finished records may be redone",
-                           type(exc).__name__)
-            return
-        skipped = 0
-        for tp, meta in committed.items():
-            if tp in assigned and meta.offset >= 0 and meta.metadata:
-                skipped += self.tracker.restore(tp, meta.offset, meta.metadata)
-        if skipped:
-            logger.info("restored %d records finished by the previous owner", skipped)
-
-    async def _shutdown(self, background: list[asyncio.Task[Any]], flusher: asyncio.Task[None]) -> None:
-        logger.info("worker pool stopping")
-        try:
-            self.consumer.pause(*self.consumer.assignment())
-        except Exception:
-            logger.exception("pause on shutdown failed")
-        for task in background:
-            task.cancel()
-        self._drop(None)
-        finished = await self._wait_running(None, self.options.shutdown_grace)
-        if not finished:
-            logger.warning("in-flight commands cut at shutdown; they stay uncommitted and are redone")
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        # Not cancelled: a cancel in the middle of a transaction would leave it open.
-        self.outbox.stop()
-        await asyncio.gather(flusher, *background, return_exceptions=True)
-        try:
-            await self.outbox.flush()
-            await self.outbox.wait_visible(self.admin, self.consumer.assignment())
-        except Exception:
-            logger.exception("final commit failed; uncommitted records are redone")
-        await self.consumer.stop()
-        await self.producer.stop()
-        await self.admin.close()
-        await self.session.close()
-        logger.info("worker pool stopped", extra={"fields": {"completed": dict(self.completed)}})

@@ -12,9 +12,11 @@ from datetime import datetime
 from typing import Any
 
 from opentelemetry import context as otel_context
+from pydantic import ConfigDict, TypeAdapter
 
 from core.telemetry import inject
 from schemas import (
+    RESULT_SCHEMA_VERSION,
     ErrorInfo,
     Headers,
     Result,
@@ -23,6 +25,8 @@ from schemas import (
     SpanRecord,
     StageTimes,
 )
+from schemas._base import WireModel
+from schemas._limits import check_json_bounds
 from schemas.trace import MAX_SPANS
 
 __all__ = ["Outgoing", "build_result", "dead_letter_raw", "record_for"]
@@ -30,6 +34,13 @@ __all__ = ["Outgoing", "build_result", "dead_letter_raw", "record_for"]
 KIND_RESULT = "result"
 KIND_RETRY = "retry"
 KIND_DEAD_LETTER = "dead_letter"
+
+# The one Result field whose value is not ours: the connector's output, from upstream.
+# Checked as Result checks it (``str_max_length`` on keys, then depth and size bounds).
+MAX_OUTPUT_BYTES = 1024 * 1024
+_OUTPUT: TypeAdapter[dict[str, Any]] = TypeAdapter(
+    dict[str, Any], config=ConfigDict(str_max_length=WireModel.model_config.get("str_max_length"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +65,28 @@ def build_result(
     trace_id: str | None,
     spans: list[SpanRecord],
 ) -> Result:
-    """The one final Result of ``command``: earlier hops' spans first, then this worker's."""
+    """The one final Result of ``command``: earlier hops' spans first, then this worker's.
+
+    Built without re-validating what is already valid (``model_construct``): every field
+    comes from the validated command or from this worker, except ``output``, which is
+    validated here exactly as :class:`Result` validates it.
+
+    Raises:
+        ValueError: ``output`` breaks the Result bounds (a ``pydantic.ValidationError``
+            for its type, a plain ``ValueError`` for its depth or size).
+    """
+    if output is not None:
+        output = check_json_bounds(_OUTPUT.validate_python(output), max_bytes=MAX_OUTPUT_BYTES)
     own = list(spans)[-MAX_SPANS:]
     merged = list(command.spans)[: MAX_SPANS - len(own)] + own
-    return Result(
+    times = StageTimes.model_construct(
+        submitted_at=command.submitted_at,
+        routed_at=command.routed_at,
+        started_at=started_at,
+        finished_at=finished_at,
+    )
+    return Result.model_construct(
+        schema_version=RESULT_SCHEMA_VERSION,
         command_id=command.command_id,
         tenant_id=command.tenant_id,
         space_id=command.space_id,
@@ -70,12 +99,7 @@ def build_result(
         output=output,
         error=error,
         attempts=attempts,
-        times=StageTimes(
-            submitted_at=command.submitted_at,
-            routed_at=command.routed_at,
-            started_at=started_at,
-            finished_at=finished_at,
-        ),
+        times=times,
         trace_id=trace_id,
         spans=merged,
     )

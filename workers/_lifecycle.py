@@ -1,0 +1,158 @@
+"""Rebalance and shutdown of a :class:`~workers._pool.WorkerPool`.
+
+On revocation, queued and held records of the lost partitions are dropped (they stay
+uncommitted: the new owner redoes them), running ones get ``revoke_grace`` seconds to
+finish, and what finished is committed and waited on until it reads back, so the next
+owner starts after it. On assignment, the records a previous owner finished above its
+committed position (listed in the commit metadata) are restored so they are skipped.
+Shutdown is the same for every partition, with ``shutdown_grace``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from ._holding import Holding
+from ._offsets import OffsetTracker
+from ._outbox import Outbox
+from ._scheduler import FairScheduler
+
+if TYPE_CHECKING:
+    from ._pool import PoolOptions, WorkerPool
+
+__all__ = ["PoolLifecycle", "RebalanceListener"]
+
+# The pool's logger: these lines were always the pool's, and log filters rely on the name.
+logger = logging.getLogger("workers._pool")
+
+
+class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._pool._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._pool._on_assigned(set(assigned))
+
+
+class PoolLifecycle:
+    """The pool's rebalance and shutdown steps (mixed into :class:`WorkerPool`)."""
+
+    # Set by WorkerPool.__init__ / start().
+    options: PoolOptions
+    group_id: str
+    scheduler: FairScheduler[Any]
+    holding: Holding[Any]
+    tracker: OffsetTracker
+    outbox: Outbox
+    admin: Any
+    consumer: Any
+    producer: Any
+    session: aiohttp.ClientSession
+    completed: dict[str, int]
+    _tasks: set[asyncio.Task[None]]
+    _running: dict[TopicPartition, int]
+    _bp_paused: bool
+    _started: bool
+
+    def _refill(self, tenant: str) -> None:
+        raise NotImplementedError
+
+    def _drop(self, tps: set[TopicPartition] | None) -> None:
+        """Forget queued and held records (of ``tps``, or all); they stay uncommitted."""
+        self.scheduler.drop(lambda item: tps is None or item.tp in tps)
+        self.holding.drop(lambda item: tps is None or item.tp in tps)
+        for tenant in self.holding.tenants_waiting():
+            self._refill(tenant)  # their queued records may have been dropped
+
+    async def _wait_running(self, tps: set[TopicPartition] | None, grace: float) -> bool:
+        def busy() -> bool:
+            return any(n > 0 for tp, n in self._running.items() if tps is None or tp in tps)
+
+        try:
+            async with asyncio.timeout(grace):
+                while busy() and self._tasks:
+                    await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        if not self._started or not revoked:
+            return
+        self._drop(revoked)
+        await self._wait_running(revoked, self.options.revoke_grace)
+        try:
+            await self.outbox.flush()
+            await self.outbox.wait_visible(self.admin, revoked)
+        except Exception:
+            logger.exception("commit on revoke failed; the new owner redoes uncommitted records")
+        self.tracker.forget(revoked)
+        for tp in revoked:
+            self._running.pop(tp, None)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        # A fresh assignment starts unpaused; backpressure is re-evaluated on the next poll.
+        self._bp_paused = False
+        self.holding.paused &= assigned
+        if not assigned:
+            return
+        # Records the previous owner finished above its committed position are listed in
+        # the commit metadata: restore them so they are skipped, not run twice.
+        try:
+            committed = await self.admin.list_consumer_group_offsets(
+                self.group_id, partitions=sorted(assigned)
+            )
+        except (KafkaError, OSError) as exc:
+            logger.warning(
+                "cannot read committed metadata (%s): finished records may be redone",
+                type(exc).__name__,
+            )
+            return
+        skipped = 0
+        for tp, meta in committed.items():
+            if tp in assigned and meta.offset >= 0 and meta.metadata:
+                skipped += self.tracker.restore(tp, meta.offset, meta.metadata)
+        if skipped:
+            logger.info("restored %d records finished by the previous owner", skipped)
+
+    async def _shutdown(
+        self, background: list[asyncio.Task[Any]], flusher: asyncio.Task[None]
+    ) -> None:
+        logger.info("worker pool stopping")
+        try:
+            self.consumer.pause(*self.consumer.assignment())
+        except Exception:
+            logger.exception("pause on shutdown failed")
+        for task in background:
+            task.cancel()
+        self._drop(None)
+        finished = await self._wait_running(None, self.options.shutdown_grace)
+        if not finished:
+            logger.warning(
+                "in-flight commands cut at shutdown; they stay uncommitted and are redone"
+            )
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Not cancelled: a cancel in the middle of a transaction would leave it open.
+        self.outbox.stop()
+        await asyncio.gather(flusher, *background, return_exceptions=True)
+        try:
+            await self.outbox.flush()
+            await self.outbox.wait_visible(self.admin, self.consumer.assignment())
+        except Exception:
+            logger.exception("final commit failed; uncommitted records are redone")
+        await self.consumer.stop()
+        await self.producer.stop()
+        await self.admin.close()
+        await self.session.close()
+        logger.info("worker pool stopped", extra={"fields": {"completed": dict(self.completed)}})
