@@ -20,15 +20,29 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.producer.transaction_manager import TransactionState
 
 from core.errors import KafkaUnavailable
 
 from ._offsets import OffsetTracker
 from ._results import Outgoing
 
-__all__ = ["Outbox"]
+__all__ = ["Outbox", "TransactionInDoubt"]
 
 logger = logging.getLogger(__name__)
+
+# States from which aiokafka can abort a transaction (and so retry its records safely).
+_ABORTABLE = (TransactionState.IN_TRANSACTION, TransactionState.ABORTABLE_ERROR)
+
+
+class TransactionInDoubt(KafkaUnavailable):
+    """A transaction failed in a state where its commit may still land.
+
+    Sending its records again could publish every Result in it twice, so this producer
+    must not be used again: the process exits, and whoever takes the partitions over
+    (under the same transactional id) fences it; the broker completes or aborts the
+    transaction, and the committed offsets say what to redo.
+    """
 
 
 class Outbox:
@@ -55,6 +69,7 @@ class Outbox:
         self._full = asyncio.Event()
         self.transactions = 0
         self._stopped = False
+        self._in_doubt = False
         # Position last committed per partition, for :meth:`wait_visible`.
         self._committed: dict[TopicPartition, int] = {}
 
@@ -79,9 +94,14 @@ class Outbox:
         """Produce queued records and commit the offsets they complete, in one transaction.
 
         Raises:
-            KafkaUnavailable: the transaction failed; queued records stay queued.
+            KafkaUnavailable: the transaction failed and was aborted; queued records
+                stay queued.
+            TransactionInDoubt: it failed where it could not be aborted (e.g. during
+                the commit); nothing more is sent through this outbox.
         """
         async with self._lock:
+            if self._in_doubt:
+                raise TransactionInDoubt("an earlier transaction is in doubt")
             batch, self._pending = self._pending, []
             # Taken with the batch, with no await between: offsets finished later belong
             # with records that are not in this transaction.
@@ -101,7 +121,11 @@ class Outbox:
                 await self._producer.commit_transaction()
             except (KafkaError, OSError) as exc:
                 self._pending = batch + self._pending
-                await self._abort()
+                if not self._abortable() or not await self._abort():
+                    self._in_doubt = True
+                    raise TransactionInDoubt(
+                        f"outbox transaction failed and cannot be aborted ({type(exc).__name__})"
+                    ) from exc
                 raise KafkaUnavailable(f"outbox transaction failed ({type(exc).__name__})") from exc
             self._tracker.mark_committed(offsets)
             for tp, (position, _) in offsets.items():
@@ -142,11 +166,18 @@ class Outbox:
             await asyncio.sleep(0.01)
         return True
 
-    async def _abort(self) -> None:
+    def _abortable(self) -> bool:
+        # aiokafka asserts on an abort from any other state (e.g. a commit in flight).
+        manager = getattr(self._producer, "_txn_manager", None)
+        return manager is None or manager.state in _ABORTABLE
+
+    async def _abort(self) -> bool:
         try:
             await self._producer.abort_transaction()
         except (KafkaError, OSError) as exc:
             logger.warning("abort after a failed transaction failed too: %s", type(exc).__name__)
+            return False
+        return True
 
     def stop(self) -> None:
         """Make :meth:`run` return after its current flush."""
@@ -159,6 +190,7 @@ class Outbox:
         Raises:
             KafkaUnavailable: after ``max_failures`` failed transactions in a row; the
                 process should exit so that uncommitted work is redone elsewhere.
+            TransactionInDoubt: at once, when a transaction could not be aborted.
         """
         failures = 0
         while not self._stopped:
@@ -175,6 +207,8 @@ class Outbox:
             self._full.clear()
             try:
                 await self.flush()
+            except TransactionInDoubt:
+                raise
             except KafkaUnavailable:
                 failures += 1
                 logger.warning("outbox flush failed (%d in a row)", failures)
