@@ -30,6 +30,11 @@ MAX_RENDERED_BYTES = 256 * 1024
 # One ``{{ ... }}`` and nothing around it; the body may not open or close another block.
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}|\{#).)*)\}\}$", re.DOTALL)
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
+# ``args.a.b`` / ``args['a']["b"]``: the common leaf, a plain lookup into the caller's
+# arguments. Each step is ``.name`` or a subscript with a string literal.
+_PATH_STEP = r"""\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*\])"""
+_ARGS_PATH = re.compile(rf"^\s*args((?:{_PATH_STEP})+)\s*$")
+_STEP = re.compile(_PATH_STEP)
 
 Renderer = Callable[[dict[str, Any]], Any]
 
@@ -55,6 +60,41 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 _ENV = _BoundedSandbox(undefined=StrictUndefined, autoescape=False)
 
 
+def _lookup_path(expr: str) -> tuple[str, ...] | None:
+    """The keys of an ``args`` lookup chain, or None when ``expr`` is anything else."""
+    match = _ARGS_PATH.match(expr)
+    if match is None:
+        return None
+    keys: list[str] = []
+    for name, single, double in _STEP.findall(match.group(1)):
+        # ``.items`` names dict's method for Jinja, not the key: leave such steps to it.
+        if name and hasattr(dict, name):
+            return None
+        keys.append(name or single or double)
+    return tuple(keys)
+
+
+def _fast_lookup(keys: tuple[str, ...], slow: Renderer) -> Renderer:
+    """Evaluate a lookup chain directly, or hand over to the compiled expression.
+
+    Jinja's sandbox needs a new render context per call (most of a render's cost).
+    For a chain of keys present in plain dicts, ``.name`` and ``['name']`` give the
+    dict item in Jinja too (the names of dict methods are excluded at compile time),
+    so the result is the same object; anything else (a missing key, a list, a
+    string) goes to Jinja, which gives its own value or error.
+    """
+
+    def lookup(args: dict[str, Any]) -> Any:
+        value: Any = args
+        for key in keys:
+            if type(value) is not dict or key not in value:
+                return slow(args)
+            value = value[key]
+        return value
+
+    return lookup
+
+
 def _compile_leaf(text: str, where: str) -> Renderer:
     single = _SINGLE_EXPRESSION.match(text)
     try:
@@ -68,7 +108,8 @@ def _compile_leaf(text: str, where: str) -> Renderer:
                     value._fail_with_undefined_error()
                 return value
 
-            return native
+            keys = _lookup_path(single.group("expr"))
+            return native if keys is None else _fast_lookup(keys, native)
         if any(marker in text for marker in _TEMPLATE_MARKERS):
             template = _ENV.from_string(text)
             return lambda args: template.render(args=args)

@@ -7,8 +7,9 @@ without Kafka transactions):
 2. Write a ``pending`` dedup entry per command (naming the output's topic and
    partition) plus the usage counters to the changelogs, and **wait for the acks**.
 3. Send the outputs (RoutedCommand or rejected Result) and **wait for the acks**.
-4. Write ``done`` dedup entries (acks not awaited) and return, which acks the batch's events to faust; faust commits
-   acked offsets periodically.
+4. Buffer ``done`` dedup entries (sent with the next batch's step 2, or when idle;
+   acks not awaited) and return, which acks the batch's events to faust; faust
+   commits acked offsets periodically.
 
 A crash before 2 completes replays commands that left no trace. A crash between 2 and 4
 replays commands whose entry is ``pending``: the router then reads the named output
@@ -50,12 +51,12 @@ from schemas import (
     Headers,
     Result,
     ResultStatus,
-    RoutedCommand,
     StageTimes,
 )
 from schemas._limits import check_json_bounds
 from schemas.trace import MAX_SPANS
 
+from ._compose import Route, routed_bytes
 from ._config_view import ConfigView
 from ._fence import RebalanceFence
 from ._limits import admit
@@ -282,6 +283,7 @@ class Router:
         await self.config.sync(newest)
         now = time.time()
         now_ms = int(now * 1000)
+        now_dt = datetime.fromtimestamp(now, UTC)  # one clock reading for the whole batch
         sent = await self._already_sent(items, now_ms)
         outgoing: list[tuple[str, int, Outgoing]] = []
         in_batch: set[str] = set()
@@ -298,7 +300,7 @@ class Router:
                 self.dropped += 1
                 continue
             in_batch.add(key)
-            out = self._decide(event, command, now)
+            out = self._decide(event, command, now, now_dt)
             self.dedup.put(
                 key,
                 {
@@ -350,9 +352,27 @@ class Router:
                     metrics.count_rejected(
                         out.tenant_id, out.space_id, out.rejected.value, out.waited
                     )
-        # Not awaited: if these are lost in a crash, the entries stay ``pending`` and a
-        # replay checks the output partition instead.
-        await self.dedup.flush(self.producer)
+        # The ``done`` entries stay buffered: the next batch's state write carries them
+        # in the same produce request (one request per batch fewer), and the runtime
+        # flushes them when idle and before giving partitions up (``flush_done``). If
+        # they are lost in a crash, the entries stay ``pending`` and a replay checks the
+        # output partition instead.
+
+    async def flush_done(self, within: float | None = None) -> None:
+        """Write the buffered ``done`` dedup entries; with ``within``, wait for the acks.
+
+        Safe beside a batch: a batch buffers its ``pending`` entries and sends them
+        without yielding in between, so this never takes them out of its hands.
+
+        Raises:
+            KafkaError: or TimeoutError, only with ``within``, when the acks do not come.
+        """
+        if self.producer is None:
+            return
+        futures = await self.dedup.flush(self.producer)
+        if within is not None and futures:
+            async with asyncio.timeout(within):
+                await asyncio.gather(*futures)
 
     def _fresh(self, key: str, now_ms: int) -> dict[str, Any] | None:
         entry = self.dedup.get(key)
@@ -370,12 +390,11 @@ class Router:
             return set()
         return await find_sent(self.settings, in_doubt)
 
-    def _decide(self, event: Any, command: Command, now: float) -> Outgoing:
-        now_dt = datetime.fromtimestamp(now, UTC)
+    def _decide(self, event: Any, command: Command, now: float, now_dt: datetime) -> Outgoing:
         partition = event.message.partition
         parent = extract(_headers_list(event.message))
         key = command.tenant_id.encode()
-        routed: RoutedCommand | None = None
+        routed: Route | None = None
         error: CommandError | None = None
         attributes = {
             "messaging.system": "kafka",
@@ -410,10 +429,10 @@ class Router:
             )
             inject(headers)
             trace_id = current_trace_id()
-        spans = [*command.spans, *captured][-MAX_SPANS:]
         if routed is not None:
-            payload = routed.model_copy(update={"spans": spans}).to_bytes()
+            payload = routed_bytes(event.value, command, routed, captured, now_dt)
         else:
+            spans = [*command.spans, *captured][-MAX_SPANS:]
             assert error is not None
             with bind(
                 tenant_id=command.tenant_id, command_id=command.command_id, trace_id=trace_id
@@ -447,9 +466,7 @@ class Router:
             waited=now - command.submitted_at.timestamp(),
         )
 
-    def _resolve(
-        self, command: Command, partition: int, now: float, now_dt: datetime
-    ) -> RoutedCommand:
+    def _resolve(self, command: Command, partition: int, now: float, now_dt: datetime) -> Route:
         workspace = self.config.get(command.tenant_id, command.space_id)
         resolution = resolve(command, workspace, now_dt, self.cache)
         assert workspace is not None
@@ -470,18 +487,13 @@ class Router:
             ) from None
         # Every part is validated already (the command when parsed, the action and
         # connector options with the workspace, the mapped arguments just above), so
-        # the routed command is assembled without a second validation pass — the
-        # dump/validate round trip was a tenth of the router's CPU per command.
-        routed = RoutedCommand.model_construct(
-            **dict(command),
+        # the routed record is composed without a second validation pass
+        # (``router._compose``).
+        routed = Route(
             connector=action.connector,
             operation=action.operation,
             resolved_arguments=resolved,
             connector_options=workspace.connectors[action.connector],
-            routed_at=now_dt,
-            # Given explicitly: model_construct inspects default factories per call.
-            errors=[],
-            not_before=None,
         )
         ukey = usage_key(command.tenant_id, command.space_id)
         state, rejection = admit(self.usage.get(ukey), workspace.limits, now)

@@ -58,6 +58,7 @@ STALL_CHECK = 5.0
 STALL_AFTER = 15.0
 # How long a revocation or shutdown waits for the batch in flight (normally < 1 s).
 FENCE_WAIT = 3 * SESSION_TIMEOUT
+DONE_FLUSH_WAIT = 5.0
 
 
 def router_topics(settings: Settings) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -171,9 +172,7 @@ class RouterRuntime(Service):
         """
         compact = {"cleanup.policy": "compact"}
         changelogs = [self._dedup.changelog_topic_name, self._usage.changelog_topic_name]
-        await ensure_topics(
-            self.settings, changelogs, configs=dict.fromkeys(changelogs, compact)
-        )
+        await ensure_topics(self.settings, changelogs, configs=dict.fromkeys(changelogs, compact))
         leader = f"{self.app_.conf.id}-__assignor-__leader"
         await ensure_topics(self.settings, [leader], partitions=1)
 
@@ -305,6 +304,12 @@ def create_app(
                 "a batch was still routing when partitions were given up",
                 extra={"fields": {"why": why, "waited_s": FENCE_WAIT}},
             )
+        # The next owner then finds ``done`` entries instead of ``pending`` ones it
+        # would have to check against the output partitions (correct either way).
+        try:
+            await router.flush_done(within=DONE_FLUSH_WAIT)
+        except (KafkaError, TimeoutError) as exc:
+            logger.warning("done entries not flushed (%s)", type(exc).__name__)
 
     @app.on_partitions_revoked.connect
     async def fence_on_revoke(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -350,6 +355,13 @@ def create_app(
         # later batch to trigger the seek back.
         if runtime.ready.is_set():
             await router.recover_skipped(app.consumer, app.flow_control.is_active())
+            # ``done`` entries wait for the next batch's state write; when no batch
+            # comes, this writes them.
+            try:
+                await router.flush_done()
+            except KafkaError as exc:
+                # They stay ``pending`` in the changelog: a replay checks the output.
+                logger.warning("done entries not flushed (%s)", type(exc).__name__)
 
     @app.timer(STALL_CHECK)
     async def watch_for_stall() -> None:

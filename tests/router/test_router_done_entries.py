@@ -1,0 +1,128 @@
+"""``done`` dedup entries ride with the next batch's state write, or are flushed on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from _router_support import apply, command, prepare_topics, summary_action, workspace
+from aiokafka import TopicPartition
+
+from core.kafka import ensure_topics, make_consumer, make_producer, start_client
+from core.settings import Settings
+from router._config_view import ConfigView, topic_partitions
+from router._route import Router
+from router._state import PartitionedState
+from router.app import router_topics
+from schemas import Command
+
+
+@dataclass
+class _Message:
+    topic: str
+    partition: int
+    offset: int
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    acked: bool = False
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+@dataclass
+class _Event:
+    value: bytes
+    message: _Message
+
+
+def _events(settings: Settings, commands: list[Command], first: int) -> list[_Event]:
+    return [
+        _Event(c.to_bytes(), _Message(settings.topics.commands, 0, first + i))
+        for i, c in enumerate(commands)
+    ]
+
+
+async def _changelog(settings: Settings, topic: str) -> list[tuple[str, str]]:
+    """(command id, state) of every record on the changelog, in order."""
+    consumer = make_consumer(settings, group_id=None)
+    await start_client(consumer, what="changelog reader")
+    out: list[tuple[str, str]] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        async with asyncio.timeout(30):
+            for _ in range(200):
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    break
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        entry = orjson.loads(record.value)
+                        out.append((entry["c"], entry["s"]))
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def test_done_entries_are_written_with_the_next_batch_or_by_flush_done(
+    own_settings: Settings,
+) -> None:
+    settings = own_settings
+    await prepare_topics(settings)
+    tenant = f"acme_{uuid.uuid4().hex[:6]}"
+    await apply(
+        settings,
+        workspace(
+            tenant, [summary_action("slack", "post_message", {"text": "{{ args.summary }}"})]
+        ),
+    )
+    dedup_topic = f"{settings.topic_prefix}dedup-changelog"
+    await ensure_topics(settings, [dedup_topic, f"{settings.topic_prefix}usage-changelog"])
+    config = ConfigView(settings)
+    producer = make_producer(settings, linger_ms=1)
+    await start_client(producer, what="test producer")
+    await config.start()
+    tables: list[Any] = [SimpleNamespace(data={}), SimpleNamespace(data={})]
+    try:
+        router = Router(
+            settings,
+            config,
+            PartitionedState(tables[0], dedup_topic),
+            PartitionedState(tables[1], f"{settings.topic_prefix}usage-changelog"),
+            producer,
+        )
+        names, _ = router_topics(settings)
+        for name in names:
+            if name not in (settings.topics.commands, settings.topics.config):
+                router.partitions[name] = sorted(await producer.partitions_for(name))
+        first = [command(tenant) for _ in range(3)]
+        second = [command(tenant) for _ in range(2)]
+
+        await router.handle_batch(_events(settings, first, 0))
+        # Durable: pending only. In memory: done, so a duplicate is dropped at once.
+        assert await _changelog(settings, dedup_topic) == [(c.command_id, "p") for c in first]
+        await router.handle_batch(_events(settings, [first[0]], 3))
+        assert router.dropped == 1
+
+        await router.handle_batch(_events(settings, second, 4))
+        written = await _changelog(settings, dedup_topic)
+        assert written[3:] == [
+            *((c.command_id, "d") for c in first),
+            *((c.command_id, "p") for c in second),
+        ]
+
+        await router.flush_done(within=10)
+        written = await _changelog(settings, dedup_topic)
+        assert written[len(first) * 2 + len(second) :] == [(c.command_id, "d") for c in second]
+        await router.flush_done(within=10)  # nothing left: writes nothing
+        assert len(await _changelog(settings, dedup_topic)) == 2 * (len(first) + len(second))
+    finally:
+        await config.stop()
+        await producer.stop()
