@@ -37,6 +37,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from core.health import serve_health
+from core.heap import settle_heap
 from core.kafka import ensure_topics, make_consumer, make_producer, start_client
 from core.metrics import Metrics
 from core.settings import Settings
@@ -148,6 +149,7 @@ class RouterRuntime(Service):
         self.router.guard_acks(self.app_.consumer, self.settings.topics.commands)
         self.last_event = time.monotonic()
         self.ready.set()
+        settle_heap()
         logger.info("router ready", extra={"fields": {"workspaces": len(self.config_view)}})
 
     async def _ready(self) -> bool:
