@@ -157,7 +157,8 @@ class LightTracer(trace.Tracer):
             self._on_end,
         )
 
-    def start_as_current_span(
+    # A context manager of a Span as the API's, but a plain class: it runs per span.
+    def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
         context: otel_context.Context | None = None,
