@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -18,6 +18,8 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from .errors import KafkaUnavailable
 from .settings import Settings
 
+T = TypeVar("T")
+
 __all__ = [
     "connection_options",
     "ensure_topics",
@@ -25,7 +27,9 @@ __all__ = [
     "make_admin",
     "make_consumer",
     "make_producer",
+    "retry_transient",
     "start_client",
+    "topic_partitions",
 ]
 
 
@@ -141,23 +145,60 @@ async def ensure_topics(
 
 
 async def _list_topics(admin: AIOKafkaAdminClient, attempts: int = 20) -> set[str]:
-    """All topic names, retrying transient errors (bounded).
+    """All topic names, retrying transient errors (bounded; see :func:`retry_transient`).
 
-    The admin client asks a random known broker; a broker that just died is still in
-    the metadata until the controller fences it (seconds), so one unlucky pick must not
-    fail a process start while the rest of the cluster serves.
+    Raises:
+        KafkaUnavailable: a non-retriable error, or ``attempts`` retriable ones.
+    """
+    return set(await retry_transient(admin.list_topics, what="listing topics", attempts=attempts))
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]], *, what: str, attempts: int = 20
+) -> T:
+    """``await call()``, again after retriable Kafka errors (bounded, backing off to 1 s).
+
+    An admin client asks a random known broker; a broker that just died is still in the
+    metadata until the controller fences it (seconds), so one unlucky pick must not fail
+    a process start while the rest of the cluster serves.
 
     Raises:
         KafkaUnavailable: a non-retriable error, or ``attempts`` retriable ones.
     """
     for attempt in range(attempts):
         try:
-            return set(await admin.list_topics())
+            return await call()
         except (KafkaError, OSError) as exc:
             if not getattr(exc, "retriable", False) or attempt == attempts - 1:
-                raise KafkaUnavailable(f"listing topics failed ({type(exc).__name__})") from exc
+                raise KafkaUnavailable(f"{what} failed ({type(exc).__name__})") from exc
             await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
     raise AssertionError("unreachable")
+
+
+async def topic_partitions(settings: Settings, topic: str, *, within: float = 30.0) -> list[int]:
+    """Partition ids of ``topic``, waiting (bounded) for a just-created topic to appear.
+
+    Transient errors (a broker that just died is still in the metadata) are retried.
+
+    Raises:
+        KafkaUnavailable: the cluster is unreachable or the topic does not appear in time.
+    """
+    admin = make_admin(settings)
+    await start_client(admin, what="admin")
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                (described,) = await retry_transient(
+                    lambda: admin.describe_topics([topic]), what=f"describing {topic}"
+                )
+                partitions = sorted(p["partition"] for p in described.get("partitions", ()))
+                if described.get("error_code") == 0 and partitions:
+                    return partitions
+                await asyncio.sleep(0.1)  # metadata of a new topic propagates asynchronously
+    except TimeoutError as exc:
+        raise KafkaUnavailable(f"topic {topic} is not available") from exc
+    finally:
+        await admin.close()
 
 
 def headers_dict(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:

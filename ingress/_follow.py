@@ -18,34 +18,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from core.errors import KafkaUnavailable
-from core.kafka import make_admin, make_consumer, start_client
+from core.kafka import make_consumer, start_client, topic_partitions
 from core.settings import Settings
 
-__all__ = ["TopicFollower", "topic_partitions"]
+__all__ = ["TopicFollower"]
 
 logger = logging.getLogger(__name__)
-
-
-async def topic_partitions(settings: Settings, topic: str, *, timeout: float = 30.0) -> list[int]:  # noqa: ASYNC109
-    """Partition ids of ``topic``, waiting (bounded) for a just-created topic to appear.
-
-    Raises:
-        KafkaUnavailable: the broker is unreachable or the topic does not appear in time.
-    """
-    admin = make_admin(settings)
-    await start_client(admin, what="admin")
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                (described,) = await admin.describe_topics([topic])
-                partitions = sorted(p["partition"] for p in described.get("partitions", ()))
-                if described.get("error_code") == 0 and partitions:
-                    return partitions
-                await asyncio.sleep(0.2)  # metadata of a new topic propagates asynchronously
-    except (TimeoutError, KafkaError) as exc:
-        raise KafkaUnavailable(f"topic {topic} is not available ({type(exc).__name__})") from exc
-    finally:
-        await admin.close()
 
 
 class TopicFollower:

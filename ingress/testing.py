@@ -29,7 +29,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import TopicPartition
 from pydantic import SecretStr
 
-from core.kafka import make_consumer, make_producer, start_client
+from core.kafka import make_consumer, make_producer, start_client, topic_partitions
 from core.settings import Settings
 from schemas import (
     ActionConfig,
@@ -41,7 +41,7 @@ from schemas import (
     WorkspaceConfig,
 )
 
-from ._follow import TopicFollower, topic_partitions
+from ._follow import TopicFollower
 from .admin import ensure_ingress_topics, new_api_key, publish_config
 from .app import STATE, IngressOptions, create_app
 

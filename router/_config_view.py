@@ -32,38 +32,16 @@ from aiokafka.errors import KafkaError
 from pydantic import TypeAdapter, ValidationError
 
 from core.errors import KafkaUnavailable
-from core.kafka import make_admin, make_consumer, start_client
+from core.kafka import make_consumer, start_client, topic_partitions
 from core.settings import Settings
 from schemas import ConfigRecord, WorkspaceConfig
 
-__all__ = ["ConfigView", "topic_partitions"]
+__all__ = ["ConfigView"]
 
 logger = logging.getLogger(__name__)
 
 _RECORD: TypeAdapter[ConfigRecord] = TypeAdapter(ConfigRecord)
 _WORKSPACE_PREFIX = "workspace:"
-
-
-async def topic_partitions(settings: Settings, topic: str, *, attempts: int = 50) -> list[int]:
-    """Partition ids of ``topic``, waiting briefly for a topic created a moment ago.
-
-    Raises:
-        KafkaUnavailable: when the broker cannot be reached or the topic does not appear.
-    """
-    admin = make_admin(settings)
-    await start_client(admin, what="router admin")
-    try:
-        for _ in range(attempts):
-            described = await admin.describe_topics([topic])
-            parts = [p["partition"] for p in described[0]["partitions"]] if described else []
-            if described and described[0]["error_code"] == 0 and parts:
-                return sorted(parts)
-            await asyncio.sleep(0.1)
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"topic {topic!r}: {type(exc).__name__}") from exc
-    finally:
-        await admin.close()
-    raise KafkaUnavailable(f"topic {topic!r} does not exist")
 
 
 class ConfigView:

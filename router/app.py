@@ -33,17 +33,17 @@ from typing import Any
 
 import faust
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from mode import Service
 
 from core.health import serve_health
 from core.heap import settle_heap
-from core.kafka import ensure_topics, make_consumer, make_producer, start_client
+from core.kafka import ensure_topics, make_consumer, make_producer, start_client, topic_partitions
 from core.metrics import Metrics
 from core.settings import Settings
 from schemas import CONNECTORS
 
-from ._config_view import ConfigView, topic_partitions
+from ._config_view import ConfigView
 from ._route import Router
 from ._state import PartitionedState
 
@@ -168,9 +168,10 @@ class RouterRuntime(Service):
 
         faust creates a missing topic by asking the first broker in its metadata for the
         controller, with no retry: when that broker has just died, the router exits at
-        start (NodeNotReadyError) while the rest of the cluster serves. faust skips
-        topics that exist, and ``ensure_topics`` retries transient errors on another
-        broker, so creating them here makes a start during a broker outage work.
+        start (NodeNotReadyError) while the rest of the cluster serves. Declaring is
+        switched off in faust (``topic_allow_declare=False``), and ``ensure_topics``
+        retries transient errors on another broker, so a start during a broker outage
+        works.
         """
         compact = {"cleanup.policy": "compact"}
         changelogs = [self._dedup.changelog_topic_name, self._usage.changelog_topic_name]
@@ -245,6 +246,10 @@ def create_app(
         topic_replication_factor=settings.replication_factor,
         table_standby_replicas=0,
         stream_wait_empty=False,
+        # The runtime creates every topic faust uses (RouterRuntime._ensure_faust_topics,
+        # retrying on another broker); faust's own declaration asks the broker its
+        # metadata names as controller, once, and a start during a broker outage died.
+        topic_allow_declare=False,
         broker_max_poll_records=500,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -390,10 +395,16 @@ def create_app(
             logger.warning("commands are waiting but none arrived; nudging the consumer")
             runtime.nudged = True
             runtime.last_event = time.monotonic()
-            consumer.resume_partitions(tps)
-            consumer.resume_flow()
-            app.flow_control.resume()
-            await consumer.perform_seek()
+            try:
+                consumer.resume_partitions(tps)
+                consumer.resume_flow()
+                app.flow_control.resume()
+                await consumer.perform_seek()
+            except IllegalStateError:
+                # A rebalance took partitions away meanwhile: it re-seeks what stays
+                # assigned itself, which is the nudge's purpose; judge again later.
+                logger.info("nudge skipped: partitions changed during a rebalance")
+                runtime.nudged = False
             return
         logger.error("the consumer stays stalled; stopping so the router is restarted")
         await app.crash(RuntimeError("faust consumer stalled"))
