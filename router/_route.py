@@ -31,71 +31,30 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
-from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from core.errors import CommandError, PermanentError
-from core.logs import bind
 from core.metrics import Metrics
 from core.settings import Settings
-from core.telemetry import capture_spans, current_trace_id, extract, inject, span
-from schemas import (
-    Command,
-    ErrorCode,
-    Headers,
-    Result,
-    ResultStatus,
-    StageTimes,
-)
-from schemas._limits import check_json_bounds
-from schemas.trace import MAX_SPANS
+from schemas import Command
 
-from ._compose import Route, routed_bytes
 from ._config_view import ConfigView
+from ._decide import Decisions, Outgoing
 from ._fence import RebalanceFence
-from ._limits import admit
-from ._resolve import ActionCache, resolve
-from ._state import PartitionedState, dedup_key, usage_key
+from ._resolve import ActionCache
+from ._state import PartitionedState, dedup_key
 from ._verify import InDoubt, find_sent
 
 __all__ = ["Outgoing", "Router"]
 
 logger = logging.getLogger(__name__)
 
-KIND_ROUTED = "routed"
-KIND_RESULT = "result"
 
-
-@dataclass(slots=True)
-class Outgoing:
-    topic: str
-    partition: int
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]]
-    command_id: str
-    rejected: ErrorCode | None
-    # For the metrics counted once the output is acked (see Router.metrics).
-    tenant_id: str = ""
-    space_id: str = ""
-    connector: str = ""
-    waited: float = 0.0
-
-
-def _headers_list(message: Any) -> list[tuple[str, bytes]]:
-    raw = getattr(message, "headers", None) or ()
-    if isinstance(raw, dict):
-        raw = raw.items()
-    return [(k, v) for k, v in raw if isinstance(k, str) and isinstance(v, bytes | bytearray)]
-
-
-class Router:
+class Router(Decisions):
     """Decides and publishes batches of commands; owned by the faust app (``router.app``)."""
 
     def __init__(
@@ -389,115 +348,3 @@ class Router:
         if not in_doubt:
             return set()
         return await find_sent(self.settings, in_doubt)
-
-    def _decide(self, event: Any, command: Command, now: float, now_dt: datetime) -> Outgoing:
-        partition = event.message.partition
-        parent = extract(_headers_list(event.message))
-        key = command.tenant_id.encode()
-        routed: Route | None = None
-        error: CommandError | None = None
-        attributes = {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": self.topics.commands,
-            "messaging.destination.partition.id": str(partition),
-            "messaging.kafka.offset": int(event.message.offset),
-            "switchyard.tenant_id": command.tenant_id,
-            "switchyard.space_id": command.space_id,
-            "switchyard.command_id": command.command_id,
-            "switchyard.action": command.action,
-        }
-        with (
-            capture_spans() as captured,
-            span(
-                "router.route", kind=SpanKind.CONSUMER, context=parent, attributes=attributes
-            ) as current,
-        ):
-            try:
-                routed = self._resolve(command, partition, now, now_dt)
-                current.set_attribute("switchyard.connector", routed.connector)
-            except CommandError as exc:
-                error = exc
-                current.set_attribute("switchyard.rejected", str(exc.code))
-            topic = self.topics.connector(routed.connector) if routed else self.topics.results
-            headers = Headers.for_command(
-                command.tenant_id,
-                command.space_id,
-                command.command_id,
-                kind=KIND_ROUTED if routed else KIND_RESULT,
-                schema="1",
-            )
-            inject(headers)
-            trace_id = current_trace_id()
-        if routed is not None:
-            payload = routed_bytes(event.value, command, routed, captured, now_dt)
-        else:
-            spans = [*command.spans, *captured][-MAX_SPANS:]
-            assert error is not None
-            with bind(
-                tenant_id=command.tenant_id, command_id=command.command_id, trace_id=trace_id
-            ):
-                logger.info("command rejected", extra={"fields": {"code": str(error.code)}})
-            payload = Result(
-                command_id=command.command_id,
-                tenant_id=command.tenant_id,
-                space_id=command.space_id,
-                user_id=command.user_id,
-                action=command.action,
-                idempotency_key=command.idempotency_key,
-                status=ResultStatus.REJECTED,
-                error=error.to_info(),
-                attempts=0,
-                times=StageTimes(submitted_at=command.submitted_at, finished_at=now_dt),
-                trace_id=trace_id,
-                spans=spans,
-            ).to_bytes()
-        return Outgoing(
-            topic=topic,
-            partition=self.partition_for(topic, key),
-            key=key,
-            value=payload,
-            headers=headers,
-            command_id=command.command_id,
-            rejected=None if routed else (error.code if error else ErrorCode.INTERNAL),
-            tenant_id=command.tenant_id,
-            space_id=command.space_id,
-            connector=routed.connector if routed else "",
-            waited=now - command.submitted_at.timestamp(),
-        )
-
-    def _resolve(self, command: Command, partition: int, now: float, now_dt: datetime) -> Route:
-        workspace = self.config.get(command.tenant_id, command.space_id)
-        resolution = resolve(command, workspace, now_dt, self.cache)
-        assert workspace is not None
-        action = resolution.action
-        if self.topics.connector(action.connector) not in self.partitions:
-            raise PermanentError(
-                ErrorCode.CONNECTOR_DISABLED,
-                f"connector {action.connector!r} is not run by this deployment",
-            )
-        resolved = resolution.resolved_arguments
-        try:
-            if not isinstance(resolved, dict):
-                raise ValueError("the mapping must produce a JSON object")
-            check_json_bounds(resolved)
-        except ValueError as exc:
-            raise PermanentError(
-                ErrorCode.MAPPING_FAILED, f"mapped arguments are not valid: {str(exc)[:200]}"
-            ) from None
-        # Every part is validated already (the command when parsed, the action and
-        # connector options with the workspace, the mapped arguments just above), so
-        # the routed record is composed without a second validation pass
-        # (``router._compose``).
-        routed = Route(
-            connector=action.connector,
-            operation=action.operation,
-            resolved_arguments=resolved,
-            connector_options=workspace.connectors[action.connector],
-        )
-        ukey = usage_key(command.tenant_id, command.space_id)
-        state, rejection = admit(self.usage.get(ukey), workspace.limits, now)
-        self.usage.put(ukey, state, partition)
-        if rejection is not None:
-            raise rejection
-        return routed
