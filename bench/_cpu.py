@@ -38,7 +38,7 @@ def _pids(system: LocalSystem) -> dict[str, int]:
 
 
 class CpuMeter:
-    """``with``-less meter: :meth:`start`, run the load, :meth:`per` the units of work."""
+    """Call :meth:`start`, run the load, then :meth:`per` with the units of work done."""
 
     def __init__(self, system: LocalSystem) -> None:
         self._system = system

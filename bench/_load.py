@@ -13,9 +13,8 @@ import aiohttp
 import orjson
 from aiokafka import TopicPartition
 
-from core.kafka import make_consumer, start_client
+from core.kafka import make_consumer, start_client, topic_partitions
 from core.settings import Settings
-from ingress._follow import topic_partitions
 
 __all__ = ["ResultClock", "mcp_calls", "percentiles", "submit_batches", "direct_emulator_calls"]
 

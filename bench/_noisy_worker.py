@@ -24,6 +24,7 @@ CPU time (user + system, from ``/proc``) per command.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 import uuid
@@ -85,12 +86,10 @@ def _routed(tenant: str, n: int, deadline_s: float) -> RoutedCommand:
 
 
 def _headers(command: RoutedCommand) -> list[tuple[str, bytes]]:
-    return [
-        (Headers.TENANT, command.tenant_id.encode()),
-        (Headers.SPACE, command.space_id.encode()),
-        (Headers.COMMAND_ID, command.command_id.encode()),
-        (Headers.SCHEMA, b"1"),
-    ]
+    # What the router puts on a routed record (router._decide).
+    return Headers.for_command(
+        command.tenant_id, command.space_id, command.command_id, kind="routed", schema="1"
+    )
 
 
 async def _send_at_rate(
@@ -178,16 +177,17 @@ async def noisy_worker(
             await producer.flush()
             await results.all_arrived({c.command_id for c in warm}, within=60)
 
-            alone = await _send_at_rate(
+            # One tenant's commands at ``rate``/s for ``duration`` s onto the shared partition.
+            send = functools.partial(
+                _send_at_rate,
                 producer,
                 topic,
-                quiet.tenant_id,
-                rate=quiet_rate,
                 duration=duration,
                 partition=partition,
                 sent=sent,
                 deadline_s=deadline_s,
             )
+            alone = await send(quiet.tenant_id, rate=quiet_rate)
             await results.all_arrived(set(alone), within=60)
 
             noisy_rate = quiet_rate * factor
@@ -204,30 +204,10 @@ async def noisy_worker(
                 },
             )
             flood_started = time.perf_counter()
-            flood = asyncio.create_task(
-                _send_at_rate(
-                    producer,
-                    topic,
-                    noisy.tenant_id,
-                    rate=noisy_rate,
-                    duration=duration,
-                    partition=partition,
-                    sent=sent,
-                    deadline_s=deadline_s,
-                )
-            )
+            flood = asyncio.create_task(send(noisy.tenant_id, rate=noisy_rate))
             # Let the flood build a backlog first, then measure the quiet tenant during it.
             await asyncio.sleep(min(2.0, duration / 5))
-            together = await _send_at_rate(
-                producer,
-                topic,
-                quiet.tenant_id,
-                rate=quiet_rate,
-                duration=duration,
-                partition=partition,
-                sent=sent,
-                deadline_s=deadline_s,
-            )
+            together = await send(quiet.tenant_id, rate=quiet_rate)
             flooded = await flood
             quiet_done = await results.all_arrived(set(together), within=120)
             noisy_in_window = sum(1 for i in flooded if i in results.arrived)

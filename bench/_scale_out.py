@@ -36,9 +36,8 @@ import aiohttp
 from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 
-from core.kafka import make_admin, make_consumer, start_client
+from core.kafka import make_admin, make_consumer, start_client, topic_partitions
 from core.settings import Settings, load_settings
-from ingress._follow import topic_partitions
 from schemas import Headers, Limits
 from switchyard.demo import DemoTenant
 from switchyard.stack import LocalStack

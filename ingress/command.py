@@ -6,7 +6,6 @@ import argparse
 
 from aiohttp import web
 
-from core.heap import GC_YOUNG_THRESHOLD
 from core.heap import settle_heap as settle_process_heap
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
@@ -14,7 +13,7 @@ from core.telemetry import setup_tracing
 
 from .app import IngressOptions, create_app
 
-__all__ = ["GC_YOUNG_THRESHOLD", "add_arguments", "run", "settle_heap"]
+__all__ = ["add_arguments", "run", "settle_heap"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

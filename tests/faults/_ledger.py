@@ -22,9 +22,8 @@ import aiohttp
 import orjson
 from aiokafka import TopicPartition
 
-from core.kafka import make_consumer, start_client
+from core.kafka import make_consumer, start_client, topic_partitions
 from core.settings import Settings
-from ingress._follow import topic_partitions
 from switchyard.system import LocalSystem
 
 from ._load import Load

@@ -19,13 +19,10 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench._scale_out import copies_by_command, spread_tenants, wait_group
-from core.kafka import make_consumer, start_client
 from core.settings import Settings
-from ingress._follow import topic_partitions
 from switchyard.stack import LocalStack
 from switchyard.system import LocalSystem
 
@@ -141,36 +138,26 @@ async def _succeeded(url: str) -> float:
     )
 
 
+def _result_fields(record: object) -> tuple[str, dict[str, object]] | None:
+    value = getattr(record, "value", None)
+    if not value:
+        return None
+    body = orjson.loads(value)
+    times = body.get("times") or {}
+    return str(body["command_id"]), {
+        "attempts": body.get("attempts"),
+        "finished_at": times.get("finished_at"),
+    }
+
+
 async def _duplicate_details(
     settings: Settings, ids: set[str]
 ) -> dict[str, list[dict[str, object]]]:
     """Every Result of ``ids`` on the results topic: where it sits and when it was made."""
-    topic = settings.topics.results
-    consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest")
-    await start_client(consumer, what="duplicate details")
-    details: dict[str, list[dict[str, object]]] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        async with asyncio.timeout(60):
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
-                    for record in records:
-                        body = orjson.loads(record.value)
-                        if body["command_id"] in ids:
-                            details.setdefault(body["command_id"], []).append(
-                                {
-                                    "partition": record.partition,
-                                    "offset": record.offset,
-                                    "attempts": body.get("attempts"),
-                                    "finished_at": (body.get("times") or {}).get("finished_at"),
-                                }
-                            )
-    finally:
-        await consumer.stop()
-    return details
+    copies = await copies_by_command(
+        settings, settings.topics.results, within=60, command_of=_result_fields
+    )
+    return {command_id: found for command_id, found in copies.items() if command_id in ids}
 
 
 def _dedup_entry(record: object) -> tuple[str, dict[str, object]] | None:

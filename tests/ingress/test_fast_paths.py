@@ -23,8 +23,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mcp_types import JSONRPCResponse
 
+from core.heap import GC_YOUNG_THRESHOLD
 from core.settings import Settings
-from ingress.command import GC_YOUNG_THRESHOLD, settle_heap
+from ingress.command import settle_heap
 from ingress.contracts import Identity, Services
 from ingress.mcp._jsonrpc import RpcError, reply, reply_result
 from ingress.mcp._tools import ToolRunner

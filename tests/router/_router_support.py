@@ -8,16 +8,21 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from core.kafka import ensure_topics, make_admin, make_consumer, make_producer
+from core.kafka import ensure_topics, make_admin, make_consumer, make_producer, start_client
 from core.settings import Settings
+from router._config_view import ConfigView
+from router._route import Router
+from router._state import PartitionedState
 from router.app import router_topics
 from schemas import (
     CONNECTORS,
@@ -33,6 +38,69 @@ from schemas import (
 from switchyard.tenants import publish_workspaces
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class StreamMessage:
+    """What the router reads of a faust event's message (an in-process batch needs no faust)."""
+
+    topic: str
+    partition: int
+    offset: int
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    acked: bool = False
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+@dataclass
+class StreamEvent:
+    value: bytes
+    message: StreamMessage
+
+
+def stream_events(
+    settings: Settings, commands: list[Command], first_offset: int = 0
+) -> list[StreamEvent]:
+    """``commands`` as consecutive events of partition 0 of the commands topic."""
+    return [
+        StreamEvent(c.to_bytes(), StreamMessage(settings.topics.commands, 0, first_offset + i))
+        for i, c in enumerate(commands)
+    ]
+
+
+def changelog_topics(settings: Settings) -> tuple[str, str]:
+    """The dedup and usage changelog topics of an in-process router."""
+    return f"{settings.topic_prefix}dedup-changelog", f"{settings.topic_prefix}usage-changelog"
+
+
+@asynccontextmanager
+async def in_process_router(settings: Settings) -> AsyncIterator[Router]:
+    """A Router on real Kafka (config view, producer, changelogs), without faust around it."""
+    changelogs = changelog_topics(settings)
+    await ensure_topics(settings, changelogs)
+    config = ConfigView(settings)
+    producer = make_producer(settings, linger_ms=1)
+    await start_client(producer, what="test producer")
+    await config.start()
+    try:
+        router = Router(
+            settings,
+            config,
+            PartitionedState(SimpleNamespace(data={}), changelogs[0]),
+            PartitionedState(SimpleNamespace(data={}), changelogs[1]),
+            producer,
+        )
+        names, _ = router_topics(settings)
+        for name in names:
+            if name not in (settings.topics.commands, settings.topics.config):
+                router.partitions[name] = sorted(await producer.partitions_for(name))
+        yield router
+    finally:
+        await config.stop()
+        await producer.stop()
 
 
 def summary_action(

@@ -4,47 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any
 
 import orjson
-from _router_support import apply, command, prepare_topics, summary_action, workspace
+from _router_support import (
+    apply,
+    changelog_topics,
+    command,
+    in_process_router,
+    prepare_topics,
+    stream_events,
+    summary_action,
+    workspace,
+)
 from aiokafka import TopicPartition
 
-from core.kafka import ensure_topics, make_consumer, make_producer, start_client
+from core.kafka import make_consumer, start_client, topic_partitions
 from core.settings import Settings
-from router._config_view import ConfigView, topic_partitions
-from router._route import Router
-from router._state import PartitionedState
-from router.app import router_topics
-from schemas import Command
-
-
-@dataclass
-class _Message:
-    topic: str
-    partition: int
-    offset: int
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    acked: bool = False
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
-
-
-@dataclass
-class _Event:
-    value: bytes
-    message: _Message
-
-
-def _events(settings: Settings, commands: list[Command], first: int) -> list[_Event]:
-    return [
-        _Event(c.to_bytes(), _Message(settings.topics.commands, 0, first + i))
-        for i, c in enumerate(commands)
-    ]
 
 
 async def _changelog(settings: Settings, topic: str) -> list[tuple[str, str]]:
@@ -83,35 +58,18 @@ async def test_done_entries_are_written_with_the_next_batch_or_by_flush_done(
             tenant, [summary_action("slack", "post_message", {"text": "{{ args.summary }}"})]
         ),
     )
-    dedup_topic = f"{settings.topic_prefix}dedup-changelog"
-    await ensure_topics(settings, [dedup_topic, f"{settings.topic_prefix}usage-changelog"])
-    config = ConfigView(settings)
-    producer = make_producer(settings, linger_ms=1)
-    await start_client(producer, what="test producer")
-    await config.start()
-    tables: list[Any] = [SimpleNamespace(data={}), SimpleNamespace(data={})]
-    try:
-        router = Router(
-            settings,
-            config,
-            PartitionedState(tables[0], dedup_topic),
-            PartitionedState(tables[1], f"{settings.topic_prefix}usage-changelog"),
-            producer,
-        )
-        names, _ = router_topics(settings)
-        for name in names:
-            if name not in (settings.topics.commands, settings.topics.config):
-                router.partitions[name] = sorted(await producer.partitions_for(name))
+    dedup_topic, _ = changelog_topics(settings)
+    async with in_process_router(settings) as router:
         first = [command(tenant) for _ in range(3)]
         second = [command(tenant) for _ in range(2)]
 
-        await router.handle_batch(_events(settings, first, 0))
+        await router.handle_batch(stream_events(settings, first, 0))
         # Durable: pending only. In memory: done, so a duplicate is dropped at once.
         assert await _changelog(settings, dedup_topic) == [(c.command_id, "p") for c in first]
-        await router.handle_batch(_events(settings, [first[0]], 3))
+        await router.handle_batch(stream_events(settings, [first[0]], 3))
         assert router.dropped == 1
 
-        await router.handle_batch(_events(settings, second, 4))
+        await router.handle_batch(stream_events(settings, second, 4))
         written = await _changelog(settings, dedup_topic)
         assert written[3:] == [
             *((c.command_id, "d") for c in first),
@@ -123,6 +81,3 @@ async def test_done_entries_are_written_with_the_next_batch_or_by_flush_done(
         assert written[len(first) * 2 + len(second) :] == [(c.command_id, "d") for c in second]
         await router.flush_done(within=10)  # nothing left: writes nothing
         assert len(await _changelog(settings, dedup_topic)) == 2 * (len(first) + len(second))
-    finally:
-        await config.stop()
-        await producer.stop()

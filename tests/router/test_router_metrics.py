@@ -6,50 +6,27 @@ import asyncio
 import gc
 import tracemalloc
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from _router_support import apply, command, prepare_topics, summary_action, workspace
-from aiokafka import TopicPartition
+from _router_support import (
+    apply,
+    command,
+    in_process_router,
+    prepare_topics,
+    stream_events,
+    summary_action,
+    workspace,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.kafka import ensure_topics, make_producer, start_client
 from core.metrics import OTHER, Metrics
 from core.settings import Settings
-from router._config_view import ConfigView
 from router._route import Router
 from router._state import PartitionedState
-from router.app import router_topics
-from schemas import Command, ErrorCode, ErrorInfo, Result, ResultStatus, RoutedCommand, StageTimes
-
-
-@dataclass
-class _Message:
-    topic: str
-    partition: int
-    offset: int
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    acked: bool = False
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
-
-
-@dataclass
-class _Event:
-    value: bytes
-    message: _Message
-
-
-def _events(settings: Settings, commands: list[Command], first_offset: int = 0) -> list[_Event]:
-    return [
-        _Event(c.to_bytes(), _Message(settings.topics.commands, 0, first_offset + i))
-        for i, c in enumerate(commands)
-    ]
+from schemas import ErrorCode, ErrorInfo, Result, ResultStatus, RoutedCommand, StageTimes
 
 
 def _table() -> Any:
@@ -91,27 +68,7 @@ async def test_the_router_counts_routed_commands_by_connector_and_rejections_by_
         workspace(acme, [summary_action("slack", "post_message", {"text": "{{ args.summary }}"})]),
         workspace(beta, [summary_action("gmail", "send_email", {"body": "{{ args.summary }}"})]),
     )
-    changelogs = [
-        f"{settings.topic_prefix}dedup-changelog",
-        f"{settings.topic_prefix}usage-changelog",
-    ]
-    await ensure_topics(settings, changelogs)
-    config = ConfigView(settings)
-    producer = make_producer(settings, linger_ms=1)
-    await start_client(producer, what="test producer")
-    await config.start()
-    try:
-        router = Router(
-            settings,
-            config,
-            PartitionedState(_table(), changelogs[0]),
-            PartitionedState(_table(), changelogs[1]),
-        )
-        router.producer = producer
-        names, _ = router_topics(settings)
-        for name in names:
-            if name not in (settings.topics.commands, settings.topics.config):
-                router.partitions[name] = sorted(await producer.partitions_for(name))
+    async with in_process_router(settings) as router:
         router.metrics = metrics = Metrics("router")
         repeated = command(acme)
         batch = [
@@ -122,7 +79,7 @@ async def test_the_router_counts_routed_commands_by_connector_and_rejections_by_
             command(acme, deadline=timedelta(seconds=-1)),
             command(ghost),
         ]
-        await router.handle_batch(_events(settings, batch))
+        await router.handle_batch(stream_events(settings, batch))
 
         routed = "switchyard_commands_routed_total"
         rejected = "switchyard_commands_rejected_total"
@@ -145,12 +102,9 @@ async def test_the_router_counts_routed_commands_by_connector_and_rejections_by_
         assert (router.routed, router.rejected) == (6, 2)
 
         # The same commands again (a replay after a crash): dropped by dedup, counted never.
-        await router.handle_batch(_events(settings, batch, first_offset=len(batch)))
+        await router.handle_batch(stream_events(settings, batch, first_offset=len(batch)))
         assert _value(metrics, routed, tenant=acme, space="main", connector="slack") == 4
         assert _value(metrics, rejected, tenant=ghost, space="main", code="unknown_workspace") == 1
-    finally:
-        await config.stop()
-        await producer.stop()
 
 
 class _StaticConfig:
@@ -193,7 +147,9 @@ async def test_a_batch_whose_outputs_are_not_acked_counts_nothing(settings: Sett
     router.partitions = {topics.connector("slack"): [0, 1, 2], topics.results: [0, 1, 2]}
     router.producer = _RefusingProducer({topics.connector("slack"), topics.results})  # type: ignore[assignment]
     router.metrics = metrics = Metrics("router")
-    events = _events(settings, [command("acme"), command("acme", deadline=timedelta(seconds=-1))])
+    events = stream_events(
+        settings, [command("acme"), command("acme", deadline=timedelta(seconds=-1))]
+    )
     with pytest.raises(ConnectionError):
         await router.handle_batch(events)
     assert _samples(metrics, "switchyard_commands_routed_total") == {}
