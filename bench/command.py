@@ -9,8 +9,8 @@ worker pool), then measures, on the same broker in the same run:
 - ``sync_mcp``: stateless MCP ``tools/call`` per second and latency with N concurrent
   clients, open-loop runs at 100/s and 500/s, and the latency added over calling the
   emulator directly;
-- ``noisy_neighbour``: a quiet tenant's p99 alone, then while another tenant floods 20×
-  against a slow API;
+- ``noisy_neighbour``: a quiet tenant's p99 alone, then while another tenant floods at 20×
+  its rate against a slow API, and while it bursts the same count at once (``bench._noisy``);
 - ``noisy_worker``: the same at the Slack worker pool alone (RoutedCommands straight onto
   its topic), and the worker's CPU ms per command (``bench._noisy_worker``);
 - ``scaling``: async throughput with 1, 2 and 4 worker processes;
@@ -44,6 +44,7 @@ from switchyard.system import LocalSystem
 from ._baseline import measure_baseline
 from ._cpu import CpuMeter
 from ._load import ResultClock, direct_emulator_calls, mcp_calls, submit_batches
+from ._noisy import noisy_neighbour
 
 __all__ = ["add_arguments", "run"]
 
@@ -177,7 +178,9 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             }
         if "noisy_neighbour" in only:
             print("bench: noisy neighbour", file=sys.stderr)
-            report["noisy_neighbour"] = await _noisy(system, keys[quiet.tenant_id], keys[noisy.tenant_id], duration)
+            report["noisy_neighbour"] = await noisy_neighbour(
+                system, keys[quiet.tenant_id], keys[noisy.tenant_id], duration
+            )
         if "noisy_worker" in only:
             from ._noisy_worker import noisy_worker, worker_cpu
 
@@ -195,33 +198,6 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         system.stop()
     return report
-
-
-async def _noisy(system: LocalSystem, quiet_key: str, noisy_key: str, duration: float) -> dict[str, Any]:
-    url = f"{system.ingress_url}/mcp/main"
-    quiet_rate = 20.0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        alone = await mcp_calls(session, url, quiet_key, duration=duration, concurrency=0, rate=quiet_rate)
-        flood_count = int(quiet_rate * 20 * duration)
-        # The noisy tenant's API answers every call 300 ms late.
-        async with session.post(f"{system.emulator_url}/_emulator/faults", json={
-            "connector": "slack", "tenant": "noisy", "kind": "latency", "latency_ms": 300, "count": flood_count * 3,
-        }) as response:
-            response.raise_for_status()
-        flood = asyncio.create_task(
-            submit_batches(session, system.ingress_url, [noisy_key], flood_count, batch=100, concurrency=1)
-        )
-        together = await mcp_calls(session, url, quiet_key, duration=duration, concurrency=0, rate=quiet_rate)
-        await flood
-        async with session.post(f"{system.emulator_url}/_emulator/reset", json={}) as response:
-            response.raise_for_status()
-    ratio = None
-    if alone["latency"].get("p99_ms") and together["latency"].get("p99_ms"):
-        ratio = round(together["latency"]["p99_ms"] / alone["latency"]["p99_ms"], 2)
-    return {
-        "quiet_rate_per_s": quiet_rate, "noisy_commands": flood_count, "noisy_api_latency_ms": 300,
-        "quiet_alone": alone, "quiet_during_flood": together, "p99_ratio": ratio,
-    }
 
 
 async def _scaling(

@@ -1,0 +1,129 @@
+"""Whole-pipeline noisy neighbour: a quiet tenant's MCP p99 alone, then beside a flood.
+
+The noisy tenant's API answers every call 300 ms late, and it sends in two ways:
+
+- ``flood_20x``: 20× the quiet tenant's rate, paced (batches every 50 ms) — the target's
+  case: a tenant far over its share, within what the machine can carry;
+- ``burst``: the same number of commands at once, as fast as the ingress takes them — more
+  than the two cores can process in the window, so it measures how long the backlog delays
+  everyone, not isolation alone. Reported, not held to the 1.5× bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from switchyard.system import LocalSystem
+
+from ._load import mcp_calls, submit_batches
+
+__all__ = ["noisy_neighbour"]
+
+QUIET_RATE = 20.0
+FLOOD_FACTOR = 20
+SLOW_API_MS = 300
+_TICK = 0.05
+
+
+async def noisy_neighbour(
+    system: LocalSystem, quiet_key: str, noisy_key: str, duration: float
+) -> dict[str, Any]:
+    url = f"{system.ingress_url}/mcp/main"
+    flood_count = int(QUIET_RATE * FLOOD_FACTOR * duration)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        # Unmeasured: the quiet tenant's first calls fill its caches (workspace, credentials).
+        await mcp_calls(session, url, quiet_key, duration=2.0, concurrency=0, rate=QUIET_RATE)
+        alone = await mcp_calls(
+            session, url, quiet_key, duration=duration, concurrency=0, rate=QUIET_RATE
+        )
+        await _slow_api(session, system.emulator_url, calls=flood_count * 6)
+        try:
+            paced = asyncio.create_task(
+                _paced(session, system.ingress_url, noisy_key, QUIET_RATE * FLOOD_FACTOR, duration)
+            )
+            during_flood = await mcp_calls(
+                session, url, quiet_key, duration=duration, concurrency=0, rate=QUIET_RATE
+            )
+            await paced
+            burst = asyncio.create_task(
+                submit_batches(
+                    session, system.ingress_url, [noisy_key], flood_count, batch=100, concurrency=1
+                )
+            )
+            during_burst = await mcp_calls(
+                session, url, quiet_key, duration=duration, concurrency=0, rate=QUIET_RATE
+            )
+            await burst
+        finally:
+            async with session.post(f"{system.emulator_url}/_emulator/reset", json={}) as response:
+                response.raise_for_status()
+    return {
+        "quiet_rate_per_s": QUIET_RATE,
+        "noisy_api_latency_ms": SLOW_API_MS,
+        "quiet_alone": alone,
+        "flood_20x": {
+            "noisy_rate_per_s": QUIET_RATE * FLOOD_FACTOR,
+            "quiet": during_flood,
+            "p99_ratio": _p99_ratio(during_flood, alone),
+        },
+        "burst": {
+            "noisy_commands": flood_count,
+            "quiet": during_burst,
+            "p99_ratio": _p99_ratio(during_burst, alone),
+        },
+        # The target's measure: the paced 20x flood.
+        "p99_ratio": _p99_ratio(during_flood, alone),
+    }
+
+
+async def _slow_api(session: aiohttp.ClientSession, emulator_url: str, *, calls: int) -> None:
+    async with session.post(
+        f"{emulator_url}/_emulator/faults",
+        json={
+            "connector": "slack",
+            "tenant": "noisy",
+            "kind": "latency",
+            "latency_ms": SLOW_API_MS,
+            "count": calls,
+        },
+    ) as response:
+        response.raise_for_status()
+
+
+async def _paced(
+    session: aiohttp.ClientSession, ingress_url: str, key: str, rate: float, duration: float
+) -> int:
+    """Submit ``rate`` commands/s for ``duration`` s, one batch every 50 ms; returns how many."""
+    per_tick = max(1, round(rate * _TICK))
+    body = orjson.dumps(
+        {"items": [{"action": "daily_summary", "arguments": {"summary": "flood"}}] * per_tick}
+    )
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    sent = 0
+    started = time.perf_counter()
+    next_at = started
+    while time.perf_counter() - started < duration:
+        async with session.post(
+            f"{ingress_url}/v1/commands:batch", data=body, headers=headers
+        ) as response:
+            if response.status >= 300:
+                raise RuntimeError(
+                    f"flood batch answered {response.status}: {await response.text()}"
+                )
+        sent += per_tick
+        next_at += _TICK
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    return sent
+
+
+def _p99_ratio(during: dict[str, Any], alone: dict[str, Any]) -> float | None:
+    if alone["latency"].get("p99_ms") and during["latency"].get("p99_ms"):
+        return round(during["latency"]["p99_ms"] / alone["latency"]["p99_ms"], 2)
+    return None
