@@ -34,6 +34,7 @@ from typing import Any
 import faust
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
+from faust.exceptions import ConsumerNotStarted
 from mode import Service
 
 from core.health import serve_health
@@ -44,6 +45,7 @@ from core.settings import Settings
 from schemas import CONNECTORS
 
 from ._config_view import ConfigView
+from ._fair import FairQueue
 from ._route import Router
 from ._state import PartitionedState
 
@@ -52,6 +54,12 @@ __all__ = ["RouterRuntime", "create_app", "router_topics"]
 logger = logging.getLogger(__name__)
 
 BATCH_MAX = 200
+# Commands fetched and waiting for a batch (``router._fair``), and faust's stream buffer
+# ahead of them: larger, so that faust does not hold partitions back before it fills.
+QUEUE_MAX = 8_192
+STREAM_BUFFER = 2 * QUEUE_MAX
+# Longest a fetch waits for data; see _shorten_fetch_wait.
+FETCH_MAX_WAIT_MS = 100
 SWEEP_INTERVAL = 60.0
 DEDUP_PER_TENANT = 100_000
 SESSION_TIMEOUT = 10.0
@@ -195,6 +203,22 @@ class RouterRuntime(Service):
         )
 
 
+def _shorten_fetch_wait(app: faust.App) -> None:
+    """Let the router's fetches wait at most ``FETCH_MAX_WAIT_MS`` for data (faust fixes 1.5 s).
+
+    aiokafka keeps one fetch in flight per broker, and leaves out of it the partitions
+    whose fetched records are not consumed yet. Under a flood that fetch often holds only
+    idle partitions, so the broker parks it for the whole wait while the busy partitions
+    queue up behind it: a quiet tenant's commands arrived in clumps up to 2 s old.
+    faust builds the consumer itself without the option, so it is set on its fetcher.
+    """
+    try:
+        fetcher = app.consumer._thread._ensure_consumer()._fetcher
+        fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+    except (AttributeError, ConsumerNotStarted):  # another layout, or not started yet
+        logger.warning("could not shorten the router consumer's fetch wait")
+
+
 async def _pin_start_offsets(settings: Settings) -> None:
     """Commit the earliest offset for commands partitions the group never committed.
 
@@ -251,6 +275,7 @@ def create_app(
         # metadata names as controller, once, and a start during a broker outage died.
         topic_allow_declare=False,
         broker_max_poll_records=500,
+        stream_buffer_maxsize=STREAM_BUFFER,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,
@@ -273,7 +298,7 @@ def create_app(
     runtime = RouterRuntime(app, settings, dedup, usage, metrics)
     router = runtime.router
 
-    async def drain(queue: asyncio.Queue[Any], source: Any) -> None:
+    async def drain(queue: FairQueue, source: Any) -> None:
         try:
             await route_batches(queue, source)
         except asyncio.CancelledError:
@@ -282,13 +307,11 @@ def create_app(
             logger.exception("router batch loop failed; stopping the router")
             await app.crash(exc)
 
-    async def route_batches(queue: asyncio.Queue[Any], source: Any) -> None:
+    async def route_batches(queue: FairQueue, source: Any) -> None:
         await runtime.ready.wait()
         logger.info("routing commands")
         while True:
-            batch = [await queue.get()]
-            while len(batch) < BATCH_MAX and not queue.empty():
-                batch.append(queue.get_nowait())
+            batch = await queue.get_batch(BATCH_MAX)
             try:
                 await router.handle_batch(batch)
             except Exception as exc:
@@ -331,9 +354,10 @@ def create_app(
         # Batching by hand rather than with ``take_events``: its buffer hand-off can
         # drop an event that arrives while a batch is being consumed (seen here as
         # commands that were neither routed nor acked). The stream only fills a
-        # bounded queue; one task routes what has queued up and acks it afterwards.
+        # queue shared fairly by the partitions (``router._fair``); one task routes what
+        # has queued up and acks it afterwards.
         source = stream.noack()
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * BATCH_MAX)
+        queue = FairQueue(capacity=QUEUE_MAX, key=lambda event: event.message.tp)
         worker = asyncio.create_task(drain(queue, source), name="router-batches")
         received = 0
         try:
@@ -343,6 +367,7 @@ def create_app(
                 runtime.last_event = time.monotonic()
                 received += 1
                 if received == 1:
+                    _shorten_fetch_wait(app)
                     logger.info(
                         "first command received",
                         extra={
