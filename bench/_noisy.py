@@ -20,7 +20,7 @@ import orjson
 
 from switchyard.system import LocalSystem
 
-from ._load import mcp_calls, submit_batches
+from ._load import ResultClock, mcp_calls, submit_batches
 
 __all__ = ["noisy_neighbour"]
 
@@ -31,7 +31,7 @@ _TICK = 0.05
 
 
 async def noisy_neighbour(
-    system: LocalSystem, quiet_key: str, noisy_key: str, duration: float
+    system: LocalSystem, clock: ResultClock, quiet_key: str, noisy_key: str, duration: float
 ) -> dict[str, Any]:
     url = f"{system.ingress_url}/mcp/main"
     flood_count = int(QUIET_RATE * FLOOD_FACTOR * duration)
@@ -41,15 +41,17 @@ async def noisy_neighbour(
         alone = await mcp_calls(
             session, url, quiet_key, duration=duration, concurrency=0, rate=QUIET_RATE
         )
-        await _slow_api(session, system.emulator_url, calls=flood_count * 6)
         try:
+            await _slow_api(session, system.emulator_url, calls=flood_count * 3)
             paced = asyncio.create_task(
                 _paced(session, system.ingress_url, noisy_key, QUIET_RATE * FLOOD_FACTOR, duration)
             )
             during_flood = await mcp_calls(
                 session, url, quiet_key, duration=duration, concurrency=0, rate=QUIET_RATE
             )
-            await paced
+            flood_ids = await paced
+            flood_drained = await _drain(session, system.emulator_url, clock, flood_ids)
+            await _slow_api(session, system.emulator_url, calls=flood_count * 3)
             burst = asyncio.create_task(
                 submit_batches(
                     session, system.ingress_url, [noisy_key], flood_count, batch=100, concurrency=1
@@ -58,21 +60,24 @@ async def noisy_neighbour(
             during_burst = await mcp_calls(
                 session, url, quiet_key, duration=duration, concurrency=0, rate=QUIET_RATE
             )
-            await burst
+            burst_ids = await burst
+            burst_drained = await _drain(session, system.emulator_url, clock, burst_ids)
         finally:
-            async with session.post(f"{system.emulator_url}/_emulator/reset", json={}) as response:
-                response.raise_for_status()
+            await _heal(session, system.emulator_url)
     return {
         "quiet_rate_per_s": QUIET_RATE,
         "noisy_api_latency_ms": SLOW_API_MS,
         "quiet_alone": alone,
         "flood_20x": {
             "noisy_rate_per_s": QUIET_RATE * FLOOD_FACTOR,
+            "noisy_commands": len(flood_ids),
+            "noisy_all_finished": flood_drained,
             "quiet": during_flood,
             "p99_ratio": _p99_ratio(during_flood, alone),
         },
         "burst": {
-            "noisy_commands": flood_count,
+            "noisy_commands": len(burst_ids),
+            "noisy_all_finished": burst_drained,
             "quiet": during_burst,
             "p99_ratio": _p99_ratio(during_burst, alone),
         },
@@ -95,32 +100,45 @@ async def _slow_api(session: aiohttp.ClientSession, emulator_url: str, *, calls:
         response.raise_for_status()
 
 
+async def _drain(
+    session: aiohttp.ClientSession, emulator_url: str, clock: ResultClock, ids: list[str]
+) -> bool:
+    """Heal the API and wait (bounded) for every flood command's Result, so the flood's
+    backlog does not run into the next measurement."""
+    await _heal(session, emulator_url)
+    return await clock.all_arrived(ids, within=120)
+
+
+async def _heal(session: aiohttp.ClientSession, emulator_url: str) -> None:
+    async with session.post(f"{emulator_url}/_emulator/reset", json={}) as response:
+        response.raise_for_status()
+
+
 async def _paced(
     session: aiohttp.ClientSession, ingress_url: str, key: str, rate: float, duration: float
 ) -> int:
-    """Submit ``rate`` commands/s for ``duration`` s, one batch every 50 ms; returns how many."""
+    """Submit ``rate`` commands/s for ``duration`` s, one batch every 50 ms; returns their ids."""
     per_tick = max(1, round(rate * _TICK))
     body = orjson.dumps(
         {"items": [{"action": "daily_summary", "arguments": {"summary": "flood"}}] * per_tick}
     )
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    sent = 0
+    ids: list[str] = []
     started = time.perf_counter()
     next_at = started
     while time.perf_counter() - started < duration:
         async with session.post(
             f"{ingress_url}/v1/commands:batch", data=body, headers=headers
         ) as response:
+            reply = orjson.loads(await response.read())
             if response.status >= 300:
-                raise RuntimeError(
-                    f"flood batch answered {response.status}: {await response.text()}"
-                )
-        sent += per_tick
+                raise RuntimeError(f"flood batch answered {response.status}: {reply}")
+        ids.extend(item["command_id"] for item in reply["items"] if item.get("command_id"))
         next_at += _TICK
         delay = next_at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-    return sent
+    return ids
 
 
 def _p99_ratio(during: dict[str, Any], alone: dict[str, Any]) -> float | None:

@@ -179,7 +179,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         if "noisy_neighbour" in only:
             print("bench: noisy neighbour", file=sys.stderr)
             report["noisy_neighbour"] = await noisy_neighbour(
-                system, keys[quiet.tenant_id], keys[noisy.tenant_id], duration
+                system, clock, keys[quiet.tenant_id], keys[noisy.tenant_id], duration
             )
         if "noisy_worker" in only:
             from ._noisy_worker import noisy_worker, worker_cpu
