@@ -33,6 +33,7 @@ __all__ = [
     "METRICS",
     "ReadinessCheck",
     "add_metrics_route",
+    "answers_ok",
     "health_app",
     "kafka_reachable",
     "serve_health",
@@ -153,3 +154,12 @@ def vault_reachable(settings: Settings, *, timeout: float = 2.0) -> ReadinessChe
             return response.status in (200, 429, 472, 473)
 
     return check
+
+
+async def answers_ok(session: aiohttp.ClientSession, url: str, *, within: float = 2.0) -> bool:
+    """Whether ``url`` answers 200 within ``within`` seconds (for a caller polling readiness)."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=within)) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False

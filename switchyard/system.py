@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from core.health import answers_ok
 from core.settings import Settings, load_settings
 from core.vault import VaultAdmin
 from schemas import CONNECTORS, WorkspaceConfig
@@ -178,12 +179,8 @@ class LocalSystem:
             while time.monotonic() < deadline:
                 if self.supervisor.dead():
                     raise RuntimeError(f"{', '.join(self.supervisor.dead())} exited early; see {self.log_dir}")
-                try:
-                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
-                        if response.status == 200:
-                            return
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
+                if await answers_ok(session, url):
+                    return
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"{what} did not become ready within {within:.0f}s; see {self.log_dir}")
 

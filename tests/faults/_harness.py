@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from core.health import answers_ok
 from schemas import ConnectorOptions, Limits, WorkspaceConfig
 from switchyard.demo import DemoTenant, demo_tenants
 from switchyard.system import LocalSystem, ensure_pool_roles
@@ -167,13 +168,7 @@ async def wait_ready(url: str, within: float = 90.0) -> None:
         TimeoutError: not ready within ``within`` seconds.
     """
     async with aiohttp.ClientSession() as session, asyncio.timeout(within):
-        while True:
-            try:
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
-                    if response.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+        while not await answers_ok(session, url):  # noqa: ASYNC110 - polled with a bound
             await asyncio.sleep(0.2)
 
 
