@@ -20,7 +20,7 @@ import orjson
 
 from switchyard.system import LocalSystem
 
-from ._load import ResultClock, mcp_calls, submit_batches
+from ._load import ResultClock, emulator_control, mcp_calls, submit_batches
 
 __all__ = ["noisy_neighbour"]
 
@@ -87,17 +87,18 @@ async def noisy_neighbour(
 
 
 async def _slow_api(session: aiohttp.ClientSession, emulator_url: str, *, calls: int) -> None:
-    async with session.post(
-        f"{emulator_url}/_emulator/faults",
-        json={
+    await emulator_control(
+        session,
+        emulator_url,
+        "faults",
+        {
             "connector": "slack",
             "tenant": "noisy",
             "kind": "latency",
             "latency_ms": SLOW_API_MS,
             "count": calls,
         },
-    ) as response:
-        response.raise_for_status()
+    )
 
 
 async def _drain(
@@ -110,8 +111,7 @@ async def _drain(
 
 
 async def _heal(session: aiohttp.ClientSession, emulator_url: str) -> None:
-    async with session.post(f"{emulator_url}/_emulator/reset", json={}) as response:
-        response.raise_for_status()
+    await emulator_control(session, emulator_url, "reset", {})
 
 
 async def _paced(

@@ -39,7 +39,7 @@ from schemas import Headers, Limits, RoutedCommand
 from switchyard.demo import DemoTenant
 from switchyard.system import LocalSystem
 
-from ._load import ResultClock, percentiles
+from ._load import ResultClock, emulator_control, percentiles
 
 __all__ = ["noisy_worker", "worker_cpu"]
 
@@ -138,13 +138,6 @@ def _latency(ids: list[str], sent: dict[str, float], results: ResultClock) -> di
     return percentiles(results.arrived[i] - sent[i] for i in ids if i in results.arrived)
 
 
-async def _emulator(
-    session: aiohttp.ClientSession, url: str, path: str, body: dict[str, Any]
-) -> None:
-    async with session.post(f"{url}/_emulator/{path}", json=body) as response:
-        response.raise_for_status()
-
-
 async def noisy_worker(
     system: LocalSystem,
     *,
@@ -191,7 +184,7 @@ async def noisy_worker(
             await results.all_arrived(set(alone), within=60)
 
             noisy_rate = quiet_rate * factor
-            await _emulator(
+            await emulator_control(
                 session,
                 system.emulator_url,
                 "faults",
@@ -212,7 +205,7 @@ async def noisy_worker(
             quiet_done = await results.all_arrived(set(together), within=120)
             noisy_in_window = sum(1 for i in flooded if i in results.arrived)
             # The slow API heals: the rest of the flood drains fast (and is counted).
-            await _emulator(session, system.emulator_url, "reset", {})
+            await emulator_control(session, system.emulator_url, "reset", {})
             noisy_done = await results.all_arrived(set(flooded), within=300)
             flood_seconds = time.perf_counter() - flood_started
     finally:

@@ -39,6 +39,7 @@ from schemas import (
     ResultStatus,
     StageTimes,
     WorkspaceConfig,
+    fields_from_command,
 )
 
 from ._follow import TopicFollower
@@ -80,12 +81,7 @@ def echo_result(command: Command, *, status: ResultStatus = ResultStatus.SUCCEED
     now = datetime.now(UTC)
     trace_id = command.spans[0].trace_id if command.spans else None
     return Result(
-        command_id=command.command_id,
-        tenant_id=command.tenant_id,
-        space_id=command.space_id,
-        user_id=command.user_id,
-        action=command.action,
-        idempotency_key=command.idempotency_key,
+        **fields_from_command(command),
         status=status,
         connector="http",
         operation="echo",

@@ -16,7 +16,16 @@ from opentelemetry.trace import SpanKind
 from core.errors import CommandError, PermanentError
 from core.logs import bind
 from core.telemetry import capture_spans, current_trace_id, extract, inject, span
-from schemas import Command, ErrorCode, Headers, Result, ResultStatus, StageTimes, Topics
+from schemas import (
+    Command,
+    ErrorCode,
+    Headers,
+    Result,
+    ResultStatus,
+    StageTimes,
+    Topics,
+    fields_from_command,
+)
 from schemas._limits import check_json_bounds
 from schemas.trace import MAX_SPANS
 
@@ -119,12 +128,7 @@ class Decisions:
             ):
                 logger.info("command rejected", extra={"fields": {"code": str(error.code)}})
             payload = Result(
-                command_id=command.command_id,
-                tenant_id=command.tenant_id,
-                space_id=command.space_id,
-                user_id=command.user_id,
-                action=command.action,
-                idempotency_key=command.idempotency_key,
+                **fields_from_command(command),
                 status=ResultStatus.REJECTED,
                 error=error.to_info(),
                 attempts=0,

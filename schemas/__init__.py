@@ -14,7 +14,14 @@ from .config import (
     workspace_key,
 )
 from .errors import ErrorCode, ErrorInfo
-from .result import FINAL_STATUSES, RESULT_SCHEMA_VERSION, Result, ResultStatus, StageTimes
+from .result import (
+    FINAL_STATUSES,
+    RESULT_SCHEMA_VERSION,
+    Result,
+    ResultStatus,
+    StageTimes,
+    fields_from_command,
+)
 from .topics import CONNECTORS, RETRY_TIERS, Headers, Topics
 from .trace import SpanRecord
 
@@ -40,6 +47,7 @@ __all__ = [
     "RoutedCommand",
     "SpanRecord",
     "StageTimes",
+    "fields_from_command",
     "Topics",
     "WireModel",
     "WorkspaceConfig",

@@ -22,7 +22,14 @@ from .identifiers import (
 )
 from .trace import MAX_SPANS, SpanRecord
 
-__all__ = ["Result", "ResultStatus", "StageTimes", "RESULT_SCHEMA_VERSION", "FINAL_STATUSES"]
+__all__ = [
+    "FINAL_STATUSES",
+    "RESULT_SCHEMA_VERSION",
+    "Result",
+    "ResultStatus",
+    "StageTimes",
+    "fields_from_command",
+]
 
 RESULT_SCHEMA_VERSION: Literal[1] = 1
 
@@ -36,6 +43,13 @@ class ResultStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset(ResultStatus)
+
+_FROM_COMMAND = ("command_id", "tenant_id", "space_id", "user_id", "action", "idempotency_key")
+
+
+def fields_from_command(command: Any) -> dict[str, Any]:
+    """The fields a Result repeats of its Command or RoutedCommand."""
+    return {name: getattr(command, name) for name in _FROM_COMMAND}
 
 
 class StageTimes(WireModel):

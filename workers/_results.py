@@ -24,6 +24,7 @@ from schemas import (
     RoutedCommand,
     SpanRecord,
     StageTimes,
+    fields_from_command,
 )
 from schemas._base import WireModel
 from schemas._limits import check_json_bounds
@@ -87,12 +88,7 @@ def build_result(
     )
     return Result.model_construct(
         schema_version=RESULT_SCHEMA_VERSION,
-        command_id=command.command_id,
-        tenant_id=command.tenant_id,
-        space_id=command.space_id,
-        user_id=command.user_id,
-        action=command.action,
-        idempotency_key=command.idempotency_key,
+        **fields_from_command(command),
         status=status,
         connector=command.connector,
         operation=command.operation,
