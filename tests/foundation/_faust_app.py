@@ -2,7 +2,7 @@
 
 It counts records per key in a changelog-backed table and emits ``<count>:<payload>``
 for each record, so the test can tell a recovered count from a replayed record.
-Usage: ``_faust_app.py BOOTSTRAP APP_ID SOURCE_TOPIC OUTPUT_TOPIC worker -l warn``.
+Usage: ``_faust_app.py BOOTSTRAP APP_ID SOURCE_TOPIC OUTPUT_TOPIC worker -l info``.
 """
 
 from __future__ import annotations
