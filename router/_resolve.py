@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
 from core.errors import PermanentError
+from core.schema_check import SchemaCheck
 from schemas import ActionConfig, Command, ErrorCode, WorkspaceConfig
 
 from ._mapping import MappingError, compile_mapping
@@ -33,46 +33,29 @@ def _clip(text: str, limit: int = _MAX_MESSAGE) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CompiledAction:
-    """An action's validator and mapping, compiled once per configuration version."""
+    """An action's argument check and mapping, compiled once per configuration version."""
 
-    validator: Draft202012Validator | None
+    check: SchemaCheck | None
     schema_error: str | None
     render: Callable[[dict[str, Any]], dict[str, Any]] | None
     mapping_error: str | None
-    # Compiled (Rust) validator that decides valid/invalid in about a microsecond; the
-    # pure-Python ``validator`` (~200 µs) only words the error of an invalid call, so
-    # rejection messages stay as they were. None when the schema does not compile there.
-    fast: jsonschema_rs.Draft202012Validator | None = None
-
-
-def _no_remote(uri: str) -> Any:
-    # Tenant-written schemas must not make the router fetch URLs ($ref to http://...).
-    raise ValueError(f"remote references are not resolved: {uri[:100]}")
 
 
 def _compile(action: ActionConfig) -> CompiledAction:
-    validator: Draft202012Validator | None = None
-    fast: jsonschema_rs.Draft202012Validator | None = None
+    check: SchemaCheck | None = None
     schema_error = None
     try:
         Draft202012Validator.check_schema(action.input_schema)
-        validator = Draft202012Validator(action.input_schema)
+        check = SchemaCheck(action.input_schema)
     except SchemaError as exc:
         schema_error = _clip(exc.message)
-    if validator is not None:
-        try:
-            fast = jsonschema_rs.Draft202012Validator(
-                dict(action.input_schema), retriever=_no_remote
-            )
-        except (ValueError, jsonschema_rs.ValidationError):
-            fast = None  # the Python validator decides alone
     render = None
     mapping_error = None
     try:
         render = compile_mapping(action.arguments)
     except MappingError as exc:
         mapping_error = _clip(str(exc))
-    return CompiledAction(validator, schema_error, render, mapping_error, fast)
+    return CompiledAction(check, schema_error, render, mapping_error)
 
 
 class ActionCache:
@@ -166,13 +149,12 @@ def resolve(
             f"role {command.role!r} may not use connector {action.connector!r}",
         )
     compiled = cache.get(workspace, action)
-    if compiled.validator is None:
+    if compiled.check is None:
         raise _reject(
             ErrorCode.INTERNAL,
             f"action {action.name!r} has an invalid input schema: {compiled.schema_error}",
         )
-    fast_ok = compiled.fast is not None and compiled.fast.is_valid(command.arguments)
-    error = None if fast_ok else best_match(compiled.validator.iter_errors(command.arguments))
+    error = best_match(compiled.check.errors(command.arguments))
     if error is not None:
         raise _reject(
             ErrorCode.INVALID_ARGUMENTS,

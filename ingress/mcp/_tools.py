@@ -21,6 +21,7 @@ from mcp_types import (
 from pydantic import ValidationError
 
 from core.errors import KafkaUnavailable
+from core.schema_check import SchemaCheck
 from core.telemetry import current_trace_id
 from ingress._bounded import LRU
 from ingress.contracts import Identity, Services
@@ -180,9 +181,9 @@ class ToolRunner:
         # more than validating, and a workspace's actions are a list to search. An entry
         # holds only while the directory still serves that very workspace object, so any
         # configuration change (a new object) is seen on the next call.
-        self._tools: LRU[tuple[str, str, str], tuple[WorkspaceConfig, ActionConfig, Any]] = LRU(
-            1024
-        )
+        self._tools: LRU[
+            tuple[str, str, str], tuple[WorkspaceConfig, ActionConfig, SchemaCheck]
+        ] = LRU(1024)
 
     def _actions(self, identity: Identity) -> list[ActionConfig]:
         workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
@@ -227,14 +228,15 @@ class ToolRunner:
         key = (identity.tenant_id, identity.space_id, name)
         cached = self._tools.get(key)
         if cached is not None and cached[0] is workspace:
-            _, action, validator = cached
+            _, action, check = cached
         else:
-            action, validator = self._compile(workspace, name)
-            if action is None or workspace is None:
+            found, compiled = self._compile(workspace, name)
+            if found is None or compiled is None or workspace is None:
                 # Not cached: made-up tool names must not push real tools out.
                 raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
-            self._tools.put(key, (workspace, action, validator))
-        error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+            action, check = found, compiled
+            self._tools.put(key, (workspace, action, check))
+        error = jsonschema.exceptions.best_match(check.errors(arguments))
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "(root)"
             raise RpcError(
@@ -243,7 +245,9 @@ class ToolRunner:
         return action
 
     @staticmethod
-    def _compile(workspace: WorkspaceConfig | None, name: str) -> tuple[ActionConfig | None, Any]:
+    def _compile(
+        workspace: WorkspaceConfig | None, name: str
+    ) -> tuple[ActionConfig | None, SchemaCheck | None]:
         """The enabled action ``name`` of ``workspace`` and its arguments validator.
 
         ``(None, None)`` when the workspace has no such enabled action.
@@ -260,8 +264,7 @@ class ToolRunner:
             # the router validates again with the same schema.
             logger.warning("input schema of action %s is invalid; not validating", name)
             schema = {"type": "object"}
-        validator = cls(schema)
-        return action, validator
+        return action, SchemaCheck(schema, cls)
 
     async def submit(
         self,

@@ -191,7 +191,9 @@ def test_the_compiled_validator_decides_and_the_python_one_words_the_rejection()
     ws = _ws()
     cache = ActionCache()
     action = ws.action("daily_summary")
-    assert action is not None and cache.get(ws, action).fast is not None
+    assert (
+        action is not None and (check := cache.get(ws, action).check) is not None and check.compiled
+    )
     resolve(command("acme", {"summary": "ok", "count": 3}), ws, datetime.now(UTC), cache)
     with pytest.raises(PermanentError) as info:
         resolve(command("acme", {"summary": "ok", "count": "3"}), ws, datetime.now(UTC), cache)
@@ -206,4 +208,6 @@ def test_a_schema_with_a_remote_ref_is_never_fetched_by_the_compiled_validator()
     )
     ws = workspace("acme", [remote])
     compiled = ActionCache().get(ws, remote)
-    assert compiled.fast is None  # refused to retrieve: the Python validator decides
+    assert (
+        compiled.check is not None and not compiled.check.compiled
+    )  # refused to retrieve: the Python validator decides

@@ -6,9 +6,8 @@ between the two is tenant-written and a bad record must fail clearly, not as a v
 400 with a confusing message. (So this is not a re-validation that could be skipped:
 the router never sees the connector's schema.)
 
-The check runs on every command, so it uses ``jsonschema_rs`` (compiled, ~1 µs) to
-decide; ``jsonschema``, ~200 µs per call here, runs only for an invalid record, to word
-the error exactly as before.
+The check runs on every command, so it is a :class:`core.schema_check.SchemaCheck`: the
+compiled validator decides, ``jsonschema`` words the error of an invalid record.
 """
 
 from __future__ import annotations
@@ -16,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jsonschema_rs
 from jsonschema import Draft202012Validator
 
 from core.errors import PermanentError
+from core.schema_check import SchemaCheck
 from schemas import ErrorCode
 
 from ._base import Connector, ConnectorCall
@@ -27,29 +26,18 @@ from ._base import Connector, ConnectorCall
 __all__ = ["credential", "validated"]
 
 
-_VALIDATORS: dict[tuple[str, str], Draft202012Validator] = {}
-_FAST: dict[tuple[str, str], jsonschema_rs.Draft202012Validator] = {}
+_CHECKS: dict[tuple[str, str], SchemaCheck] = {}
 
 
-def _validator(connector: type[Connector], operation: str) -> Draft202012Validator:
+def _check(connector: type[Connector], operation: str) -> SchemaCheck:
     # Compiled once per (connector, operation): schemas are class constants.
     key = (connector.name, operation)
-    validator = _VALIDATORS.get(key)
-    if validator is None:
+    check = _CHECKS.get(key)
+    if check is None:
         schema = connector.operations[operation].input_schema
         Draft202012Validator.check_schema(schema)
-        validator = _VALIDATORS[key] = Draft202012Validator(schema)
-    return validator
-
-
-def _fast(connector: type[Connector], operation: str) -> jsonschema_rs.Draft202012Validator:
-    key = (connector.name, operation)
-    validator = _FAST.get(key)
-    if validator is None:
-        _validator(connector, operation)  # the schema is checked there, once
-        schema = dict(connector.operations[operation].input_schema)
-        validator = _FAST[key] = jsonschema_rs.Draft202012Validator(schema)
-    return validator
+        check = _CHECKS[key] = SchemaCheck(schema)
+    return check
 
 
 def validated(connector: Connector, call: ConnectorCall) -> Mapping[str, Any]:
@@ -64,9 +52,7 @@ def validated(connector: Connector, call: ConnectorCall) -> Mapping[str, Any]:
         raise PermanentError(
             ErrorCode.UNKNOWN_ACTION, f"{kind.name}: no operation {call.operation[:64]!r}"
         )
-    if _fast(kind, call.operation).is_valid(call.arguments):
-        return call.arguments
-    error = next(iter(_validator(kind, call.operation).iter_errors(call.arguments)), None)
+    error = next(_check(kind, call.operation).errors(call.arguments), None)
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "arguments"
         raise PermanentError(
