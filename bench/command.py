@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from core.event_loop import use_event_loop
 from core.settings import load_settings
 from schemas import Limits
 from switchyard.demo import DemoTenant
@@ -113,7 +114,10 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         args={"ingress": ["--rate", "1000000", "--burst", "1000000"]},
     )
     report: dict[str, Any] = {
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "event_loop": load_settings().event_loop,
+        },
         "parameters": {
             "async_commands": count, "mcp_clients": args.mcp_clients, "mcp_duration_s": duration,
             "slack_workers": args.workers, "topic_partitions": None, "quick": args.quick,
@@ -223,6 +227,8 @@ def run(args: argparse.Namespace) -> int:
 
     configure_logging("switchyard-bench", "WARNING")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    # The load generators and the baseline run on the loop the system's processes use.
+    use_event_loop(load_settings().event_loop)
     only = {s for s in args.only.split(",") if s}
     report = asyncio.run(_bench(args)) if only - set(OWN_STACK) else {}
     if "scale_out" in only:

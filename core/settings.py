@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -42,6 +43,7 @@ ENV_VARS: dict[str, str] = {
     "SWITCHYARD_TENANT_CONCURRENCY": "tenant_concurrency",
     "SWITCHYARD_METRICS_PORT": "metrics_port",
     "SWITCHYARD_LOG_LEVEL": "log_level",
+    "SWITCHYARD_EVENT_LOOP": "event_loop",
     "SWITCHYARD_HOME": "home",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "otlp_endpoint",
 }
@@ -83,6 +85,7 @@ class Settings(BaseModel):
 
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     log_level: str = "INFO"
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     home: Path = Path.home() / ".cache" / "switchyard"
     otlp_endpoint: str | None = None
 

@@ -6,6 +6,7 @@ import argparse
 
 from aiohttp import web
 
+from core.event_loop import use_event_loop
 from core.heap import settle_heap as settle_process_heap
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
@@ -47,6 +48,7 @@ async def _app(settings: Settings, options: IngressOptions) -> web.Application:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    use_event_loop(settings.event_loop)
     configure_logging("ingress", settings.log_level)
     setup_tracing("switchyard-ingress", settings.otlp_endpoint)
     options = IngressOptions(

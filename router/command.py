@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import faust
 
+    from core.event_loop import use_event_loop
     from core.logs import configure_logging
     from core.metrics import Metrics
     from core.settings import load_settings
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = load_settings()
+    use_event_loop(settings.event_loop)
     configure_logging("router", settings.log_level)
     setup_tracing("switchyard-router", settings.otlp_endpoint)
     data_dir = args.data_dir or settings.home / "router" / settings.topic_prefix.rstrip(".")

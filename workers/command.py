@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from core._metrics_lag import consumer_lag
 from core.errors import ConfigurationError, KafkaUnavailable, PermanentError
+from core.event_loop import use_event_loop
 from core.health import serve_health, vault_reachable
 from core.heap import settle_heap
 from core.logs import configure_logging
@@ -172,6 +173,7 @@ def _pool_vault(settings: Settings, connector: str) -> PoolVault:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    use_event_loop(settings.event_loop)
     configure_logging(f"worker-{args.connector}", settings.log_level)
     setup_tracing(f"switchyard-worker-{args.connector}", settings.otlp_endpoint)
     try:

@@ -10,6 +10,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from core.event_loop import use_event_loop
+from core.settings import load_settings
+
 from ._state import EmulatorState
 from .app import make_app
 
@@ -50,6 +53,7 @@ def load_tokens(path: Path) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    use_event_loop(load_settings().event_loop)
     tokens = load_tokens(args.tokens) if args.tokens else []
     state = EmulatorState(tokens, dedup=() if args.no_dedup else ("http",))
     logger.info("emulators: %d tokens loaded", len(tokens))
