@@ -19,7 +19,6 @@ from core.settings import Settings
 __all__ = [
     "ResultClock",
     "direct_emulator_calls",
-    "emulator_control",
     "mcp_calls",
     "percentiles",
     "submit_batches",
@@ -257,11 +256,3 @@ async def direct_emulator_calls(
 
     await asyncio.gather(*(loop() for _ in range(concurrency)))
     return {"latency": percentiles(latencies)}
-
-
-async def emulator_control(
-    session: aiohttp.ClientSession, emulator_url: str, path: str, body: dict[str, Any]
-) -> None:
-    """POST to the emulators' control API (``/_emulator/faults``, ``/_emulator/reset``)."""
-    async with session.post(f"{emulator_url}/_emulator/{path}", json=body) as response:
-        response.raise_for_status()

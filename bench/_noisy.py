@@ -19,8 +19,9 @@ import aiohttp
 import orjson
 
 from switchyard.system import LocalSystem
+from workers.emulators.testing import emulator_control
 
-from ._load import ResultClock, emulator_control, mcp_calls, submit_batches
+from ._load import ResultClock, mcp_calls, submit_batches
 
 __all__ = ["noisy_neighbour"]
 

@@ -38,8 +38,9 @@ from core.kafka import make_producer, start_client
 from schemas import Headers, Limits, RoutedCommand
 from switchyard.demo import DemoTenant
 from switchyard.system import LocalSystem
+from workers.emulators.testing import emulator_control
 
-from ._load import ResultClock, emulator_control, percentiles
+from ._load import ResultClock, percentiles
 
 __all__ = ["noisy_worker", "worker_cpu"]
 

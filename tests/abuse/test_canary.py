@@ -7,6 +7,7 @@ import aiohttp
 
 from core.kafka import make_admin
 from ingress.testing import read_topic
+from workers.emulators.testing import emulator_control
 
 from .conftest import CANARY, Abuse, Session, modern_call
 
@@ -37,13 +38,11 @@ async def _use_the_canary_everywhere(abuse: Abuse) -> None:
     async with aiohttp.ClientSession() as http:
         for fault in ({"kind": "403", "tenant": "canary", "count": 1},
                       {"kind": "500", "tenant": "canary", "count": 50}):
-            async with http.post(f"{system.emulator_url}/_emulator/faults", json=fault) as response:
-                assert response.status == 200
+            await emulator_control(http, system.emulator_url, "faults", fault)
             status, reply = await modern_call(abuse, "canary", "tools/call",
                                               {"name": "daily_summary", "arguments": {"summary": "fail"}})
             assert status == 200 and reply["result"]["isError"] is True, reply
-        async with http.post(f"{system.emulator_url}/_emulator/reset", json={}) as response:
-            assert response.status == 200
+        await emulator_control(http, system.emulator_url, "reset", {})
 
 
 async def test_a_canary_credential_appears_in_no_response_topic_or_log(abuse: Abuse) -> None:

@@ -19,6 +19,7 @@ from core.health import answers_ok
 from schemas import ConnectorOptions, Limits, WorkspaceConfig
 from switchyard.demo import DemoTenant, demo_tenants
 from switchyard.system import LocalSystem, ensure_pool_roles
+from workers.emulators.testing import emulator_control
 
 from ._ledger import Counts, ResultLedger, count
 from ._load import Load
@@ -191,11 +192,9 @@ async def wait_until(condition: Callable[[], bool], within: float, what: str) ->
 
 async def reset_emulator(system: LocalSystem) -> None:
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{system.emulator_url}/_emulator/reset", json={}) as response:
-            response.raise_for_status()
+        await emulator_control(session, system.emulator_url, "reset", {})
 
 
 async def add_fault(system: LocalSystem, **spec: Any) -> None:
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{system.emulator_url}/_emulator/faults", json=spec) as response:
-            assert response.status == 200, await response.text()
+        await emulator_control(session, system.emulator_url, "faults", spec)

@@ -296,22 +296,39 @@ async def pool_running(
     *,
     options: PoolOptions | None = None,
 ) -> AsyncIterator[WorkerPool]:
-    """A started pool on the test's prefix, with its own AppRole, stopped gracefully after."""
-    approle = await vault_admin.bootstrap_pool(CONNECTOR)
-    vault = PoolVault(vault_admin._client.url, CONNECTOR, approle)  # noqa: SLF001
+    """A started echo pool on the test's prefix, talking to ``upstream``."""
 
     async def refresher(
         session: aiohttp.ClientSession, creds: Mapping[str, Any]
     ) -> Mapping[str, Any]:
         return await refresh_at(upstream, session, creds)
 
+    async with connector_pool_running(
+        settings, vault_admin, EchoConnector(), upstream.base_url, refresher, options=options
+    ) as pool:
+        yield pool
+
+
+@asynccontextmanager
+async def connector_pool_running(
+    settings: Settings,
+    vault_admin: VaultAdmin,
+    connector: Connector,
+    base_url: str,
+    refresher: Any,
+    *,
+    options: PoolOptions | None = None,
+) -> AsyncIterator[WorkerPool]:
+    """A started pool of ``connector`` with its own AppRole, stopped gracefully after."""
+    approle = await vault_admin.bootstrap_pool(connector.name)
+    vault = PoolVault(vault_admin._client.url, connector.name, approle)  # noqa: SLF001
     pool = WorkerPool(
         settings,
-        EchoConnector(),
+        connector,
         vault,
         options=options or PoolOptions(tier_delays=(0.2, 0.5), breaker_threshold=1_000),
         refresher=refresher,
-        base_url=upstream.base_url,
+        base_url=base_url,
     )
     await pool.start()
     task = asyncio.create_task(pool.run())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -15,18 +14,6 @@ from schemas import ErrorCode
 from workers.connectors import ConnectorCall
 from workers.connectors.http import MAX_OUTPUT_BYTES, HttpConnector, host_allowed
 from workers.emulators import EmulatorState, RunningEmulator, run_emulator
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    async with run_emulator(EmulatorState()) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def http_call(

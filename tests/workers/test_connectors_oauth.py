@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,21 +15,9 @@ from schemas import ErrorCode
 from workers.connectors import ConnectorCall, CredentialsExpired
 from workers.connectors.gmail import GmailConnector
 from workers.connectors.oauth import expired, refresh, token_url_for
-from workers.emulators import EmulatorState, RunningEmulator, run_emulator
+from workers.emulators import RunningEmulator
 
 ARGS = {"to": "ops@example.com", "subject": "Daily", "body": "All green."}
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    async with run_emulator(EmulatorState()) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def oauth_credentials(emulator: RunningEmulator, tenant: str = "acme") -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from core.errors import CommandError, PermanentError, RetryableError
 from schemas import ErrorCode
 from workers.connectors import CONNECTORS, ConnectorCall, CredentialsExpired
-from workers.emulators import EmulatorState, RunningEmulator, run_emulator
+from workers.emulators import RunningEmulator, run_emulator
 
 TENANT = "acme"
 
@@ -108,18 +108,6 @@ CASES: dict[str, Case] = {
     ),
 }
 ALL = sorted(CASES)
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    async with run_emulator(EmulatorState()) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def canary() -> str:

@@ -7,7 +7,6 @@ import base64
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +14,10 @@ import aiohttp
 import orjson
 import pytest
 
-from workers.emulators import EmulatorState, RunningEmulator, run_emulator
+from workers.emulators import RunningEmulator
 from workers.emulators.command import add_arguments, load_tokens
 
 SLACK = "/api/chat.postMessage"
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    async with run_emulator(EmulatorState()) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def post(

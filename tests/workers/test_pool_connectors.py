@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from _runtime_support import all_results, wait_results
+from _runtime_support import all_results, connector_pool_running, wait_results
 from test_connectors_vendors import CASES
 
 from core.kafka import ensure_topics, make_producer, start_client
-from core.vault import PoolVault
 from schemas import ConnectorOptions, ResultStatus, RoutedCommand
-from workers._pool import PoolOptions, WorkerPool
 from workers.command import oauth_refresher
 from workers.connectors import get_connector
 from workers.emulators.testing import run_emulator
@@ -48,25 +44,11 @@ async def _produce(settings, commands: list[RoutedCommand]) -> None:
         await producer.stop()
 
 
-@asynccontextmanager
-async def _pool(settings, vault_admin, name: str, base_url: str):
-    approle = await vault_admin.bootstrap_pool(name)
-    vault = PoolVault(vault_admin._client.url, name, approle)
+def _pool(settings, vault_admin, name: str, base_url: str):
     connector = get_connector(name)()
-    pool = WorkerPool(
-        settings, connector, vault, base_url=base_url,
-        options=PoolOptions(tier_delays=(0.2, 0.5), breaker_threshold=1_000),
-        refresher=oauth_refresher(connector, base_url),
+    return connector_pool_running(
+        settings, vault_admin, connector, base_url, oauth_refresher(connector, base_url)
     )
-    await pool.start()
-    task = asyncio.create_task(pool.run())
-    try:
-        yield pool
-    finally:
-        pool.request_stop()
-        async with asyncio.timeout(60):
-            await task
-        vault.close()
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from ._state import EmulatorState
 from .app import make_app
 
-__all__ = ["RunningEmulator", "run_emulator"]
+__all__ = ["RunningEmulator", "emulator_control", "run_emulator"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +47,17 @@ async def run_emulator(
         yield RunningEmulator(f"http://{host}:{bound}", host, bound, state)
     finally:
         await runner.cleanup()
+
+
+async def emulator_control(
+    session: aiohttp.ClientSession, emulator_url: str, path: str, body: dict[str, Any]
+) -> None:
+    """POST to the emulators' control API (``/_emulator/faults``, ``/_emulator/reset``, ...).
+
+    Raises:
+        RuntimeError: the emulators refused, with their answer.
+    """
+    async with session.post(f"{emulator_url}/_emulator/{path}", json=body) as response:
+        if response.status != 200:
+            answer = (await response.text())[:300]
+            raise RuntimeError(f"emulator {path}: HTTP {response.status}: {answer}")
