@@ -298,6 +298,16 @@ def create_app(
     runtime = RouterRuntime(app, settings, dedup, usage, metrics)
     router = runtime.router
 
+    # faust calls this when a rebalance's recovery has resumed the flow; see
+    # Router.reread_after_rebalance for the command its recovery can drop.
+    rebalance_end = app.on_rebalance_end
+
+    def on_rebalance_end() -> None:
+        rebalance_end()
+        router.reread_after_rebalance()
+
+    app.on_rebalance_end = on_rebalance_end  # type: ignore[method-assign]
+
     async def drain(queue: FairQueue, source: Any) -> None:
         try:
             await route_batches(queue, source)
