@@ -116,7 +116,9 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": {
             "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "event_loop": load_settings().event_loop,
+            "platform": platform.platform(),
+            # The loop actually running (uvloop falls back to asyncio when missing).
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         },
         "parameters": {
             "async_commands": count, "mcp_clients": args.mcp_clients, "mcp_duration_s": duration,

@@ -8,6 +8,7 @@ are cheap and rejection messages stay exactly ``jsonschema``'s.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -40,10 +41,8 @@ class SchemaCheck:
         fast_class = getattr(jsonschema_rs, validator.__name__, None)
         self._fast = None
         if fast_class is not None:
-            try:
+            with contextlib.suppress(ValueError, jsonschema_rs.ValidationError):
                 self._fast = fast_class(dict(schema), retriever=_no_remote)
-            except (ValueError, jsonschema_rs.ValidationError):
-                self._fast = None
 
     @property
     def compiled(self) -> bool:

@@ -216,8 +216,8 @@ class Router(Decisions):
         app (about 1 start in 50 under CPU load): the waiting record was fetched during
         the seek, handed to the stream's queue 1 ms before the resume cleared it, and
         never delivered nor fetched again; the router would wait for its stall watchdog
-        (15-20 s). One re-read once the flow is on brings such
-        a command back; one routed meanwhile is dropped as a duplicate by the dedup table.
+        (15-20 s). One re-read once the flow is on brings such a command back; one
+        routed meanwhile is dropped as a duplicate by the dedup table.
         """
         self._reread = True
 
