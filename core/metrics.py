@@ -18,8 +18,9 @@ The router counts every command it sends, so it uses :meth:`Metrics.count_routed
 :meth:`Metrics.count_rejected`: they cache the label children per raw (tenant, space,
 connector or code), up to ``hot_cap`` entries, so a routed command costs a dict lookup,
 an increment and one histogram observation instead of label validation and formatting.
-Past the cap (only a flood of distinct ids gets there) they take the uncached path, so
-the cache is bounded too.
+A worker's per-attempt calls (:meth:`Metrics.command_started`, :meth:`command_stopped`,
+:meth:`result`) cache theirs the same way. Past the cap (only a flood of distinct ids
+gets there) they take the uncached path, so the caches are bounded too.
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ class Metrics:
         # (tenant_id, space_id, connector or code) -> label children; see count_routed.
         self._hot: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._hot_rejected: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # Raw ids of a worker's per-attempt calls -> label children (same cap).
+        self._hot_worker: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._hot_cap = hot_cap
         r = self.registry
         ts, tsc = ["tenant", "space"], ["tenant", "space", "connector"]
@@ -238,36 +241,71 @@ class Metrics:
 
     def command_started(self, routed: RoutedCommand, started_at: datetime) -> None:
         """A worker started an attempt: counts it in flight and times routed → started."""
-        self.in_flight.labels(self.tenants(routed.tenant_id)).inc()
+        key = ("started", routed.tenant_id, routed.connector)
+        children = self._hot_worker.get(key)
+        if children is None:
+            children = (
+                self.in_flight.labels(self.tenants(routed.tenant_id)),
+                self.stage_latency.labels("routed_to_started", self.connector(routed.connector)),
+            )
+            self._remember(key, children)
+        children[0].inc()
         seconds = _seconds(routed.routed_at, started_at)
         if seconds is not None:
-            self.stage_latency.labels("routed_to_started", self.connector(routed.connector)).observe(seconds)
+            children[1].observe(seconds)
 
     def command_stopped(self, tenant_id: str) -> None:
         """The attempt counted by :meth:`command_started` ended (any outcome)."""
-        self.in_flight.labels(self.tenants(tenant_id)).dec()
+        key = ("stopped", tenant_id)
+        children = self._hot_worker.get(key)
+        if children is None:
+            children = (self.in_flight.labels(self.tenants(tenant_id)),)
+            self._remember(key, children)
+        children[0].dec()
 
     def result(self, result: Result) -> None:
         """Count one final Result and observe its latencies (call once per Result written)."""
-        tenant, space = self.labels(result.tenant_id, result.space_id)
-        connector = self.connector(result.connector)
         code = result.error.code.value if result.error is not None else "none"
         status = result.status
-        if status is ResultStatus.SUCCEEDED:
-            self.succeeded.labels(tenant, space, connector).inc()
-        elif status is ResultStatus.REJECTED:
-            self.rejected.labels(tenant, space, code).inc()
-        else:
-            self.failed.labels(tenant, space, connector, code).inc()
-            if status is ResultStatus.DEAD_LETTERED:
-                self.dead_lettered.labels(tenant, space, connector).inc()
+        key = ("result", result.tenant_id, result.space_id, result.connector, status, code)
+        children = self._hot_worker.get(key)
+        if children is None:
+            children = self._result_children(result, status, code)
+            self._remember(key, children)
+        counters, e2e, stage = children
+        for counter in counters:
+            counter.inc()
         times = result.times
         total = _seconds(times.submitted_at, times.finished_at)
         if total is not None:
-            self.e2e_latency.labels(tenant, connector).observe(total)
+            e2e.observe(total)
         ran = _seconds(times.started_at, times.finished_at)
-        if ran is not None and status is not ResultStatus.REJECTED:
-            self.stage_latency.labels("started_to_finished", connector).observe(ran)
+        if ran is not None and stage is not None:
+            stage.observe(ran)
+
+    def _result_children(
+        self, result: Result, status: ResultStatus, code: str
+    ) -> tuple[tuple[Any, ...], Any, Any]:
+        tenant, space = self.labels(result.tenant_id, result.space_id)
+        connector = self.connector(result.connector)
+        counters: tuple[Any, ...]
+        if status is ResultStatus.SUCCEEDED:
+            counters = (self.succeeded.labels(tenant, space, connector),)
+        elif status is ResultStatus.REJECTED:
+            counters = (self.rejected.labels(tenant, space, code),)
+        else:
+            counters = (self.failed.labels(tenant, space, connector, code),)
+            if status is ResultStatus.DEAD_LETTERED:
+                counters += (self.dead_lettered.labels(tenant, space, connector),)
+        stage = None
+        if status is not ResultStatus.REJECTED:
+            stage = self.stage_latency.labels("started_to_finished", connector)
+        return counters, self.e2e_latency.labels(tenant, connector), stage
+
+    def _remember(self, key: tuple[Any, ...], children: tuple[Any, ...]) -> None:
+        # Bounded like the router's caches: past the cap, the uncached path is taken.
+        if len(self._hot_worker) < self._hot_cap:
+            self._hot_worker[key] = children
 
     def set_breaker(self, tenant_id: str, connector: str, state: BreakerState) -> None:
         self.breaker.labels(self.tenants(tenant_id), self.connector(connector)).set(int(state))

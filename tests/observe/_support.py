@@ -15,7 +15,16 @@ from ingress import dashboard, observe
 from ingress.admin import ensure_ingress_topics
 from ingress.app import SERVICES, STATE, create_app
 from ingress.testing import IngressHarness
-from schemas import ErrorCode, ErrorInfo, Headers, Result, ResultStatus, SpanRecord, StageTimes
+from schemas import (
+    ErrorCode,
+    ErrorInfo,
+    Headers,
+    Result,
+    ResultStatus,
+    RoutedCommand,
+    SpanRecord,
+    StageTimes,
+)
 
 
 def make_result(
@@ -115,6 +124,29 @@ class ObservedHarness(IngressHarness):
         async with asyncio.timeout(timeout):
             while sum(aggregator.metrics(t)["total"] for t in aggregator.tenant_ids()) < count:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)  # poll the in-memory aggregate, bounded by the timeout
+
+
+def make_routed_command(tenant_id: str, *, connector: str = "slack") -> RoutedCommand:
+    """A routed command as a worker receives it, routed 10 ms after submission."""
+    routed_at = datetime.now(UTC)
+    submitted = routed_at - timedelta(milliseconds=10)
+    return RoutedCommand(
+        command_id=f"c{uuid.uuid4().hex[:20]}",
+        tenant_id=tenant_id,
+        space_id="main",
+        user_id="u1",
+        role="member",
+        action="notify",
+        arguments={"text": "hi"},
+        idempotency_key=uuid.uuid4().hex,
+        submitted_at=submitted,
+        deadline=submitted + timedelta(minutes=2),
+        source="rest",
+        connector=connector,
+        operation="send",
+        resolved_arguments={"text": "hi"},
+        routed_at=routed_at,
+    )
 
 
 def json_of(payload: Any) -> str:

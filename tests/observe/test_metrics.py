@@ -16,7 +16,7 @@ from core.metrics import OTHER, BreakerState, Metrics, TenantLabeler, consumer_l
 from core.settings import Settings
 from schemas import ErrorCode, ResultStatus
 
-from ._support import make_result
+from ._support import make_result, make_routed_command
 
 
 def test_tenant_labeler_admits_the_cap_then_maps_the_rest_to_other() -> None:
@@ -71,6 +71,31 @@ def test_result_counts_by_status_code_and_observes_latency() -> None:
     assert 'switchyard_commands_rejected_total{code="rate_limited",space="main",tenant="acme"} 1.0' in text
     assert 'switchyard_commands_dead_lettered_total{connector="slack",space="main",tenant="acme"} 1.0' in text
     assert 'switchyard_command_latency_seconds_count{connector="slack",tenant="acme"} 4.0' in text
+
+
+def test_worker_label_cache_counts_each_call_and_stays_bounded_under_new_tenants() -> None:
+    metrics = Metrics("worker-slack", tenant_cap=20, hot_cap=50)
+    routed = make_routed_command("acme")
+    for _ in range(3):
+        metrics.command_started(routed, datetime.now(UTC))
+    metrics.command_stopped("acme")
+    metrics.result(make_result("acme"))
+    metrics.result(make_result("acme"))
+    metrics.result(make_result("acme", status=ResultStatus.DEAD_LETTERED, code=ErrorCode.RETRIES_EXHAUSTED))
+    for i in range(500):
+        metrics.result(make_result(f"flood{i}", spans=0))
+        metrics.command_started(make_routed_command(f"flood{i}"), datetime.now(UTC))
+        metrics.command_stopped(f"flood{i}")
+    assert len(metrics._hot_worker) == 50
+    text = metrics.exposition().decode()
+    assert 'switchyard_in_flight{tenant="acme"} 2.0' in text
+    assert 'switchyard_commands_succeeded_total{connector="slack",space="main",tenant="acme"} 2.0' in text
+    assert 'switchyard_commands_dead_lettered_total{connector="slack",space="main",tenant="acme"} 1.0' in text
+    assert 'switchyard_command_latency_seconds_count{connector="slack",tenant="acme"} 3.0' in text
+    assert 'switchyard_stage_latency_seconds_count{connector="slack",stage="routed_to_started"} 503.0' in text
+    # Tenants past the label cap share "other", cached or not.
+    assert f'switchyard_commands_succeeded_total{{connector="slack",space="other",tenant="{OTHER}"}} 481.0' in text
+    assert f'switchyard_in_flight{{tenant="{OTHER}"}} 0.0' in text
 
 
 def test_two_metrics_objects_have_separate_registries() -> None:
