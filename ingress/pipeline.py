@@ -187,8 +187,6 @@ class KafkaPipeline:
                     outcomes[index] = exc
         for index, command, future in sends:
             outcomes[index] = await self._settle(command, future)
-            if self.metrics is not None and isinstance(outcomes[index], tuple):
-                self.metrics.command_accepted(command)
         for index, command, inflight in replays:
             try:
                 await asyncio.shield(inflight)
@@ -280,6 +278,13 @@ class KafkaPipeline:
         return None if record is None else Command.from_bytes(record)
 
     async def _send(self, command: Command, trace: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
+        """Hand the record to the producer; its acknowledgement settles the command.
+
+        The acknowledgement is handled by a callback, not by whoever awaits it: a request
+        cancelled while it waits (a client that disconnects, the edge timeout) leaves the
+        record to be acknowledged or failed all the same, and a concurrent replay waiting
+        on the same command is always answered.
+        """
         if self.producer is None:
             raise KafkaUnavailable("the ingress producer is not running")
         headers = Headers.for_command(
@@ -292,31 +297,39 @@ class KafkaPipeline:
         headers += trace
         # Mark in flight before the first await: a concurrent replay must find it.
         value = command.to_bytes()
-        self._inflight[command.command_id] = asyncio.get_running_loop().create_future()
+        inflight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[command.command_id] = inflight
         self._submitted.put(command.command_id, value)
         try:
-            return await self.producer.send(
+            ack = await self.producer.send(
                 self.topic,
                 value=value,
                 key=command.tenant_id.encode(),
                 headers=headers,
             )
         except (KafkaError, OSError) as exc:
-            self._fail(command, exc)
+            self._fail(command, inflight, exc)
             raise KafkaUnavailable(f"publishing failed ({type(exc).__name__})") from exc
+        except BaseException as exc:
+            # Cancelled before the producer took the record: it was never published.
+            self._fail(command, inflight, exc)
+            raise
+        ack.add_done_callback(lambda done: self._acknowledged(command, inflight, done))
+        return ack
 
-    async def _settle(
-        self, command: Command, future: asyncio.Future[Any]
-    ) -> tuple[Command, bool] | KafkaUnavailable:
-        try:
-            async with asyncio.timeout(self._send_timeout):
-                await future
-        except (KafkaError, OSError, TimeoutError) as exc:
-            self._fail(command, exc)
-            return KafkaUnavailable(f"the broker did not acknowledge ({type(exc).__name__})")
-        inflight = self._inflight.pop(command.command_id, None)
-        if inflight is not None and not inflight.done():
-            inflight.set_result(None)
+    def _acknowledged(
+        self, command: Command, inflight: asyncio.Future[None], ack: asyncio.Future[Any]
+    ) -> None:
+        if ack.cancelled() or ack.exception() is not None:
+            self._fail(command, inflight, ack.exception() if not ack.cancelled() else TimeoutError())
+            return
+        if inflight.done():
+            return  # given up on (timed out) before the broker answered
+        inflight.set_result(None)
+        if self._inflight.get(command.command_id) is inflight:
+            del self._inflight[command.command_id]
+        if self.metrics is not None:
+            self.metrics.command_accepted(command)
         if logger.isEnabledFor(logging.INFO):
             with bind(
                 tenant_id=command.tenant_id,
@@ -324,15 +337,32 @@ class KafkaPipeline:
                 command_id=command.command_id,
             ):
                 logger.info("command accepted", extra={"fields": {"action": command.action}})
+
+    async def _settle(
+        self, command: Command, ack: asyncio.Future[Any]
+    ) -> tuple[Command, bool] | KafkaUnavailable:
+        inflight = self._inflight.get(command.command_id)
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                # Shielded: a cancelled caller must not cancel the producer's future,
+                # whose callback still settles the command.
+                await asyncio.shield(ack)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            if inflight is not None:
+                self._fail(command, inflight, exc)
+            return KafkaUnavailable(f"the broker did not acknowledge ({type(exc).__name__})")
         return command, True
 
-    def _fail(self, command: Command, exc: BaseException) -> None:
-        # Forget it, so a retry by the caller publishes again instead of "replaying" nothing.
-        self._submitted.pop(command.command_id)
-        inflight = self._inflight.pop(command.command_id, None)
-        if inflight is not None and not inflight.done():
-            inflight.set_exception(KafkaUnavailable(f"publishing failed ({type(exc).__name__})"))
-            inflight.exception()  # retrieved: nobody may be waiting on it
+    def _fail(self, command: Command, inflight: asyncio.Future[None], exc: BaseException) -> None:
+        """Forget a publish that did not happen, once, so a retry by the caller publishes
+        again instead of "replaying" nothing, and wake any replay waiting on it."""
+        if inflight.done():
+            return
+        inflight.set_exception(KafkaUnavailable(f"publishing failed ({type(exc).__name__})"))
+        inflight.exception()  # retrieved: nobody may be waiting on it
+        if self._inflight.get(command.command_id) is inflight:
+            del self._inflight[command.command_id]
+            self._submitted.pop(command.command_id)
         with bind(tenant_id=command.tenant_id, command_id=command.command_id):
             logger.warning("command not accepted: %s", type(exc).__name__)
 
