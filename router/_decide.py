@@ -181,6 +181,7 @@ class Decisions:
         )
         ukey = usage_key(command.tenant_id, command.space_id)
         state, rejection = admit(self.usage.get(ukey), workspace.limits, now)
+        state["k"] = partition  # where the sweep writes its tombstone
         self.usage.put(ukey, state, partition)
         if rejection is not None:
             raise rejection

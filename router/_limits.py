@@ -16,7 +16,7 @@ from typing import Any
 from core.errors import PermanentError
 from schemas import ErrorCode, Limits
 
-__all__ = ["admit"]
+__all__ = ["admit", "at_rest"]
 
 
 _SECONDS_PER_DAY = 86_400
@@ -76,3 +76,13 @@ def admit(
     new["tokens"] = tokens - 1.0
     new["used"] = used + 1
     return new, None
+
+
+def at_rest(state: dict[str, Any], limits: Limits, now: float | None = None) -> bool:
+    """Whether ``state`` tells :func:`admit` nothing a missing state would not: its bucket
+    has refilled and it has spent no quota today. Such an entry can be dropped."""
+    now = time.time() if now is None else now
+    elapsed = max(0.0, now - float(state.get("ts", now)))
+    tokens = float(state.get("tokens", limits.burst)) + elapsed * limits.rate_per_second
+    spent_today = state.get("day") == _day(now) and int(state.get("used", 0)) > 0
+    return tokens >= limits.burst and not spent_today

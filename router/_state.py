@@ -15,18 +15,25 @@ Two tables use this:
 * ``dedup`` — ``<tenant>/<idempotency key>`` → ``{"c": command id, "s": "p"|"d",
   "t": output topic, "p": output partition, "ts": ms, "k": source partition}``;
   ``p`` = pending (written before the output is sent), ``d`` = done (after it is acked).
-* ``usage`` — ``<tenant>/<space>`` → token bucket and daily quota (``router._limits``).
+* ``usage`` — ``<tenant>/<space>`` → token bucket and daily quota (``router._limits``)
+  and ``"k"``, the source partition. :meth:`PartitionedState.sweep_usage` drops entries
+  of workspaces that no longer exist and entries at rest, so the table holds only
+  workspaces in use, not every workspace ever seen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+
+from schemas import Limits
+
+from ._limits import at_rest
 
 __all__ = ["PartitionedState", "dedup_key", "usage_key"]
 
@@ -110,4 +117,26 @@ class PartitionedState:
                 for _, key, partition in entries[: len(entries) - per_tenant]:
                     self.delete(key, partition)
                     dropped += 1
+        return dropped
+
+    def sweep_usage(
+        self, limits_for: Callable[[str, str], Limits | None], now: float | None = None
+    ) -> int:
+        """Drop usage entries of unconfigured workspaces and entries at rest.
+
+        ``limits_for(tenant_id, space_id)`` gives the workspace's limits, or None when it
+        is not configured (its commands are refused before their usage is read). An
+        entry at rest (bucket full, no quota spent today) equals a missing one. Returns
+        how many were dropped (tombstones are buffered until :meth:`flush`).
+        """
+        now = time.time() if now is None else now
+        dropped = 0
+        for key, entry in self.items():
+            if "k" not in entry:
+                continue  # written before entries named their partition
+            tenant_id, _, space_id = key.partition("/")
+            limits = limits_for(tenant_id, space_id)
+            if limits is None or at_rest(entry, limits, now):
+                self.delete(key, int(entry["k"]))
+                dropped += 1
         return dropped

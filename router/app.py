@@ -28,6 +28,7 @@ import asyncio
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from core.heap import settle_heap
 from core.kafka import ensure_topics, make_consumer, make_producer, start_client, topic_partitions
 from core.metrics import Metrics
 from core.settings import Settings
-from schemas import CONNECTORS
+from schemas import CONNECTORS, Limits
 
 from ._config_view import ConfigView
 from ._fair import FairQueue
@@ -201,6 +202,14 @@ class RouterRuntime(Service):
                 }
             },
         )
+
+
+def _limits_of(config: ConfigView) -> Callable[[str, str], Limits | None]:
+    def limits(tenant_id: str, space_id: str) -> Limits | None:
+        workspace = config.get(tenant_id, space_id)
+        return None if workspace is None else workspace.limits
+
+    return limits
 
 
 def _shorten_fetch_wait(app: faust.App) -> None:
@@ -452,5 +461,9 @@ def create_app(
         await router.dedup.flush(router.producer)
         if dropped:
             logger.info("dedup entries expired", extra={"fields": {"dropped": dropped}})
+        idle = router.usage.sweep_usage(_limits_of(router.config))
+        await router.usage.flush(router.producer)
+        if idle:
+            logger.info("idle usage entries dropped", extra={"fields": {"dropped": idle}})
 
     return app, runtime

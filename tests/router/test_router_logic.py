@@ -164,6 +164,37 @@ async def test_dedup_sweep_drops_expired_entries_and_the_oldest_beyond_the_tenan
     ]
 
 
+async def test_usage_sweep_drops_unconfigured_workspaces_and_entries_at_rest() -> None:
+    table, producer = _FakeTable(), _FakeProducer()
+    state = PartitionedState(table, "usage-changelog")
+    limits = Limits(rate_per_second=1.0, burst=10, daily_quota=100)
+    day = datetime(2026, 5, 1, tzinfo=UTC).timestamp()
+    busy, _ = admit(None, limits, now=day + 100)  # spent quota today: kept
+    rested, _ = admit(None, limits, now=day - 3_600)  # yesterday, bucket refilled since
+    refilling = {**busy, "tokens": 0.0, "used": 0}  # bucket still refilling: kept
+    for key, entry, partition in (
+        ("acme/sales", busy, 1),
+        ("acme/ops", rested, 1),
+        ("acme/gone", busy, 1),
+        ("beta/sales", refilling, 2),
+        ("beta/legacy", rested, 2),
+    ):
+        state.put(key, {**entry, **({} if key == "beta/legacy" else {"k": partition})}, partition)
+    await state.flush(producer)
+    producer.sent.clear()
+    configured = {("acme", "sales"), ("acme", "ops"), ("beta", "sales"), ("beta", "legacy")}
+
+    def limits_for(tenant_id: str, space_id: str) -> Limits | None:
+        return limits if (tenant_id, space_id) in configured else None
+
+    assert state.sweep_usage(limits_for, now=day + 105) == 2
+    assert sorted(table.data) == ["acme/sales", "beta/legacy", "beta/sales"]
+    await state.flush(producer)
+    assert sorted(producer.sent) == [(1, "acme/gone", None), (1, "acme/ops", None)]
+    # An entry at rest is what admit would start from anyway.
+    assert admit(None, limits, now=day + 105)[0]["tokens"] == admit(rested, limits, now=day + 105)[0]["tokens"]
+
+
 async def test_config_sync_skips_the_probe_only_for_commands_older_than_the_last_probe() -> None:
     from core.settings import load_settings
     from router._config_view import ConfigView
