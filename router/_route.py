@@ -175,6 +175,8 @@ class Router(Decisions):
                 continue
             expected = self._next.get(tp, committed.get(tp))
             if expected is not None and offset > expected and (tp, expected) not in self._sought:
+                # Gaps already committed past cannot come back: forget them (bounded).
+                self._sought = {(t, o) for t, o in self._sought if o >= committed.get(t, 0)}
                 self._sought.add((tp, expected))
                 self.skipped[tp] = min(expected, self.skipped.get(tp, expected))
                 blocked.add(tp)
