@@ -65,6 +65,12 @@ class CircuitBreakers:
         state = self._states.get(key)
         return state is not None and state.open_until is not None
 
+    def probing(self, key: str) -> bool:
+        """Whether the half-open probe of ``key`` is out (right after :meth:`allow`: the
+        caller's own)."""
+        state = self._states.get(key)
+        return state is not None and state.probing
+
     def success(self, key: str) -> None:
         self._states.pop(key, None)
 

@@ -175,8 +175,9 @@ class Executor:
         if problem is not None:
             return _Verdict(Step.FAIL, [*errors, problem], None, problem)
         failures = 0
+        probe = False  # this command holds the half-open breaker's one probe
         while True:
-            if not self.breakers.allow(key):
+            if not probe and not self.breakers.allow(key):
                 info = RetryableError(
                     ErrorCode.CIRCUIT_OPEN,
                     f"circuit open for tenant {key} on {self.connector.name}",
@@ -185,6 +186,9 @@ class Executor:
                 errors.append(info)
                 decision = self._decide(info, failures, next_tier, command, in_process=False)
                 return _Verdict(decision.step, errors, None, info, decision)
+            # allow() just admitted it: when that opened the probe, it is this command's,
+            # kept through its in-process retries until a verdict (success or failure).
+            probe = probe or self.breakers.probing(key)
             secret: list[TenantSecret] = []
             try:
                 output = await self._attempt(command, secret)

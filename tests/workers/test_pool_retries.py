@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
@@ -111,3 +112,33 @@ async def test_open_circuit_short_circuits_only_the_failing_tenant(settings, vau
         assert result.error is not None and result.error.code is ErrorCode.DEADLINE_EXPIRED
     assert sorted(d.command_id for d in dead) == sorted(c.command_id for c in broken)
     assert all(d.errors[-1].code is ErrorCode.CIRCUIT_OPEN for d in dead)
+
+
+async def test_a_half_open_probe_keeps_its_turn_through_in_process_retries(settings, vault_admin):
+    """The probe that fails once and succeeds on its in-process retry closes the breaker
+    (it used to ask the breaker again, be refused as "probing", and leave the tenant's
+    circuit open until the process restarted)."""
+    upstream = Upstream()
+    options = PoolOptions(
+        tier_delays=(0.2,), breaker_threshold=2, breaker_cooldown=1.0, in_process_attempts=2,
+        concurrency=4, tenant_concurrency=1,
+    )
+    async with upstream.running():
+        tenant = f"probe{settings.topic_prefix[1:9]}"
+        await put_tenant(vault_admin, upstream, tenant)
+        broken = [command(tenant, faults=[500] * 50) for _ in range(2)]
+        async with pool_running(settings, vault_admin, upstream, options=options):
+            await produce(settings, broken)
+            await wait_results(settings, {c.command_id for c in broken})
+            await asyncio.sleep(1.2)  # past the cool-down: the next command is the probe
+            probe = command(tenant, faults=[500])
+            await produce(settings, [probe])
+            await wait_results(settings, {probe.command_id})
+            after = [command(tenant) for _ in range(2)]
+            await produce(settings, after)
+            await wait_results(settings, {c.command_id for c in after})
+        results = await all_results(settings)
+
+    (probed,) = results[probe.command_id]
+    assert (probed.status, probed.attempts) == (ResultStatus.SUCCEEDED, 2)
+    assert [results[c.command_id][0].status for c in after] == [ResultStatus.SUCCEEDED] * 2
