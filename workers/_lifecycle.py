@@ -95,6 +95,10 @@ class PoolLifecycle:
             await self.outbox.wait_visible(self.admin, revoked)
         except Exception:
             logger.exception("commit on revoke failed; the new owner redoes uncommitted records")
+        # What stayed queued (a failed flush, or a task that finished after it) is the
+        # new owner's to redo: sent by a later flush, it would be a second Result.
+        if dropped := self.outbox.discard(revoked):
+            logger.info("outcomes of revoked partitions left to their new owner: %d", dropped)
         self.tracker.forget(revoked)
         for tp in revoked:
             self._running.pop(tp, None)

@@ -64,7 +64,8 @@ class Outbox:
         self._linger = linger
         self._max_batch = max_batch
         self._max_failures = max_failures
-        self._pending: list[Outgoing] = []
+        # Each record with the source partition whose outcome it is (see discard()).
+        self._pending: list[tuple[TopicPartition, Outgoing]] = []
         self._lock = asyncio.Lock()
         self._full = asyncio.Event()
         self.transactions = 0
@@ -85,7 +86,7 @@ class Outbox:
         """
         if not self._tracker.is_current(tp, generation):
             return False
-        self._pending.extend(records)
+        self._pending.extend((tp, record) for record in records)
         self._tracker.finish(tp, offset, generation)
         self._full.set()
         return True
@@ -110,7 +111,7 @@ class Outbox:
                 return
             try:
                 await self._producer.begin_transaction()
-                for record in batch:
+                for _, record in batch:
                     await self._producer.send(
                         record.topic, record.value, key=record.key, headers=record.headers
                     )
@@ -131,6 +132,18 @@ class Outbox:
             for tp, (position, _) in offsets.items():
                 self._committed[tp] = position
             self.transactions += 1
+
+    def discard(self, tps: set[TopicPartition]) -> int:
+        """Drop queued records that are outcomes of ``tps`` (being given up); returns how many.
+
+        Their offsets were not committed, so the partitions' next owner redoes them;
+        sending them later (a flush after a failed one re-sends what stayed queued) would
+        publish a second Result. Call with no await before :meth:`OffsetTracker.forget`.
+        """
+        kept = [(tp, record) for tp, record in self._pending if tp not in tps]
+        dropped = len(self._pending) - len(kept)
+        self._pending = kept
+        return dropped
 
     async def wait_visible(
         self, admin: Any, tps: Iterable[TopicPartition], within: float = 5.0

@@ -14,9 +14,13 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from aiokafka.producer.transaction_manager import TransactionManager
 
 from core.errors import KafkaUnavailable
+from workers._holding import Holding
+from workers._lifecycle import PoolLifecycle
 from workers._offsets import OffsetTracker
 from workers._outbox import Outbox, TransactionInDoubt
+from workers._pool import PoolOptions
 from workers._results import Outgoing
+from workers._scheduler import FairScheduler
 
 TP = TopicPartition("connector", 0)
 
@@ -95,3 +99,28 @@ async def test_the_flush_loop_stops_at_once_on_a_transaction_in_doubt() -> None:
         async with asyncio.timeout(5):
             await outbox.run()
     assert producer.sent == [b"result-0"]
+
+
+async def test_a_revoke_after_a_failed_flush_leaves_the_partitions_outcomes_to_the_new_owner() -> None:
+    """What stayed queued for a revoked partition is not sent by a later flush: its offset
+    was never committed, so the new owner redoes it, and sending it too would be a second
+    Result. Other partitions' queued outcomes still go out."""
+    producer = BrokerGoneProducer(fail_at="send")
+    outbox = _outbox_with_one_result(producer)
+    other = TopicPartition("connector", 1)
+    generation = outbox._tracker.track(other, 0)
+    assert generation is not None
+    assert outbox.add([Outgoing("results", b"tenant", b"result-other", [])], other, 0, generation)
+
+    pool = PoolLifecycle()
+    pool.options = PoolOptions(revoke_grace=0.1)
+    pool._started = True
+    pool.scheduler = FairScheduler(global_limit=4, tenant_limit=1)
+    pool.holding = Holding(limit=10, pause=lambda tp: None, resume=lambda tp: None)
+    pool.tracker, pool.outbox, pool._running = outbox._tracker, outbox, {}
+    await pool._on_revoked({TP})  # its flush fails (abortable): both stay queued, then TP's go
+
+    assert outbox.pending == 1
+    producer.fail_at = ""
+    await outbox.flush()
+    assert (producer.sent, producer.commits) == ([b"result-other"], 1)
