@@ -5,8 +5,9 @@ idempotency_key)`` (SHA-256, base32, 26 characters), so a replay sent to *any* r
 gets the same id. A replica publishes nothing for a replay it recognises: one it
 submitted itself (bounded LRU of submitted commands) or whose Result it holds. A replay
 that reaches a replica knowing neither (another replica accepted it and it is still
-running) is published again under the same id; the router and the workers treat a
-command id they have seen as a duplicate, so it still runs once.
+running) is published again under the same id; the router's dedup table (keyed by tenant and
+idempotency key, kept 24 h and at most the tenant's latest 100,000 keys) drops it, so it
+still runs once. A replay older than that window is a new command.
 
 Durability: ``submit`` returns only after the broker acknowledged the record
 (idempotent producer, ``acks=all``), so a 2xx answer means the command survives a crash
