@@ -71,7 +71,8 @@ class TaskBook:
         result_timeout: float,
     ) -> None:
         self._services = services
-        self._entries: LRU[tuple[str, str], _Entry] = LRU(max_tasks)
+        # Keyed by (tenant, workspace, task id): a task is its workspace's, like its command.
+        self._entries: LRU[tuple[str, str, str], _Entry] = LRU(max_tasks)
         self._ttl_ms = ttl_ms
         self._poll_ms = poll_interval_ms
         self._result_timeout = result_timeout
@@ -82,7 +83,7 @@ class TaskBook:
         """Record a task for a just-published command and describe it."""
         ttl = self._ttl_ms if requested_ttl is None else max(0, min(requested_ttl, self._ttl_ms))
         entry = _Entry(identity.tenant_id, identity.space_id, command.submitted_at, ttl)
-        self._entries.put((identity.tenant_id, command.command_id), entry)
+        self._entries.put((identity.tenant_id, identity.space_id, command.command_id), entry)
         task = Task(
             task_id=command.command_id,
             status="working",
@@ -94,13 +95,13 @@ class TaskBook:
         return CreateTaskResult(task=task)
 
     def _describe(self, identity: Identity, task_id: str) -> tuple[Task, Result | None]:
-        """The task's current state, bound to the caller's tenant.
+        """The task's current state, bound to the caller's tenant and workspace.
 
         Raises:
-            RpcError: -32602 when the tenant has no such task (another tenant's id
+            RpcError: -32602 when the workspace has no such task (another one's id
                 included: it must read exactly like an unknown one).
         """
-        entry = self._entries.get((identity.tenant_id, task_id))
+        entry = self._entries.get((identity.tenant_id, identity.space_id, task_id))
         pipeline = self._services.pipeline
         result = pipeline.peek(identity, task_id)
         command = pipeline.known(identity, task_id) if result is None else None
@@ -194,7 +195,7 @@ class TaskBook:
             raise RpcError(
                 INVALID_PARAMS, f"Cannot cancel task {task_id}: it is already {task.status}"
             )
-        key = (identity.tenant_id, task_id)
+        key = (identity.tenant_id, identity.space_id, task_id)
         entry = self._entries.get(key)
         now = datetime.now(UTC)
         if entry is None:
@@ -212,8 +213,8 @@ class TaskBook:
         """
         ids = [
             task_id
-            for tenant, task_id in reversed(list(self._entries))
-            if tenant == identity.tenant_id
+            for tenant, space, task_id in reversed(list(self._entries))
+            if (tenant, space) == (identity.tenant_id, identity.space_id)
         ]
         try:
             offset = int(cursor) if cursor is not None else 0

@@ -170,11 +170,14 @@ class FakePipeline:
             return None
         return None
 
+    # Visible to its tenant and workspace only, as KafkaPipeline's are.
     def peek(self, identity: Identity, command_id: str) -> Result | None:
-        return self.results.get((identity.tenant_id, command_id))
+        found = self.results.get((identity.tenant_id, command_id))
+        return found if found is not None and found.space_id == identity.space_id else None
 
     def known(self, identity: Identity, command_id: str) -> Command | None:
-        return self.pending.get((identity.tenant_id, command_id))
+        found = self.pending.get((identity.tenant_id, command_id))
+        return found if found is not None and found.space_id == identity.space_id else None
 
 
 def _action(name: str, **schema: Any) -> ActionConfig:
@@ -806,6 +809,32 @@ async def test_tasks_of_another_tenant_read_as_unknown(server: Server) -> None:
         f"{server.url}/ops", _rpc("tasks/list"), key="key-beta", headers=_legacy(beta_session)
     )
     assert listed["result"]["tasks"] == []
+
+
+async def test_tasks_of_another_workspace_of_the_same_tenant_read_as_unknown(
+    server: Server,
+) -> None:
+    server.pipeline.responder = lambda command: None
+    session, _ = await _initialize(f"{server.url}/main")
+    _, _, created = await _post(
+        f"{server.url}/main",
+        _rpc("tools/call", {"name": "create_task", "arguments": {}, "task": {}}),
+        headers=_legacy(session),
+    )
+    task_id = created["result"]["task"]["taskId"]
+    # The same key, its other workspace: a task is its workspace's, like its command.
+    other, _ = await _initialize(f"{server.url}/big")
+    for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+        _, _, body = await _post(
+            f"{server.url}/big", _rpc(method, {"taskId": task_id}), headers=_legacy(other)
+        )
+        assert body["error"]["code"] == -32602 and "Unknown task" in body["error"]["message"]
+    _, _, listed = await _post(f"{server.url}/big", _rpc("tasks/list"), headers=_legacy(other))
+    assert listed["result"]["tasks"] == []
+    _, _, got = await _post(
+        f"{server.url}/main", _rpc("tasks/get", {"taskId": task_id}), headers=_legacy(session)
+    )
+    assert got["result"]["status"] == "working", "the other workspace must not cancel it"
 
 
 async def test_cancelling_a_working_task_marks_it_cancelled_and_says_it_may_still_run(
