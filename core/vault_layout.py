@@ -38,7 +38,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 def _check(*ids: str) -> None:
     for value in ids:
-        if not _SAFE.match(value):
+        if not _SAFE.fullmatch(value):
             raise ValueError(f"unsafe id for a Vault name: {value!r}")
 
 

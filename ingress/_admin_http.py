@@ -54,7 +54,7 @@ def _ids(request: web.Request, *names: str) -> list[str]:
     values = [request.match_info[name] for name in names]
     for name, value in zip(names, values, strict=True):
         pattern = _CONNECTOR if name == "connector" else _SAFE_ID
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise BadRequest(f"{name} must match {pattern.pattern}")
     return values
 

@@ -53,9 +53,12 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     if not value:
         return None
     scheme, _, token = value.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    # Keys and tokens are printable ASCII; anything else (raw bytes arrive as surrogates)
+    # is no credential, and must not reach an encode() that would fail.
+    if scheme.lower() != "bearer" or not token or not token.isascii() or not token.isprintable():
         return None
-    return token.strip()
+    return token
 
 
 def requested_space(path_space: str | None, headers: Mapping[str, str]) -> str | None:

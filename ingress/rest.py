@@ -13,6 +13,7 @@ batch's rate-limit cost is its item count, taken (or refused with 429) as a whol
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,6 +49,9 @@ async def _identity(request: web.Request) -> Identity:
     return identity
 
 
+_VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
 def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submission:
     if not isinstance(raw, dict):
         raise BadRequest(f"{prefix}a command must be a JSON object")
@@ -57,6 +61,8 @@ def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submissio
     except ValidationError as exc:
         raise from_validation(exc, prefix=prefix) from None
     key = parsed.idempotency_key
+    if header_key is not None and not _VALID_KEY.fullmatch(header_key):
+        raise BadRequest("the Idempotency-Key header must be 1-255 printable ASCII characters without spaces")
     if header_key and key and header_key != key:
         raise BadRequest("the Idempotency-Key header and the body's idempotency_key differ")
     deadline = None

@@ -94,8 +94,11 @@ def _accepted_types(header: str) -> tuple[bool, bool]:
 
 
 def _unsupported(requested: str) -> RpcError:
+    # Echoed back only as printable ASCII (raw header bytes arrive as surrogates,
+    # which no JSON encoder takes), and short.
+    shown = requested[:64] if requested.isascii() and requested.isprintable() else "(invalid)"
     data = UnsupportedProtocolVersionErrorData(
-        supported=[*HANDSHAKE_VERSIONS, *MODERN_VERSIONS], requested=requested
+        supported=[*HANDSHAKE_VERSIONS, *MODERN_VERSIONS], requested=shown
     ).model_dump(mode="json")
     return RpcError(
         UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version", data=data, status=400

@@ -138,3 +138,41 @@ async def test_fuzzed_submit_bodies_never_get_a_5xx(settings):
         await asyncio.to_thread(post)
         assert len(statuses) >= 100
         assert any(s == 400 for s in statuses)
+
+
+async def _raw(harness: IngressHarness, head: bytes, body: bytes = b"") -> tuple[int, dict]:
+    """One HTTP/1.1 request written byte for byte (clients refuse non-UTF-8 headers)."""
+    url = harness.client.make_url("/")
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(
+            head + b"Host: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read()
+    finally:
+        writer.close()
+    head_text, _, payload = raw.partition(b"\r\n\r\n")
+    return int(head_text.split()[1]), orjson.loads(payload) if payload else {}
+
+
+async def test_raw_bytes_in_headers_and_a_newline_in_ids_are_4xx(harness, acme):
+    key = f"Authorization: Bearer {acme.api_key}\r\n".encode()
+    status, body = await _raw(harness, b"GET /v1/admin/workspaces/a/b HTTP/1.1\r\nAuthorization: Bearer \xff\r\n")
+    assert status == 401, body
+    status, body = await _raw(
+        harness, b"POST /v1/commands HTTP/1.1\r\n" + key + b"Idempotency-Key: \xff\r\n", b'{"action": "echo"}'
+    )
+    assert status == 400 and "Idempotency-Key" in body["error"]["message"], body
+    call = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    status, body = await _raw(
+        harness, b"POST /mcp/sales HTTP/1.1\r\n" + key + b"Accept: application/json, text/event-stream\r\n"
+        + b"MCP-Protocol-Version: \xff\r\n", call,
+    )
+    assert status == 400 and body["error"]["code"] == -32022, body
+    response = await harness.client.get(
+        f"/v1/admin/workspaces/{acme.tenant_id}%0A/sales", headers=harness.admin_headers
+    )
+    assert response.status == 400, await response.text()
