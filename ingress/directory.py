@@ -143,21 +143,26 @@ class Directory:
         record, digest, verdict = self._lookup(bearer)
         if verdict is None:
             running = self._checking.get(digest)
-            if running is not None:
-                verdict = await asyncio.shield(running)
-            else:
-                running = asyncio.get_running_loop().create_future()
+            if running is None:
+                # Its own task: a caller that goes away (a client disconnect cancels its
+                # handler) must not cancel the check the others are waiting for.
+                running = asyncio.ensure_future(self._check(bearer, record, digest))
                 self._checking[digest] = running
-                try:
-                    async with self._scrypt_slots:
-                        verdict = await asyncio.to_thread(verify_secret, self._secret(bearer), record)
-                    self._remember(digest, record, verdict)
-                    running.set_result(verdict)
-                finally:
-                    del self._checking[digest]
-                    if not running.done():
-                        running.cancel()
+                running.add_done_callback(lambda done: self._checked(digest, done))
+            verdict = await asyncio.shield(running)
         return self._identity(record, verdict, space_id)
+
+    async def _check(self, bearer: str | None, record: ApiKeyRecord, digest: bytes) -> bool:
+        async with self._scrypt_slots:
+            verdict = await asyncio.to_thread(verify_secret, self._secret(bearer), record)
+        self._remember(digest, record, verdict)
+        return verdict
+
+    def _checked(self, digest: bytes, done: asyncio.Future[bool]) -> None:
+        if self._checking.get(digest) is done:
+            del self._checking[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone
 
     @staticmethod
     def _secret(bearer: str | None) -> str:

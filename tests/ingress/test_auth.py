@@ -118,3 +118,26 @@ async def test_revoked_key_is_refused_at_once(harness, acme):
     assert revoke.status == 204
     again = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=acme.headers)
     assert again.status == 401
+
+
+async def test_a_caller_going_away_does_not_fail_others_waiting_on_the_same_key_check(settings):
+    """Concurrent first requests with one key share one scrypt run; cancelling the
+    request that started it (a client disconnect) must not cancel the others' check."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from ingress.admin import new_api_key
+    from ingress.directory import Directory
+
+    directory = Directory(settings)
+    plaintext, record = new_api_key(tenant_id="acme", spaces=["sales"], user_id="ann")
+    directory.apply(SimpleNamespace(key=f"api_key:{record.key_id}".encode(), value=record.to_bytes()))
+    first = asyncio.create_task(directory.authenticate_async(plaintext, None))
+    second = asyncio.create_task(directory.authenticate_async(plaintext, None))
+    await asyncio.sleep(0)  # both are waiting on the one check now
+    first.cancel()
+    async with asyncio.timeout(30):
+        identity = await second
+    assert (identity.tenant_id, identity.space_id) == ("acme", "sales")
+    assert first.cancelled() and not directory._checking
+    assert (await directory.authenticate_async(plaintext, None)).user_id == "ann"  # cached
