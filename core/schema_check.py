@@ -3,7 +3,11 @@
 ``jsonschema`` (pure Python, ~200 µs per check here) words errors well; ``jsonschema_rs``
 (compiled, ~1 µs) decides valid or invalid. A :class:`SchemaCheck` asks the compiled
 validator first and runs the Python one only for an invalid instance, so valid calls
-are cheap and rejection messages stay exactly ``jsonschema``'s.
+are cheap and rejection messages come from ``jsonschema``'s errors.
+
+:func:`describe` words an error without the rejected value: ``jsonschema``'s own
+messages quote the instance (``'<token>' is too long``), and arguments may hold
+anything a caller pasted, so a rejection names the rule broken and no more.
 """
 
 from __future__ import annotations
@@ -13,10 +17,29 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jsonschema_rs
+import orjson
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.protocols import Validator
 
-__all__ = ["SchemaCheck"]
+__all__ = ["SchemaCheck", "describe"]
+
+# Validators whose messages name properties only (of the schema or the object), never a value.
+_NAMES_ONLY = frozenset(
+    {"required", "additionalProperties", "unevaluatedProperties", "dependentRequired", "dependencies"}
+)
+
+
+def describe(error: ValidationError, limit: int = 200) -> str:
+    """What rule ``error`` broke, without the rejected value (``expected type "string"``)."""
+    if error.validator in _NAMES_ONLY:
+        text = str(error.message)
+    else:
+        try:
+            rule = orjson.dumps(error.validator_value).decode()
+        except TypeError:
+            rule = "(schema)"
+        text = f"expected {error.validator} {rule}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _no_remote(uri: str) -> Any:

@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
 from core.errors import PermanentError
-from core.schema_check import SchemaCheck
+from core.schema_check import SchemaCheck, describe
 from schemas import ActionConfig, Command, ErrorCode, WorkspaceConfig
 
 from ._mapping import MappingError, compile_mapping
@@ -158,7 +158,7 @@ def resolve(
     if error is not None:
         raise _reject(
             ErrorCode.INVALID_ARGUMENTS,
-            f"arguments{error.json_path[1:]}: {_clip(error.message, 200)}",
+            f"arguments{error.json_path[1:]}: {describe(error)}",
         )
     if compiled.render is None:
         raise _reject(

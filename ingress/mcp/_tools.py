@@ -21,7 +21,7 @@ from mcp_types import (
 from pydantic import ValidationError
 
 from core.errors import KafkaUnavailable
-from core.schema_check import SchemaCheck
+from core.schema_check import SchemaCheck, describe
 from core.telemetry import current_trace_id
 from ingress._bounded import LRU
 from ingress.contracts import Identity, Services
@@ -240,7 +240,7 @@ class ToolRunner:
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "(root)"
             raise RpcError(
-                INVALID_PARAMS, f"Invalid arguments for tool {name} at {where}: {error.message}"
+                INVALID_PARAMS, f"Invalid arguments for tool {name} at {where}: {describe(error)}"
             )
         return action
 

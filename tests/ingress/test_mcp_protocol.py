@@ -368,7 +368,16 @@ async def test_arguments_violating_the_schema_are_invalid_params(server: Server)
         with pytest.raises(MCPError) as caught:
             await client.call_tool("daily_summary", {"text": 42})
     assert caught.value.code == -32602 and "text" in caught.value.message
+    assert caught.value.message.endswith('at text: expected type "string"')
     assert server.pipeline.published == []
+
+
+async def test_a_rejected_argument_value_is_not_echoed_back(server: Server) -> None:
+    pasted = {"text": ["xoxb-pasted-secret-value"]}
+    async with _client(f"{server.url}/main", "key-acme", "legacy") as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("daily_summary", pasted)
+    assert caught.value.code == -32602 and "pasted-secret" not in caught.value.message
 
 
 async def test_a_call_past_the_deadline_says_the_command_still_runs() -> None:

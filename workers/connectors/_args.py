@@ -18,7 +18,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from core.errors import PermanentError
-from core.schema_check import SchemaCheck
+from core.schema_check import SchemaCheck, describe
 from schemas import ErrorCode
 
 from ._base import Connector, ConnectorCall
@@ -57,7 +57,7 @@ def validated(connector: Connector, call: ConnectorCall) -> Mapping[str, Any]:
         where = "/".join(str(part) for part in error.absolute_path) or "arguments"
         raise PermanentError(
             ErrorCode.INVALID_ARGUMENTS,
-            f"{kind.name} {call.operation}: {where}: {error.message[:200]}",
+            f"{kind.name} {call.operation}: {where}: {describe(error)}",
         )
     return call.arguments
 
