@@ -28,7 +28,7 @@ from mcp_types.jsonrpc import HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION
 from yarl import URL
 
 from core.errors import KafkaUnavailable
-from ingress.auth import TENANT_HEADERS
+from ingress.auth import TENANT_HEADERS, bearer_token
 from ingress.contracts import Identity, Services
 from ingress.errors import IngressError
 
@@ -156,14 +156,12 @@ class McpEndpoint:
             RpcError: 401 (with WWW-Authenticate), 403 or 400 from the edge.
         """
         path_space = request.match_info.get("space_id")
-        header_space = request.headers.get(SPACE_HEADER)
+        header_space = request.headers.get(SPACE_HEADER) or None  # empty: not given, as on REST
         if path_space and header_space and path_space != header_space:
             raise RpcError(
                 INVALID_REQUEST, f"{SPACE_HEADER} disagrees with the URL's workspace", status=400
             )
-        authorization = request.headers.get("Authorization", "")
-        scheme, _, token = authorization.partition(" ")
-        bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        bearer = bearer_token(request.headers)
         try:
             auth = self._services.auth
             # Prefer the authenticator's async variant: verifying a key (scrypt) on a

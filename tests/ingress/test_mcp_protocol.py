@@ -372,6 +372,14 @@ async def test_arguments_violating_the_schema_are_invalid_params(server: Server)
     assert server.pipeline.published == []
 
 
+async def test_an_empty_space_header_counts_as_not_given(server: Server) -> None:
+    params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    status, _, body = await _post(
+        server.url, _rpc("initialize", params), key="key-beta", headers={"X-Switchyard-Space": ""}
+    )
+    assert status == 200 and body["result"]["protocolVersion"] == "2025-11-25", body
+
+
 async def test_a_rejected_argument_value_is_not_echoed_back(server: Server) -> None:
     pasted = {"text": ["xoxb-pasted-secret-value"]}
     async with _client(f"{server.url}/main", "key-acme", "legacy") as client:
