@@ -321,8 +321,9 @@ class KafkaPipeline:
     def _acknowledged(
         self, command: Command, inflight: asyncio.Future[None], ack: asyncio.Future[Any]
     ) -> None:
-        if ack.cancelled() or ack.exception() is not None:
-            self._fail(command, inflight, ack.exception() if not ack.cancelled() else TimeoutError())
+        error = TimeoutError() if ack.cancelled() else ack.exception()
+        if error is not None:
+            self._fail(command, inflight, error)
             return
         if inflight.done():
             return  # given up on (timed out) before the broker answered

@@ -13,15 +13,15 @@ batch's rate-limit cost is its item count, taken (or refused with 429) as a whol
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from core.errors import KafkaUnavailable
 from schemas import CommandSource
+from schemas.identifiers import IdempotencyKey
 
 from ._http import COMMAND_ID, IDENTITY, json_response, read_json
 from .auth import authenticate, check_claims
@@ -49,7 +49,8 @@ async def _identity(request: web.Request) -> Identity:
     return identity
 
 
-_VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+# The header is held to the body field's own type.
+_HEADER_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 
 
 def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submission:
@@ -61,8 +62,13 @@ def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submissio
     except ValidationError as exc:
         raise from_validation(exc, prefix=prefix) from None
     key = parsed.idempotency_key
-    if header_key is not None and not _VALID_KEY.fullmatch(header_key):
-        raise BadRequest("the Idempotency-Key header must be 1-255 printable ASCII characters without spaces")
+    if header_key is not None:
+        try:
+            _HEADER_KEY.validate_python(header_key)
+        except ValidationError:
+            raise BadRequest(
+                "the Idempotency-Key header must be 1-255 printable ASCII characters without spaces"
+            ) from None
     if header_key and key and header_key != key:
         raise BadRequest("the Idempotency-Key header and the body's idempotency_key differ")
     deadline = None

@@ -10,7 +10,10 @@ item.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
+
+import pytest
 
 from core.settings import Settings
 from ingress.admin import ensure_ingress_topics
@@ -45,88 +48,89 @@ async def _settled(pipeline: KafkaPipeline) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_cancelled_before_the_producer_took_a_record(settings: Settings) -> None:
+@pytest.fixture
+async def pipeline(settings: Settings) -> AsyncIterator[KafkaPipeline]:
     await ensure_ingress_topics(settings)
-    pipeline = KafkaPipeline(settings, ResultsFeed(settings), rate_per_second=1e6, burst=10**6)
-    await pipeline.start()
+    running = KafkaPipeline(settings, ResultsFeed(settings), rate_per_second=1e6, burst=10**6)
+    await running.start()
     try:
-        assert pipeline.producer is not None
-        real_send = pipeline.producer.send
-        calls = 0
-        gate = asyncio.Event()
-        reached = asyncio.Event()
-
-        async def gated_send(*args: Any, **kwargs: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls == GATED + 1:
-                reached.set()
-                await gate.wait()  # never set: the submit is cancelled here
-            return await real_send(*args, **kwargs)
-
-        pipeline.producer.send = gated_send  # type: ignore[method-assign]
-        identity = _identity()
-        items = _items("cut")
-        task = asyncio.create_task(
-            pipeline.submit_many(identity, items, source=CommandSource.REST)
-        )
-        async with asyncio.timeout(10):
-            await reached.wait()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        pipeline.producer.send = real_send  # type: ignore[method-assign]
-        await _settled(pipeline)
-
-        ids = [command_id_for(identity.tenant_id, item.idempotency_key or "") for item in items]
-        async with asyncio.timeout(30):
-            published = await _published(settings, identity.tenant_id)
-        assert published == set(ids[:GATED])
-        # Replays: the taken ones are known and answer at once; the rest publish now.
-        async with asyncio.timeout(30):
-            outcomes = await pipeline.submit_many(identity, items, source=CommandSource.REST)
-        assert [o[1] for o in outcomes if isinstance(o, tuple)] == [False] * GATED + [True] * (
-            ITEMS - GATED
-        )
-        await _settled(pipeline)
-        async with asyncio.timeout(30):
-            assert await _published(settings, identity.tenant_id) == set(ids)
+        yield running
     finally:
-        await pipeline.stop()
+        await running.stop()
 
 
-async def test_cancelled_while_waiting_for_acks(settings: Settings) -> None:
-    await ensure_ingress_topics(settings)
-    pipeline = KafkaPipeline(settings, ResultsFeed(settings), rate_per_second=1e6, burst=10**6)
-    await pipeline.start()
-    try:
-        assert pipeline.producer is not None
-        identity = _identity()
-        items = _items("wait")
-        real_send = pipeline.producer.send
-        handed = 0
-        task: asyncio.Task[Any] | None = None
+async def test_cancelled_before_the_producer_took_a_record(
+    settings: Settings, pipeline: KafkaPipeline
+) -> None:
+    assert pipeline.producer is not None
+    real_send = pipeline.producer.send
+    calls = 0
+    gate = asyncio.Event()
+    reached = asyncio.Event()
 
-        async def counting_send(*args: Any, **kwargs: Any) -> Any:
-            nonlocal handed
-            ack = await real_send(*args, **kwargs)
-            handed += 1
-            if handed == ITEMS and task is not None:
-                task.cancel()  # lands on the wait for the acknowledgements
-            return ack
+    async def gated_send(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == GATED + 1:
+            reached.set()
+            await gate.wait()  # never set: the submit is cancelled here
+        return await real_send(*args, **kwargs)
 
-        pipeline.producer.send = counting_send  # type: ignore[method-assign]
-        task = asyncio.create_task(
-            pipeline.submit_many(identity, items, source=CommandSource.REST)
-        )
-        await asyncio.gather(task, return_exceptions=True)
-        assert task.cancelled() and handed == ITEMS
-        pipeline.producer.send = real_send  # type: ignore[method-assign]
-        await _settled(pipeline)
-        async with asyncio.timeout(5):
-            outcomes = await pipeline.submit_many(identity, items, source=CommandSource.REST)
-        assert all(isinstance(o, tuple) and o[1] is False for o in outcomes), outcomes
-        ids = {command_id_for(identity.tenant_id, item.idempotency_key or "") for item in items}
-        async with asyncio.timeout(30):
-            assert await _published(settings, identity.tenant_id) == ids
-    finally:
-        await pipeline.stop()
+    pipeline.producer.send = gated_send  # type: ignore[method-assign]
+    identity = _identity()
+    items = _items("cut")
+    task = asyncio.create_task(
+        pipeline.submit_many(identity, items, source=CommandSource.REST)
+    )
+    async with asyncio.timeout(10):
+        await reached.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    pipeline.producer.send = real_send  # type: ignore[method-assign]
+    await _settled(pipeline)
+
+    ids = [command_id_for(identity.tenant_id, item.idempotency_key or "") for item in items]
+    async with asyncio.timeout(30):
+        published = await _published(settings, identity.tenant_id)
+    assert published == set(ids[:GATED])
+    # Replays: the taken ones are known and answer at once; the rest publish now.
+    async with asyncio.timeout(30):
+        outcomes = await pipeline.submit_many(identity, items, source=CommandSource.REST)
+    assert [o[1] for o in outcomes if isinstance(o, tuple)] == [False] * GATED + [True] * (
+        ITEMS - GATED
+    )
+    await _settled(pipeline)
+    async with asyncio.timeout(30):
+        assert await _published(settings, identity.tenant_id) == set(ids)
+
+
+async def test_cancelled_while_waiting_for_acks(settings: Settings, pipeline: KafkaPipeline) -> None:
+    assert pipeline.producer is not None
+    identity = _identity()
+    items = _items("wait")
+    real_send = pipeline.producer.send
+    handed = 0
+    task: asyncio.Task[Any] | None = None
+
+    async def counting_send(*args: Any, **kwargs: Any) -> Any:
+        nonlocal handed
+        ack = await real_send(*args, **kwargs)
+        handed += 1
+        if handed == ITEMS and task is not None:
+            task.cancel()  # lands on the wait for the acknowledgements
+        return ack
+
+    pipeline.producer.send = counting_send  # type: ignore[method-assign]
+    task = asyncio.create_task(
+        pipeline.submit_many(identity, items, source=CommandSource.REST)
+    )
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled() and handed == ITEMS
+    pipeline.producer.send = real_send  # type: ignore[method-assign]
+    await _settled(pipeline)
+    async with asyncio.timeout(5):
+        outcomes = await pipeline.submit_many(identity, items, source=CommandSource.REST)
+    assert all(isinstance(o, tuple) and o[1] is False for o in outcomes), outcomes
+    ids = {command_id_for(identity.tenant_id, item.idempotency_key or "") for item in items}
+    async with asyncio.timeout(30):
+        assert await _published(settings, identity.tenant_id) == ids
