@@ -18,10 +18,13 @@ import aiohttp
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from core.errors import KafkaUnavailable
+
 from ._holding import Holding
 from ._offsets import OffsetTracker
 from ._outbox import Outbox
 from ._scheduler import FairScheduler
+from ._stable_offsets import stable_committed
 
 if TYPE_CHECKING:
     from ._pool import PoolOptions, WorkerPool
@@ -60,10 +63,15 @@ class PoolLifecycle:
     completed: dict[str, int]
     _tasks: set[asyncio.Task[None]]
     _running: dict[TopicPartition, int]
+    _settling: set[TopicPartition]
+    _unsettled: list[tuple[TopicPartition, Any]]
     _bp_paused: bool
     _started: bool
 
     def _refill(self, tenant: str) -> None:
+        raise NotImplementedError
+
+    def _admit(self, tp: TopicPartition, record: Any) -> None:
         raise NotImplementedError
 
     def _drop(self, tps: set[TopicPartition] | None) -> None:
@@ -100,6 +108,8 @@ class PoolLifecycle:
         if dropped := self.outbox.discard(revoked):
             logger.info("outcomes of revoked partitions left to their new owner: %d", dropped)
         self.tracker.forget(revoked)
+        self._settling -= revoked
+        self._unsettled = [(tp, record) for tp, record in self._unsettled if tp not in revoked]
         for tp in revoked:
             self._running.pop(tp, None)
 
@@ -109,24 +119,51 @@ class PoolLifecycle:
         self.holding.paused &= assigned
         if not assigned:
             return
+        # The consumer has already read its start positions, maybe while a stalled previous
+        # owner's transaction held a newer commit pending. Until the stable commits are
+        # read, records of these partitions wait (see _admit); records below a stable
+        # position are then skipped as done.
+        self._settling |= assigned
+        try:
+            committed = await self._committed(assigned)
+        finally:
+            self._settling -= assigned
         # Records the previous owner finished above its committed position are listed in
         # the commit metadata: restore them so they are skipped, not run twice.
+        skipped = 0
+        for tp, meta in committed.items():
+            if tp in assigned and meta.offset >= 0:
+                skipped += self.tracker.restore(tp, meta.offset, meta.metadata)
+        if skipped:
+            logger.info("restored %d records finished by the previous owner", skipped)
+        waiting, self._unsettled = self._unsettled, []
+        for tp, record in waiting:
+            if tp in assigned:
+                self._admit(tp, record)
+
+    async def _committed(self, assigned: set[TopicPartition]) -> dict[TopicPartition, Any]:
         try:
-            committed = await self.admin.list_consumer_group_offsets(
+            return await stable_committed(
+                self.admin, self.group_id, assigned, within=self._settle_within()
+            )
+        except KafkaUnavailable as exc:
+            logger.warning("%s; reading them as they are", exc)
+        try:
+            committed: dict[TopicPartition, Any] = await self.admin.list_consumer_group_offsets(
                 self.group_id, partitions=sorted(assigned)
             )
+            return committed
         except (KafkaError, OSError) as exc:
             logger.warning(
                 "cannot read committed metadata (%s): finished records may be redone",
                 type(exc).__name__,
             )
-            return
-        skipped = 0
-        for tp, meta in committed.items():
-            if tp in assigned and meta.offset >= 0 and meta.metadata:
-                skipped += self.tracker.restore(tp, meta.offset, meta.metadata)
-        if skipped:
-            logger.info("restored %d records finished by the previous owner", skipped)
+            return {}
+
+    def _settle_within(self) -> float:
+        # A pending commit ends at the latest when the broker aborts its transaction:
+        # the timeout, plus up to the broker's check interval (10 s by default).
+        return self.options.transaction_timeout_ms / 1000 + 15.0
 
     async def _shutdown(
         self, background: list[asyncio.Task[Any]], flusher: asyncio.Task[None]

@@ -102,11 +102,10 @@ class OffsetTracker:
         return part
 
     def restore(self, tp: TopicPartition, position: int, metadata: str) -> int:
-        """Adopt a previous owner's commit; returns how many offsets it marks finished."""
+        """Adopt a previous owner's commit: records below ``position`` are done, and those
+        its metadata lists as finished above it; returns how many of the latter."""
         decoded = decode_done(position, metadata)
-        if decoded is None:
-            return 0
-        horizon, pending = decoded
+        horizon, pending = decoded if decoded is not None else (position, set())
         part = self._part(tp)
         part.done_until = horizon
         part.still_pending = pending | {position}

@@ -9,6 +9,11 @@ a crash before the commit leaves the offsets where they were, the records are re
 and the aborted records are invisible to ``read_committed`` consumers. That is what
 makes "exactly one final Result per command" hold across SIGKILL and rebalances, not
 only "at least one".
+
+With ``membership`` (the consumer's generation, see ``_fencing``) a commit carries it, so a
+worker that stalled while its partitions were given away has its commit refused instead
+of publishing Results its partitions' new owner publishes too; while the consumer has no
+generation (it is rejoining) nothing is committed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from aiokafka.producer.transaction_manager import TransactionState
 
 from core.errors import KafkaUnavailable
 
+from ._fencing import Membership
 from ._offsets import OffsetTracker
 from ._results import Outgoing
 
@@ -56,6 +62,7 @@ class Outbox:
         linger: float = 0.002,
         max_batch: int = 1_000,
         max_failures: int = 5,
+        membership: Membership | None = None,
     ) -> None:
         self._producer = producer
         self._tracker = tracker
@@ -64,6 +71,7 @@ class Outbox:
         self._linger = linger
         self._max_batch = max_batch
         self._max_failures = max_failures
+        self._membership = membership
         # Each record with the source partition whose outcome it is (see discard()).
         self._pending: list[tuple[TopicPartition, Outgoing]] = []
         self._lock = asyncio.Lock()
@@ -103,6 +111,10 @@ class Outbox:
         async with self._lock:
             if self._in_doubt:
                 raise TransactionInDoubt("an earlier transaction is in doubt")
+            if self._membership is not None and self._membership() is None:
+                # The consumer noticed a rebalance and is rejoining: the partitions may be
+                # someone else's. Everything waits; revocation drops what was theirs.
+                return
             batch, self._pending = self._pending, []
             # Taken with the batch, with no await between: offsets finished later belong
             # with records that are not in this transaction.

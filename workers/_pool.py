@@ -24,6 +24,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -46,6 +47,7 @@ from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, ResultStatus, RoutedComma
 from ._breaker import CircuitBreakers
 from ._credentials import Credentials, VaultLike
 from ._execute import Executor, Job, Outcome, now
+from ._fencing import consumer_membership, fence_offset_commits
 from ._holding import Holding
 from ._lifecycle import PoolLifecycle, RebalanceListener
 from ._offsets import OffsetTracker
@@ -145,6 +147,10 @@ class WorkerPool(PoolLifecycle):
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[TopicPartition, int] = {}
+        # Assigned partitions whose committed positions are being read, and their records
+        # fetched meanwhile (see _on_assigned).
+        self._settling: set[TopicPartition] = set()
+        self._unsettled: list[tuple[TopicPartition, ConsumerRecord]] = []
         self.holding: Holding[_Item] = Holding(
             limit=opts.max_delayed_per_partition, pause=self._pause_held, resume=self._resume_held
         )
@@ -208,7 +214,15 @@ class WorkerPool(PoolLifecycle):
         )
         self.consumer.subscribe(self.source_topics, listener=RebalanceListener(self))
         await start_client(self.consumer, what="worker consumer")
-        self.outbox = Outbox(self.producer, self.tracker, self.group_id, interval=opts.flush_interval)
+        membership = partial(consumer_membership, self.consumer)
+        fence_offset_commits(self.producer, membership)
+        self.outbox = Outbox(
+            self.producer,
+            self.tracker,
+            self.group_id,
+            interval=opts.flush_interval,
+            membership=membership,
+        )
         self._started = True
 
     def request_stop(self) -> None:
@@ -246,6 +260,9 @@ class WorkerPool(PoolLifecycle):
     # -- intake ---------------------------------------------------------------------
 
     def _admit(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        if tp in self._settling:
+            self._unsettled.append((tp, record))  # admitted once its start is known
+            return
         generation = self.tracker.track(tp, record.offset)
         if generation is None:
             return  # finished and committed by this partition's previous owner
@@ -339,7 +356,7 @@ class WorkerPool(PoolLifecycle):
                 self._enqueue(item)
 
     def _backpressure(self) -> None:
-        load = self.scheduler.buffered + self.scheduler.in_flight
+        load = self.scheduler.buffered + self.scheduler.in_flight + len(self._unsettled)
         assigned = self.consumer.assignment()
         if not self._bp_paused and load >= self._high:
             self._bp_paused = True

@@ -18,6 +18,7 @@ import aiohttp
 from core.health import answers_ok
 from schemas import ConnectorOptions, Limits, WorkspaceConfig
 from switchyard.demo import DemoTenant, demo_tenants
+from switchyard.stack._procs import free_port
 from switchyard.system import LocalSystem, ensure_pool_roles
 from workers.emulators.testing import emulator_control
 
@@ -157,9 +158,54 @@ def sigkill(system: LocalSystem, name: str) -> None:
     system.supervisor.stop(name)  # the group is gone: this only forgets the child
 
 
-def restart(system: LocalSystem, name: str, argv: list[str]) -> None:
+async def busiest(system: LocalSystem, names: list[str]) -> str:
+    """Of children ``names``, the one with the most commands running now (its metrics)."""
+    running: dict[str, float] = {}
+    async with aiohttp.ClientSession() as session:
+        for name in names:
+            async with session.get(system.metrics_urls[name]) as response:
+                text = await response.text()
+            running[name] = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("switchyard_in_flight{")
+            )
+    return max(names, key=lambda name: running[name])
+
+
+async def stall(system: LocalSystem, names: list[str], seconds: float) -> None:
+    """SIGSTOP the process groups of children ``names``, SIGCONT them ``seconds`` later
+    (a VM pause or a long GC: the process wakes up believing it still owns its work)."""
     assert system.supervisor is not None
-    system.supervisor.start(name, argv)
+    pids = [c.record.pid for c in system.supervisor.children if c.name in names]
+    assert len(pids) == len(names), names
+    for pid in pids:
+        os.killpg(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        for pid in pids:
+            os.killpg(pid, signal.SIGCONT)
+
+
+def restart(system: LocalSystem, name: str, argv: list[str], *, metrics: bool = False) -> None:
+    """Start child ``name``; with ``metrics``, on a /metrics port of its own (see busiest)."""
+    assert system.supervisor is not None
+    if not metrics:
+        system.supervisor.start(name, argv)
+        return
+    port = free_port()
+    system.supervisor.start(name, argv, extra_env={"SWITCHYARD_METRICS_PORT": str(port)})
+    system.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
+
+
+def running_workers(system: LocalSystem, connector: str) -> list[str]:
+    """Names of the pool's live worker processes that serve /metrics."""
+    assert system.supervisor is not None
+    return [
+        c.name for c in system.supervisor.children
+        if c.name.startswith(f"worker-{connector}-") and c.name in system.metrics_urls
+    ]  # fmt: skip
 
 
 async def wait_ready(url: str, within: float = 90.0) -> None:

@@ -14,10 +14,13 @@ from ._harness import (
     Load,
     ResultLedger,
     add_fault,
+    busiest,
     count,
     reset_emulator,
     restart,
+    running_workers,
     sigkill,
+    stall,
     wait_ready,
     wait_until,
 )
@@ -26,6 +29,7 @@ from .conftest import TENANTS, WORKERS, FaultSystem
 pytestmark = pytest.mark.fault
 
 TOTAL = 600
+STALL_SECONDS = 15.0
 
 
 def assert_exactly_once(counts: Counts, total: int) -> None:
@@ -40,15 +44,16 @@ def assert_exactly_once(counts: Counts, total: int) -> None:
     assert http["keys"] == http["succeeded"], http
 
 
-async def _scenario(procs: FaultSystem, name: str, crash, *, pace: float = 0.3) -> Counts:  # type: ignore[no-untyped-def]
+async def _scenario(procs: FaultSystem, name: str, crash, *, pace: float = 0.3, latency_ms: int = 15) -> Counts:  # type: ignore[no-untyped-def]
     """Submit ``TOTAL`` commands over ~6 s; once a third are accepted and Results flow,
     ``crash()`` (kill and restart) while the clients keep submitting."""
     system = procs.system
     await reset_emulator(system)
     # A little upstream latency keeps calls in flight when the kill lands.
-    await add_fault(system, kind="latency", latency_ms=15, count=100_000)
+    await add_fault(system, kind="latency", latency_ms=latency_ms, count=100_000)
     ledger = ResultLedger(system.settings)
     await ledger.start()
+    submitting = None
     try:
         load = Load(system.ingress_url, procs.keys_of(*TENANTS), total=TOTAL, pace=pace)
         submitting = asyncio.create_task(load.run())
@@ -64,6 +69,8 @@ async def _scenario(procs: FaultSystem, name: str, crash, *, pace: float = 0.3) 
         counts = await count(name, system, ledger, load, connectors=WORKERS,
                              extra={"in_flight_at_kill": in_flight})
     finally:
+        if submitting is not None and not submitting.done():
+            submitting.cancel()  # a failed scenario's load must not run on into the next one
         await ledger.stop()
     assert system.dead() == [], system.dead()
     return counts
@@ -79,9 +86,27 @@ async def test_a_sigkilled_worker_of_each_pool_loses_and_duplicates_no_command(p
         # transactions are aborted by their timeout, and their partitions move on rebalance.
         for connector in WORKERS:
             restart(system, f"worker-{connector}-replacement",
-                    ["worker", "--connector", connector, *FAST_WORKER_ARGS])
+                    ["worker", "--connector", connector, *FAST_WORKER_ARGS], metrics=True)
 
     assert_exactly_once(await _scenario(procs, "sigkill worker (1 of 2 per pool)", crash), TOTAL)
+
+
+async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice(
+    procs: FaultSystem,
+) -> None:
+    system = procs.system
+
+    async def crash() -> None:
+        # Past the consumer's 10 s session timeout: the group gives the stalled workers'
+        # partitions to the other worker of each pool, which redoes what was not committed.
+        # On waking, the stalled workers finish the calls they had in flight; their
+        # commits carry a generation the group has left behind and are refused.
+        stalled = [await busiest(system, running_workers(system, c)) for c in WORKERS]
+        await stall(system, stalled, STALL_SECONDS)
+
+    # Slower calls, so that the stalled workers surely have some in flight.
+    counts = await _scenario(procs, "stalled worker (the busier of 2 per pool)", crash, latency_ms=200)
+    assert_exactly_once(counts, TOTAL)
 
 
 async def test_a_sigkilled_router_restarted_loses_and_duplicates_no_command(procs: FaultSystem) -> None:

@@ -87,3 +87,11 @@ def test_done_metadata_round_trips(pending, extra):
 def test_foreign_metadata_is_ignored():
     assert decode_done(5, "something else") is None
     assert OffsetTracker().restore(TP, 5, "") == 0
+
+
+def test_a_commit_without_metadata_still_marks_everything_below_it_done():
+    # A consumer may have started below a commit that was pending when it read its start
+    # (a stalled owner's open transaction): the stable commit, restored, skips the rest.
+    owner = OffsetTracker()
+    owner.restore(TP, 5, "")
+    assert [o for o in range(3, 8) if owner.track(TP, o) is not None] == [5, 6, 7]
