@@ -94,8 +94,11 @@ class PartitionedState:
             if isinstance(value, dict):
                 yield key, value
 
-    def sweep_dedup(self, window_ms: int, per_tenant: int, now_ms: int | None = None) -> int:
-        """Drop dedup entries older than the window and the oldest beyond ``per_tenant``.
+    def sweep_dedup(
+        self, window_ms: int, per_tenant: int, total: int | None = None, now_ms: int | None = None
+    ) -> int:
+        """Drop dedup entries older than the window, the oldest beyond ``per_tenant``, and
+        then the oldest of all beyond ``total``, however many tenants there are.
 
         Returns how many entries were dropped (tombstones are buffered until :meth:`flush`).
         """
@@ -111,12 +114,21 @@ class PartitionedState:
             by_tenant.setdefault(key.split("/", 1)[0], []).append(
                 (int(entry.get("ts", 0)), key, partition)
             )
+        kept: list[tuple[int, str, int]] = []
         for entries in by_tenant.values():
-            if len(entries) > per_tenant:
+            excess = len(entries) - per_tenant
+            if excess > 0:
                 entries.sort()
-                for _, key, partition in entries[: len(entries) - per_tenant]:
+                for _, key, partition in entries[:excess]:
                     self.delete(key, partition)
                     dropped += 1
+                entries = entries[excess:]
+            kept.extend(entries)
+        if total is not None and len(kept) > total:
+            kept.sort()
+            for _, key, partition in kept[: len(kept) - total]:
+                self.delete(key, partition)
+                dropped += 1
         return dropped
 
     def sweep_usage(

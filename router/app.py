@@ -63,6 +63,8 @@ STREAM_BUFFER = 2 * QUEUE_MAX
 FETCH_MAX_WAIT_MS = 100
 SWEEP_INTERVAL = 60.0
 DEDUP_PER_TENANT = 100_000
+# And in all, whatever the number of tenants (an entry is ~0.5 kB in memory).
+DEDUP_TOTAL = 500_000
 SESSION_TIMEOUT = 10.0
 STALL_CHECK = 5.0
 STALL_AFTER = 15.0
@@ -457,7 +459,7 @@ def create_app(
     async def sweep_dedup() -> None:
         if router.producer is None:
             return
-        dropped = router.dedup.sweep_dedup(router.dedup_window_ms, DEDUP_PER_TENANT)
+        dropped = router.dedup.sweep_dedup(router.dedup_window_ms, DEDUP_PER_TENANT, DEDUP_TOTAL)
         await router.dedup.flush(router.producer)
         if dropped:
             logger.info("dedup entries expired", extra={"fields": {"dropped": dropped}})

@@ -9,6 +9,14 @@ and skips those records instead of running them again. Because the commit and th
 records' outputs share one Kafka transaction, a finished record is either committed as
 done or not finished at all, which is what keeps Results exactly-once.
 
+When the finished records above the position are too scattered to list within the
+broker's metadata limit, fewer are claimed: the claim stops below the first gap that
+does not fit, and the outputs of records finished above it wait in the outbox until a
+later commit can claim them (see :meth:`OffsetTracker.claims`). A claim is never taken
+back: a commit that would list less than the previous one lists the records that
+finished since then as unfinished again (what the previous commit listed, which fitted),
+so a record whose Result was published stays claimed done.
+
 Each partition also carries a generation that changes when it is revoked, so a task that
 finishes after its partition moved to another consumer can tell that its outcome must
 be dropped (the new owner redoes the record).
@@ -17,6 +25,7 @@ be dropped (the new owner redoes the record).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from aiokafka import TopicPartition
 
@@ -31,8 +40,15 @@ def encode_done(position: int, horizon: int, pending: Iterable[int], limit: int 
     """Metadata saying: in [position, horizon) everything except ``pending`` is finished.
 
     When the pending set is too large to encode within ``limit``, the horizon is lowered
-    to the first pending offset that does not fit: claiming fewer records done is safe.
+    to the first pending offset that does not fit (see :func:`encode_claim`).
     """
+    return encode_claim(position, horizon, pending, limit)[0]
+
+
+def encode_claim(
+    position: int, horizon: int, pending: Iterable[int], limit: int = MAX_METADATA
+) -> tuple[str, int]:
+    """(:func:`encode_done` metadata, the horizon it really claims, maybe lowered)."""
     deltas = sorted(offset - position for offset in pending if offset > position)
     parts: list[str] = []
     size = len(_PREFIX) + 12
@@ -55,7 +71,7 @@ def encode_done(position: int, horizon: int, pending: Iterable[int], limit: int 
             break
         parts.append(text)
         size += len(text) + 1
-    return f"{_PREFIX}{span}:{','.join(parts)}"
+    return f"{_PREFIX}{span}:{','.join(parts)}", position + span
 
 
 def decode_done(position: int, metadata: str) -> tuple[int, set[int]] | None:
@@ -73,13 +89,30 @@ def decode_done(position: int, metadata: str) -> tuple[int, set[int]] | None:
         return None
 
 
+class _Claim(NamedTuple):
+    """A commit being made: its (position, metadata), its horizon, and which finished
+    records it claims done (their outputs go into the same transaction)."""
+
+    state: tuple[int, str]
+    until: int
+    finished: frozenset[int]
+
+
 class _Partition:
-    __slots__ = ("committed", "done_until", "generation", "next", "pending", "still_pending")
+    __slots__ = (
+        "claim", "claimed_until", "committed", "done_until", "finished", "generation", "next",
+        "pending", "still_pending",
+    )  # fmt: skip
 
     def __init__(self, generation: int) -> None:
         self.pending: set[int] = set()
+        # Finished, but not claimed done by a commit yet.
+        self.finished: set[int] = set()
         self.next: int | None = None
         self.committed: tuple[int, str] | None = None
+        # Horizon of the last commit: nothing below it that it claimed may be taken back.
+        self.claimed_until = -1
+        self.claim: _Claim | None = None
         self.generation = generation
         # Restored from a previous owner's commit: offsets below ``done_until`` are
         # finished unless listed in ``still_pending``.
@@ -90,9 +123,10 @@ class _Partition:
 class OffsetTracker:
     """Pending offsets per partition; the committable position is the lowest pending one."""
 
-    def __init__(self) -> None:
+    def __init__(self, metadata_limit: int = MAX_METADATA) -> None:
         self._parts: dict[TopicPartition, _Partition] = {}
         self._generations: dict[TopicPartition, int] = {}
+        self._limit = metadata_limit
 
     def _part(self, tp: TopicPartition) -> _Partition:
         part = self._parts.get(tp)
@@ -108,6 +142,7 @@ class OffsetTracker:
         horizon, pending = decoded if decoded is not None else (position, set())
         part = self._part(tp)
         part.done_until = horizon
+        part.claimed_until = horizon
         part.still_pending = pending | {position}
         return max(0, horizon - position - len(part.still_pending))
 
@@ -132,35 +167,67 @@ class OffsetTracker:
         part = self._parts.get(tp)
         if part is None or part.generation != generation:
             return False
-        part.pending.discard(offset)
+        if offset in part.pending:
+            part.pending.discard(offset)
+            part.finished.add(offset)
         return True
 
     def committable(self) -> dict[TopicPartition, tuple[int, str]]:
-        """(position, metadata) of partitions whose commit changed since the last one."""
+        """(position, metadata) of partitions whose commit changed since the last one.
+
+        Also decides, per partition, which finished records that commit claims: ask
+        :meth:`claims` before :meth:`mark_committed`.
+        """
         out: dict[TopicPartition, tuple[int, str]] = {}
         for tp, part in self._parts.items():
             if part.next is None:
                 continue
-            # A restored done-set reaching past what we fetched yet must survive our commit,
-            # or a crash of ours would make the next owner redo the previous owner's work.
-            horizon = max(part.next, part.done_until)
-            pending = part.pending
-            if part.done_until > part.next:
-                pending = pending | {o for o in part.still_pending if o >= part.next}
-            if pending:
-                position = min(pending)
-                state = (position, encode_done(position, horizon, pending))
-            else:
-                state = (horizon, "")
-            if state != part.committed:
-                out[tp] = state
+            part.claim = self._claim(part)
+            if part.claim.state != part.committed:
+                out[tp] = part.claim.state
         return out
+
+    def _claim(self, part: _Partition) -> _Claim:
+        # A restored done-set reaching past what we fetched yet must survive our commit,
+        # or a crash of ours would make the next owner redo the previous owner's work.
+        horizon = max(part.next or 0, part.done_until)
+        unfinished = part.pending
+        if part.done_until > (part.next or 0):
+            unfinished = unfinished | {o for o in part.still_pending if o >= (part.next or 0)}
+        state, until = self._encode(unfinished, horizon)
+        listed: set[int] = set()
+        if until < part.claimed_until:
+            # Records finished since the last commit split the runs it listed into more
+            # than fit. Those above the lowest unfinished one listed again as unfinished,
+            # what is listed below the last horizon is a tail of what the last commit
+            # listed, which fitted; so that horizon holds.
+            lowest = min(unfinished)
+            listed = {o for o in part.finished if lowest < o < part.claimed_until}
+            state, until = self._encode(unfinished | listed, horizon)
+        claimed = frozenset(o for o in part.finished if o < until and o not in listed)
+        return _Claim(state, until, claimed)
+
+    def _encode(self, unfinished: set[int], horizon: int) -> tuple[tuple[int, str], int]:
+        if not unfinished:
+            return (horizon, ""), horizon
+        position = min(unfinished)
+        metadata, until = encode_claim(position, horizon, unfinished, self._limit)
+        return (position, metadata), until
+
+    def claims(self, tp: TopicPartition, offset: int) -> bool:
+        """Whether the commit :meth:`committable` just proposed claims this finished record."""
+        part = self._parts.get(tp)
+        return part is not None and part.claim is not None and offset in part.claim.finished
 
     def mark_committed(self, offsets: dict[TopicPartition, tuple[int, str]]) -> None:
         for tp, state in offsets.items():
             part = self._parts.get(tp)
-            if part is not None:
-                part.committed = state
+            if part is None:
+                continue
+            part.committed = state
+            if part.claim is not None and part.claim.state == state:
+                part.finished -= part.claim.finished
+                part.claimed_until = max(part.claimed_until, part.claim.until)
 
     def pending(self, tp: TopicPartition) -> int:
         part = self._parts.get(tp)

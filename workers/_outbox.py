@@ -72,8 +72,11 @@ class Outbox:
         self._max_batch = max_batch
         self._max_failures = max_failures
         self._membership = membership
-        # Each record with the source partition whose outcome it is (see discard()).
-        self._pending: list[tuple[TopicPartition, Outgoing]] = []
+        # Each record with the source record whose outcome it is (see discard(), flush()).
+        self._pending: list[tuple[TopicPartition, int, Outgoing]] = []
+        # Records left queued by the last flush because its commit could not claim their
+        # source records yet (see OffsetTracker.claims); the pool counts them as load.
+        self.held = 0
         self._lock = asyncio.Lock()
         self._full = asyncio.Event()
         self.transactions = 0
@@ -94,7 +97,7 @@ class Outbox:
         """
         if not self._tracker.is_current(tp, generation):
             return False
-        self._pending.extend((tp, record) for record in records)
+        self._pending.extend((tp, offset, record) for record in records)
         self._tracker.finish(tp, offset, generation)
         self._full.set()
         return True
@@ -115,15 +118,23 @@ class Outbox:
                 # The consumer noticed a rebalance and is rejoining: the partitions may be
                 # someone else's. Everything waits; revocation drops what was theirs.
                 return
-            batch, self._pending = self._pending, []
-            # Taken with the batch, with no await between: offsets finished later belong
-            # with records that are not in this transaction.
+            # Taken together, with no await between: offsets finished later belong with
+            # records that are not in this transaction.
             offsets = self._tracker.committable()
+            batch, held = [], []
+            for entry in self._pending:
+                tp, offset, _ = entry
+                # Only with the commit that claims its source record done: sent earlier, it
+                # would be redone (and published twice) by the partition's next owner.
+                claimed = tp in offsets and self._tracker.claims(tp, offset)
+                (batch if claimed else held).append(entry)
+            self._pending = held
+            self.held = len(held)
             if not batch and not offsets:
                 return
             try:
                 await self._producer.begin_transaction()
-                for _, record in batch:
+                for _, _, record in batch:
                     await self._producer.send(
                         record.topic, record.value, key=record.key, headers=record.headers
                     )
@@ -133,7 +144,7 @@ class Outbox:
                     )
                 await self._producer.commit_transaction()
             except (KafkaError, OSError) as exc:
-                self._pending = batch + self._pending
+                self._pending = batch + self._pending  # re-sorted by the next flush
                 if not self._abortable() or not await self._abort():
                     self._in_doubt = True
                     raise TransactionInDoubt(
@@ -152,7 +163,7 @@ class Outbox:
         sending them later (a flush after a failed one re-sends what stayed queued) would
         publish a second Result. Call with no await before :meth:`OffsetTracker.forget`.
         """
-        kept = [(tp, record) for tp, record in self._pending if tp not in tps]
+        kept = [entry for entry in self._pending if entry[0] not in tps]
         dropped = len(self._pending) - len(kept)
         self._pending = kept
         return dropped

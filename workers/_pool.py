@@ -356,7 +356,11 @@ class WorkerPool(PoolLifecycle):
                 self._enqueue(item)
 
     def _backpressure(self) -> None:
-        load = self.scheduler.buffered + self.scheduler.in_flight + len(self._unsettled)
+        # Results waiting for a commit that can claim their records count too (_outbox).
+        load = (
+            self.scheduler.buffered + self.scheduler.in_flight
+            + len(self._unsettled) + self.outbox.held
+        )  # fmt: skip
         assigned = self.consumer.assignment()
         if not self._bp_paused and load >= self._high:
             self._bp_paused = True

@@ -153,7 +153,7 @@ async def test_dedup_sweep_drops_expired_entries_and_the_oldest_beyond_the_tenan
     state.put("beta/old", {"c": "x", "s": "d", "ts": 0, "k": 1}, 1)
     await state.flush(producer)
     producer.sent.clear()
-    dropped = state.sweep_dedup(window_ms=10_000, per_tenant=3, now_ms=10_500)
+    dropped = state.sweep_dedup(window_ms=10_000, per_tenant=3, total=None, now_ms=10_500)
     assert dropped == 3
     assert sorted(table.data) == ["acme/k2", "acme/k3", "acme/k4"]
     await state.flush(producer)
@@ -162,6 +162,18 @@ async def test_dedup_sweep_drops_expired_entries_and_the_oldest_beyond_the_tenan
         (2, "acme/k0", None),
         (2, "acme/k1", None),
     ]
+
+
+async def test_dedup_sweep_caps_all_tenants_together_oldest_first() -> None:
+    # Many tenants, each far below its own cap: memory is still bounded.
+    table, producer = _FakeTable(), _FakeProducer()
+    state = PartitionedState(table, "dedup-changelog")
+    for i in range(50):
+        state.put(f"t{i}/k", {"c": f"c{i}", "s": "d", "ts": 1_000 + i, "k": i % 3}, i % 3)
+    await state.flush(producer)
+    dropped = state.sweep_dedup(window_ms=10_000, per_tenant=3, total=10, now_ms=1_100)
+    assert dropped == 40
+    assert sorted(table.data) == sorted(f"t{i}/k" for i in range(40, 50))
 
 
 async def test_usage_sweep_drops_unconfigured_workspaces_and_entries_at_rest() -> None:
