@@ -35,18 +35,12 @@ InDoubt = tuple[str, str, int, int]  # command_id, topic, partition, written_at_
 
 
 async def find_sent(
-    settings: Settings,
-    entries: Iterable[InDoubt],
-    *,
-    limit_s: float = 60.0,
-    max_records: int = _MAX_RECORDS,
+    settings: Settings, entries: Iterable[InDoubt], *, limit_s: float = 60.0
 ) -> set[str]:
     """Return the command ids among ``entries`` whose output is already on its topic.
 
     Raises:
-        KafkaUnavailable: when the partitions cannot be read to their end within
-            ``limit_s`` or ``max_records``: "not sent" would be a guess, and a wrong one
-            publishes the command a second time.
+        KafkaUnavailable: when the partitions cannot be read within ``limit_s``.
     """
     wanted: dict[TopicPartition, tuple[int, set[str]]] = {}
     grouped: dict[TopicPartition, list[tuple[str, int]]] = defaultdict(list)
@@ -75,10 +69,8 @@ async def find_sent(
                 consumer.seek(tp, start.offset)
                 pending.add(tp)
             seen = 0
-            while pending and seen < max_records:
-                batches = await consumer.getmany(
-                    *pending, timeout_ms=500, max_records=min(2000, max_records - seen)
-                )
+            while pending and seen < _MAX_RECORDS:
+                batches = await consumer.getmany(*pending, timeout_ms=500, max_records=2000)
                 for tp, records in batches.items():
                     ids = wanted[tp][1]
                     for record in records:
@@ -91,8 +83,6 @@ async def find_sent(
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
-            if pending:
-                raise KafkaUnavailable(f"in-doubt check stopped after {seen} records")
     except (KafkaError, TimeoutError) as exc:
         raise KafkaUnavailable(f"in-doubt check failed ({type(exc).__name__})") from exc
     finally:
