@@ -81,7 +81,7 @@ def fence_offset_commits(producer: AIOKafkaProducer, membership: Membership) -> 
         try:
             node_id = await sender._find_coordinator(CoordinationType.GROUP, group_id)
         except GroupAuthorizationFailedError as exc:
-            sender._txn_manager.error_transaction(exc)
+            _abortable_error(sender._txn_manager, exc)
             return
         await _FencedHandler(sender, offsets, group_id, membership).do(node_id)
 
@@ -131,19 +131,26 @@ class _FencedHandler(TxnOffsetCommitHandler):  # type: ignore[misc]
         return super().handle_response(_AsV0(resp))  # type: ignore[no-any-return]
 
     def _refuse(self, why: str) -> None:
-        manager = self._sender._txn_manager
-        # error_transaction forgets the transaction's partitions and group, and aiokafka
-        # then ends an abort of an "empty" transaction locally, without EndTxn: the
-        # broker would keep it open, holding every read_committed reader of those
-        # partitions until the transaction timeout, and the producer's next transaction
-        # would join it and commit the refused Results after all. Kept, the abort is sent.
-        partitions, group = set(manager._txn_partitions), manager._txn_consumer_group
-        manager.error_transaction(CommitFailedError(f"transactional offset commit fenced: {why}"))
-        manager._txn_partitions |= partitions
-        manager._txn_consumer_group = group
-        # The caller of send_offsets_to_transaction gets the error; this copy of it is
-        # replaced unread by the abort, and would be logged as "never retrieved".
-        manager.wait_for_transaction_end().exception()
+        error = CommitFailedError(f"transactional offset commit fenced: {why}")
+        _abortable_error(self._sender._txn_manager, error)
+
+
+def _abortable_error(manager: Any, error: Exception) -> None:
+    """aiokafka's ``error_transaction``, keeping what the transaction holds.
+
+    ``error_transaction`` forgets the transaction's partitions and group, and aiokafka
+    then ends an abort of an "empty" transaction locally, without EndTxn: the broker
+    would keep it open, holding every read_committed reader of those partitions until
+    the transaction timeout, and the producer's next transaction would join it and
+    commit the refused Results after all. Kept, the abort is sent.
+    """
+    partitions, group = set(manager._txn_partitions), manager._txn_consumer_group
+    manager.error_transaction(error)
+    manager._txn_partitions |= partitions
+    manager._txn_consumer_group = group
+    # The caller of send_offsets_to_transaction gets the error; this copy of it is
+    # replaced unread by the abort, and would be logged as "never retrieved".
+    manager.wait_for_transaction_end().exception()
 
 
 class _AsV0:

@@ -18,8 +18,6 @@ import aiohttp
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from core.errors import KafkaUnavailable
-
 from ._holding import Holding
 from ._offsets import OffsetTracker
 from ._outbox import Outbox
@@ -30,6 +28,12 @@ if TYPE_CHECKING:
     from ._pool import PoolOptions, WorkerPool
 
 __all__ = ["PoolLifecycle", "RebalanceListener"]
+
+# Longest wait for a previous owner's pending commit to settle. aiokafka sends no
+# heartbeat while the assignment callback runs, so this stays well under the consumer's
+# 10 s session timeout; past it, the positions are read as they are (a stalled owner's
+# transaction still open then may be committed after all: see README).
+SETTLE_WITHIN = 5.0
 
 # The pool's logger: these lines were always the pool's, and log filters rely on the name.
 logger = logging.getLogger("workers._pool")
@@ -74,6 +78,9 @@ class PoolLifecycle:
     def _admit(self, tp: TopicPartition, record: Any) -> None:
         raise NotImplementedError
 
+    def request_stop(self) -> None:
+        raise NotImplementedError
+
     def _drop(self, tps: set[TopicPartition] | None) -> None:
         """Forget queued and held records (of ``tps``, or all); they stay uncommitted."""
         self.scheduler.drop(lambda item: tps is None or item.tp in tps)
@@ -100,11 +107,11 @@ class PoolLifecycle:
         await self._wait_running(revoked, self.options.revoke_grace)
         try:
             await self.outbox.flush()
-            await self.outbox.wait_visible(self.admin, revoked)
         except Exception:
             logger.exception("commit on revoke failed; the new owner redoes uncommitted records")
         # What stayed queued (a failed flush, or a task that finished after it) is the
-        # new owner's to redo: sent by a later flush, it would be a second Result.
+        # new owner's to redo: sent by a later flush, it would be a second Result. Given
+        # up before the wait below, so that nothing finishing meanwhile commits for them.
         if dropped := self.outbox.discard(revoked):
             logger.info("outcomes of revoked partitions left to their new owner: %d", dropped)
         self.tracker.forget(revoked)
@@ -112,6 +119,10 @@ class PoolLifecycle:
         self._unsettled = [(tp, record) for tp, record in self._unsettled if tp not in revoked]
         for tp in revoked:
             self._running.pop(tp, None)
+        try:
+            await self.outbox.wait_visible(self.admin, revoked)
+        except Exception:
+            logger.exception("waiting for the commit on revoke failed")
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         # A fresh assignment starts unpaused; backpressure is re-evaluated on the next poll.
@@ -126,28 +137,42 @@ class PoolLifecycle:
         self._settling |= assigned
         try:
             committed = await self._committed(assigned)
+            # Records the previous owner finished above its committed position are listed
+            # in the commit metadata: restore them so they are skipped, not run twice.
+            skipped = 0
+            for tp, meta in committed.items():
+                if tp in assigned and meta.offset >= 0:
+                    skipped += self.tracker.restore(tp, meta.offset, meta.metadata)
+            if skipped:
+                logger.info("restored %d records finished by the previous owner", skipped)
         finally:
-            self._settling -= assigned
-        # Records the previous owner finished above its committed position are listed in
-        # the commit metadata: restore them so they are skipped, not run twice.
-        skipped = 0
-        for tp, meta in committed.items():
-            if tp in assigned and meta.offset >= 0:
-                skipped += self.tracker.restore(tp, meta.offset, meta.metadata)
-        if skipped:
-            logger.info("restored %d records finished by the previous owner", skipped)
+            self._admit_settled(assigned)
+
+    def _admit_settled(self, assigned: set[TopicPartition]) -> None:
+        """Admit the records that waited, in order, before any later one of their partitions.
+
+        aiokafka swallows what a rebalance callback raises, so a failure here stops the
+        pool instead: the records not admitted stay uncommitted, and are redone.
+        """
+        self._settling -= assigned
         waiting, self._unsettled = self._unsettled, []
-        for tp, record in waiting:
-            if tp in assigned:
+        for index, (tp, record) in enumerate(waiting):
+            if tp not in assigned:
+                continue
+            try:
                 self._admit(tp, record)
+            except Exception:
+                logger.exception("admitting records of new partitions failed; stopping")
+                self._unsettled = waiting[index:] + self._unsettled
+                self._settling |= assigned  # nothing later of them may pass these
+                self.request_stop()
+                return
 
     async def _committed(self, assigned: set[TopicPartition]) -> dict[TopicPartition, Any]:
         try:
-            return await stable_committed(
-                self.admin, self.group_id, assigned, within=self._settle_within()
-            )
-        except KafkaUnavailable as exc:
-            logger.warning("%s; reading them as they are", exc)
+            return await stable_committed(self.admin, self.group_id, assigned, within=SETTLE_WITHIN)
+        except Exception as exc:  # e.g. KafkaUnavailable; NotImplementedError without v7
+            logger.warning("stable offsets not read (%s); reading them as they are", exc)
         try:
             committed: dict[TopicPartition, Any] = await self.admin.list_consumer_group_offsets(
                 self.group_id, partitions=sorted(assigned)
@@ -159,11 +184,6 @@ class PoolLifecycle:
                 type(exc).__name__,
             )
             return {}
-
-    def _settle_within(self) -> float:
-        # A pending commit ends at the latest when the broker aborts its transaction:
-        # the timeout, plus up to the broker's check interval (10 s by default).
-        return self.options.transaction_timeout_ms / 1000 + 15.0
 
     async def _shutdown(
         self, background: list[asyncio.Task[Any]], flusher: asyncio.Task[None]

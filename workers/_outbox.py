@@ -29,7 +29,7 @@ from aiokafka.producer.transaction_manager import TransactionState
 
 from core.errors import KafkaUnavailable
 
-from ._fencing import Membership
+from ._fencing import GroupMembership, Membership
 from ._offsets import OffsetTracker
 from ._results import Outgoing
 
@@ -72,6 +72,10 @@ class Outbox:
         self._max_batch = max_batch
         self._max_failures = max_failures
         self._membership = membership
+        # The membership the transaction in progress commits as, taken with its offsets:
+        # read later, a rejoin in between would let the commit pass for partitions that
+        # are someone else's by then (see commit_membership).
+        self._member: GroupMembership | None = None
         # Each record with the source record whose outcome it is (see discard(), flush()).
         self._pending: list[tuple[TopicPartition, int, Outgoing]] = []
         # Records left queued by the last flush because its commit could not claim their
@@ -114,10 +118,12 @@ class Outbox:
         async with self._lock:
             if self._in_doubt:
                 raise TransactionInDoubt("an earlier transaction is in doubt")
-            if self._membership is not None and self._membership() is None:
-                # The consumer noticed a rebalance and is rejoining: the partitions may be
-                # someone else's. Everything waits; revocation drops what was theirs.
-                return
+            if self._membership is not None:
+                self._member = self._membership()
+                if self._member is None:
+                    # The consumer noticed a rebalance and is rejoining: the partitions may
+                    # be someone else's. Everything waits; revocation drops what was theirs.
+                    return
             # Taken together, with no await between: offsets finished later belong with
             # records that are not in this transaction.
             offsets = self._tracker.committable()
@@ -156,6 +162,10 @@ class Outbox:
                 self._committed[tp] = position
             self.transactions += 1
 
+    def commit_membership(self) -> GroupMembership | None:
+        """The membership taken with the offsets of the transaction in progress."""
+        return self._member
+
     def discard(self, tps: set[TopicPartition]) -> int:
         """Drop queued records that are outcomes of ``tps`` (being given up); returns how many.
 
@@ -166,6 +176,7 @@ class Outbox:
         kept = [entry for entry in self._pending if entry[0] not in tps]
         dropped = len(self._pending) - len(kept)
         self._pending = kept
+        self.held = min(self.held, len(kept))
         return dropped
 
     async def wait_visible(

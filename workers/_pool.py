@@ -214,15 +214,14 @@ class WorkerPool(PoolLifecycle):
         )
         self.consumer.subscribe(self.source_topics, listener=RebalanceListener(self))
         await start_client(self.consumer, what="worker consumer")
-        membership = partial(consumer_membership, self.consumer)
-        fence_offset_commits(self.producer, membership)
         self.outbox = Outbox(
             self.producer,
             self.tracker,
             self.group_id,
             interval=opts.flush_interval,
-            membership=membership,
+            membership=partial(consumer_membership, self.consumer),
         )
+        fence_offset_commits(self.producer, self.outbox.commit_membership)
         self._started = True
 
     def request_stop(self) -> None:

@@ -55,11 +55,12 @@ async def _finish_and_flush(
     producer = make_producer(settings, transactional_id=unique("fence"), linger_ms=0)
     await start_client(producer, what="test producer")
     try:
-        fence_offset_commits(producer, membership)
         tracker = OffsetTracker()
         generation = tracker.track(source, 0)
         assert generation is not None
         outbox = Outbox(producer, tracker, group, membership=membership)
+        # As the pool wires it: the commit carries what the outbox took with its offsets.
+        fence_offset_commits(producer, outbox.commit_membership)
         assert outbox.add([Outgoing(out, b"k", b"result of offset 0", [])], source, 0, generation)
         await outbox.flush()
     finally:
@@ -138,6 +139,23 @@ async def test_a_stalled_member_cannot_commit_what_was_given_away(
         await _finish_and_flush(settings, group, source, out, lambda: current)
         assert await _values_once_committed(settings, out) == [b"result of offset 0"]
         assert await _committed(settings, group, source) == 1
+
+
+async def test_the_commit_carries_the_membership_taken_with_its_offsets(
+    settings: Settings, topics: tuple[TopicPartition, str]
+) -> None:
+    # The consumer rejoins between the outbox taking its offsets and the commit going
+    # out: the offsets were taken as the old member, so the commit must not pass as the new.
+    source, out = topics
+    group = unique("fence-group")
+    async with _member(settings, source.topic, group) as stalled:
+        before_stall = consumer_membership(stalled)
+    async with _member(settings, source.topic, group) as successor:
+        current = consumer_membership(successor)
+        answers = iter([before_stall])
+        with pytest.raises(KafkaUnavailable):
+            await _finish_and_flush(settings, group, source, out, lambda: next(answers, current))
+        assert await _committed(settings, group, source) == -1
 
 
 async def test_nothing_is_committed_while_the_member_has_no_generation(
