@@ -116,19 +116,27 @@ async def topics(settings: Settings) -> tuple[TopicPartition, str]:
     return TopicPartition(source, 0), out
 
 
+@asynccontextmanager
+async def _moved_on(
+    settings: Settings, topic: str, group: str
+) -> AsyncIterator[tuple[GroupMembership, GroupMembership]]:
+    """(a member's membership before it "stalled", its successor's), while the successor
+    owns the partition."""
+    async with _member(settings, topic, group) as stalled:
+        before_stall = consumer_membership(stalled)
+    async with _member(settings, topic, group) as successor:
+        current = consumer_membership(successor)
+        assert before_stall is not None and current is not None
+        assert current.generation_id > before_stall.generation_id
+        yield before_stall, current
+
+
 async def test_a_stalled_member_cannot_commit_what_was_given_away(
     settings: Settings, topics: tuple[TopicPartition, str]
 ) -> None:
     source, out = topics
     group = unique("fence-group")
-    async with _member(settings, source.topic, group) as stalled:
-        before_stall = consumer_membership(stalled)
-    assert before_stall is not None
-
-    async with _member(settings, source.topic, group) as successor:
-        current = consumer_membership(successor)
-        assert current is not None and current.generation_id > before_stall.generation_id
-
+    async with _moved_on(settings, source.topic, group) as (before_stall, current):
         with pytest.raises(KafkaUnavailable) as refused:
             await _finish_and_flush(settings, group, source, out, lambda: before_stall)
         assert not isinstance(refused.value, TransactionInDoubt)  # aborted, not in doubt
@@ -148,10 +156,7 @@ async def test_the_commit_carries_the_membership_taken_with_its_offsets(
     # out: the offsets were taken as the old member, so the commit must not pass as the new.
     source, out = topics
     group = unique("fence-group")
-    async with _member(settings, source.topic, group) as stalled:
-        before_stall = consumer_membership(stalled)
-    async with _member(settings, source.topic, group) as successor:
-        current = consumer_membership(successor)
+    async with _moved_on(settings, source.topic, group) as (before_stall, current):
         answers = iter([before_stall])
         with pytest.raises(KafkaUnavailable):
             await _finish_and_flush(settings, group, source, out, lambda: next(answers, current))
