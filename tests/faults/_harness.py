@@ -158,8 +158,8 @@ def sigkill(system: LocalSystem, name: str) -> None:
     system.supervisor.stop(name)  # the group is gone: this only forgets the child
 
 
-async def busiest(system: LocalSystem, names: list[str]) -> str:
-    """Of children ``names``, the one with the most commands running now (its metrics)."""
+async def in_flight(system: LocalSystem, names: list[str]) -> dict[str, float]:
+    """Commands running now in each of children ``names`` (their metrics)."""
     running: dict[str, float] = {}
     async with aiohttp.ClientSession() as session:
         for name in names:
@@ -170,7 +170,22 @@ async def busiest(system: LocalSystem, names: list[str]) -> str:
                 for line in text.splitlines()
                 if line.startswith("switchyard_in_flight{")
             )
+    return running
+
+
+async def busiest(system: LocalSystem, names: list[str]) -> str:
+    """Of children ``names``, the one with the most commands running now."""
+    running = await in_flight(system, names)
     return max(names, key=lambda name: running[name])
+
+
+async def settled(system: LocalSystem, names: list[str], within: float = 30.0) -> None:
+    """Wait (bounded) until children ``names`` run nothing, twice in a row a second apart."""
+    idle = 0
+    async with asyncio.timeout(within):
+        while idle < 2:
+            idle = idle + 1 if not any((await in_flight(system, names)).values()) else 0
+            await asyncio.sleep(1.0)
 
 
 async def stall(system: LocalSystem, names: list[str], seconds: float) -> None:

@@ -19,6 +19,7 @@ from ._harness import (
     reset_emulator,
     restart,
     running_workers,
+    settled,
     sigkill,
     stall,
     wait_ready,
@@ -103,6 +104,9 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
         # commits carry a generation the group has left behind and are refused.
         stalled = [await busiest(system, running_workers(system, c)) for c in WORKERS]
         await stall(system, stalled, STALL_SECONDS)
+        # Awake, they may start calls queued before the stall until they notice they are
+        # out of the group: those effects belong to this scenario's counts, not the next.
+        await settled(system, stalled)
 
     # Slower calls, so that the stalled workers surely have some in flight.
     counts = await _scenario(procs, "stalled worker (the busier of 2 per pool)", crash, latency_ms=200)
