@@ -141,7 +141,7 @@ class LocalSystem:
     def add_router(self) -> str:
         """Start one more router process; the first is named ``router``, then ``router-2``, ...."""
         name = "router" if not self._router_names else f"router-{len(self._router_names) + 1}"
-        self._start_serving_metrics(name, ["router", *self._args.get("router", [])])
+        self.start_serving_metrics(name, ["router", *self._args.get("router", [])])
         self._router_names.append(name)
         return name
 
@@ -155,11 +155,12 @@ class LocalSystem:
     def add_worker(self, connector: str) -> str:
         names = self._worker_names.setdefault(connector, [])
         name = f"worker-{connector}-{len(names) + 1}"
-        self._start_serving_metrics(name, ["worker", "--connector", connector, *self._args.get("worker", [])])
+        self.start_serving_metrics(name, ["worker", "--connector", connector, *self._args.get("worker", [])])
         names.append(name)
         return name
 
-    def _start_serving_metrics(self, name: str, argv: list[str]) -> None:
+    def start_serving_metrics(self, name: str, argv: list[str]) -> None:
+        """Start child ``name`` with a /metrics port of its own (in ``metrics_urls``)."""
         assert self.supervisor is not None
         port = free_port()
         self.supervisor.start(name, argv, extra_env={"SWITCHYARD_METRICS_PORT": str(port)})

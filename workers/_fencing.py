@@ -78,29 +78,24 @@ def fence_offset_commits(producer: AIOKafkaProducer, membership: Membership) -> 
         # aiokafka's own _do_txn_offset_commit, with the fenced handler.
         if not offsets:
             return
+        member = membership()
+        if member is None:
+            _refuse(sender, "the consumer is not in a group generation")
+            return
         try:
             node_id = await sender._find_coordinator(CoordinationType.GROUP, group_id)
         except GroupAuthorizationFailedError as exc:
             _abortable_error(sender._txn_manager, exc)
             return
-        await _FencedHandler(sender, offsets, group_id, membership).do(node_id)
+        await _FencedHandler(sender, offsets, group_id, member).do(node_id)
 
     sender._do_txn_offset_commit = txn_offset_commit
 
 
 class _FencedHandler(TxnOffsetCommitHandler):  # type: ignore[misc]
-    def __init__(self, sender: Any, offsets: Any, group_id: str, membership: Membership) -> None:
+    def __init__(self, sender: Any, offsets: Any, group_id: str, member: GroupMembership) -> None:
         super().__init__(sender, offsets, group_id)
-        self._membership = membership
-        self._member = GroupMembership(-1, "")
-
-    async def do(self, node_id: int) -> bool:
-        member = self._membership()
-        if member is None:
-            self._refuse("the consumer is not in a group generation")
-            return True
         self._member = member
-        return bool(await super().do(node_id))
 
     def create_request(self) -> Request[Any]:
         manager = self._sender._txn_manager
@@ -126,13 +121,14 @@ class _FencedHandler(TxnOffsetCommitHandler):  # type: ignore[misc]
     def handle_response(self, resp: Any) -> float | None:
         codes = {code for _, partitions, _ in resp.topics for _, code, _ in partitions}
         if codes & _FENCED:
-            self._refuse(f"the group coordinator refused it (error codes {sorted(codes)})")
+            _refuse(self._sender, f"the group coordinator refused it (error codes {sorted(codes)})")
             return None
         return super().handle_response(_AsV0(resp))  # type: ignore[no-any-return]
 
-    def _refuse(self, why: str) -> None:
-        error = CommitFailedError(f"transactional offset commit fenced: {why}")
-        _abortable_error(self._sender._txn_manager, error)
+
+def _refuse(sender: Any, why: str) -> None:
+    error = CommitFailedError(f"transactional offset commit fenced: {why}")
+    _abortable_error(sender._txn_manager, error)
 
 
 def _abortable_error(manager: Any, error: Exception) -> None:

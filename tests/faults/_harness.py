@@ -18,7 +18,6 @@ import aiohttp
 from core.health import answers_ok
 from schemas import ConnectorOptions, Limits, WorkspaceConfig
 from switchyard.demo import DemoTenant, demo_tenants
-from switchyard.stack._procs import free_port
 from switchyard.system import LocalSystem, ensure_pool_roles
 from workers.emulators.testing import emulator_control
 
@@ -206,12 +205,10 @@ async def stall(system: LocalSystem, names: list[str], seconds: float) -> None:
 def restart(system: LocalSystem, name: str, argv: list[str], *, metrics: bool = False) -> None:
     """Start child ``name``; with ``metrics``, on a /metrics port of its own (see busiest)."""
     assert system.supervisor is not None
-    if not metrics:
+    if metrics:
+        system.start_serving_metrics(name, argv)
+    else:
         system.supervisor.start(name, argv)
-        return
-    port = free_port()
-    system.supervisor.start(name, argv, extra_env={"SWITCHYARD_METRICS_PORT": str(port)})
-    system.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
 
 
 def running_workers(system: LocalSystem, connector: str) -> list[str]:
