@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +32,7 @@ from ._results import KIND_DEAD_LETTER, KIND_RESULT, KIND_RETRY, Outgoing, build
 from ._retry import Decision, RetryPolicy, Step, decide
 from .connectors._base import Connector, ConnectorCall, CredentialsExpired
 
-__all__ = ["Executor", "Job", "Outcome", "upstream_idempotency_key"]
+__all__ = ["Abandoned", "Executor", "Job", "Outcome", "StillOurs", "upstream_idempotency_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,14 @@ _BREAKER_CODES = frozenset(
         ErrorCode.UPSTREAM_RATE_LIMITED,
     }
 )
+
+
+# Asked before an in-process retry: may this worker still run the command?
+StillOurs = Callable[[], Awaitable[bool]]
+
+
+class Abandoned(Exception):
+    """The command's partition was given away while it waited to retry: its new owner runs it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +135,12 @@ class Executor:
         self.timeout = timeout
         self._host = urlsplit(base_url).hostname or ""
 
-    async def run(self, job: Job) -> Outcome:
-        """Execute ``job`` and return the records that settle this delivery."""
+    async def run(self, job: Job, still_ours: StillOurs | None = None) -> Outcome:
+        """Execute ``job`` and return the records that settle this delivery.
+
+        Raises:
+            Abandoned: ``still_ours()`` answered False before an in-process retry.
+        """
         command = job.command
         started = now()
         with capture_spans() as spans:
@@ -152,7 +164,7 @@ class Executor:
                 context = otel_context.get_current()
                 trace_id = current_trace_id()
                 with bind(tenant_id=command.tenant_id, command_id=command.command_id, trace_id=trace_id):
-                    verdict = await self._attempts(command, job.next_tier)
+                    verdict = await self._attempts(command, job.next_tier, still_ours)
                     status_name = verdict.step.value if verdict.status is None else verdict.status.value
                     worker_span.set_attribute("switchyard.outcome", status_name)
                     if verdict.status is not ResultStatus.SUCCEEDED:
@@ -166,7 +178,9 @@ class Executor:
                 logger.log(level, "command %s", final, extra={"fields": {"attempts": verdict.attempts}})
         return outcome
 
-    async def _attempts(self, command: RoutedCommand, next_tier: int) -> _Verdict:
+    async def _attempts(
+        self, command: RoutedCommand, next_tier: int, still_ours: StillOurs | None
+    ) -> _Verdict:
         errors = list(command.errors)
         key = command.tenant_id
         if command.expired(now()):
@@ -205,6 +219,9 @@ class Executor:
             decision = self._decide(info, failures, next_tier, command)
             if decision.step is Step.RETRY_NOW:
                 await asyncio.sleep(decision.delay)
+                if still_ours is not None and not await still_ours():
+                    self.breakers.cancel_probe(key)
+                    raise Abandoned(command.command_id)
                 continue
             if info.code in _BREAKER_CODES:
                 self.breakers.failure(key)

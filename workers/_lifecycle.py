@@ -70,6 +70,7 @@ class PoolLifecycle:
     _settling: set[TopicPartition]
     _unsettled: list[tuple[TopicPartition, Any]]
     _bp_paused: bool
+    _revoking: asyncio.Event
     _started: bool
 
     def _refill(self, tenant: str) -> None:
@@ -103,6 +104,13 @@ class PoolLifecycle:
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         if not self._started or not revoked:
             return
+        self._revoking.set()
+        try:
+            await self._give_up(revoked)
+        finally:
+            self._revoking.clear()
+
+    async def _give_up(self, revoked: set[TopicPartition]) -> None:
         self._drop(revoked)
         await self._wait_running(revoked, self.options.revoke_grace)
         try:

@@ -46,7 +46,7 @@ from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, ResultStatus, RoutedComma
 
 from ._breaker import CircuitBreakers
 from ._credentials import Credentials, VaultLike
-from ._execute import Executor, Job, Outcome, now
+from ._execute import Abandoned, Executor, Job, Outcome, now
 from ._fencing import consumer_membership, fence_offset_commits
 from ._holding import Holding
 from ._lifecycle import PoolLifecycle, RebalanceListener
@@ -56,6 +56,7 @@ from ._overflow import Overflow
 from ._results import KIND_RESULT, build_result, dead_letter_raw, record_for
 from ._retry import RetryPolicy
 from ._scheduler import FairScheduler
+from ._stall_guard import StallGuard, heartbeat_accepted
 from .connectors._base import Connector
 
 __all__ = ["PoolOptions", "WorkerPool"]
@@ -155,6 +156,8 @@ class WorkerPool(PoolLifecycle):
             limit=opts.max_delayed_per_partition, pause=self._pause_held, resume=self._resume_held
         )
         self._bp_paused = False
+        # Set while partitions are being revoked: what waits on the stall guard gives up.
+        self._revoking = asyncio.Event()
         self.completed: dict[str, int] = {}
         # Set by the command when the process exposes metrics (core.metrics.Metrics).
         self.metrics: Any = None
@@ -222,6 +225,7 @@ class WorkerPool(PoolLifecycle):
             membership=partial(consumer_membership, self.consumer),
         )
         fence_offset_commits(self.producer, self.outbox.commit_membership)
+        self.stall_guard = StallGuard(self._still_member)
         self._started = True
 
     def request_stop(self) -> None:
@@ -239,6 +243,7 @@ class WorkerPool(PoolLifecycle):
         background = [
             asyncio.create_task(self._dispatch(), name="dispatch"),
             asyncio.create_task(self._release_delayed(), name="delays"),
+            asyncio.create_task(self.stall_guard.run(), name="stall-guard-ticker"),
         ]
         flusher = asyncio.create_task(self.outbox.run(), name="outbox")
         try:
@@ -373,6 +378,9 @@ class WorkerPool(PoolLifecycle):
     async def _dispatch(self) -> None:
         while True:
             tenant, item = await self.scheduler.next()
+            if not self.stall_guard.ready() and not await self._still_ours(item):
+                self.scheduler.release(tenant)  # its partition's new owner runs it
+                continue
             if self.holding.waiting(tenant):
                 self._refill(tenant)
             self._running[item.tp] = self._running.get(item.tp, 0) + 1
@@ -386,14 +394,20 @@ class WorkerPool(PoolLifecycle):
             metrics.command_started(item.job.command, now())
         try:
             try:
-                outcome = await self.executor.run(item.job)
+                outcome = await self.executor.run(item.job, partial(self._still_ours, item))
+            except Abandoned:
+                logger.info("command left to its partition's new owner before a retry")
+                return
             except Exception:
                 # A bug in a connector or here must still end the command exactly once.
                 logger.exception("command execution crashed")
                 outcome = self._crashed(item)
         finally:
             self.scheduler.release(tenant)
-            self._running[item.tp] -= 1
+            # Not once the partition is forgotten (a task outliving the revoke grace): its
+            # count is gone, and a new assignment of it starts one afresh.
+            if self.tracker.is_current(item.tp, item.generation):
+                self._running[item.tp] -= 1
             if metrics is not None:
                 metrics.command_stopped(tenant)
         if self.outbox.add(outcome.records, item.tp, item.offset, item.generation):
@@ -406,6 +420,20 @@ class WorkerPool(PoolLifecycle):
                     metrics.command_retried(item.job.command)
             if self.tenant_logs is not None:
                 self._log_for_tenant(item.job.command, outcome)
+
+    async def _still_ours(self, item: _Item) -> bool:
+        """Whether ``item`` may still run here: after a stall, once the group has confirmed
+        this member; not if its partition is revoked meanwhile (the new owner runs it)."""
+        if self.stall_guard.ready():
+            return self.tracker.is_current(item.tp, item.generation)
+        await self.stall_guard.cleared(unless=self._revoking)
+        return not self._revoking.is_set() and self.tracker.is_current(item.tp, item.generation)
+
+    async def _still_member(self) -> bool:
+        member = consumer_membership(self.consumer)
+        if member is None:
+            return False  # rejoining: the new generation's heartbeat decides
+        return await heartbeat_accepted(self.admin, self.group_id, member)
 
     def _log_for_tenant(self, command: RoutedCommand, outcome: Outcome) -> None:
         result = outcome.result

@@ -16,6 +16,7 @@ from ._harness import (
     add_fault,
     busiest,
     count,
+    in_flight,
     reset_emulator,
     restart,
     running_workers,
@@ -96,6 +97,7 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
     procs: FaultSystem,
 ) -> None:
     system = procs.system
+    at_stall: dict[str, float] = {}
 
     async def crash() -> None:
         # Past the consumer's 10 s session timeout: the group gives the stalled workers'
@@ -103,14 +105,28 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
         # On waking, the stalled workers finish the calls they had in flight; their
         # commits carry a generation the group has left behind and are refused.
         stalled = [await busiest(system, running_workers(system, c)) for c in WORKERS]
+        at_stall.update(await in_flight(system, stalled))
         await stall(system, stalled, STALL_SECONDS)
-        # Awake, they may start calls queued before the stall until they notice they are
-        # out of the group: those effects belong to this scenario's counts, not the next.
+        # Awake, they start nothing new until the group confirms them (workers._stall_guard);
+        # what they finish still counts in this scenario, not the next.
         await settled(system, stalled)
 
     # Slower calls, so that the stalled workers surely have some in flight.
     counts = await _scenario(procs, "stalled worker (the busier of 2 per pool)", crash, latency_ms=200)
     assert_exactly_once(counts, TOTAL)
+    for name in at_stall:
+        log = (system.log_dir / f"{name}.log").read_text(errors="replace")
+        assert "event loop stalled" in log, f"{name} did not notice its stall"
+    # Slack takes no idempotency key: a call in flight at the stall is made twice (by the
+    # stalled worker, then by the new owner), and nothing else is made again: not the
+    # calls that were queued, nor an in-process retry of one that timed out while the
+    # process stood still (each of those once made it three times). A call or two may
+    # start between reading the in-flight count and the SIGSTOP.
+    slack, slack_in_flight = counts.effects["slack"], sum(
+        n for name, n in at_stall.items() if name.startswith("worker-slack-")
+    )
+    print(f"in flight at the stall: {at_stall}; slack effects {slack}")
+    assert slack["total"] - slack["keys"] <= slack_in_flight + 2, (at_stall, slack)
 
 
 async def test_a_sigkilled_router_restarted_loses_and_duplicates_no_command(procs: FaultSystem) -> None:

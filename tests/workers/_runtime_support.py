@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from core.errors import PermanentError
 from core.kafka import ensure_topics, make_consumer, make_producer, start_client
@@ -27,6 +27,7 @@ from core.settings import Settings
 from core.telemetry import capture_spans, inject, span
 from core.vault import PoolVault, VaultAdmin
 from schemas import ErrorCode, Result, RoutedCommand
+from workers._fencing import consumer_membership
 from workers._pool import PoolOptions, WorkerPool
 from workers.connectors._base import Connector, ConnectorCall, Operation, classify_http
 
@@ -354,6 +355,20 @@ async def put_tenant(
         {"access_token": token, "refresh_token": f"r-{tenant}", "tenant": tenant, **extra},
     )
     return token
+
+
+@asynccontextmanager
+async def group_member(settings: Settings, topic: str, group: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of ``group`` that has joined it and owns ``topic``'s partitions."""
+    consumer = make_consumer(settings, topic, group_id=group)
+    await start_client(consumer, what="test member")
+    try:
+        async with asyncio.timeout(30):
+            while consumer_membership(consumer) is None or not consumer.assignment():
+                await consumer.getmany(timeout_ms=100)
+        yield consumer
+    finally:
+        await consumer.stop()
 
 
 async def eventually(predicate: Any, *, within: float = 30.0, every: float = 0.02) -> None:

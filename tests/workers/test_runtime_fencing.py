@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from _runtime_support import group_member
+from aiokafka import TopicPartition
 
 from core.errors import KafkaUnavailable
 from core.kafka import ensure_topics, make_admin, make_consumer, make_producer, start_client
@@ -28,20 +29,6 @@ from workers._offsets import OffsetTracker
 from workers._outbox import Outbox, TransactionInDoubt
 from workers._results import Outgoing
 from workers._stable_offsets import stable_committed
-
-
-@asynccontextmanager
-async def _member(settings: Settings, topic: str, group: str) -> AsyncIterator[AIOKafkaConsumer]:
-    """A group member that has fetched the topic's record (so it owns the partition)."""
-    consumer = make_consumer(settings, topic, group_id=group)
-    await start_client(consumer, what="test member")
-    try:
-        async with asyncio.timeout(30):
-            while not await consumer.getmany(timeout_ms=200):
-                pass
-        yield consumer
-    finally:
-        await consumer.stop()
 
 
 async def _finish_and_flush(
@@ -122,9 +109,9 @@ async def _moved_on(
 ) -> AsyncIterator[tuple[GroupMembership, GroupMembership]]:
     """(a member's membership before it "stalled", its successor's), while the successor
     owns the partition."""
-    async with _member(settings, topic, group) as stalled:
+    async with group_member(settings, topic, group) as stalled:
         before_stall = consumer_membership(stalled)
-    async with _member(settings, topic, group) as successor:
+    async with group_member(settings, topic, group) as successor:
         current = consumer_membership(successor)
         assert before_stall is not None and current is not None
         assert current.generation_id > before_stall.generation_id
