@@ -4,7 +4,9 @@ Layout (KV v2 mounted at ``secret/``):
 
 - secret ``secret/data/tenants/<tenant>/<connector>`` holds one tenant's credentials
   for one connector;
-- policy ``t-<tenant>-<connector>`` reads and updates exactly that secret;
+- policy ``t-<tenant>-<connector>`` reads and updates exactly that secret (Vault folds
+  policy names to lower case, so a capital letter ``X`` of the tenant id is written
+  ``.x``: tenants ``Acme`` and ``acme`` get policies of their own);
 - token role ``<connector>-tenant`` may mint orphan tokens whose policies match
   ``t-*-<connector>``, for at most :data:`TENANT_TOKEN_MAX_TTL` seconds;
 - AppRole ``worker-<connector>`` (policy ``pool-<connector>``) may only call
@@ -50,7 +52,8 @@ def secret_path(tenant_id: str, connector: str) -> str:
 
 def tenant_policy_name(tenant_id: str, connector: str) -> str:
     _check(tenant_id, connector)
-    return f"t-{tenant_id}-{connector}"
+    folded = "".join(f".{char.lower()}" if char.isupper() else char for char in tenant_id)
+    return f"t-{folded}-{connector}"
 
 
 def tenant_policy_hcl(tenant_id: str, connector: str, mount: str = "secret") -> str:

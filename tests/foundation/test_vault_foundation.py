@@ -51,6 +51,24 @@ async def test_tenant_token_reads_its_own_credentials_and_gets_403_on_another_te
     assert response.status_code == 403
 
 
+async def test_tenants_whose_ids_differ_only_in_case_keep_separate_policies(
+    vault_admin: VaultAdmin, slack_pool: PoolVault
+) -> None:
+    # Vault folds policy names to lower case: without care, "Ab…" and "ab…" would share
+    # one policy, rewritten by each store to cover only the tenant stored last.
+    lower = _tenant()
+    upper = lower.upper()
+    await vault_admin.put_credentials(upper, "slack", {"bot_token": "xoxb-upper"})
+    await vault_admin.put_credentials(lower, "slack", {"bot_token": "xoxb-lower"})
+
+    assert dict((await slack_pool.read(upper)).data) == {"bot_token": "xoxb-upper"}
+    assert dict((await slack_pool.read(lower)).data) == {"bot_token": "xoxb-lower"}
+    with pytest.raises(VaultForbidden):
+        await slack_pool.read(lower, as_tenant=upper)
+    with pytest.raises(VaultForbidden):
+        await slack_pool.read(upper, as_tenant=lower)
+
+
 async def test_slack_pool_approle_cannot_read_or_mint_tokens_for_gmail_credentials(
     vault_admin: VaultAdmin, stack_env: dict[str, str]
 ) -> None:
