@@ -166,6 +166,9 @@ class Credentials:
         self.refreshes += 1
         refreshed = await self._refresher(current.data)
         data = {**current.data, **refreshed}
+        if "expires_at" not in refreshed:
+            # The stored expiry was the old access token's; this one's is unknown.
+            data.pop("expires_at", None)
         try:
             version = await self._vault.write_cas(tenant_id, data, current.version)
         except CasConflict:

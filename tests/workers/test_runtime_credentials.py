@@ -59,6 +59,23 @@ async def test_concurrent_refreshes_for_one_tenant_call_the_provider_once():
     assert (await creds.refresh("t1", stale)).data["access_token"] == "new" and calls == 1
 
 
+async def test_a_refresh_without_a_stated_lifetime_drops_the_old_tokens_expiry():
+    # A provider may leave out expires_in: the new token must not inherit the old
+    # token's (past) expiry, or every later command would refresh again and fail.
+    vault = MemoryVault({"access_token": "old", "refresh_token": "r", "expires_at": time.time() - 60})
+
+    async def refresher(data):
+        renewed = {k: v for k, v in data.items() if k != "expires_at"}
+        return {**renewed, "access_token": "new"}
+
+    creds = Credentials(vault, refresher=refresher)
+    stale = await creds.get("t1")
+    assert token_expired(stale.data)
+    fresh = await creds.refresh("t1", stale)
+    assert fresh.data == {"access_token": "new", "refresh_token": "r"}
+    assert not token_expired(vault.secret.data)
+
+
 async def test_losing_the_check_and_set_race_adopts_the_winners_token():
     vault = MemoryVault({"access_token": "old"})
     vault.conflict_once = True
