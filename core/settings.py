@@ -34,6 +34,7 @@ ENV_VARS: dict[str, str] = {
     "SWITCHYARD_VAULT_ROLE_ID": "vault_role_id",
     "SWITCHYARD_VAULT_SECRET_ID": "vault_secret_id",
     "SWITCHYARD_ADMIN_TOKEN": "admin_token",
+    "SWITCHYARD_MCP_SESSION_SECRET": "mcp_session_secret",
     "SWITCHYARD_INGRESS_HOST": "ingress_host",
     "SWITCHYARD_INGRESS_PORT": "ingress_port",
     "SWITCHYARD_INGRESS_ALLOWED_ORIGINS": "ingress_allowed_origins",
@@ -73,6 +74,8 @@ class Settings(BaseModel):
     vault_secret_id: SecretStr | None = None
 
     admin_token: SecretStr | None = None
+    # Signs MCP session ids; every ingress replica must share it (else the admin token).
+    mcp_session_secret: SecretStr | None = None
     ingress_host: str = "127.0.0.1"
     ingress_port: int = Field(default=8080, ge=0, le=65535)
     ingress_allowed_origins: tuple[str, ...] = ()

@@ -69,8 +69,9 @@ def setup(
     key, shared = derive_session_key(options.session_secret)
     if not shared:
         logger.warning(
-            "MCP session ids are signed with a random per-process key: pass settings with an "
-            "admin token so that every ingress replica accepts every session"
+            "MCP session ids are signed with a random per-process key: set "
+            "SWITCHYARD_MCP_SESSION_SECRET (or an admin token) so that every ingress replica "
+            "accepts every session"
         )
     tools = ToolRunner(services, page_size=options.page_size, call_timeout=options.call_timeout)
     tasks = TaskBook(

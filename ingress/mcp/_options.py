@@ -26,7 +26,10 @@ class McpOptions:
     task_result_timeout: float = 25.0
     page_size: int = 100
     max_body_bytes: int = 1024 * 1024
-    session_max_age: float = 24 * 3600
+    # Long: clients such as Cursor stay connected for days, and the Python SDK does not
+    # initialize again on the 404 an expired session gets. The API key is checked on
+    # every request regardless.
+    session_max_age: float = 30 * 24 * 3600
     # Retention advertised for tasks (ms); the results topic's retention bounds it too.
     task_ttl_ms: int = 3_600_000
     task_poll_interval_ms: int = 1_000

@@ -162,6 +162,7 @@ def test_values_violating_the_schema_make_helm_template_fail(
         (["router.replicas=13"], "router.replicas (13) must not exceed kafka.topics.partitions (12)"),
         (["workers.pools.slack.replicas=9"], "workers.pools.slack: replicas (9) must not exceed"),
         (["kafka.sasl.enabled=true"], "kafka.sasl.existingSecret"),
+        (["ingress.mcpSessionSecret.name="], "ingress.mcpSessionSecret.name is needed"),
     ],
 )
 def test_values_that_contradict_each_other_make_helm_template_fail(
@@ -170,6 +171,12 @@ def test_values_that_contradict_each_other_make_helm_template_fail(
     done = run_helm(helm, *template_args("minimal-values.yaml", set=values))
     assert done.returncode != 0
     assert expected in done.stderr, done.stderr
+
+
+def test_one_ingress_replica_needs_no_shared_mcp_session_secret(helm: str) -> None:
+    values = ["ingress.mcpSessionSecret.name=", "ingress.autoscaling.enabled=false", "ingress.replicas=1"]
+    done = run_helm(helm, *template_args("minimal-values.yaml", set=values))
+    assert done.returncode == 0, done.stderr
 
 
 def test_keda_triggers_watch_each_pools_consumer_group_on_its_topics(render: Render) -> None:

@@ -98,3 +98,13 @@ def test_claims_matching_the_identity_and_foreign_space_arguments_pass():
 def test_retry_after_is_whole_seconds_rounded_up():
     assert RateLimited("x", 0.2).headers() == {"Retry-After": "1"}
     assert RateLimited("x", 2.1).headers() == {"Retry-After": "3"}
+
+
+def test_mcp_session_key_comes_from_the_shared_session_secret_before_the_admin_token() -> None:
+    from core.settings import load_settings
+    from ingress.mcp._options import McpOptions
+
+    env = {"SWITCHYARD_MCP_SESSION_SECRET": "shared", "SWITCHYARD_ADMIN_TOKEN": "admin"}
+    assert McpOptions.from_settings(load_settings(env)).session_secret == "shared"
+    assert McpOptions.from_settings(load_settings({"SWITCHYARD_ADMIN_TOKEN": "admin"})).session_secret == "admin"
+    assert McpOptions.from_settings(load_settings({})).session_secret is None

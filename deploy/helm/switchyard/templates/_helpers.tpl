@@ -85,6 +85,10 @@ whatever delay the pool gives that tier (a test keeps this list equal to the Pyt
 {{- if and .Values.ingress.autoscaling.enabled (gt (int .Values.ingress.autoscaling.minReplicas) (int .Values.ingress.autoscaling.maxReplicas)) -}}
 {{- fail "ingress.autoscaling.minReplicas must not exceed ingress.autoscaling.maxReplicas" -}}
 {{- end -}}
+{{- $ingresses := ternary (int .Values.ingress.autoscaling.maxReplicas) (int .Values.ingress.replicas) .Values.ingress.autoscaling.enabled -}}
+{{- if and (gt $ingresses 1) (not .Values.ingress.mcpSessionSecret.name) (not .Values.ingress.adminTokenSecret.name) -}}
+{{- fail "ingress.mcpSessionSecret.name is needed with more than one ingress replica: every replica must sign MCP session ids with the same secret, or clients moved to another replica lose their session" -}}
+{{- end -}}
 {{- range $connector, $own := .Values.workers.pools -}}
 {{- $pool := mergeOverwrite (deepCopy $.Values.workerDefaults) (default dict $own) -}}
 {{- if gt (int $pool.replicas) (int $pool.maxReplicas) -}}
