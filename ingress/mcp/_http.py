@@ -325,9 +325,18 @@ class McpEndpoint:
                 # Notifications and responses: accepted, nothing to answer. The stateless
                 # revision defines none a server must act on (closing a stream cancels).
                 return web.Response(status=202, headers=cors)
-            result = await self._dispatcher.handle(
-                identity, version, incoming.request.method, incoming.request.params
-            )
+            try:
+                result = await self._dispatcher.handle(
+                    identity, version, incoming.request.method, incoming.request.params
+                )
+            except RpcError as exc:
+                if modern or exc.status is None:
+                    raise
+                # On the handshake revisions a method's error is its answer, sent with 200
+                # like the SDKs' own servers: the Python SDK 1.x client raises on a non-2xx
+                # status and never completes the call (python-sdk #3091); the TypeScript
+                # one hides the JSON-RPC error in a transport error.
+                raise RpcError(exc.code, exc.message, data=exc.data, headers=exc.headers) from None
             return reply_result(request_id, result, sse=sse, headers=cors)
         except RpcError as exc:
             default = MODERN_STATUS.get(exc.code, 200) if modern else 200

@@ -433,6 +433,20 @@ async def test_a_claim_of_another_tenant_is_403_and_publishes_nothing(
     assert server.pipeline.published == []
 
 
+async def test_on_a_handshake_revision_a_refused_call_is_a_json_rpc_error_with_http_200(
+    server: Server,
+) -> None:
+    # The Python SDK 1.x client raises on a non-2xx answer and never completes the call;
+    # the same refusal on the stateless revision keeps its HTTP status (above).
+    session, _ = await _initialize(f"{server.url}/main")
+    params = {"name": "create_task", "arguments": {"tenant_id": "beta"}}
+    status, _, body = await _post(
+        f"{server.url}/main", _rpc("tools/call", params, rid=8), headers=_legacy(session)
+    )
+    assert status == 200 and body["id"] == 8 and body["error"]["code"] == -32011
+    assert server.pipeline.published == []
+
+
 async def test_sdk_client_with_spoofed_tenant_meta_gets_an_error(server: Server) -> None:
     async with _client(f"{server.url}/main", "key-acme", "legacy") as client:
         with pytest.raises(MCPError):
