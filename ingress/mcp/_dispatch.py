@@ -41,7 +41,7 @@ from ingress.errors import IngressError
 
 from ._jsonrpc import RpcError
 from ._tasks import TaskBook
-from ._tools import ToolRunner, check_claims, rpc_from_ingress_error
+from ._tools import InvalidArguments, ToolRunner, check_claims, rpc_from_ingress_error
 
 __all__ = [
     "HANDSHAKE_VERSIONS",
@@ -56,6 +56,8 @@ HANDSHAKE_VERSIONS: tuple[str, ...] = ("2025-06-18", "2025-11-25")
 MODERN_VERSIONS: tuple[str, ...] = ("2026-07-28",)
 # Tasks exist only in 2025-11-25 (2026-07-28 moved them to an extension).
 TASKS_VERSION = "2025-11-25"
+# Invalid tool arguments are a protocol error only here (a tool error from 2025-11-25 on).
+FIRST_VERSION = "2025-06-18"
 
 _TASK_METHODS = {
     "tasks/get": GetTaskRequestParams,
@@ -191,7 +193,12 @@ class Dispatcher:
         self, identity: Identity, version: str, params: CallToolRequestParams
     ) -> dict[str, Any]:
         arguments = params.arguments or {}
-        action = self._tools.resolve(identity, params.name, arguments)
+        try:
+            action = self._tools.resolve(identity, params.name, arguments)
+        except InvalidArguments as exc:
+            if version == FIRST_VERSION:
+                raise
+            return self._serialize("tools/call", version, exc.as_tool_result())
         meta = dict(params.meta) if params.meta is not None else None
         with span(
             "mcp tools/call",

@@ -66,6 +66,20 @@ def check_claims(identity: Identity, *scopes: dict[str, Any] | None) -> None:
                 raise Forbidden(f"'{key}' names another workspace than the request's")
 
 
+class InvalidArguments(RpcError):
+    """Tool arguments that break the tool's input schema.
+
+    A protocol error (-32602) on 2025-06-18; from 2025-11-25 on (SEP-1303) a tool
+    execution error, so that the model reads the message and corrects its call.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(INVALID_PARAMS, message)
+
+    def as_tool_result(self) -> CallToolResult:
+        return CallToolResult(content=[TextContent(text=self.message)], is_error=True)
+
+
 def rpc_from_ingress_error(exc: IngressError | KafkaUnavailable) -> RpcError:
     """The JSON-RPC error (and HTTP status) for an edge error."""
     if isinstance(exc, KafkaUnavailable):
@@ -221,8 +235,8 @@ class ToolRunner:
         """The enabled action called ``name``, with ``arguments`` checked against its schema.
 
         Raises:
-            RpcError: -32602 for an unknown or disabled tool, or arguments that do not
-                match the tool's input schema.
+            RpcError: -32602 for an unknown or disabled tool.
+            InvalidArguments: arguments that do not match the tool's input schema.
         """
         workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
         key = (identity.tenant_id, identity.space_id, name)
@@ -239,9 +253,7 @@ class ToolRunner:
         error = jsonschema.exceptions.best_match(check.errors(arguments))
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "(root)"
-            raise RpcError(
-                INVALID_PARAMS, f"Invalid arguments for tool {name} at {where}: {describe(error)}"
-            )
+            raise InvalidArguments(f"Invalid arguments for tool {name} at {where}: {describe(error)}")
         return action
 
     @staticmethod

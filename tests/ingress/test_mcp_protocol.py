@@ -363,12 +363,25 @@ async def test_unknown_or_disabled_tool_is_invalid_params_and_publishes_nothing(
     assert server.pipeline.published == []
 
 
-async def test_arguments_violating_the_schema_are_invalid_params(server: Server) -> None:
-    async with _client(f"{server.url}/main", "key-acme", "legacy") as client:
-        with pytest.raises(MCPError) as caught:
-            await client.call_tool("daily_summary", {"text": 42})
-    assert caught.value.code == -32602 and "text" in caught.value.message
-    assert caught.value.message.endswith('at text: expected type "string"')
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_arguments_violating_the_schema_are_a_tool_error_the_model_can_read(
+    server: Server, mode: str
+) -> None:
+    # SEP-1303 (2025-11-25 on): the message reaches the model, which can correct its call.
+    async with _client(f"{server.url}/main", "key-acme", mode) as client:
+        result = await client.call_tool("daily_summary", {"text": 42})
+    assert result.is_error and "text" in result.content[0].text
+    assert result.content[0].text.endswith('at text: expected type "string"')
+    assert server.pipeline.published == []
+
+
+async def test_on_2025_06_18_arguments_violating_the_schema_are_invalid_params(server: Server) -> None:
+    session, _ = await _initialize(f"{server.url}/main", version="2025-06-18")
+    params = {"name": "daily_summary", "arguments": {"text": 42}}
+    status, _, body = await _post(
+        f"{server.url}/main", _rpc("tools/call", params), headers=_legacy(session, "2025-06-18")
+    )
+    assert status == 200 and body["error"]["code"] == -32602 and "text" in body["error"]["message"]
     assert server.pipeline.published == []
 
 
@@ -383,9 +396,8 @@ async def test_an_empty_space_header_counts_as_not_given(server: Server) -> None
 async def test_a_rejected_argument_value_is_not_echoed_back(server: Server) -> None:
     pasted = {"text": ["xoxb-pasted-secret-value"]}
     async with _client(f"{server.url}/main", "key-acme", "legacy") as client:
-        with pytest.raises(MCPError) as caught:
-            await client.call_tool("daily_summary", pasted)
-    assert caught.value.code == -32602 and "pasted-secret" not in caught.value.message
+        result = await client.call_tool("daily_summary", pasted)
+    assert result.is_error and "pasted-secret" not in result.content[0].text
 
 
 async def test_a_call_past_the_deadline_says_the_command_still_runs() -> None:
