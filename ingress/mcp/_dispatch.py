@@ -141,13 +141,11 @@ class Dispatcher:
                 refused by the edge).
         """
         meta = params.get("_meta") if isinstance(params, dict) else None
-        arguments = (
-            params.get("arguments") if isinstance(params, dict) and method == "tools/call" else None
-        )
         try:
-            # The params envelope itself, its _meta and the tool arguments may not claim
-            # another tenant (a tenant_id next to name/arguments is a claim too).
-            check_claims(identity, params if isinstance(params, dict) else None, meta, arguments)
+            # The params envelope itself and its _meta may not claim another tenant (a
+            # tenant_id next to name/arguments is a claim too); tool arguments are checked
+            # against what the tool declares (ToolRunner.resolve).
+            check_claims(identity, params if isinstance(params, dict) else None, meta)
         except IngressError as exc:
             raise rpc_from_ingress_error(exc) from exc
         if method in _TASK_METHODS:

@@ -235,7 +235,8 @@ class ToolRunner:
         """The enabled action called ``name``, with ``arguments`` checked against its schema.
 
         Raises:
-            RpcError: -32602 for an unknown or disabled tool.
+            RpcError: -32602 for an unknown or disabled tool; 403 for an argument the tool
+                does not declare that claims another tenant or workspace.
             InvalidArguments: arguments that do not match the tool's input schema.
         """
         workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
@@ -250,6 +251,14 @@ class ToolRunner:
                 raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
             action, check = found, compiled
             self._tools.put(key, (workspace, action, check))
+        # An argument the tool declares is the target app's data (a Jira "tenant", a
+        # Confluence "space_id"); any other tenant or workspace key is a claim.
+        properties = action.input_schema.get("properties")
+        declared = properties if isinstance(properties, dict) else {}
+        try:
+            check_claims(identity, {k: v for k, v in arguments.items() if k not in declared})
+        except IngressError as exc:
+            raise rpc_from_ingress_error(exc) from exc
         error = jsonschema.exceptions.best_match(check.errors(arguments))
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "(root)"

@@ -205,7 +205,14 @@ def _catalog() -> FakeCatalog:
     many = WorkspaceConfig(
         tenant_id="acme", space_id="big", actions=[_action(f"tool_{i:03d}") for i in range(7)]
     )
-    return FakeCatalog({("acme", "main"): acme, ("beta", "ops"): beta, ("acme", "big"): many})
+    # The target app's own "tenant" (an Atlassian site) and "space_id" (Confluence).
+    declared = {"tenant": {"type": "string"}, "space_id": {"type": "string"}}
+    jira = WorkspaceConfig(
+        tenant_id="acme", space_id="jira", actions=[_action("file_issue", properties=declared), _action("create_task")]
+    )
+    return FakeCatalog(
+        {("acme", "main"): acme, ("beta", "ops"): beta, ("acme", "big"): many, ("acme", "jira"): jira}
+    )
 
 
 @dataclass
@@ -225,7 +232,7 @@ async def server() -> AsyncIterator[Server]:
 
 async def _serve(options: McpOptions, allowed: tuple[str, ...] = ()) -> AsyncIterator[Server]:
     pipeline = FakePipeline()
-    auth = FakeAuth({"key-acme": ("acme", ["main", "big"]), "key-beta": ("beta", ["ops"])})
+    auth = FakeAuth({"key-acme": ("acme", ["main", "big", "jira"]), "key-beta": ("beta", ["ops"])})
     app = web.Application()
     setup(app, Services(auth, _catalog(), pipeline, allowed_origins=allowed), options=options)
     runner = web.AppRunner(app)
@@ -443,6 +450,20 @@ async def test_a_claim_of_another_tenant_is_403_and_publishes_nothing(
     )
     assert status == 403 and body["id"] == 7 and body["error"]["code"] == -32011
     assert server.pipeline.published == []
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_arguments_the_tool_declares_are_its_data_not_a_tenant_claim(
+    server: Server, mode: str
+) -> None:
+    async with _client(f"{server.url}/jira", "key-acme", mode) as client:
+        result = await client.call_tool("file_issue", {"tenant": "acme-eu.atlassian.net", "space_id": "ENG"})
+        assert not result.is_error
+        # Not declared by create_task: a claim, refused as before.
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("create_task", {"tenant": "beta"})
+    assert caught.value.code == -32011
+    assert [c.action for c in server.pipeline.published] == ["file_issue"]
 
 
 async def test_on_a_handshake_revision_a_refused_call_is_a_json_rpc_error_with_http_200(
