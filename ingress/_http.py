@@ -56,7 +56,7 @@ def json_response(
 
 def error_response(exc: IngressError) -> web.Response:
     return json_response(
-        {"error": {"code": exc.code, "message": exc.message}},
+        {"error": {"code": exc.code, "message": exc.message, **exc.details}},
         status=exc.status,
         headers=exc.headers(),
     )

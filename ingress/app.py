@@ -42,6 +42,8 @@ class IngressOptions:
 
     max_body_bytes: int = 2 * 1024 * 1024
     request_timeout: float = 40.0
+    # How long a submit waits for the broker's acknowledgement before answering 503.
+    publish_timeout: float = 30.0
     # Edge rate limit per tenant (token bucket); the router enforces workspace limits.
     rate_per_second: float = 500.0
     burst: int = 1_000
@@ -112,7 +114,11 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
         settings, capacity=options.results_capacity, lookback=options.results_lookback
     )
     pipeline = KafkaPipeline(
-        settings, results, rate_per_second=options.rate_per_second, burst=options.burst
+        settings,
+        results,
+        rate_per_second=options.rate_per_second,
+        burst=options.burst,
+        send_timeout=options.publish_timeout,
     )
     directory = Directory(settings)
     state = IngressState(settings=settings, directory=directory, results=results, pipeline=pipeline)

@@ -45,6 +45,8 @@ class IngressError(SwitchyardError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # Extra fields of the error object (never secrets), e.g. the key to retry with.
+        self.details: dict[str, str] = {}
 
     def headers(self) -> dict[str, str]:
         """Extra response headers this error requires (e.g. ``Retry-After``)."""

@@ -89,7 +89,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "operationId": "submitBatch", "summary": "Submit up to 500 commands",
             "parameters": [space_header],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BatchRequest")}}},
-            "responses": {"200": _json("BatchResponse", "Per-item outcomes"),
+            "responses": {"200": _json("BatchResponse", "Per-item outcomes (no item accepted: the first item's status, e.g. 503, with this body)"),
                           **_errors(400, 401, 403, 413, 429, 503)},
         }},
         "/v1/commands/{command_id}": {"get": {

@@ -2,6 +2,7 @@
 
     POST /v1/commands                      → 202 {command_id, status, status_url}
     POST /v1/commands:batch                → 200 {accepted, failed, items: [...]}
+                                             (none accepted: the first item's status)
     GET  /v1/commands/{command_id}?wait=S  → 200 {command_id, status, result?} | 404
 
 Each path also exists under ``/v1/spaces/{space_id}/...`` (see :mod:`ingress.auth`).
@@ -13,6 +14,7 @@ batch's rate-limit cost is its item count, taken (or refused with 429) as a whol
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +30,7 @@ from .auth import authenticate, check_claims
 from .contracts import Identity, Services
 from .errors import BadRequest, IngressError, NotFound, ServiceUnavailable, from_validation
 from .models import MAX_BATCH, SubmitRequest
-from .pipeline import KafkaPipeline, Submission
+from .pipeline import KafkaPipeline, Submission, command_id_for
 
 __all__ = ["MAX_WAIT_SECONDS", "SERVICES", "add_routes"]
 
@@ -74,7 +76,20 @@ def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submissio
     deadline = None
     if parsed.deadline_seconds is not None:
         deadline = datetime.now(UTC) + timedelta(seconds=parsed.deadline_seconds)
-    return Submission(parsed.action, dict(parsed.arguments), key or header_key, deadline)
+    # A key of our own when the caller gave none, so that a 503 can name it: retried
+    # with it, a command the broker took after all is not run twice.
+    key = key or header_key or f"auto-{uuid.uuid4().hex}"
+    return Submission(parsed.action, dict(parsed.arguments), key, deadline)
+
+
+def _unavailable(identity: Identity, key: str) -> ServiceUnavailable:
+    error = ServiceUnavailable(
+        "the message broker is unavailable; retry with the same idempotency key, and the "
+        "command runs at most once",
+        2.0,
+    )
+    error.details = {"idempotency_key": key, "command_id": command_id_for(identity.tenant_id, key)}
+    return error
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -84,14 +99,18 @@ async def submit(request: web.Request) -> web.Response:
     check_claims(identity, body=body)
     header_key = request.headers.get("Idempotency-Key")
     item = _submission(body, header_key)
-    command, created = await request.app[SERVICES].pipeline.submit(
-        identity,
-        item.action,
-        item.arguments,
-        source=CommandSource.REST,
-        idempotency_key=item.idempotency_key,
-        deadline=item.deadline,
-    )
+    assert item.idempotency_key is not None
+    try:
+        command, created = await request.app[SERVICES].pipeline.submit(
+            identity,
+            item.action,
+            item.arguments,
+            source=CommandSource.REST,
+            idempotency_key=item.idempotency_key,
+            deadline=item.deadline,
+        )
+    except KafkaUnavailable:
+        raise _unavailable(identity, item.idempotency_key) from None
     request[COMMAND_ID] = command.command_id
     url = _status_url(request, command.command_id)
     return json_response(
@@ -130,21 +149,33 @@ async def submit_batch(request: web.Request) -> web.Response:
                                       idempotency_key=i.idempotency_key, deadline=i.deadline)
                 for i in items
             ]
-        for (index, _), result in zip(valid, results, strict=True):
+        for (index, item), result in zip(valid, results, strict=True):
+            if isinstance(result, KafkaUnavailable):
+                assert item.idempotency_key is not None
+                result = _unavailable(identity, item.idempotency_key)
             outcomes[index] = result
     rendered = [_batch_item(request, index, outcome) for index, outcome in enumerate(outcomes)]
     accepted = sum(1 for item in rendered if item["status_code"] < 300)
+    status, headers = 200, {}
+    if not accepted:
+        # Nothing taken: the batch fails as a whole, with its first item's status (503
+        # and Retry-After when the broker refused them all), so no client mistakes it
+        # for a success. Each item still says why.
+        errors = [outcome for outcome in outcomes if isinstance(outcome, IngressError)]
+        unavailable = all(isinstance(error, ServiceUnavailable) for error in errors)
+        status = 503 if unavailable else errors[0].status
+        headers = errors[0].headers() if unavailable else {}
     return json_response(
-        {"accepted": accepted, "failed": len(rendered) - accepted, "items": rendered}
+        {"accepted": accepted, "failed": len(rendered) - accepted, "items": rendered},
+        status=status,
+        headers=headers,
     )
 
 
 def _batch_item(request: web.Request, index: int, outcome: Any) -> dict[str, Any]:
-    if isinstance(outcome, KafkaUnavailable):
-        outcome = ServiceUnavailable("the message broker is unavailable", 2.0)
     if isinstance(outcome, IngressError):
         return {"index": index, "status_code": outcome.status,
-                "error": {"code": outcome.code, "message": outcome.message}}
+                "error": {"code": outcome.code, "message": outcome.message, **outcome.details}}
     command, created = outcome
     return {
         "index": index,

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from core.kafka import headers_dict
+from core.kafka import headers_dict, make_admin, start_client
 from ingress.app import IngressOptions
+from ingress.pipeline import command_id_for
 from ingress.testing import IngressHarness, TenantHandle, read_topic, unique_id
 from schemas import Command, Headers
 
@@ -202,3 +203,38 @@ async def test_many_concurrent_submits_share_producer_batches(harness, acme: Ten
     assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 200
     # One send at a time would need 200 round trips; batched, far fewer.
     assert elapsed < 10, elapsed
+
+
+async def test_with_the_broker_failing_a_submit_is_503_and_names_the_key_to_retry_with(settings):
+    async with IngressHarness(settings, options=IngressOptions(publish_timeout=2.0)) as harness:
+        acme = await harness.add_tenant(unique_id("acme"), "sales")
+        # The real broker refuses every send: the topic is gone (and never auto-created).
+        admin = make_admin(settings)
+        await start_client(admin, what="test admin")
+        try:
+            await admin.delete_topics([settings.topics.commands])
+        finally:
+            await admin.close()
+        response = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=acme.headers)
+        assert response.status == 503 and response.headers["Retry-After"] == "2"
+        error = (await response.json())["error"]
+        assert error["code"] == "unavailable" and "same idempotency key" in error["message"]
+        # No key was given: the one generated for this request is named, with its command id.
+        assert error["idempotency_key"].startswith("auto-")
+        assert error["command_id"] == command_id_for(acme.tenant_id, error["idempotency_key"])
+
+        items = [{"action": "echo", "idempotency_key": f"k-{i}"} for i in range(2)]
+        batch = await harness.client.post("/v1/commands:batch", json={"items": items}, headers=acme.headers)
+        assert batch.status == 503 and batch.headers["Retry-After"] == "2"
+        body = await batch.json()
+        assert body["accepted"] == 0
+        assert [item["error"]["idempotency_key"] for item in body["items"]] == ["k-0", "k-1"]
+
+
+async def test_a_batch_with_no_valid_item_fails_as_a_whole_and_publishes_nothing(harness, acme):
+    items = [{"action": "bad action name!"}, {"action": "echo", "arguments": "not an object"}]
+    response = await harness.client.post("/v1/commands:batch", json={"items": items}, headers=acme.headers)
+    assert response.status == 400
+    body = await response.json()
+    assert body["accepted"] == 0 and [item["status_code"] for item in body["items"]] == [400, 400]
+    assert await read_topic(harness.settings, harness.settings.topics.commands) == []
