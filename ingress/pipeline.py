@@ -198,7 +198,9 @@ class KafkaPipeline:
         return outcomes
 
     async def wait(self, identity: Identity, command_id: str, timeout: float) -> Result | None:  # noqa: ASYNC109
-        return await self.results.wait(command_id, timeout, _visible_to(identity))
+        return await self.results.wait(
+            command_id, timeout, _visible_to(identity), tenant_id=identity.tenant_id
+        )
 
     def peek(self, identity: Identity, command_id: str) -> Result | None:
         return self.results.get(command_id, _visible_to(identity))

@@ -28,7 +28,7 @@ from schemas import Result
 
 from ._bounded import LRU
 from ._follow import TopicFollower
-from .errors import ServiceUnavailable
+from .errors import RateLimited, ServiceUnavailable
 
 __all__ = ["ResultHead", "ResultsFeed"]
 
@@ -62,11 +62,15 @@ class ResultsFeed:
         capacity: int = 100_000,
         lookback: float = 900.0,
         max_waiters: int = 50_000,
+        max_tenant_waiters: int | None = None,
     ) -> None:
         self._results: LRU[str, _Kept] = LRU(capacity)
         self._waiters: dict[str, list[tuple[asyncio.Future[Result], Accept]]] = {}
         self._waiting = 0
         self._max_waiters = max_waiters
+        # One tenant's waits may not use up the replica's: a tenth of them each, by default.
+        self._max_tenant_waiters = max_tenant_waiters or max(1, max_waiters // 10)
+        self._waiting_of: dict[str, int] = {}
         # Others that want every Result (the observability aggregator): called with
         # ``(head, raw)``, one consumer and one parse per record instead of one per reader.
         self.listeners: list[Callable[[Any, bytes], Any]] = []
@@ -152,10 +156,13 @@ class ResultsFeed:
         kept = self._results.get(command_id)
         return None if kept is None else (kept[0], kept[1])
 
-    async def wait(self, command_id: str, timeout: float, accept: Accept) -> Result | None:  # noqa: ASYNC109
+    async def wait(
+        self, command_id: str, timeout: float, accept: Accept, *, tenant_id: str  # noqa: ASYNC109
+    ) -> Result | None:
         """The Result of ``command_id`` that ``accept`` allows, waiting up to ``timeout`` s.
 
         Raises:
+            RateLimited: ``tenant_id`` has its share of this replica's waits in use.
             ServiceUnavailable: too many callers are waiting on this replica.
         """
         found = self.get(command_id, accept)
@@ -163,10 +170,14 @@ class ResultsFeed:
             return found
         if self._waiting >= self._max_waiters:
             raise ServiceUnavailable("too many waiting requests on this replica", retry_after=1.0)
+        mine = self._waiting_of.get(tenant_id, 0)
+        if mine >= self._max_tenant_waiters:
+            raise RateLimited("too many waiting requests of this tenant", retry_after=1.0)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         entry = (future, accept)
         self._waiters.setdefault(command_id, []).append(entry)
         self._waiting += 1
+        self._waiting_of[tenant_id] = mine + 1
         try:
             async with asyncio.timeout(timeout):
                 return await future
@@ -174,6 +185,11 @@ class ResultsFeed:
             return None
         finally:
             self._waiting -= 1
+            left = self._waiting_of[tenant_id] - 1
+            if left:
+                self._waiting_of[tenant_id] = left
+            else:
+                del self._waiting_of[tenant_id]
             waiters = self._waiters.get(command_id)
             if waiters is not None and entry in waiters:
                 waiters.remove(entry)

@@ -27,6 +27,7 @@ from core.heap import GC_YOUNG_THRESHOLD
 from core.settings import Settings
 from ingress.command import settle_heap
 from ingress.contracts import Identity, Services
+from ingress.errors import RateLimited
 from ingress.mcp._jsonrpc import RpcError, reply, reply_result
 from ingress.mcp._tools import ToolRunner
 from ingress.observe import ResultsAggregator
@@ -126,7 +127,7 @@ async def test_waiters_get_the_whole_result_parsed_once_for_all_of_them(
 ) -> None:
     feed = ResultsFeed(settings)
     result = _result("c-waited")
-    waiting = [asyncio.create_task(feed.wait("c-waited", 10, _mine)) for _ in range(3)]
+    waiting = [asyncio.create_task(feed.wait("c-waited", 10, _mine, tenant_id="acme")) for _ in range(3)]
     await asyncio.sleep(0)  # each waiter registers before its first suspension
     assert len(feed._waiters["c-waited"]) == 3
     feed.apply(_record(result.to_bytes()))
@@ -138,12 +139,33 @@ async def test_waiters_get_the_whole_result_parsed_once_for_all_of_them(
 
 async def test_another_tenants_waiter_does_not_get_the_result(settings: Settings) -> None:
     feed = ResultsFeed(settings)
-    theirs = asyncio.create_task(feed.wait("c-shared", 0.3, lambda r: r.tenant_id == "beta"))
+    theirs = asyncio.create_task(feed.wait("c-shared", 0.3, lambda r: r.tenant_id == "beta", tenant_id="beta"))
     await asyncio.sleep(0)
     feed.apply(_record(_result("c-shared").to_bytes()))
     async with asyncio.timeout(5):
         assert await theirs is None
     assert feed.get("c-shared", lambda r: r.tenant_id == "beta") is None
+
+
+async def test_one_tenant_cannot_take_every_wait_of_the_replica(settings: Settings) -> None:
+    feed = ResultsFeed(settings, max_waiters=10, max_tenant_waiters=3)
+    flood = [asyncio.create_task(feed.wait(f"c-flood-{i}", 10, _mine, tenant_id="flood")) for i in range(3)]
+    await asyncio.sleep(0)
+    with pytest.raises(RateLimited):
+        await feed.wait("c-more-1", 10, _mine, tenant_id="flood")
+    # Another tenant still waits, and gets its Result.
+    quiet = asyncio.create_task(feed.wait("c-quiet-1", 10, _mine, tenant_id="acme"))
+    await asyncio.sleep(0)
+    result = _result("c-quiet-1")
+    feed.apply(_record(result.to_bytes()))
+    async with asyncio.timeout(5):
+        assert await quiet == result
+    for task in flood:
+        task.cancel()
+    await asyncio.gather(*flood, return_exceptions=True)
+    # The flood's slots are given back with its waits.
+    later = asyncio.create_task(feed.wait("c-later-1", 0.05, _mine, tenant_id="flood"))
+    assert await later is None
 
 
 async def test_a_record_valid_only_in_its_head_is_never_served(settings: Settings) -> None:
