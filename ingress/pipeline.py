@@ -226,11 +226,15 @@ class KafkaPipeline:
         command_id = command_id_for(identity.tenant_id, key)
         known = self._accepted(command_id)
         if known is not None:
-            if known.action != item.action or known.arguments != item.arguments:
+            _check_reuse(known.space_id, known.action, identity, item)
+            if known.arguments != item.arguments:
                 raise Conflict("this idempotency key was already used for a different command")
             return known, self._inflight.get(command_id), None
         result = self.results.get(command_id, lambda r: r.tenant_id == identity.tenant_id)
         if result is not None:
+            # A Result names the action and workspace, not the arguments: a key reused
+            # with other arguments only is answered as a replay once the call finished.
+            _check_reuse(result.space_id, result.action, identity, item)
             return _from_result(result, identity), None, None
         now = datetime.now(UTC)
         deadline = item.deadline or now + DEFAULT_DEADLINE
@@ -378,6 +382,18 @@ def _visible_to(identity: Identity) -> Any:
         return item.tenant_id == identity.tenant_id and item.space_id == identity.space_id
 
     return visible
+
+
+def _check_reuse(space_id: str, action: str, identity: Identity, item: Submission) -> None:
+    """Refuse a key already used for another action, or in another workspace of the tenant.
+
+    Raises:
+        Conflict: the earlier use differs.
+    """
+    if space_id != identity.space_id:
+        raise Conflict("this idempotency key was already used in another workspace of this tenant")
+    if action != item.action:
+        raise Conflict("this idempotency key was already used for a different command")
 
 
 def _from_result(result: Result, identity: Identity) -> Command:

@@ -109,6 +109,28 @@ async def test_idempotency_key_reused_for_another_command_is_a_409(harness, acme
     assert response.status == 409
 
 
+async def test_a_replica_knowing_only_the_result_refuses_its_key_for_another_action_or_workspace(
+    settings, harness, acme, responder
+):
+    first = {"action": "echo", "arguments": {"text": "a"}, "idempotency_key": "k-done"}
+    accepted = await (await harness.client.post("/v1/commands", json=first, headers=acme.headers)).json()
+    support = await harness.add_tenant(acme.tenant_id, "support")
+    async with IngressHarness(settings) as other:
+        # The other replica never saw the command, only (once it arrives) its Result.
+        done = await other.client.get(accepted["status_url"] + "?wait=20", headers=acme.headers)
+        assert (await done.json())["status"] == "succeeded"
+        replay = await other.client.post("/v1/commands", json=first, headers=acme.headers)
+        assert replay.status == 200 and (await replay.json())["command_id"] == accepted["command_id"]
+        other_action = await other.client.post(
+            "/v1/commands", json={**first, "action": "shout"}, headers=acme.headers
+        )
+        assert other_action.status == 409
+        other_space = await other.client.post("/v1/commands", json=first, headers=support.headers)
+        assert other_space.status == 409
+        assert "another workspace" in (await other_space.json())["error"]["message"]
+    assert len(await commands_with_id(harness, accepted["command_id"])) == 1
+
+
 async def test_same_idempotency_key_of_two_tenants_gives_two_commands(harness, acme, beta):
     payload = {"action": "echo", "idempotency_key": "shared-key"}
     a = await (await harness.client.post("/v1/commands", json=payload, headers=acme.headers)).json()
