@@ -337,17 +337,25 @@ class PoolVault(_Threaded):
 
         Raises:
             CasConflict: another writer updated the secret first.
+            VaultForbidden: the token's policy does not cover that secret.
         """
-        client = await self.tenant_client(tenant_id)
         path = layout.secret_path(tenant_id, self.connector)
+        for attempt in (1, 2):
+            client = await self.tenant_client(tenant_id)
 
-        def write() -> int:
-            response = client.secrets.kv.v2.create_or_update_secret(
-                path=path, secret=dict(data), cas=version, mount_point=self.mount
-            )
-            return int(response["data"]["version"])
+            def write(client: hvac.Client = client) -> int:
+                response = client.secrets.kv.v2.create_or_update_secret(
+                    path=path, secret=dict(data), cas=version, mount_point=self.mount
+                )
+                return int(response["data"]["version"])
 
-        return await self._run(f"write credentials {tenant_id}/{self.connector}", write)
+            try:
+                return await self._run(f"write credentials {tenant_id}/{self.connector}", write)
+            except VaultForbidden:
+                if attempt == 2:
+                    raise
+                self._drop_cached(tenant_id)  # a dead cached token, as in read()
+        raise AssertionError("unreachable")
 
     async def read_other_connector_path(self, tenant_id: str, connector: str) -> TenantSecret:
         """Try to read another connector's secret with the pool token itself (tests prove 403)."""

@@ -38,6 +38,13 @@ __all__ = ["Credentials", "Refresher", "VaultLike", "token_expired"]
 # Refresh a little before the provider's expiry so the request does not race it.
 _EXPIRY_SKEW = 5.0
 
+# Write-back of refreshed tokens while Vault is unreachable: 0.5 + 1 + 2 s of retries.
+_WRITE_ATTEMPTS = 4
+_WRITE_BACKOFF = 0.5
+# After a refused refresh, how long another process's write-back is waited for.
+_NEWER_READS = 5
+_NEWER_WAIT = 0.2
+
 Refresher = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
 
 
@@ -136,24 +143,25 @@ class Credentials:
     async def refresh(self, tenant_id: str, stale: TenantSecret) -> TenantSecret:
         """Fresh credentials after ``stale`` was found expired or refused (coalesced).
 
+        The refresh runs in a task of its own: a waiter cancelled (its deadline, a
+        shutdown) must not lose tokens the provider has already issued.
+
         Raises:
             PermanentError: no refresher, or the provider refused the refresh.
             RetryableError: Vault or the token endpoint unreachable.
         """
         pending = self._refreshing.get(tenant_id)
         if pending is None:
-            pending = asyncio.get_running_loop().create_future()
+            pending = asyncio.ensure_future(self._refresh(tenant_id, stale))
             self._refreshing[tenant_id] = pending
-            try:
-                fresh = await self._refresh(tenant_id, stale)
-            except BaseException as exc:
-                pending.set_exception(exc)
-                pending.exception()  # retrieved: no "never retrieved" warning without waiters
-                raise
-            finally:
-                self._refreshing.pop(tenant_id, None)
-            pending.set_result(fresh)
-            return fresh
+
+            def done(task: asyncio.Future[TenantSecret]) -> None:
+                if self._refreshing.get(tenant_id) is task:
+                    del self._refreshing[tenant_id]
+                if not task.cancelled():
+                    task.exception()  # retrieved: no "never retrieved" warning without waiters
+
+            pending.add_done_callback(done)
         return await asyncio.shield(pending)
 
     async def _refresh(self, tenant_id: str, stale: TenantSecret) -> TenantSecret:
@@ -164,21 +172,57 @@ class Credentials:
         if self._refresher is None:
             raise PermanentError(ErrorCode.CREDENTIALS_INVALID, "credentials rejected, cannot refresh")
         self.refreshes += 1
-        refreshed = await self._refresher(current.data)
+        try:
+            refreshed = await self._refresher(current.data)
+        except PermanentError as exc:
+            if exc.code is not ErrorCode.CREDENTIALS_INVALID:
+                raise
+            # A provider that rotates refresh tokens refuses ours once another process
+            # (which read the same version) refreshed first: its token is in Vault by now,
+            # or within moments.
+            newer = await self._newer_than(tenant_id, current.version)
+            if newer is None:
+                raise
+            return newer
         data = {**current.data, **refreshed}
         if "expires_at" not in refreshed:
             # The stored expiry was the old access token's; this one's is unknown.
             data.pop("expires_at", None)
-        try:
-            version = await self._vault.write_cas(tenant_id, data, current.version)
-        except CasConflict:
+        version = await self._write_back(tenant_id, data, current.version)
+        if version is None:  # lost the check-and-set race: the winner's token
             self._cache.pop(tenant_id, None)
             return await self._read(tenant_id)
-        except VaultError as exc:
-            raise _translate(exc, tenant_id) from None
         fresh = TenantSecret(data=data, version=version)
         self._cache[tenant_id] = (fresh, time.monotonic() + self._ttl)
         return fresh
+
+    async def _write_back(self, tenant_id: str, data: Mapping[str, Any], version: int) -> int | None:
+        """The new version, or None when another writer won; retried while Vault is down.
+
+        The provider has issued these tokens (and, rotating, voided the old refresh
+        token): giving up at once would lock the tenant out.
+        """
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                return await self._vault.write_cas(tenant_id, data, version)
+            except CasConflict:
+                return None
+            except VaultUnavailable as exc:
+                if attempt == _WRITE_ATTEMPTS - 1:
+                    raise _translate(exc, tenant_id) from None
+                await asyncio.sleep(_WRITE_BACKOFF * 2**attempt)
+            except VaultError as exc:
+                raise _translate(exc, tenant_id) from None
+        raise AssertionError("unreachable")
+
+    async def _newer_than(self, tenant_id: str, version: int) -> TenantSecret | None:
+        for _ in range(_NEWER_READS):
+            self._cache.pop(tenant_id, None)
+            secret = await self._read(tenant_id)
+            if secret.version != version:
+                return secret
+            await asyncio.sleep(_NEWER_WAIT)
+        return None
 
     def invalidate(self, tenant_id: str) -> None:
         self._cache.pop(tenant_id, None)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from core.errors import CasConflict
+from core.errors import CasConflict, PermanentError, VaultUnavailable
 from core.vault import TenantSecret
+from schemas import ErrorCode
 from workers._credentials import Credentials, token_expired
 
 
@@ -111,3 +112,69 @@ async def test_a_burst_on_a_cold_cache_shares_one_vault_read_per_tenant():
     assert {g.data["bot_token"] for g in got} == {"t"}
     await creds.get("a")  # cached now
     assert reads == 2
+
+
+class RotatingProvider:
+    """A token endpoint that rotates refresh tokens: each one works once."""
+
+    def __init__(self) -> None:
+        self.valid = {"r1"}
+        self.issued = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, data):
+        await self.gate.wait()
+        if data["refresh_token"] not in self.valid:
+            raise PermanentError(ErrorCode.CREDENTIALS_INVALID, "token endpoint: invalid_grant")
+        self.valid.discard(data["refresh_token"])
+        self.issued += 1
+        refresh = f"r{self.issued + 1}"
+        self.valid.add(refresh)
+        return {"access_token": f"a{self.issued + 1}", "refresh_token": refresh}
+
+
+async def test_two_processes_refreshing_at_once_both_end_up_with_the_rotated_token():
+    # Both read version 1 and call the provider with r1; the second is refused
+    # (invalid_grant) and takes the first one's write-back instead of failing.
+    vault = MemoryVault({"access_token": "a1", "refresh_token": "r1"})
+    provider = RotatingProvider()
+    provider.gate.clear()
+    first, second = Credentials(vault, refresher=provider), Credentials(vault, refresher=provider)
+    stale = await first.get("t1")
+    assert (await second.get("t1")).version == stale.version
+    a = asyncio.create_task(first.refresh("t1", stale))
+    b = asyncio.create_task(second.refresh("t1", stale))
+    await asyncio.sleep(0.01)  # both have read version 1 and wait on the provider
+    provider.gate.set()
+    fresh = await asyncio.gather(a, b)
+    assert provider.issued == 1
+    assert [f.data["access_token"] for f in fresh] == ["a2", "a2"]
+    assert vault.secret.data == {"access_token": "a2", "refresh_token": "r2"}
+
+
+async def test_refreshed_tokens_survive_a_vault_outage_and_a_cancelled_caller():
+    vault = MemoryVault({"access_token": "a1", "refresh_token": "r1"})
+    outages = 2
+    plain_write = vault.write_cas
+
+    async def flaky_write(tenant_id, data, version):
+        nonlocal outages
+        if outages:
+            outages -= 1
+            raise VaultUnavailable("vault down")
+        return await plain_write(tenant_id, data, version)
+
+    vault.write_cas = flaky_write
+    provider = RotatingProvider()
+    creds = Credentials(vault, refresher=provider)
+    stale = await creds.get("t1")
+    caller = asyncio.create_task(creds.refresh("t1", stale))
+    await asyncio.sleep(0)
+    caller.cancel()  # its command's deadline: the refresh it started goes on
+    await asyncio.gather(caller, return_exceptions=True)
+    async with asyncio.timeout(10):
+        while vault.secret.version == stale.version:  # noqa: ASYNC110 - bounded; no event to wait on
+            await asyncio.sleep(0.05)
+    assert vault.secret.data == {"access_token": "a2", "refresh_token": "r2"}
+    assert (await creds.get("t1")).data["access_token"] == "a2"
