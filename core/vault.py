@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import hvac
 import hvac.exceptions
 import requests
+import requests.adapters
 
 from . import vault_layout as layout
 from .errors import CasConflict, CredentialsMissing, VaultError, VaultForbidden, VaultUnavailable
@@ -213,9 +214,19 @@ class PoolVault(_Threaded):
         self._pool_expires_at = 0.0
         self._tokens: dict[str, _CachedToken] = {}
         self._minting: dict[str, asyncio.Future[_CachedToken]] = {}
+        # One HTTP session for every token's client: its pool holds at most a socket per
+        # thread, however many tenants have a token cached (one session each would keep
+        # a socket per tenant open, and run a busy pool out of file descriptors).
+        self._session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=8)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def _client(self, token: str | None = None) -> hvac.Client:
+        return hvac.Client(url=self.addr, token=token, timeout=10, session=self._session)
 
     def _login(self) -> tuple[hvac.Client, float]:
-        client = hvac.Client(url=self.addr, timeout=10)
+        client = self._client()
         auth = client.auth.approle.login(
             role_id=self._approle.role_id, secret_id=self._approle.secret_id, use_token=True
         )["auth"]
@@ -236,7 +247,7 @@ class PoolVault(_Threaded):
             no_default_policy=True,
         )
         auth = response["auth"]
-        client = hvac.Client(url=self.addr, token=auth["client_token"], timeout=10)
+        client = self._client(auth["client_token"])
         return _CachedToken(client=client, expires_at=time.monotonic() + float(auth["lease_duration"]))
 
     async def tenant_client(self, tenant_id: str) -> hvac.Client:
@@ -291,6 +302,10 @@ class PoolVault(_Threaded):
 
     def forget(self, tenant_id: str) -> None:
         self._tokens.pop(tenant_id, None)
+
+    def close(self) -> None:
+        super().close()
+        self._session.close()
 
     @property
     def cached_tokens(self) -> int:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -102,3 +105,34 @@ async def test_a_write_back_with_a_stale_cas_version_is_refused(
         await slack_pool.write_cas(acme, {"access_token": "lost-race"}, seen.version)
     current = await slack_pool.read(acme)
     assert (dict(current.data), current.version) == ({"access_token": "v2"}, newer)
+
+
+def _sockets_to(port: int) -> int:
+    """Established TCP connections of this process to 127.0.0.1:``port`` (Linux /proc)."""
+    own = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                own.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        if state == "01" and int(remote.split(":")[1], 16) == port and inode in own:
+            count += 1
+    return count
+
+
+async def test_many_tenants_tokens_share_a_bounded_number_of_sockets(
+    vault_admin: VaultAdmin, slack_pool: PoolVault, stack_env: dict[str, str]
+) -> None:
+    tenants = [_tenant() for _ in range(40)]
+    for tenant in tenants:
+        await vault_admin.put_credentials(tenant, "slack", {"bot_token": f"xoxb-{tenant}"})
+    for tenant in tenants:
+        assert dict((await slack_pool.read(tenant)).data) == {"bot_token": f"xoxb-{tenant}"}
+    assert slack_pool.cached_tokens == 40
+    # One per worker thread at most, not one per cached tenant token.
+    port = int(stack_env["VAULT_ADDR"].rsplit(":", 1)[1])
+    assert _sockets_to(port) <= 8 + 1  # the threads' pool, and the admin client's
