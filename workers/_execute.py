@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -97,6 +99,52 @@ def _secret_strings(data: Any, out: set[str]) -> set[str]:
         for value in data:
             _secret_strings(value, out)
     return out
+
+
+# Keys whose values are credentials (not, say, a Jira site or a header name).
+_SECRET_KEY = re.compile(r"token|secret|password|passwd|key|credential|header_value|auth", re.I)
+
+
+def _secret_values(data: Any, out: set[str], secret_key: bool = False) -> set[str]:
+    if isinstance(data, str):
+        if secret_key and len(data) >= 8:
+            out.add(data)
+            scheme, _, rest = data.partition(" ")  # "Bearer <token>": the token alone too
+            if rest and len(rest) >= 8:
+                out.add(rest)
+    elif isinstance(data, Mapping):
+        for key, value in data.items():
+            _secret_values(value, out, secret_key or bool(_SECRET_KEY.search(str(key))))
+    elif isinstance(data, list | tuple):
+        for value in data:
+            _secret_values(value, out, secret_key)
+    return out
+
+
+def _replace_in(data: Any, values: list[str]) -> Any:
+    if isinstance(data, str):
+        for value in values:
+            data = data.replace(value, "***")
+        return data
+    if isinstance(data, dict):
+        return {key: _replace_in(value, values) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_replace_in(value, values) for value in data]
+    return data
+
+
+def _scrub_output(output: dict[str, Any], secret: TenantSecret | None) -> dict[str, Any]:
+    """``output`` without the tenant's credentials, should the upstream echo them back
+    (an endpoint of the HTTP connector that returns the request's headers)."""
+    if secret is None:
+        return output
+    values = _secret_values(secret.data, set())
+    try:
+        blob = orjson.dumps(output).decode()
+    except TypeError:
+        return output  # not JSON: the Result's own validation refuses it
+    found = sorted((v for v in values if v in blob), key=len, reverse=True)
+    return _replace_in(output, found) if found else output
 
 
 def _scrub(info: ErrorInfo, secret: TenantSecret | None) -> ErrorInfo:
@@ -213,6 +261,7 @@ class Executor:
                 raise
             else:
                 self.breakers.success(key)
+                output = _scrub_output(output, secret[-1] if secret else None)
                 return _Verdict(Step.FAIL, errors, output, None, status=ResultStatus.SUCCEEDED)
             failures += 1
             errors.append(info)

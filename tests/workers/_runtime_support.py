@@ -86,7 +86,10 @@ class Upstream:
             return web.json_response({"ok": False}, status=int(faults[seen]), headers=headers)
         if args.get("reject"):
             return web.json_response({"ok": False, "error": "bad_request"}, status=400)
-        return web.json_response({"ok": True, "echo": args.get("text", ""), "tenant": tenant})
+        body = {"ok": True, "echo": args.get("text", ""), "tenant": tenant}
+        if args.get("echo_auth"):  # an endpoint that returns the request's headers
+            body["request_headers"] = {"Authorization": request.headers.get("Authorization", "")}
+        return web.json_response(body)
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.json()

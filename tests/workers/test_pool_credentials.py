@@ -166,3 +166,20 @@ async def test_concurrent_refresh_in_two_processes_resolves_by_check_and_set(set
 
     # Both called their token endpoint, only one write won; the loser adopted the winner's token.
     assert first.data == second.data and first.version == second.version == stale.version + 1
+
+
+async def test_credentials_an_upstream_echoes_back_never_reach_the_result(settings, vault_admin):
+    upstream = Upstream()
+    async with upstream.running():
+        tenant = _tenant(settings, "oe")
+        token = await put_tenant(vault_admin, upstream, tenant)
+        cmd = command(tenant, echo_auth=True)
+        async with pool_running(settings, vault_admin, upstream):
+            await produce(settings, [cmd])
+            await wait_results(settings, {cmd.command_id})
+        (result,) = (await all_results(settings))[cmd.command_id]
+    assert result.status is ResultStatus.SUCCEEDED
+    assert result.output is not None
+    assert result.output["request_headers"] == {"Authorization": "Bearer ***"}
+    assert result.output["tenant"] == tenant  # other strings untouched
+    assert token not in result.to_bytes().decode()
