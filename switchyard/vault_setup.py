@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from core.settings import load_settings
@@ -44,10 +46,25 @@ async def _bootstrap(env_file: Path, connectors: list[str]) -> None:
     finally:
         admin.close()
     env_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    write_private(env_file, "\n".join(lines) + "\n")
     print(f"wrote {env_file}")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only, even if it existed with a wider mode.
+
+    Written to a fresh file beside it and renamed over it, so neither an existing file's
+    mode nor a symlink planted at ``path`` decides who can read the secret ids.
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:  # mkstemp: mode 0600
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def run(args: argparse.Namespace) -> int:

@@ -136,3 +136,22 @@ async def test_many_tenants_tokens_share_a_bounded_number_of_sockets(
     # One per worker thread at most, not one per cached tenant token.
     port = int(stack_env["VAULT_ADDR"].rsplit(":", 1)[1])
     assert _sockets_to(port) <= 8 + 1  # the threads' pool, and the admin client's
+
+
+def test_the_pools_env_file_is_private_even_where_a_readable_one_or_a_symlink_stood(tmp_path: Path) -> None:
+    from switchyard.vault_setup import write_private
+
+    env_file = tmp_path / "pools.env"
+    env_file.write_text("old\n")
+    env_file.chmod(0o644)
+    write_private(env_file, "SWITCHYARD_VAULT_SECRET_ID_SLACK=s\n")
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert env_file.read_text() == "SWITCHYARD_VAULT_SECRET_ID_SLACK=s\n"
+
+    elsewhere = tmp_path / "public.txt"
+    elsewhere.write_text("")
+    env_file.unlink()
+    env_file.symlink_to(elsewhere)
+    write_private(env_file, "secret\n")
+    assert not env_file.is_symlink() and elsewhere.read_text() == ""
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pools")] == []
