@@ -354,17 +354,14 @@ class McpEndpoint:
         return web.Response(status=405, headers={"Allow": "POST, DELETE"})
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
+        # Session ids are signed, not stored: one cannot be ended before it expires, and
+        # answering 204 would tell the client it was. The spec's answer for a server that
+        # does not let clients end sessions is 405; both SDKs' clients accept it.
         try:
             self._cross_origin(request)
-            if request.headers.get(VERSION_HEADER) in MODERN_VERSIONS:
-                # The stateless revision has no sessions to end.
-                return web.Response(status=405, headers={"Allow": "POST"})
-            identity = await self._identity(request)
-            self._session(request, identity)
         except RpcError as exc:
             return error_response(exc, None)
-        # Stateless sessions: nothing is stored, so there is nothing to delete.
-        return web.Response(status=204)
+        return web.Response(status=405, headers={"Allow": "POST"})
 
     async def options(self, request: web.Request) -> web.StreamResponse:
         """CORS preflight for browser-based clients on allowed origins."""
