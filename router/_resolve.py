@@ -97,10 +97,6 @@ class Resolution:
     resolved_arguments: dict[str, Any]
 
 
-def _allowed(patterns: list[str], name: str) -> bool:
-    return "*" in patterns or name in patterns
-
-
 def _reject(code: ErrorCode, message: str) -> PermanentError:
     return PermanentError(code, _clip(message, 1000))
 
@@ -127,27 +123,9 @@ def resolve(
         raise _reject(ErrorCode.UNKNOWN_ACTION, f"action {command.action!r} is not defined")
     if not action.enabled:
         raise _reject(ErrorCode.ACTION_DISABLED, f"action {action.name!r} is disabled")
-    if action.connector not in workspace.connectors:
-        raise _reject(
-            ErrorCode.CONNECTOR_DISABLED,
-            f"connector {action.connector!r} is not enabled in this workspace",
-        )
-    policy = workspace.roles.get(command.role)
-    if policy is None:
-        raise _reject(ErrorCode.ROLE_DENIED, f"role {command.role!r} is not defined here")
-    if action.roles and command.role not in action.roles:
-        raise _reject(
-            ErrorCode.ROLE_DENIED, f"role {command.role!r} may not call action {action.name!r}"
-        )
-    if not _allowed(policy.actions, action.name):
-        raise _reject(
-            ErrorCode.ROLE_DENIED, f"role {command.role!r} may not call action {action.name!r}"
-        )
-    if not _allowed(policy.connectors, action.connector):
-        raise _reject(
-            ErrorCode.ROLE_DENIED,
-            f"role {command.role!r} may not use connector {action.connector!r}",
-        )
+    refused = workspace.refusal(command.role, action)
+    if refused is not None:
+        raise _reject(*refused)
     compiled = cache.get(workspace, action)
     if compiled.check is None:
         raise _reject(

@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, Field, StringConstraints, field_validator, m
 from ._base import WireModel
 from ._limits import check_json_bounds
 from .command import ConnectorOptions
+from .errors import ErrorCode
 from .identifiers import (
     ActionName,
     ConnectorName,
@@ -107,6 +108,26 @@ class WorkspaceConfig(WireModel):
 
     def action(self, name: str) -> ActionConfig | None:
         return next((a for a in self.actions if a.name == name), None)
+
+    def refusal(self, role: str, action: ActionConfig) -> tuple[ErrorCode, str] | None:
+        """Why a caller with ``role`` may not call the enabled ``action``; None if it may.
+
+        The router's rule (it refuses such a command) and what MCP ``tools/list`` offers.
+        """
+        if action.connector not in self.connectors:
+            return ErrorCode.CONNECTOR_DISABLED, f"connector {action.connector!r} is not enabled in this workspace"
+        policy = self.roles.get(role)
+        if policy is None:
+            return ErrorCode.ROLE_DENIED, f"role {role!r} is not defined here"
+        if (action.roles and role not in action.roles) or not _allowed(policy.actions, action.name):
+            return ErrorCode.ROLE_DENIED, f"role {role!r} may not call action {action.name!r}"
+        if not _allowed(policy.connectors, action.connector):
+            return ErrorCode.ROLE_DENIED, f"role {role!r} may not use connector {action.connector!r}"
+        return None
+
+
+def _allowed(patterns: list[str], name: str) -> bool:
+    return "*" in patterns or name in patterns
 
 
 class ApiKeyRecord(WireModel):

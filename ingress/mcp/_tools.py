@@ -203,7 +203,11 @@ class ToolRunner:
         workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
         if workspace is None:
             return []
-        return [action for action in workspace.actions if action.enabled]
+        # What the caller's role may call: the router would refuse the rest.
+        return [
+            action for action in workspace.actions
+            if action.enabled and workspace.refusal(identity.role, action) is None
+        ]
 
     def list_tools(self, identity: Identity, cursor: str | None, *, tasks: bool) -> ListToolsResult:
         """One page of the caller's tools.

@@ -190,25 +190,36 @@ def _action(name: str, **schema: Any) -> ActionConfig:
     )
 
 
+SLACK: dict[str, Any] = {"slack": {}}
+
+
 def _catalog() -> FakeCatalog:
     text_schema = {"properties": {"text": {"type": "string"}}, "required": ["text"]}
     acme = WorkspaceConfig(
         tenant_id="acme",
         space_id="main",
+        connectors=SLACK,
         actions=[
             _action("daily_summary", **text_schema),
             _action("create_task"),
             ActionConfig(name="disabled_one", connector="slack", operation="x", enabled=False),
         ],
     )
-    beta = WorkspaceConfig(tenant_id="beta", space_id="ops", actions=[_action("open_ticket")])
+    beta = WorkspaceConfig(
+        tenant_id="beta", space_id="ops", connectors=SLACK, actions=[_action("open_ticket")]
+    )
     many = WorkspaceConfig(
-        tenant_id="acme", space_id="big", actions=[_action(f"tool_{i:03d}") for i in range(7)]
+        tenant_id="acme", space_id="big", connectors=SLACK, actions=[_action(f"tool_{i:03d}") for i in range(7)]
     )
     # The target app's own "tenant" (an Atlassian site) and "space_id" (Confluence).
     declared = {"tenant": {"type": "string"}, "space_id": {"type": "string"}}
+    admin_only = _action("rotate_keys").model_copy(update={"roles": ["admin"]})
+    on_gmail = _action("send_mail").model_copy(update={"connector": "gmail"})  # not enabled here
     jira = WorkspaceConfig(
-        tenant_id="acme", space_id="jira", actions=[_action("file_issue", properties=declared), _action("create_task")]
+        tenant_id="acme",
+        space_id="jira",
+        connectors=SLACK,
+        actions=[_action("file_issue", properties=declared), _action("create_task"), admin_only, on_gmail],
     )
     return FakeCatalog(
         {("acme", "main"): acme, ("beta", "ops"): beta, ("acme", "big"): many, ("acme", "jira"): jira}
@@ -450,6 +461,14 @@ async def test_a_claim_of_another_tenant_is_403_and_publishes_nothing(
     )
     assert status == 403 and body["id"] == 7 and body["error"]["code"] == -32011
     assert server.pipeline.published == []
+
+
+async def test_tools_list_offers_only_what_the_callers_role_may_call(server: Server) -> None:
+    # A member may not call the admin-only tool, and nobody the one on a disabled connector:
+    # the router would refuse both, so they are not offered.
+    async with _client(f"{server.url}/jira", "key-acme", "legacy") as client:
+        tools = await client.list_tools()
+    assert [tool.name for tool in tools.tools] == ["file_issue", "create_task"]
 
 
 @pytest.mark.parametrize("mode", ["legacy", MODERN])
