@@ -18,7 +18,13 @@ from core.telemetry import extract
 from schemas import json_depth_exceeds
 
 from .contracts import Identity
-from .errors import BadRequest, IngressError, PayloadTooLarge, ServiceUnavailable
+from .errors import (
+    BadRequest,
+    IngressError,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
 
 __all__ = ["COMMAND_ID", "IDENTITY", "Limits", "LIMITS", "error_middleware", "json_response", "read_json"]
 
@@ -69,10 +75,14 @@ async def read_json(request: web.Request) -> Any:
     Raises:
         PayloadTooLarge: the body is over the cap (checked before parsing).
         BadRequest: empty, malformed, or too deeply nested JSON.
+        UnsupportedMediaType: the body is not declared as JSON.
     """
     raw = await request.read()  # aiohttp stops at client_max_size (→ 413)
     if not raw:
         raise BadRequest("a JSON body is required")
+    media = request.content_type
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType("send the body as JSON (Content-Type: application/json)")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -58,6 +58,11 @@ class BadRequest(IngressError, ValueError):
     code = "bad_request"
 
 
+class UnsupportedMediaType(IngressError, ValueError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Unauthorized(IngressError, PermissionError):
     status = 401
     code = "unauthorized"

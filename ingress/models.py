@@ -51,8 +51,9 @@ class SubmitRequest(_Body):
         description="A replay with the same key returns the same command id and publishes "
         "nothing. The Idempotency-Key header is accepted too.",
     )
+    # Strict: true, "5" or a NaN are refused, not read as 1 s, 5 s or a confusing bound.
     deadline_seconds: float | None = Field(
-        default=None, gt=0, le=MAX_DEADLINE_SECONDS,
+        default=None, gt=0, le=MAX_DEADLINE_SECONDS, strict=True, allow_inf_nan=False,
         description="Seconds from now after which the command must not run (default 300).",
     )
 

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from ingress.app import IngressOptions
 from ingress.testing import IngressHarness, unique_id
 
+JSON = {"Content-Type": "application/json"}
+
 
 async def test_oversized_body_is_413_before_parsing(settings):
     async with IngressHarness(settings, options=IngressOptions(max_body_bytes=4096)) as harness:
@@ -52,13 +54,13 @@ async def test_deep_json_is_400(harness, acme):
     )
     assert response.status == 400
     very_deep = b"[" * 5000 + b"]" * 5000  # deeper than orjson's own recursion limit
-    response = await harness.client.post("/v1/commands", data=very_deep, headers=acme.headers)
+    response = await harness.client.post("/v1/commands", data=very_deep, headers={**acme.headers, **JSON})
     assert response.status == 400
 
 
 async def test_malformed_json_and_wrong_shapes_are_400(harness, acme):
     for raw in (b"{", b"", b"null", b"[1, 2]", b'"echo"', b'{"action": "echo",}', b"\xff\xfe"):
-        response = await harness.client.post("/v1/commands", data=raw, headers=acme.headers)
+        response = await harness.client.post("/v1/commands", data=raw, headers={**acme.headers, **JSON})
         assert response.status == 400, raw
         assert set((await response.json())["error"]) == {"code", "message"}
     for body in ({"arguments": {}}, {"action": "echo", "unknown": 1}, {"action": "echo", "deadline_seconds": -1}):
@@ -130,7 +132,7 @@ async def test_fuzzed_submit_bodies_never_get_a_5xx(settings):
                    suppress_health_check=list(HealthCheck))
         @given(body=_bodies)
         def post(body: bytes) -> None:
-            response = requests.post(url, data=body, headers=acme.headers, timeout=10)
+            response = requests.post(url, data=body, headers={**acme.headers, **JSON}, timeout=10)
             statuses.append(response.status_code)
             assert response.status_code < 500, (body, response.text)
             assert "error" in response.json() or response.status_code in (200, 202)

@@ -260,3 +260,20 @@ async def test_a_batch_with_no_valid_item_fails_as_a_whole_and_publishes_nothing
     body = await response.json()
     assert body["accepted"] == 0 and [item["status_code"] for item in body["items"]] == [400, 400]
     assert await read_topic(harness.settings, harness.settings.topics.commands) == []
+
+
+async def test_a_body_not_declared_as_json_is_415_and_a_loose_deadline_is_400(harness, acme):
+    body = b'{"action": "echo"}'
+    for media in ("text/plain", "application/x-www-form-urlencoded"):
+        response = await harness.client.post(
+            "/v1/commands", data=body, headers={**acme.headers, "Content-Type": media}
+        )
+        assert response.status == 415
+        assert (await response.json())["error"]["code"] == "unsupported_media_type"
+    for deadline in (True, "5", 0):
+        response = await harness.client.post(
+            "/v1/commands", json={"action": "echo", "deadline_seconds": deadline}, headers=acme.headers
+        )
+        assert response.status == 400, deadline
+        assert "deadline_seconds" in (await response.json())["error"]["message"]
+    assert await read_topic(harness.settings, harness.settings.topics.commands) == []
