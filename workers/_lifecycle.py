@@ -3,8 +3,10 @@
 On revocation, queued and held records of the lost partitions are dropped (they stay
 uncommitted: the new owner redoes them), running ones get ``revoke_grace`` seconds to
 finish, and what finished is committed and waited on until it reads back, so the next
-owner starts after it. On assignment, the records a previous owner finished above its
-committed position (listed in the commit metadata) are restored so they are skipped.
+owner starts after it. On assignment, the partitions wait (paused, beside the consumer)
+until no open transaction holds a commit of theirs; then the records a previous owner
+finished above its committed position (listed in the commit metadata) are restored so
+they are skipped.
 Shutdown is the same for every partition, with ``shutdown_grace``.
 """
 
@@ -29,11 +31,12 @@ if TYPE_CHECKING:
 
 __all__ = ["PoolLifecycle", "RebalanceListener"]
 
-# Longest wait for a previous owner's pending commit to settle. aiokafka sends no
-# heartbeat while the assignment callback runs, so this stays well under the consumer's
-# 10 s session timeout; past it, the positions are read as they are (a stalled owner's
-# transaction still open then may be committed after all: see README).
-SETTLE_WITHIN = 5.0
+# Longest wait for a previous owner's pending commit to settle. The wait runs beside the
+# consumer (not in its assignment callback, where no heartbeat is sent), so it can outlast
+# the broker's abort of a stalled owner's transaction: the 15 s transaction timeout plus
+# the broker's 10 s check for timed-out transactions. Past it (a broker that never
+# answers stable), the positions are read as they are.
+SETTLE_WITHIN = 60.0
 
 # The pool's logger: these lines were always the pool's, and log filters rely on the name.
 logger = logging.getLogger("workers._pool")
@@ -69,6 +72,7 @@ class PoolLifecycle:
     _running: dict[TopicPartition, int]
     _settling: set[TopicPartition]
     _unsettled: list[tuple[TopicPartition, Any]]
+    _settles: dict[asyncio.Task[None], frozenset[TopicPartition]]
     _bp_paused: bool
     _revoking: asyncio.Event
     _started: bool
@@ -111,6 +115,7 @@ class PoolLifecycle:
             self._revoking.clear()
 
     async def _give_up(self, revoked: set[TopicPartition]) -> None:
+        self._stop_settling(revoked)
         self._drop(revoked)
         await self._wait_running(revoked, self.options.revoke_grace)
         try:
@@ -140,27 +145,51 @@ class PoolLifecycle:
             return
         # The consumer has already read its start positions, maybe while a stalled previous
         # owner's transaction held a newer commit pending. Until the stable commits are
-        # read, records of these partitions wait (see _admit); records below a stable
-        # position are then skipped as done.
+        # read, these partitions are paused and what was fetched of them waits (see
+        # _admit); records below a stable position are then skipped as done. The wait runs
+        # in a task: returning keeps the consumer heartbeating.
         self._settling |= assigned
+        self.consumer.pause(*assigned)
+        self._start_settling(assigned)
+
+    def _start_settling(self, tps: set[TopicPartition]) -> None:
+        task = asyncio.create_task(self._settle(frozenset(tps)), name="settle")
+        self._settles[task] = frozenset(tps)
+        task.add_done_callback(lambda done: self._settles.pop(done, None))
+
+    def _stop_settling(self, tps: set[TopicPartition] | None) -> None:
+        """Stop waiting for ``tps`` (all with None); the others of a wait wait on."""
+        for task, waiting in list(self._settles.items()):
+            if tps is None or waiting & tps:
+                task.cancel()
+                rest = set() if tps is None else set(waiting - tps)
+                if rest:
+                    self._start_settling(rest)
+
+    async def _settle(self, tps: frozenset[TopicPartition]) -> None:
         try:
-            committed = await self._committed(assigned)
+            committed = await self._committed(set(tps))
             # Records the previous owner finished above its committed position are listed
             # in the commit metadata: restore them so they are skipped, not run twice.
             skipped = 0
             for tp, meta in committed.items():
-                if tp in assigned and meta.offset >= 0:
+                if tp in tps and meta.offset >= 0:
                     skipped += self.tracker.restore(tp, meta.offset, meta.metadata)
             if skipped:
                 logger.info("restored %d records finished by the previous owner", skipped)
-        finally:
-            self._admit_settled(assigned)
+        except Exception:
+            logger.exception("reading the committed positions of new partitions failed; stopping")
+            self.request_stop()  # nothing of them was admitted: their records are redone
+            return
+        self._admit_settled(set(tps))
+        if not self._bp_paused:
+            self.consumer.resume(*(set(tps) - self.holding.paused - self._settling))
 
     def _admit_settled(self, assigned: set[TopicPartition]) -> None:
         """Admit the records that waited, in order, before any later one of their partitions.
 
-        aiokafka swallows what a rebalance callback raises, so a failure here stops the
-        pool instead: the records not admitted stay uncommitted, and are redone.
+        A failure here stops the pool: the records not admitted stay uncommitted, and are
+        redone.
         """
         self._settling -= assigned
         waiting, self._unsettled = self._unsettled, []
@@ -203,6 +232,7 @@ class PoolLifecycle:
             logger.exception("pause on shutdown failed")
         for task in background:
             task.cancel()
+        self._stop_settling(None)
         self._drop(None)
         finished = await self._wait_running(None, self.options.shutdown_grace)
         if not finished:

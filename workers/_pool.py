@@ -152,6 +152,7 @@ class WorkerPool(PoolLifecycle):
         # fetched meanwhile (see _on_assigned).
         self._settling: set[TopicPartition] = set()
         self._unsettled: list[tuple[TopicPartition, ConsumerRecord]] = []
+        self._settles: dict[asyncio.Task[None], frozenset[TopicPartition]] = {}
         self.holding: Holding[_Item] = Holding(
             limit=opts.max_delayed_per_partition, pause=self._pause_held, resume=self._resume_held
         )
@@ -339,7 +340,7 @@ class WorkerPool(PoolLifecycle):
         self.consumer.pause(tp)
 
     def _resume_held(self, tp: TopicPartition) -> None:
-        if not self._bp_paused:
+        if not self._bp_paused and tp not in self._settling:
             self.consumer.resume(tp)
 
     async def _release_delayed(self) -> None:
@@ -371,7 +372,7 @@ class WorkerPool(PoolLifecycle):
             self.consumer.pause(*assigned)
         elif self._bp_paused and load <= self._high // 2:
             self._bp_paused = False
-            self.consumer.resume(*(assigned - self.holding.paused))
+            self.consumer.resume(*(assigned - self.holding.paused - self._settling))
 
     # -- execution ------------------------------------------------------------------
 
