@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
+from yarl import URL
 
 from core.health import add_metrics_route
 from core.metrics import Metrics
@@ -50,6 +51,16 @@ class IngressOptions:
     results_capacity: int = 100_000
     results_lookback: float = 900.0
     create_topics: bool = True
+
+
+def public_origin(public_url: str | None) -> tuple[str, ...]:
+    """The browser Origin of the ingress's public URL (scheme://host[:port]), if set."""
+    if not public_url:
+        return ()
+    url = URL(public_url)
+    if url.scheme not in ("http", "https") or not url.host:
+        return ()
+    return (str(url.origin()),)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -126,7 +137,7 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
         auth=directory,
         catalog=directory,
         pipeline=pipeline,
-        allowed_origins=tuple(settings.ingress_allowed_origins),
+        allowed_origins=tuple(settings.ingress_allowed_origins) + public_origin(settings.public_url),
     )
     app[STATE] = state
     app[SERVICES] = services

@@ -105,6 +105,9 @@ def _unsupported(requested: str) -> RpcError:
     )
 
 
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 class McpEndpoint:
     """The aiohttp handlers of ``/mcp`` and ``/mcp/{space_id}``."""
 
@@ -127,8 +130,8 @@ class McpEndpoint:
         """The Origin to echo in CORS headers, None for same-host or no Origin.
 
         Raises:
-            RpcError: 403 for an Origin neither allowed nor the endpoint's own host
-                (DNS-rebinding protection the spec requires).
+            RpcError: 403 for an Origin neither allowed nor the endpoint's own loopback
+                host (DNS-rebinding protection the spec requires).
         """
         origin = request.headers.get("Origin")
         if origin is None:
@@ -143,7 +146,11 @@ class McpEndpoint:
             )
             own_port = int(port) if port.isdigit() else (443 if request.scheme == "https" else 80)
             # Host headers bracket IPv6 literals ("[::1]:8080"); URL.host does not.
-            if url.host is not None and url.host == host.strip("[]") and url.port == own_port:
+            host = host.strip("[]")
+            # Only a loopback host counts as "our own" here: a rebound name (an attacker's
+            # domain resolving to this server) has Origin and Host agree as well. Other
+            # hosts are named by SWITCHYARD_PUBLIC_URL or the allowed origins.
+            if url.host == host and url.port == own_port and host in _LOOPBACK:
                 return None
         except ValueError:
             pass

@@ -637,6 +637,15 @@ async def test_foreign_origin_is_403_and_same_host_or_allowed_origin_pass(server
         f"{server.url}/main", _rpc("tools/list"), headers={"Origin": "http://evil.example"}
     )
     assert status == 403
+    # DNS rebinding: a page of evil.example whose name now resolves to this server sends
+    # Origin and Host that agree. Only a loopback host counts as our own.
+    port = server.base.rsplit(":", 1)[1]
+    rebound = f"evil.example:{port}"
+    status, _, _ = await _post(
+        f"{server.url}/main", _rpc("tools/list"),
+        headers={"Origin": f"http://{rebound}", "Host": rebound},
+    )
+    assert status == 403
     status, _, _ = await _post(
         f"{server.url}/main",
         _rpc(

@@ -108,3 +108,11 @@ def test_mcp_session_key_comes_from_the_shared_session_secret_before_the_admin_t
     assert McpOptions.from_settings(load_settings(env)).session_secret == "shared"
     assert McpOptions.from_settings(load_settings({"SWITCHYARD_ADMIN_TOKEN": "admin"})).session_secret == "admin"
     assert McpOptions.from_settings(load_settings({})).session_secret is None
+
+
+def test_the_public_url_gives_the_browser_origin_allowed_on_mcp() -> None:
+    from ingress.app import public_origin
+
+    assert public_origin("https://switchyard.example.com/base/") == ("https://switchyard.example.com",)
+    assert public_origin("http://sy.internal:8080") == ("http://sy.internal:8080",)
+    assert public_origin(None) == () and public_origin("not a url") == ()
