@@ -338,14 +338,16 @@ class PoolVault(_Threaded):
                 if attempt == 2:
                     raise
                 # A cached token can be dead (revoked, or Vault restarted and forgot it):
-                # forget the cached tokens, log in again and retry once. A real denial
-                # comes back the same the second time.
+                # mint the tenant's anew (logging in again if the pool token is dead too)
+                # and retry once. A real denial comes back the same the second time.
                 self._drop_cached(as_tenant or tenant_id)
         raise AssertionError("unreachable")
 
     def _drop_cached(self, tenant_id: str) -> None:
+        # Only the tenant's token: a dead pool token shows when the next mint is refused,
+        # and tenant_client logs in again then. Dropping it here made every read of a
+        # tenant without a policy (never given credentials) cost an AppRole login.
         self._tokens.pop(tenant_id, None)
-        self._pool_client = None
 
     async def write_cas(self, tenant_id: str, data: Mapping[str, Any], version: int) -> int:
         """Write back (e.g. a refreshed OAuth token) only if the secret is still at ``version``.

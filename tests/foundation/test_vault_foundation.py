@@ -155,3 +155,26 @@ def test_the_pools_env_file_is_private_even_where_a_readable_one_or_a_symlink_st
     write_private(env_file, "secret\n")
     assert not env_file.is_symlink() and elsewhere.read_text() == ""
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pools")] == []
+
+
+async def test_a_tenant_without_credentials_costs_no_login_per_read(
+    vault_admin: VaultAdmin, slack_pool: PoolVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logins = 0
+    real_login = slack_pool._login
+
+    def counting_login():  # type: ignore[no-untyped-def]
+        nonlocal logins
+        logins += 1
+        return real_login()
+
+    monkeypatch.setattr(slack_pool, "_login", counting_login)
+    stored = _tenant()
+    await vault_admin.put_credentials(stored, "slack", {"bot_token": "xoxb-s"})
+    await slack_pool.read(stored)
+    never_stored = _tenant()  # enabled but never given credentials: no policy exists
+    for _ in range(5):
+        with pytest.raises(VaultForbidden):
+            await slack_pool.read(never_stored)
+    assert logins <= 1
+    assert dict((await slack_pool.read(stored)).data) == {"bot_token": "xoxb-s"}
