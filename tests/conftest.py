@@ -14,10 +14,16 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import hypothesis  # noqa: F401 - imported first, see below
 import pytest
 
 from core.settings import Settings, load_settings
 from core.vault import VaultAdmin
+
+# hypothesis is imported here, at start-up, not lazily by its plugin at the session's end:
+# on CPython 3.11.7 pytest's assertion rewriter then parsed it after the MCP tests' deeply
+# nested bodies and crashed in the terminal summary ("AST constructor recursion depth
+# mismatch") whenever a run selected no hypothesis test.
 
 # Variables passed through when the session reuses running servers.
 _STACK_VARS = (
