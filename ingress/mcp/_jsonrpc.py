@@ -38,6 +38,7 @@ __all__ = [
     "RATE_LIMITED",
     "RpcError",
     "UNAUTHORIZED",
+    "TASK_STILL_WORKING",
     "UNAVAILABLE",
     "error_response",
     "parse_message",
@@ -51,6 +52,8 @@ UNAUTHORIZED = -32010
 FORBIDDEN = -32011
 RATE_LIMITED = -32012
 UNAVAILABLE = -32013
+# tasks/result waited as long as a request may and the task is still working: ask again.
+TASK_STILL_WORKING = -32014
 
 # Nesting of a whole JSON-RPC body: tool arguments may nest 16 levels (schemas._limits),
 # plus the envelope, params and _meta levels around them.

@@ -32,8 +32,8 @@ from ingress._bounded import LRU
 from ingress.contracts import Identity, Services
 from schemas import Command, Result
 
-from ._jsonrpc import RpcError
-from ._tools import pending_result, result_to_call_result
+from ._jsonrpc import TASK_STILL_WORKING, RpcError
+from ._tools import result_to_call_result
 
 __all__ = ["RELATED_TASK_META_KEY", "TaskBook"]
 
@@ -155,7 +155,8 @@ class TaskBook:
         """tasks/result: waits (bounded) for the command to end, then its CallToolResult.
 
         Raises:
-            RpcError: -32602 for an unknown task.
+            RpcError: -32602 for an unknown task; TASK_STILL_WORKING when the task did
+                not end within the bounded wait.
         """
         task, result = self._describe(identity, task_id)
         related = {RELATED_TASK_META_KEY: {"taskId": task_id}}
@@ -165,20 +166,16 @@ class TaskBook:
             )
         elif result is None:
             result = await self._services.pipeline.wait(identity, task_id, self._result_timeout)
-            if result is not None:
-                call = result_to_call_result(result)
-            else:
-                command = self._services.pipeline.known(identity, task_id)
-                if command is None:
-                    # Pending on this replica's book but its command is not visible here.
-                    call = CallToolResult(
-                        content=[
-                            TextContent(text=f"Task {task_id} is still working; poll tasks/get.")
-                        ],
-                        is_error=True,
-                    )
-                else:
-                    call = pending_result(command, self._result_timeout, None)
+            if result is None:
+                # tasks/result must block until the task ends, but a request may only last
+                # so long: an error, not a result that would read as the task's final one.
+                raise RpcError(
+                    TASK_STILL_WORKING,
+                    f"Task {task_id} is still working after {self._result_timeout:g} s; "
+                    "call tasks/result again (or poll tasks/get)",
+                    data={"taskId": task_id, "status": "working"},
+                )
+            call = result_to_call_result(result)
         else:
             call = result_to_call_result(result)
         call.meta = {**(call.meta or {}), **related}
