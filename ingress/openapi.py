@@ -43,6 +43,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed or invalid request", 401: "Missing or invalid credentials",
         403: "Forbidden (workspace not owned, tenant claim)", 404: "Not found",
         409: "Idempotency key reused for another command", 413: "Body too large",
+        415: "Body not declared as application/json",
         429: "Rate limited (see Retry-After)", 503: "Kafka or Vault unavailable",
     }
     return {str(code): _json("ErrorBody", text[code]) for code in codes}
@@ -60,6 +61,57 @@ def _space_variant(paths: dict[str, Any]) -> dict[str, Any]:
             }
             out["/v1/spaces/{space_id}" + path[3:]] = variant
     return out
+
+
+def _observe_paths(admin: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """Per-tenant observability: an API key reads its own tenant, the admin token any."""
+    tenant = {"name": "tenant_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    command = {"name": "command_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    either = [{"apiKey": []}, *admin]
+    anything = {"type": "object", "additionalProperties": True}
+
+    def get(operation: str, summary: str, params: list[dict[str, Any]], *codes: int,
+            security: list[dict[str, list[str]]] = either) -> dict[str, Any]:
+        return {"get": {
+            "operationId": operation, "summary": summary, "security": security, "parameters": params,
+            "responses": {"200": {"description": summary, "content": {"application/json": {"schema": anything}}},
+                          **_errors(*codes)},
+        }}
+
+    filters = [
+        {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "connector", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+    ]
+    stream_params = [
+        {"name": "view", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": ["tenant", "admin"], "default": "tenant"}},
+        {"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "The tenant to watch (the admin token only)."},
+    ]
+    return {
+        "/v1/observe/me": get("observeMe", "Who the credential is (tenant, workspace, admin)", [], 401),
+        "/v1/tenants/{tenant_id}/metrics": get(
+            "tenantMetrics", "The tenant's rates, errors and latency per connector", [tenant], 401, 403),
+        "/v1/tenants/{tenant_id}/errors": get(
+            "tenantErrors", "The tenant's recent error reports", [tenant], 401, 403),
+        "/v1/tenants/{tenant_id}/commands": get(
+            "tenantCommands", "The tenant's recent commands", [tenant, *filters], 400, 401, 403),
+        "/v1/tenants/{tenant_id}/commands/{command_id}/trace": get(
+            "commandTrace", "One recent command's trace (every hop's spans)",
+            [tenant, command], 400, 401, 403, 404),
+        "/v1/admin/overview": get(
+            "adminOverview", "Every tenant and worker pool (lag) at a glance", [], 401, 403,
+            security=admin),
+        "/v1/stream": {"get": {
+            "operationId": "stream", "summary": "Live snapshots (server-sent events)",
+            "security": either, "parameters": stream_params,
+            "responses": {"200": {"description": "snapshot events, then reconnect",
+                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                          **_errors(400, 401, 403, 503)},
+        }},
+    }
 
 
 @lru_cache(maxsize=4)
@@ -83,20 +135,20 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SubmitRequest")}}},
             "responses": {"202": _json("SubmitResponse", "Accepted: durable in Kafka"),
                           "200": _json("SubmitResponse", "Replay of a known idempotency key"),
-                          **_errors(400, 401, 403, 409, 413, 429, 503)},
+                          **_errors(400, 401, 403, 409, 413, 415, 429, 503)},
         }},
         "/v1/commands:batch": {"post": {
             "operationId": "submitBatch", "summary": "Submit up to 500 commands",
             "parameters": [space_header],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BatchRequest")}}},
             "responses": {"200": _json("BatchResponse", "Per-item outcomes (no item accepted: the first item's status, e.g. 503, with this body)"),
-                          **_errors(400, 401, 403, 413, 429, 503)},
+                          **_errors(400, 401, 403, 409, 413, 415, 429, 503)},
         }},
         "/v1/commands/{command_id}": {"get": {
             "operationId": "getCommand", "summary": "Status and result of a command",
             "parameters": [command_id, wait, space_header],
             "responses": {"200": _json("CommandStatus", "Pending or final"),
-                          **_errors(400, 401, 403, 404)},
+                          **_errors(400, 401, 403, 404, 429, 503)},
         }},
     }
     paths = _space_variant(paths)
@@ -137,6 +189,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "delete": {"operationId": "deleteCredentials", "security": admin, "parameters": cred_params,
                        "responses": {"204": {"description": "Deleted"}, **_errors(401, 503)}},
         },
+        **_observe_paths(admin),
         "/healthz": {"get": {"operationId": "healthz", "security": [],
                              "responses": {"200": {"description": "Alive"}}}},
         "/readyz": {"get": {"operationId": "readyz", "security": [],

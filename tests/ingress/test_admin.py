@@ -148,6 +148,20 @@ async def test_openapi_document_parses_and_lists_the_paths(harness):
     assert refs and all(ref.split("/")[-1] in schemas for ref in refs)
 
 
+async def test_openapi_document_covers_every_http_route_of_the_app(harness):
+    document = await (await harness.client.get("/openapi.json")).json()
+    # MCP has its own spec; the dashboard is a page, /metrics Prometheus text.
+    not_rest = ("/mcp", "/dashboard", "/metrics", "/openapi.json")
+    missing = [
+        (route.method, route.resource.canonical)
+        for route in harness.client.app.router.routes()
+        if route.method not in ("HEAD", "OPTIONS")
+        and not route.resource.canonical.startswith(not_rest)
+        and route.method.lower() not in document["paths"].get(route.resource.canonical, {})
+    ]
+    assert missing == []
+
+
 def _refs(value) -> list[str]:
     if isinstance(value, dict):
         found = [value["$ref"]] if isinstance(value.get("$ref"), str) else []
