@@ -9,6 +9,7 @@ from aiohttp import web
 from core.settings import Settings
 from core.vault import VaultAdmin
 
+from .accepted import AcceptedFeed
 from .directory import Directory
 from .pipeline import KafkaPipeline
 from .results import ResultsFeed
@@ -22,6 +23,7 @@ class IngressState:
     directory: Directory
     results: ResultsFeed
     pipeline: KafkaPipeline
+    accepted: AcceptedFeed | None = field(default=None)
     vault: VaultAdmin | None = field(default=None)
 
 

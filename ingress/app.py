@@ -24,6 +24,7 @@ from . import dashboard, observe
 from ._admin_http import add_admin_routes
 from ._http import LIMITS, Limits, error_middleware, json_response
 from ._state import STATE, IngressState
+from .accepted import AcceptedFeed
 from .admin import ensure_ingress_topics
 from .contracts import Services
 from .directory import Directory
@@ -73,6 +74,7 @@ async def readyz(request: web.Request) -> web.Response:
         "producer": state.pipeline.started,
         "directory": state.directory.ready.is_set() and state.directory.follower.running,
         "results": state.results.follower.running,
+        "accepted": state.accepted is not None and state.accepted.follower.running,
     }
     ready = all(checks.values())
     return json_response(
@@ -89,7 +91,8 @@ def _kafka_context(state: IngressState, options: IngressOptions):  # type: ignor
         if options.create_topics:
             await ensure_ingress_topics(state.settings)
         async with contextlib.AsyncExitStack() as stack:
-            for part in (state.pipeline, state.results, state.directory):
+            for part in (state.pipeline, state.results, state.accepted, state.directory):
+                assert part is not None
                 await part.start()
                 stack.push_async_callback(part.stop)
             logger.info("ingress started", extra={"fields": {"prefix": state.settings.topic_prefix}})
@@ -132,7 +135,10 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
         send_timeout=options.publish_timeout,
     )
     directory = Directory(settings)
-    state = IngressState(settings=settings, directory=directory, results=results, pipeline=pipeline)
+    accepted = AcceptedFeed(settings, capacity=options.results_capacity, lookback=options.results_lookback)
+    state = IngressState(
+        settings=settings, directory=directory, results=results, pipeline=pipeline, accepted=accepted
+    )
     services = Services(
         auth=directory,
         catalog=directory,

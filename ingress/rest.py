@@ -26,6 +26,7 @@ from schemas import CommandSource
 from schemas.identifiers import IdempotencyKey
 
 from ._http import COMMAND_ID, IDENTITY, json_response, read_json
+from ._state import STATE
 from .auth import authenticate, check_claims
 from .contracts import Identity, Services
 from .errors import BadRequest, IngressError, NotFound, ServiceUnavailable, from_validation
@@ -207,10 +208,20 @@ async def get_command(request: web.Request) -> web.Response:
             {"command_id": command_id, "status": result.status.value,
              "result": result.model_dump(mode="json", exclude_none=True)}
         )
-    if pipeline.known(identity, command_id) is not None:
+    if pipeline.known(identity, command_id) is not None or _accepted_elsewhere(
+        request, identity, command_id
+    ):
         return json_response({"command_id": command_id, "status": "pending"})
-    # Unknown, another tenant's, or accepted by another replica and still running.
+    # Unknown, another tenant's or workspace's, or older than the replicas remember.
     raise NotFound("no such command")
+
+
+def _accepted_elsewhere(request: web.Request, identity: Identity, command_id: str) -> bool:
+    """Accepted by any replica (this one's commands follower saw it), still running."""
+    state = request.app.get(STATE)
+    if state is None or state.accepted is None:
+        return False
+    return state.accepted.owner(command_id) == (identity.tenant_id, identity.space_id)
 
 
 def add_routes(app: web.Application) -> None:

@@ -92,7 +92,7 @@ async def test_health_and_readiness(harness):
     assert (await harness.client.get("/healthz")).status == 200
     ready = await harness.client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["checks"] == {"producer": True, "directory": True, "results": True}
+    assert (await ready.json())["checks"] == {"producer": True, "directory": True, "results": True, "accepted": True}
 
 
 _json = st.recursive(

@@ -131,6 +131,22 @@ async def test_a_replica_knowing_only_the_result_refuses_its_key_for_another_act
     assert len(await commands_with_id(harness, accepted["command_id"])) == 1
 
 
+async def test_a_command_still_running_reads_as_pending_on_every_replica(settings, harness, acme, beta):
+    # No responder: the command stays pending. The load balancer sends the poll elsewhere.
+    accepted = await (await harness.client.post(
+        "/v1/commands", json={"action": "echo"}, headers=acme.headers
+    )).json()
+    support = await harness.add_tenant(acme.tenant_id, "support")
+    async with IngressHarness(settings) as other:
+        async with asyncio.timeout(20):
+            while (polled := await other.client.get(accepted["status_url"], headers=acme.headers)).status != 200:
+                assert polled.status == 404  # until its commands follower has read it
+                await asyncio.sleep(0.1)
+        assert await polled.json() == {"command_id": accepted["command_id"], "status": "pending"}
+        for stranger in (beta, support):  # another tenant's, another workspace's: unknown
+            assert (await other.client.get(accepted["status_url"], headers=stranger.headers)).status == 404
+
+
 async def test_same_idempotency_key_of_two_tenants_gives_two_commands(harness, acme, beta):
     payload = {"action": "echo", "idempotency_key": "shared-key"}
     a = await (await harness.client.post("/v1/commands", json=payload, headers=acme.headers)).json()
