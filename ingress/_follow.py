@@ -21,7 +21,7 @@ from core.errors import KafkaUnavailable
 from core.kafka import make_consumer, start_client, topic_partitions
 from core.settings import Settings
 
-__all__ = ["TopicFollower"]
+__all__ = ["Following", "TopicFollower"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,3 +151,20 @@ class TopicFollower:
                 record.partition,
                 record.offset,
             )
+
+
+class Following:
+    """A reader whose records come from its :attr:`follower`, started and stopped with it."""
+
+    follower: TopicFollower
+
+    async def start(self) -> None:
+        """Start following the topic (returns before it has caught up).
+
+        Raises:
+            core.errors.KafkaUnavailable: the broker or topic is unreachable.
+        """
+        await self.follower.start()
+
+    async def stop(self) -> None:
+        await self.follower.stop()

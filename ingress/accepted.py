@@ -16,12 +16,12 @@ from core.settings import Settings
 from schemas import Headers
 
 from ._bounded import LRU
-from ._follow import TopicFollower
+from ._follow import Following, TopicFollower
 
 __all__ = ["AcceptedFeed"]
 
 
-class AcceptedFeed:
+class AcceptedFeed(Following):
     """``command id -> (tenant_id, space_id)`` of the commands accepted lately."""
 
     def __init__(self, settings: Settings, *, capacity: int = 100_000, lookback: float = 900.0) -> None:
@@ -29,17 +29,6 @@ class AcceptedFeed:
         self.follower = TopicFollower(
             settings, settings.topics.commands, self.apply, start_at=lookback, name="commands"
         )
-
-    async def start(self) -> None:
-        """Start following the commands topic.
-
-        Raises:
-            core.errors.KafkaUnavailable: the broker or topic is unreachable.
-        """
-        await self.follower.start()
-
-    async def stop(self) -> None:
-        await self.follower.stop()
 
     def apply(self, record: Any) -> None:
         found: dict[str, str] = {}

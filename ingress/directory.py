@@ -27,7 +27,7 @@ from core.settings import Settings
 from schemas import ApiKeyRecord, WorkspaceConfig
 
 from ._bounded import LRU
-from ._follow import TopicFollower
+from ._follow import Following, TopicFollower
 from .contracts import Identity
 from .errors import BadRequest, Forbidden, Unauthorized
 from .keys import parse_api_key, verify_secret
@@ -40,7 +40,7 @@ _API_KEY = "api_key:"
 _WORKSPACE = "workspace:"
 
 
-class Directory:
+class Directory(Following):
     """API keys and workspace configurations as last seen on the config topic."""
 
     def __init__(
@@ -63,17 +63,6 @@ class Directory:
         self.follower = TopicFollower(
             settings, settings.topics.config, self.apply, start_at="beginning", name="directory"
         )
-
-    async def start(self) -> None:
-        """Start following the config topic (returns before it has caught up).
-
-        Raises:
-            core.errors.KafkaUnavailable: the broker or topic is unreachable.
-        """
-        await self.follower.start()
-
-    async def stop(self) -> None:
-        await self.follower.stop()
 
     @property
     def ready(self) -> asyncio.Event:

@@ -27,7 +27,7 @@ from core.settings import Settings
 from schemas import Result
 
 from ._bounded import LRU
-from ._follow import TopicFollower
+from ._follow import Following, TopicFollower
 from .errors import RateLimited, ServiceUnavailable
 
 __all__ = ["ResultHead", "ResultsFeed"]
@@ -52,7 +52,7 @@ ResultHead: type[BaseModel] = create_model(
 _Kept = tuple[str, str, bytes]
 
 
-class ResultsFeed:
+class ResultsFeed(Following):
     """A bounded cache of final Results plus futures for callers that wait for one."""
 
     def __init__(
@@ -78,16 +78,8 @@ class ResultsFeed:
             settings, settings.topics.results, self.apply, start_at=lookback, name="results"
         )
 
-    async def start(self) -> None:
-        """Start following the results topic.
-
-        Raises:
-            core.errors.KafkaUnavailable: the broker or topic is unreachable.
-        """
-        await self.follower.start()
-
     async def stop(self) -> None:
-        await self.follower.stop()
+        await super().stop()
         for waiters in self._waiters.values():
             for future, _ in waiters:
                 future.cancel()
