@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -127,7 +126,7 @@ def _replace_in(data: Any, values: list[str]) -> Any:
             data = data.replace(value, "***")
         return data
     if isinstance(data, dict):
-        return {key: _replace_in(value, values) for key, value in data.items()}
+        return {_replace_in(key, values): _replace_in(value, values) for key, value in data.items()}
     if isinstance(data, list):
         return [_replace_in(value, values) for value in data]
     return data
@@ -139,12 +138,25 @@ def _scrub_output(output: dict[str, Any], secret: TenantSecret | None) -> dict[s
     if secret is None:
         return output
     values = _secret_values(secret.data, set())
-    try:
-        blob = orjson.dumps(output).decode()
-    except TypeError:
-        return output  # not JSON: the Result's own validation refuses it
-    found = sorted((v for v in values if v in blob), key=len, reverse=True)
+    if not values:
+        return output
+    strings: list[str] = []
+    _strings_of(output, strings)
+    found = sorted((v for v in values if any(v in s for s in strings)), key=len, reverse=True)
     return _replace_in(output, found) if found else output
+
+
+def _strings_of(data: Any, out: list[str]) -> None:
+    """Every string of ``data``, keys included (a secret can hide in either)."""
+    if isinstance(data, str):
+        out.append(data)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            out.append(str(key))
+            _strings_of(value, out)
+    elif isinstance(data, list):
+        for value in data:
+            _strings_of(value, out)
 
 
 def _scrub(info: ErrorInfo, secret: TenantSecret | None) -> ErrorInfo:
@@ -269,7 +281,8 @@ class Executor:
             if decision.step is Step.RETRY_NOW:
                 await asyncio.sleep(decision.delay)
                 if still_ours is not None and not await still_ours():
-                    self.breakers.cancel_probe(key)
+                    if probe:  # only its own half-open probe, never another command's
+                        self.breakers.cancel_probe(key)
                     raise Abandoned(command.command_id)
                 continue
             if info.code in _BREAKER_CODES:

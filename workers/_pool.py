@@ -425,9 +425,11 @@ class WorkerPool(PoolLifecycle):
     async def _still_ours(self, item: _Item) -> bool:
         """Whether ``item`` may still run here: after a stall, once the group has confirmed
         this member; not if its partition is revoked meanwhile (the new owner runs it)."""
-        if self.stall_guard.ready():
-            return self.tracker.is_current(item.tp, item.generation)
-        await self.stall_guard.cleared(unless=self._revoking)
+        # Re-checked after each hold: a confirmation may answer a heartbeat sent before a
+        # second stall. A revocation under way ends the wait (and the command's turn here:
+        # a call started in the revoke grace could outlive it and be made again).
+        while not self._revoking.is_set() and not self.stall_guard.ready():
+            await self.stall_guard.cleared(unless=self._revoking)
         return not self._revoking.is_set() and self.tracker.is_current(item.tp, item.generation)
 
     async def _still_member(self) -> bool:

@@ -106,6 +106,7 @@ class StallGuard:
         finally:
             if self._checking is not None:
                 self._checking.cancel()
+            self._clear.set()  # stopping: nothing may wait on a check that will not come
 
     def _observe(self) -> None:
         now = self._clock()
