@@ -224,5 +224,21 @@ class Credentials:
             await asyncio.sleep(_NEWER_WAIT)
         return None
 
+    async def finish_refreshes(self, within: float) -> int:
+        """Wait (bounded) for refreshes in flight; the number still running at the timeout.
+
+        A refresh's tokens are issued by the provider before they reach Vault; a process
+        that closed its HTTP session and Vault client under a running refresh would drop
+        them, and with a rotating provider the stored refresh token is void by then.
+        Those still running at the timeout are cancelled.
+        """
+        pending = list(self._refreshing.values())
+        if not pending:
+            return 0
+        _, unfinished = await asyncio.wait(pending, timeout=within)
+        for task in unfinished:
+            task.cancel()
+        return len(unfinished)
+
     def invalidate(self, tenant_id: str) -> None:
         self._cache.pop(tenant_id, None)

@@ -20,6 +20,7 @@ import aiohttp
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from ._credentials import Credentials
 from ._holding import Holding
 from ._offsets import OffsetTracker
 from ._outbox import Outbox
@@ -37,6 +38,9 @@ __all__ = ["PoolLifecycle", "RebalanceListener"]
 # the broker's 10 s check for timed-out transactions. Past it (a broker that never
 # answers stable), the positions are read as they are.
 SETTLE_WITHIN = 60.0
+# How long a stopping pool waits for OAuth refreshes in flight to reach Vault: a token
+# call and the write-back's retries while Vault is unreachable (0.5 + 1 + 2 s).
+REFRESH_GRACE = 10.0
 
 # The pool's logger: these lines were always the pool's, and log filters rely on the name.
 logger = logging.getLogger("workers._pool")
@@ -67,6 +71,7 @@ class PoolLifecycle:
     consumer: Any
     producer: Any
     session: aiohttp.ClientSession
+    credentials: Credentials
     completed: dict[str, int]
     _tasks: set[asyncio.Task[None]]
     _running: dict[TopicPartition, int]
@@ -250,6 +255,14 @@ class PoolLifecycle:
             await self.outbox.wait_visible(self.admin, self.consumer.assignment())
         except Exception:
             logger.exception("final commit failed; uncommitted records are redone")
+        # Before the HTTP session closes (and the caller closes Vault): tokens a provider
+        # has issued must reach Vault, or a rotating provider's tenant is locked out.
+        unfinished = await self.credentials.finish_refreshes(REFRESH_GRACE)
+        if unfinished:
+            logger.warning(
+                "%d OAuth refreshes cut at shutdown; their tenants may need new consent",
+                unfinished,
+            )
         await self.consumer.stop()
         await self.producer.stop()
         await self.admin.close()

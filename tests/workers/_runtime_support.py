@@ -54,6 +54,8 @@ class Upstream:
     waiting: Counter[str] = field(default_factory=Counter)
     max_waiting: Counter[str] = field(default_factory=Counter)
     refuse_refreshed: bool = False
+    token_gate: asyncio.Event | None = None  # while clear, the token endpoint holds its answer
+    token_waiting: asyncio.Event = field(default_factory=asyncio.Event)
     _seen: Counter[str] = field(default_factory=Counter)
     base_url: str = ""
 
@@ -95,6 +97,9 @@ class Upstream:
         form = await request.json()
         tenant = form.get("tenant", "")
         self.refreshes[tenant] += 1
+        if self.token_gate is not None:
+            self.token_waiting.set()
+            await self.token_gate.wait()
         # Make concurrent refreshes overlap, so coalescing is what keeps the count at one.
         await asyncio.sleep(0.05)
         fresh = f"fresh-{tenant}-{uuid.uuid4().hex[:8]}"
@@ -119,6 +124,8 @@ class Upstream:
         finally:
             for gate in self.gates.values():
                 gate.set()
+            if self.token_gate is not None:
+                self.token_gate.set()
             await runner.cleanup()
 
     def calls_for(self, command_id: str) -> list[Call]:

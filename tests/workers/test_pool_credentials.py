@@ -22,6 +22,7 @@ from core.errors import CredentialsMissing, VaultForbidden
 from core.vault import PoolVault
 from schemas import ErrorCode, ResultStatus
 from workers._credentials import Credentials
+from workers._pool import PoolOptions
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +86,31 @@ async def test_a_401_triggers_exactly_one_refresh_and_one_retry(settings, vault_
     assert stored["data"]["metadata"]["version"] == 2
     assert stored["data"]["data"]["access_token"] == calls[1].token
     assert stored["data"]["data"]["refresh_token"] == f"r-{tenant}"
+
+
+async def test_a_refresh_in_flight_at_shutdown_still_reaches_vault(settings, vault_admin):
+    # The provider has issued the tokens (a rotating one has voided the stored refresh
+    # token by then): stopping the pool must not drop them between the token endpoint
+    # and Vault, even when the command that asked for them is cut.
+    upstream = Upstream(token_gate=asyncio.Event())
+    async with upstream.running():
+        tenant = _tenant(settings, "os")
+        await put_tenant(vault_admin, upstream, tenant, valid=False)
+        options = PoolOptions(tier_delays=(0.2, 0.5), breaker_threshold=1_000, shutdown_grace=0.2)
+        async with pool_running(settings, vault_admin, upstream, options=options) as pool:
+            await produce(settings, [command(tenant)])
+            async with asyncio.timeout(30):
+                await upstream.token_waiting.wait()
+            pool.request_stop()
+            # The provider answers only after the pool has cut the command (0.2 s).
+            await asyncio.sleep(1.0)
+            upstream.token_gate.set()
+        stored = await vault_admin._run("read", vault_admin._client.secrets.kv.v2.read_secret_version,
+                                        path=f"tenants/{tenant}/{CONNECTOR}", raise_on_deleted_version=True)
+
+    assert upstream.refreshes[tenant] == 1
+    assert stored["data"]["metadata"]["version"] == 2
+    assert stored["data"]["data"]["access_token"].startswith(f"fresh-{tenant}")
 
 
 async def test_concurrent_401s_for_one_tenant_cause_a_single_refresh(settings, vault_admin):

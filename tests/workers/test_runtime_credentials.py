@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from core.errors import CasConflict, PermanentError, VaultUnavailable
 from core.vault import TenantSecret
 from schemas import ErrorCode
@@ -178,3 +180,18 @@ async def test_refreshed_tokens_survive_a_vault_outage_and_a_cancelled_caller():
             await asyncio.sleep(0.05)
     assert vault.secret.data == {"access_token": "a2", "refresh_token": "r2"}
     assert (await creds.get("t1")).data["access_token"] == "a2"
+
+
+async def test_refreshes_still_running_past_the_shutdown_wait_are_counted_and_cancelled():
+    vault = MemoryVault({"access_token": "a1", "refresh_token": "r1"})
+    provider = RotatingProvider()
+    provider.gate.clear()  # a token endpoint that never answers
+    creds = Credentials(vault, refresher=provider)
+    assert await creds.finish_refreshes(0.05) == 0
+    stale = await creds.get("t1")
+    caller = asyncio.create_task(creds.refresh("t1", stale))
+    await asyncio.sleep(0.01)
+    assert await creds.finish_refreshes(0.05) == 1
+    with pytest.raises(asyncio.CancelledError):
+        await caller  # its waiter sees the cut, not a hang
+    assert vault.secret.version == 1
