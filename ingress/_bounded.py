@@ -50,6 +50,10 @@ class LRU(Generic[K, V]):
     def __iter__(self) -> Iterator[K]:
         return iter(list(self._data))
 
+    def items(self) -> list[tuple[K, V]]:
+        """A snapshot of the entries, least recently used first (uses nothing)."""
+        return list(self._data.items())
+
 
 class TokenBuckets:
     """One token bucket per key (tenant): ``rate`` tokens per second up to ``burst``.

@@ -5,27 +5,40 @@ answers may not be the one that accepted the command. Without this it knew nothi
 the command until its Result arrived, and answered 404 for a command that was running.
 Every replica follows the commands topic from ``lookback`` seconds back and remembers,
 per command id, the tenant and workspace from the record's headers (the value is never
-parsed), in a bounded LRU.
+parsed), in a bounded LRU. MCP tasks and their cancellations, which travel on the same
+topic, go to a :class:`TaskLedger` (``ingress.task_ledger``).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from core.settings import Settings
-from schemas import Headers
+from schemas import TASK_CANCEL_KIND, Headers
 
 from ._bounded import LRU
 from ._follow import Following, TopicFollower
+from .task_ledger import DEFAULT_TASK_CAPACITY, TaskLedger
 
 __all__ = ["AcceptedFeed"]
+
+_READ = (Headers.TENANT, Headers.SPACE, Headers.COMMAND_ID, Headers.KIND, Headers.TASK_TTL)
 
 
 class AcceptedFeed(Following):
     """``command id -> (tenant_id, space_id)`` of the commands accepted lately."""
 
-    def __init__(self, settings: Settings, *, capacity: int = 100_000, lookback: float = 900.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        capacity: int = 100_000,
+        lookback: float = 900.0,
+        task_capacity: int = DEFAULT_TASK_CAPACITY,
+    ) -> None:
         self._owners: LRU[str, tuple[str, str]] = LRU(capacity)
+        self.tasks = TaskLedger(task_capacity)
         self.follower = TopicFollower(
             settings, settings.topics.commands, self.apply, start_at=lookback, name="commands"
         )
@@ -33,10 +46,24 @@ class AcceptedFeed(Following):
     def apply(self, record: Any) -> None:
         found: dict[str, str] = {}
         for key, value in record.headers or ():
-            if key in (Headers.TENANT, Headers.SPACE, Headers.COMMAND_ID) and value is not None:
+            if key in _READ and value is not None:
                 found[key] = value.decode("utf-8", "replace")
-        if len(found) == 3:
-            self._owners.put(found[Headers.COMMAND_ID], (found[Headers.TENANT], found[Headers.SPACE]))
+        try:
+            tenant, space, command_id = (
+                found[Headers.TENANT],
+                found[Headers.SPACE],
+                found[Headers.COMMAND_ID],
+            )
+        except KeyError:
+            return
+        at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        if found.get(Headers.KIND) == TASK_CANCEL_KIND:
+            self.tasks.cancelled(tenant, space, command_id, at)
+            return
+        self._owners.put(command_id, (tenant, space))
+        ttl = found.get(Headers.TASK_TTL)
+        if ttl is not None and ttl.isdigit():
+            self.tasks.created(tenant, space, command_id, at, int(ttl))
 
     def owner(self, command_id: str) -> tuple[str, str] | None:
         return self._owners.get(command_id)

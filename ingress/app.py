@@ -144,6 +144,7 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
         catalog=directory,
         pipeline=pipeline,
         allowed_origins=tuple(settings.ingress_allowed_origins) + public_origin(settings.public_url),
+        tasks=accepted.tasks,
     )
     app[STATE] = state
     app[SERVICES] = services

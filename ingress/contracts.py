@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from schemas import Command, CommandSource, Result, WorkspaceConfig
 
+from .task_ledger import TaskLedger
+
 __all__ = ["Catalog", "Identity", "Pipeline", "Services", "Authenticator"]
 
 
@@ -58,11 +60,13 @@ class Pipeline(Protocol):
         source: CommandSource,
         idempotency_key: str | None = None,
         deadline: datetime | None = None,
+        task_ttl: int | None = None,
     ) -> tuple[Command, bool]:
         """Publish a command (durable in Kafka on return). Returns (command, created).
 
         ``created`` is False when the idempotency key was seen before for this tenant:
-        the same command id comes back and nothing new is published.
+        the same command id comes back and nothing new is published. ``task_ttl``
+        (ms) marks the command as an MCP task, so every replica lists it.
 
         Raises:
             ingress.errors.RateLimited: the tenant's edge rate limit is exceeded (429).
@@ -86,6 +90,14 @@ class Pipeline(Protocol):
         """A command this tenant submitted that is still pending, if this replica knows it."""
         ...
 
+    async def cancel_task(self, identity: Identity, command_id: str, at: datetime) -> None:
+        """Publish the cancellation of the task ``command_id`` for every replica to see.
+
+        Raises:
+            core.errors.KafkaUnavailable: the broker did not acknowledge.
+        """
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
@@ -94,3 +106,5 @@ class Services:
     pipeline: Pipeline
     # Origins allowed to call the MCP endpoint from a browser (empty: only same-host).
     allowed_origins: tuple[str, ...] = ()
+    # MCP tasks every replica sees (fed from the commands topic); None: this process's only.
+    tasks: TaskLedger | None = None

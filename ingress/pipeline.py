@@ -38,7 +38,15 @@ from core.logs import bind
 from core.metrics import Metrics
 from core.settings import Settings
 from core.telemetry import capture_spans, current_trace_id, inject, tracer
-from schemas import COMMAND_SCHEMA_VERSION, Command, CommandSource, Headers, Result
+from schemas import (
+    COMMAND_SCHEMA_VERSION,
+    TASK_CANCEL_KIND,
+    Command,
+    CommandSource,
+    Headers,
+    Result,
+    TaskCancel,
+)
 
 from ._bounded import LRU, TokenBuckets
 from .contracts import Identity
@@ -71,6 +79,7 @@ class Submission:
     arguments: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     deadline: datetime | None = None
+    task_ttl: int | None = None  # ms, for a task-augmented MCP call
 
 
 class KafkaPipeline:
@@ -135,6 +144,7 @@ class KafkaPipeline:
         source: CommandSource,
         idempotency_key: str | None = None,
         deadline: datetime | None = None,
+        task_ttl: int | None = None,
     ) -> tuple[Command, bool]:
         """Publish one command; see :class:`ingress.contracts.Pipeline`.
 
@@ -146,7 +156,7 @@ class KafkaPipeline:
         """
         (outcome,) = await self.submit_many(
             identity,
-            [Submission(action, arguments, idempotency_key, deadline)],
+            [Submission(action, arguments, idempotency_key, deadline, task_ttl)],
             source=source,
         )
         if isinstance(outcome, BaseException):
@@ -182,6 +192,8 @@ class KafkaPipeline:
             elif headers is None:
                 outcomes[index] = (command, False)  # replay of a known command
             else:
+                if item.task_ttl is not None:
+                    headers.append((Headers.TASK_TTL, str(item.task_ttl).encode()))
                 try:
                     sends.append((index, command, await self._send(command, headers)))
                 except KafkaUnavailable as exc:
@@ -212,6 +224,35 @@ class KafkaPipeline:
         if self.results.owner(command_id) == (identity.tenant_id, identity.space_id):
             return None  # finished: its Result answers
         return command
+
+    async def cancel_task(self, identity: Identity, command_id: str, at: datetime) -> None:
+        """Publish a TaskCancel after the command (same key, so the same partition).
+
+        Raises:
+            KafkaUnavailable: the broker did not acknowledge.
+        """
+        if self.producer is None:
+            raise KafkaUnavailable("the ingress producer is not running")
+        cancel = TaskCancel(
+            command_id=command_id,
+            tenant_id=identity.tenant_id,
+            space_id=identity.space_id,
+            cancelled_at=at,
+        )
+        headers = Headers.for_command(
+            identity.tenant_id, identity.space_id, command_id, kind=TASK_CANCEL_KIND, schema="1"
+        )
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await self.producer.send_and_wait(
+                    self.topic,
+                    value=cancel.to_bytes(),
+                    key=identity.tenant_id.encode(),
+                    headers=headers,
+                    timestamp_ms=int(at.timestamp() * 1000),
+                )
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise KafkaUnavailable(f"publishing the cancellation failed ({type(exc).__name__})") from exc
 
     # -- internals -----------------------------------------------------------------------
 

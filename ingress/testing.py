@@ -32,6 +32,7 @@ from pydantic import SecretStr
 from core.kafka import make_consumer, make_producer, start_client, topic_partitions
 from core.settings import Settings
 from schemas import (
+    TASK_CANCEL_KIND,
     ActionConfig,
     Command,
     Headers,
@@ -113,6 +114,8 @@ class FakeResponder:
         self.seen: list[Command] = []
 
     def _on_record(self, record: Any) -> None:
+        if (Headers.KIND, TASK_CANCEL_KIND.encode()) in (record.headers or ()):
+            return  # an MCP task's cancellation, not a command
         self._queue.put_nowait(Command.from_bytes(record.value))
 
     async def __aenter__(self) -> FakeResponder:

@@ -40,10 +40,10 @@ from pydantic import ValidationError
 
 from core.metrics import Metrics
 from core.settings import Settings
-from schemas import Command
+from schemas import TASK_CANCEL_KIND, Command, Headers
 
 from ._config_view import ConfigView
-from ._decide import Decisions, Outgoing
+from ._decide import Decisions, Outgoing, headers_list
 from ._fence import RebalanceFence
 from ._resolve import ActionCache
 from ._state import PartitionedState, dedup_key
@@ -52,6 +52,8 @@ from ._verify import InDoubt, find_sent
 __all__ = ["Outgoing", "Router"]
 
 logger = logging.getLogger(__name__)
+
+_CANCEL_HEADER = (Headers.KIND, TASK_CANCEL_KIND.encode())
 
 
 class Router(Decisions):
@@ -248,6 +250,8 @@ class Router(Decisions):
     async def _route(self, events: Sequence[Any]) -> None:
         items: list[tuple[Any, Command]] = []
         for event in events:
+            if _CANCEL_HEADER in headers_list(event.message):
+                continue  # an MCP task's cancellation, for the ingress replicas
             try:
                 items.append((event, Command.from_bytes(event.value)))
             except (ValidationError, ValueError, TypeError):

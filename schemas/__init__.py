@@ -2,7 +2,14 @@
 
 from ._base import WireModel, dumps, loads
 from ._limits import json_depth_exceeds
-from .command import COMMAND_SCHEMA_VERSION, Command, CommandSource, ConnectorOptions, RoutedCommand
+from .command import (
+    COMMAND_SCHEMA_VERSION,
+    Command,
+    CommandSource,
+    ConnectorOptions,
+    RoutedCommand,
+    TaskCancel,
+)
 from .config import (
     ActionConfig,
     ApiKeyRecord,
@@ -22,7 +29,7 @@ from .result import (
     StageTimes,
     fields_from_command,
 )
-from .topics import CONNECTORS, RETRY_TIERS, Headers, Topics
+from .topics import CONNECTORS, RETRY_TIERS, TASK_CANCEL_KIND, Headers, Topics
 from .trace import SpanRecord
 
 __all__ = [
@@ -47,6 +54,8 @@ __all__ = [
     "RoutedCommand",
     "SpanRecord",
     "StageTimes",
+    "TASK_CANCEL_KIND",
+    "TaskCancel",
     "fields_from_command",
     "Topics",
     "WireModel",

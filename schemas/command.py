@@ -24,7 +24,14 @@ from .identifiers import (
 )
 from .trace import MAX_SPANS, SpanRecord
 
-__all__ = ["Command", "CommandSource", "ConnectorOptions", "RoutedCommand", "COMMAND_SCHEMA_VERSION"]
+__all__ = [
+    "Command",
+    "CommandSource",
+    "ConnectorOptions",
+    "RoutedCommand",
+    "TaskCancel",
+    "COMMAND_SCHEMA_VERSION",
+]
 
 COMMAND_SCHEMA_VERSION: Literal[1] = 1
 
@@ -65,6 +72,20 @@ class Command(WireModel):
 
     def expired(self, now: datetime) -> bool:
         return now >= self.deadline
+
+
+class TaskCancel(WireModel):
+    """A client cancelled the MCP task of a command (on the commands topic, after it).
+
+    Records of this kind carry the header ``sy-kind: task-cancel``; the router skips
+    them. Every ingress replica reads them, so the task reads as cancelled wherever the
+    client asks. The command itself may still run: a published command is not recalled.
+    """
+
+    command_id: CommandId
+    tenant_id: TenantId
+    space_id: SpaceId
+    cancelled_at: AwareDatetime
 
 
 class ConnectorOptions(WireModel):

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONNECTORS", "Headers", "Topics", "RETRY_TIERS"]
+__all__ = ["CONNECTORS", "Headers", "Topics", "RETRY_TIERS", "TASK_CANCEL_KIND"]
 
 # Connectors the product ships. Workspaces may enable any subset.
 CONNECTORS: tuple[str, ...] = ("slack", "gmail", "notion", "jira", "github", "http")
 
 # Delay (seconds) of each retry tier topic; a failed attempt moves to the next tier.
 RETRY_TIERS: tuple[int, ...] = (5, 30, 120)
+
+# ``sy-kind`` of a TaskCancel record on the commands topic (commands are "command").
+TASK_CANCEL_KIND = "task-cancel"
 
 
 class Headers:
@@ -27,6 +30,8 @@ class Headers:
     COMMAND_ID = "sy-command-id"
     SCHEMA = "sy-schema"
     KIND = "sy-kind"
+    # On a command published as an MCP task: the task's ttl in ms (decimal).
+    TASK_TTL = "sy-task-ttl"
 
     @staticmethod
     def for_command(

@@ -16,7 +16,7 @@ import orjson
 from pydantic import BaseModel
 
 import schemas
-from schemas import ApiKeyRecord, Command, Result, RoutedCommand, WorkspaceConfig
+from schemas import ApiKeyRecord, Command, Result, RoutedCommand, TaskCancel, WorkspaceConfig
 
 __all__ = ["MODELS", "SCHEMA_DIR", "add_arguments", "render", "run", "stale_files", "write"]
 
@@ -29,6 +29,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "result": Result,
     "workspace_config": WorkspaceConfig,
     "api_key_record": ApiKeyRecord,
+    "task_cancel": TaskCancel,
 }
 
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"

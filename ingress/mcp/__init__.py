@@ -76,7 +76,6 @@ def setup(
     tools = ToolRunner(services, page_size=options.page_size, call_timeout=options.call_timeout)
     tasks = TaskBook(
         services,
-        max_tasks=options.max_tasks,
         ttl_ms=options.task_ttl_ms,
         poll_interval_ms=options.task_poll_interval_ms,
         result_timeout=options.task_result_timeout,

@@ -202,10 +202,12 @@ class Dispatcher:
             "mcp tools/call",
             attributes={"mcp.tool": params.name, "switchyard.tenant": identity.tenant_id},
         ):
-            command = await self._tools.submit(identity, action, arguments, meta)
+            task = params.task if version == TASKS_VERSION else None
+            ttl = None if task is None else self._tasks.ttl_for(task.ttl)
+            command = await self._tools.submit(identity, action, arguments, meta, task_ttl=ttl)
             with bind(command_id=command.command_id):
-                if params.task is not None and version == TASKS_VERSION:
-                    return _dump(self._tasks.create(identity, command, params.task.ttl))
+                if ttl is not None:
+                    return _dump(self._tasks.create(identity, command, ttl))
                 call_result = await self._tools.wait(identity, command)
         return self._serialize("tools/call", version, call_result)
 
@@ -215,5 +217,5 @@ class Dispatcher:
         if method == "tasks/result":
             return await self._tasks.result(identity, params.task_id)
         if method == "tasks/cancel":
-            return self._tasks.cancel(identity, params.task_id)
+            return await self._tasks.cancel(identity, params.task_id)
         return self._tasks.list(identity, params.cursor, self._page_size)

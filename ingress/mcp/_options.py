@@ -33,8 +33,6 @@ class McpOptions:
     # Retention advertised for tasks (ms); the results topic's retention bounds it too.
     task_ttl_ms: int = 3_600_000
     task_poll_interval_ms: int = 1_000
-    # Tasks one replica remembers for tasks/list and cancellation marks.
-    max_tasks: int = 10_000
     server_name: str = "switchyard"
     server_version: str = "0.1.0"
 

@@ -2,18 +2,18 @@
 
 ``taskId`` is the command id. Status comes from the pipeline, which reads the results
 topic, so ``tasks/get`` and ``tasks/result`` work on any replica once the Result is
-there. Two things are per replica and bounded (``max_tasks``, oldest forgotten first):
-the list behind ``tasks/list`` and cancellation marks.
+there. The list behind ``tasks/list`` and cancellations come from a
+:class:`~ingress.task_ledger.TaskLedger` that every replica fills from the commands
+topic (the command carries its task ttl; a cancellation is a record after it).
 
 Cancellation is best effort and says so: a published command cannot be recalled from
-Kafka, so ``tasks/cancel`` marks the task ``cancelled`` on this replica (the spec lets
+Kafka, so ``tasks/cancel`` marks the task ``cancelled`` on every replica (the spec lets
 the receiver keep it cancelled whatever the execution does), and the status message
 states that the command may still run; its outcome stays readable through the REST API.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mcp_types import (
@@ -28,11 +28,12 @@ from mcp_types import (
     TextContent,
 )
 
-from ingress._bounded import LRU
+from core.errors import KafkaUnavailable
 from ingress.contracts import Identity, Services
+from ingress.task_ledger import TaskLedger
 from schemas import Command, Result
 
-from ._jsonrpc import TASK_STILL_WORKING, RpcError
+from ._jsonrpc import TASK_STILL_WORKING, UNAVAILABLE, RpcError
 from ._tools import result_to_call_result
 
 __all__ = ["RELATED_TASK_META_KEY", "TaskBook"]
@@ -49,41 +50,33 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-@dataclass(slots=True)
-class _Entry:
-    tenant_id: str
-    space_id: str
-    created_at: datetime
-    ttl_ms: int
-    cancelled_at: datetime | None = None
-
-
 class TaskBook:
-    """Tasks of every tenant this replica created, and the task methods over them."""
+    """The task methods over the tasks of every tenant."""
 
     def __init__(
         self,
         services: Services,
         *,
-        max_tasks: int,
         ttl_ms: int,
         poll_interval_ms: int,
         result_timeout: float,
     ) -> None:
         self._services = services
         # Keyed by (tenant, workspace, task id): a task is its workspace's, like its command.
-        self._entries: LRU[tuple[str, str, str], _Entry] = LRU(max_tasks)
+        self._ledger = services.tasks if services.tasks is not None else TaskLedger()
         self._ttl_ms = ttl_ms
         self._poll_ms = poll_interval_ms
         self._result_timeout = result_timeout
 
-    def create(
-        self, identity: Identity, command: Command, requested_ttl: int | None
-    ) -> CreateTaskResult:
+    def ttl_for(self, requested_ttl: int | None) -> int:
+        """The ttl (ms) a task gets: the one asked for, capped at the configured one."""
+        return self._ttl_ms if requested_ttl is None else max(0, min(requested_ttl, self._ttl_ms))
+
+    def create(self, identity: Identity, command: Command, ttl: int) -> CreateTaskResult:
         """Record a task for a just-published command and describe it."""
-        ttl = self._ttl_ms if requested_ttl is None else max(0, min(requested_ttl, self._ttl_ms))
-        entry = _Entry(identity.tenant_id, identity.space_id, command.submitted_at, ttl)
-        self._entries.put((identity.tenant_id, identity.space_id, command.command_id), entry)
+        self._ledger.created(
+            identity.tenant_id, identity.space_id, command.command_id, command.submitted_at, ttl
+        )
         task = Task(
             task_id=command.command_id,
             status="working",
@@ -101,7 +94,7 @@ class TaskBook:
             RpcError: -32602 when the workspace has no such task (another one's id
                 included: it must read exactly like an unknown one).
         """
-        entry = self._entries.get((identity.tenant_id, identity.space_id, task_id))
+        entry = self._ledger.get(identity.tenant_id, identity.space_id, task_id)
         pipeline = self._services.pipeline
         result = pipeline.peek(identity, task_id)
         command = pipeline.known(identity, task_id) if result is None else None
@@ -137,7 +130,7 @@ class TaskBook:
             status_message=message,
             created_at=_iso(created),
             last_updated_at=_iso(updated),
-            ttl=entry.ttl_ms if entry is not None else self._ttl_ms,
+            ttl=entry.ttl_ms if entry is not None and entry.ttl_ms is not None else self._ttl_ms,
             poll_interval=self._poll_ms,
         )
         return task, result
@@ -181,38 +174,39 @@ class TaskBook:
         call.meta = {**(call.meta or {}), **related}
         return call
 
-    def cancel(self, identity: Identity, task_id: str) -> CancelTaskResult:
+    async def cancel(self, identity: Identity, task_id: str) -> CancelTaskResult:
         """tasks/cancel (best effort, see the module docstring).
 
         Raises:
-            RpcError: -32602 for an unknown task or one already in a terminal status.
+            RpcError: -32602 for an unknown task or one already in a terminal status;
+                the broker's refusal when the cancellation could not be published.
         """
         task, _ = self._describe(identity, task_id)
         if task.status in _TERMINAL:
             raise RpcError(
                 INVALID_PARAMS, f"Cannot cancel task {task_id}: it is already {task.status}"
             )
-        key = (identity.tenant_id, identity.space_id, task_id)
-        entry = self._entries.get(key)
         now = datetime.now(UTC)
-        if entry is None:
-            entry = _Entry(identity.tenant_id, identity.space_id, now, self._ttl_ms)
-            self._entries.put(key, entry)
-        entry.cancelled_at = now
+        try:
+            await self._services.pipeline.cancel_task(identity, task_id, now)
+        except KafkaUnavailable as exc:
+            raise RpcError(
+                UNAVAILABLE,
+                "Service unavailable: the cancellation could not be published; retry",
+                status=503,
+                headers={"Retry-After": "1"},
+            ) from exc
+        self._ledger.cancelled(identity.tenant_id, identity.space_id, task_id, now)
         task, _ = self._describe(identity, task_id)
         return CancelTaskResult(**task.model_dump())
 
     def list(self, identity: Identity, cursor: str | None, page_size: int) -> ListTasksResult:
-        """tasks/list: this tenant's tasks on this replica, most recently used first.
+        """tasks/list: the workspace's tasks, newest first.
 
         Raises:
             RpcError: -32602 for an invalid cursor.
         """
-        ids = [
-            task_id
-            for tenant, space, task_id in reversed(list(self._entries))
-            if (tenant, space) == (identity.tenant_id, identity.space_id)
-        ]
+        ids = self._ledger.task_ids(identity.tenant_id, identity.space_id)
         try:
             offset = int(cursor) if cursor is not None else 0
         except ValueError as exc:

@@ -297,8 +297,10 @@ class ToolRunner:
         action: ActionConfig,
         arguments: dict[str, Any],
         meta: dict[str, Any] | None,
+        *,
+        task_ttl: int | None = None,
     ) -> Command:
-        """Publish the call as a command (durable in Kafka on return).
+        """Publish the call as a command (durable in Kafka on return); ``task_ttl`` for a task.
 
         Raises:
             RpcError: bad idempotency key or arguments (-32602), rate limit (429),
@@ -322,6 +324,7 @@ class ToolRunner:
             arguments,
             source=CommandSource.MCP,
             idempotency_key=idempotency_key,
+            task_ttl=task_ttl,
         )
         try:
             # Shielded: once the caller is gone the publish still finishes, so the command

@@ -207,6 +207,47 @@ async def test_task_augmented_call_is_answered_from_the_results_topic(
     assert final["result"]["_meta"]["switchyard/command_id"] == task_id
 
 
+async def _rpc(url: str, headers: dict[str, str], method: str, params: dict[str, Any]) -> Any:
+    _, _, body = await _post(url, {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, headers)
+    return body
+
+
+async def test_tasks_are_listed_and_cancelled_alike_on_every_replica(
+    settings, harness: IngressHarness, acme: TenantHandle, beta: TenantHandle
+) -> None:
+    # No responder: the task stays working. A load balancer sends each request anywhere.
+    first_url = f"{harness.url}/mcp/{acme.space_id}"
+    first = await _session(first_url, acme)
+    call = {"name": "echo", "arguments": {"text": "x"}, "task": {"ttl": 60_000}}
+    task_id = (await _rpc(first_url, first, "tools/call", call))["result"]["task"]["taskId"]
+    async with IngressHarness(settings) as other:
+        other_url = f"{other.url}/mcp/{acme.space_id}"
+        second = await _session(other_url, acme)
+        async with asyncio.timeout(20):
+            while True:  # until its commands follower has read the call
+                listed = (await _rpc(other_url, second, "tasks/list", {}))["result"]["tasks"]
+                if listed:
+                    break
+                await asyncio.sleep(0.1)
+        assert [(t["taskId"], t["status"], t["ttl"]) for t in listed] == [(task_id, "working", 60_000)]
+        strangers = await _session(f"{other.url}/mcp/{beta.space_id}", beta)
+        assert (await _rpc(f"{other.url}/mcp/{beta.space_id}", strangers, "tasks/list", {}))["result"]["tasks"] == []
+
+        cancelled = await _rpc(other_url, second, "tasks/cancel", {"taskId": task_id})
+        assert cancelled["result"]["status"] == "cancelled"
+        async with asyncio.timeout(20):
+            while (got := await _rpc(first_url, first, "tasks/get", {"taskId": task_id}))["result"]["status"] != "cancelled":
+                assert got["result"]["status"] == "working"
+                await asyncio.sleep(0.1)
+        again = await _rpc(first_url, first, "tasks/cancel", {"taskId": task_id})
+        assert again["error"]["code"] == -32602  # already cancelled, on this replica too
+
+    # The cancellation is one record after the command, on the same partition.
+    records = await read_topic(settings, settings.topics.commands)
+    kinds = [dict(r.headers).get("sy-kind") for r in records if dict(r.headers).get("sy-command-id") == task_id.encode()]
+    assert kinds == [b"command", b"task-cancel"]
+
+
 async def test_a_call_whose_client_disconnects_still_completes_and_can_be_fetched(
     harness: IngressHarness, acme: TenantHandle
 ) -> None:

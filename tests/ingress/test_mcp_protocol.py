@@ -23,6 +23,7 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from core.errors import KafkaUnavailable
 from ingress.contracts import Identity, Services
 from ingress.errors import Forbidden, Unauthorized
 from ingress.mcp import McpOptions, setup
@@ -108,6 +109,8 @@ class FakePipeline:
     published: list[Command] = field(default_factory=list)
     results: dict[tuple[str, str], Result] = field(default_factory=dict)
     pending: dict[tuple[str, str], Command] = field(default_factory=dict)
+    cancels: list[tuple[str, str]] = field(default_factory=list)
+    cancel_error: Exception | None = None
     _seen_keys: dict[tuple[str, str], Command] = field(default_factory=dict)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -120,6 +123,7 @@ class FakePipeline:
         source: CommandSource,
         idempotency_key: str | None = None,
         deadline: datetime | None = None,
+        task_ttl: int | None = None,
     ) -> tuple[Command, bool]:
         key = idempotency_key or uuid.uuid4().hex
         if (identity.tenant_id, key) in self._seen_keys:
@@ -178,6 +182,11 @@ class FakePipeline:
     def known(self, identity: Identity, command_id: str) -> Command | None:
         found = self.pending.get((identity.tenant_id, command_id))
         return found if found is not None and found.space_id == identity.space_id else None
+
+    async def cancel_task(self, identity: Identity, command_id: str, at: datetime) -> None:
+        if self.cancel_error is not None:
+            raise self.cancel_error
+        self.cancels.append((identity.tenant_id, command_id))
 
 
 def _action(name: str, **schema: Any) -> ActionConfig:
@@ -943,16 +952,21 @@ async def test_tasks_of_another_workspace_of_the_same_tenant_read_as_unknown(
     assert got["result"]["status"] == "working", "the other workspace must not cancel it"
 
 
-async def test_cancelling_a_working_task_marks_it_cancelled_and_says_it_may_still_run(
-    server: Server,
-) -> None:
+async def _working_task(server: Server) -> tuple[str, dict[str, str], str]:
+    """``(url, headers, task id)`` of a task whose command stays pending."""
     server.pipeline.responder = lambda command: None
     session, _ = await _initialize(f"{server.url}/main")
     url, headers = f"{server.url}/main", _legacy(session)
     _, _, created = await _post(
         url, _rpc("tools/call", {"name": "create_task", "task": {}}), headers=headers
     )
-    task_id = created["result"]["task"]["taskId"]
+    return url, headers, created["result"]["task"]["taskId"]
+
+
+async def test_cancelling_a_working_task_marks_it_cancelled_and_says_it_may_still_run(
+    server: Server,
+) -> None:
+    url, headers, task_id = await _working_task(server)
     _, _, cancelled = await _post(url, _rpc("tasks/cancel", {"taskId": task_id}), headers=headers)
     assert (
         cancelled["result"]["status"] == "cancelled"
@@ -962,6 +976,17 @@ async def test_cancelling_a_working_task_marks_it_cancelled_and_says_it_may_stil
     assert got["result"]["status"] == "cancelled"
     _, _, again = await _post(url, _rpc("tasks/cancel", {"taskId": task_id}), headers=headers)
     assert again["error"]["code"] == -32602
+    assert server.pipeline.cancels == [("acme", task_id)]  # published once, for every replica
+
+
+async def test_a_cancellation_the_broker_refuses_leaves_the_task_working(server: Server) -> None:
+    server.pipeline.cancel_error = KafkaUnavailable("broker down")
+    url, headers, task_id = await _working_task(server)
+    _, _, refused = await _post(url, _rpc("tasks/cancel", {"taskId": task_id}), headers=headers)
+    assert refused["error"]["code"] == -32013  # unavailable: retry
+    assert "cancellation could not be published" in refused["error"]["message"]
+    _, _, got = await _post(url, _rpc("tasks/get", {"taskId": task_id}), headers=headers)
+    assert got["result"]["status"] == "working"
 
 
 async def test_task_param_is_ignored_before_2025_11_25(server: Server) -> None:

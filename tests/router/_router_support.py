@@ -208,11 +208,13 @@ async def publish(
         await producer.stop()
 
 
-async def publish_raw(settings: Settings, key: bytes, value: bytes) -> None:
+async def publish_raw(
+    settings: Settings, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+) -> None:
     producer: AIOKafkaProducer = make_producer(settings)
     await producer.start()
     try:
-        await producer.send_and_wait(settings.topics.commands, value, key=key)
+        await producer.send_and_wait(settings.topics.commands, value, key=key, headers=headers)
     finally:
         await producer.stop()
 

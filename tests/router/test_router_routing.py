@@ -10,7 +10,15 @@ from _router_support import apply, command, publish, publish_raw, summary_action
 from opentelemetry.trace import SpanKind
 
 from core.telemetry import capture_spans, inject, span
-from schemas import ErrorCode, Limits, ResultStatus, RolePolicy
+from schemas import (
+    TASK_CANCEL_KIND,
+    ErrorCode,
+    Headers,
+    Limits,
+    ResultStatus,
+    RolePolicy,
+    TaskCancel,
+)
 
 
 def _tenant(label: str) -> str:
@@ -259,3 +267,25 @@ async def test_an_unparseable_command_is_skipped_and_routing_goes_on(live_router
     out = (await live_router.outputs.wait_ids([after.command_id]))[after.command_id]
     assert out.routed is not None
     assert "unparseable command skipped" in live_router.process.logs()
+
+
+async def test_an_mcp_task_cancellation_on_the_commands_topic_is_passed_over(live_router) -> None:
+    # Ingress replicas share task cancellations on the commands topic, after the command.
+    s = live_router.settings
+    t = _tenant("cancel")
+    await apply(s, workspace(t, [summary_action("slack", "post_message", {})]))
+    skipped_before = live_router.process.logs().count("unparseable command skipped")
+    first = command(t)
+    await publish(s, [first])
+    cancel = TaskCancel(
+        command_id=first.command_id, tenant_id=t, space_id=first.space_id, cancelled_at=first.submitted_at
+    )
+    headers = Headers.for_command(t, first.space_id, first.command_id, kind=TASK_CANCEL_KIND, schema="1")
+    await publish_raw(s, t.encode(), cancel.to_bytes(), headers)
+    after = command(t)
+    await publish(s, [after])
+    outs = await live_router.outputs.wait_ids([first.command_id, after.command_id])
+    assert all(outs[c.command_id].routed is not None for c in (first, after))
+    assert live_router.process.logs().count("unparseable command skipped") == skipped_before
+    items = await live_router.outputs.settle()
+    assert [o.command_id for o in items].count(first.command_id) == 1
