@@ -9,6 +9,17 @@ bash scripts/bootstrap.sh
 if command -v go >/dev/null; then bash scripts/install-helm.sh >/dev/null; fi
 # Debian's chromium for the dashboard test (Playwright drives the system browser).
 bash scripts/install-browser.sh
+# The official MCP TypeScript SDKs (tests/ingress/test_mcp_typescript.py), pinned by their
+# lock file; installed again only when the lock file changed.
+ts=tests/ingress/mcp_ts
+if command -v npm >/dev/null; then
+  if ! cmp -s "$ts/package-lock.json" "$ts/node_modules/.installed-lock.json"; then
+    npm ci --prefix "$ts" --no-audit --no-fund --loglevel=error
+    cp "$ts/package-lock.json" "$ts/node_modules/.installed-lock.json"
+  fi
+else
+  echo "test.sh: npm not found; the MCP TypeScript SDK tests will fail (install Node.js 18+)" >&2
+fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

@@ -1,0 +1,42 @@
+// Drives the official MCP TypeScript SDKs against a Switchyard MCP endpoint.
+//
+//   node client.mjs <sdk> <url> <api-key> <tool> <arguments-json>
+//
+// <sdk>: "v1" (@modelcontextprotocol/sdk, the initialize handshake), "v2-legacy"
+// (@modelcontextprotocol/client, handshake) or "v2-modern" (the same client pinned to
+// the stateless 2026-07-28 revision). Prints one JSON object: the protocol version the
+// client settled on, the tools it listed, and what the call and a call of an unknown
+// tool gave: {result} or {error} (what the SDK raised).
+import { Client as ClientV1 } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport as TransportV1 } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
+
+const [sdk, url, apiKey, tool, argumentsJson] = process.argv.slice(2);
+const requestInit = { headers: { Authorization: `Bearer ${apiKey}` } };
+const info = { name: "switchyard-ts-test", version: "1.0.0" };
+
+let client;
+let transport;
+if (sdk === "v1") {
+  client = new ClientV1(info);
+  transport = new TransportV1(new URL(url), { requestInit });
+} else {
+  const mode = sdk === "v2-modern" ? { pin: "2026-07-28" } : "legacy";
+  client = new Client(info, { versionNegotiation: { mode } });
+  transport = new StreamableHTTPClientTransport(new URL(url), { requestInit });
+}
+
+await client.connect(transport);
+const protocol = sdk === "v1" ? transport.protocolVersion : client.getNegotiatedProtocolVersion();
+const listed = await client.listTools();
+async function attempt(name, args) {
+  try {
+    return { result: await client.callTool({ name, arguments: args }) };
+  } catch (error) {
+    return { error: { code: error.code ?? null, message: String(error.message ?? error) } };
+  }
+}
+const call = await attempt(tool, JSON.parse(argumentsJson));
+const unknown = await attempt("no_such_tool", {});
+await client.close();
+console.log(JSON.stringify({ protocol, tools: listed.tools.map((t) => t.name), call, unknown }));
