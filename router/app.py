@@ -231,13 +231,16 @@ def _shorten_fetch_wait(app: faust.App) -> None:
 
 
 async def _pin_start_offsets(settings: Settings) -> None:
-    """Commit the earliest offset for commands partitions the group never committed.
+    """Commit the earliest offset for commands partitions the group never committed,
+    or committed below the earliest offset still in the log.
 
     faust seeks to the *committed* offsets after recovery; for a partition without one
     it keeps whatever position its fetcher reached meanwhile, so commands fetched and
     dropped while recovery paused the flow would be skipped until a restart. A pinned
-    start offset makes that seek (and the router's gap check) well defined. Only an
-    empty group accepts the commit; when other replicas run, they have committed.
+    start offset makes that seek (and the router's gap check) well defined. One below
+    the log's start (retention deleted commands the group never read) would read as a
+    gap, which the router never lets faust commit past (``Router._refuse_gaps``). Only
+    an empty group accepts the commit; when other replicas run, they have committed.
     """
     topic = settings.topics.commands
     consumer = make_consumer(settings, group_id=f"{settings.topic_prefix}router")
@@ -246,10 +249,13 @@ async def _pin_start_offsets(settings: Settings) -> None:
         partitions = await topic_partitions(settings, topic)
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
-        missing = [tp for tp in tps if await consumer.committed(tp) is None]
-        if missing:
-            starts = await consumer.beginning_offsets(missing)
-            await consumer.commit({tp: starts[tp] for tp in missing})
+        committed = {tp: await consumer.committed(tp) for tp in tps}
+        starts = await consumer.beginning_offsets(tps)
+        behind = {
+            tp: starts[tp] for tp in tps if committed[tp] is None or committed[tp] < starts[tp]
+        }
+        if behind:
+            await consumer.commit(behind)
     except KafkaError as exc:
         logger.info("start offsets not pinned (%s); the group is active", type(exc).__name__)
     finally:

@@ -22,8 +22,10 @@ import aiohttp
 import orjson
 from aiokafka import TopicPartition
 
-from core.kafka import make_consumer, start_client, topic_partitions
+from core.kafka import make_admin, make_consumer, start_client, topic_partitions
 from core.settings import Settings
+from ingress.testing import read_topic
+from schemas import RETRY_TIERS, Headers
 from switchyard.system import LocalSystem
 
 from ._load import Load
@@ -159,4 +161,31 @@ async def count(
         },
     )
     print(counts.line(), flush=True)
+    lost = [command_id for command_id in load.accepted if command_id not in results]
+    if lost:
+        print("FAULT-LOST " + orjson.dumps(await _where_lost(system.settings, lost, connectors)).decode(), flush=True)
     return counts
+
+
+async def _where_lost(settings: Settings, lost: list[str], connectors: Iterable[str]) -> dict[str, Any]:
+    """Where the first lost commands got to: their commands record, the router group's
+    committed offset of that partition, and the topics that carry their id since."""
+    wanted = set(lost[:20])
+    topics = settings.topics
+    names = [topics.commands, topics.dead_letters]
+    for connector in connectors:
+        names += [topics.connector(connector)] + [topics.retry(connector, t) for t in range(len(RETRY_TIERS))]
+    where: dict[str, Any] = {command_id: {"seen_on": []} for command_id in wanted}
+    for name in names:
+        for record in await read_topic(settings, name):
+            command_id = dict(record.headers or ()).get(Headers.COMMAND_ID, b"").decode()
+            if command_id in wanted:
+                where[command_id]["seen_on"].append(f"{name}[{record.partition}]@{record.offset}")
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(f"{settings.topic_prefix}router")
+    finally:
+        await admin.close()
+    router_at = {str(tp.partition): meta.offset for tp, meta in committed.items() if tp.topic == topics.commands}
+    return {"lost": len(lost), "router_committed": router_at, "first": where}
