@@ -21,6 +21,7 @@ EXPECTED_FILES = {
     "result.schema.json",
     "workspace_config.schema.json",
     "api_key_record.schema.json",
+    "task_cancel.schema.json",
 }
 
 
