@@ -38,6 +38,10 @@ class LRU(Generic[K, V]):
         while len(self._data) > self.capacity:
             self._data.popitem(last=False)
 
+    def peek(self, key: K) -> V | None:
+        """The value without marking it used (reads never change what is forgotten)."""
+        return self._data.get(key)
+
     def pop(self, key: K) -> V | None:
         return self._data.pop(key, None)
 

@@ -40,14 +40,14 @@ class TaskLedger:
         self, tenant_id: str, space_id: str, task_id: str, at: datetime, ttl_ms: int
     ) -> None:
         key = (tenant_id, space_id, task_id)
-        known = self._entries.get(key)
+        known = self._entries.peek(key)
         if known is None:
             self._entries.put(key, TaskEntry(at, ttl_ms))
 
     def cancelled(self, tenant_id: str, space_id: str, task_id: str, at: datetime) -> None:
         """Note a cancellation; the first one noted stands (a task stays cancelled)."""
         key = (tenant_id, space_id, task_id)
-        entry = self._entries.get(key)
+        entry = self._entries.peek(key)
         if entry is None:
             # Its creation was forgotten (or it was a plain call): cancelled all the same.
             self._entries.put(key, TaskEntry(at, None, at))
@@ -55,7 +55,9 @@ class TaskLedger:
             entry.cancelled_at = at
 
     def get(self, tenant_id: str, space_id: str, task_id: str) -> TaskEntry | None:
-        return self._entries.get((tenant_id, space_id, task_id))
+        # A peek: replicas serve different reads, and reads must not make them forget
+        # different tasks.
+        return self._entries.peek((tenant_id, space_id, task_id))
 
     def task_ids(self, tenant_id: str, space_id: str) -> list[str]:
         """The workspace's task ids, newest first."""

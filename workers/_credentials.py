@@ -238,6 +238,8 @@ class Credentials:
         _, unfinished = await asyncio.wait(pending, timeout=within)
         for task in unfinished:
             task.cancel()
+        # Their cancellation has run before the caller closes what they use.
+        await asyncio.gather(*unfinished, return_exceptions=True)
         return len(unfinished)
 
     def invalidate(self, tenant_id: str) -> None:

@@ -39,8 +39,10 @@ __all__ = ["PoolLifecycle", "RebalanceListener"]
 # answers stable), the positions are read as they are.
 SETTLE_WITHIN = 60.0
 # How long a stopping pool waits for OAuth refreshes in flight to reach Vault: a token
-# call and the write-back's retries while Vault is unreachable (0.5 + 1 + 2 s).
-REFRESH_GRACE = 10.0
+# call (up to its 10 s request timeout), then the write-back, each Vault call bounded at
+# 10 s, with retries while Vault is unreachable (0.5 + 1 + 2 s). Inside the chart's 60 s
+# termination grace.
+REFRESH_GRACE = 30.0
 
 # The pool's logger: these lines were always the pool's, and log filters rely on the name.
 logger = logging.getLogger("workers._pool")

@@ -110,7 +110,13 @@ class TaskBook:
             created = updated = entry.created_at
         status: TaskStatus
         message: str | None
-        if entry is not None and entry.cancelled_at is not None:
+        if (
+            entry is not None
+            and entry.cancelled_at is not None
+            and (result is None or entry.cancelled_at < result.times.finished_at)
+        ):
+            # A cancellation counts only before the Result: a replica whose results
+            # reader lagged must not turn a finished task back into a cancelled one.
             status, message, updated = (
                 "cancelled",
                 _CANCEL_NOTE.format(id=task_id),
@@ -192,7 +198,8 @@ class TaskBook:
         except KafkaUnavailable as exc:
             raise RpcError(
                 UNAVAILABLE,
-                "Service unavailable: the cancellation could not be published; retry",
+                "Service unavailable: the cancellation was not confirmed by the broker and "
+                "may or may not be recorded; read the task with tasks/get, then retry",
                 status=503,
                 headers={"Retry-After": "1"},
             ) from exc

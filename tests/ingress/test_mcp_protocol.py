@@ -979,12 +979,32 @@ async def test_cancelling_a_working_task_marks_it_cancelled_and_says_it_may_stil
     assert server.pipeline.cancels == [("acme", task_id)]  # published once, for every replica
 
 
+async def test_a_cancellation_counts_only_if_it_came_before_the_result(server: Server) -> None:
+    # A replica whose results reader lags takes a cancel for a task that had finished:
+    # the task must not leave its final status. One cancelled before it finished stays so.
+    url, headers, late_id = await _working_task(server)
+    _, _, early_id = await _working_task(server)
+    (late,) = [c for c in server.pipeline.published if c.command_id == late_id]
+    (early,) = [c for c in server.pipeline.published if c.command_id == early_id]
+    finished_before_cancel = make_result(late)
+    for task_id in (late_id, early_id):
+        _, _, cancelled = await _post(url, _rpc("tasks/cancel", {"taskId": task_id}), headers=headers)
+        assert cancelled["result"]["status"] == "cancelled"
+    server.pipeline.finish(finished_before_cancel)
+    server.pipeline.finish(make_result(early))  # finished after its cancel
+    statuses = {}
+    for task_id in (late_id, early_id):
+        _, _, got = await _post(url, _rpc("tasks/get", {"taskId": task_id}), headers=headers)
+        statuses[task_id] = got["result"]["status"]
+    assert statuses == {late_id: "completed", early_id: "cancelled"}
+
+
 async def test_a_cancellation_the_broker_refuses_leaves_the_task_working(server: Server) -> None:
     server.pipeline.cancel_error = KafkaUnavailable("broker down")
     url, headers, task_id = await _working_task(server)
     _, _, refused = await _post(url, _rpc("tasks/cancel", {"taskId": task_id}), headers=headers)
     assert refused["error"]["code"] == -32013  # unavailable: retry
-    assert "cancellation could not be published" in refused["error"]["message"]
+    assert "not confirmed by the broker" in refused["error"]["message"]
     _, _, got = await _post(url, _rpc("tasks/get", {"taskId": task_id}), headers=headers)
     assert got["result"]["status"] == "working"
 
