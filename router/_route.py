@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -54,8 +54,10 @@ __all__ = ["Outgoing", "Router"]
 logger = logging.getLogger(__name__)
 
 _CANCEL_HEADER = (Headers.KIND, TASK_CANCEL_KIND.encode())
-# Seeks back to one gap in a partition's offsets before it is taken as real.
+# Seeks back to one gap in a partition's offsets before it is taken as real, counted at
+# most one per GAP_RESEEK_INTERVAL seconds.
 SEEKS_PER_GAP = 5
+GAP_RESEEK_INTERVAL = 1.0
 
 
 class Router(Decisions):
@@ -91,13 +93,15 @@ class Router(Decisions):
         # (topic, partition) -> offset to re-read: faust skipped or dropped it.
         self.skipped: dict[Any, int] = {}
         self.gaps_refused = 0
+        self.commits_held = 0
         # A rebalance ended: re-read once from the committed offsets (reread_after_rebalance).
         self._reread = False
         # Gap detection (see ``_in_order``): next offset expected per partition.
         self.consumer: Any = None
         self._generation: Any = None
         self._next: dict[Any, int] = {}
-        self._sought: dict[tuple[Any, int], int] = {}  # gap -> seeks made for it
+        # gap -> (seeks counted for it, when the last counted one was asked for)
+        self._sought: dict[tuple[Any, int], tuple[int, float]] = {}
         # Keeps batches and rebalances apart (issue 8); closed by ``router.app``.
         self.fence = RebalanceFence()
 
@@ -182,13 +186,17 @@ class Router(Decisions):
                 held.append(event)
                 continue
             expected = self._next.get(tp, committed.get(tp))
-            seeks = self._sought.get((tp, expected), 0)
+            seeks, last = self._sought.get((tp, expected), (0, 0.0))
             if expected is not None and offset > expected and seeks < SEEKS_PER_GAP:
                 # Gaps already committed past cannot come back: forget them (bounded).
                 self._sought = {
-                    (t, o): n for (t, o), n in self._sought.items() if o >= committed.get(t, 0)
+                    (t, o): v for (t, o), v in self._sought.items() if o >= (committed.get(t) or 0)
                 }
-                self._sought[(tp, expected)] = seeks + 1
+                # Every sighting asks for a seek, but events fetched before the last seek
+                # show the same gap again at once: only seeks a second apart count.
+                now = time.monotonic()
+                counted = now - last >= GAP_RESEEK_INTERVAL
+                self._sought[(tp, expected)] = (seeks + 1, now) if counted else (seeks, last)
                 self.skipped[tp] = min(expected, self.skipped.get(tp, expected))
                 blocked.add(tp)
                 held.append(event)
@@ -218,7 +226,44 @@ class Router(Decisions):
 
         consumer.ack = ack
         self._refuse_gaps(consumer, topic)
+        self._commit_from_floor(consumer, topic)
         self.consumer = consumer
+
+    def _commit_from_floor(self, consumer: Any, topic: str) -> None:
+        """Let faust commit ``topic`` only over offsets routed from the committed one on.
+
+        faust's own check misses a hole at the head of what was acked when the hole is
+        one record (it compares ``min(acked) - committed > 1``) and any hole when the
+        committed offset is 0 (it keeps 0 as "none"): then a command dropped by a
+        recovery's queue clear was committed past. The floor is the committed offset as
+        the broker reported it at the last seek to committed, or faust's last commit.
+        """
+        floors: dict[Any, int] = {}
+        seek_to_committed = consumer.seek_to_committed
+
+        async def seek_and_note() -> Any:
+            offsets = await seek_to_committed()
+            floors.update(
+                (tp, offset)
+                for tp, offset in offsets.items()
+                if tp.topic == topic and isinstance(offset, int) and offset >= 0
+            )
+            return offsets
+
+        original = consumer._new_offset
+
+        def new_offset(tp: Any) -> int | None:
+            if tp.topic == topic and consumer._acked[tp]:
+                floor = consumer._committed_offset.get(tp)
+                if floor is None:
+                    floor = floors.get(tp)
+                if floor is not None and min(consumer._acked[tp]) > floor:
+                    self.commits_held += 1
+                    return None  # the next command to commit was not routed yet
+            return cast(int | None, original(tp))
+
+        consumer.seek_to_committed = seek_and_note
+        consumer._new_offset = new_offset
 
     def _refuse_gaps(self, consumer: Any, topic: str) -> None:
         """Never let faust count a jump in ``topic``'s offsets as committed.

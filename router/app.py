@@ -68,6 +68,9 @@ DEDUP_TOTAL = 500_000
 SESSION_TIMEOUT = 10.0
 STALL_CHECK = 5.0
 STALL_AFTER = 15.0
+# A commands partition with records past its committed offset whose commit has not
+# moved for this long is stuck (under steady traffic no quiet period ever comes).
+COMMIT_STUCK_AFTER = 30.0
 # How long a revocation or shutdown waits for the batch in flight (normally < 1 s).
 FENCE_WAIT = 3 * SESSION_TIMEOUT
 DONE_FLUSH_WAIT = 5.0
@@ -137,6 +140,8 @@ class RouterRuntime(Service):
         self.ready = asyncio.Event()
         self.last_event = time.monotonic()
         self.nudged = False
+        # commands partition -> (committed offset as last seen, since when)
+        self.commit_marks: dict[Any, tuple[int | None, float]] = {}
 
     async def on_start(self) -> None:
         if self.metrics is not None:
@@ -429,24 +434,45 @@ def create_app(
         # the consumer once (resume and seek to committed, as its recovery would);
         # if that does not help, crash so the supervisor restarts the router — the
         # guarded commits make the restart lose nothing.
-        if not runtime.ready.is_set() or time.monotonic() - runtime.last_event < STALL_AFTER:
+        # Also when commands keep arriving but one partition's commit stays behind for
+        # COMMIT_STUCK_AFTER: commands the router never got (a hole it could not seek
+        # back to) wait there, and the commit, which never passes them, says so.
+        if not runtime.ready.is_set():
             return
         consumer = app.consumer
         tps = [tp for tp in consumer.assignment() if tp.topic == settings.topics.commands]
         if not tps:
             return
+        now = time.monotonic()
+        committed = getattr(consumer, "_committed_offset", {})
+        marks = runtime.commit_marks
+        for tp in tps:
+            if tp not in marks or marks[tp][0] != committed.get(tp):
+                marks[tp] = (committed.get(tp), now)
+        quiet = now - runtime.last_event >= STALL_AFTER
+        if not quiet and all(now - marks[tp][1] < COMMIT_STUCK_AFTER for tp in tps):
+            return  # commands arrive and every partition's commit moved lately
         try:
             ends = await runtime.config_view.end_offsets(tps)
         except KafkaError:
             return  # the broker is away; nothing to judge yet
-        committed = getattr(consumer, "_committed_offset", {})
-        if all(ends.get(tp, 0) <= (committed.get(tp) or 0) for tp in tps):
-            runtime.last_event = time.monotonic()  # idle, not stalled
+        behind = [tp for tp in tps if ends.get(tp, 0) > (committed.get(tp) or 0)]
+        stuck = [tp for tp in behind if now - marks[tp][1] >= COMMIT_STUCK_AFTER]
+        if not behind or not (quiet or stuck):
+            runtime.last_event = now  # idle, not stalled
+            runtime.nudged = False
             return
         if not runtime.nudged:
-            logger.warning("commands are waiting but none arrived; nudging the consumer")
+            logger.warning(
+                "commands are waiting but none arrived; nudging the consumer"
+                if quiet
+                else "a commands partition's commit is stuck; nudging the consumer",
+                extra={"fields": {"stuck_partitions": sorted(tp.partition for tp in stuck)}},
+            )
             runtime.nudged = True
             runtime.last_event = time.monotonic()
+            for tp in stuck:  # the re-read gets as long again to move the commit
+                marks[tp] = (marks[tp][0], now)
             try:
                 consumer.resume_partitions(tps)
                 consumer.resume_flow()
