@@ -28,7 +28,7 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,32 @@ class RouterRuntime(Service):
                 }
             },
         )
+
+
+def stuck_partitions(
+    tps: list[Any],
+    committed: Mapping[Any, int | None],
+    ends: Mapping[Any, int],
+    marks: Mapping[Any, tuple[int | None, float]],
+    now: float,
+) -> tuple[list[Any], list[Any]]:
+    """``(behind, stuck)``: partitions with commands past their committed offset, and
+    those of them whose commit has not moved for ``COMMIT_STUCK_AFTER`` (by ``marks``,
+    partition -> (committed offset last seen, since when))."""
+    behind = [tp for tp in tps if ends.get(tp, 0) > (committed.get(tp) or 0)]
+    return behind, [tp for tp in behind if now - marks[tp][1] >= COMMIT_STUCK_AFTER]
+
+
+def note_commits(
+    tps: list[Any],
+    committed: Mapping[Any, int | None],
+    marks: dict[Any, tuple[int | None, float]],
+    now: float,
+) -> None:
+    """Restart a partition's clock in ``marks`` whenever its committed offset moved."""
+    for tp in tps:
+        if tp not in marks or marks[tp][0] != committed.get(tp):
+            marks[tp] = (committed.get(tp), now)
 
 
 def _limits_of(config: ConfigView) -> Callable[[str, str], Limits | None]:
@@ -446,9 +472,7 @@ def create_app(
         now = time.monotonic()
         committed = getattr(consumer, "_committed_offset", {})
         marks = runtime.commit_marks
-        for tp in tps:
-            if tp not in marks or marks[tp][0] != committed.get(tp):
-                marks[tp] = (committed.get(tp), now)
+        note_commits(tps, committed, marks, now)
         quiet = now - runtime.last_event >= STALL_AFTER
         if not quiet and all(now - marks[tp][1] < COMMIT_STUCK_AFTER for tp in tps):
             return  # commands arrive and every partition's commit moved lately
@@ -456,8 +480,7 @@ def create_app(
             ends = await runtime.config_view.end_offsets(tps)
         except KafkaError:
             return  # the broker is away; nothing to judge yet
-        behind = [tp for tp in tps if ends.get(tp, 0) > (committed.get(tp) or 0)]
-        stuck = [tp for tp in behind if now - marks[tp][1] >= COMMIT_STUCK_AFTER]
+        behind, stuck = stuck_partitions(tps, committed, ends, marks, now)
         if not behind or not (quiet or stuck):
             runtime.last_event = now  # idle, not stalled
             runtime.nudged = False

@@ -22,7 +22,13 @@ from faust.types.tuples import Message
 from core.kafka import ensure_topics, make_admin, make_consumer, start_client
 from core.settings import Settings, load_settings
 from router._route import SEEKS_PER_GAP, Router
-from router.app import _pin_start_offsets, create_app
+from router.app import (
+    COMMIT_STUCK_AFTER,
+    _pin_start_offsets,
+    create_app,
+    note_commits,
+    stuck_partitions,
+)
 
 
 async def test_an_offset_jump_in_the_commands_topic_never_becomes_committable(tmp_path: Any) -> None:
@@ -128,3 +134,18 @@ async def test_start_offsets_below_the_log_start_are_moved_up_to_it(own_settings
         assert {tp: await check.committed(tp) for tp in tps} == {tp: ends[tp] // 2 for tp in tps}
     finally:
         await check.stop()
+
+
+def test_the_watchdog_calls_a_partition_stuck_only_when_its_commit_stays_behind() -> None:
+    busy, idle, held = (TP("w.commands", p) for p in range(3))
+    tps = [busy, idle, held]
+    marks: dict[Any, tuple[int | None, float]] = {}
+    ends = {busy: 500, idle: 40, held: 300}
+    note_commits(tps, {busy: 100, idle: 40, held: 200}, marks, now=0.0)
+    # Commands keep arriving on every partition; busy's commit moves, held's does not.
+    note_commits(tps, {busy: 450, idle: 40, held: 200}, marks, now=COMMIT_STUCK_AFTER)
+    behind, stuck = stuck_partitions(tps, {busy: 450, idle: 40, held: 200}, ends, marks, COMMIT_STUCK_AFTER)
+    assert (behind, stuck) == ([busy, held], [held])  # idle is caught up: not behind
+    # A partition at committed 0 (faust keeps it as None) with commands waiting counts too.
+    note_commits([busy], {busy: None}, marks, now=100.0)
+    assert stuck_partitions([busy], {busy: None}, {busy: 3}, marks, 100.0 + COMMIT_STUCK_AFTER) == ([busy], [busy])
