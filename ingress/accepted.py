@@ -26,6 +26,10 @@ __all__ = ["AcceptedFeed"]
 _READ = (Headers.TENANT, Headers.SPACE, Headers.COMMAND_ID, Headers.KIND, Headers.TASK_TTL)
 
 
+def _record_time(record: Any) -> datetime:
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+
+
 class AcceptedFeed(Following):
     """``command id -> (tenant_id, space_id)`` of the commands accepted lately."""
 
@@ -56,14 +60,13 @@ class AcceptedFeed(Following):
             )
         except KeyError:
             return
-        at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
         if found.get(Headers.KIND) == TASK_CANCEL_KIND:
-            self.tasks.cancelled(tenant, space, command_id, at)
+            self.tasks.cancelled(tenant, space, command_id, _record_time(record))
             return
         self._owners.put(command_id, (tenant, space))
         ttl = found.get(Headers.TASK_TTL)
         if ttl is not None and ttl.isdigit():
-            self.tasks.created(tenant, space, command_id, at, int(ttl))
+            self.tasks.created(tenant, space, command_id, _record_time(record), int(ttl))
 
     def owner(self, command_id: str) -> tuple[str, str] | None:
         return self._owners.get(command_id)

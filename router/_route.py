@@ -93,7 +93,6 @@ class Router(Decisions):
         # (topic, partition) -> offset to re-read: faust skipped or dropped it.
         self.skipped: dict[Any, int] = {}
         self.gaps_refused = 0
-        self.commits_held = 0
         # A rebalance ended: re-read once from the committed offsets (reread_after_rebalance).
         self._reread = False
         # Gap detection (see ``_in_order``): next offset expected per partition.
@@ -258,7 +257,6 @@ class Router(Decisions):
                 if floor is None:
                     floor = floors.get(tp)
                 if floor is not None and min(consumer._acked[tp]) > floor:
-                    self.commits_held += 1
                     return None  # the next command to commit was not routed yet
             return cast(int | None, original(tp))
 

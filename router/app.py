@@ -206,6 +206,7 @@ class RouterRuntime(Service):
                     "routed": self.router.routed,
                     "rejected": self.router.rejected,
                     "dropped": self.router.dropped,
+                    "offset_jumps_refused": self.router.gaps_refused,
                 }
             },
         )

@@ -33,8 +33,8 @@ from ingress.contracts import Identity, Services
 from ingress.task_ledger import TaskLedger
 from schemas import Command, Result
 
-from ._jsonrpc import TASK_STILL_WORKING, UNAVAILABLE, RpcError
-from ._tools import result_to_call_result
+from ._jsonrpc import TASK_STILL_WORKING, RpcError
+from ._tools import result_to_call_result, unavailable_error
 
 __all__ = ["RELATED_TASK_META_KEY", "TaskBook"]
 
@@ -196,12 +196,9 @@ class TaskBook:
         try:
             await self._services.pipeline.cancel_task(identity, task_id, now)
         except KafkaUnavailable as exc:
-            raise RpcError(
-                UNAVAILABLE,
-                "Service unavailable: the cancellation was not confirmed by the broker and "
-                "may or may not be recorded; read the task with tasks/get, then retry",
-                status=503,
-                headers={"Retry-After": "1"},
+            raise unavailable_error(
+                "the cancellation was not confirmed by the broker and may or may not be "
+                "recorded; read the task with tasks/get, then retry"
             ) from exc
         self._ledger.cancelled(identity.tenant_id, identity.space_id, task_id, now)
         task, _ = self._describe(identity, task_id)

@@ -37,6 +37,7 @@ __all__ = [
     "pending_result",
     "result_to_call_result",
     "rpc_from_ingress_error",
+    "unavailable_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,15 +81,17 @@ class InvalidArguments(RpcError):
         return CallToolResult(content=[TextContent(text=self.message)], is_error=True)
 
 
+def unavailable_error(why: str) -> RpcError:
+    """The JSON-RPC error (503, retry after 1 s) for a broker that did not answer."""
+    return RpcError(
+        UNAVAILABLE, f"Service unavailable: {why}", status=503, headers={"Retry-After": "1"}
+    )
+
+
 def rpc_from_ingress_error(exc: IngressError | KafkaUnavailable) -> RpcError:
     """The JSON-RPC error (and HTTP status) for an edge error."""
     if isinstance(exc, KafkaUnavailable):
-        return RpcError(
-            UNAVAILABLE,
-            "Service unavailable: the command could not be made durable; retry",
-            status=503,
-            headers={"Retry-After": "1"},
-        )
+        return unavailable_error("the command could not be made durable; retry")
     # Other refusals (400 bad request, 409 idempotency conflict, 413) concern the params.
     code = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED, 503: UNAVAILABLE}.get(
         exc.status, INVALID_PARAMS
