@@ -1,4 +1,4 @@
-"""Bounded in-memory structures: an LRU map and a per-key token bucket.
+"""Bounded in-memory structures: a per-key token bucket (and the LRU map, from core).
 
 Everything an ingress replica remembers is bounded, so a flood of distinct tenants,
 keys or command ids costs at most a fixed amount of memory.
@@ -7,56 +7,11 @@ keys or command ids costs at most a fixed amount of memory.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable
+
+from core.lru import LRU
 
 __all__ = ["LRU", "TokenBuckets"]
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class LRU(Generic[K, V]):
-    """A dict that forgets its least recently used entry beyond ``capacity``."""
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
-        self._data: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.capacity:
-            self._data.popitem(last=False)
-
-    def peek(self, key: K) -> V | None:
-        """The value without marking it used (reads never change what is forgotten)."""
-        return self._data.get(key)
-
-    def pop(self, key: K) -> V | None:
-        return self._data.pop(key, None)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(list(self._data))
-
-    def items(self) -> list[tuple[K, V]]:
-        """A snapshot of the entries, least recently used first (uses nothing)."""
-        return list(self._data.items())
 
 
 class TokenBuckets:

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from ._breaker import CircuitBreakers
 from ._credentials import Credentials, token_expired
 from ._results import KIND_DEAD_LETTER, KIND_RESULT, KIND_RETRY, Outgoing, build_result, record_for
 from ._retry import Decision, RetryPolicy, Step, decide
-from .connectors._base import Connector, ConnectorCall, CredentialsExpired
+from .connectors._base import Connector, ConnectorCall, CredentialsExpired, Doubt
 
 __all__ = ["Abandoned", "Executor", "Job", "Outcome", "StillOurs", "upstream_idempotency_key"]
 
@@ -49,6 +50,15 @@ _BREAKER_CODES = frozenset(
 )
 
 
+# Failures after which the request may still have taken effect upstream: no answer, a
+# dropped connection, a server error (Slack: "it's possible some aspect of the operation
+# succeeded"). Before the call is made again, the connector may look for that effect.
+_AMBIGUOUS_CODES = frozenset({ErrorCode.UPSTREAM_TIMEOUT, ErrorCode.UPSTREAM_UNAVAILABLE})
+# How far before the command's submission (ingress clock) an upstream's clock may put an
+# attempt's effect.
+DOUBT_CLOCK_MARGIN = 60.0
+
+
 # Asked before an in-process retry: may this worker still run the command?
 StillOurs = Callable[[], Awaitable[bool]]
 
@@ -62,6 +72,9 @@ class Job:
     command: RoutedCommand
     headers: Mapping[str, str]
     next_tier: int  # tier a failed attempt goes to: 0 from the connector topic, i+1 from tier i
+    # Set when another owner of the record may have started it: the Unix time by which
+    # any such attempt had been sent (the partition's assignment here).
+    doubt_settled_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +237,7 @@ class Executor:
                 context = otel_context.get_current()
                 trace_id = current_trace_id()
                 with bind(tenant_id=command.tenant_id, command_id=command.command_id, trace_id=trace_id):
-                    verdict = await self._attempts(command, job.next_tier, still_ours)
+                    verdict = await self._attempts(command, job, still_ours)
                     status_name = verdict.step.value if verdict.status is None else verdict.status.value
                     worker_span.set_attribute("switchyard.outcome", status_name)
                     if verdict.status is not ResultStatus.SUCCEEDED:
@@ -238,10 +251,10 @@ class Executor:
                 logger.log(level, "command %s", final, extra={"fields": {"attempts": verdict.attempts}})
         return outcome
 
-    async def _attempts(
-        self, command: RoutedCommand, next_tier: int, still_ours: StillOurs | None
-    ) -> _Verdict:
+    async def _attempts(self, command: RoutedCommand, job: Job, still_ours: StillOurs | None) -> _Verdict:
+        next_tier = job.next_tier
         errors = list(command.errors)
+        doubt = _first_doubt(command, job)
         key = command.tenant_id
         if command.expired(now()):
             return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
@@ -265,9 +278,11 @@ class Executor:
             probe = probe or self.breakers.probing(key)
             secret: list[TenantSecret] = []
             try:
-                output = await self._attempt(command, secret)
+                output = await self._attempt(command, secret, doubt)
             except CommandError as exc:
                 info = _scrub(exc.to_info(), secret[-1] if secret else None)
+                if info.code in _AMBIGUOUS_CODES:
+                    doubt = _doubt(command, settled_at=time.time())
             except asyncio.CancelledError:
                 self.breakers.cancel_probe(key)
                 raise
@@ -318,14 +333,16 @@ class Executor:
             ).to_info()
         return None
 
-    async def _attempt(self, command: RoutedCommand, used: list[TenantSecret]) -> dict[str, Any]:
+    async def _attempt(
+        self, command: RoutedCommand, used: list[TenantSecret], doubt: Doubt | None
+    ) -> dict[str, Any]:
         secret = await self.credentials.get(command.tenant_id)
         used.append(secret)
         if self.connector.oauth and token_expired(secret.data):
             secret = await self.credentials.refresh(command.tenant_id, secret)
             used.append(secret)
         try:
-            return await self._call(command, secret)
+            return await self._call(command, secret, doubt)
         except CredentialsExpired:
             if not self.connector.oauth:
                 raise
@@ -333,12 +350,12 @@ class Executor:
         secret = await self.credentials.refresh(command.tenant_id, secret)
         used.append(secret)
         try:
-            return await self._call(command, secret)
+            return await self._call(command, secret, doubt)
         except CredentialsExpired:
             self.credentials.invalidate(command.tenant_id)
             raise
 
-    async def _call(self, command: RoutedCommand, secret: TenantSecret) -> dict[str, Any]:
+    async def _call(self, command: RoutedCommand, secret: TenantSecret, doubt: Doubt | None) -> dict[str, Any]:
         name, operation = self.connector.name, command.operation
         remaining = (command.deadline - now()).total_seconds()
         timeout = max(0.1, min(self.timeout, remaining))
@@ -364,6 +381,11 @@ class Executor:
                 trace_headers={k: v.decode() for k, v in carrier},
             )
             try:
+                if doubt is not None and self.connector.finds_done:
+                    found = await self._find_done(call, doubt, timeout + 1.0)
+                    if found is not None:
+                        upstream.set_attribute("switchyard.found_done", True)
+                        return found
                 # The connector sets its own request timeout; this bound catches one that does not.
                 async with asyncio.timeout(timeout + 1.0):
                     return await self.connector.execute(call)
@@ -383,6 +405,21 @@ class Executor:
                 raise RetryableError(
                     ErrorCode.UPSTREAM_UNAVAILABLE, f"{name}.{operation}: {type(exc).__name__}"
                 ) from None
+
+    async def _find_done(self, call: ConnectorCall, doubt: Doubt, within: float) -> dict[str, Any] | None:
+        """An earlier attempt's effect, found upstream; None when none is found or the
+        upstream refuses to be read (then the call is made as it would have been)."""
+        try:
+            async with asyncio.timeout(within):
+                found = await self.connector.find_done(call, doubt)
+        except CredentialsExpired:
+            raise
+        except PermanentError as exc:
+            logger.warning("could not check for an earlier attempt's effect (%s); calling again", exc.code.value)
+            return None
+        if found is not None:
+            logger.info("an earlier attempt had taken effect; not calling again")
+        return found
 
     def _records(
         self,
@@ -472,6 +509,20 @@ class _Verdict:
     @property
     def attempts(self) -> int:
         return len(self.errors) + (1 if self.status is ResultStatus.SUCCEEDED else 0)
+
+
+def _doubt(command: RoutedCommand, *, settled_at: float) -> Doubt:
+    return Doubt(since=command.submitted_at.timestamp() - DOUBT_CLOCK_MARGIN, settled_at=settled_at)
+
+
+def _first_doubt(command: RoutedCommand, job: Job) -> Doubt | None:
+    """Whether the first attempt here may repeat an earlier one: the record may have been
+    started by another owner, or an earlier tier's attempt failed ambiguously."""
+    if job.doubt_settled_at is not None:
+        return _doubt(command, settled_at=job.doubt_settled_at)
+    if any(error.code in _AMBIGUOUS_CODES for error in command.errors):
+        return _doubt(command, settled_at=time.time())
+    return None
 
 
 def _expired_info(errors: list[ErrorInfo]) -> ErrorInfo:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -80,6 +81,8 @@ class PoolLifecycle:
     _settling: set[TopicPartition]
     _unsettled: list[tuple[TopicPartition, Any]]
     _settles: dict[asyncio.Task[None], frozenset[TopicPartition]]
+    _doubtful: dict[TopicPartition, list[float]]
+    _doubt_window: int
     _bp_paused: bool
     _revoking: asyncio.Event
     _started: bool
@@ -135,6 +138,8 @@ class PoolLifecycle:
         if dropped := self.outbox.discard(revoked):
             logger.info("outcomes of revoked partitions left to their new owner: %d", dropped)
         self.tracker.forget(revoked)
+        for tp in revoked:
+            self._doubtful.pop(tp, None)
         self._settling -= revoked
         self._unsettled = [(tp, record) for tp, record in self._unsettled if tp not in revoked]
         for tp in revoked:
@@ -184,6 +189,11 @@ class PoolLifecycle:
                     skipped += self.tracker.restore(tp, meta.offset, meta.metadata)
             if skipped:
                 logger.info("restored %d records finished by the previous owner", skipped)
+            # Any transaction of a previous owner has ended, and with it the attempts it
+            # made: the first records from here may have been started by it.
+            settled_at = time.time()
+            for tp in tps:
+                self._doubtful[tp] = [settled_at, float(self._doubt_window)]
         except Exception:
             logger.exception("reading the committed positions of new partitions failed; stopping")
             self.request_stop()  # nothing of them was admitted: their records are redone

@@ -89,6 +89,9 @@ class PoolOptions:
     shutdown_grace: float = 10.0
     credential_cache_ttl: float = 30.0
     transaction_timeout_ms: int = 15_000
+    # Records stamped up to this long after a partition's assignment (by the clock of the
+    # host that wrote them) may still have been started by its previous owner.
+    doubt_clock_skew: float = 5.0
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -153,6 +156,10 @@ class WorkerPool(PoolLifecycle):
         self._settling: set[TopicPartition] = set()
         self._unsettled: list[tuple[TopicPartition, ConsumerRecord]] = []
         self._settles: dict[asyncio.Task[None], frozenset[TopicPartition]] = {}
+        # Newly assigned partitions whose first records another owner may have started:
+        # when their commits settled, and how many more records may be in doubt.
+        self._doubtful: dict[TopicPartition, list[float]] = {}
+        self._doubt_window = 2 * self._high + 500
         self.holding: Holding[_Item] = Holding(
             limit=opts.max_delayed_per_partition, pause=self._pause_held, resume=self._resume_held
         )
@@ -306,11 +313,30 @@ class WorkerPool(PoolLifecycle):
             parked_tier = self.overflow.next_tier(headers)
             if parked_tier is not None:
                 next_tier = parked_tier
-        item = _Item(tp, record.offset, generation, Job(command, headers, next_tier))
+        job = Job(command, headers, next_tier, self._doubt_of(tp, record))
+        item = _Item(tp, record.offset, generation, job)
         if due is not None and due > now().timestamp():
             self.holding.until(item, due)
         else:
             self._enqueue(item)
+
+    def _doubt_of(self, tp: TopicPartition, record: ConsumerRecord) -> float | None:
+        """When the record may have been started by the partition's previous owner, the
+        time by which that owner's attempts had been sent (see :meth:`_settle`).
+
+        A previous owner started at most what it had fetched and not finished: the first
+        records after the committed position, a few pools' buffers at most, all written
+        before this assignment (with a margin for the clocks of other hosts).
+        """
+        window = self._doubtful.get(tp)
+        if window is None:
+            return None
+        settled_at, remaining = window
+        if remaining <= 0 or record.timestamp / 1000 > settled_at + self.options.doubt_clock_skew:
+            del self._doubtful[tp]  # the rest of the partition was written after it
+            return None
+        window[1] = remaining - 1
+        return settled_at
 
     def _enqueue(self, item: _Item) -> None:
         tenant = item.job.command.tenant_id

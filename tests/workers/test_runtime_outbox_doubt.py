@@ -119,7 +119,7 @@ async def test_a_revoke_after_a_failed_flush_leaves_the_partitions_outcomes_to_t
     pool.holding = Holding(limit=10, pause=lambda tp: None, resume=lambda tp: None)
     pool.tracker, pool.outbox, pool._running = outbox._tracker, outbox, {}
     pool._settling, pool._unsettled, pool._revoking = set(), [], asyncio.Event()
-    pool._settles = {}
+    pool._settles, pool._doubtful = {}, {}
     await pool._on_revoked({TP})  # its flush fails (abortable): both stay queued, then TP's go
 
     assert outbox.pending == 1

@@ -6,7 +6,10 @@ A connector module defines one :class:`Connector` subclass with:
   :class:`Operation` (input JSON Schema, description);
 - ``async execute(call: ConnectorCall) -> dict`` which performs one operation against
   the vendor API at ``call.base_url`` with ``call.credentials`` and returns the
-  vendor's JSON response (or the useful part of it) as the command's output.
+  vendor's JSON response (or the useful part of it) as the command's output;
+- optionally (``finds_done = True``) ``async find_done(call, doubt) -> dict | None``,
+  which looks in the vendor API for the effect of an earlier attempt of the same call
+  (same ``idempotency_key``) so that the runtime does not repeat it.
 
 It raises ``core.errors.RetryableError`` / ``PermanentError`` with an
 ``schemas.ErrorCode`` (see :func:`classify_http`) and never puts a credential value in
@@ -31,6 +34,7 @@ __all__ = [
     "Connector",
     "ConnectorCall",
     "CredentialsExpired",
+    "Doubt",
     "Operation",
     "classify_http",
     "parse_retry_after",
@@ -60,6 +64,14 @@ class ConnectorCall:
     trace_headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Doubt:
+    """An earlier attempt of a call may have taken effect upstream (see ``Connector.find_done``)."""
+
+    since: float  # Unix time before which no attempt was made (the command's submission)
+    settled_at: float  # Unix time by which every doubtful attempt had been sent
+
+
 class CredentialsExpired(PermanentError):
     """The API refused the access token (401): refresh once, then retry."""
 
@@ -78,9 +90,17 @@ class Connector:
     # command cannot repeat its side effect. False: a retry after an ambiguous failure
     # (timeout, crash after the call) may act twice.
     upstream_idempotency: ClassVar[bool] = False
+    # True when find_done can look upstream for an earlier attempt's effect.
+    finds_done: ClassVar[bool] = False
 
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         raise NotImplementedError
+
+    async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
+        """The output of an earlier attempt of ``call`` that took effect, or None when the
+        upstream shows none. Asked before a call is made again after an attempt whose
+        effect is unknown; raises as ``execute`` does when the upstream cannot be read."""
+        return None
 
 
 def classify_http(status: int, *, retry_after: str | None, what: str) -> Exception:

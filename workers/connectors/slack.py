@@ -1,24 +1,27 @@
 """Slack: ``chat.postMessage`` with a bot token.
 
 Slack answers most failures with HTTP 200 and ``{"ok": false, "error": "<code>"}``;
-:func:`slack_error` maps those codes onto our retry decision. Rate limits arrive as
-HTTP 429 with ``Retry-After`` (and, rarely, as ``ok: false`` ``ratelimited``).
+:func:`slack_error` (:mod:`._slack_api`) maps those codes onto our retry decision. Rate
+limits arrive as HTTP 429 with ``Retry-After`` (and, rarely, as ``ok: false``
+``ratelimited``).
 
-Side effects: ``chat.postMessage`` takes no idempotency key, so a retry after an
-ambiguous failure (timeout, worker killed after the call) may post twice. We still send
-``Idempotency-Key`` (Slack ignores it) so the emulator can count effects per key.
+Side effects: ``chat.postMessage`` takes no idempotency key. Each message carries ours
+in its metadata instead, and before posting again after an attempt whose outcome is
+unknown (a timeout, a worker killed or stalled with the call in flight) the runtime asks
+:meth:`SlackConnector.find_done`, which reads the channel back for it
+(:mod:`workers.connectors._slack_lookup`). We also send ``Idempotency-Key`` (Slack
+ignores it) so the emulator can count effects per key.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from core.errors import CommandError, PermanentError, RetryableError
-from schemas import ErrorCode
-
 from ._args import credential, validated
-from ._base import Connector, ConnectorCall, CredentialsExpired, Operation, parse_retry_after
-from ._http import raise_for_status, send
+from ._base import Connector, ConnectorCall, Doubt, Operation
+from ._http import send
+from ._slack_api import slack_data, slack_error
+from ._slack_lookup import SlackLookup, marker
 
 __all__ = ["SlackConnector", "slack_error"]
 
@@ -49,34 +52,6 @@ POST_MESSAGE_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-# Codes meaning the token itself is bad: refreshable for rotating tokens, else fatal.
-_AUTH_ERRORS = frozenset(
-    {"invalid_auth", "not_authed", "token_expired", "token_revoked", "account_inactive"}
-)
-_RATE_ERRORS = frozenset({"ratelimited", "rate_limited"})
-# Slack's own transient failures ("it's possible some aspect of the operation succeeded").
-_TRANSIENT_ERRORS = frozenset(
-    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "team_added_to_org"}
-)
-_FORBIDDEN_ERRORS = frozenset({"missing_scope", "not_allowed_token_type", "no_permission"})
-
-
-def slack_error(code: str, *, what: str, retry_after: float | None = None) -> CommandError:
-    """Our error for Slack's ``{"ok": false, "error": code}``."""
-    safe = "".join(ch for ch in code[:64] if ch.isalnum() or ch == "_") or "unknown_error"
-    if safe in _AUTH_ERRORS:
-        return CredentialsExpired(f"{what}: {safe}")
-    if safe in _RATE_ERRORS:
-        return RetryableError(
-            ErrorCode.UPSTREAM_RATE_LIMITED, f"{what}: {safe}", retry_after=retry_after
-        )
-    if safe in _TRANSIENT_ERRORS:
-        return RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: {safe}")
-    if safe in _FORBIDDEN_ERRORS:
-        return PermanentError(ErrorCode.CREDENTIALS_INVALID, f"{what}: {safe}")
-    return PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: {safe}")
-
-
 class SlackConnector(Connector):
     name: ClassVar[str] = "slack"
     default_base_url: ClassVar[str] = "https://slack.com"
@@ -86,6 +61,16 @@ class SlackConnector(Connector):
             input_schema=POST_MESSAGE_SCHEMA,
         )
     }
+    finds_done: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.lookup = SlackLookup()
+
+    async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
+        """The ``{channel, ts}`` of a message an earlier attempt posted, or None."""
+        args = validated(self, call)
+        token = credential(call, "bot_token", "token", connector=self.name)
+        return await self.lookup.find(call, token, args, doubt)
 
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         """Post the message; returns ``{channel, ts, thread_ts?}``.
@@ -99,6 +84,7 @@ class SlackConnector(Connector):
         what = "slack chat.postMessage"
         token = credential(call, "bot_token", "token", connector=self.name)
         body = {key: args[key] for key in ("channel", "text", "blocks", "thread_ts") if key in args}
+        body["metadata"] = marker(call.idempotency_key)
         reply = await send(
             call,
             "POST",
@@ -107,13 +93,7 @@ class SlackConnector(Connector):
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             json_body=body,
         )
-        raise_for_status(reply, what)
-        data = reply.json(what)
-        if not isinstance(data, dict):
-            raise RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: unexpected response")
-        if not data.get("ok"):
-            retry_after = parse_retry_after(reply.headers.get("Retry-After"))
-            raise slack_error(str(data.get("error", "")), what=what, retry_after=retry_after)
+        data = slack_data(reply, what)
         output: dict[str, Any] = {"channel": data.get("channel"), "ts": data.get("ts")}
         message = data.get("message")
         if isinstance(message, dict) and message.get("thread_ts"):

@@ -14,9 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._slack_history import SlackHistory
+
 __all__ = ["FAULT_KINDS", "EmulatorState", "Fault", "Grant"]
 
-FAULT_KINDS = frozenset({"400", "403", "404", "429", "500", "503", "latency", "expire_token"})
+FAULT_KINDS = frozenset(
+    {"400", "403", "404", "429", "500", "503", "latency", "expire_token", "lost_reply"}
+)
 MAX_CALLS = 100_000
 MAX_EFFECT_KEYS = 1_000_000
 MAX_REPLAYS = 200_000
@@ -87,6 +91,7 @@ class EmulatorState:
         self.replies: OrderedDict[tuple[str, str], tuple[int, bytes, str]] = OrderedDict()
         self.sequence = itertools.count(1)
         self.counters: dict[tuple[str, ...], int] = {}
+        self.slack_history = SlackHistory()
         for entry in tokens:
             self.add_token(entry)
 
@@ -206,6 +211,7 @@ class EmulatorState:
         self.effect_keys = 0
         self.replies.clear()
         self.counters.clear()
+        self.slack_history.clear()
         if tokens:
             self.tokens.clear()
             self.grants.clear()

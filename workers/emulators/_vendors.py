@@ -19,6 +19,7 @@ from aiohttp import web
 
 from workers.connectors.gmail import decode_raw
 
+from ._slack_history import slack_read, valid_metadata
 from ._state import EmulatorState
 
 __all__ = ["VENDORS", "Vendor", "json_response"]
@@ -59,6 +60,10 @@ class Vendor:
     def summary(self, data: Any) -> dict[str, Any]:
         return {"keys": sorted(data)[:20] if isinstance(data, dict) else []}
 
+    def has_effect(self, request: web.Request) -> bool:
+        """Whether a 2xx answer to this request is a side effect (not a read)."""
+        return True
+
     def handle(
         self, state: EmulatorState, tenant: str, request: web.Request, data: Any
     ) -> web.Response:
@@ -87,9 +92,16 @@ class Slack(Vendor):
             base["channel"] = str(data.get("channel", ""))[:80]
         return base
 
+    def has_effect(self, request: web.Request) -> bool:
+        return request.path.endswith("/chat.postMessage")
+
     def handle(
         self, state: EmulatorState, tenant: str, request: web.Request, data: Any
     ) -> web.Response:
+        method = request.path.rsplit("/", 1)[-1]
+        if method != "chat.postMessage":
+            params = {**request.query, **(data if isinstance(data, dict) else {})}
+            return slack_read(state.slack_history, tenant, method, params)
         if not isinstance(data, dict):
             return json_response(200, {"ok": False, "error": "invalid_arguments"})
         channel = data.get("channel")
@@ -97,11 +109,15 @@ class Slack(Vendor):
             return json_response(200, {"ok": False, "error": "channel_not_found"})
         if not data.get("text") and not data.get("blocks"):
             return json_response(200, {"ok": False, "error": "no_text"})
+        metadata = data.get("metadata")
+        if metadata is not None and not valid_metadata(metadata):
+            return json_response(200, {"ok": False, "error": "invalid_metadata_format"})
         number = next(state.sequence)
         ts = f"{int(time.time())}.{number % 1_000_000:06d}"
+        is_id = channel[:1] in "CGD" and channel.isupper()
         channel_id = (
             channel
-            if channel[:1] in "CGD" and channel.isupper()
+            if is_id
             else ("C" + uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{channel}").hex[:10].upper())
         )
         message: dict[str, Any] = {
@@ -113,6 +129,8 @@ class Slack(Vendor):
         }
         if data.get("thread_ts"):
             message["thread_ts"] = data["thread_ts"]
+        stored = {**message, "metadata": metadata} if metadata is not None else message
+        state.slack_history.post(tenant, channel_id, None if is_id else channel.lstrip("#"), stored)
         return json_response(200, {"ok": True, "channel": channel_id, "ts": ts, "message": message})
 
 

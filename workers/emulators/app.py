@@ -2,7 +2,8 @@
 
 Vendor paths (``connector_base_url`` = this app's base URL works for all connectors):
 
-- ``POST /api/chat.postMessage`` (Slack), ``POST /gmail/v1/users/me/messages/send``,
+- ``POST /api/chat.postMessage`` (Slack; ``conversations.history``, ``.replies`` and ``.list``
+  read back what was posted), ``POST /gmail/v1/users/me/messages/send``,
   ``POST /v1/pages`` (Notion), ``POST /rest/api/3/issue`` (Jira),
   ``POST /repos/{owner}/{repo}/issues`` (GitHub), ``* /hooks/{path}`` (webhooks),
 - ``POST /oauth/token``: RFC 6749 ``refresh_token`` grant for registered refresh tokens.
@@ -10,8 +11,9 @@ Vendor paths (``connector_base_url`` = this app's base URL works for all connect
 Admin (``/_emulator/...``): ``POST tokens`` register ``{connector, token, tenant, ...}``
 (or ``{"tokens": [...]}``); ``GET calls?connector=&tenant=`` the call log (never a token);
 ``GET effects?connector=`` side effects per idempotency key; ``POST faults``
-``{connector?, tenant?, kind: 400|403|404|429|500|503|latency|expire_token, count?, retry_after?,
-latency_ms?}`` for the next ``count`` matching calls (faults match on the tenant the
+``{connector?, tenant?, kind: 400|403|404|429|500|503|latency|expire_token|lost_reply, count?,
+retry_after?, latency_ms?}`` for the next ``count`` matching calls (``lost_reply``: the call
+takes effect, then the connection is cut before the answer) (faults match on the tenant the
 token resolves to; the token endpoint's connector name is ``oauth``); ``POST reset``
 (``{"tokens": true}`` also forgets tokens); ``GET health``.
 """
@@ -65,10 +67,12 @@ def _vendor_handler(vendor: Vendor) -> Callable[[web.Request], Awaitable[web.Str
                 data = _SKIP
         token = vendor.token(request)
         tenant = state.tenant_for(vendor.name, token)
-        expired = False
+        expired = lost_reply = False
         fault = state.take_fault(vendor.name, tenant) if state.faults else None
         if fault is not None:
-            if fault.kind == "latency":
+            if fault.kind == "lost_reply":
+                lost_reply = True
+            elif fault.kind == "latency":
                 await asyncio.sleep(fault.latency_ms / 1000)
             elif fault.kind == "expire_token":
                 state.revoke(vendor.name, token)
@@ -105,12 +109,16 @@ def _vendor_handler(vendor: Vendor) -> Callable[[web.Request], Awaitable[web.Str
             response = vendor.error(400)
         else:
             response = vendor.handle(state, tenant or "-", request, data)
-        if 200 <= response.status < 300:
+        if 200 <= response.status < 300 and vendor.has_effect(request):
             state.count_effect(vendor.name, key)
             if dedup and key and isinstance(response.body, bytes):
                 state.remember(
                     vendor.name, key, response.status, response.body, response.content_type
                 )
+        if lost_reply:  # the call took effect; its answer never reaches the caller
+            summary["reply_lost"] = True
+            if request.transport is not None:
+                request.transport.abort()
         state.record(_entry(vendor.name, tenant, request, response.status, summary))
         return response
 
@@ -247,6 +255,8 @@ def make_app(state: EmulatorState | None = None) -> web.Application:
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app[STATE_KEY] = state or EmulatorState()
     app.router.add_post("/api/chat.postMessage", _vendor_handler(VENDORS["slack"]))
+    for read in ("conversations.history", "conversations.replies", "conversations.list"):
+        app.router.add_route("*", f"/api/{read}", _vendor_handler(VENDORS["slack"]))
     app.router.add_post("/gmail/v1/users/me/messages/send", _vendor_handler(VENDORS["gmail"]))
     app.router.add_post("/v1/pages", _vendor_handler(VENDORS["notion"]))
     app.router.add_post("/rest/api/3/issue", _vendor_handler(VENDORS["jira"]))

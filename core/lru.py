@@ -1,0 +1,55 @@
+"""A dict bounded by forgetting its least recently used entries: what every cache of
+tenants, keys or ids uses, so that their number never grows memory past a fixed size."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+__all__ = ["LRU"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """A dict that forgets its least recently used entry beyond ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.capacity:
+            self._data.popitem(last=False)
+
+    def peek(self, key: K) -> V | None:
+        """The value without marking it used (reads never change what is forgotten)."""
+        return self._data.get(key)
+
+    def pop(self, key: K) -> V | None:
+        return self._data.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(list(self._data))
+
+    def items(self) -> list[tuple[K, V]]:
+        """A snapshot of the entries, least recently used first (uses nothing)."""
+        return list(self._data.items())

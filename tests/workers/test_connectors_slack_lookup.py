@@ -1,0 +1,145 @@
+"""Slack's check for an earlier attempt's message, against the emulator over real HTTP:
+the metadata marker, channel names, threads, pagination, the shared reads, refusals."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import aiohttp
+import pytest
+from test_connectors_vendors import TENANT, make_call, register
+
+from core.errors import PermanentError
+from workers.connectors import ConnectorCall
+from workers.connectors._base import Doubt
+from workers.connectors._slack_lookup import EVENT_TYPE, PAGE_SIZE
+from workers.connectors.slack import SlackConnector
+from workers.emulators import RunningEmulator
+
+TOKEN = "xoxb-lookup"
+
+
+def _call(emulator: RunningEmulator, session: aiohttp.ClientSession, key: str, **arguments: str) -> ConnectorCall:
+    return make_call(
+        "slack", emulator, session, TOKEN, key=key,
+        arguments={"channel": "#daily", "text": "summary", **arguments},
+    )  # fmt: skip
+
+
+def _doubt(settled_at: float | None = None) -> Doubt:
+    return Doubt(since=time.time() - 60, settled_at=time.time() if settled_at is None else settled_at)
+
+
+async def test_a_posted_message_is_found_by_its_key_and_no_other(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "slack", TOKEN)
+    slack = SlackConnector()
+    posted = await slack.execute(_call(emulator, session, "key-1"))
+    effects_before = emulator.state.effects["slack"]["key-1"]
+
+    found = await slack.find_done(_call(emulator, session, "key-1"), _doubt())
+    missing = await SlackConnector().find_done(_call(emulator, session, "key-2"), _doubt())
+
+    assert found == posted  # the same {channel, ts} the post answered
+    assert missing is None
+    assert emulator.state.effects["slack"]["key-1"] == effects_before == 1  # reads are no effect
+    (message,), _ = emulator.state.slack_history.history(TENANT, posted["channel"], oldest=0, start=0, limit=5)
+    assert message["metadata"] == {"event_type": EVENT_TYPE, "event_payload": {"idempotency_key": "key-1"}}
+
+
+async def test_a_thread_reply_is_found_in_its_thread(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "slack", TOKEN)
+    slack = SlackConnector()
+    parent = await slack.execute(_call(emulator, session, "parent"))
+    reply = await slack.execute(_call(emulator, session, "reply", channel=parent["channel"], thread_ts=parent["ts"]))
+
+    found = await SlackConnector().find_done(
+        _call(emulator, session, "reply", channel=parent["channel"], thread_ts=parent["ts"]), _doubt()
+    )
+
+    assert reply["thread_ts"] == parent["ts"]
+    assert found == reply
+
+
+async def test_one_read_answers_every_key_of_a_channel_until_a_newer_doubt(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "slack", TOKEN)
+    slack = SlackConnector()
+    keys = [f"k{i}" for i in range(2 * PAGE_SIZE + 10)]  # three pages of history
+    posted = {key: await slack.execute(_call(emulator, session, key)) for key in keys}
+    settled = time.time()
+
+    checker = SlackConnector()
+    found = {key: await checker.find_done(_call(emulator, session, key), _doubt(settled)) for key in keys}
+    reads_for_all = checker.lookup.reads
+    await checker.find_done(_call(emulator, session, "k0"), _doubt(time.time() + 1))
+
+    assert found == posted
+    assert reads_for_all == 1 + 3  # conversations.list, then three history pages, once
+    assert checker.lookup.reads == reads_for_all + 3  # a doubt settled after that read reads again
+
+
+async def test_an_unknown_channel_name_means_nothing_was_posted(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "slack", TOKEN)
+    slack = SlackConnector()
+    assert await slack.find_done(_call(emulator, session, "k", channel="#never-used"), _doubt()) is None
+    assert slack.lookup.reads == 1  # the channel list only
+
+
+async def test_a_refused_read_raises_like_the_post_would(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "slack", TOKEN)
+    emulator.state.add_fault({"connector": "slack", "kind": "403", "count": 1})
+    with pytest.raises(PermanentError) as refused:
+        await SlackConnector().find_done(_call(emulator, session, f"k-{uuid.uuid4().hex}"), _doubt())
+    assert "missing_scope" in str(refused.value)
+    assert TOKEN not in str(refused.value)
+
+
+async def test_the_emulator_reads_back_only_the_tenants_own_channels_by_id(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "slack", TOKEN)
+    register(emulator, "slack", "xoxb-other", tenant="other")
+    posted = await SlackConnector().execute(_call(emulator, session, "mine"))
+    base = f"{emulator.base_url}/api"
+
+    async def read(path: str, token: str) -> dict:
+        async with session.get(f"{base}/{path}", headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 200
+            return await response.json()
+
+    own = await read(f"conversations.history?channel={posted['channel']}", TOKEN)
+    other = await read(f"conversations.history?channel={posted['channel']}", "xoxb-other")
+    by_name = await read("conversations.history?channel=%23daily", TOKEN)
+    listed = await read("conversations.list", "xoxb-other")
+    bad_cursor = await read(f"conversations.history?channel={posted['channel']}&cursor=nope", TOKEN)
+
+    assert own["ok"] and [m["ts"] for m in own["messages"]] == [posted["ts"]]
+    assert "metadata" not in own["messages"][0]  # only with include_all_metadata
+    assert other == {"ok": False, "error": "channel_not_found"}
+    assert by_name == {"ok": False, "error": "channel_not_found"}  # history takes IDs
+    assert listed["ok"] and listed["channels"] == []
+    assert bad_cursor == {"ok": False, "error": "invalid_arguments"}
+
+
+async def test_malformed_metadata_is_refused_and_posts_nothing(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "slack", TOKEN)
+    async with session.post(
+        f"{emulator.base_url}/api/chat.postMessage",
+        json={"channel": "#daily", "text": "x", "metadata": {"event_type": "", "event_payload": []}},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as response:
+        body = await response.json()
+    assert body == {"ok": False, "error": "invalid_metadata_format"}
+    assert emulator.state.slack_history.channels(TENANT, start=0, limit=10)[0] == []
