@@ -90,7 +90,12 @@ async def test_a_sigkilled_worker_of_each_pool_loses_and_duplicates_no_command(p
             restart(system, f"worker-{connector}-replacement",
                     ["worker", "--connector", connector, *FAST_WORKER_ARGS], metrics=True)
 
-    assert_exactly_once(await _scenario(procs, "sigkill worker (1 of 2 per pool)", crash), TOTAL)
+    counts = await _scenario(procs, "sigkill worker (1 of 2 per pool)", crash)
+    assert_exactly_once(counts, TOTAL)
+    # Slack takes no idempotency key: the new owners find, in the channel, what the killed
+    # workers had posted (the key in each message's metadata) instead of posting it again.
+    slack = counts.effects["slack"]
+    assert slack["keys_with_repeats"] == 0, slack
 
 
 async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice(
@@ -117,16 +122,15 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
     for name in at_stall:
         log = (system.log_dir / f"{name}.log").read_text(errors="replace")
         assert "event loop stalled" in log, f"{name} did not notice its stall"
-    # Slack takes no idempotency key: a call in flight at the stall is made twice (by the
-    # stalled worker, then by the new owner), and nothing else is made again: not the
-    # calls that were queued, nor an in-process retry of one that timed out while the
-    # process stood still (each of those once made it three times). A call or two may
-    # start between reading the in-flight count and the SIGSTOP.
-    slack, slack_in_flight = counts.effects["slack"], sum(
-        n for name, n in at_stall.items() if name.startswith("worker-slack-")
-    )
+    # Slack takes no idempotency key. The calls in flight at the stall reached Slack before
+    # it; the new owner finds their messages and does not post again. Nothing else is made
+    # again either: not the calls that were queued, nor an in-process retry of one that
+    # timed out while the process stood still (each of those once made it three times).
+    # A call whose request was not yet written when the SIGSTOP landed (a connection still
+    # opening) is sent only on waking, possibly after the new owner looked: one or two.
+    slack = counts.effects["slack"]
     print(f"in flight at the stall: {at_stall}; slack effects {slack}")
-    assert slack["total"] - slack["keys"] <= slack_in_flight + 2, (at_stall, slack)
+    assert slack["total"] - slack["keys"] <= 2, (at_stall, slack)
 
 
 async def test_a_sigkilled_router_restarted_loses_and_duplicates_no_command(procs: FaultSystem) -> None:
