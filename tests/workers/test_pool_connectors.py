@@ -68,10 +68,12 @@ async def test_each_connector_executes_with_the_right_tenants_token(settings, va
             await _produce(settings, commands)
             await wait_results(settings, {c.command_id for c in commands})
         results = await all_results(settings)
-        # Slack's reads of a channel (commands that may repeat an earlier attempt, see
-        # test_pool_found_done) are not the commands' calls.
+        # The reads of connectors that check for an earlier attempt's effect (commands
+        # written before the pool's assignment are in doubt, see test_pool_found_done) are
+        # not the commands' calls.
+        reads = name in ("slack", "github")
         calls = [c for c in emulator.state.calls
-                 if c["connector"] == name and not c["path"].startswith("/api/conversations.")]
+                 if c["connector"] == name and not (reads and c["method"] == "GET")]
 
     assert Counter(len(results[c.command_id]) for c in commands) == {1: 6}
     for cmd in commands:

@@ -20,7 +20,7 @@ from test_pool_connectors import _command, _produce
 from schemas import ResultStatus, RoutedCommand
 from workers._execute import upstream_idempotency_key
 from workers._pool import PoolOptions, WorkerPool
-from workers.connectors import ConnectorCall
+from workers.connectors import ConnectorCall, get_connector
 from workers.connectors.slack import SlackConnector
 from workers.emulators import RunningEmulator
 from workers.emulators.testing import run_emulator
@@ -43,28 +43,44 @@ def _posts(tenant: str, count: int) -> list[RoutedCommand]:
     ]
 
 
-def _effects(emulator: RunningEmulator, commands: list[RoutedCommand]) -> Counter[int]:
-    per_key = emulator.state.effects.get("slack", {})
+def _effects(emulator: RunningEmulator, name: str, commands: list[RoutedCommand]) -> Counter[int]:
+    per_key = emulator.state.effects.get(name, {})
     return Counter(per_key.get(upstream_idempotency_key(c), 0) for c in commands)
 
 
-async def test_what_a_previous_owner_posted_is_found_and_not_posted_again(settings, vault_admin) -> None:
+# connector -> (credentials for a token, arguments of command i, upstream reads for all six)
+_EFFECTS = {
+    "slack": (lambda token: {"bot_token": token},
+              lambda i: {"channel": "#daily", "text": f"summary {i}"}, 2),  # list + one page
+    "github": (lambda token: {"token": token},
+               lambda i: {"owner": "octo", "repo": "hello", "title": f"summary {i}"}, 1),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(_EFFECTS))
+async def test_what_a_previous_owner_did_is_found_and_not_done_again(settings, vault_admin, name) -> None:
+    credentials, arguments, reads = _EFFECTS[name]
+    connector = get_connector(name)()
+    operation = next(iter(connector.operations))
     async with run_emulator() as emulator:
-        tenant, token = await _tenant(settings, vault_admin, emulator, "fo")
-        commands = _posts(tenant, 6)
-        # A previous owner posted the first three, then died before their Results committed.
+        tenant = f"fo{name[:2]}{settings.topic_prefix[1:9]}"
+        token = f"tok-{tenant}"
+        emulator.state.add_token({"connector": name, "token": token, "tenant": tenant})
+        await vault_admin.put_credentials(tenant, name, credentials(token))
+        commands = [_command(name, operation, tenant, arguments(i)) for i in range(6)]
+        # A previous owner made the first three calls, then died before their Results committed.
         async with aiohttp.ClientSession() as session:
             earlier = {
-                c.command_id: await SlackConnector().execute(ConnectorCall(
-                    tenant_id=tenant, operation=c.operation, arguments=c.resolved_arguments,
-                    credentials={"bot_token": token}, base_url=emulator.base_url,
+                c.command_id: await connector.execute(ConnectorCall(
+                    tenant_id=tenant, operation=operation, arguments=c.resolved_arguments,
+                    credentials=credentials(token), base_url=emulator.base_url,
                     idempotency_key=upstream_idempotency_key(c), session=session,
                 ))  # fmt: skip
                 for c in commands[:3]
             }
         await _produce(settings, commands)
-        slack = SlackConnector()
-        async with connector_pool_running(settings, vault_admin, slack, emulator.base_url, None):
+        fresh = get_connector(name)()
+        async with connector_pool_running(settings, vault_admin, fresh, emulator.base_url, None):
             await wait_results(settings, {c.command_id for c in commands})
         results = await all_results(settings)
 
@@ -72,8 +88,8 @@ async def test_what_a_previous_owner_posted_is_found_and_not_posted_again(settin
         assert all(results[c.command_id][0].status is ResultStatus.SUCCEEDED for c in commands)
         for command in commands[:3]:
             assert results[command.command_id][0].output == earlier[command.command_id]
-        assert _effects(emulator, commands) == {1: 6}  # each message posted once
-        assert slack.lookup.reads == 2  # the channel list and one history page, for all six
+        assert _effects(emulator, name, commands) == {1: 6}  # each effect once
+        assert fresh.reads == reads  # shared by all six commands in doubt
 
 
 async def test_a_reply_lost_in_transit_is_found_before_a_retry_posts_again(settings, vault_admin) -> None:
@@ -89,7 +105,7 @@ async def test_a_reply_lost_in_transit_is_found_before_a_retry_posts_again(setti
             plain = _posts(tenant, 3)
             await _produce(settings, plain)
             await wait_results(settings, {c.command_id for c in plain})
-            reads_without_doubt = slack.lookup.reads
+            reads_without_doubt = slack.reads
 
             emulator.state.add_fault({"connector": "slack", "tenant": tenant, "kind": "lost_reply", "count": 2})
             cut = _posts(tenant, 2)
@@ -104,7 +120,7 @@ async def test_a_reply_lost_in_transit_is_found_before_a_retry_posts_again(setti
             assert result.status is ResultStatus.SUCCEEDED
             assert result.attempts == 2
             assert result.output is not None and result.output["ts"]
-        assert _effects(emulator, plain + cut) == {1: 5}
+        assert _effects(emulator, "slack", plain + cut) == {1: 5}
         lost = [c for c in emulator.state.calls if c["summary"].get("reply_lost")]
         assert len(lost) == 2
 

@@ -3,25 +3,43 @@
 GitHub signals rate limits with 429, or with 403 plus ``Retry-After`` or
 ``x-ratelimit-remaining: 0``; both are retryable here (:func:`github_rate_limit`).
 
-Side effects: GitHub takes no idempotency key; a retry after an ambiguous failure may
-open a second issue. ``Idempotency-Key`` is sent (GitHub ignores it).
+Side effects: GitHub takes no idempotency key. Each issue's body ends with ours in an
+HTML comment (invisible when rendered), and before opening an issue again after an
+attempt whose outcome is unknown the runtime asks :meth:`GitHubConnector.find_done`,
+which lists the repository's issues back to the command's submission (newest first, at
+most :data:`MAX_PAGES` pages of 100) for it. ``Idempotency-Key`` is sent too (GitHub
+ignores it).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
+
+from yarl import URL
 
 from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 
 from ._args import credential, validated
-from ._base import Connector, ConnectorCall, Operation, parse_retry_after
-from ._http import raise_for_status, send
+from ._base import Connector, ConnectorCall, Doubt, Operation, parse_retry_after
+from ._http import Reply, raise_for_status, send
+from ._shared_reads import Found, SharedReads
 
-__all__ = ["GitHubConnector", "github_rate_limit"]
+__all__ = ["GitHubConnector", "github_rate_limit", "marker"]
+
+MAX_PAGES = 5
+_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
+_MARKER = re.compile(r"<!-- switchyard:idempotency-key=([A-Za-z0-9_-]{1,128}) -->")
+
+
+def marker(idempotency_key: str) -> str:
+    """The line that ends the body of an issue we open: what ``find_done`` looks for."""
+    return f"<!-- switchyard:idempotency-key={idempotency_key} -->"
 
 CREATE_ISSUE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -74,6 +92,48 @@ class GitHubConnector(Connector):
             input_schema=CREATE_ISSUE_SCHEMA,
         )
     }
+    finds_done: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.reads = 0  # issue list pages read (for tests and the curious)
+        self._shared = SharedReads()
+
+    async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
+        """The ``{number, html_url, id}`` of an issue an earlier attempt opened, or None."""
+        args = validated(self, call)
+        token = credential(call, "token", "access_token", connector=self.name)
+        owner, repo = args["owner"].lower(), args["repo"].lower()
+        found = await self._shared.found(
+            (call.tenant_id, owner, repo), doubt, lambda oldest: self._read_issues(call, token, oldest)
+        )
+        output = found.get(call.idempotency_key)
+        return dict(output) if output is not None else None
+
+    async def _read_issues(self, call: ConnectorCall, token: str, oldest: float) -> Found:
+        what = "github issues.list"
+        args = validated(self, call)
+        owner, repo = quote(args["owner"], safe=""), quote(args["repo"], safe="")
+        url: URL | None = URL(f"{call.base_url.rstrip('/')}/repos/{owner}/{repo}/issues").with_query({
+            "state": "all", "sort": "created", "direction": "desc", "per_page": "100",
+            "since": datetime.fromtimestamp(oldest, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        })  # fmt: skip
+        found: Found = {}
+        for _ in range(MAX_PAGES):
+            if url is None:
+                break
+            self.reads += 1
+            reply = await send(call, "GET", url, what=what, headers=_headers(token))
+            page = _checked(reply, what)
+            if not isinstance(page, list):
+                raise RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: unexpected response")
+            for issue in page:
+                body = issue.get("body") if isinstance(issue, dict) else None
+                for key in _MARKER.findall(body) if isinstance(body, str) else ():
+                    found.setdefault(key, {
+                        "number": issue.get("number"), "html_url": issue.get("html_url"), "id": issue.get("id"),
+                    })  # fmt: skip
+            url = _next_page(reply, url)
+        return found
 
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         """Open the issue; returns ``{number, html_url, id}``.
@@ -87,8 +147,8 @@ class GitHubConnector(Connector):
         what = "github issues.create"
         token = credential(call, "token", "access_token", connector=self.name)
         body: dict[str, Any] = {"title": args["title"]}
-        if "body" in args:
-            body["body"] = args["body"]
+        text = str(args.get("body") or "")
+        body["body"] = f"{text}\n\n{marker(call.idempotency_key)}" if text else marker(call.idempotency_key)
         if args.get("labels"):
             body["labels"] = list(args["labels"])
         owner, repo = quote(args["owner"], safe=""), quote(args["repo"], safe="")
@@ -97,18 +157,37 @@ class GitHubConnector(Connector):
             "POST",
             f"{call.base_url.rstrip('/')}/repos/{owner}/{repo}/issues",
             what=what,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": "2022-11-28",
-            },
+            headers=_headers(token),
             json_body=body,
         )
-        limited = github_rate_limit(reply.status, reply.headers, what=what)
-        if limited is not None:
-            raise limited
-        raise_for_status(reply, what)
-        data = reply.json(what)
+        data = _checked(reply, what)
         if not isinstance(data, dict) or "number" not in data:
             raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: response has no number")
         return {"number": data["number"], "html_url": data.get("html_url"), "id": data.get("id")}
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": "2022-11-28",
+    }
+
+
+def _checked(reply: Reply, what: str) -> Any:
+    """The JSON of a successful reply; raises our error for a failed one."""
+    limited = github_rate_limit(reply.status, reply.headers, what=what)
+    if limited is not None:
+        raise limited
+    raise_for_status(reply, what)
+    return reply.json(what)
+
+
+def _next_page(reply: Reply, current: URL) -> URL | None:
+    """The ``Link: rel="next"`` page, only on the API's own origin (a header must not
+    send the token elsewhere)."""
+    match = _NEXT.search(reply.headers.get("Link", ""))
+    if match is None:
+        return None
+    following = URL(match.group(1))
+    return following if following.origin() == current.origin() else None

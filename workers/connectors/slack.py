@@ -66,6 +66,11 @@ class SlackConnector(Connector):
     def __init__(self) -> None:
         self.lookup = SlackLookup()
 
+    @property
+    def reads(self) -> int:
+        """Upstream read requests ``find_done`` made (for tests and the curious)."""
+        return self.lookup.reads
+
     async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
         """The ``{channel, ts}`` of a message an earlier attempt posted, or None."""
         args = validated(self, call)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._github_issues import IssueLog
 from ._slack_history import SlackHistory
 
 __all__ = ["FAULT_KINDS", "EmulatorState", "Fault", "Grant"]
@@ -92,6 +93,7 @@ class EmulatorState:
         self.sequence = itertools.count(1)
         self.counters: dict[tuple[str, ...], int] = {}
         self.slack_history = SlackHistory()
+        self.github_issues = IssueLog()
         for entry in tokens:
             self.add_token(entry)
 
@@ -212,6 +214,7 @@ class EmulatorState:
         self.replies.clear()
         self.counters.clear()
         self.slack_history.clear()
+        self.github_issues.clear()
         if tokens:
             self.tokens.clear()
             self.grants.clear()

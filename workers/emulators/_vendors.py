@@ -12,6 +12,7 @@ import base64
 import binascii
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -341,6 +342,8 @@ class GitHub(Vendor):
             return json_response(
                 404, {"message": "Not Found", "documentation_url": self._DOCS, "status": "404"}
             )
+        if request.method == "GET":
+            return self._list(state, tenant, request, owner, repo)
         if (
             not isinstance(data, dict)
             or not isinstance(data.get("title"), str | int)
@@ -357,20 +360,48 @@ class GitHub(Vendor):
         number = state.next_number("github", tenant, owner.lower(), repo.lower())
         ident = 2_000_000_000 + next(state.sequence)
         base = f"{request.scheme}://{request.host}"
-        return json_response(
-            201,
-            {
-                "id": ident,
-                "node_id": "I_kwEMU"
-                + base64.urlsafe_b64encode(ident.to_bytes(8, "big")).decode().rstrip("="),
-                "number": number,
-                "title": data["title"],
-                "state": "open",
-                "labels": [{"name": str(name)} for name in data.get("labels", [])][:100],
-                "url": f"{base}/repos/{owner}/{repo}/issues/{number}",
-                "html_url": f"{base}/{owner}/{repo}/issues/{number}",
-            },
-        )
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        issue = {
+            "id": ident,
+            "node_id": "I_kwEMU"
+            + base64.urlsafe_b64encode(ident.to_bytes(8, "big")).decode().rstrip("="),
+            "number": number,
+            "title": data["title"],
+            "body": str(data["body"])[:65_536] if isinstance(data.get("body"), str) else None,
+            "state": "open",
+            "labels": [{"name": str(name)} for name in data.get("labels", [])][:100],
+            "url": f"{base}/repos/{owner}/{repo}/issues/{number}",
+            "html_url": f"{base}/{owner}/{repo}/issues/{number}",
+            "created_at": now,
+            "updated_at": now,
+        }
+        state.github_issues.add(tenant, owner, repo, issue)
+        return json_response(201, issue)
+
+    def _list(
+        self, state: EmulatorState, tenant: str, request: web.Request, owner: str, repo: str
+    ) -> web.Response:
+        query = request.query
+        try:
+            since = datetime.fromisoformat(query["since"]) if query.get("since") else None
+            page = max(1, int(query.get("page", "1")))
+            per_page = max(1, min(100, int(query.get("per_page", "30"))))
+        except ValueError:
+            return json_response(
+                422, {"message": "Validation Failed", "documentation_url": self._DOCS, "status": "422"}
+            )
+        issues, more = state.github_issues.listed(
+            tenant, owner, repo, state=query.get("state", "open"), since=since,
+            newest_first=query.get("direction", "desc") != "asc", page=page, per_page=per_page,
+        )  # fmt: skip
+        headers = None
+        if more:
+            following = request.url.update_query(page=str(page + 1))
+            headers = {"Link": f'<{following}>; rel="next"'}
+        return json_response(200, issues, headers)
+
+    def has_effect(self, request: web.Request) -> bool:
+        return request.method == "POST"
 
 
 class Hooks(Vendor):

@@ -5,7 +5,7 @@ Vendor paths (``connector_base_url`` = this app's base URL works for all connect
 - ``POST /api/chat.postMessage`` (Slack; ``conversations.history``, ``.replies`` and ``.list``
   read back what was posted), ``POST /gmail/v1/users/me/messages/send``,
   ``POST /v1/pages`` (Notion), ``POST /rest/api/3/issue`` (Jira),
-  ``POST /repos/{owner}/{repo}/issues`` (GitHub), ``* /hooks/{path}`` (webhooks),
+  ``POST /repos/{owner}/{repo}/issues`` (GitHub; ``GET`` lists them), ``* /hooks/{path}`` (webhooks),
 - ``POST /oauth/token``: RFC 6749 ``refresh_token`` grant for registered refresh tokens.
 
 Admin (``/_emulator/...``): ``POST tokens`` register ``{connector, token, tenant, ...}``
@@ -260,7 +260,7 @@ def make_app(state: EmulatorState | None = None) -> web.Application:
     app.router.add_post("/gmail/v1/users/me/messages/send", _vendor_handler(VENDORS["gmail"]))
     app.router.add_post("/v1/pages", _vendor_handler(VENDORS["notion"]))
     app.router.add_post("/rest/api/3/issue", _vendor_handler(VENDORS["jira"]))
-    app.router.add_post("/repos/{owner}/{repo}/issues", _vendor_handler(VENDORS["github"]))
+    app.router.add_route("*", "/repos/{owner}/{repo}/issues", _vendor_handler(VENDORS["github"]))
     app.router.add_route("*", "/hooks/{tail:.*}", _vendor_handler(VENDORS["http"]))
     app.router.add_post("/oauth/token", _token)
     app.router.add_post("/_emulator/tokens", _add_tokens)

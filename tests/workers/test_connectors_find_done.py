@@ -1,19 +1,26 @@
-"""Slack's check for an earlier attempt's message, against the emulator over real HTTP:
-the metadata marker, channel names, threads, pagination, the shared reads, refusals."""
+"""The checks for an earlier attempt's effect, against the emulator over real HTTP.
+
+Slack: the metadata marker, channel names, threads, pagination, the shared reads,
+refusals. GitHub: the marker in the issue body, the issue list's pages and Link header.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
 from test_connectors_vendors import TENANT, make_call, register
+from yarl import URL
 
 from core.errors import PermanentError
 from workers.connectors import ConnectorCall
 from workers.connectors._base import Doubt
 from workers.connectors._slack_lookup import EVENT_TYPE, PAGE_SIZE
+from workers.connectors.github import GitHubConnector, _next_page
+from workers.connectors.github import marker as github_marker
 from workers.connectors.slack import SlackConnector
 from workers.emulators import RunningEmulator
 
@@ -81,7 +88,7 @@ async def test_one_read_answers_every_key_of_a_channel_until_a_newer_doubt(
 
     assert found == posted
     assert reads_for_all == 1 + 3  # conversations.list, then three history pages, once
-    assert checker.lookup.reads == reads_for_all + 3  # a doubt settled after that read reads again
+    assert checker.lookup.reads == 2 * reads_for_all  # a doubt settled after those reads reads again
 
 
 async def test_an_unknown_channel_name_means_nothing_was_posted(
@@ -143,3 +150,59 @@ async def test_malformed_metadata_is_refused_and_posts_nothing(
         body = await response.json()
     assert body == {"ok": False, "error": "invalid_metadata_format"}
     assert emulator.state.slack_history.channels(TENANT, start=0, limit=10)[0] == []
+
+
+def _issue(emulator: RunningEmulator, session: aiohttp.ClientSession, key: str, **arguments: str) -> ConnectorCall:
+    return make_call(
+        "github", emulator, session, "ghp-lookup", key=key,
+        arguments={"owner": "octo", "repo": "hello", "title": "Bug", **arguments},
+    )  # fmt: skip
+
+
+async def test_an_opened_issue_is_found_by_the_key_in_its_body(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "github", "ghp-lookup")
+    github = GitHubConnector()
+    opened = await github.execute(_issue(emulator, session, "key-1", body="It breaks."))
+    plain = await github.execute(_issue(emulator, session, "key-2"))
+
+    checker, doubt = GitHubConnector(), _doubt()
+    found = await checker.find_done(_issue(emulator, session, "key-1"), doubt)
+    other = await checker.find_done(_issue(emulator, session, "key-2"), doubt)
+    missing = await checker.find_done(_issue(emulator, session, "key-3"), doubt)
+
+    assert (found, other, missing) == (opened, plain, None)
+    assert checker.reads == 1  # one page of the list answered all three
+    (issue, *_) = emulator.state.github_issues.listed(
+        TENANT, "octo", "hello", state="all", since=None, newest_first=False, page=1, per_page=1
+    )[0]
+    assert issue["body"] == f"It breaks.\n\n{github_marker('key-1')}"
+    assert emulator.state.effects["github"] == {"key-1": 1, "key-2": 1}
+
+
+async def test_the_issue_list_is_read_page_by_page_through_its_link_header(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "github", "ghp-lookup")
+    github = GitHubConnector()
+    opened = {f"k{i}": await github.execute(_issue(emulator, session, f"k{i}")) for i in range(230)}
+
+    checker = GitHubConnector()
+    oldest = await checker.find_done(_issue(emulator, session, "k0"), _doubt())
+
+    assert oldest == opened["k0"]
+    assert checker.reads == 3  # 100 + 100 + 30, newest first
+
+
+def test_a_next_page_elsewhere_is_not_followed() -> None:
+    here = URL("https://api.github.com/repos/o/r/issues?page=1")
+
+    def reply(link: str) -> SimpleNamespace:
+        return SimpleNamespace(headers={"Link": link})
+
+    assert _next_page(reply('<https://api.github.com/repos/o/r/issues?page=2>; rel="next"'), here) == URL(
+        "https://api.github.com/repos/o/r/issues?page=2"
+    )
+    assert _next_page(reply('<https://evil.example/steal?page=2>; rel="next"'), here) is None
+    assert _next_page(reply('<https://api.github.com/x?page=9>; rel="last"'), here) is None

@@ -1,0 +1,72 @@
+"""Reads of an upstream collection (a Slack channel, a repository's issues) that answer
+"did an earlier attempt already take effect?" for every command of that collection.
+
+A read maps each of our keys it found to the output the command would have had. It
+answers a :class:`Doubt` when it began after every attempt in doubt had been sent and
+reached back to the command's submission; then later questions reuse it instead of
+reading again, and questions asked while a read is under way wait for it. So after a
+partition changes hands, its commands in doubt cost one read per collection, not one per
+command. Bounded: the least recently used reads are forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.lru import LRU
+
+from ._base import Doubt
+
+__all__ = ["Found", "SharedReads"]
+
+CACHE_ENTRIES = 1_000
+
+Found = dict[str, Any]  # our key -> what the command's output would have been
+
+
+@dataclass(slots=True)
+class _Read:
+    read_at: float  # when the read began (Unix seconds)
+    oldest: float  # how far back it reaches
+    found: Found = field(default_factory=dict)
+
+    def answers(self, doubt: Doubt) -> bool:
+        return self.read_at >= doubt.settled_at and self.oldest <= doubt.since
+
+
+class SharedReads:
+    def __init__(self, capacity: int = CACHE_ENTRIES) -> None:
+        self._done: LRU[Hashable, _Read] = LRU(capacity)
+        self._reading: dict[Hashable, tuple[_Read, asyncio.Future[Found]]] = {}
+
+    async def found(
+        self, scope: Hashable, doubt: Doubt, read: Callable[[float], Awaitable[Found]]
+    ) -> Found:
+        """What a read of ``scope`` that answers ``doubt`` found; ``read(oldest)`` reads it.
+
+        Raises:
+            Whatever ``read`` raises (every question waiting on that read sees it).
+        """
+        done = self._done.get(scope)
+        if done is not None and done.answers(doubt):
+            return done.found
+        pending = self._reading.get(scope)
+        if pending is not None and pending[0].answers(doubt):
+            return await asyncio.shield(pending[1])
+        entry = _Read(read_at=time.time(), oldest=doubt.since)
+        task = asyncio.ensure_future(read(entry.oldest))
+        self._reading[scope] = (entry, task)
+
+        def finished(_: asyncio.Future[Found]) -> None:
+            if self._reading.get(scope, (None, None))[1] is task:
+                del self._reading[scope]
+            if not task.cancelled() and task.exception() is None:
+                entry.found = task.result()
+                self._done.put(scope, entry)
+
+        task.add_done_callback(finished)
+        return await asyncio.shield(task)
