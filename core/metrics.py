@@ -139,6 +139,12 @@ class Metrics:
         self.dead_lettered = Counter(
             "switchyard_commands_dead_lettered", "Commands sent to the dead-letter topic.", tsc, registry=r
         )
+        self.effects_found = Counter(
+            "switchyard_effects_found",
+            "Calls not made again: the upstream showed an earlier attempt's effect.",
+            tsc,
+            registry=r,
+        )
         self.e2e_latency = Histogram(
             "switchyard_command_latency_seconds",
             "Submitted to finished, per final command.",
@@ -238,6 +244,10 @@ class Metrics:
     def command_retried(self, routed: RoutedCommand) -> None:
         tenant, space = self.labels(routed.tenant_id, routed.space_id)
         self.retried.labels(tenant, space, self.connector(routed.connector)).inc()
+
+    def effect_found(self, routed: RoutedCommand) -> None:
+        tenant, space = self.labels(routed.tenant_id, routed.space_id)
+        self.effects_found.labels(tenant, space, self.connector(routed.connector)).inc()
 
     def command_started(self, routed: RoutedCommand, started_at: datetime) -> None:
         """A worker started an attempt: counts it in flight and times routed → started."""

@@ -207,6 +207,8 @@ class Executor:
         self.base_url = base_url
         self.timeout = timeout
         self._host = urlsplit(base_url).hostname or ""
+        # Told of each command whose earlier attempt's effect was found upstream (metrics).
+        self.on_found: Callable[[RoutedCommand], None] | None = None
 
     async def run(self, job: Job, still_ours: StillOurs | None = None) -> Outcome:
         """Execute ``job`` and return the records that settle this delivery.
@@ -385,6 +387,8 @@ class Executor:
                     found = await self._find_done(call, doubt, timeout + 1.0)
                     if found is not None:
                         upstream.set_attribute("switchyard.found_done", True)
+                        if self.on_found is not None:
+                            self.on_found(command)
                         return found
                 # The connector sets its own request timeout; this bound catches one that does not.
                 async with asyncio.timeout(timeout + 1.0):

@@ -203,6 +203,7 @@ class WorkerPool(PoolLifecycle):
             base_url=str(self.base_url),
             timeout=opts.request_timeout,
         )
+        self.executor.on_found = self._found_earlier
         # A restarted process with the same instance id fences its predecessor's open
         # transaction at once; otherwise the broker aborts it after the transaction timeout,
         # and read_committed readers wait at most that long behind it.
@@ -447,6 +448,10 @@ class WorkerPool(PoolLifecycle):
                     metrics.command_retried(item.job.command)
             if self.tenant_logs is not None:
                 self._log_for_tenant(item.job.command, outcome)
+
+    def _found_earlier(self, command: RoutedCommand) -> None:
+        if self.metrics is not None:
+            self.metrics.effect_found(command)
 
     async def _still_ours(self, item: _Item) -> bool:
         """Whether ``item`` may still run here: after a stall, once the group has confirmed

@@ -17,6 +17,7 @@ from _runtime_support import all_results, connector_pool_running, eventually, wa
 from aiokafka import TopicPartition
 from test_pool_connectors import _command, _produce
 
+from core.metrics import Metrics
 from schemas import ResultStatus, RoutedCommand
 from workers._execute import upstream_idempotency_key
 from workers._pool import PoolOptions, WorkerPool
@@ -107,6 +108,7 @@ async def test_a_reply_lost_in_transit_is_found_before_a_retry_posts_again(setti
             await wait_results(settings, {c.command_id for c in plain})
             reads_without_doubt = slack.reads
 
+            pool.metrics = Metrics("worker")
             emulator.state.add_fault({"connector": "slack", "tenant": tenant, "kind": "lost_reply", "count": 2})
             cut = _posts(tenant, 2)
             await _produce(settings, cut)
@@ -123,6 +125,10 @@ async def test_a_reply_lost_in_transit_is_found_before_a_retry_posts_again(setti
         assert _effects(emulator, "slack", plain + cut) == {1: 5}
         lost = [c for c in emulator.state.calls if c["summary"].get("reply_lost")]
         assert len(lost) == 2
+        found = pool.metrics.registry.get_sample_value(
+            "switchyard_effects_found_total", {"tenant": tenant, "space": "s1", "connector": "slack"}
+        )
+        assert found == 2
 
 
 def test_only_the_first_records_written_before_the_assignment_are_in_doubt() -> None:
