@@ -34,7 +34,15 @@ from ._results import KIND_DEAD_LETTER, KIND_RESULT, KIND_RETRY, Outgoing, build
 from ._retry import Decision, RetryPolicy, Step, decide
 from .connectors._base import Connector, ConnectorCall, CredentialsExpired, Doubt
 
-__all__ = ["Abandoned", "Executor", "Job", "Outcome", "StillOurs", "upstream_idempotency_key"]
+__all__ = [
+    "IN_DOUBT_HEADER",
+    "Abandoned",
+    "Executor",
+    "Job",
+    "Outcome",
+    "StillOurs",
+    "upstream_idempotency_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +65,8 @@ _AMBIGUOUS_CODES = frozenset({ErrorCode.UPSTREAM_TIMEOUT, ErrorCode.UPSTREAM_UNA
 # How far before the command's submission (ingress clock) an upstream's clock may put an
 # attempt's effect.
 DOUBT_CLOCK_MARGIN = 60.0
+# On a record handed to a retry tier (or parked) while in doubt: its next run checks too.
+IN_DOUBT_HEADER = "sy-in-doubt"
 
 
 # Asked before an in-process retry: may this worker still run the command?
@@ -274,7 +284,7 @@ class Executor:
                 ).to_info()
                 errors.append(info)
                 decision = self._decide(info, failures, next_tier, command, in_process=False)
-                return _Verdict(decision.step, errors, None, info, decision)
+                return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
             # allow() just admitted it: when that opened the probe, it is this command's,
             # kept through its in-process retries until a verdict (success or failure).
             probe = probe or self.breakers.probing(key)
@@ -308,7 +318,7 @@ class Executor:
                 self.breakers.cancel_probe(key)
             else:
                 self.breakers.success(key)  # the API answered with a verdict on the request itself
-            return _Verdict(decision.step, errors, None, info, decision)
+            return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
 
     def _decide(
         self, info: ErrorInfo, failures: int, next_tier: int, command: RoutedCommand, *, in_process: bool = True
@@ -421,6 +431,13 @@ class Executor:
         except PermanentError as exc:
             logger.warning("could not check for an earlier attempt's effect (%s); calling again", exc.code.value)
             return None
+        except (CommandError, TimeoutError, aiohttp.ClientError):
+            raise  # retryable: the command is retried, still in doubt
+        except Exception as exc:  # a bug or an odd answer in the check: do not act blindly
+            logger.warning("the check for an earlier attempt's effect failed (%s)", type(exc).__name__)
+            raise RetryableError(
+                ErrorCode.UPSTREAM_UNAVAILABLE, f"{call.operation}: could not check for an earlier effect"
+            ) from None
         if found is not None:
             logger.info("an earlier attempt had taken effect; not calling again")
         return found
@@ -454,7 +471,10 @@ class Executor:
                 }
             )
             topic = topics.retry(command.connector, verdict.decision.tier)
-            return Outcome([record_for(topic, command, handoff, KIND_RETRY, context)], None)
+            record = record_for(topic, command, handoff, KIND_RETRY, context)
+            if verdict.in_doubt:
+                record.headers.append((IN_DOUBT_HEADER, b"1"))
+            return Outcome([record], None)
         if status is None:
             if verdict.step is Step.DEAD_LETTER:
                 status = ResultStatus.DEAD_LETTERED
@@ -509,6 +529,7 @@ class _Verdict:
     error: ErrorInfo | None
     decision: Decision | None = None
     status: ResultStatus | None = None
+    in_doubt: bool = False  # a tier hand-off's next run must check for an earlier effect
 
     @property
     def attempts(self) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, ResultStatus, RoutedComma
 
 from ._breaker import CircuitBreakers
 from ._credentials import Credentials, VaultLike
-from ._execute import Abandoned, Executor, Job, Outcome, now
+from ._execute import IN_DOUBT_HEADER, Abandoned, Executor, Job, Outcome, now
 from ._fencing import consumer_membership, fence_offset_commits
 from ._holding import Holding
 from ._lifecycle import PoolLifecycle, RebalanceListener
@@ -279,6 +280,7 @@ class WorkerPool(PoolLifecycle):
         generation = self.tracker.track(tp, record.offset)
         if generation is None:
             return  # finished and committed by this partition's previous owner
+        doubt = self._doubt_of(tp, record)
         if (
             tp.topic == self.source_topics[0]
             and record.key is not None
@@ -290,7 +292,8 @@ class WorkerPool(PoolLifecycle):
             # the cheap path for a flood.
             tenant = record.key.decode("utf-8", "replace")
             if self.overflow.over(self.scheduler.queued(tenant)):
-                parked = self.overflow.park(record.key, record.value or b"", record.headers)
+                headers = [*record.headers, *([(IN_DOUBT_HEADER, b"1")] if doubt is not None else [])]
+                parked = self.overflow.park(record.key, record.value or b"", headers)
                 self.outbox.add([parked], tp, record.offset, generation)
                 return
         try:
@@ -314,7 +317,9 @@ class WorkerPool(PoolLifecycle):
             parked_tier = self.overflow.next_tier(headers)
             if parked_tier is not None:
                 next_tier = parked_tier
-        job = Job(command, headers, next_tier, self._doubt_of(tp, record))
+        if doubt is None and IN_DOUBT_HEADER in headers:
+            doubt = time.time()  # handed on in doubt: every earlier attempt was sent by now
+        job = Job(command, headers, next_tier, doubt)
         item = _Item(tp, record.offset, generation, job)
         if due is not None and due > now().timestamp():
             self.holding.until(item, due)

@@ -205,4 +205,22 @@ def test_a_next_page_elsewhere_is_not_followed() -> None:
         "https://api.github.com/repos/o/r/issues?page=2"
     )
     assert _next_page(reply('<https://evil.example/steal?page=2>; rel="next"'), here) is None
+    assert _next_page(reply('</repos/o/r/issues?page=3>; rel="next"'), here) == URL(
+        "https://api.github.com/repos/o/r/issues?page=3"
+    )
     assert _next_page(reply('<https://api.github.com/x?page=9>; rel="last"'), here) is None
+
+
+async def test_a_marker_copied_into_another_body_does_not_count(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "github", "ghp-lookup")
+    github = GitHubConnector()
+    await github.execute(_issue(emulator, session, "copier", body=f"see {github_marker('victim')} above"))
+    await github.execute(_issue(emulator, session, "quoter", body=f"quoted:\n{github_marker('victim')}"))
+
+    assert await GitHubConnector().find_done(_issue(emulator, session, "victim"), _doubt()) is None
+    bodies = [i["body"] for i in emulator.state.github_issues.listed(
+        TENANT, "octo", "hello", state="all", since=None, newest_first=False, page=1, per_page=10
+    )[0]]  # fmt: skip
+    assert bodies == [f"see  above\n\n{github_marker('copier')}", f"quoted:\n\n{github_marker('quoter')}"]

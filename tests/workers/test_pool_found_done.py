@@ -148,3 +148,32 @@ def test_only_the_first_records_written_before_the_assignment_are_in_doubt() -> 
     pool._doubtful = {tp: [1000.0, 5.0]}
     assert pool._doubt_of(tp, record(1001.5)) is None  # written after: so is the rest
     assert pool._doubt_of(tp, record(990.0)) is None
+
+
+async def test_a_command_handed_to_a_retry_tier_in_doubt_checks_again_there(settings, vault_admin) -> None:
+    async with run_emulator() as emulator:
+        tenant, token = await _tenant(settings, vault_admin, emulator, "ft")
+        (command,) = _posts(tenant, 1)
+        async with aiohttp.ClientSession() as session:
+            earlier = await SlackConnector().execute(ConnectorCall(
+                tenant_id=tenant, operation=command.operation, arguments=command.resolved_arguments,
+                credentials={"bot_token": token}, base_url=emulator.base_url,
+                idempotency_key=upstream_idempotency_key(command), session=session,
+            ))  # fmt: skip
+        # Both in-process checks are rate limited (not ambiguous): the record goes to a tier,
+        # whose run must still check rather than post.
+        emulator.state.add_fault({"connector": "slack", "tenant": tenant, "kind": "429", "count": 2})
+        await _produce(settings, [command])
+        # No clock margin: the tier record, written after the assignment, is not in doubt
+        # by its time, only by what the hand-off carries.
+        options = PoolOptions(tier_delays=(0.2, 0.5), breaker_threshold=1_000, doubt_clock_skew=0.0)
+        async with connector_pool_running(
+            settings, vault_admin, SlackConnector(), emulator.base_url, None, options=options
+        ):
+            await wait_results(settings, {command.command_id})
+        (result,) = (await all_results(settings))[command.command_id]
+
+        assert result.status is ResultStatus.SUCCEEDED
+        assert result.output == earlier
+        assert result.attempts == 3  # two rate-limited checks here, the found one on the tier
+        assert _effects(emulator, "slack", [command]) == {1: 1}

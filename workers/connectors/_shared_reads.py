@@ -12,6 +12,7 @@ command. Bounded: the least recently used reads are forgotten.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
@@ -19,13 +20,22 @@ from typing import Any
 
 from core.lru import LRU
 
-from ._base import Doubt
+from ._base import ConnectorCall, Doubt
 
-__all__ = ["Found", "SharedReads"]
+__all__ = ["READ_LIMIT", "READ_TIMEOUT", "Found", "SharedReads", "for_reads"]
 
 CACHE_ENTRIES = 1_000
+# A read serves every command waiting on it, so it gets its own bounds, not the request
+# timeout or body limit of whichever command started it (one near its deadline, say).
+READ_TIMEOUT = 10.0
+READ_LIMIT = 8 * 1024 * 1024
 
 Found = dict[str, Any]  # our key -> what the command's output would have been
+
+
+def for_reads(call: ConnectorCall) -> ConnectorCall:
+    """``call`` with the timeout a shared read uses."""
+    return dataclasses.replace(call, timeout=READ_TIMEOUT)
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from yarl import URL
 
 from ._base import ConnectorCall, Doubt
 from ._http import send
-from ._shared_reads import Found, SharedReads
+from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads
 from ._slack_api import slack_data
 
 __all__ = ["EVENT_TYPE", "SlackLookup", "marker"]
@@ -56,6 +56,7 @@ class SlackLookup:
             RetryableError, PermanentError, CredentialsExpired: a read failed (as the
                 post would: rate limits, 5xx, timeouts, refused scopes).
         """
+        call = for_reads(call)
         channel = str(args["channel"])
         channel_id: str | None = channel
         if not _is_id(channel):
@@ -116,7 +117,7 @@ class SlackLookup:
             url = URL(f"{call.base_url.rstrip('/')}/api/{method}").with_query(query)
             self.reads += 1
             reply = await send(
-                call, "GET", url, what=what,
+                call, "GET", url, what=what, limit=READ_LIMIT,
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             )  # fmt: skip
             data = slack_data(reply, what)

@@ -28,13 +28,16 @@ from schemas import ErrorCode
 from ._args import credential, validated
 from ._base import Connector, ConnectorCall, Doubt, Operation, parse_retry_after
 from ._http import Reply, raise_for_status, send
-from ._shared_reads import Found, SharedReads
+from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads
 
 __all__ = ["GitHubConnector", "github_rate_limit", "marker"]
 
 MAX_PAGES = 5
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
-_MARKER = re.compile(r"<!-- switchyard:idempotency-key=([A-Za-z0-9_-]{1,128}) -->")
+# Only the marker that ends a body counts (ours is always last); markers a caller puts in
+# a body are removed before it is sent, so a copied body cannot pass for another issue.
+_MARKER = re.compile(r"<!-- switchyard:idempotency-key=([A-Za-z0-9_-]{1,128}) -->\s*\Z")
+_ANY_MARKER = re.compile(r"<!-- switchyard:idempotency-key=[^>]*-->")
 
 
 def marker(idempotency_key: str) -> str:
@@ -103,8 +106,9 @@ class GitHubConnector(Connector):
         args = validated(self, call)
         token = credential(call, "token", "access_token", connector=self.name)
         owner, repo = args["owner"].lower(), args["repo"].lower()
+        reader = for_reads(call)
         found = await self._shared.found(
-            (call.tenant_id, owner, repo), doubt, lambda oldest: self._read_issues(call, token, oldest)
+            (call.tenant_id, owner, repo), doubt, lambda oldest: self._read_issues(reader, token, oldest)
         )
         output = found.get(call.idempotency_key)
         return dict(output) if output is not None else None
@@ -122,14 +126,15 @@ class GitHubConnector(Connector):
             if url is None:
                 break
             self.reads += 1
-            reply = await send(call, "GET", url, what=what, headers=_headers(token))
+            reply = await send(call, "GET", url, what=what, headers=_headers(token), limit=READ_LIMIT)
             page = _checked(reply, what)
             if not isinstance(page, list):
                 raise RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: unexpected response")
             for issue in page:
                 body = issue.get("body") if isinstance(issue, dict) else None
-                for key in _MARKER.findall(body) if isinstance(body, str) else ():
-                    found.setdefault(key, {
+                match = _MARKER.search(body) if isinstance(body, str) else None
+                if match is not None:
+                    found.setdefault(match.group(1), {
                         "number": issue.get("number"), "html_url": issue.get("html_url"), "id": issue.get("id"),
                     })  # fmt: skip
             url = _next_page(reply, url)
@@ -147,7 +152,7 @@ class GitHubConnector(Connector):
         what = "github issues.create"
         token = credential(call, "token", "access_token", connector=self.name)
         body: dict[str, Any] = {"title": args["title"]}
-        text = str(args.get("body") or "")
+        text = _ANY_MARKER.sub("", str(args.get("body") or "")).rstrip()
         body["body"] = f"{text}\n\n{marker(call.idempotency_key)}" if text else marker(call.idempotency_key)
         if args.get("labels"):
             body["labels"] = list(args["labels"])
@@ -189,5 +194,8 @@ def _next_page(reply: Reply, current: URL) -> URL | None:
     match = _NEXT.search(reply.headers.get("Link", ""))
     if match is None:
         return None
-    following = URL(match.group(1))
-    return following if following.origin() == current.origin() else None
+    try:
+        following = current.join(URL(match.group(1)))
+        return following if following.origin() == current.origin() else None
+    except ValueError:
+        return None

@@ -384,6 +384,8 @@ class GitHub(Vendor):
         query = request.query
         try:
             since = datetime.fromisoformat(query["since"]) if query.get("since") else None
+            if since is not None and since.tzinfo is None:
+                since = since.replace(tzinfo=UTC)
             page = max(1, int(query.get("page", "1")))
             per_page = max(1, min(100, int(query.get("per_page", "30"))))
         except ValueError:

@@ -92,7 +92,7 @@ def _vendor_handler(vendor: Vendor) -> Callable[[web.Request], Awaitable[web.Str
             state.record(_entry(vendor.name, None, request, response.status, summary))
             return response
         key = request.headers.get("Idempotency-Key")
-        dedup = vendor.name in state.dedup and bool(key)
+        dedup = vendor.name in state.dedup and bool(key) and vendor.has_effect(request)
         if dedup and key:
             replay = state.replay(vendor.name, key)
             if replay is not None:
@@ -256,11 +256,13 @@ def make_app(state: EmulatorState | None = None) -> web.Application:
     app[STATE_KEY] = state or EmulatorState()
     app.router.add_post("/api/chat.postMessage", _vendor_handler(VENDORS["slack"]))
     for read in ("conversations.history", "conversations.replies", "conversations.list"):
-        app.router.add_route("*", f"/api/{read}", _vendor_handler(VENDORS["slack"]))
+        app.router.add_get(f"/api/{read}", _vendor_handler(VENDORS["slack"]))
+        app.router.add_post(f"/api/{read}", _vendor_handler(VENDORS["slack"]))
     app.router.add_post("/gmail/v1/users/me/messages/send", _vendor_handler(VENDORS["gmail"]))
     app.router.add_post("/v1/pages", _vendor_handler(VENDORS["notion"]))
     app.router.add_post("/rest/api/3/issue", _vendor_handler(VENDORS["jira"]))
-    app.router.add_route("*", "/repos/{owner}/{repo}/issues", _vendor_handler(VENDORS["github"]))
+    app.router.add_post("/repos/{owner}/{repo}/issues", _vendor_handler(VENDORS["github"]))
+    app.router.add_get("/repos/{owner}/{repo}/issues", _vendor_handler(VENDORS["github"]))
     app.router.add_route("*", "/hooks/{tail:.*}", _vendor_handler(VENDORS["http"]))
     app.router.add_post("/oauth/token", _token)
     app.router.add_post("/_emulator/tokens", _add_tokens)
