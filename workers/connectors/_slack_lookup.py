@@ -30,7 +30,7 @@ from ._http import send
 from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads
 from ._slack_api import slack_data
 
-__all__ = ["EVENT_TYPE", "SlackLookup", "marker"]
+__all__ = ["EVENT_TYPE", "SlackLookup", "marker", "message_output"]
 
 EVENT_TYPE = "switchyard_command"
 MAX_PAGES = 5
@@ -40,6 +40,14 @@ PAGE_SIZE = 200
 def marker(idempotency_key: str) -> dict[str, Any]:
     """The ``metadata`` of a message we post: what :meth:`SlackLookup.find` looks for."""
     return {"event_type": EVENT_TYPE, "event_payload": {"idempotency_key": idempotency_key}}
+
+
+def message_output(channel: Any, ts: Any, thread_ts: Any = None) -> dict[str, Any]:
+    """A posted message as the command's output: ``{channel, ts, thread_ts?}``."""
+    output = {"channel": channel, "ts": ts}
+    if thread_ts:
+        output["thread_ts"] = thread_ts
+    return output
 
 
 class SlackLookup:
@@ -101,10 +109,7 @@ class SlackLookup:
                 payload = metadata.get("event_payload")
                 key = payload.get("idempotency_key") if isinstance(payload, dict) else None
                 if isinstance(key, str) and isinstance(message.get("ts"), str) and key not in found:
-                    output = {"channel": channel_id, "ts": message["ts"]}
-                    if message.get("thread_ts"):
-                        output["thread_ts"] = message["thread_ts"]
-                    found[key] = output
+                    found[key] = message_output(channel_id, message["ts"], message.get("thread_ts"))
         return found
 
     async def _pages(

@@ -105,19 +105,21 @@ class GitHubConnector(Connector):
         """The ``{number, html_url, id}`` of an issue an earlier attempt opened, or None."""
         args = validated(self, call)
         token = credential(call, "token", "access_token", connector=self.name)
-        owner, repo = args["owner"].lower(), args["repo"].lower()
+        owner, repo = args["owner"], args["repo"]
         reader = for_reads(call)
         found = await self._shared.found(
-            (call.tenant_id, owner, repo), doubt, lambda oldest: self._read_issues(reader, token, oldest)
+            (call.tenant_id, owner.lower(), repo.lower()),
+            doubt,
+            lambda oldest: self._read_issues(reader, token, owner, repo, oldest),
         )
         output = found.get(call.idempotency_key)
         return dict(output) if output is not None else None
 
-    async def _read_issues(self, call: ConnectorCall, token: str, oldest: float) -> Found:
+    async def _read_issues(
+        self, call: ConnectorCall, token: str, owner: str, repo: str, oldest: float
+    ) -> Found:
         what = "github issues.list"
-        args = validated(self, call)
-        owner, repo = quote(args["owner"], safe=""), quote(args["repo"], safe="")
-        url: URL | None = URL(f"{call.base_url.rstrip('/')}/repos/{owner}/{repo}/issues").with_query({
+        url: URL | None = URL(_issues_url(call, owner, repo)).with_query({
             "state": "all", "sort": "created", "direction": "desc", "per_page": "100",
             "since": datetime.fromtimestamp(oldest, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         })  # fmt: skip
@@ -134,9 +136,7 @@ class GitHubConnector(Connector):
                 body = issue.get("body") if isinstance(issue, dict) else None
                 match = _MARKER.search(body) if isinstance(body, str) else None
                 if match is not None:
-                    found.setdefault(match.group(1), {
-                        "number": issue.get("number"), "html_url": issue.get("html_url"), "id": issue.get("id"),
-                    })  # fmt: skip
+                    found.setdefault(match.group(1), _output(issue))
             url = _next_page(reply, url)
         return found
 
@@ -156,11 +156,10 @@ class GitHubConnector(Connector):
         body["body"] = f"{text}\n\n{marker(call.idempotency_key)}" if text else marker(call.idempotency_key)
         if args.get("labels"):
             body["labels"] = list(args["labels"])
-        owner, repo = quote(args["owner"], safe=""), quote(args["repo"], safe="")
         reply = await send(
             call,
             "POST",
-            f"{call.base_url.rstrip('/')}/repos/{owner}/{repo}/issues",
+            _issues_url(call, args["owner"], args["repo"]),
             what=what,
             headers=_headers(token),
             json_body=body,
@@ -168,7 +167,16 @@ class GitHubConnector(Connector):
         data = _checked(reply, what)
         if not isinstance(data, dict) or "number" not in data:
             raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: response has no number")
-        return {"number": data["number"], "html_url": data.get("html_url"), "id": data.get("id")}
+        return _output(data)
+
+
+def _issues_url(call: ConnectorCall, owner: str, repo: str) -> str:
+    return f"{call.base_url.rstrip('/')}/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/issues"
+
+
+def _output(issue: Mapping[str, Any]) -> dict[str, Any]:
+    """An issue as the command's output: ``{number, html_url, id}``."""
+    return {"number": issue.get("number"), "html_url": issue.get("html_url"), "id": issue.get("id")}
 
 
 def _headers(token: str) -> dict[str, str]:

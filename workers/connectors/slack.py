@@ -21,7 +21,7 @@ from ._args import credential, validated
 from ._base import Connector, ConnectorCall, Doubt, Operation
 from ._http import send
 from ._slack_api import slack_data, slack_error
-from ._slack_lookup import SlackLookup, marker
+from ._slack_lookup import SlackLookup, marker, message_output
 
 __all__ = ["SlackConnector", "slack_error"]
 
@@ -99,8 +99,6 @@ class SlackConnector(Connector):
             json_body=body,
         )
         data = slack_data(reply, what)
-        output: dict[str, Any] = {"channel": data.get("channel"), "ts": data.get("ts")}
         message = data.get("message")
-        if isinstance(message, dict) and message.get("thread_ts"):
-            output["thread_ts"] = message["thread_ts"]
-        return output
+        thread_ts = message.get("thread_ts") if isinstance(message, dict) else None
+        return message_output(data.get("channel"), data.get("ts"), thread_ts)
