@@ -236,12 +236,30 @@ class Router(Decisions):
         committed offset is 0 (it keeps 0 as "none"): then a command dropped by a
         recovery's queue clear was committed past. The floor is the committed offset as
         the broker reported it at the last seek to committed, or faust's last commit.
+
+        A partition with nothing committed is sought to its first offset: aiokafka's
+        ``seek_to_committed`` leaves such a partition (and one committed at 0) where
+        its fetch position is, so faust's recovery seek and the re-reads after it were
+        no-ops there. Traced on a fresh group under CPU load (2 starts in 25):
+        the three commands waiting were fetched during the recovery, dropped by its
+        queue clear, and the position stayed past them until the stall watchdog
+        stopped the router. What a restart would read (``auto_offset_reset`` is
+        earliest) is read again now instead.
         """
         floors: dict[Any, int] = {}
         seek_to_committed = consumer.seek_to_committed
 
         async def seek_and_note() -> Any:
-            offsets = await seek_to_committed()
+            offsets = dict(await seek_to_committed())
+            unread = [
+                tp
+                for tp in consumer.assignment()
+                if tp.topic == topic and not (isinstance(offsets.get(tp), int) and offsets[tp] > 0)
+            ]
+            if unread:
+                starts = dict(await consumer.earliest_offsets(*unread))
+                await consumer.seek_wait(starts)
+                offsets.update(starts)
             floors.update(
                 (tp, offset)
                 for tp, offset in offsets.items()

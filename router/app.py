@@ -456,11 +456,14 @@ def create_app(
 
     @app.timer(STALL_CHECK)
     async def watch_for_stall() -> None:
-        # Seen here about once in ten starts after recovering a non-empty changelog:
-        # faust reports "Worker ready" yet its stream never delivers a command. Nudge
-        # the consumer once (resume and seek to committed, as its recovery would);
-        # if that does not help, crash so the supervisor restarts the router — the
-        # guarded commits make the restart lose nothing.
+        # Seen at starts after recovering a non-empty changelog: faust reported "Worker
+        # ready" yet its stream never delivered a command (the commands fetched during
+        # the recovery were dropped and, with nothing committed, its seek back did not
+        # move; ``Router._commit_from_floor`` now seeks such partitions to their start).
+        # For whatever else stalls the stream: nudge the consumer once (resume and seek
+        # to committed, as its recovery would); if that does not help, crash so the
+        # supervisor restarts the router — the guarded commits make the restart lose
+        # nothing.
         # Also when commands keep arriving but one partition's commit stays behind for
         # COMMIT_STUCK_AFTER: commands the router never got (a hole it could not seek
         # back to) wait there, and the commit, which never passes them, says so.

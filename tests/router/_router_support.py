@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -359,3 +360,23 @@ class RouterProcess:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def story(self, lines: int = 40) -> str:
+        """The router's own log lines and every warning, one short line each.
+
+        What a failure message needs: faust's start and stop chatter would fill a CI
+        excerpt and push out the lines that say what went wrong.
+        """
+        kept = []
+        for line in self.logs().splitlines():
+            try:
+                entry = json.loads(line[line.find("{") :])
+            except ValueError:
+                continue
+            own = not str(entry.get("logger", "")).startswith(("faust.", "mode."))
+            if own or entry.get("level") in ("warning", "error", "critical"):
+                fields = {
+                    k: v for k, v in entry.items() if k not in ("ts", "level", "service", "logger")
+                }
+                kept.append(f"{entry.get('ts', '')[11:23]} {entry.get('level')} {fields}"[:300])
+        return "\n".join(kept[-lines:])

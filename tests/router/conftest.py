@@ -52,4 +52,4 @@ async def live_router(
         await outputs.stop()
         code = process.terminate()
         await delete_topics(settings)
-        assert code == 0, process.logs()[-3000:]
+        assert code == 0, process.story()

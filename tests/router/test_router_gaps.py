@@ -87,21 +87,40 @@ async def test_no_commit_skips_the_first_command_not_routed(tmp_path: Any) -> No
     settings = load_settings({}, topic_prefix=f"floor{uuid.uuid4().hex[:6]}.")
     app, runtime = create_app(settings, data_dir=tmp_path)
     consumer = app.consumer
-    at_ten, at_zero = TP(settings.topics.commands, 0), TP(settings.topics.commands, 1)
+    at_ten, at_zero, never = (TP(settings.topics.commands, p) for p in range(3))
+    sought: list[dict[Any, int]] = []
 
     async def seek_to_committed() -> dict[Any, int]:
-        return {at_ten: 10, at_zero: 0}
+        # aiokafka's: it seeks only partitions committed above 0 (and reports None
+        # for one with nothing committed), the others stay where they were fetched to.
+        return {at_ten: 10, at_zero: 0, never: None}
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return {tp: {at_zero: 0, never: 7}[tp] for tp in tps}
+
+    async def seek_wait(offsets: dict[Any, int]) -> None:
+        sought.append(dict(offsets))
 
     consumer.seek_to_committed = seek_to_committed
+    consumer.assignment = lambda: {at_ten, at_zero, never}
+    consumer.earliest_offsets = earliest_offsets
+    consumer.seek_wait = seek_wait
     runtime.router.guard_acks(consumer, settings.topics.commands)
-    await consumer.seek_to_committed()
+    offsets = await consumer.seek_to_committed()
+    # The re-read covers what was fetched and dropped where nothing is committed yet.
+    assert sought == [{at_zero: 0, never: 7}]
+    assert offsets == {at_ten: 10, at_zero: 0, never: 7}
     consumer._committed_offset[at_ten] = 10
     consumer._acked[at_ten].extend([11, 12])  # 10 was dropped
     consumer._acked[at_zero].extend([1, 2])  # 0 was dropped
+    consumer._acked[never].extend([8, 9])  # 7, the first left by retention, was dropped
     assert consumer._new_offset(at_ten) is None and consumer._new_offset(at_zero) is None
+    assert consumer._new_offset(never) is None
     consumer._acked[at_ten].insert(0, 10)
     consumer._acked[at_zero].insert(0, 0)
-    assert (consumer._new_offset(at_ten), consumer._new_offset(at_zero)) == (13, 3)
+    consumer._acked[never].insert(0, 7)
+    new_offsets = (consumer._new_offset(tp) for tp in (at_ten, at_zero, never))
+    assert tuple(new_offsets) == (13, 3, 10)
 
 
 @pytest.mark.integration
