@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
@@ -99,6 +100,10 @@ class Router(Decisions):
         self.consumer: Any = None
         self._generation: Any = None
         self._next: dict[Any, int] = {}
+        # Commit floors per commands partition, from the last seek to committed (see
+        # ``_commit_from_floor``); also where gap detection starts when faust has no
+        # committed offset for a partition (it keeps 0 as "none").
+        self._floors: dict[Any, int] = {}
         # gap -> (seeks counted for it, when the last counted one was asked for)
         self._sought: dict[tuple[Any, int], tuple[int, float]] = {}
         # Keeps batches and rebalances apart (issue 8); closed by ``router.app``.
@@ -185,6 +190,8 @@ class Router(Decisions):
                 held.append(event)
                 continue
             expected = self._next.get(tp, committed.get(tp))
+            if expected is None:
+                expected = self._floors.get(tp)
             seeks, last = self._sought.get((tp, expected), (0, 0.0))
             if expected is not None and offset > expected and seeks < SEEKS_PER_GAP:
                 # Gaps already committed past cannot come back: forget them (bounded).
@@ -237,29 +244,39 @@ class Router(Decisions):
         recovery's queue clear was committed past. The floor is the committed offset as
         the broker reported it at the last seek to committed, or faust's last commit.
 
-        A partition with nothing committed is sought to its first offset: aiokafka's
-        ``seek_to_committed`` leaves such a partition (and one committed at 0) where
-        its fetch position is, so faust's recovery seek and the re-reads after it were
-        no-ops there. Traced on a fresh group under CPU load (2 starts in 25):
+        A partition committed at 0 (what ``router.app._pin_start_offsets`` writes for a
+        fresh group) or not at all is sought to its first offset: aiokafka's
+        ``seek_to_committed`` seeks only offsets above 0 and leaves such a partition
+        where its fetch position is, so faust's recovery seek and the re-reads after
+        it were no-ops there. Traced on a fresh group under CPU load (2 starts in 25):
         the three commands waiting were fetched during the recovery, dropped by its
         queue clear, and the position stayed past them until the stall watchdog
         stopped the router. What a restart would read (``auto_offset_reset`` is
-        earliest) is read again now instead.
+        earliest) is read again now instead. Only partitions aiokafka just reported
+        are sought (the assignment may have changed since). When the start cannot be
+        looked up, the seek stays as aiokafka left it and the stall watchdog covers.
         """
-        floors: dict[Any, int] = {}
+        floors = self._floors
         seek_to_committed = consumer.seek_to_committed
 
         async def seek_and_note() -> Any:
             offsets = dict(await seek_to_committed())
             unread = [
                 tp
-                for tp in consumer.assignment()
-                if tp.topic == topic and not (isinstance(offsets.get(tp), int) and offsets[tp] > 0)
+                for tp, offset in offsets.items()
+                if tp.topic == topic and not (isinstance(offset, int) and offset > 0)
             ]
             if unread:
-                starts = dict(await consumer.earliest_offsets(*unread))
-                await consumer.seek_wait(starts)
-                offsets.update(starts)
+                try:
+                    starts = dict(await consumer.earliest_offsets(*unread))
+                    await consumer.seek_wait(starts)
+                except (KafkaError, TimeoutError) as exc:
+                    logger.warning(
+                        "commands partitions not sought to their start (%s)",
+                        type(exc).__name__,
+                    )
+                else:
+                    offsets.update(starts)
             floors.update(
                 (tp, offset)
                 for tp, offset in offsets.items()

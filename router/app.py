@@ -269,7 +269,8 @@ async def _pin_start_offsets(settings: Settings) -> None:
     faust seeks to the *committed* offsets after recovery; for a partition without one
     it keeps whatever position its fetcher reached meanwhile, so commands fetched and
     dropped while recovery paused the flow would be skipped until a restart. A pinned
-    start offset makes that seek (and the router's gap check) well defined. One below
+    start offset above 0 makes that seek well defined; aiokafka skips a seek to 0, which
+    ``Router._commit_from_floor`` does itself. One below
     the log's start (retention deleted commands the group never read) would read as a
     gap, which the router never lets faust commit past (``Router._refuse_gaps``). Only
     an empty group accepts the commit; when other replicas run, they have committed.
@@ -458,8 +459,8 @@ def create_app(
     async def watch_for_stall() -> None:
         # Seen at starts after recovering a non-empty changelog: faust reported "Worker
         # ready" yet its stream never delivered a command (the commands fetched during
-        # the recovery were dropped and, with nothing committed, its seek back did not
-        # move; ``Router._commit_from_floor`` now seeks such partitions to their start).
+        # the recovery were dropped and, committed at 0, its seek back did not move;
+        # ``Router._commit_from_floor`` now seeks such partitions to their start).
         # For whatever else stalls the stream: nudge the consumer once (resume and seek
         # to committed, as its recovery would); if that does not help, crash so the
         # supervisor restarts the router — the guarded commits make the restart lose

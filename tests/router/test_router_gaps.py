@@ -16,6 +16,7 @@ import pytest
 from _router_support import command, publish
 from aiokafka import TopicPartition
 from aiokafka.admin import RecordsToDelete
+from aiokafka.errors import KafkaTimeoutError
 from faust.types import TP
 from faust.types.tuples import Message
 
@@ -87,7 +88,7 @@ async def test_no_commit_skips_the_first_command_not_routed(tmp_path: Any) -> No
     settings = load_settings({}, topic_prefix=f"floor{uuid.uuid4().hex[:6]}.")
     app, runtime = create_app(settings, data_dir=tmp_path)
     consumer = app.consumer
-    at_ten, at_zero, never = (TP(settings.topics.commands, p) for p in range(3))
+    at_ten, at_zero, never, moved_in = (TP(settings.topics.commands, p) for p in range(4))
     sought: list[dict[Any, int]] = []
 
     async def seek_to_committed() -> dict[Any, int]:
@@ -102,7 +103,8 @@ async def test_no_commit_skips_the_first_command_not_routed(tmp_path: Any) -> No
         sought.append(dict(offsets))
 
     consumer.seek_to_committed = seek_to_committed
-    consumer.assignment = lambda: {at_ten, at_zero, never}
+    # Assigned after aiokafka read the commits: not its to seek, whatever it holds.
+    consumer.assignment = lambda: {at_ten, at_zero, never, moved_in}
     consumer.earliest_offsets = earliest_offsets
     consumer.seek_wait = seek_wait
     runtime.router.guard_acks(consumer, settings.topics.commands)
@@ -116,6 +118,13 @@ async def test_no_commit_skips_the_first_command_not_routed(tmp_path: Any) -> No
     consumer._acked[never].extend([8, 9])  # 7, the first left by retention, was dropped
     assert consumer._new_offset(at_ten) is None and consumer._new_offset(at_zero) is None
     assert consumer._new_offset(never) is None
+    # Gap detection starts at the floor where faust keeps no committed offset: a first
+    # event past it asks for a seek back instead of being routed.
+    first = Message(
+        at_zero.topic, 1, 2, 0.0, 0, None, b"t", b"{}", None, tp=at_zero, generation_id=1
+    )  # fmt: skip
+    kept, held = runtime.router._in_order([SimpleNamespace(message=first)])
+    assert (kept, len(held), runtime.router.skipped[at_zero]) == ([], 1, 0)
     consumer._acked[at_ten].insert(0, 10)
     consumer._acked[at_zero].insert(0, 0)
     consumer._acked[never].insert(0, 7)
@@ -168,3 +177,23 @@ def test_the_watchdog_calls_a_partition_stuck_only_when_its_commit_stays_behind(
     # A partition at committed 0 (faust keeps it as None) with commands waiting counts too.
     note_commits([busy], {busy: None}, marks, now=100.0)
     assert stuck_partitions([busy], {busy: None}, {busy: 3}, marks, 100.0 + COMMIT_STUCK_AFTER) == ([busy], [busy])
+
+
+async def test_a_start_that_cannot_be_looked_up_leaves_the_seek_as_aiokafka_made_it(
+    tmp_path: Any,
+) -> None:
+    settings = load_settings({}, topic_prefix=f"nostart{uuid.uuid4().hex[:6]}.")
+    app, runtime = create_app(settings, data_dir=tmp_path)
+    consumer = app.consumer
+    tp = TopicPartition(settings.topics.commands, 0)
+
+    async def seek_to_committed() -> dict[Any, int]:
+        return {tp: 0}
+
+    async def earliest_offsets(*tps: Any) -> dict[Any, int]:
+        raise KafkaTimeoutError()
+
+    consumer.seek_to_committed = seek_to_committed
+    consumer.earliest_offsets = earliest_offsets
+    runtime.router.guard_acks(consumer, settings.topics.commands)
+    assert await consumer.seek_to_committed() == {tp: 0}  # no crash; the watchdog covers
