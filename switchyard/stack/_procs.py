@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -182,19 +183,47 @@ def _reap(proc: subprocess.Popen[bytes] | None) -> None:
             pass
 
 
+# Ports handed to children that bind later are drawn below the kernel's ephemeral range:
+# a port picked with bind(0) comes from that range, and an outgoing connection (a Kafka
+# or Vault client starting meanwhile) could take it before the child binds it (seen
+# once in CI: the ingress, started seconds after its port was picked, got EADDRINUSE).
+_LISTEN_FLOOR = 10_000
+
+
+def _listen_range() -> tuple[int, int] | None:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (_LISTEN_FLOOR, low - 1) if low - 1 > _LISTEN_FLOOR + 1000 else None
+
+
+def _bound_socket() -> socket.socket:
+    """A socket bound on 127.0.0.1 to a port no outgoing connection will take."""
+    span = _listen_range()
+    if span is not None:
+        for _ in range(100):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind(("127.0.0.1", random.randint(*span)))
+                return sock
+            except OSError:
+                sock.close()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+    with _bound_socket() as sock:
         return int(sock.getsockname()[1])
 
 
 def free_ports(count: int) -> list[int]:
     """``count`` distinct free ports (all held open at once, so none repeats)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    sockets = [_bound_socket() for _ in range(count)]
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
         return [int(sock.getsockname()[1]) for sock in sockets]
     finally:
         for sock in sockets:

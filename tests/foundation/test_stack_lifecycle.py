@@ -16,6 +16,7 @@ import pytest
 from core.vault import AppRoleCredentials, PoolVault, VaultAdmin
 from switchyard.stack import LocalStack, StackError
 from switchyard.stack._kafka import cluster_brokers
+from switchyard.stack._procs import _LISTEN_FLOOR, free_port, free_ports
 from switchyard.stack._vault import vault_healthy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,3 +181,15 @@ def test_stack_up_on_a_taken_port_names_the_port(tmp_path: Path) -> None:
 def test_packaged_kafka_pom_is_a_copy_of_deploy_pom() -> None:
     packaged = REPO / "switchyard" / "stack" / "_kafka_pom.xml"
     assert packaged.read_bytes() == (REPO / "deploy" / "kafka" / "pom.xml").read_bytes()
+
+
+def test_ports_for_children_are_drawn_below_the_ephemeral_range() -> None:
+    # An outgoing connection takes its local port from the ephemeral range; a port picked
+    # there for a child that binds seconds later can be gone by then (EADDRINUSE in CI).
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(20)] + free_ports(10)
+    assert all(_LISTEN_FLOOR <= port < low for port in ports), ports
+    assert len(set(ports[20:])) == 10
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # free when handed out
