@@ -292,7 +292,9 @@ class WorkerPool(PoolLifecycle):
             # the cheap path for a flood.
             tenant = record.key.decode("utf-8", "replace")
             if self.overflow.over(self.scheduler.queued(tenant)):
-                headers = [*record.headers, *([(IN_DOUBT_HEADER, b"1")] if doubt is not None else [])]
+                headers = list(record.headers)
+                if doubt is not None:
+                    headers.append((IN_DOUBT_HEADER, b"1"))
                 parked = self.overflow.park(record.key, record.value or b"", headers)
                 self.outbox.add([parked], tp, record.offset, generation)
                 return

@@ -9,6 +9,7 @@ and ``down`` must never signal a stranger that inherited one.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import random
 import signal
@@ -190,6 +191,7 @@ def _reap(proc: subprocess.Popen[bytes] | None) -> None:
 _LISTEN_FLOOR = 10_000
 
 
+@functools.cache
 def _listen_range() -> tuple[int, int] | None:
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import aiohttp
 import orjson
 import pytest
 
+from switchyard.stack._procs import free_port
 from workers.emulators import RunningEmulator
 from workers.emulators.command import add_arguments, load_tokens
 
@@ -271,12 +271,6 @@ def test_the_command_parses_its_arguments_and_loads_tokens(tmp_path: Path) -> No
         load_tokens(tmp_path / "bad.json")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_switchyard_emulators_serves_the_configured_tokens_on_its_port(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
@@ -284,7 +278,7 @@ async def test_switchyard_emulators_serves_the_configured_tokens_on_its_port(
     tokens.write_bytes(
         orjson.dumps([{"connector": "slack", "token": "CANARY-cli", "tenant": "acme"}])
     )
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
