@@ -2,6 +2,7 @@
 
 Slack: the metadata marker, channel names, threads, pagination, the shared reads,
 refusals. GitHub: the marker in the issue body, the issue list's pages and Link header.
+Jira: the key in an issue entity property, the enhanced JQL search and its page tokens.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from workers.connectors._base import Doubt
 from workers.connectors._slack_lookup import EVENT_TYPE, PAGE_SIZE
 from workers.connectors.github import GitHubConnector, _next_page
 from workers.connectors.github import marker as github_marker
+from workers.connectors.jira import PROPERTY, JiraConnector
 from workers.connectors.slack import SlackConnector
 from workers.emulators import RunningEmulator
+from workers.emulators._jira_issues import JqlError, Query, parse_jql
 
 TOKEN = "xoxb-lookup"
 
@@ -181,15 +184,19 @@ async def test_an_opened_issue_is_found_by_the_key_in_its_body(
     assert emulator.state.effects["github"] == {"key-1": 1, "key-2": 1}
 
 
-async def test_the_issue_list_is_read_page_by_page_through_its_link_header(
-    emulator: RunningEmulator, session: aiohttp.ClientSession
+@pytest.mark.parametrize("name", ["github", "jira"])  # Link header; nextPageToken
+async def test_the_issues_are_read_page_by_page(
+    name: str, emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
-    register(emulator, "github", "ghp-lookup")
-    github = GitHubConnector()
-    opened = {f"k{i}": await github.execute(_issue(emulator, session, f"k{i}")) for i in range(230)}
+    kind, token, call = {
+        "github": (GitHubConnector, "ghp-lookup", _issue), "jira": (JiraConnector, "jira-lookup", _jira_issue),
+    }[name]  # fmt: skip
+    register(emulator, name, token)
+    connector = kind()
+    opened = {f"k{i}": await connector.execute(call(emulator, session, f"k{i}")) for i in range(230)}
 
-    checker = GitHubConnector()
-    oldest = await checker.find_done(_issue(emulator, session, "k0"), _doubt())
+    checker = kind()
+    oldest = await checker.find_done(call(emulator, session, "k0"), _doubt())
 
     assert oldest == opened["k0"]
     assert checker.reads == 3  # 100 + 100 + 30, newest first
@@ -224,3 +231,104 @@ async def test_a_marker_copied_into_another_body_does_not_count(
         TENANT, "octo", "hello", state="all", since=None, newest_first=False, page=1, per_page=10
     )[0]]  # fmt: skip
     assert bodies == [f"see  above\n\n{github_marker('copier')}", f"quoted:\n\n{github_marker('quoter')}"]
+
+
+def _jira_issue(emulator: RunningEmulator, session: aiohttp.ClientSession, key: str, **arguments: str) -> ConnectorCall:
+    return make_call(
+        "jira", emulator, session, "jira-lookup", key=key,
+        arguments={"project_key": "PROJ", "summary": "Broken build", **arguments},
+    )  # fmt: skip
+
+
+async def test_a_created_jira_issue_is_found_by_the_key_in_its_entity_property(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "jira", "jira-lookup")
+    jira = JiraConnector()
+    created = await jira.execute(_jira_issue(emulator, session, "key-1"))
+    other = await jira.execute(_jira_issue(emulator, session, "key-2"))
+    elsewhere = await jira.execute(_jira_issue(emulator, session, "key-4", project_key="OPS"))
+
+    checker, doubt = JiraConnector(), _doubt()
+    found = await checker.find_done(_jira_issue(emulator, session, "key-1"), doubt)
+    second = await checker.find_done(_jira_issue(emulator, session, "key-2"), doubt)
+    missing = await checker.find_done(_jira_issue(emulator, session, "key-3"), doubt)
+    in_ops = await checker.find_done(_jira_issue(emulator, session, "key-4", project_key="OPS"), doubt)
+    not_in_proj = await checker.find_done(_jira_issue(emulator, session, "key-4"), doubt)
+
+    assert (found, second, missing, in_ops, not_in_proj) == (created, other, None, elsewhere, None)
+    assert checker.reads == 2  # one search per project answered every key of it
+    assert emulator.state.effects["jira"] == {"key-1": 1, "key-2": 1, "key-4": 1}  # searches are no effect
+    searches = [c for c in emulator.state.calls if c["path"] == "/rest/api/3/search/jql"]
+    assert [c["status"] for c in searches] == [200, 200]
+
+
+async def test_issues_created_before_the_command_are_not_searched(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "jira", "jira-lookup")
+    jira = JiraConnector()
+    await jira.execute(_jira_issue(emulator, session, "old"))
+    for issue in emulator.state.jira_issues._issues.entries((TENANT, "PROJ")):
+        issue["created"] -= 3_600  # an hour before the command
+
+    assert await JiraConnector().find_done(_jira_issue(emulator, session, "old"), _doubt()) is None
+
+
+async def test_a_refused_jira_search_raises_like_the_create_would(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "jira", "jira-lookup")
+    with pytest.raises(PermanentError):
+        await JiraConnector().find_done(_jira_issue(emulator, session, "k", project_key="MISSING"), _doubt())
+
+
+async def test_the_emulated_search_refuses_jql_it_cannot_parse_and_shows_only_what_is_asked(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "jira", "jira-lookup")
+    created = await JiraConnector().execute(_jira_issue(emulator, session, "shown"))
+    url = f"{emulator.base_url}/rest/api/3/search/jql"
+    headers = {"Authorization": "Bearer jira-lookup"}
+
+    async def search(body: object) -> tuple[int, dict]:
+        async with session.post(url, json=body, headers=headers) as response:
+            return response.status, await response.json()
+
+    refused = [
+        await search({"jql": 'summary ~ "build"'}),
+        await search({"jql": ""}),
+        await search({"jql": "project = PROJ", "nextPageToken": "not-ours"}),
+        await search({"jql": "project = PROJ", "properties": ["a", "b", "c", "d", "e", "f"]}),
+    ]
+    plain = await search({"jql": "project = PROJ"})
+    asked = await search({"jql": 'project = "PROJ" AND created >= -5m', "fields": ["created"], "properties": [PROPERTY]})
+    async with session.get(url, params={"jql": "project = PROJ ORDER BY created DESC"}, headers=headers) as response:
+        by_get = (response.status, await response.json())
+    async with session.post(url, json={"jql": "project = PROJ"}) as response:
+        anonymous = response.status
+
+    assert [status for status, _ in refused] == [400, 400, 400, 400]
+    assert all(body["errorMessages"] for _, body in refused)
+    assert plain == (200, {"issues": [{**created, "fields": {}}], "isLast": True})
+    (issue,) = asked[1]["issues"]
+    assert issue["properties"] == {PROPERTY: {"idempotency_key": "shown"}}
+    assert issue["fields"]["created"].endswith("+0000")
+    assert by_get == (200, {"issues": [{**created, "fields": {}}], "isLast": True})
+    assert anonymous == 401
+
+
+def test_the_emulated_jql_is_the_subset_the_connector_sends() -> None:
+    now = 1_000_000.0
+    assert parse_jql('project = "PROJ" AND created >= "-15m" ORDER BY created DESC', now=now) == Query(
+        "PROJ", now - 900, newest_first=True
+    )
+    assert parse_jql("project=OPS and created>=-2h order by created asc", now=now) == Query(
+        "OPS", now - 7_200, newest_first=False
+    )
+    assert parse_jql("project = OPS AND created >= -1w", now=now).created_after == now - 604_800
+    assert parse_jql("project = OPS", now=now) == Query("OPS", None, newest_first=False)
+    for jql in ('project = "A" OR project = "B"', "created >= -1d", 'project = A AND created >= "2026-11-28"',
+                "project = A ORDER BY key DESC", 'project = "A" AND created >= "-5m'):  # fmt: skip
+        with pytest.raises(JqlError):
+            parse_jql(jql, now=now)

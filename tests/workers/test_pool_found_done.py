@@ -55,6 +55,8 @@ _EFFECTS = {
               lambda i: {"channel": "#daily", "text": f"summary {i}"}, 2),  # list + one page
     "github": (lambda token: {"token": token},
                lambda i: {"owner": "octo", "repo": "hello", "title": f"summary {i}"}, 1),
+    "jira": (lambda token: {"access_token": token},
+             lambda i: {"project_key": "DAILY", "summary": f"summary {i}"}, 1),
 }  # fmt: skip
 
 

@@ -4,23 +4,38 @@ REST v3 takes the description as an Atlassian Document Format (ADF) document;
 :func:`adf_document` turns plain text into paragraphs with hard breaks. Credentials are
 ``{email, api_token}`` (basic auth) or ``{access_token}`` (bearer).
 
-Side effects: Jira takes no idempotency key; a retry after an ambiguous failure may
-create a second issue. ``Idempotency-Key`` is sent (Jira ignores it).
+Side effects: Jira takes no idempotency key. Each issue is created with our key in an
+issue entity property (:data:`PROPERTY`, invisible in Jira's UI; callers cannot set
+properties), and before creating an issue again after an attempt whose outcome is unknown
+the runtime asks :meth:`JiraConnector.find_done`, which searches the project's issues
+created since the command's submission (the enhanced JQL search, newest first, at most
+:data:`MAX_PAGES` pages of 100) for it. Jira's search index is eventually consistent, so
+an issue created moments before the search may not show yet. ``Idempotency-Key`` is
+sent too (Jira ignores it).
 """
 
 from __future__ import annotations
 
 import base64
+import math
+import time
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from core.errors import PermanentError
+from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 
 from ._args import credential, validated
-from ._base import Connector, ConnectorCall, Operation
+from ._base import Connector, ConnectorCall, Doubt, Operation
 from ._http import raise_for_status, send
+from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads
 
-__all__ = ["JiraConnector", "adf_document"]
+__all__ = ["PROPERTY", "JiraConnector", "adf_document"]
+
+# The issue entity property that carries our idempotency key: {"idempotency_key": key}.
+PROPERTY = "switchyard"
+MAX_PAGES = 5
+PAGE_SIZE = 100
 
 CREATE_ISSUE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -68,6 +83,20 @@ class JiraConnector(Connector):
         )
     }
 
+    finds_done: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.reads = 0  # search pages read (for tests and the curious)
+        self._shared = SharedReads()
+
+    def _site(self, call: ConnectorCall) -> str:
+        """The API root: the runtime's base URL, or the credentials' ``site_url`` when the
+        runtime left the placeholder."""
+        site = call.credentials.get("site_url")
+        if call.base_url == self.default_base_url and isinstance(site, str) and site:
+            return site.rstrip("/")
+        return call.base_url.rstrip("/")
+
     @staticmethod
     def _authorization(call: ConnectorCall) -> str:
         if call.credentials.get("api_token"):
@@ -96,20 +125,75 @@ class JiraConnector(Connector):
             fields["description"] = adf_document(args["description"])
         if args.get("labels"):
             fields["labels"] = list(args["labels"])
-        base = call.base_url
-        site = call.credentials.get("site_url")
-        if base == self.default_base_url and isinstance(site, str) and site:
-            base = site
+        mark = {"key": PROPERTY, "value": {"idempotency_key": call.idempotency_key}}
         reply = await send(
             call,
             "POST",
-            f"{base.rstrip('/')}/rest/api/3/issue",
+            f"{self._site(call)}/rest/api/3/issue",
             what=what,
             headers={"Authorization": self._authorization(call), "Accept": "application/json"},
-            json_body={"fields": fields},
+            json_body={"fields": fields, "properties": [mark]},
         )
         raise_for_status(reply, what)
         data = reply.json(what)
         if not isinstance(data, dict) or "key" not in data:
             raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: response has no key")
-        return {"id": data.get("id"), "key": data["key"], "self": data.get("self")}
+        return _output(data)
+
+    async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
+        """The ``{id, key, self}`` of an issue an earlier attempt created, or None."""
+        args = validated(self, call)
+        site, project = self._site(call), args["project_key"]
+        reader = for_reads(call)
+        found = await self._shared.found(
+            (call.tenant_id, site, project),
+            doubt,
+            lambda oldest: self._search(reader, site, project, oldest),
+        )
+        output = found.get(call.idempotency_key)
+        return dict(output) if output is not None else None
+
+    async def _search(self, call: ConnectorCall, site: str, project: str, oldest: float) -> Found:
+        what = "jira search"
+        # Relative JQL time: Jira reads absolute dates in the searching user's time zone.
+        minutes = max(1, math.ceil((time.time() - oldest) / 60) + 1)
+        query: dict[str, Any] = {
+            "jql": f'project = "{project}" AND created >= "-{minutes}m" ORDER BY created DESC',
+            "fields": ["created"], "properties": [PROPERTY], "maxResults": PAGE_SIZE,
+        }  # fmt: skip
+        headers = {"Authorization": self._authorization(call), "Accept": "application/json"}
+        found: Found = {}
+        for _ in range(MAX_PAGES):
+            self.reads += 1
+            reply = await send(
+                call, "POST", f"{site}/rest/api/3/search/jql", what=what,
+                headers=headers, json_body=query, limit=READ_LIMIT,
+            )  # fmt: skip
+            raise_for_status(reply, what)
+            page = reply.json(what)
+            issues = page.get("issues") if isinstance(page, dict) else None
+            if not isinstance(issues, list):
+                raise RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: unexpected response")
+            for issue in issues:
+                key = _marked_key(issue)
+                if key is not None:
+                    found.setdefault(key, _output(issue))
+            following = page.get("nextPageToken")
+            # Jira Cloud leaves nextPageToken out of the last page; isLast may be absent.
+            if page.get("isLast") is True or not isinstance(following, str) or not following:
+                break
+            query["nextPageToken"] = following
+        return found
+
+
+def _marked_key(issue: Any) -> str | None:
+    """Our idempotency key in an issue's :data:`PROPERTY`, if it has one."""
+    properties = issue.get("properties") if isinstance(issue, dict) else None
+    value = properties.get(PROPERTY) if isinstance(properties, dict) else None
+    key = value.get("idempotency_key") if isinstance(value, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
+def _output(issue: Mapping[str, Any]) -> dict[str, Any]:
+    """An issue as the command's output: ``{id, key, self}``."""
+    return {"id": issue.get("id"), "key": issue.get("key"), "self": issue.get("self")}

@@ -7,9 +7,10 @@ for the next page. Bounded: issues per repository, repositories overall.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
 from datetime import datetime
 from typing import Any
+
+from ._scoped_log import ScopedLog
 
 __all__ = ["IssueLog"]
 
@@ -19,20 +20,10 @@ MAX_REPOS = 2_000
 
 class IssueLog:
     def __init__(self, *, per_repo: int = ISSUES_PER_REPO, max_repos: int = MAX_REPOS) -> None:
-        self._per_repo = per_repo
-        self._max_repos = max_repos
-        self._issues: OrderedDict[tuple[str, str, str], deque[dict[str, Any]]] = OrderedDict()
+        self._issues = ScopedLog(per_scope=per_repo, max_scopes=max_repos)
 
     def add(self, tenant: str, owner: str, repo: str, issue: dict[str, Any]) -> None:
-        key = (tenant, owner.lower(), repo.lower())
-        issues = self._issues.get(key)
-        if issues is None:
-            issues = self._issues[key] = deque(maxlen=self._per_repo)
-            if len(self._issues) > self._max_repos:
-                self._issues.popitem(last=False)
-        else:
-            self._issues.move_to_end(key)
-        issues.append(issue)
+        self._issues.add((tenant, owner.lower(), repo.lower()), issue)
 
     def listed(
         self, tenant: str, owner: str, repo: str, *, state: str, since: datetime | None,
@@ -41,7 +32,7 @@ class IssueLog:
         """One page of the repository's issues, and whether another follows."""
         issues = [
             issue
-            for issue in self._issues.get((tenant, owner.lower(), repo.lower()), ())
+            for issue in self._issues.entries((tenant, owner.lower(), repo.lower()))
             if state in ("all", issue["state"])
             and (since is None or datetime.fromisoformat(issue["updated_at"]) >= since)
         ]

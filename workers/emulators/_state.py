@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._github_issues import IssueLog
+from ._jira_issues import JiraIssues
 from ._slack_history import SlackHistory
 
 __all__ = ["FAULT_KINDS", "EmulatorState", "Fault", "Grant"]
@@ -94,6 +95,7 @@ class EmulatorState:
         self.counters: dict[tuple[str, ...], int] = {}
         self.slack_history = SlackHistory()
         self.github_issues = IssueLog()
+        self.jira_issues = JiraIssues()
         for entry in tokens:
             self.add_token(entry)
 
@@ -215,6 +217,7 @@ class EmulatorState:
         self.counters.clear()
         self.slack_history.clear()
         self.github_issues.clear()
+        self.jira_issues.clear()
         if tokens:
             self.tokens.clear()
             self.grants.clear()

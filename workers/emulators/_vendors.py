@@ -20,6 +20,7 @@ from aiohttp import web
 
 from workers.connectors.gmail import decode_raw
 
+from ._jira_issues import jira_search
 from ._slack_history import slack_read, valid_metadata
 from ._state import EmulatorState
 
@@ -279,13 +280,21 @@ class Jira(Vendor):
         }
         return json_response(401, {**body, "errors": {}})
 
+    def has_effect(self, request: web.Request) -> bool:
+        return not request.path.endswith("/search/jql")
+
     def handle(
         self, state: EmulatorState, tenant: str, request: web.Request, data: Any
     ) -> web.Response:
+        if request.path.endswith("/search/jql"):
+            return jira_search(state.jira_issues, tenant, request, data)
         fields = data.get("fields") if isinstance(data, dict) else None
         if not isinstance(fields, dict):
             return json_response(400, {"errorMessages": ["fields are required"], "errors": {}})
         errors: dict[str, str] = {}
+        properties = _entity_properties(data.get("properties"))
+        if properties is None:
+            errors["properties"] = "Entity properties must be a list of {key, value} objects."
         project = (fields.get("project") or {}).get("key")
         if not isinstance(project, str) or project.startswith("MISSING"):
             errors["project"] = "valid project is required"
@@ -307,10 +316,24 @@ class Jira(Vendor):
         number = state.next_number("jira", tenant, str(project))
         ident = str(10_000 + next(state.sequence))
         base = f"{request.scheme}://{request.host}"
-        return json_response(
-            201,
-            {"id": ident, "key": f"{project}-{number}", "self": f"{base}/rest/api/3/issue/{ident}"},
-        )
+        issue = {"id": ident, "key": f"{project}-{number}", "self": f"{base}/rest/api/3/issue/{ident}"}
+        state.jira_issues.add(tenant, str(project), issue, properties or {})
+        return json_response(201, issue)
+
+
+def _entity_properties(given: Any) -> dict[str, Any] | None:
+    """The ``properties`` of a create request as key → value, or None when malformed."""
+    if given is None:
+        return {}
+    if not isinstance(given, list):
+        return None
+    properties: dict[str, Any] = {}
+    for entry in given:
+        key = entry.get("key") if isinstance(entry, dict) else None
+        if not isinstance(key, str) or not 1 <= len(key) <= 255 or "value" not in entry:
+            return None
+        properties[key] = entry["value"]
+    return properties
 
 
 class GitHub(Vendor):

@@ -4,7 +4,8 @@ Vendor paths (``connector_base_url`` = this app's base URL works for all connect
 
 - ``POST /api/chat.postMessage`` (Slack; ``conversations.history``, ``.replies`` and ``.list``
   read back what was posted), ``POST /gmail/v1/users/me/messages/send``,
-  ``POST /v1/pages`` (Notion), ``POST /rest/api/3/issue`` (Jira),
+  ``POST /v1/pages`` (Notion), ``POST /rest/api/3/issue`` (Jira; ``/rest/api/3/search/jql``
+  finds them again),
   ``POST /repos/{owner}/{repo}/issues`` (GitHub; ``GET`` lists them), ``* /hooks/{path}`` (webhooks),
 - ``POST /oauth/token``: RFC 6749 ``refresh_token`` grant for registered refresh tokens.
 
@@ -261,6 +262,8 @@ def make_app(state: EmulatorState | None = None) -> web.Application:
     app.router.add_post("/gmail/v1/users/me/messages/send", _vendor_handler(VENDORS["gmail"]))
     app.router.add_post("/v1/pages", _vendor_handler(VENDORS["notion"]))
     app.router.add_post("/rest/api/3/issue", _vendor_handler(VENDORS["jira"]))
+    app.router.add_get("/rest/api/3/search/jql", _vendor_handler(VENDORS["jira"]))
+    app.router.add_post("/rest/api/3/search/jql", _vendor_handler(VENDORS["jira"]))
     app.router.add_post("/repos/{owner}/{repo}/issues", _vendor_handler(VENDORS["github"]))
     app.router.add_get("/repos/{owner}/{repo}/issues", _vendor_handler(VENDORS["github"]))
     app.router.add_route("*", "/hooks/{tail:.*}", _vendor_handler(VENDORS["http"]))
