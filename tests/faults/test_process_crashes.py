@@ -1,5 +1,6 @@
 """SIGKILL of a worker, the router and the ingress under load: every accepted command still
-ends with exactly one Result, and the idempotent upstream sees each side effect once."""
+ends with exactly one Result, and the upstreams see each side effect once (the webhook by
+its Idempotency-Key, Slack and Jira by the workers' check for an earlier attempt)."""
 
 from __future__ import annotations
 
@@ -92,10 +93,12 @@ async def test_a_sigkilled_worker_of_each_pool_loses_and_duplicates_no_command(p
 
     counts = await _scenario(procs, "sigkill worker (1 of 2 per pool)", crash)
     assert_exactly_once(counts, TOTAL)
-    # Slack takes no idempotency key: the new owners find, in the channel, what the killed
-    # workers had posted (the key in each message's metadata) instead of posting it again.
-    slack = counts.effects["slack"]
-    assert slack["keys_with_repeats"] == 0, slack
+    # Slack and Jira take no idempotency key: the new owners find what the killed workers
+    # had done (our key in each message's metadata, in each issue's entity property)
+    # instead of doing it again.
+    for connector in ("slack", "jira"):
+        effects = counts.effects[connector]
+        assert effects["keys_with_repeats"] == 0, (connector, effects)
 
 
 async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice(
@@ -122,15 +125,17 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
     for name in at_stall:
         log = (system.log_dir / f"{name}.log").read_text(errors="replace")
         assert "event loop stalled" in log, f"{name} did not notice its stall"
-    # Slack takes no idempotency key. The calls in flight at the stall reached Slack before
-    # it; the new owner finds their messages and does not post again. Nothing else is made
-    # again either: not the calls that were queued, nor an in-process retry of one that
-    # timed out while the process stood still (each of those once made it three times).
-    # A call whose request was not yet written when the SIGSTOP landed (a connection still
-    # opening) is sent only on waking, possibly after the new owner looked: one or two.
-    slack = counts.effects["slack"]
-    print(f"in flight at the stall: {at_stall}; slack effects {slack}")
-    assert slack["total"] - slack["keys"] <= 2, (at_stall, slack)
+    # Slack and Jira take no idempotency key. The calls in flight at the stall reached the
+    # upstream before it; the new owner finds their effects and does not act again.
+    # Nothing else is made again either: not the calls that were queued, nor an in-process
+    # retry of one that timed out while the process stood still (each of those once made
+    # it three times). A call whose request was not yet written when the SIGSTOP landed
+    # (a connection still opening) is sent only on waking, possibly after the new owner
+    # looked: one or two per connector.
+    print(f"in flight at the stall: {at_stall}; effects {counts.effects}")
+    for connector in ("slack", "jira"):
+        effects = counts.effects[connector]
+        assert effects["total"] - effects["keys"] <= 2, (connector, at_stall, effects)
 
 
 async def test_a_sigkilled_router_restarted_loses_and_duplicates_no_command(procs: FaultSystem) -> None:
