@@ -3,6 +3,7 @@
 Slack: the metadata marker, channel names, threads, pagination, the shared reads,
 refusals. GitHub: the marker in the issue body, the issue list's pages and Link header.
 Jira: the key in an issue entity property, the enhanced JQL search and its page tokens.
+Gmail: the key in a header of the sent message, the SENT list and each message's metadata.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from yarl import URL
 from core.errors import PermanentError
 from workers.connectors import ConnectorCall
 from workers.connectors._base import Doubt
+from workers.connectors._gmail_lookup import HEADER
+from workers.connectors._gmail_lookup import PAGE_SIZE as GMAIL_PAGE
 from workers.connectors._slack_lookup import EVENT_TYPE, PAGE_SIZE
 from workers.connectors.github import GitHubConnector, _next_page
 from workers.connectors.github import marker as github_marker
+from workers.connectors.gmail import GmailConnector, build_message, decode_raw, encode_raw
 from workers.connectors.jira import PROPERTY, JiraConnector
 from workers.connectors.slack import SlackConnector
 from workers.emulators import RunningEmulator
@@ -30,11 +34,24 @@ from workers.emulators._jira_issues import JqlError, Query, parse_jql
 TOKEN = "xoxb-lookup"
 
 
-def _call(emulator: RunningEmulator, session: aiohttp.ClientSession, key: str, **arguments: str) -> ConnectorCall:
-    return make_call(
-        "slack", emulator, session, TOKEN, key=key,
-        arguments={"channel": "#daily", "text": "summary", **arguments},
-    )  # fmt: skip
+class _Calls:
+    """Calls of one connector with one token: defaults, overridden per call."""
+
+    def __init__(self, name: str, token: str, **defaults: str) -> None:
+        self.name, self.token, self.defaults = name, token, defaults
+
+    def __call__(
+        self, emulator: RunningEmulator, session: aiohttp.ClientSession, key: str, **arguments: str
+    ) -> ConnectorCall:
+        return make_call(
+            self.name, emulator, session, self.token, key=key, arguments={**self.defaults, **arguments}
+        )
+
+
+_call = _Calls("slack", TOKEN, channel="#daily", text="summary")
+_issue = _Calls("github", "ghp-lookup", owner="octo", repo="hello", title="Bug")
+_jira_issue = _Calls("jira", "jira-lookup", project_key="PROJ", summary="Broken build")
+_mail = _Calls("gmail", "ya29.lookup", to="team@example.com", subject="Daily", body="Hello")
 
 
 def _doubt(settled_at: float | None = None) -> Doubt:
@@ -155,33 +172,38 @@ async def test_malformed_metadata_is_refused_and_posts_nothing(
     assert emulator.state.slack_history.channels(TENANT, start=0, limit=10)[0] == []
 
 
-def _issue(emulator: RunningEmulator, session: aiohttp.ClientSession, key: str, **arguments: str) -> ConnectorCall:
-    return make_call(
-        "github", emulator, session, "ghp-lookup", key=key,
-        arguments={"owner": "octo", "repo": "hello", "title": "Bug", **arguments},
-    )  # fmt: skip
+
+# connector -> (its class, its calls, upstream reads that answer three keys)
+_FOUND = {
+    "github": (GitHubConnector, _issue, 1),  # one page of the issue list
+    "jira": (JiraConnector, _jira_issue, 1),  # one page of the project's search
+    "gmail": (GmailConnector, _mail, 3),  # one page of SENT and each message's metadata
+}
 
 
-async def test_an_opened_issue_is_found_by_the_key_in_its_body(
-    emulator: RunningEmulator, session: aiohttp.ClientSession
+@pytest.mark.parametrize("name", sorted(_FOUND))
+async def test_an_earlier_effect_is_found_by_its_key_and_no_other(
+    name: str, emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
+    kind, calls, reads = _FOUND[name]
+    register(emulator, name, calls.token)
+    done = {key: await kind().execute(calls(emulator, session, key)) for key in ("key-1", "key-2")}
+
+    checker, doubt = kind(), _doubt()
+    found = {key: await checker.find_done(calls(emulator, session, key), doubt) for key in ("key-1", "key-2", "key-3")}
+
+    assert found == {**done, "key-3": None}
+    assert checker.reads == reads  # one read answered all three
+    assert emulator.state.effects[name] == {"key-1": 1, "key-2": 1}  # reads are no effect
+
+
+async def test_an_issue_body_ends_with_the_marker(emulator: RunningEmulator, session: aiohttp.ClientSession) -> None:
     register(emulator, "github", "ghp-lookup")
-    github = GitHubConnector()
-    opened = await github.execute(_issue(emulator, session, "key-1", body="It breaks."))
-    plain = await github.execute(_issue(emulator, session, "key-2"))
-
-    checker, doubt = GitHubConnector(), _doubt()
-    found = await checker.find_done(_issue(emulator, session, "key-1"), doubt)
-    other = await checker.find_done(_issue(emulator, session, "key-2"), doubt)
-    missing = await checker.find_done(_issue(emulator, session, "key-3"), doubt)
-
-    assert (found, other, missing) == (opened, plain, None)
-    assert checker.reads == 1  # one page of the list answered all three
-    (issue, *_) = emulator.state.github_issues.listed(
+    await GitHubConnector().execute(_issue(emulator, session, "key-1", body="It breaks."))
+    (issue,) = emulator.state.github_issues.listed(
         TENANT, "octo", "hello", state="all", since=None, newest_first=False, page=1, per_page=1
     )[0]
     assert issue["body"] == f"It breaks.\n\n{github_marker('key-1')}"
-    assert emulator.state.effects["github"] == {"key-1": 1, "key-2": 1}
 
 
 @pytest.mark.parametrize("name", ["github", "jira"])  # Link header; nextPageToken
@@ -233,32 +255,19 @@ async def test_a_marker_copied_into_another_body_does_not_count(
     assert bodies == [f"see  above\n\n{github_marker('copier')}", f"quoted:\n\n{github_marker('quoter')}"]
 
 
-def _jira_issue(emulator: RunningEmulator, session: aiohttp.ClientSession, key: str, **arguments: str) -> ConnectorCall:
-    return make_call(
-        "jira", emulator, session, "jira-lookup", key=key,
-        arguments={"project_key": "PROJ", "summary": "Broken build", **arguments},
-    )  # fmt: skip
 
-
-async def test_a_created_jira_issue_is_found_by_the_key_in_its_entity_property(
+async def test_a_jira_search_answers_for_its_own_project_only(
     emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     register(emulator, "jira", "jira-lookup")
-    jira = JiraConnector()
-    created = await jira.execute(_jira_issue(emulator, session, "key-1"))
-    other = await jira.execute(_jira_issue(emulator, session, "key-2"))
-    elsewhere = await jira.execute(_jira_issue(emulator, session, "key-4", project_key="OPS"))
+    elsewhere = await JiraConnector().execute(_jira_issue(emulator, session, "key-4", project_key="OPS"))
 
     checker, doubt = JiraConnector(), _doubt()
-    found = await checker.find_done(_jira_issue(emulator, session, "key-1"), doubt)
-    second = await checker.find_done(_jira_issue(emulator, session, "key-2"), doubt)
-    missing = await checker.find_done(_jira_issue(emulator, session, "key-3"), doubt)
     in_ops = await checker.find_done(_jira_issue(emulator, session, "key-4", project_key="OPS"), doubt)
-    not_in_proj = await checker.find_done(_jira_issue(emulator, session, "key-4"), doubt)
+    in_proj = await checker.find_done(_jira_issue(emulator, session, "key-4"), doubt)
 
-    assert (found, second, missing, in_ops, not_in_proj) == (created, other, None, elsewhere, None)
-    assert checker.reads == 2  # one search per project answered every key of it
-    assert emulator.state.effects["jira"] == {"key-1": 1, "key-2": 1, "key-4": 1}  # searches are no effect
+    assert (in_ops, in_proj) == (elsewhere, None)
+    assert checker.reads == 2  # one search per project
     searches = [c for c in emulator.state.calls if c["path"] == "/rest/api/3/search/jql"]
     assert [c["status"] for c in searches] == [200, 200]
 
@@ -332,3 +341,72 @@ def test_the_emulated_jql_is_the_subset_the_connector_sends() -> None:
                 "project = A ORDER BY key DESC", 'project = "A" AND created >= "-5m'):  # fmt: skip
         with pytest.raises(JqlError):
             parse_jql(jql, now=now)
+
+
+
+async def test_the_key_rides_in_a_header_of_the_sent_message(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    message = build_message(to="a@example.com", subject="s", body="b")
+    message[HEADER] = "sy-abc"
+    assert decode_raw(encode_raw(message))[HEADER] == "sy-abc"
+
+    register(emulator, "gmail", "ya29.lookup")
+    await GmailConnector().execute(_mail(emulator, session, "key-1"))
+    (sent,) = emulator.state.gmail_sent.newest_first(TENANT)
+    assert [h for h in sent["headers"] if h["name"] == HEADER] == [{"name": HEADER, "value": "key-1"}]
+
+
+async def test_the_mailbox_is_read_back_to_the_submission_only(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "gmail", "ya29.lookup")
+    gmail = GmailConnector()
+    sent = {f"k{i}": await gmail.execute(_mail(emulator, session, f"k{i}")) for i in range(GMAIL_PAGE + 30)}
+    # The first page (the newest 100) reaches back to before the command: one page is read.
+    for message in emulator.state.gmail_sent.newest_first(TENANT)[50:]:
+        message["internalDate"] = str(int((time.time() - 3_600) * 1000))
+
+    recent = GmailConnector()
+    assert await recent.find_done(_mail(emulator, session, f"k{GMAIL_PAGE + 29}"), _doubt()) == sent[f"k{GMAIL_PAGE + 29}"]
+    assert recent.reads == 1 + GMAIL_PAGE
+
+    everything = GmailConnector()
+    old = Doubt(since=time.time() - 7_200, settled_at=time.time())
+    assert await everything.find_done(_mail(emulator, session, "k0"), old) == sent["k0"]
+    assert everything.reads == 2 + GMAIL_PAGE + 30  # both pages of the list
+
+
+async def test_a_refused_mailbox_read_raises_like_the_send_would(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "gmail", "ya29.lookup")
+    emulator.state.add_fault({"connector": "gmail", "kind": "403"})
+    with pytest.raises(PermanentError):
+        await GmailConnector().find_done(_mail(emulator, session, "k"), _doubt())
+
+
+async def test_the_emulated_mailbox_answers_in_gmails_shapes(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "gmail", "ya29.lookup")
+    sent = await GmailConnector().execute(_mail(emulator, session, "shown"))
+    base = f"{emulator.base_url}/gmail/v1/users/me/messages"
+    headers = {"Authorization": "Bearer ya29.lookup"}
+
+    async def get(url: str, **params: str) -> tuple[int, dict]:
+        async with session.get(url, params=params, headers=headers) as response:
+            return response.status, await response.json()
+
+    listed = await get(base, labelIds="SENT")
+    metadata = await get(f"{base}/{sent['id']}", format="metadata", metadataHeaders=HEADER)
+    refused = [await get(base, q="in:sent"), await get(base, pageToken="nope"),
+               await get(f"{base}/{sent['id']}", format="raw"), await get(f"{base}/0000")]  # fmt: skip
+    empty = await get(base, labelIds="INBOX")
+
+    assert listed == (200, {"resultSizeEstimate": 1, "messages": [{"id": sent["id"], "threadId": sent["threadId"]}]})
+    assert metadata[0] == 200
+    assert metadata[1]["payload"]["headers"] == [{"name": HEADER, "value": "shown"}]
+    assert metadata[1]["labelIds"] == ["SENT"] and int(metadata[1]["internalDate"]) > 0
+    assert [status for status, _ in refused] == [400, 400, 400, 404]
+    assert empty == (200, {"resultSizeEstimate": 0})

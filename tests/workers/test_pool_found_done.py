@@ -1,8 +1,9 @@
-"""A Slack message an earlier attempt posted is found, not posted again: after another
-owner of the partition may have started the command, and after a reply lost in transit.
+"""What an earlier attempt did upstream (a Slack message, a Gmail message, a GitHub or Jira
+issue) is found, not done again: after another owner of the partition may have started
+the command, and (Slack) after a reply lost in transit.
 
-Real Kafka, OpenBao and the Slack emulator (which keeps what was posted and counts each
-post per idempotency key).
+Real Kafka, OpenBao and the emulator (which keeps what was posted, sent or created and
+counts each side effect per idempotency key).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ _EFFECTS = {
                lambda i: {"owner": "octo", "repo": "hello", "title": f"summary {i}"}, 1),
     "jira": (lambda token: {"access_token": token},
              lambda i: {"project_key": "DAILY", "summary": f"summary {i}"}, 1),
+    "gmail": (lambda token: {"access_token": token},
+              lambda i: {"to": "team@example.com", "subject": f"summary {i}", "body": "."}, 1 + 3),
 }  # fmt: skip
 
 

@@ -1,12 +1,12 @@
 """The connectors the workers run, by name (the connector topic suffix).
 
 Which connectors keep side effects single on redelivery: ``http`` when the receiver
-honours ``Idempotency-Key`` (``upstream_idempotency``); ``slack``, ``github`` and
-``jira``, which find what an earlier attempt did before acting again (``finds_done``;
-our key rides in the message's metadata, the issue body, or an issue entity property).
-Gmail and Notion take no idempotency key on these operations, so a retry after an
-ambiguous failure (timeout after the request was sent, worker killed after the call) can
-repeat the side effect there.
+honours ``Idempotency-Key`` (``upstream_idempotency``); ``slack``, ``gmail``,
+``github`` and ``jira``, which find what an earlier attempt did before acting again
+(``finds_done``; our key rides in the message's metadata, a mail header, the issue body,
+or an issue entity property). Notion takes no idempotency key on page creation, so a
+retry after an ambiguous failure (timeout after the request was sent, worker killed
+after the call) can repeat the side effect there.
 """
 
 from __future__ import annotations

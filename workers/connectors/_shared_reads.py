@@ -1,6 +1,6 @@
-"""Reads of an upstream collection (a Slack channel, a repository's or a Jira project's
-issues) that answer "did an earlier attempt already take effect?" for every command of
-that collection.
+"""Reads of an upstream collection (a Slack channel, a mailbox's sent messages, a
+repository's or a Jira project's issues) that answer "did an earlier attempt already
+take effect?" for every command of that collection.
 
 A read maps each of our keys it found to the output the command would have had. It
 answers a :class:`Doubt` when it began after every attempt in doubt had been sent and

@@ -5,8 +5,11 @@ and sent base64url-encoded in ``raw``. An expired ``expires_at`` or a 401 raises
 :class:`CredentialsExpired`; the runtime refreshes with :func:`workers.connectors.oauth.refresh`
 and retries once.
 
-Side effects: Gmail takes no idempotency key; a retry after an ambiguous failure may
-send twice. ``Idempotency-Key`` is sent (Gmail ignores it) for the emulator's counts.
+Side effects: Gmail takes no idempotency key. Each message carries ours in a header
+(:data:`._gmail_lookup.HEADER`), and before sending again after an attempt whose outcome
+is unknown the runtime asks :meth:`GmailConnector.find_done`, which reads the mailbox's
+sent messages back to the command's submission for it (:mod:`._gmail_lookup`).
+``Idempotency-Key`` is sent too (Gmail ignores it), for the emulator's counts.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from core.errors import PermanentError
 from schemas import ErrorCode
 
 from ._args import credential, validated
-from ._base import Connector, ConnectorCall, CredentialsExpired, Operation
+from ._base import Connector, ConnectorCall, CredentialsExpired, Doubt, Operation
+from ._gmail_lookup import HEADER, GmailLookup, message_output
 from ._http import raise_for_status, send
 
 __all__ = [
@@ -121,6 +125,29 @@ class GmailConnector(Connector):
         )
     }
 
+    finds_done: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.lookup = GmailLookup()
+
+    @property
+    def reads(self) -> int:
+        """Mailbox read requests made by :meth:`find_done` (for tests and the curious)."""
+        return self.lookup.reads
+
+    def _token(self, call: ConnectorCall, what: str) -> str:
+        token = credential(call, "access_token", connector=self.name)
+        expires_at = call.credentials.get("expires_at")
+        # Skip a doomed round trip: the runtime refreshes on CredentialsExpired.
+        if isinstance(expires_at, int | float) and expires_at <= time.time():
+            raise CredentialsExpired(f"{what}: access token expired")
+        return token
+
+    async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
+        """The ``{id, threadId, labelIds}`` of a message an earlier attempt sent, or None."""
+        validated(self, call)
+        return await self.lookup.find(call, self._token(call, "gmail users.messages.list"), doubt)
+
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         """Send the message; returns ``{id, threadId, labelIds}``.
 
@@ -131,15 +158,12 @@ class GmailConnector(Connector):
         """
         args = validated(self, call)
         what = "gmail users.messages.send"
-        token = credential(call, "access_token", connector=self.name)
-        expires_at = call.credentials.get("expires_at")
-        # Skip a doomed round trip: the runtime refreshes on CredentialsExpired.
-        if isinstance(expires_at, int | float) and expires_at <= time.time():
-            raise CredentialsExpired(f"{what}: access token expired")
+        token = self._token(call, what)
         try:
             message = build_message(
                 to=args["to"], subject=args["subject"], body=args["body"], cc=args.get("cc")
             )
+            message[HEADER] = call.idempotency_key
             raw = encode_raw(message)
         except (ValueError, TypeError) as exc:
             raise PermanentError(
@@ -157,8 +181,4 @@ class GmailConnector(Connector):
         data = reply.json(what)
         if not isinstance(data, dict) or "id" not in data:
             raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: response has no id")
-        return {
-            "id": data["id"],
-            "threadId": data.get("threadId"),
-            "labelIds": data.get("labelIds", []),
-        }
+        return message_output(data)

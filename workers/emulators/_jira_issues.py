@@ -12,8 +12,6 @@ project, projects overall.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import time
 from collections.abc import Mapping
@@ -24,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ._scoped_log import ScopedLog
+from ._scoped_log import ScopedLog, page_start, page_token
 
 __all__ = ["ISSUES_PER_PROJECT", "JiraIssues", "JqlError", "Query", "jira_search", "parse_jql"]
 
@@ -71,27 +69,6 @@ def parse_jql(jql: str, *, now: float | None = None) -> Query:
     )
 
 
-def _token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
-
-
-def _offset(token: str | None) -> int:
-    """Where the page named by ``token`` starts.
-
-    Raises:
-        JqlError: a token this emulator did not hand out.
-    """
-    if not token:
-        return 0
-    try:
-        label, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if label == "offset" and number.isdigit():
-            return int(number)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise JqlError("The nextPageToken is invalid.")
-
-
 class JiraIssues:
     def __init__(
         self, *, per_project: int = ISSUES_PER_PROJECT, max_projects: int = MAX_PROJECTS
@@ -116,7 +93,10 @@ class JiraIssues:
         Raises:
             JqlError: an unknown page token.
         """
-        start = _offset(token)
+        try:
+            start = page_start(token)
+        except ValueError:
+            raise JqlError("The nextPageToken is invalid.") from None
         issues = [
             issue
             for issue in self._issues.entries((tenant, query.project))
@@ -128,7 +108,7 @@ class JiraIssues:
         page = [_shown(issue, fields, properties) for issue in issues[start : start + size]]
         answer: dict[str, Any] = {"issues": page, "isLast": start + size >= len(issues)}
         if not answer["isLast"]:
-            answer["nextPageToken"] = _token(start + size)
+            answer["nextPageToken"] = page_token(start + size)
         return answer
 
     def clear(self) -> None:

@@ -1,4 +1,5 @@
-"""Entries kept per scope (a tenant's repository, a tenant's Jira project), oldest first.
+"""Entries kept per scope (a tenant's repository, Jira project or mailbox), oldest first,
+and the opaque page tokens the emulated APIs page them with.
 
 Bounded both ways: entries per scope, and scopes overall (the least recently written-to
 scope is forgotten first), so the emulator's memory does not grow with traffic.
@@ -6,11 +7,35 @@ scope is forgotten first), so the emulator's memory does not grow with traffic.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-__all__ = ["ScopedLog"]
+__all__ = ["ScopedLog", "page_start", "page_token"]
+
+
+def page_token(start: int) -> str:
+    """An opaque page token for the page that starts at position ``start``."""
+    return base64.urlsafe_b64encode(f"at:{start}".encode()).decode()
+
+
+def page_start(token: str | None) -> int:
+    """Where the page named by ``token`` starts (0 for none).
+
+    Raises:
+        ValueError: a token :func:`page_token` did not make.
+    """
+    if not token:
+        return 0
+    try:
+        label, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError("bad page token") from exc
+    if label != "at" or not number.isdigit():
+        raise ValueError("bad page token")
+    return int(number)
 
 
 class ScopedLog:

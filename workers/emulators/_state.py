@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._github_issues import IssueLog
+from ._gmail_mailbox import Mailbox
 from ._jira_issues import JiraIssues
 from ._slack_history import SlackHistory
 
@@ -96,6 +97,7 @@ class EmulatorState:
         self.slack_history = SlackHistory()
         self.github_issues = IssueLog()
         self.jira_issues = JiraIssues()
+        self.gmail_sent = Mailbox()
         for entry in tokens:
             self.add_token(entry)
 
@@ -218,6 +220,7 @@ class EmulatorState:
         self.slack_history.clear()
         self.github_issues.clear()
         self.jira_issues.clear()
+        self.gmail_sent.clear()
         if tokens:
             self.tokens.clear()
             self.grants.clear()

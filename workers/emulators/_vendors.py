@@ -20,6 +20,7 @@ from aiohttp import web
 
 from workers.connectors.gmail import decode_raw
 
+from ._gmail_mailbox import gmail_read
 from ._jira_issues import jira_search
 from ._slack_history import slack_read, valid_metadata
 from ._state import EmulatorState
@@ -181,6 +182,8 @@ class Gmail(Vendor):
     def handle(
         self, state: EmulatorState, tenant: str, request: web.Request, data: Any
     ) -> web.Response:
+        if request.method == "GET":
+            return gmail_read(state.gmail_sent, tenant, request)
         raw = data.get("raw") if isinstance(data, dict) else None
         try:
             message = decode_raw(raw) if isinstance(raw, str) and raw else None
@@ -192,7 +195,11 @@ class Gmail(Vendor):
             }
             return json_response(400, body)
         ident = f"{(int(time.time() * 1000) << 12 | next(state.sequence) & 0xFFF):016x}"[-16:]
+        state.gmail_sent.add(tenant, ident, message)
         return json_response(200, {"id": ident, "threadId": ident, "labelIds": ["SENT"]})
+
+    def has_effect(self, request: web.Request) -> bool:
+        return request.method == "POST"
 
 
 class Notion(Vendor):

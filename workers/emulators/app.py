@@ -3,7 +3,8 @@
 Vendor paths (``connector_base_url`` = this app's base URL works for all connectors):
 
 - ``POST /api/chat.postMessage`` (Slack; ``conversations.history``, ``.replies`` and ``.list``
-  read back what was posted), ``POST /gmail/v1/users/me/messages/send``,
+  read back what was posted), ``POST /gmail/v1/users/me/messages/send`` (``GET
+  .../messages`` and ``.../messages/{id}`` read the sent messages back),
   ``POST /v1/pages`` (Notion), ``POST /rest/api/3/issue`` (Jira; ``/rest/api/3/search/jql``
   finds them again),
   ``POST /repos/{owner}/{repo}/issues`` (GitHub; ``GET`` lists them), ``* /hooks/{path}`` (webhooks),
@@ -173,7 +174,7 @@ async def _token(request: web.Request) -> web.Response:
                 "access_token": state.issue_access_token(grant),
                 "expires_in": ACCESS_TOKEN_LIFETIME,
                 "token_type": "Bearer",
-                "scope": "https://www.googleapis.com/auth/gmail.send",
+                "scope": "https://www.googleapis.com/auth/gmail.send https://www.googleapis.com/auth/gmail.metadata",
             }
             state.count_effect("oauth", None)
     summary = {
@@ -260,6 +261,8 @@ def make_app(state: EmulatorState | None = None) -> web.Application:
         app.router.add_get(f"/api/{read}", _vendor_handler(VENDORS["slack"]))
         app.router.add_post(f"/api/{read}", _vendor_handler(VENDORS["slack"]))
     app.router.add_post("/gmail/v1/users/me/messages/send", _vendor_handler(VENDORS["gmail"]))
+    app.router.add_get("/gmail/v1/users/me/messages", _vendor_handler(VENDORS["gmail"]))
+    app.router.add_get("/gmail/v1/users/me/messages/{id}", _vendor_handler(VENDORS["gmail"]))
     app.router.add_post("/v1/pages", _vendor_handler(VENDORS["notion"]))
     app.router.add_post("/rest/api/3/issue", _vendor_handler(VENDORS["jira"]))
     app.router.add_get("/rest/api/3/search/jql", _vendor_handler(VENDORS["jira"]))
