@@ -157,25 +157,32 @@ def sigkill(system: LocalSystem, name: str) -> None:
     system.supervisor.stop(name)  # the group is gone: this only forgets the child
 
 
-async def in_flight(system: LocalSystem, names: list[str]) -> dict[str, float]:
-    """Commands running now in each of children ``names`` (their metrics)."""
-    running: dict[str, float] = {}
+async def _metric(system: LocalSystem, names: list[str], metric: str) -> dict[str, float]:
+    """The sum of ``metric`` over its labels in each of children ``names``."""
+    sums: dict[str, float] = {}
     async with aiohttp.ClientSession() as session:
         for name in names:
             async with session.get(system.metrics_urls[name]) as response:
                 text = await response.text()
-            running[name] = sum(
+            sums[name] = sum(
                 float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines()
-                if line.startswith("switchyard_in_flight{")
+                if line.startswith(metric + "{")
             )
-    return running
+    return sums
+
+
+async def in_flight(system: LocalSystem, names: list[str]) -> dict[str, float]:
+    """Commands running now in each of children ``names`` (their metrics)."""
+    return await _metric(system, names, "switchyard_in_flight")
 
 
 async def busiest(system: LocalSystem, names: list[str]) -> str:
-    """Of children ``names``, the one with the most commands running now."""
+    """Of children ``names``, the one with the most commands running now; when none runs
+    any at this instant, the one that has finished the most (it owns the busy partitions)."""
     running = await in_flight(system, names)
-    return max(names, key=lambda name: running[name])
+    finished = await _metric(system, names, "switchyard_commands_succeeded_total")
+    return max(names, key=lambda name: (running[name], finished[name]))
 
 
 async def settled(system: LocalSystem, names: list[str], within: float = 30.0) -> None:

@@ -1,6 +1,6 @@
 """SIGKILL of a worker, the router and the ingress under load: every accepted command still
 ends with exactly one Result, and the upstreams see each side effect once (the webhook by
-its Idempotency-Key, Slack and Jira by the workers' check for an earlier attempt)."""
+its Idempotency-Key, Slack, Gmail and Jira by the workers' check for an earlier attempt)."""
 
 from __future__ import annotations
 
@@ -93,10 +93,10 @@ async def test_a_sigkilled_worker_of_each_pool_loses_and_duplicates_no_command(p
 
     counts = await _scenario(procs, "sigkill worker (1 of 2 per pool)", crash)
     assert_exactly_once(counts, TOTAL)
-    # Slack and Jira take no idempotency key: the new owners find what the killed workers
-    # had done (our key in each message's metadata, in each issue's entity property)
-    # instead of doing it again.
-    for connector in ("slack", "jira"):
+    # Slack, Gmail and Jira take no idempotency key: the new owners find what the killed
+    # workers had done (our key in each Slack message's metadata, in a header of each
+    # email, in each issue's entity property) instead of doing it again.
+    for connector in ("slack", "gmail", "jira"):
         effects = counts.effects[connector]
         assert effects["keys_with_repeats"] == 0, (connector, effects)
 
@@ -125,7 +125,7 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
     for name in at_stall:
         log = (system.log_dir / f"{name}.log").read_text(errors="replace")
         assert "event loop stalled" in log, f"{name} did not notice its stall"
-    # Slack and Jira take no idempotency key. The calls in flight at the stall reached the
+    # Slack, Gmail and Jira take no idempotency key. The calls in flight at the stall reached the
     # upstream before it; the new owner finds their effects and does not act again.
     # Nothing else is made again either: not the calls that were queued, nor an in-process
     # retry of one that timed out while the process stood still (each of those once made
@@ -133,7 +133,7 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
     # (a connection still opening) is sent only on waking, possibly after the new owner
     # looked: one or two per connector.
     print(f"in flight at the stall: {at_stall}; effects {counts.effects}")
-    for connector in ("slack", "jira"):
+    for connector in ("slack", "gmail", "jira"):
         effects = counts.effects[connector]
         assert effects["total"] - effects["keys"] <= 2, (connector, at_stall, effects)
 
