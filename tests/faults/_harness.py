@@ -177,12 +177,24 @@ async def in_flight(system: LocalSystem, names: list[str]) -> dict[str, float]:
     return await _metric(system, names, "switchyard_in_flight")
 
 
-async def busiest(system: LocalSystem, names: list[str]) -> str:
-    """Of children ``names``, the one with the most commands running now; when none runs
-    any at this instant, the one that has finished the most (it owns the busy partitions)."""
+async def busiest(system: LocalSystem, names: list[str], within: float = 5.0) -> tuple[str, float]:
+    """Of children ``names``, the one with the most commands running, and how many.
+
+    The load comes in batches, so a pool is often idle for a moment: the metrics are read
+    again (bounded by ``within`` seconds) until one of them runs something. If none does
+    by then, the one that has finished the most (it owns the busy partitions).
+    """
+    deadline = asyncio.get_running_loop().time() + within
     running = await in_flight(system, names)
-    finished = await _metric(system, names, "switchyard_commands_succeeded_total")
-    return max(names, key=lambda name: (running[name], finished[name]))
+    while not any(running.values()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+        running = await in_flight(system, names)
+    if any(running.values()):
+        name = max(names, key=lambda n: running[n])
+    else:
+        finished = await _metric(system, names, "switchyard_commands_succeeded_total")
+        name = max(names, key=lambda n: finished[n])
+    return name, running[name]
 
 
 async def settled(system: LocalSystem, names: list[str], within: float = 30.0) -> None:
