@@ -8,20 +8,24 @@ Gmail: the key in a header of the sent message, the SENT list and each message's
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from types import SimpleNamespace
 
 import aiohttp
+import orjson
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 from test_connectors_vendors import TENANT, make_call, register
 from yarl import URL
 
-from core.errors import PermanentError
+from core.errors import PermanentError, RetryableError
 from workers.connectors import ConnectorCall
-from workers.connectors._base import Doubt
-from workers.connectors._gmail_lookup import HEADER
+from workers.connectors._base import CredentialsExpired, Doubt
+from workers.connectors._gmail_lookup import CONCURRENT_GETS, HEADER, GmailLookup, gmail_error
 from workers.connectors._gmail_lookup import PAGE_SIZE as GMAIL_PAGE
+from workers.connectors._http import Reply
 from workers.connectors._slack_lookup import EVENT_TYPE, PAGE_SIZE
 from workers.connectors.github import GitHubConnector, _next_page
 from workers.connectors.github import marker as github_marker
@@ -52,6 +56,11 @@ _call = _Calls("slack", TOKEN, channel="#daily", text="summary")
 _issue = _Calls("github", "ghp-lookup", owner="octo", repo="hello", title="Bug")
 _jira_issue = _Calls("jira", "jira-lookup", project_key="PROJ", summary="Broken build")
 _mail = _Calls("gmail", "ya29.lookup", to="team@example.com", subject="Daily", body="Hello")
+
+
+def _jira(index_lag: float = 0.0) -> JiraConnector:
+    """The Jira connector; the emulator indexes at once unless told otherwise."""
+    return JiraConnector(index_lag=index_lag)
 
 
 def _doubt(settled_at: float | None = None) -> Doubt:
@@ -176,7 +185,7 @@ async def test_malformed_metadata_is_refused_and_posts_nothing(
 # connector -> (its class, its calls, upstream reads that answer three keys)
 _FOUND = {
     "github": (GitHubConnector, _issue, 1),  # one page of the issue list
-    "jira": (JiraConnector, _jira_issue, 1),  # one page of the project's search
+    "jira": (_jira, _jira_issue, 1),  # one page of the project's search
     "gmail": (GmailConnector, _mail, 3),  # one page of SENT and each message's metadata
 }
 
@@ -211,7 +220,7 @@ async def test_the_issues_are_read_page_by_page(
     name: str, emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     kind, token, call = {
-        "github": (GitHubConnector, "ghp-lookup", _issue), "jira": (JiraConnector, "jira-lookup", _jira_issue),
+        "github": (GitHubConnector, "ghp-lookup", _issue), "jira": (_jira, "jira-lookup", _jira_issue),
     }[name]  # fmt: skip
     register(emulator, name, token)
     connector = kind()
@@ -260,9 +269,9 @@ async def test_a_jira_search_answers_for_its_own_project_only(
     emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     register(emulator, "jira", "jira-lookup")
-    elsewhere = await JiraConnector().execute(_jira_issue(emulator, session, "key-4", project_key="OPS"))
+    elsewhere = await _jira().execute(_jira_issue(emulator, session, "key-4", project_key="OPS"))
 
-    checker, doubt = JiraConnector(), _doubt()
+    checker, doubt = _jira(), _doubt()
     in_ops = await checker.find_done(_jira_issue(emulator, session, "key-4", project_key="OPS"), doubt)
     in_proj = await checker.find_done(_jira_issue(emulator, session, "key-4"), doubt)
 
@@ -276,27 +285,49 @@ async def test_issues_created_before_the_command_are_not_searched(
     emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     register(emulator, "jira", "jira-lookup")
-    jira = JiraConnector()
+    jira = _jira()
     await jira.execute(_jira_issue(emulator, session, "old"))
     for issue in emulator.state.jira_issues._issues.entries((TENANT, "PROJ")):
         issue["created"] -= 3_600  # an hour before the command
 
-    assert await JiraConnector().find_done(_jira_issue(emulator, session, "old"), _doubt()) is None
+    assert await _jira().find_done(_jira_issue(emulator, session, "old"), _doubt()) is None
 
 
-async def test_a_refused_jira_search_raises_like_the_create_would(
+async def test_a_refused_jira_search_gives_up_the_check_and_a_401_is_no_expired_token(
     emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     register(emulator, "jira", "jira-lookup")
     with pytest.raises(PermanentError):
-        await JiraConnector().find_done(_jira_issue(emulator, session, "k", project_key="MISSING"), _doubt())
+        await _jira().find_done(_jira_issue(emulator, session, "k", project_key="MISSING"), _doubt())
+    # Jira answers a token without the read scope 401: the check gives up (the runtime
+    # then creates as before) instead of failing the command as if the token had expired.
+    unscoped = make_call("jira", emulator, session, "no-read-scope", key="k",
+                         arguments={"project_key": "PROJ", "summary": "s"})  # fmt: skip
+    with pytest.raises(PermanentError) as refused:
+        await _jira().find_done(unscoped, _doubt())
+    assert not isinstance(refused.value, CredentialsExpired)
+
+
+async def test_a_search_waits_until_jiras_index_has_caught_up(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "jira", "jira-lookup")
+    emulator.state.jira_issues.index_lag = 2.0
+    created = await _jira().execute(_jira_issue(emulator, session, "fresh"))
+    doubt = _doubt()  # the attempt in doubt was sent now
+
+    # Searched at once (the next whole second): the issue is not in the index yet.
+    assert await _jira(index_lag=0.0).find_done(_jira_issue(emulator, session, "fresh"), doubt) is None
+    # Searched once the index has caught up.
+    assert await _jira(index_lag=2.5).find_done(_jira_issue(emulator, session, "fresh"), doubt) == created
+    assert time.time() >= doubt.settled_at + 2.5
 
 
 async def test_the_emulated_search_refuses_jql_it_cannot_parse_and_shows_only_what_is_asked(
     emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     register(emulator, "jira", "jira-lookup")
-    created = await JiraConnector().execute(_jira_issue(emulator, session, "shown"))
+    created = await _jira().execute(_jira_issue(emulator, session, "shown"))
     url = f"{emulator.base_url}/rest/api/3/search/jql"
     headers = {"Authorization": "Bearer jira-lookup"}
 
@@ -317,8 +348,15 @@ async def test_the_emulated_search_refuses_jql_it_cannot_parse_and_shows_only_wh
     async with session.post(url, json={"jql": "project = PROJ"}) as response:
         anonymous = response.status
 
+    async with session.post(f"{emulator.base_url}/rest/api/3/issue", headers=headers, json={
+        "fields": {"project": {"key": "PROJ"}, "summary": "s", "issuetype": {"name": "Task"}},
+        "properties": [{"key": PROPERTY, "value": "x" * 40_000}],
+    }) as response:  # fmt: skip
+        oversized = (response.status, await response.json())
+
     assert [status for status, _ in refused] == [400, 400, 400, 400]
     assert all(body["errorMessages"] for _, body in refused)
+    assert oversized[0] == 400 and "properties" in oversized[1]["errors"]
     assert plain == (200, {"issues": [{**created, "fields": {}}], "isLast": True})
     (issue,) = asked[1]["issues"]
     assert issue["properties"] == {PROPERTY: {"idempotency_key": "shown"}}
@@ -363,18 +401,49 @@ async def test_the_mailbox_is_read_back_to_the_submission_only(
     register(emulator, "gmail", "ya29.lookup")
     gmail = GmailConnector()
     sent = {f"k{i}": await gmail.execute(_mail(emulator, session, f"k{i}")) for i in range(GMAIL_PAGE + 30)}
-    # The first page (the newest 100) reaches back to before the command: one page is read.
-    for message in emulator.state.gmail_sent.newest_first(TENANT)[50:]:
+    # The newest 50 were sent after the command's submission; the rest an hour before it.
+    for message in list(emulator.state.gmail_sent.newest_first(TENANT))[50:]:
         message["internalDate"] = str(int((time.time() - 3_600) * 1000))
 
     recent = GmailConnector()
-    assert await recent.find_done(_mail(emulator, session, f"k{GMAIL_PAGE + 29}"), _doubt()) == sent[f"k{GMAIL_PAGE + 29}"]
-    assert recent.reads == 1 + GMAIL_PAGE
+    newest = f"k{GMAIL_PAGE + 29}"
+    assert await recent.find_done(_mail(emulator, session, newest), _doubt()) == sent[newest]
+    # One list page, then 8 reads at a time until a batch reaches past the submission.
+    assert recent.reads == 1 + math.ceil(51 / CONCURRENT_GETS) * CONCURRENT_GETS
+
+    later = GmailConnector()  # a command submitted after every one of those was sent
+    assert await later.find_done(_mail(emulator, session, "new"), Doubt(since=time.time(), settled_at=time.time())) is None
+    assert later.reads == 1 + CONCURRENT_GETS
 
     everything = GmailConnector()
     old = Doubt(since=time.time() - 7_200, settled_at=time.time())
     assert await everything.find_done(_mail(emulator, session, "k0"), old) == sent["k0"]
     assert everything.reads == 2 + GMAIL_PAGE + 30  # both pages of the list
+
+
+async def test_a_message_deleted_since_the_list_is_skipped(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "gmail", "ya29.lookup")
+    call = _mail(emulator, session, "k")
+    messages = URL(f"{emulator.base_url}/gmail/v1/users/me/messages")
+    headers = {"Authorization": "Bearer ya29.lookup"}
+    assert await GmailLookup()._metadata(call, messages / "0000000000000000", headers) is None
+
+
+def test_gmail_rate_limits_by_403_are_retried_and_other_403s_are_not() -> None:
+    def reply(reason: str) -> Reply:
+        body = {"error": {"code": 403, "errors": [{"domain": "usageLimits", "reason": reason}]}}
+        return Reply(403, CIMultiDictProxy(CIMultiDict({"Retry-After": "2"})), orjson.dumps(body), False)
+
+    for reason in ("userRateLimitExceeded", "rateLimitExceeded"):
+        with pytest.raises(RetryableError) as limited:
+            gmail_error(reply(reason), "gmail")
+        assert limited.value.retry_after == 2.0
+    with pytest.raises(PermanentError):
+        gmail_error(reply("insufficientPermissions"), "gmail")
+    with pytest.raises(PermanentError):
+        gmail_error(Reply(403, CIMultiDictProxy(CIMultiDict()), b"<html>", False), "gmail")
 
 
 async def test_a_refused_mailbox_read_raises_like_the_send_would(

@@ -11,28 +11,53 @@ carries the key is the command's output (``{id, threadId, labelIds}``).
 
 One read serves every key of the mailbox (:mod:`._shared_reads`). It costs one list
 request per :data:`PAGE_SIZE` messages plus one small request per message, made
-:data:`CONCURRENT_GETS` at a time, and stops after :data:`MAX_PAGES` pages: a mailbox
-that sent more than that since the command was submitted is not fully checked, and the
-command is sent as before. Needs the ``gmail.metadata`` (or ``gmail.readonly``) scope
-besides ``gmail.send``; without it Gmail answers 403 and the command is sent as before.
+:data:`CONCURRENT_GETS` at a time in list order, and stops after the first batch that
+reaches back past the submission (so a mailbox that sent nothing since costs one list
+and :data:`CONCURRENT_GETS` reads) or after :data:`MAX_PAGES` pages: a mailbox that sent
+more than that since the command was submitted is not fully checked, and the command is
+sent as before. A message deleted between the list and its read is skipped. Needs the
+``gmail.metadata`` (or ``gmail.readonly``) scope besides ``gmail.send``; without it Gmail
+answers 403 and the command is sent as before. Gmail's rate limits (429, or 403 with a
+rate-limit reason) are retried like a send's (:func:`gmail_error`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import Any, TypeVar
 
 from yarl import URL
 
 from core.errors import RetryableError
 from schemas import ErrorCode
 
-from ._base import ConnectorCall, Doubt
-from ._http import raise_for_status, send
+from ._base import ConnectorCall, Doubt, parse_retry_after
+from ._http import Reply, raise_for_status, send
 from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads
 
-__all__ = ["HEADER", "GmailLookup", "message_output"]
+__all__ = ["HEADER", "GmailLookup", "gmail_error", "message_output"]
+
+_T = TypeVar("_T")
+# 403 reasons that mean "slow down", not "not allowed" (Gmail's usage limits).
+RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
+
+
+def gmail_error(reply: Reply, what: str) -> None:
+    """Raise our error for a failed Gmail reply: a 403 with a rate-limit reason is
+    retryable (Gmail signals limits so as well as with 429); others as
+    :func:`._http.raise_for_status` classifies them."""
+    if reply.status == 403:
+        try:
+            reasons = {e.get("reason") for e in reply.json(what)["error"]["errors"] if isinstance(e, dict)}
+        except (RetryableError, KeyError, TypeError):
+            reasons = set()
+        if reasons & RATE_LIMIT_REASONS:
+            raise RetryableError(
+                ErrorCode.UPSTREAM_RATE_LIMITED, f"{what}: 403 rate limited",
+                retry_after=parse_retry_after(reply.headers.get("Retry-After")), http_status=403,
+            )  # fmt: skip
+    raise_for_status(reply, what)
 
 HEADER = "X-Switchyard-Idempotency-Key"
 MAX_PAGES = 5
@@ -66,7 +91,6 @@ class GmailLookup:
     async def _read_sent(self, call: ConnectorCall, token: str, oldest: float) -> Found:
         messages = URL(f"{call.base_url.rstrip('/')}/gmail/v1/users/me/messages")
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        gate = asyncio.Semaphore(CONCURRENT_GETS)
         found: Found = {}
         page_token: str | None = None
         for _ in range(MAX_PAGES):
@@ -74,32 +98,53 @@ class GmailLookup:
             if page_token:
                 query["pageToken"] = page_token
             listed = await self._get(call, messages.with_query(query), headers, "gmail users.messages.list")
+            assert listed is not None
             ids = [m["id"] for m in listed.get("messages", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
-
-            async def metadata(ident: str) -> dict[str, Any]:
-                url = (messages / ident).with_query({"format": "metadata", "metadataHeaders": HEADER})
-                async with gate:
-                    return await self._get(call, url, headers, "gmail users.messages.get")
-
             reached_older = False
-            for message in await asyncio.gather(*(metadata(i) for i in ids)):
-                key = _header(message, HEADER)
-                if key:
-                    found.setdefault(key, message_output(message))
-                reached_older |= _sent_at(message) < oldest
+            for start in range(0, len(ids), CONCURRENT_GETS):
+                batch = ids[start : start + CONCURRENT_GETS]
+                for message in await _all(self._metadata(call, messages / ident, headers) for ident in batch):
+                    if message is None:  # deleted since the list
+                        continue
+                    key = _header(message, HEADER)
+                    if key:
+                        found.setdefault(key, message_output(message))
+                    reached_older |= _sent_at(message) < oldest
+                if reached_older:  # the list is newest first: the rest is older still
+                    return found
             page_token = listed.get("nextPageToken")
-            if reached_older or not isinstance(page_token, str) or not page_token:
+            if not isinstance(page_token, str) or not page_token:
                 break
         return found
 
-    async def _get(self, call: ConnectorCall, url: URL, headers: dict[str, str], what: str) -> dict[str, Any]:
+    async def _metadata(self, call: ConnectorCall, url: URL, headers: dict[str, str]) -> dict[str, Any] | None:
+        query = {"format": "metadata", "metadataHeaders": HEADER}
+        return await self._get(call, url.with_query(query), headers, "gmail users.messages.get", missing_ok=True)
+
+    async def _get(
+        self, call: ConnectorCall, url: URL, headers: dict[str, str], what: str, *, missing_ok: bool = False
+    ) -> dict[str, Any] | None:
         self.reads += 1
         reply = await send(call, "GET", url, what=what, headers=headers, limit=READ_LIMIT)
-        raise_for_status(reply, what)
+        if missing_ok and reply.status == 404:
+            return None
+        if not 200 <= reply.status < 300:
+            gmail_error(reply, what)
         data = reply.json(what)
         if not isinstance(data, dict):
             raise RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: unexpected response")
         return data
+
+
+async def _all(reads: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Every read's answer, in order; the first failure cancels the others and is raised
+    as itself (not in an ExceptionGroup: the runtime tells a 401 from a 429 by type)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(read) for read in reads]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 def _header(message: Mapping[str, Any], name: str) -> str | None:

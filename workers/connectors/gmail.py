@@ -28,8 +28,8 @@ from schemas import ErrorCode
 
 from ._args import credential, validated
 from ._base import Connector, ConnectorCall, CredentialsExpired, Doubt, Operation
-from ._gmail_lookup import HEADER, GmailLookup, message_output
-from ._http import raise_for_status, send
+from ._gmail_lookup import HEADER, GmailLookup, gmail_error, message_output
+from ._http import send
 
 __all__ = [
     "ADDRESS_PATTERN",
@@ -153,7 +153,7 @@ class GmailConnector(Connector):
 
         Raises:
             CredentialsExpired: the access token is past ``expires_at`` or answered 401.
-            RetryableError: 429, 5xx, timeouts, connection errors.
+            RetryableError: 429, 403 with a rate-limit reason, 5xx, timeouts, connection errors.
             PermanentError: other 4xx, bad arguments, missing token.
         """
         args = validated(self, call)
@@ -177,7 +177,8 @@ class GmailConnector(Connector):
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             json_body={"raw": raw},
         )
-        raise_for_status(reply, what)
+        if not 200 <= reply.status < 300:
+            gmail_error(reply, what)
         data = reply.json(what)
         if not isinstance(data, dict) or "id" not in data:
             raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: response has no id")

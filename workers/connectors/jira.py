@@ -9,13 +9,17 @@ issue entity property (:data:`PROPERTY`, invisible in Jira's UI; callers cannot 
 properties), and before creating an issue again after an attempt whose outcome is unknown
 the runtime asks :meth:`JiraConnector.find_done`, which searches the project's issues
 created since the command's submission (the enhanced JQL search, newest first, at most
-:data:`MAX_PAGES` pages of 100) for it. Jira's search index is eventually consistent, so
-an issue created moments before the search may not show yet. ``Idempotency-Key`` is
-sent too (Jira ignores it).
+:data:`MAX_PAGES` pages of 100) for it. Jira's search index trails its writes (the
+enhanced search is eventually consistent), so a search counts only when it begins
+:data:`INDEX_LAG` seconds after the last attempt in doubt was sent; the check waits for
+that. The search needs the ``read:jira-work`` scope (OAuth) and the Browse projects
+permission; a 401 or 403 from it makes the check give up and the issue is created as
+before. ``Idempotency-Key`` is sent too (Jira ignores it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import time
@@ -36,6 +40,9 @@ __all__ = ["PROPERTY", "JiraConnector", "adf_document"]
 PROPERTY = "switchyard"
 MAX_PAGES = 5
 PAGE_SIZE = 100
+# Seconds by which a search must begin after the attempts in doubt were sent, so that the
+# issues they created are in Jira's search index (typically within a few seconds).
+INDEX_LAG = 5.0
 
 CREATE_ISSUE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -85,8 +92,9 @@ class JiraConnector(Connector):
 
     finds_done: ClassVar[bool] = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, index_lag: float = INDEX_LAG) -> None:
         self.reads = 0  # search pages read (for tests and the curious)
+        self.index_lag = index_lag
         self._shared = SharedReads()
 
     def _site(self, call: ConnectorCall) -> str:
@@ -145,6 +153,16 @@ class JiraConnector(Connector):
         args = validated(self, call)
         site, project = self._site(call), args["project_key"]
         reader = for_reads(call)
+        # Rounded (a whole second later, a whole minute back: JQL's relative dates count
+        # minutes), so that the doubts of one rebalance, settled and submitted moments
+        # apart and woken in any order, share one search.
+        doubt = Doubt(
+            since=math.floor(doubt.since / 60) * 60,
+            settled_at=math.ceil(doubt.settled_at + self.index_lag),
+        )
+        # A loop: a timer may fire a little before the wall clock reaches the time.
+        while (wait := doubt.settled_at - time.time()) > 0:  # noqa: ASYNC110 - bounded by the wait
+            await asyncio.sleep(wait)
         found = await self._shared.found(
             (call.tenant_id, site, project),
             doubt,
@@ -169,6 +187,8 @@ class JiraConnector(Connector):
                 call, "POST", f"{site}/rest/api/3/search/jql", what=what,
                 headers=headers, json_body=query, limit=READ_LIMIT,
             )  # fmt: skip
+            if reply.status in (401, 403):  # no read scope or permission: act as before
+                raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: {reply.status} refused")
             raise_for_status(reply, what)
             page = reply.json(what)
             issues = page.get("issues") if isinstance(page, dict) else None

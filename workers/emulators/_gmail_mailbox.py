@@ -5,18 +5,21 @@
 newest first, filtered by ``labelIds`` (every message here is ``SENT``), ``maxResults``
 up to 500; ``q`` is not emulated and is refused. ``get`` answers ``format=minimal`` and
 ``format=metadata`` (with ``metadataHeaders``); the full and raw formats are not
-emulated. Bounded: messages per mailbox, mailboxes overall.
+emulated. Bounded: messages per mailbox, mailboxes overall, and only a message's
+``KEPT_HEADERS`` are kept.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from email.message import EmailMessage
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from workers.connectors._gmail_lookup import HEADER
 
 from ._scoped_log import ScopedLog, page_start, page_token
 
@@ -24,6 +27,8 @@ __all__ = ["Mailbox", "gmail_read"]
 
 MESSAGES_PER_MAILBOX = 1_000
 MAX_MAILBOXES = 2_000
+# What metadata reads can show: our key, and the subject for a person reading the log.
+KEPT_HEADERS = frozenset({HEADER.lower(), "subject"})
 
 
 class Mailbox:
@@ -31,14 +36,19 @@ class Mailbox:
         self._sent = ScopedLog(per_scope=per_mailbox, max_scopes=max_mailboxes)
 
     def add(self, tenant: str, ident: str, message: EmailMessage) -> None:
+        """Remember a sent message: its ids, time and the headers ``KEPT_HEADERS`` names
+        (not its recipients or body: memory stays bounded by the message count)."""
         self._sent.add(tenant, {
             "id": ident, "threadId": ident, "labelIds": ["SENT"],
             "internalDate": str(int(time.time() * 1000)),
-            "headers": [{"name": name, "value": str(value)} for name, value in message.items()],
+            "headers": [
+                {"name": name, "value": str(value)[:998]}
+                for name, value in message.items() if name.lower() in KEPT_HEADERS
+            ],
         })  # fmt: skip
 
-    def newest_first(self, tenant: str) -> list[dict[str, Any]]:
-        return list(reversed(self._sent.entries(tenant)))
+    def newest_first(self, tenant: str) -> Iterator[dict[str, Any]]:
+        return reversed(self._sent.entries(tenant))
 
     def clear(self) -> None:
         self._sent.clear()

@@ -6,7 +6,8 @@ for the same question): ``project = KEY``, optionally ``AND created >= "-15m"``
 ASC|DESC``; anything else is refused as Jira refuses JQL it cannot parse. Pages are
 ``maxResults`` long (at most 100 here) and chained by an opaque ``nextPageToken``,
 which, as on Jira Cloud, is absent from the last page (``isLast: true``). An issue shows
-``fields`` and ``properties`` only as far as the request names them. Bounded: issues per
+``fields`` and ``properties`` only as far as the request names them. ``index_lag`` holds
+new issues out of searches for a while, as Jira's index does. Bounded: issues per
 project, projects overall.
 """
 
@@ -74,6 +75,8 @@ class JiraIssues:
         self, *, per_project: int = ISSUES_PER_PROJECT, max_projects: int = MAX_PROJECTS
     ) -> None:
         self._issues = ScopedLog(per_scope=per_project, max_scopes=max_projects)
+        # Seconds before a created issue shows in searches (Jira's index trails its writes).
+        self.index_lag = 0.0
 
     def add(
         self, tenant: str, project: str, issue: dict[str, Any], properties: Mapping[str, Any]
@@ -97,10 +100,12 @@ class JiraIssues:
             start = page_start(token)
         except ValueError:
             raise JqlError("The nextPageToken is invalid.") from None
+        indexed_by = time.time() - self.index_lag
         issues = [
             issue
             for issue in self._issues.entries((tenant, query.project))
-            if query.created_after is None or issue["created"] >= query.created_after
+            if (query.created_after is None or issue["created"] >= query.created_after)
+            and issue["created"] <= indexed_by
         ]
         if query.newest_first:
             issues.reverse()

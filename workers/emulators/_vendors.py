@@ -143,6 +143,7 @@ class Gmail(Vendor):
     def error(self, status: int, retry_after: float | None = None) -> web.Response:
         reason, state = {
             429: ("rateLimitExceeded", "RESOURCE_EXHAUSTED"),
+            403: ("insufficientPermissions", "PERMISSION_DENIED"),
             400: ("invalidArgument", "INVALID_ARGUMENT"),
             503: ("backendError", "UNAVAILABLE"),
         }.get(status, ("backendError", "INTERNAL"))
@@ -301,7 +302,7 @@ class Jira(Vendor):
         errors: dict[str, str] = {}
         properties = _entity_properties(data.get("properties"))
         if properties is None:
-            errors["properties"] = "Entity properties must be a list of {key, value} objects."
+            errors["properties"] = "Entity properties must be a list of {key, value} objects, each value at most 32 KB."
         project = (fields.get("project") or {}).get("key")
         if not isinstance(project, str) or project.startswith("MISSING"):
             errors["project"] = "valid project is required"
@@ -338,6 +339,8 @@ def _entity_properties(given: Any) -> dict[str, Any] | None:
     for entry in given:
         key = entry.get("key") if isinstance(entry, dict) else None
         if not isinstance(key, str) or not 1 <= len(key) <= 255 or "value" not in entry:
+            return None
+        if len(orjson.dumps(entry["value"])) > 32_768:  # Jira's limit on a property's value
             return None
         properties[key] = entry["value"]
     return properties
