@@ -224,7 +224,8 @@ class Executor:
         """Execute ``job`` and return the records that settle this delivery.
 
         Raises:
-            Abandoned: ``still_ours()`` answered False before an in-process retry.
+            Abandoned: ``still_ours()`` answered False before an in-process retry, or
+                between a check for an earlier attempt's effect and the call.
         """
         command = job.command
         started = now()
@@ -290,7 +291,11 @@ class Executor:
             probe = probe or self.breakers.probing(key)
             secret: list[TenantSecret] = []
             try:
-                output = await self._attempt(command, secret, doubt)
+                output = await self._attempt(command, secret, doubt, still_ours)
+            except Abandoned:
+                if probe:
+                    self.breakers.cancel_probe(key)
+                raise
             except CommandError as exc:
                 info = _scrub(exc.to_info(), secret[-1] if secret else None)
                 if info.code in _AMBIGUOUS_CODES:
@@ -346,15 +351,16 @@ class Executor:
         return None
 
     async def _attempt(
-        self, command: RoutedCommand, used: list[TenantSecret], doubt: Doubt | None
-    ) -> dict[str, Any]:
+        self, command: RoutedCommand, used: list[TenantSecret], doubt: Doubt | None,
+        still_ours: StillOurs | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         secret = await self.credentials.get(command.tenant_id)
         used.append(secret)
         if self.connector.oauth and token_expired(secret.data):
             secret = await self.credentials.refresh(command.tenant_id, secret)
             used.append(secret)
         try:
-            return await self._call(command, secret, doubt)
+            return await self._call(command, secret, doubt, still_ours)
         except CredentialsExpired:
             if not self.connector.oauth:
                 raise
@@ -362,12 +368,14 @@ class Executor:
         secret = await self.credentials.refresh(command.tenant_id, secret)
         used.append(secret)
         try:
-            return await self._call(command, secret, doubt)
+            return await self._call(command, secret, doubt, still_ours)
         except CredentialsExpired:
             self.credentials.invalidate(command.tenant_id)
             raise
 
-    async def _call(self, command: RoutedCommand, secret: TenantSecret, doubt: Doubt | None) -> dict[str, Any]:
+    async def _call(
+        self, command: RoutedCommand, secret: TenantSecret, doubt: Doubt | None, still_ours: StillOurs | None
+    ) -> dict[str, Any]:
         name, operation = self.connector.name, command.operation
         remaining = (command.deadline - now()).total_seconds()
         timeout = max(0.1, min(self.timeout, remaining))
@@ -394,12 +402,18 @@ class Executor:
             )
             try:
                 if doubt is not None and self.connector.finds_done:
-                    found = await self._find_done(call, doubt, timeout + 1.0)
+                    within = timeout + 1.0 + self.connector.check_wait(doubt)
+                    found = await self._find_done(call, doubt, within)
                     if found is not None:
                         upstream.set_attribute("switchyard.found_done", True)
                         if self.on_found is not None:
                             self.on_found(command)
                         return found
+                    # Fenced again between the check and the act: a check that took long
+                    # (a wait for an index) may have outlived the partition's revoke grace,
+                    # and the new owner's check may already have run.
+                    if still_ours is not None and not await still_ours():
+                        raise Abandoned(command.command_id)
                 # The connector sets its own request timeout; this bound catches one that does not.
                 async with asyncio.timeout(timeout + 1.0):
                     return await self.connector.execute(call)

@@ -119,10 +119,13 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
             await stall(system, [name], STALL_SECONDS)
             return name
 
-        stalled = await asyncio.gather(*(stall_busiest(c) for c in WORKERS))
+        # A TaskGroup: if one pool's stall fails, the others are cancelled (and so woken).
+        async with asyncio.TaskGroup() as group:
+            stalls = [group.create_task(stall_busiest(c)) for c in WORKERS]
+        stalled = [task.result() for task in stalls]
         # Awake, they start nothing new until the group confirms them (workers._stall_guard);
         # what they finish still counts in this scenario, not the next.
-        await settled(system, list(stalled))
+        await settled(system, stalled)
 
     # Slower calls, so that the stalled workers surely have some in flight.
     counts = await _scenario(procs, "stalled worker (the busier of 2 per pool)", crash, latency_ms=200)

@@ -96,6 +96,11 @@ class Connector:
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         raise NotImplementedError
 
+    def check_wait(self, doubt: Doubt) -> float:
+        """Seconds :meth:`find_done` will wait before its upstream can answer ``doubt``
+        (an index that trails writes); the runtime's time bound on the check adds them."""
+        return 0.0
+
     async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
         """The output of an earlier attempt of ``call`` that took effect, or None when the
         upstream shows none. Asked before a call is made again after an attempt whose

@@ -12,7 +12,7 @@ carries the key is the command's output (``{id, threadId, labelIds}``).
 One read serves every key of the mailbox (:mod:`._shared_reads`). It costs one list
 request per :data:`PAGE_SIZE` messages plus one small request per message, made
 :data:`CONCURRENT_GETS` at a time in list order, and stops after the first batch that
-reaches back past the submission (so a mailbox that sent nothing since costs one list
+lies wholly before the submission (so a mailbox that sent nothing since costs one list
 and :data:`CONCURRENT_GETS` reads) or after :data:`MAX_PAGES` pages: a mailbox that sent
 more than that since the command was submitted is not fully checked, and the command is
 sent as before. A message deleted between the list and its read is skipped. Needs the
@@ -100,17 +100,21 @@ class GmailLookup:
             listed = await self._get(call, messages.with_query(query), headers, "gmail users.messages.list")
             assert listed is not None
             ids = [m["id"] for m in listed.get("messages", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
-            reached_older = False
             for start in range(0, len(ids), CONCURRENT_GETS):
                 batch = ids[start : start + CONCURRENT_GETS]
+                dates: list[float] = []
                 for message in await _all(self._metadata(call, messages / ident, headers) for ident in batch):
                     if message is None:  # deleted since the list
                         continue
                     key = _header(message, HEADER)
                     if key:
                         found.setdefault(key, message_output(message))
-                    reached_older |= _sent_at(message) < oldest
-                if reached_older:  # the list is newest first: the rest is older still
+                    if (sent_at := _sent_at(message)) is not None:
+                        dates.append(sent_at)
+                # The list is newest first: once a whole batch is older than the
+                # submission, so is the rest. (Not at the first older message: mail
+                # imported with an older date may sit among newer ones.)
+                if dates and max(dates) < oldest:
                     return found
             page_token = listed.get("nextPageToken")
             if not isinstance(page_token, str) or not page_token:
@@ -157,9 +161,9 @@ def _header(message: Mapping[str, Any], name: str) -> str | None:
     return None
 
 
-def _sent_at(message: Mapping[str, Any]) -> float:
-    """``internalDate`` (epoch milliseconds, as a string) in seconds; 0 when unreadable."""
+def _sent_at(message: Mapping[str, Any]) -> float | None:
+    """``internalDate`` (epoch milliseconds, as a string) in seconds; None when unreadable."""
     try:
-        return int(message.get("internalDate", 0)) / 1000
-    except (TypeError, ValueError):
-        return 0.0
+        return int(message["internalDate"]) / 1000
+    except (KeyError, TypeError, ValueError):
+        return None

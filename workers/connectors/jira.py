@@ -148,18 +148,25 @@ class JiraConnector(Connector):
             raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: response has no key")
         return _output(data)
 
+    def _ready(self, doubt: Doubt) -> Doubt:
+        """``doubt`` as a search must answer it: begun ``index_lag`` after the attempts in
+        doubt were sent. Rounded (a whole second later, a whole minute back: JQL's
+        relative dates count minutes), so that the doubts of one rebalance, settled and
+        submitted moments apart and woken in any order, share one search."""
+        return Doubt(
+            since=math.floor(doubt.since / 60) * 60,
+            settled_at=math.ceil(doubt.settled_at + self.index_lag),
+        )
+
+    def check_wait(self, doubt: Doubt) -> float:
+        return max(0.0, self._ready(doubt).settled_at - time.time())
+
     async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
         """The ``{id, key, self}`` of an issue an earlier attempt created, or None."""
         args = validated(self, call)
         site, project = self._site(call), args["project_key"]
         reader = for_reads(call)
-        # Rounded (a whole second later, a whole minute back: JQL's relative dates count
-        # minutes), so that the doubts of one rebalance, settled and submitted moments
-        # apart and woken in any order, share one search.
-        doubt = Doubt(
-            since=math.floor(doubt.since / 60) * 60,
-            settled_at=math.ceil(doubt.settled_at + self.index_lag),
-        )
+        doubt = self._ready(doubt)
         # A loop: a timer may fire a little before the wall clock reaches the time.
         while (wait := doubt.settled_at - time.time()) > 0:  # noqa: ASYNC110 - bounded by the wait
             await asyncio.sleep(wait)
