@@ -34,19 +34,22 @@ from schemas import ErrorCode
 
 from ._base import ConnectorCall, Doubt, parse_retry_after
 from ._http import Reply, raise_for_status, send
-from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads
+from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads, output_for
 
 __all__ = ["HEADER", "GmailLookup", "gmail_error", "message_output"]
 
-_T = TypeVar("_T")
+HEADER = "X-Switchyard-Idempotency-Key"
+MAX_PAGES = 5
+PAGE_SIZE = 100
+CONCURRENT_GETS = 8
 # 403 reasons that mean "slow down", not "not allowed" (Gmail's usage limits).
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
+_T = TypeVar("_T")
 
 
 def gmail_error(reply: Reply, what: str) -> None:
-    """Raise our error for a failed Gmail reply: a 403 with a rate-limit reason is
-    retryable (Gmail signals limits so as well as with 429); others as
-    :func:`._http.raise_for_status` classifies them."""
+    """:func:`._http.raise_for_status` for Gmail: a 403 with a rate-limit reason is
+    retryable too (Gmail signals limits so as well as with 429)."""
     if reply.status == 403:
         try:
             reasons = {e.get("reason") for e in reply.json(what)["error"]["errors"] if isinstance(e, dict)}
@@ -58,11 +61,6 @@ def gmail_error(reply: Reply, what: str) -> None:
                 retry_after=parse_retry_after(reply.headers.get("Retry-After")), http_status=403,
             )  # fmt: skip
     raise_for_status(reply, what)
-
-HEADER = "X-Switchyard-Idempotency-Key"
-MAX_PAGES = 5
-PAGE_SIZE = 100
-CONCURRENT_GETS = 8
 
 
 def message_output(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,8 +83,7 @@ class GmailLookup:
         found = await self._shared.found(
             (call.tenant_id, call.base_url), doubt, lambda oldest: self._read_sent(reader, token, oldest)
         )
-        output = found.get(call.idempotency_key)
-        return dict(output) if output is not None else None
+        return output_for(found, call)
 
     async def _read_sent(self, call: ConnectorCall, token: str, oldest: float) -> Found:
         messages = URL(f"{call.base_url.rstrip('/')}/gmail/v1/users/me/messages")
@@ -97,8 +94,8 @@ class GmailLookup:
             query = {"labelIds": "SENT", "maxResults": str(PAGE_SIZE)}
             if page_token:
                 query["pageToken"] = page_token
-            listed = await self._get(call, messages.with_query(query), headers, "gmail users.messages.list")
-            assert listed is not None
+            what = "gmail users.messages.list"
+            listed = _json(await self._get(call, messages.with_query(query), headers, what), what)
             ids = [m["id"] for m in listed.get("messages", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
             for start in range(0, len(ids), CONCURRENT_GETS):
                 batch = ids[start : start + CONCURRENT_GETS]
@@ -122,22 +119,23 @@ class GmailLookup:
         return found
 
     async def _metadata(self, call: ConnectorCall, url: URL, headers: dict[str, str]) -> dict[str, Any] | None:
-        query = {"format": "metadata", "metadataHeaders": HEADER}
-        return await self._get(call, url.with_query(query), headers, "gmail users.messages.get", missing_ok=True)
+        """A message's ids, date and :data:`HEADER`; None when it was deleted since the list."""
+        what = "gmail users.messages.get"
+        reply = await self._get(call, url.with_query({"format": "metadata", "metadataHeaders": HEADER}), headers, what)
+        return None if reply.status == 404 else _json(reply, what)
 
-    async def _get(
-        self, call: ConnectorCall, url: URL, headers: dict[str, str], what: str, *, missing_ok: bool = False
-    ) -> dict[str, Any] | None:
+    async def _get(self, call: ConnectorCall, url: URL, headers: dict[str, str], what: str) -> Reply:
         self.reads += 1
-        reply = await send(call, "GET", url, what=what, headers=headers, limit=READ_LIMIT)
-        if missing_ok and reply.status == 404:
-            return None
-        if not 200 <= reply.status < 300:
-            gmail_error(reply, what)
-        data = reply.json(what)
-        if not isinstance(data, dict):
-            raise RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: unexpected response")
-        return data
+        return await send(call, "GET", url, what=what, headers=headers, limit=READ_LIMIT)
+
+
+def _json(reply: Reply, what: str) -> dict[str, Any]:
+    """The JSON object of a successful reply; raises our error for a failed one."""
+    gmail_error(reply, what)
+    data = reply.json(what)
+    if not isinstance(data, dict):
+        raise RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: unexpected response")
+    return data
 
 
 async def _all(reads: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:

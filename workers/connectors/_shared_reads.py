@@ -23,7 +23,7 @@ from core.lru import LRU
 
 from ._base import ConnectorCall, Doubt
 
-__all__ = ["READ_LIMIT", "READ_TIMEOUT", "Found", "SharedReads", "for_reads"]
+__all__ = ["READ_LIMIT", "READ_TIMEOUT", "Found", "SharedReads", "for_reads", "output_for"]
 
 CACHE_ENTRIES = 1_000
 # A read serves every command waiting on it, so it gets its own bounds, not the request
@@ -32,6 +32,12 @@ READ_TIMEOUT = 10.0
 READ_LIMIT = 8 * 1024 * 1024
 
 Found = dict[str, Any]  # our key -> what the command's output would have been
+
+
+def output_for(found: Found, call: ConnectorCall) -> dict[str, Any] | None:
+    """What a read found for ``call``'s key, as a copy (the read is shared), or None."""
+    output = found.get(call.idempotency_key)
+    return dict(output) if output is not None else None
 
 
 def for_reads(call: ConnectorCall) -> ConnectorCall:

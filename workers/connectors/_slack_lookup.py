@@ -27,7 +27,7 @@ from yarl import URL
 
 from ._base import ConnectorCall, Doubt
 from ._http import send
-from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads
+from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads, output_for
 from ._slack_api import slack_data
 
 __all__ = ["EVENT_TYPE", "SlackLookup", "marker", "message_output"]
@@ -80,8 +80,7 @@ class SlackLookup:
             doubt,
             lambda oldest: self._read_channel(call, token, channel_id, thread, oldest),
         )
-        output = found.get(call.idempotency_key)
-        return dict(output) if output is not None else None
+        return output_for(found, call)
 
     async def _list_channels(self, call: ConnectorCall, token: str) -> Found:
         ids: Found = {}

@@ -28,7 +28,7 @@ from schemas import ErrorCode
 from ._args import credential, validated
 from ._base import Connector, ConnectorCall, Doubt, Operation, parse_retry_after
 from ._http import Reply, raise_for_status, send
-from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads
+from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads, output_for
 
 __all__ = ["GitHubConnector", "github_rate_limit", "marker"]
 
@@ -112,8 +112,7 @@ class GitHubConnector(Connector):
             doubt,
             lambda oldest: self._read_issues(reader, token, owner, repo, oldest),
         )
-        output = found.get(call.idempotency_key)
-        return dict(output) if output is not None else None
+        return output_for(found, call)
 
     async def _read_issues(
         self, call: ConnectorCall, token: str, owner: str, repo: str, oldest: float

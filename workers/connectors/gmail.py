@@ -177,8 +177,7 @@ class GmailConnector(Connector):
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             json_body={"raw": raw},
         )
-        if not 200 <= reply.status < 300:
-            gmail_error(reply, what)
+        gmail_error(reply, what)
         data = reply.json(what)
         if not isinstance(data, dict) or "id" not in data:
             raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: response has no id")

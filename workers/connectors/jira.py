@@ -32,7 +32,7 @@ from schemas import ErrorCode
 from ._args import credential, validated
 from ._base import Connector, ConnectorCall, Doubt, Operation
 from ._http import raise_for_status, send
-from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads
+from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads, output_for
 
 __all__ = ["PROPERTY", "JiraConnector", "adf_document"]
 
@@ -175,8 +175,7 @@ class JiraConnector(Connector):
             doubt,
             lambda oldest: self._search(reader, site, project, oldest),
         )
-        output = found.get(call.idempotency_key)
-        return dict(output) if output is not None else None
+        return output_for(found, call)
 
     async def _search(self, call: ConnectorCall, site: str, project: str, oldest: float) -> Found:
         what = "jira search"
