@@ -89,7 +89,7 @@ def demo_tenants(emulator_url: str) -> list[DemoTenant]:
         ),
         DemoTenant(
             "gamma", "main", "notion", "pages.create",
-            {"parent_page_id": "5c6a28216bb14a7eb6e1c50111515c3d",
+            {"database_id": "5c6a28216bb14a7eb6e1c50111515c3d", "key_property": "Switchyard key",
              "title": "Daily summary {{ args.date | default('today') }}", "content": "{{ args.summary }}"},
             {"token": notion}, notion,
         ),

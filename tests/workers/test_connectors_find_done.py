@@ -4,6 +4,8 @@ Slack: the metadata marker, channel names, threads, pagination, the shared reads
 refusals. GitHub: the marker in the issue body, the issue list's pages and Link header.
 Jira: the key in an issue entity property, the enhanced JQL search and its page tokens.
 Gmail: the key in a header of the sent message, the SENT list and each message's metadata.
+Notion: the key in a database's text property, the database query and its cursors
+(more in ``test_connectors_find_done_notion.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from workers.connectors.github import GitHubConnector, _next_page
 from workers.connectors.github import marker as github_marker
 from workers.connectors.gmail import GmailConnector, build_message, decode_raw, encode_raw
 from workers.connectors.jira import PROPERTY, JiraConnector
+from workers.connectors.notion import NotionConnector
 from workers.connectors.slack import SlackConnector
 from workers.emulators import RunningEmulator
 from workers.emulators._jira_issues import JqlError, Query, parse_jql
@@ -56,11 +59,18 @@ _call = _Calls("slack", TOKEN, channel="#daily", text="summary")
 _issue = _Calls("github", "ghp-lookup", owner="octo", repo="hello", title="Bug")
 _jira_issue = _Calls("jira", "jira-lookup", project_key="PROJ", summary="Broken build")
 _mail = _Calls("gmail", "ya29.lookup", to="team@example.com", subject="Daily", body="Hello")
+DATABASE = "2f26ee68-df30-4251-aad4-8ddc420cba3d"
+_page = _Calls("notion", "secret_lookup", database_id=DATABASE, title="Daily", key_property="Switchyard key")
 
 
 def _jira(index_lag: float = 0.0) -> JiraConnector:
     """The Jira connector; the emulator indexes at once unless told otherwise."""
     return JiraConnector(index_lag=index_lag)
+
+
+def _notion(index_lag: float = 0.0) -> NotionConnector:
+    """The Notion connector; the emulator shows new pages at once unless told otherwise."""
+    return NotionConnector(index_lag=index_lag)
 
 
 def _doubt(settled_at: float | None = None) -> Doubt:
@@ -187,6 +197,7 @@ _FOUND = {
     "github": (GitHubConnector, _issue, 1),  # one page of the issue list
     "jira": (_jira, _jira_issue, 1),  # one page of the project's search
     "gmail": (GmailConnector, _mail, 3),  # one page of SENT and each message's metadata
+    "notion": (_notion, _page, 1),  # one page of the database's query
 }
 
 
@@ -215,12 +226,13 @@ async def test_an_issue_body_ends_with_the_marker(emulator: RunningEmulator, ses
     assert issue["body"] == f"It breaks.\n\n{github_marker('key-1')}"
 
 
-@pytest.mark.parametrize("name", ["github", "jira"])  # Link header; nextPageToken
+@pytest.mark.parametrize("name", ["github", "jira", "notion"])  # Link header; nextPageToken; next_cursor
 async def test_the_issues_are_read_page_by_page(
     name: str, emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     kind, token, call = {
         "github": (GitHubConnector, "ghp-lookup", _issue), "jira": (_jira, "jira-lookup", _jira_issue),
+        "notion": (_notion, "secret_lookup", _page),
     }[name]  # fmt: skip
     register(emulator, name, token)
     connector = kind()

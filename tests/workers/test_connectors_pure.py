@@ -37,7 +37,7 @@ def test_the_registry_holds_every_connector_the_wire_schema_names() -> None:
     assert {name for name, kind in CONNECTORS.items() if kind.upstream_idempotency} == {"http"}
     assert {name for name, kind in CONNECTORS.items() if kind.oauth} == {"gmail"}
     # These look upstream for an earlier attempt's effect before acting again.
-    assert {name for name, kind in CONNECTORS.items() if kind.finds_done} == {"slack", "gmail", "github", "jira"}
+    assert {name for name, kind in CONNECTORS.items() if kind.finds_done} == {"slack", "gmail", "github", "jira", "notion"}
 
 
 @pytest.mark.parametrize(

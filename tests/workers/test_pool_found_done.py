@@ -1,5 +1,5 @@
 """What an earlier attempt did upstream (a Slack message, a Gmail message, a GitHub or Jira
-issue) is found, not done again: after another owner of the partition may have started
+issue, a Notion page in a database) is found, not done again: after another owner of the partition may have started
 the command, and (Slack) after a reply lost in transit.
 
 Real Kafka, OpenBao and the emulator (which keeps what was posted, sent or created and
@@ -60,6 +60,9 @@ _EFFECTS = {
              lambda i: {"project_key": "DAILY", "summary": f"summary {i}"}, 1),
     "gmail": (lambda token: {"access_token": token},
               lambda i: {"to": "team@example.com", "subject": f"summary {i}", "body": "."}, 1 + 3),
+    "notion": (lambda token: {"token": token},
+               lambda i: {"database_id": "2f26ee68df304251aad48ddc420cba3d", "title": f"summary {i}",
+                          "key_property": "Switchyard key"}, 1),
 }  # fmt: skip
 
 

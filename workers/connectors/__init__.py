@@ -2,11 +2,13 @@
 
 Which connectors keep side effects single on redelivery: ``http`` when the receiver
 honours ``Idempotency-Key`` (``upstream_idempotency``); ``slack``, ``gmail``,
-``github`` and ``jira``, which find what an earlier attempt did before acting again
-(``finds_done``; our key rides in the message's metadata, a mail header, the issue body,
-or an issue entity property). Notion takes no idempotency key on page creation, so a
-retry after an ambiguous failure (timeout after the request was sent, worker killed
-after the call) can repeat the side effect there.
+``github``, ``jira`` and ``notion``, which find what an earlier attempt did before acting
+again (``finds_done``; our key rides in the message's metadata, a mail header, the issue
+body, an issue entity property, or the text property a Notion database names in
+``key_property``). A Notion page under a page, or in a database without
+``key_property``, has no place for our key, so a retry after an ambiguous failure
+(timeout after the request was sent, worker killed after the call) can repeat the side
+effect there.
 """
 
 from __future__ import annotations

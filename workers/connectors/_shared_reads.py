@@ -14,16 +14,30 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import RetryableError
 from core.lru import LRU
+from schemas import ErrorCode
 
 from ._base import ConnectorCall, Doubt
+from ._http import Reply, raise_for_status
 
-__all__ = ["READ_LIMIT", "READ_TIMEOUT", "Found", "SharedReads", "for_reads", "output_for"]
+__all__ = [
+    "READ_LIMIT",
+    "READ_TIMEOUT",
+    "Found",
+    "SharedReads",
+    "after_index",
+    "for_reads",
+    "listed_page",
+    "output_for",
+    "until",
+]
 
 CACHE_ENTRIES = 1_000
 # A read serves every command waiting on it, so it gets its own bounds, not the request
@@ -38,6 +52,37 @@ def output_for(found: Found, call: ConnectorCall) -> dict[str, Any] | None:
     """What a read found for ``call``'s key, as a copy (the read is shared), or None."""
     output = found.get(call.idempotency_key)
     return dict(output) if output is not None else None
+
+
+def listed_page(reply: Reply, what: str, field: str) -> tuple[dict[str, Any], list[Any]]:
+    """A read's answer: its JSON object and the list under ``field``.
+
+    Raises:
+        CredentialsExpired, RetryableError, PermanentError: a failed reply (by its status).
+        RetryableError: UPSTREAM_UNAVAILABLE when the answer has no such list.
+    """
+    raise_for_status(reply, what)
+    page = reply.json(what)
+    items = page.get(field) if isinstance(page, dict) else None
+    if not isinstance(items, list):
+        raise RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: unexpected response")
+    return page, items
+
+
+def after_index(doubt: Doubt, lag: float) -> Doubt:
+    """``doubt`` as a read of a search index that trails the upstream's writes by ``lag``
+    seconds must answer it: begun ``lag`` after the attempts in doubt were sent. Rounded
+    (a whole second later, a whole minute back: these upstreams count creation times in
+    minutes), so that the doubts of one rebalance, settled and submitted moments apart and
+    woken in any order, share one read."""
+    return Doubt(since=math.floor(doubt.since / 60) * 60, settled_at=math.ceil(doubt.settled_at + lag))
+
+
+async def until(moment: float) -> None:
+    """Return once the wall clock reads ``moment`` (Unix seconds)."""
+    # A loop: a timer may fire a little before the wall clock reaches the time.
+    while (wait := moment - time.time()) > 0:  # noqa: ASYNC110 - bounded by the wait
+        await asyncio.sleep(wait)
 
 
 def for_reads(call: ConnectorCall) -> ConnectorCall:

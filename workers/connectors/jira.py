@@ -19,20 +19,28 @@ before. ``Idempotency-Key`` is sent too (Jira ignores it).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import math
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from core.errors import PermanentError, RetryableError
+from core.errors import PermanentError
 from schemas import ErrorCode
 
 from ._args import credential, validated
 from ._base import Connector, ConnectorCall, Doubt, Operation
 from ._http import raise_for_status, send
-from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads, output_for
+from ._shared_reads import (
+    READ_LIMIT,
+    Found,
+    SharedReads,
+    after_index,
+    for_reads,
+    listed_page,
+    output_for,
+    until,
+)
 
 __all__ = ["PROPERTY", "JiraConnector", "adf_document"]
 
@@ -148,28 +156,16 @@ class JiraConnector(Connector):
             raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: response has no key")
         return _output(data)
 
-    def _ready(self, doubt: Doubt) -> Doubt:
-        """``doubt`` as a search must answer it: begun ``index_lag`` after the attempts in
-        doubt were sent. Rounded (a whole second later, a whole minute back: JQL's
-        relative dates count minutes), so that the doubts of one rebalance, settled and
-        submitted moments apart and woken in any order, share one search."""
-        return Doubt(
-            since=math.floor(doubt.since / 60) * 60,
-            settled_at=math.ceil(doubt.settled_at + self.index_lag),
-        )
-
     def check_wait(self, doubt: Doubt) -> float:
-        return max(0.0, self._ready(doubt).settled_at - time.time())
+        return max(0.0, after_index(doubt, self.index_lag).settled_at - time.time())
 
     async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
         """The ``{id, key, self}`` of an issue an earlier attempt created, or None."""
         args = validated(self, call)
         site, project = self._site(call), args["project_key"]
         reader = for_reads(call)
-        doubt = self._ready(doubt)
-        # A loop: a timer may fire a little before the wall clock reaches the time.
-        while (wait := doubt.settled_at - time.time()) > 0:  # noqa: ASYNC110 - bounded by the wait
-            await asyncio.sleep(wait)
+        doubt = after_index(doubt, self.index_lag)
+        await until(doubt.settled_at)
         found = await self._shared.found(
             (call.tenant_id, site, project),
             doubt,
@@ -195,11 +191,7 @@ class JiraConnector(Connector):
             )  # fmt: skip
             if reply.status in (401, 403):  # no read scope or permission: act as before
                 raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: {reply.status} refused")
-            raise_for_status(reply, what)
-            page = reply.json(what)
-            issues = page.get("issues") if isinstance(page, dict) else None
-            if not isinstance(issues, list):
-                raise RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: unexpected response")
+            page, issues = listed_page(reply, what, "issues")
             for issue in issues:
                 key = _marked_key(issue)
                 if key is not None:

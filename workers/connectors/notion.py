@@ -4,24 +4,51 @@ Plain-text ``content`` becomes paragraph blocks: one per blank-line separated
 paragraph, each rich-text item at most 2,000 characters, at most 100 blocks per
 request (Notion's documented request limits).
 
-Side effects: Notion takes no idempotency key; a retry after an ambiguous failure may
-create a second page. ``Idempotency-Key`` is sent (Notion ignores it).
+Side effects: Notion takes no idempotency key. A page created in a database can carry
+ours in a text property the workspace names with ``key_property`` (a column it hides
+in its views); before creating such a page again after an attempt whose outcome is
+unknown, the runtime asks :meth:`NotionConnector.find_done`, which queries the database
+for pages created since the command's submission with that property set (newest first,
+at most :data:`MAX_PAGES` pages of 100). Notion does not say how soon a new page shows in
+a database query, so a query counts only when it begins :data:`INDEX_LAG` seconds after
+the last attempt in doubt was sent, as Jira's search does. The query needs the
+integration's "read content" capability and the database shared with it; a 4xx from it
+makes the check give up and the page is created as before. A page under a page has only
+a title, so there the check has nowhere to look and a retry after an ambiguous failure
+may create a second page. ``Idempotency-Key`` is sent too (Notion ignores it).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from core.errors import PermanentError
 from schemas import ErrorCode
 
 from ._args import credential, validated
-from ._base import Connector, ConnectorCall, Operation
+from ._base import Connector, ConnectorCall, Doubt, Operation
 from ._http import raise_for_status, send
+from ._shared_reads import (
+    READ_LIMIT,
+    Found,
+    SharedReads,
+    after_index,
+    for_reads,
+    listed_page,
+    output_for,
+    until,
+)
 
 __all__ = ["NOTION_VERSION", "NotionConnector", "paragraph_blocks"]
 
 NOTION_VERSION = "2022-06-28"
+MAX_PAGES = 5
+PAGE_SIZE = 100
+# Seconds by which a database query must begin after the attempts in doubt were sent.
+INDEX_LAG = 5.0
 _TEXT_LIMIT = 2_000
 _MAX_BLOCKS = 100
 _MAX_RICH_TEXT = 100
@@ -39,9 +66,20 @@ CREATE_PAGE_SCHEMA: dict[str, Any] = {
             "maxLength": 100,
             "description": "Title property of the database (default 'Name').",
         },
+        "key_property": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "description": (
+                "A text property of the database that records the command's idempotency key "
+                "(hide it in the database's views), so that a retry after an ambiguous "
+                "failure finds the page instead of creating a second one."
+            ),
+        },
     },
     "required": ["title"],
     "oneOf": [{"required": ["parent_page_id"]}, {"required": ["database_id"]}],
+    "dependentRequired": {"key_property": ["database_id"]},
     "additionalProperties": False,
 }
 
@@ -83,6 +121,22 @@ class NotionConnector(Connector):
         )
     }
 
+    finds_done: ClassVar[bool] = True
+
+    def __init__(self, *, index_lag: float = INDEX_LAG) -> None:
+        self.reads = 0  # database query pages read (for tests and the curious)
+        self.index_lag = index_lag
+        self._shared = SharedReads()
+
+    @staticmethod
+    def _headers(call: ConnectorCall) -> dict[str, str]:
+        token = credential(call, "token", "access_token", connector="notion")
+        return {
+            "Authorization": f"Bearer {token}",
+            "Notion-Version": NOTION_VERSION,
+            "Accept": "application/json",
+        }
+
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         """Create the page; returns ``{id, url}``.
 
@@ -93,7 +147,7 @@ class NotionConnector(Connector):
         """
         args = validated(self, call)
         what = "notion pages.create"
-        token = credential(call, "token", "access_token", connector=self.name)
+        headers = self._headers(call)
         title = [{"type": "text", "text": {"content": args["title"]}}]
         if "parent_page_id" in args:
             parent = {"type": "page_id", "page_id": args["parent_page_id"]}
@@ -102,6 +156,12 @@ class NotionConnector(Connector):
         else:
             parent = {"type": "database_id", "database_id": args["database_id"]}
             properties = {args.get("title_property") or "Name": {"title": title}}
+            if "key_property" in args:
+                if args["key_property"] in properties:
+                    raise PermanentError(
+                        ErrorCode.INVALID_ARGUMENTS, f"{what}: key_property names the title property"
+                    )
+                properties[args["key_property"]] = {"rich_text": _rich_text(call.idempotency_key)}
         body: dict[str, Any] = {"parent": parent, "properties": properties}
         try:
             children = paragraph_blocks(args.get("content", ""))
@@ -114,15 +174,78 @@ class NotionConnector(Connector):
             "POST",
             f"{call.base_url.rstrip('/')}/v1/pages",
             what=what,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Notion-Version": NOTION_VERSION,
-                "Accept": "application/json",
-            },
+            headers=headers,
             json_body=body,
         )
         raise_for_status(reply, what)
         data = reply.json(what)
         if not isinstance(data, dict) or "id" not in data:
             raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: response has no id")
-        return {"id": data["id"], "url": data.get("url")}
+        return _output(data)
+
+    def check_wait(self, doubt: Doubt) -> float:
+        return max(0.0, after_index(doubt, self.index_lag).settled_at - time.time())
+
+    async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
+        """The ``{id, url}`` of a page an earlier attempt created, or None (also when the
+        page would have no ``key_property`` to find it by)."""
+        args = validated(self, call)
+        field = args.get("key_property")
+        if field is None:
+            return None
+        database = args["database_id"]
+        reader = for_reads(call)
+        doubt = after_index(doubt, self.index_lag)
+        await until(doubt.settled_at)
+        found = await self._shared.found(
+            (call.tenant_id, call.base_url, database.replace("-", "").lower(), field),
+            doubt,
+            lambda oldest: self._query(reader, database, field, oldest),
+        )
+        return output_for(found, call)
+
+    async def _query(self, call: ConnectorCall, database: str, field: str, oldest: float) -> Found:
+        what = "notion databases.query"
+        # Notion keeps creation times to the minute; ``oldest`` is on a whole minute.
+        since = datetime.fromtimestamp(oldest, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        body: dict[str, Any] = {
+            "filter": {"and": [
+                {"timestamp": "created_time", "created_time": {"on_or_after": since}},
+                {"property": field, "rich_text": {"is_not_empty": True}},
+            ]},
+            "sorts": [{"timestamp": "created_time", "direction": "descending"}],
+            "page_size": PAGE_SIZE,
+        }  # fmt: skip
+        url = f"{call.base_url.rstrip('/')}/v1/databases/{database}/query"
+        headers = self._headers(call)
+        found: Found = {}
+        for _ in range(MAX_PAGES):
+            self.reads += 1
+            reply = await send(
+                call, "POST", url, what=what, headers=headers, json_body=body, limit=READ_LIMIT
+            )
+            page, results = listed_page(reply, what, "results")
+            for result in results:
+                key = _plain_text(result, field)
+                if key:
+                    found.setdefault(key, _output(result))
+            following = page.get("next_cursor")
+            if page.get("has_more") is not True or not isinstance(following, str) or not following:
+                break
+            body["start_cursor"] = following
+        return found
+
+
+def _plain_text(page: Any, field: str) -> str | None:
+    """The text of a page's rich-text property ``field``, if it has one."""
+    properties = page.get("properties") if isinstance(page, dict) else None
+    value = properties.get(field) if isinstance(properties, dict) else None
+    items = value.get("rich_text") if isinstance(value, dict) else None
+    if not isinstance(items, list):
+        return None
+    return "".join(str(item.get("plain_text", "")) for item in items if isinstance(item, dict))
+
+
+def _output(page: Mapping[str, Any]) -> dict[str, Any]:
+    """A page as the command's output: ``{id, url}``."""
+    return {"id": page.get("id"), "url": page.get("url")}

@@ -17,6 +17,7 @@ from typing import Any
 from ._github_issues import IssueLog
 from ._gmail_mailbox import Mailbox
 from ._jira_issues import JiraIssues
+from ._notion_pages import NotionPages
 from ._slack_history import SlackHistory
 
 __all__ = ["FAULT_KINDS", "EmulatorState", "Fault", "Grant"]
@@ -97,6 +98,7 @@ class EmulatorState:
         self.slack_history = SlackHistory()
         self.github_issues = IssueLog()
         self.jira_issues = JiraIssues()
+        self.notion_pages = NotionPages()
         self.gmail_sent = Mailbox()
         for entry in tokens:
             self.add_token(entry)
@@ -220,6 +222,7 @@ class EmulatorState:
         self.slack_history.clear()
         self.github_issues.clear()
         self.jira_issues.clear()
+        self.notion_pages.clear()
         self.gmail_sent.clear()
         if tokens:
             self.tokens.clear()

@@ -22,6 +22,7 @@ from workers.connectors.gmail import decode_raw
 
 from ._gmail_mailbox import gmail_read
 from ._jira_issues import jira_search
+from ._notion_pages import notion_query
 from ._slack_history import slack_read, valid_metadata
 from ._state import EmulatorState
 
@@ -222,11 +223,16 @@ class Notion(Vendor):
     def unauthorized(self, expired: bool) -> web.Response:
         return self._error(401, "unauthorized", "API token is invalid.")
 
+    def has_effect(self, request: web.Request) -> bool:
+        return "database_id" not in request.match_info
+
     def handle(
         self, state: EmulatorState, tenant: str, request: web.Request, data: Any
     ) -> web.Response:
         if not request.headers.get("Notion-Version"):
             return self._error(400, "missing_version", "Notion-Version header should be defined.")
+        if "database_id" in request.match_info:
+            return notion_query(state.notion_pages, tenant, request.match_info["database_id"], data)
         parent = data.get("parent") if isinstance(data, dict) else None
         parent_id = None
         if isinstance(parent, dict):
@@ -249,18 +255,18 @@ class Notion(Vendor):
             if any(len(item.get("text", {}).get("content", "")) > 2000 for item in rich):
                 return self._error(400, "validation_error", "text.content.length should be ≤ 2000.")
         page_id = str(uuid.uuid4())
-        return json_response(
-            200,
-            {
-                "object": "page",
-                "id": page_id,
-                "created_time": time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime()),
-                "parent": parent,
-                "archived": False,
-                "properties": data.get("properties", {}),
-                "url": f"https://www.notion.so/{page_id.replace('-', '')}",
-            },
-        )
+        page = {
+            "object": "page",
+            "id": page_id,
+            "created_time": time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime()),
+            "parent": parent,
+            "archived": False,
+            "properties": data.get("properties", {}),
+            "url": f"https://www.notion.so/{page_id.replace('-', '')}",
+        }
+        if isinstance(parent.get("database_id"), str):
+            state.notion_pages.add(tenant, parent["database_id"], page)
+        return json_response(200, page)
 
 
 class Jira(Vendor):

@@ -1,0 +1,176 @@
+"""Notion's check for an earlier attempt's effect, against the emulator over real HTTP:
+the key in the database's ``key_property``, the database query, what it cannot check,
+refusals, and the emulated query itself."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import pytest
+from test_connectors_find_done import DATABASE, _doubt, _notion, _page
+from test_connectors_vendors import TENANT, make_call, register
+
+from core.errors import PermanentError
+from schemas import ErrorCode
+from workers.connectors._base import CredentialsExpired
+from workers.emulators import RunningEmulator
+from workers.emulators._notion_pages import QueryError, page_filter
+
+TOKEN = "secret_lookup"
+KEY_PROPERTY = "Switchyard key"
+
+
+async def test_the_key_rides_in_the_named_text_property(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", TOKEN)
+    created = await _notion().execute(_page(emulator, session, "key-1", title="Standup"))
+
+    (stored,) = emulator.state.notion_pages._pages.entries((TENANT, DATABASE.replace("-", "")))
+    assert stored["id"] == created["id"]
+    assert stored["properties"] == {
+        "Name": {"title": [{"type": "text", "text": {"content": "Standup"}}]},
+        KEY_PROPERTY: {"rich_text": [{"type": "text", "text": {"content": "key-1"}}]},
+    }
+
+
+async def test_without_a_key_property_there_is_nothing_to_look_for(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", TOKEN)
+    plain = {"database_id": DATABASE, "title": "Standup"}
+    under_a_page = {"parent_page_id": DATABASE, "title": "Standup"}
+    for arguments in (plain, under_a_page):
+        await _notion().execute(_call(emulator, session, arguments))
+    checker = _notion()
+
+    for arguments in (plain, under_a_page):
+        assert await checker.find_done(_call(emulator, session, arguments), _doubt()) is None
+    assert checker.reads == 0
+    assert emulator.state.effects["notion"] == {"key-1": 2}  # the check cannot stop a second page
+
+
+def _call(emulator: RunningEmulator, session: aiohttp.ClientSession, arguments: dict[str, str], token: str = TOKEN):
+    return make_call("notion", emulator, session, token, key="key-1", arguments=arguments)
+
+
+async def test_a_key_property_needs_a_database_and_another_name_than_the_title(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", TOKEN)
+    with pytest.raises(PermanentError) as under_a_page:
+        await _notion().execute(_call(
+            emulator, session, {"parent_page_id": DATABASE, "title": "t", "key_property": KEY_PROPERTY}
+        ))  # fmt: skip
+    with pytest.raises(PermanentError) as on_the_title:
+        await _notion().execute(_page(emulator, session, "k", key_property="Name"))
+
+    assert under_a_page.value.code is on_the_title.value.code is ErrorCode.INVALID_ARGUMENTS
+    assert "database_id" in str(under_a_page.value) and "title property" in str(on_the_title.value)
+    assert "notion" not in emulator.state.effects
+
+
+async def test_a_query_answers_for_its_own_database_and_property_only(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", TOKEN)
+    other = "9b3c4c1e-0f0a-4c55-9a47-6b1a6f0e2d11"
+    elsewhere = await _notion().execute(_page(emulator, session, "key-4", database_id=other))
+    renamed = await _notion().execute(_page(emulator, session, "key-5", key_property="Key"))
+
+    checker, doubt = _notion(), _doubt()
+    in_other = await checker.find_done(_page(emulator, session, "key-4", database_id=other), doubt)
+    in_ours = await checker.find_done(_page(emulator, session, "key-4"), doubt)
+    by_other_name = await checker.find_done(_page(emulator, session, "key-5"), doubt)
+    by_its_name = await checker.find_done(_page(emulator, session, "key-5", key_property="Key"), doubt)
+
+    assert (in_other, in_ours, by_other_name, by_its_name) == (elsewhere, None, None, renamed)
+    assert checker.reads == 3  # one query per database and property
+
+
+async def test_pages_created_before_the_command_are_not_queried(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", TOKEN)
+    await _notion().execute(_page(emulator, session, "old"))
+    for page in emulator.state.notion_pages._pages.entries((TENANT, DATABASE.replace("-", ""))):
+        page["created"] -= 3_600  # an hour before the command
+
+    assert await _notion().find_done(_page(emulator, session, "old"), _doubt()) is None
+
+
+async def test_a_refused_query_gives_up_the_check_and_a_bad_token_is_refreshed_as_for_the_create(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", TOKEN)
+    # Not shared with the integration (Notion answers 404): the runtime creates as before.
+    missing = "00000000-0000-0000-0000-000000000001"
+    with pytest.raises(PermanentError) as refused:
+        await _notion().find_done(_page(emulator, session, "k", database_id=missing), _doubt())
+    assert not isinstance(refused.value, CredentialsExpired)
+    emulator.state.add_fault({"connector": "notion", "kind": "403", "count": 1})
+    with pytest.raises(PermanentError) as forbidden:  # no "read content" capability
+        await _notion().find_done(_page(emulator, session, "k"), _doubt())
+    assert not isinstance(forbidden.value, CredentialsExpired)
+    revoked = _call(emulator, session, {"database_id": DATABASE, "title": "t", "key_property": KEY_PROPERTY},
+                    token="secret_revoked")  # fmt: skip
+    with pytest.raises(CredentialsExpired):  # the same token would not create a page either
+        await _notion().find_done(revoked, _doubt())
+
+
+async def test_a_query_waits_until_new_pages_show(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", TOKEN)
+    emulator.state.notion_pages.index_lag = 3.0
+    created = await _notion().execute(_page(emulator, session, "fresh"))
+    doubt = _doubt()
+
+    assert await _notion(index_lag=0.0).find_done(_page(emulator, session, "fresh"), doubt) is None
+    patient = _notion(index_lag=3.5)
+    assert 2.0 < patient.check_wait(doubt) <= 4.5
+    assert await patient.find_done(_page(emulator, session, "fresh"), doubt) == created
+    assert time.time() >= doubt.settled_at + 3.5
+
+
+async def test_the_emulated_query_refuses_what_it_cannot_serve_and_shows_plain_text(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", TOKEN)
+    created = await _notion().execute(_page(emulator, session, "shown", title="Standup"))
+    headers = {"Authorization": f"Bearer {TOKEN}", "Notion-Version": "2022-06-28"}
+
+    async def query(body: object) -> tuple[int, dict]:
+        url = f"{emulator.base_url}/v1/databases/{DATABASE}/query"
+        async with session.post(url, json=body, headers=headers) as reply:
+            return reply.status, await reply.json()
+
+    status, answer = await query({"filter": {"property": KEY_PROPERTY, "rich_text": {"equals": "shown"}}})
+    assert status == 200 and answer["has_more"] is False and answer["next_cursor"] is None
+    (page,) = answer["results"]
+    assert page["id"] == created["id"] and page["created_time"].endswith(":00.000Z")
+    assert page["properties"][KEY_PROPERTY]["rich_text"][0]["plain_text"] == "shown"
+    assert page["properties"]["Name"]["type"] == "title"
+    assert (await query({"filter": {"property": KEY_PROPERTY, "rich_text": {"equals": "x"}}}))[1]["results"] == []
+    for refused in (
+        {"filter": {"property": KEY_PROPERTY, "number": {"equals": 1}}},
+        {"filter": {"or": []}},
+        {"sorts": [{"property": "Name", "direction": "ascending"}]},
+        {"page_size": 101},
+        {"start_cursor": "not-ours"},
+    ):
+        status, error = await query(refused)
+        assert (status, error["object"], error["code"]) == (400, "error", "validation_error"), refused
+    assert emulator.state.effects["notion"] == {"shown": 1}  # queries are no effect
+
+
+def test_the_emulated_filter_counts_creation_times_in_whole_minutes() -> None:
+    on_the_minute = 1_800_000_000.0  # a whole minute
+    page = {"created": on_the_minute + 59, "properties": {}}
+    since = "2027-01-15T08:00:00.000Z"  # 1_800_000_000
+
+    assert page_filter({"timestamp": "created_time", "created_time": {"on_or_after": since}})(page)
+    assert not page_filter({"timestamp": "created_time", "created_time": {"after": since}})(page)
+    with pytest.raises(QueryError):
+        page_filter({"timestamp": "created_time", "created_time": {"on_or_after": since, "before": since}})
