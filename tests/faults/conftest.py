@@ -13,14 +13,17 @@ from switchyard.system import LocalSystem
 
 from ._harness import load_tenants, start_system, warm_up
 
-# Slack, Gmail and Jira take no idempotency key (the workers look there for an earlier
-# attempt's effect before acting again); the webhook tenants' upstream honours
-# Idempotency-Key. Every side effect must stay single.
-TENANTS = {"acme": "slack", "beta": "gmail", "delta": "jira", "hooka": "http", "hookb": "http"}
+# Slack, Gmail, Jira and Notion take no idempotency key (the workers look there for an
+# earlier attempt's effect before acting again; Notion's tenant creates database rows with
+# a key property); the webhook tenants' upstream honours Idempotency-Key. Every side
+# effect must stay single.
+TENANTS = {"acme": "slack", "beta": "gmail", "gamma": "notion", "delta": "jira", "hooka": "http", "hookb": "http"}
 # Each error storm gets a tenant of its own: a storm opens that tenant's circuit breakers
 # in the workers, which would otherwise still be open for the next storm.
 STORM_TENANTS = {"storm429": "http", "storm500": "http"}
-WORKERS = {"slack": 2, "gmail": 2, "jira": 2, "http": 2}
+WORKERS = {"slack": 2, "gmail": 2, "notion": 2, "jira": 2, "http": 2}
+# The connectors whose side effects the workers must find rather than repeat.
+LOOKED_UP = ("slack", "gmail", "notion", "jira")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from ._harness import (
     wait_ready,
     wait_until,
 )
-from .conftest import TENANTS, WORKERS, FaultSystem
+from .conftest import LOOKED_UP, TENANTS, WORKERS, FaultSystem
 
 pytestmark = pytest.mark.fault
 
@@ -92,10 +92,11 @@ async def test_a_sigkilled_worker_of_each_pool_loses_and_duplicates_no_command(p
 
     counts = await _scenario(procs, "sigkill worker (1 of 2 per pool)", crash)
     assert_exactly_once(counts, TOTAL)
-    # Slack, Gmail and Jira take no idempotency key: the new owners find what the killed
-    # workers had done (our key in each Slack message's metadata, in a header of each
-    # email, in each issue's entity property) instead of doing it again.
-    for connector in ("slack", "gmail", "jira"):
+    # Slack, Gmail, Notion and Jira take no idempotency key: the new owners find what the
+    # killed workers had done (our key in each Slack message's metadata, in a header of
+    # each email, in each page's key property, in each issue's entity property) instead
+    # of doing it again.
+    for connector in LOOKED_UP:
         effects = counts.effects[connector]
         assert effects["keys_with_repeats"] == 0, (connector, effects)
 
@@ -133,7 +134,7 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
     for name in at_stall:
         log = (system.log_dir / f"{name}.log").read_text(errors="replace")
         assert "event loop stalled" in log, f"{name} did not notice its stall"
-    # Slack, Gmail and Jira take no idempotency key. The calls in flight at the stall reached the
+    # Slack, Gmail, Notion and Jira take no idempotency key. The calls in flight at the stall reached the
     # upstream before it; the new owner finds their effects and does not act again.
     # Nothing else is made again either: not the calls that were queued, nor an in-process
     # retry of one that timed out while the process stood still (each of those once made
@@ -142,7 +143,7 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
     # looked: one or two per connector.
     print(f"in flight at the stall: {at_stall}; effects {counts.effects}")
     assert all(at_stall.values()), f"a stalled worker had nothing in flight: {at_stall}"
-    for connector in ("slack", "gmail", "jira"):
+    for connector in LOOKED_UP:
         effects = counts.effects[connector]
         assert effects["total"] - effects["keys"] <= 2, (connector, at_stall, effects)
 
