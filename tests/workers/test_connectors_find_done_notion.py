@@ -13,7 +13,9 @@ from test_connectors_vendors import TENANT, make_call, register
 
 from core.errors import PermanentError
 from schemas import ErrorCode
-from workers.connectors._base import CredentialsExpired
+from workers.connectors._base import CredentialsExpired, Doubt
+from workers.connectors._shared_reads import after_index
+from workers.connectors.notion import MAX_PAGES, PAGE_SIZE
 from workers.emulators import RunningEmulator
 from workers.emulators._notion_pages import QueryError, page_filter
 
@@ -100,7 +102,7 @@ async def test_pages_created_before_the_command_are_not_queried(
     assert await _notion().find_done(_page(emulator, session, "old"), _doubt()) is None
 
 
-async def test_a_refused_query_gives_up_the_check_and_a_bad_token_is_refreshed_as_for_the_create(
+async def test_a_refused_query_gives_up_the_check_and_a_bad_token_fails_as_the_create_would(
     emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     register(emulator, "notion", TOKEN)
@@ -164,6 +166,12 @@ async def test_the_emulated_query_refuses_what_it_cannot_serve_and_shows_plain_t
         assert (status, error["object"], error["code"]) == (400, "error", "validation_error"), refused
     assert emulator.state.effects["notion"] == {"shown": 1}  # queries are no effect
 
+    async with session.post(f"{emulator.base_url}/v1/pages", headers=headers, json={
+        "parent": {"database_id": DATABASE}, "properties": {KEY_PROPERTY: "not a property value"},
+    }) as reply:  # fmt: skip
+        assert (reply.status, (await reply.json())["code"]) == (400, "validation_error")
+    assert (await query({}))[0] == 200  # nothing malformed was kept
+
 
 def test_the_emulated_filter_counts_creation_times_in_whole_minutes() -> None:
     on_the_minute = 1_800_000_000.0  # a whole minute
@@ -174,3 +182,50 @@ def test_the_emulated_filter_counts_creation_times_in_whole_minutes() -> None:
     assert not page_filter({"timestamp": "created_time", "created_time": {"after": since}})(page)
     with pytest.raises(QueryError):
         page_filter({"timestamp": "created_time", "created_time": {"on_or_after": since, "before": since}})
+
+
+async def test_past_the_reads_page_limit_the_key_is_asked_for_alone(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", TOKEN)
+    connector = _notion()
+    first = await connector.execute(_page(emulator, session, "first"))
+    for i in range(MAX_PAGES * PAGE_SIZE):  # newer pages fill the shared read
+        await connector.execute(_page(emulator, session, f"later-{i}"))
+
+    checker, doubt = _notion(), _doubt()
+    assert await checker.find_done(_page(emulator, session, "later-0"), doubt) is not None
+    assert checker.reads == MAX_PAGES  # found in the shared read
+    assert await checker.find_done(_page(emulator, session, "first"), doubt) == first
+    assert await checker.find_done(_page(emulator, session, "never"), doubt) is None
+    assert checker.reads == MAX_PAGES + 2  # one query for each key the read did not reach
+
+
+async def test_a_page_a_person_duplicated_does_not_hide_the_one_we_created(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", TOKEN)
+    ours = await _notion().execute(_page(emulator, session, "dup"))
+    # "Duplicate" in Notion's UI copies every property, our key too.
+    (stored,) = emulator.state.notion_pages._pages.entries((TENANT, DATABASE.replace("-", "")))
+    emulator.state.notion_pages.add(TENANT, DATABASE, {**stored, "id": "copy", "url": "https://www.notion.so/copy"})
+
+    assert await _notion().find_done(_page(emulator, session, "dup"), _doubt()) == ours
+
+
+async def test_another_tenants_rows_in_a_database_of_the_same_id_are_not_ours(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", TOKEN)
+    register(emulator, "notion", "secret_other", tenant="other")
+    await _notion().execute(_call(emulator, session, {
+        "database_id": DATABASE, "title": "t", "key_property": KEY_PROPERTY,
+    }, token="secret_other"))  # fmt: skip
+
+    assert await _notion().find_done(_page(emulator, session, "key-1"), _doubt()) is None
+
+
+def test_a_doubt_is_rounded_to_the_reads_whole_minutes_and_seconds() -> None:
+    assert after_index(Doubt(since=1_800_000_059.5, settled_at=1_800_000_100.2), 5.0) == Doubt(
+        since=1_800_000_000.0, settled_at=1_800_000_106.0
+    )

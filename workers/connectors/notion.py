@@ -9,11 +9,13 @@ ours in a text property the workspace names with ``key_property`` (a column it h
 in its views); before creating such a page again after an attempt whose outcome is
 unknown, the runtime asks :meth:`NotionConnector.find_done`, which queries the database
 for pages created since the command's submission with that property set (newest first,
-at most :data:`MAX_PAGES` pages of 100). Notion does not say how soon a new page shows in
+at most :data:`MAX_PAGES` pages of 100, shared by every command in doubt; past those, for
+the command's key alone). Notion does not say how soon a new page shows in
 a database query, so a query counts only when it begins :data:`INDEX_LAG` seconds after
 the last attempt in doubt was sent, as Jira's search does. The query needs the
-integration's "read content" capability and the database shared with it; a 4xx from it
-makes the check give up and the page is created as before. A page under a page has only
+integration's "read content" capability and the database shared with it; a 403 or 404
+from it makes the check give up and the page is created as before (a 401 fails the
+command, as the create would). A page under a page has only
 a title, so there the check has nowhere to look and a retry after an ambiguous failure
 may create a second page. ``Idempotency-Key`` is sent too (Notion ignores it).
 """
@@ -49,6 +51,8 @@ MAX_PAGES = 5
 PAGE_SIZE = 100
 # Seconds by which a database query must begin after the attempts in doubt were sent.
 INDEX_LAG = 5.0
+# In a read's Found: it stopped at its page limit with more pages left (no key is empty).
+_CUT_SHORT = ""
 _TEXT_LIMIT = 2_000
 _MAX_BLOCKS = 100
 _MAX_RICH_TEXT = 100
@@ -200,40 +204,67 @@ class NotionConnector(Connector):
         found = await self._shared.found(
             (call.tenant_id, call.base_url, database.replace("-", "").lower(), field),
             doubt,
-            lambda oldest: self._query(reader, database, field, oldest),
+            lambda oldest: self._query(reader, database, field, _since(oldest), pages=MAX_PAGES),
         )
-        return output_for(found, call)
+        output = output_for(found, call)
+        if output is None and found.get(_CUT_SHORT):
+            # The shared read stopped at its page limit with older pages left (the page
+            # sought is near the far end of a newest-first list): ask for this key alone.
+            keyed = {"property": field, "rich_text": {"equals": call.idempotency_key}}
+            output = output_for(
+                await self._query(reader, database, field, _since(doubt.since), keyed, pages=1), call
+            )
+        return output
 
-    async def _query(self, call: ConnectorCall, database: str, field: str, oldest: float) -> Found:
+    async def _query(
+        self,
+        call: ConnectorCall,
+        database: str,
+        field: str,
+        since: dict[str, Any],
+        which: dict[str, Any] | None = None,
+        *,
+        pages: int,
+    ) -> Found:
+        """Our keys among the database's pages created ``since`` (with ``field`` set, or
+        matching ``which``), oldest first when ``which`` is given (one page of them),
+        newest first otherwise. A key on several pages (a person duplicated one) stands for
+        the oldest. ``found[_CUT_SHORT]`` says that ``pages`` pages were read and more
+        were left."""
         what = "notion databases.query"
-        # Notion keeps creation times to the minute; ``oldest`` is on a whole minute.
-        since = datetime.fromtimestamp(oldest, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        newest_first = which is None
+        condition = which or {"property": field, "rich_text": {"is_not_empty": True}}
         body: dict[str, Any] = {
-            "filter": {"and": [
-                {"timestamp": "created_time", "created_time": {"on_or_after": since}},
-                {"property": field, "rich_text": {"is_not_empty": True}},
-            ]},
-            "sorts": [{"timestamp": "created_time", "direction": "descending"}],
-            "page_size": PAGE_SIZE,
-        }  # fmt: skip
+            "filter": {"and": [since, condition]},
+            "sorts": [{"timestamp": "created_time", "direction": "descending" if newest_first else "ascending"}],
+            "page_size": PAGE_SIZE if newest_first else 1,
+        }
         url = f"{call.base_url.rstrip('/')}/v1/databases/{database}/query"
         headers = self._headers(call)
         found: Found = {}
-        for _ in range(MAX_PAGES):
+        for _ in range(pages):
             self.reads += 1
             reply = await send(
                 call, "POST", url, what=what, headers=headers, json_body=body, limit=READ_LIMIT
             )
             page, results = listed_page(reply, what, "results")
-            for result in results:
+            for result in results if newest_first else reversed(results):
                 key = _plain_text(result, field)
                 if key:
-                    found.setdefault(key, _output(result))
+                    found[key] = _output(result)  # newest first: the oldest is seen last
             following = page.get("next_cursor")
             if page.get("has_more") is not True or not isinstance(following, str) or not following:
-                break
+                return found
             body["start_cursor"] = following
+        found[_CUT_SHORT] = True
         return found
+
+
+def _since(moment: float) -> dict[str, Any]:
+    """A filter for pages created at or after ``moment`` (Notion keeps creation times to
+    the minute, rounded down; ``moment`` is on a whole minute)."""
+    when = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return {"timestamp": "created_time", "created_time": {"on_or_after": when}}
 
 
 def _plain_text(page: Any, field: str) -> str | None:

@@ -112,8 +112,18 @@ class NotionPages:
         self.index_lag = 0.0
 
     def add(self, tenant: str, database: str, page: Page) -> None:
-        """Remember a page created in ``database`` (as ``pages.create`` answered it)."""
-        self._pages.add((tenant, _database_key(database)), {**page, "created": time.time()})
+        """Remember a page created in ``database`` (as ``pages.create`` answered it). Of
+        its properties only the title and rich-text values are kept, at most 2,000
+        characters each, so that memory stays bounded."""
+        kept = {
+            name: {kind: [{"type": "text", "text": {"content": _plain(value[kind])[:2_000]}}]}
+            for name, value in page["properties"].items()
+            for kind in ("title", "rich_text")
+            if isinstance(value.get(kind), list)
+        }
+        self._pages.add(
+            (tenant, _database_key(database)), {**page, "properties": kept, "created": time.time()}
+        )
 
     def query(self, tenant: str, database: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """One page of a database query's answer.

@@ -243,6 +243,11 @@ class Notion(Vendor):
             return self._error(
                 404, "object_not_found", f"Could not find page with ID: {parent_id}."
             )
+        properties = data.get("properties", {})
+        if not _notion_properties(properties):
+            return self._error(
+                400, "validation_error", "body.properties should be an object of property values."
+            )
         children = data.get("children", [])
         if not isinstance(children, list) or len(children) > 100:
             return self._error(400, "validation_error", "body.children.length should be ≤ 100.")
@@ -261,12 +266,33 @@ class Notion(Vendor):
             "created_time": time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime()),
             "parent": parent,
             "archived": False,
-            "properties": data.get("properties", {}),
+            "properties": properties,
             "url": f"https://www.notion.so/{page_id.replace('-', '')}",
         }
         if isinstance(parent.get("database_id"), str):
             state.notion_pages.add(tenant, parent["database_id"], page)
         return json_response(200, page)
+
+
+def _notion_properties(given: Any) -> bool:
+    """Whether ``given`` is a page's ``properties`` as Notion accepts them: at most 100
+    property values, each an object whose title or rich text (if any) is at most 100
+    items of at most 2,000 characters."""
+    if not isinstance(given, dict) or len(given) > 100:
+        return False
+    for value in given.values():
+        if not isinstance(value, dict):
+            return False
+        for kind in ("title", "rich_text"):
+            items = value.get(kind, [])
+            if not isinstance(items, list) or len(items) > 100:
+                return False
+            for item in items:
+                text = item.get("text") if isinstance(item, dict) else None
+                content = text.get("content") if isinstance(text, dict) else None
+                if not isinstance(content, str) or len(content) > 2_000:
+                    return False
+    return True
 
 
 class Jira(Vendor):
