@@ -45,6 +45,7 @@ ENV_VARS: dict[str, str] = {
     "SWITCHYARD_METRICS_PORT": "metrics_port",
     "SWITCHYARD_LOG_LEVEL": "log_level",
     "SWITCHYARD_EVENT_LOOP": "event_loop",
+    "SWITCHYARD_ROUTER_LINGER_MS": "router_linger_ms",
     "SWITCHYARD_HOME": "home",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "otlp_endpoint",
 }
@@ -89,6 +90,11 @@ class Settings(BaseModel):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     log_level: str = "INFO"
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # How long the router's producer gathers records into a request. Each routed batch
+    # makes two produce round trips (its dedup entries, then its outputs), so a longer
+    # linger makes fewer, larger batches: less CPU per command under load, a few ms more
+    # per command when idle.
+    router_linger_ms: int = Field(default=1, ge=0, le=100)
     home: Path = Path.home() / ".cache" / "switchyard"
     otlp_endpoint: str | None = None
 

@@ -152,7 +152,7 @@ class RouterRuntime(Service):
         await ensure_topics(self.settings, names, configs=configs)
         await self._ensure_faust_topics()
         # aiokafka clients bind to the running loop: made here, not in __init__.
-        producer = make_producer(self.settings, linger_ms=1)
+        producer = make_producer(self.settings, linger_ms=self.settings.router_linger_ms)
         await start_client(producer, what="router producer")
         self.router.producer = producer
         for name in names:

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 from _router_support import command, summary_action, workspace
+from pydantic import ValidationError
 
 from core.errors import PermanentError
+from core.settings import load_settings
 from router import MappingError, compile_mapping
 from router._limits import admit
 from router._resolve import ActionCache, resolve
@@ -254,3 +256,11 @@ def test_a_schema_with_a_remote_ref_is_never_fetched_by_the_compiled_validator()
     assert (
         compiled.check is not None and not compiled.check.compiled
     )  # refused to retrieve: the Python validator decides
+
+
+def test_the_routers_linger_is_a_setting_within_bounds() -> None:
+    assert load_settings({}).router_linger_ms == 1
+    assert load_settings({"SWITCHYARD_ROUTER_LINGER_MS": "5"}).router_linger_ms == 5
+    for wrong in ("-1", "101", "soon"):
+        with pytest.raises(ValidationError):
+            load_settings({"SWITCHYARD_ROUTER_LINGER_MS": wrong})
