@@ -109,6 +109,8 @@ def test_each_pool_has_its_own_deployment_group_and_approle_secret(render: Rende
     assert slack_env["SWITCHYARD_TENANT_CONCURRENCY"]["value"] == "32"
     notion_args = workers["notion"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert parse_switchyard_args(notion_args).retry_tier_delays == "5,30"
+    [router] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-router")]
+    assert _env(router["spec"]["template"]["spec"]["containers"][0])["SWITCHYARD_ROUTER_LINGER_MS"]["value"] == "5"
 
 
 def test_vault_agent_injector_replaces_the_approle_secrets(render: Render) -> None:
