@@ -193,12 +193,16 @@ async def test_past_the_reads_page_limit_the_key_is_asked_for_alone(
     for i in range(MAX_PAGES * PAGE_SIZE):  # newer pages fill the shared read
         await connector.execute(_page(emulator, session, f"later-{i}"))
 
+    # A person duplicated our first page later on; the copy carries our key too.
+    (stored, *_) = emulator.state.notion_pages._pages.entries((TENANT, DATABASE.replace("-", "")))
+    emulator.state.notion_pages.add(TENANT, DATABASE, {**stored, "id": "copy", "url": "https://www.notion.so/copy"})
+
     checker, doubt = _notion(), _doubt()
-    assert await checker.find_done(_page(emulator, session, "later-0"), doubt) is not None
-    assert checker.reads == MAX_PAGES  # found in the shared read
     assert await checker.find_done(_page(emulator, session, "first"), doubt) == first
+    assert checker.reads == MAX_PAGES + 1  # the shared read (it has the copy), then the key alone
+    assert await checker.find_done(_page(emulator, session, "later-0"), doubt) is not None
     assert await checker.find_done(_page(emulator, session, "never"), doubt) is None
-    assert checker.reads == MAX_PAGES + 2  # one query for each key the read did not reach
+    assert checker.reads == MAX_PAGES + 3  # one query for each key past a cut-short read
 
 
 async def test_a_page_a_person_duplicated_does_not_hide_the_one_we_created(

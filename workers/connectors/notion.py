@@ -13,9 +13,9 @@ at most :data:`MAX_PAGES` pages of 100, shared by every command in doubt; past t
 the command's key alone). Notion does not say how soon a new page shows in
 a database query, so a query counts only when it begins :data:`INDEX_LAG` seconds after
 the last attempt in doubt was sent, as Jira's search does. The query needs the
-integration's "read content" capability and the database shared with it; a 403 or 404
-from it makes the check give up and the page is created as before (a 401 fails the
-command, as the create would). A page under a page has only
+integration's "read content" capability and the database shared with it; a 4xx from it
+other than 401 makes the check give up and the page is created as before (a 401 fails
+the command, as the create would). A page under a page has only
 a title, so there the check has nowhere to look and a retry after an ambiguous failure
 may create a second page. ``Idempotency-Key`` is sent too (Notion ignores it).
 """
@@ -206,15 +206,13 @@ class NotionConnector(Connector):
             doubt,
             lambda oldest: self._query(reader, database, field, _since(oldest), pages=MAX_PAGES),
         )
-        output = output_for(found, call)
-        if output is None and found.get(_CUT_SHORT):
-            # The shared read stopped at its page limit with older pages left (the page
-            # sought is near the far end of a newest-first list): ask for this key alone.
+        if found.get(_CUT_SHORT):
+            # The shared read stopped at its page limit with older pages left: the page
+            # sought, or the oldest page with its key (a copy may be newer), can lie
+            # beyond it, near the far end of a newest-first list. Ask for the key alone.
             keyed = {"property": field, "rich_text": {"equals": call.idempotency_key}}
-            output = output_for(
-                await self._query(reader, database, field, _since(doubt.since), keyed, pages=1), call
-            )
-        return output
+            found = await self._query(reader, database, field, _since(doubt.since), keyed, pages=1)
+        return output_for(found, call)
 
     async def _query(
         self,
@@ -229,8 +227,9 @@ class NotionConnector(Connector):
         """Our keys among the database's pages created ``since`` (with ``field`` set, or
         matching ``which``), oldest first when ``which`` is given (one page of them),
         newest first otherwise. A key on several pages (a person duplicated one) stands for
-        the oldest. ``found[_CUT_SHORT]`` says that ``pages`` pages were read and more
-        were left."""
+        the oldest (Notion keeps creation times to the minute and does not say how it
+        orders pages of the same minute). ``found[_CUT_SHORT]`` says that ``pages``
+        pages were read and more were left."""
         what = "notion databases.query"
         newest_first = which is None
         condition = which or {"property": field, "rich_text": {"is_not_empty": True}}

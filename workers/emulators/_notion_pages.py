@@ -27,7 +27,11 @@ from ._scoped_log import ScopedLog, page_start, page_token
 __all__ = ["PAGES_PER_DATABASE", "NotionPages", "QueryError", "notion_query", "page_filter"]
 
 PAGES_PER_DATABASE = 1_000
-MAX_DATABASES = 2_000
+MAX_DATABASES = 200
+# Of each page: at most this many text properties, names and texts cut to these lengths.
+KEPT_PROPERTIES = 4
+KEPT_NAME = 100
+KEPT_TEXT = 2_000
 MAX_PAGE = 100
 _TIME_TESTS: dict[str, Callable[[float, float], bool]] = {
     "on_or_after": lambda created, bound: created >= bound,
@@ -112,18 +116,22 @@ class NotionPages:
         self.index_lag = 0.0
 
     def add(self, tenant: str, database: str, page: Page) -> None:
-        """Remember a page created in ``database`` (as ``pages.create`` answered it). Of
-        its properties only the title and rich-text values are kept, at most 2,000
-        characters each, so that memory stays bounded."""
-        kept = {
-            name: {kind: [{"type": "text", "text": {"content": _plain(value[kind])[:2_000]}}]}
-            for name, value in page["properties"].items()
-            for kind in ("title", "rich_text")
-            if isinstance(value.get(kind), list)
-        }
-        self._pages.add(
-            (tenant, _database_key(database)), {**page, "properties": kept, "created": time.time()}
-        )
+        """Remember a page created in ``database`` (as ``pages.create`` answered it). Only
+        what queries read is kept, bounded: its id, url and creation time, and its first
+        title and rich-text values (see ``KEPT_*``), so that memory stays bounded."""
+        kept: dict[str, Any] = {}
+        for name, value in page["properties"].items():
+            kind = next((k for k in ("title", "rich_text") if isinstance(value.get(k), list)), None)
+            if kind is None or len(name) > KEPT_NAME:
+                continue
+            kept[name] = {kind: [{"type": "text", "text": {"content": _plain(value[kind])[:KEPT_TEXT]}}]}
+            if len(kept) == KEPT_PROPERTIES:
+                break
+        self._pages.add((tenant, _database_key(database)), {
+            "object": "page", "id": page["id"], "url": page["url"], "created_time": page["created_time"],
+            "parent": {"type": "database_id", "database_id": database}, "archived": False,
+            "properties": kept, "created": time.time(),
+        })  # fmt: skip
 
     def query(self, tenant: str, database: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """One page of a database query's answer.
