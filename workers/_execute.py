@@ -37,6 +37,7 @@ from .connectors._base import Connector, ConnectorCall, CredentialsExpired, Doub
 __all__ = [
     "IN_DOUBT_HEADER",
     "Abandoned",
+    "CheckFailed",
     "Executor",
     "Job",
     "Outcome",
@@ -298,7 +299,8 @@ class Executor:
                 raise
             except CommandError as exc:
                 info = _scrub(exc.to_info(), secret[-1] if secret else None)
-                if info.code in _AMBIGUOUS_CODES:
+                # A failed check sent nothing: the doubt stays as it was.
+                if info.code in _AMBIGUOUS_CODES and not isinstance(exc, CheckFailed):
                     doubt = _doubt(command, settled_at=time.time())
             except asyncio.CancelledError:
                 self.breakers.cancel_probe(key)
@@ -445,11 +447,21 @@ class Executor:
         except PermanentError as exc:
             logger.warning("could not check for an earlier attempt's effect (%s); calling again", exc.code.value)
             return None
-        except (CommandError, TimeoutError, aiohttp.ClientError):
-            raise  # retryable: the command is retried, still in doubt
+        except CommandError as exc:  # retryable: the command is retried, still in doubt
+            raise CheckFailed(
+                exc.code, exc.message, retry_after=exc.retry_after, http_status=exc.http_status
+            ) from None
+        except TimeoutError:
+            raise CheckFailed(
+                ErrorCode.UPSTREAM_TIMEOUT, f"{call.operation}: the check for an earlier effect took over {within:.1f}s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise CheckFailed(
+                ErrorCode.UPSTREAM_UNAVAILABLE, f"{call.operation}: checking for an earlier effect: {type(exc).__name__}"
+            ) from None
         except Exception as exc:  # a bug or an odd answer in the check: do not act blindly
             logger.warning("the check for an earlier attempt's effect failed (%s)", type(exc).__name__)
-            raise RetryableError(
+            raise CheckFailed(
                 ErrorCode.UPSTREAM_UNAVAILABLE, f"{call.operation}: could not check for an earlier effect"
             ) from None
         if found is not None:
@@ -548,6 +560,12 @@ class _Verdict:
     @property
     def attempts(self) -> int:
         return len(self.errors) + (1 if self.status is ResultStatus.SUCCEEDED else 0)
+
+
+class CheckFailed(RetryableError):
+    """The check for an earlier attempt's effect failed (retryably). The command is tried
+    again, still in doubt; the check itself had no effect upstream, so the window of
+    doubt keeps its end and a read made since still answers it."""
 
 
 def _doubt(command: RoutedCommand, *, settled_at: float) -> Doubt:

@@ -1,6 +1,7 @@
 """Between a check for an earlier attempt's effect and the call: the time bound on the
-check includes the connector's declared wait, and the partition is fenced again before
-acting. The executor with a stand-in connector and credentials (no Kafka, no HTTP)."""
+check includes the connector's declared wait, the partition is fenced again before
+acting, and a check that fails leaves the doubt as it was. The executor with a stand-in
+connector and credentials (no Kafka, no HTTP)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import aiohttp
 import pytest
 from test_pool_connectors import _command
 
+from core.errors import RetryableError
 from core.vault import TenantSecret
-from schemas import ResultStatus
+from schemas import ErrorCode, ResultStatus
 from schemas.topics import Topics
 from workers._breaker import CircuitBreakers
 from workers._execute import Abandoned, Executor, Job
@@ -57,11 +59,12 @@ def _job() -> Job:
     return Job(command, {}, next_tier=0, doubt_settled_at=time.time())  # in doubt: checked first
 
 
-async def _run(connector: SlowIndexConnector, still_ours: Any, *, call_timeout: float) -> Any:
+async def _run(connector: Connector, still_ours: Any, *, call_timeout: float, attempts: int = 1) -> Any:
     async with aiohttp.ClientSession() as session:
         executor = Executor(
             connector, Topics("t."), Secrets(), CircuitBreakers(), session,  # type: ignore[arg-type]
-            RetryPolicy(in_process_attempts=1, tier_delays=(0.1,)), base_url="http://127.0.0.1:9", timeout=call_timeout,
+            RetryPolicy(in_process_attempts=attempts, base_delay=0.01, tier_delays=(0.1,)),
+            base_url="http://127.0.0.1:9", timeout=call_timeout,
         )  # fmt: skip
         return await executor.run(_job(), still_ours)
 
@@ -91,3 +94,33 @@ async def test_a_partition_that_moved_during_the_check_is_left_to_its_new_owner(
 
     assert (connector.checks, connector.calls) == (1, 0)  # checked, then not acted
     assert asked == [False]
+
+
+class FlakyCheckConnector(SlowIndexConnector):
+    """Its first check times out upstream (as a read may); the next finds nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(wait=0.0)
+        self.doubts: list[Doubt] = []
+
+    async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
+        self.doubts.append(doubt)
+        if len(self.doubts) == 1:
+            raise RetryableError(ErrorCode.UPSTREAM_TIMEOUT, "search: no answer in 10.0s")
+        return None
+
+
+async def test_a_failed_check_sent_nothing_so_the_doubt_keeps_its_end() -> None:
+    connector = FlakyCheckConnector()
+
+    async def ours() -> bool:
+        return True
+
+    outcome = await _run(connector, ours, call_timeout=2.0, attempts=2)
+
+    assert outcome.status is ResultStatus.SUCCEEDED
+    assert connector.calls == 1
+    first, second = connector.doubts  # checked twice
+    # The same window: a read begun since the first check still answers the second, and
+    # a connector's wait for its index is not started again.
+    assert second == first
