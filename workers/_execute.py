@@ -438,7 +438,12 @@ class Executor:
 
     async def _find_done(self, call: ConnectorCall, doubt: Doubt, within: float) -> dict[str, Any] | None:
         """An earlier attempt's effect, found upstream; None when none is found or the
-        upstream refuses to be read (then the call is made as it would have been)."""
+        upstream refuses to be read (then the call is made as it would have been).
+
+        Raises:
+            CredentialsExpired: the upstream refused the token (refreshed, then checked again).
+            CheckFailed: the check failed otherwise; the command is retried, still in doubt.
+        """
         try:
             async with asyncio.timeout(within):
                 found = await self.connector.find_done(call, doubt)
@@ -447,13 +452,13 @@ class Executor:
         except PermanentError as exc:
             logger.warning("could not check for an earlier attempt's effect (%s); calling again", exc.code.value)
             return None
-        except CommandError as exc:  # retryable: the command is retried, still in doubt
+        except RetryableError as exc:
             raise CheckFailed(
                 exc.code, exc.message, retry_after=exc.retry_after, http_status=exc.http_status
             ) from None
         except TimeoutError:
             raise CheckFailed(
-                ErrorCode.UPSTREAM_TIMEOUT, f"{call.operation}: the check for an earlier effect took over {within:.1f}s"
+                ErrorCode.UPSTREAM_TIMEOUT, f"{call.operation}: the check for an earlier effect timed out"
             ) from None
         except aiohttp.ClientError as exc:
             raise CheckFailed(

@@ -96,22 +96,41 @@ async def test_a_partition_that_moved_during_the_check_is_left_to_its_new_owner(
     assert asked == [False]
 
 
-class FlakyCheckConnector(SlowIndexConnector):
-    """Its first check times out upstream (as a read may); the next finds nothing."""
+class FlakyConnector(SlowIndexConnector):
+    """Its first check fails with ``check_error``, or else its first call fails with
+    ``call_error``; later checks find nothing and later calls succeed."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, check_error: BaseException | None = None, call_error: BaseException | None = None) -> None:
         super().__init__(wait=0.0)
+        self.check_error, self.call_error = check_error, call_error
         self.doubts: list[Doubt] = []
 
     async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
         self.doubts.append(doubt)
-        if len(self.doubts) == 1:
-            raise RetryableError(ErrorCode.UPSTREAM_TIMEOUT, "search: no answer in 10.0s")
+        if self.check_error is not None:
+            error, self.check_error = self.check_error, None
+            raise error
         return None
 
+    async def execute(self, call: ConnectorCall) -> dict[str, Any]:
+        if self.call_error is not None:
+            error, self.call_error = self.call_error, None
+            raise error
+        return await super().execute(call)
 
-async def test_a_failed_check_sent_nothing_so_the_doubt_keeps_its_end() -> None:
-    connector = FlakyCheckConnector()
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RetryableError(ErrorCode.UPSTREAM_TIMEOUT, "search: no answer in 10.0s"),
+        TimeoutError(),
+        aiohttp.ClientConnectionError("reset"),
+        ValueError("an odd answer"),
+    ],
+    ids=["timeout-reply", "timeout", "connection", "odd-answer"],
+)
+async def test_a_failed_check_sent_nothing_so_the_doubt_keeps_its_end(error: BaseException) -> None:
+    connector = FlakyConnector(check_error=error)
 
     async def ours() -> bool:
         return True
@@ -124,3 +143,18 @@ async def test_a_failed_check_sent_nothing_so_the_doubt_keeps_its_end() -> None:
     # The same window: a read begun since the first check still answers the second, and
     # a connector's wait for its index is not started again.
     assert second == first
+
+
+async def test_a_call_that_failed_ambiguously_moves_the_doubts_end() -> None:
+    connector = FlakyConnector(call_error=TimeoutError())
+
+    async def ours() -> bool:
+        return True
+
+    outcome = await _run(connector, ours, call_timeout=2.0, attempts=2)
+
+    assert outcome.status is ResultStatus.SUCCEEDED
+    first, second = connector.doubts
+    # The timed-out call may have taken effect after the first check's read began: only a
+    # read begun after it answers the second check.
+    assert second.since == first.since and second.settled_at > first.settled_at
