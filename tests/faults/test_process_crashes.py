@@ -1,6 +1,7 @@
 """SIGKILL of a worker, the router and the ingress under load: every accepted command still
 ends with exactly one Result, and the upstreams see each side effect once (the webhook by
-its Idempotency-Key, Slack, Gmail and Jira by the workers' check for an earlier attempt)."""
+its Idempotency-Key, Slack, Gmail, Notion and Jira by the workers' check for an earlier
+attempt)."""
 
 from __future__ import annotations
 
