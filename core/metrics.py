@@ -170,6 +170,11 @@ class Metrics:
             "switchyard_consumer_lag", "Records not yet consumed, per consumer group and topic.",
             ["group", "topic"], registry=r,
         )
+        self.assigned = Gauge(
+            "switchyard_assigned_partitions",
+            "Partitions this process holds, per consumer group and topic (0: an idle replica).",
+            ["group", "topic"], registry=r,
+        )
         self.tenant_log_dropped = Counter(
             "switchyard_tenant_log_dropped", "Tenant log lines dropped because the queue was full.",
             registry=r,
@@ -323,6 +328,14 @@ class Metrics:
     def set_lag(self, group: str, lag_by_topic: dict[str, int]) -> None:
         for topic, value in lag_by_topic.items():
             self.lag.labels(group, topic).set(value)
+
+    def set_assigned(self, group: str, topics: Iterable[str], assigned: Iterable[tuple[str, int]]) -> None:
+        """How many partitions of each of ``topics`` this process holds now."""
+        held: dict[str, int] = {}
+        for topic, _ in assigned:
+            held[topic] = held.get(topic, 0) + 1
+        for topic in topics:
+            self.assigned.labels(group, topic).set(held.get(topic, 0))
 
     # -- exposition -------------------------------------------------------------------
 

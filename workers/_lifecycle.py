@@ -66,6 +66,8 @@ class PoolLifecycle:
     # Set by WorkerPool.__init__ / start().
     options: PoolOptions
     group_id: str
+    source_topics: list[str]
+    metrics: Any
     scheduler: FairScheduler[Any]
     holding: Holding[Any]
     tracker: OffsetTracker
@@ -124,6 +126,10 @@ class PoolLifecycle:
         finally:
             self._revoking.clear()
 
+    def _report_assignment(self, held: set[TopicPartition]) -> None:
+        if self.metrics is not None:
+            self.metrics.set_assigned(self.group_id, self.source_topics, held)
+
     async def _give_up(self, revoked: set[TopicPartition]) -> None:
         self._stop_settling(revoked)
         self._drop(revoked)
@@ -150,6 +156,7 @@ class PoolLifecycle:
             logger.exception("waiting for the commit on revoke failed")
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._report_assignment(assigned)
         # A fresh assignment starts unpaused; backpressure is re-evaluated on the next poll.
         self._bp_paused = False
         self.holding.paused &= assigned

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from core.errors import PermanentError
 from core.kafka import ensure_topics, make_consumer, make_producer, start_client
+from core.metrics import Metrics
 from core.settings import Settings
 from core.telemetry import capture_spans, inject, span
 from core.vault import PoolVault, VaultAdmin
@@ -306,6 +307,7 @@ async def pool_running(
     upstream: Upstream,
     *,
     options: PoolOptions | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[WorkerPool]:
     """A started echo pool on the test's prefix, talking to ``upstream``."""
 
@@ -315,7 +317,7 @@ async def pool_running(
         return await refresh_at(upstream, session, creds)
 
     async with connector_pool_running(
-        settings, vault_admin, EchoConnector(), upstream.base_url, refresher, options=options
+        settings, vault_admin, EchoConnector(), upstream.base_url, refresher, options=options, metrics=metrics
     ) as pool:
         yield pool
 
@@ -329,8 +331,10 @@ async def connector_pool_running(
     refresher: Any,
     *,
     options: PoolOptions | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[WorkerPool]:
-    """A started pool of ``connector`` with its own AppRole, stopped gracefully after."""
+    """A started pool of ``connector`` with its own AppRole (and ``metrics``, if given),
+    stopped gracefully after."""
     approle = await vault_admin.bootstrap_pool(connector.name)
     vault = PoolVault(vault_admin._client.url, connector.name, approle)  # noqa: SLF001
     pool = WorkerPool(
@@ -341,6 +345,7 @@ async def connector_pool_running(
         refresher=refresher,
         base_url=base_url,
     )
+    pool.metrics = metrics
     await pool.start()
     task = asyncio.create_task(pool.run())
     try:
