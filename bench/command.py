@@ -66,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mcp-clients", type=int, default=64, help="concurrent MCP clients")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per MCP measurement")
     parser.add_argument("--workers", type=int, default=1, help="Slack worker processes (besides scaling)")
+    parser.add_argument(
+        "--router-linger-ms", type=int, default=None,
+        help="the router's producer linger (SWITCHYARD_ROUTER_LINGER_MS; default: the setting's)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument(
@@ -108,7 +112,10 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     system = LocalSystem(
         state_dir, connectors=("slack",), workers={"slack": args.workers},
-        env={"SWITCHYARD_TOPIC_PREFIX": prefix, "SWITCHYARD_LOG_LEVEL": args.log_level},
+        env={
+            "SWITCHYARD_TOPIC_PREFIX": prefix, "SWITCHYARD_LOG_LEVEL": args.log_level,
+            **({} if args.router_linger_ms is None else {"SWITCHYARD_ROUTER_LINGER_MS": str(args.router_linger_ms)}),
+        },
         progress=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True),
         # The edge rate limit protects shared ingress capacity; the bench measures capacity.
         args={"ingress": ["--rate", "1000000", "--burst", "1000000"]},
@@ -122,13 +129,15 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         },
         "parameters": {
             "async_commands": count, "mcp_clients": args.mcp_clients, "mcp_duration_s": duration,
-            "slack_workers": args.workers, "topic_partitions": None, "quick": args.quick,
+            "slack_workers": args.workers, "topic_partitions": None, "router_linger_ms": None,
+            "quick": args.quick,
         },
     }
     try:
         await system.start()
         settings = system.settings
         report["parameters"]["topic_partitions"] = settings.topic_partitions
+        report["parameters"]["router_linger_ms"] = settings.router_linger_ms
         report["load_average_1m_at_start"] = round(os.getloadavg()[0], 2)
         tenants = [_tenant(f"bench{i}", f"xoxb-bench-{uuid.uuid4().hex}") for i in range(8)]
         quiet, noisy = _tenant("quiet", f"xoxb-q-{uuid.uuid4().hex}"), _tenant("noisy", f"xoxb-n-{uuid.uuid4().hex}")
