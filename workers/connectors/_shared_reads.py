@@ -34,9 +34,10 @@ __all__ = [
     "SharedReads",
     "after_index",
     "for_reads",
+    "index_wait",
+    "indexed",
     "listed_page",
     "output_for",
-    "until",
 ]
 
 CACHE_ENTRIES = 1_000
@@ -78,11 +79,19 @@ def after_index(doubt: Doubt, lag: float) -> Doubt:
     return Doubt(since=math.floor(doubt.since / 60) * 60, settled_at=math.ceil(doubt.settled_at + lag))
 
 
-async def until(moment: float) -> None:
-    """Return once the wall clock reads ``moment`` (Unix seconds)."""
+def index_wait(doubt: Doubt, lag: float) -> float:
+    """Seconds from now until a read of an index lagging ``lag`` can answer ``doubt``."""
+    return max(0.0, after_index(doubt, lag).settled_at - time.time())
+
+
+async def indexed(doubt: Doubt, lag: float) -> Doubt:
+    """Wait until a read of an index lagging ``lag`` can answer ``doubt``; returns the
+    doubt as such a read must answer it (:func:`after_index`)."""
+    ready = after_index(doubt, lag)
     # A loop: a timer may fire a little before the wall clock reaches the time.
-    while (wait := moment - time.time()) > 0:  # noqa: ASYNC110 - bounded by the wait
+    while (wait := ready.settled_at - time.time()) > 0:  # noqa: ASYNC110 - bounded by the wait
         await asyncio.sleep(wait)
+    return ready
 
 
 def for_reads(call: ConnectorCall) -> ConnectorCall:

@@ -35,11 +35,11 @@ from ._shared_reads import (
     READ_LIMIT,
     Found,
     SharedReads,
-    after_index,
     for_reads,
+    index_wait,
+    indexed,
     listed_page,
     output_for,
-    until,
 )
 
 __all__ = ["PROPERTY", "JiraConnector", "adf_document"]
@@ -157,15 +157,14 @@ class JiraConnector(Connector):
         return _output(data)
 
     def check_wait(self, doubt: Doubt) -> float:
-        return max(0.0, after_index(doubt, self.index_lag).settled_at - time.time())
+        return index_wait(doubt, self.index_lag)
 
     async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
         """The ``{id, key, self}`` of an issue an earlier attempt created, or None."""
         args = validated(self, call)
         site, project = self._site(call), args["project_key"]
         reader = for_reads(call)
-        doubt = after_index(doubt, self.index_lag)
-        await until(doubt.settled_at)
+        doubt = await indexed(doubt, self.index_lag)
         found = await self._shared.found(
             (call.tenant_id, site, project),
             doubt,

@@ -22,7 +22,6 @@ may create a second page. ``Idempotency-Key`` is sent too (Notion ignores it).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -37,11 +36,11 @@ from ._shared_reads import (
     READ_LIMIT,
     Found,
     SharedReads,
-    after_index,
     for_reads,
+    index_wait,
+    indexed,
     listed_page,
     output_for,
-    until,
 )
 
 __all__ = ["NOTION_VERSION", "NotionConnector", "paragraph_blocks"]
@@ -188,7 +187,7 @@ class NotionConnector(Connector):
         return _output(data)
 
     def check_wait(self, doubt: Doubt) -> float:
-        return max(0.0, after_index(doubt, self.index_lag).settled_at - time.time())
+        return index_wait(doubt, self.index_lag)
 
     async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
         """The ``{id, url}`` of a page an earlier attempt created, or None (also when the
@@ -199,55 +198,43 @@ class NotionConnector(Connector):
             return None
         database = args["database_id"]
         reader = for_reads(call)
-        doubt = after_index(doubt, self.index_lag)
-        await until(doubt.settled_at)
+        doubt = await indexed(doubt, self.index_lag)
         found = await self._shared.found(
             (call.tenant_id, call.base_url, database.replace("-", "").lower(), field),
             doubt,
-            lambda oldest: self._query(reader, database, field, _since(oldest), pages=MAX_PAGES),
+            lambda oldest: self._recent(reader, database, field, oldest),
         )
         if found.get(_CUT_SHORT):
             # The shared read stopped at its page limit with older pages left: the page
             # sought, or the oldest page with its key (a copy may be newer), can lie
             # beyond it, near the far end of a newest-first list. Ask for the key alone.
-            keyed = {"property": field, "rich_text": {"equals": call.idempotency_key}}
-            found = await self._query(reader, database, field, _since(doubt.since), keyed, pages=1)
+            return await self._oldest_with_key(reader, database, field, call.idempotency_key, doubt.since)
         return output_for(found, call)
 
-    async def _query(
-        self,
-        call: ConnectorCall,
-        database: str,
-        field: str,
-        since: dict[str, Any],
-        which: dict[str, Any] | None = None,
-        *,
-        pages: int,
-    ) -> Found:
-        """Our keys among the database's pages created ``since`` (with ``field`` set, or
-        matching ``which``), oldest first when ``which`` is given (one page of them),
-        newest first otherwise. A key on several pages (a person duplicated one) stands for
-        the oldest (Notion keeps creation times to the minute and does not say how it
-        orders pages of the same minute). ``found[_CUT_SHORT]`` says that ``pages``
-        pages were read and more were left."""
+    async def _read(self, call: ConnectorCall, database: str, body: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        """One page of a database query: the answer and its results."""
         what = "notion databases.query"
-        newest_first = which is None
-        condition = which or {"property": field, "rich_text": {"is_not_empty": True}}
+        self.reads += 1
+        reply = await send(
+            call, "POST", f"{call.base_url.rstrip('/')}/v1/databases/{database}/query", what=what,
+            headers=self._headers(call), json_body=body, limit=READ_LIMIT,
+        )  # fmt: skip
+        return listed_page(reply, what, "results")
+
+    async def _recent(self, call: ConnectorCall, database: str, field: str, oldest: float) -> Found:
+        """Our keys among the database's pages created since ``oldest`` with ``field`` set,
+        newest first, at most :data:`MAX_PAGES` pages. A key on several pages (a person
+        duplicated one) stands for the oldest. ``found[_CUT_SHORT]`` says that more pages
+        were left."""
         body: dict[str, Any] = {
-            "filter": {"and": [since, condition]},
-            "sorts": [{"timestamp": "created_time", "direction": "descending" if newest_first else "ascending"}],
-            "page_size": PAGE_SIZE if newest_first else 1,
+            "filter": {"and": [_since(oldest), {"property": field, "rich_text": {"is_not_empty": True}}]},
+            "sorts": [{"timestamp": "created_time", "direction": "descending"}],
+            "page_size": PAGE_SIZE,
         }
-        url = f"{call.base_url.rstrip('/')}/v1/databases/{database}/query"
-        headers = self._headers(call)
         found: Found = {}
-        for _ in range(pages):
-            self.reads += 1
-            reply = await send(
-                call, "POST", url, what=what, headers=headers, json_body=body, limit=READ_LIMIT
-            )
-            page, results = listed_page(reply, what, "results")
-            for result in results if newest_first else reversed(results):
+        for _ in range(MAX_PAGES):
+            page, results = await self._read(call, database, body)
+            for result in results:
                 key = _plain_text(result, field)
                 if key:
                     found[key] = _output(result)  # newest first: the oldest is seen last
@@ -257,6 +244,20 @@ class NotionConnector(Connector):
             body["start_cursor"] = following
         found[_CUT_SHORT] = True
         return found
+
+    async def _oldest_with_key(
+        self, call: ConnectorCall, database: str, field: str, key: str, oldest: float
+    ) -> dict[str, Any] | None:
+        """The oldest page created since ``oldest`` with ``key`` in ``field``, or None
+        (Notion keeps creation times to the minute and does not say how it orders pages
+        of the same minute)."""
+        body = {
+            "filter": {"and": [_since(oldest), {"property": field, "rich_text": {"equals": key}}]},
+            "sorts": [{"timestamp": "created_time", "direction": "ascending"}],
+            "page_size": 1,
+        }
+        _, results = await self._read(call, database, body)
+        return next((_output(r) for r in results if _plain_text(r, field) == key), None)
 
 
 def _since(moment: float) -> dict[str, Any]:
