@@ -325,7 +325,12 @@ class Metrics:
     def set_breaker(self, tenant_id: str, connector: str, state: BreakerState) -> None:
         self.breaker.labels(self.tenants(tenant_id), self.connector(connector)).set(int(state))
 
-    def set_lag(self, group: str, lag_by_topic: dict[str, int]) -> None:
+    def set_lag(self, group: str, lag_by_topic: dict[str, int], topics: Iterable[str] = ()) -> None:
+        """Lag this process sees per topic; ``topics`` it holds no partition of now read 0,
+        not the lag they had when it last held one (a stale value would sum into a pool's)."""
+        for topic in topics:
+            if topic not in lag_by_topic:
+                self.lag.labels(group, topic).set(0)
         for topic, value in lag_by_topic.items():
             self.lag.labels(group, topic).set(value)
 

@@ -5,8 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-# helm (for the chart tests) is built from its Go module once and cached.
-if command -v go >/dev/null; then bash scripts/install-helm.sh >/dev/null; fi
+# helm and promtool (for the chart and alert tests) are built from their Go modules once and cached.
+if command -v go >/dev/null; then
+  bash scripts/install-go-tool.sh helm >/dev/null
+  bash scripts/install-go-tool.sh promtool >/dev/null
+fi
 # Debian's chromium for the dashboard test (Playwright drives the system browser).
 bash scripts/install-browser.sh
 # The official MCP TypeScript SDKs (tests/ingress/test_mcp_typescript.py), pinned by their

@@ -108,7 +108,7 @@ async def _report_lag(pool: WorkerPool, metrics: Metrics) -> None:
         by_topic: dict[str, int] = {}
         for (topic, _partition), value in lag.items():
             by_topic[topic] = by_topic.get(topic, 0) + value
-        metrics.set_lag(pool.group_id, by_topic)
+        metrics.set_lag(pool.group_id, by_topic, pool.source_topics)
 
 
 async def serve(pool: WorkerPool, metrics: Metrics | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Helpers shared by the deployment tests: paths, and running a pinned helm."""
+"""Helpers shared by the deployment tests: paths, and running pinned Go tools (helm, promtool)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "switchyard"
-INSTALL_HELM = ROOT / "scripts" / "install-helm.sh"
+INSTALL_GO_TOOL = ROOT / "scripts" / "install-go-tool.sh"
 # Render for the newest Kubernetes that kubernetes-validate ships schemas for.
 KUBE_VERSION = "1.37.0"
 
@@ -18,6 +18,15 @@ Render = Callable[..., list[dict[str, Any]]]
 
 def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def go_tool(name: str) -> str:
+    """Path of a pinned Go tool from scripts/install-go-tool.sh (a no-op once it is built)."""
+    done = subprocess.run(
+        ["bash", str(INSTALL_GO_TOOL), name], capture_output=True, text=True, timeout=1500, check=False
+    )
+    assert done.returncode == 0, f"scripts/install-go-tool.sh {name} failed:\n{done.stderr[-3000:]}"
+    return done.stdout.strip().splitlines()[-1]
 
 
 def template_args(

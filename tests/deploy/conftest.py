@@ -1,30 +1,33 @@
-"""Fixtures for the deployment tests: a pinned helm, built from its Go module when missing."""
+"""Fixtures for the deployment tests: pinned helm and promtool, built from their Go modules when missing."""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import yaml
-from _helm import INSTALL_HELM, Render, run_helm, template_args
+from _helm import Render, go_tool, run_helm, template_args
 
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    """Path of helm v3.22.0 from scripts/install-helm.sh (a no-op once it is built).
+    """Path of helm v3.22.0 (scripts/install-go-tool.sh).
 
     Skips only when Go is missing, since helm is built from its Go module.
     """
     if shutil.which("go") is None:
         pytest.skip("helm is built with `go install` and `go` is not on PATH")
-    done = subprocess.run(
-        ["bash", str(INSTALL_HELM)], capture_output=True, text=True, timeout=1500, check=False
-    )
-    assert done.returncode == 0, f"scripts/install-helm.sh failed:\n{done.stderr[-3000:]}"
-    return done.stdout.strip().splitlines()[-1]
+    return go_tool("helm")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of Prometheus' promtool 3.16.0 (scripts/install-go-tool.sh); skips only without Go."""
+    if shutil.which("go") is None:
+        pytest.skip("promtool is built with `go install` and `go` is not on PATH")
+    return go_tool("promtool")
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 from _helm import CHART, ROOT, Render, run_helm, template_args
 
-# The first test to ask for helm may build it (scripts/install-helm.sh, minutes on 2 cores);
+# The first test to ask for helm may build it (scripts/install-go-tool.sh, minutes on 2 cores);
 # every helm call itself is bounded at 120 s.
 pytestmark = pytest.mark.timeout(1500)
 
@@ -56,6 +56,11 @@ def _keda_validator(kind: str) -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(_strict(schema))
 
 
+def _rules_filled(spec: dict[str, Any]) -> bool:
+    groups = spec.get("groups") or []
+    return bool(groups) and all(group.get("name") and group.get("rules") for group in groups)
+
+
 def validate_manifest(doc: dict[str, Any]) -> list[str]:
     """Problems with one rendered manifest ([] when valid)."""
     kind, name = doc["kind"], doc["metadata"]["name"]
@@ -71,7 +76,10 @@ def validate_manifest(doc: dict[str, Any]) -> list[str]:
             errors.append(f"{kind}/{name}: minReplicaCount must be <= maxReplicaCount")
         return errors
     if doc["apiVersion"] == "monitoring.coreos.com/v1":
-        return [] if doc["kind"] == "ServiceMonitor" and doc["spec"]["endpoints"] else [f"{kind}/{name}"]
+        # The shape only; promtool checks the rules themselves (test_alerts.py).
+        filled = {"ServiceMonitor": lambda spec: spec["endpoints"], "PrometheusRule": _rules_filled}
+        check = filled.get(kind)
+        return [] if check is not None and check(doc["spec"]) else [f"{kind}/{name}"]
     errors = []
     for version in KUBE_VERSIONS:
         try:
@@ -110,7 +118,7 @@ def test_default_values_render_valid_kubernetes_manifests(render: Render) -> Non
     docs = render("minimal-values.yaml")
     kinds = sorted(d["kind"] for d in docs)
     assert kinds.count("Deployment") == 2 + 3  # ingress, router, slack/gmail/http pools
-    assert "ScaledObject" not in kinds and "ServiceMonitor" not in kinds
+    assert not {"ScaledObject", "ServiceMonitor", "PrometheusRule"} & set(kinds)
     problems = [p for doc in docs for p in validate_manifest(doc)]
     assert problems == []
 
@@ -121,6 +129,7 @@ def test_large_values_render_valid_kubernetes_and_keda_manifests(render: Render)
     assert kinds.count("ScaledObject") == 5
     assert kinds.count("TriggerAuthentication") == 1
     assert kinds.count("ServiceMonitor") == 1
+    assert kinds.count("PrometheusRule") == 1
     # KEDA owns the pools' replica counts, so only the ingress keeps an HPA.
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"] == [
         "sy-switchyard-ingress"

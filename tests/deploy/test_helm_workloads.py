@@ -16,7 +16,7 @@ from core.settings import ENV_VARS
 from schemas import CONNECTORS, RETRY_TIERS
 from switchyard.cli import COMMANDS
 
-# The first test to ask for helm may build it (scripts/install-helm.sh, minutes on 2 cores);
+# The first test to ask for helm may build it (scripts/install-go-tool.sh, minutes on 2 cores);
 # every helm call itself is bounded at 120 s.
 pytestmark = pytest.mark.timeout(1500)
 

@@ -98,6 +98,20 @@ def test_worker_label_cache_counts_each_call_and_stays_bounded_under_new_tenants
     assert f'switchyard_in_flight{{tenant="{OTHER}"}} 0.0' in text
 
 
+def test_lag_of_a_topic_no_longer_held_reads_zero_not_its_last_value() -> None:
+    metrics = Metrics("worker-slack")
+    topics = ["slack", "retry.slack.5s"]
+    metrics.set_lag("workers.slack", {"slack": 5, "retry.slack.5s": 3}, topics)
+    metrics.set_lag("workers.slack", {"slack": 2}, topics)  # the tier's partition moved away
+
+    def lag(topic: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "switchyard_consumer_lag", {"group": "workers.slack", "topic": topic}
+        )
+
+    assert (lag("slack"), lag("retry.slack.5s")) == (2, 0)
+
+
 def test_two_metrics_objects_have_separate_registries() -> None:
     first, second = Metrics("a"), Metrics("b")
     first.accepted.labels("acme", "main").inc()

@@ -212,6 +212,11 @@ imagePullSecrets:
 {{- end }}
 {{- end -}}
 
+{{- define "switchyard.prometheusRuleEnabled" -}}
+{{- $want := .Values.metrics.prometheusRule.enabled -}}
+{{- if or (eq (toString $want) "true") (and (eq (toString $want) "auto") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) -}}true{{- end -}}
+{{- end -}}
+
 {{- define "switchyard.serviceMonitorEnabled" -}}
 {{- $want := .Values.metrics.serviceMonitor.enabled -}}
 {{- if or (eq (toString $want) "true") (and (eq (toString $want) "auto") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) -}}true{{- end -}}
