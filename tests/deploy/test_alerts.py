@@ -16,19 +16,13 @@ from typing import Any
 import pytest
 import yaml
 from _helm import Render
-from observe._support import make_result, make_routed_command
-from prometheus_client.parser import text_string_to_metric_families
-
-from core.metrics import BreakerState, Metrics
-from schemas import ErrorCode, ResultStatus
+from _promql import TARGET_LABELS, exported_series, grouping, selectors
 
 # The first test to ask for helm or promtool may build it (minutes on 2 cores).
 pytestmark = pytest.mark.timeout(1500)
 
 HERE = Path(__file__).parent
 RULE_API = ["monitoring.coreos.com/v1"]
-# Labels Prometheus adds to every scraped series, and the buckets' bound.
-TARGET_LABELS = {"namespace", "job", "pod", "le"}
 
 
 def _rule(render: Render, *values: str, set: tuple[str, ...] = ()) -> dict[str, Any]:  # noqa: A002
@@ -96,54 +90,13 @@ def test_rules_only_when_the_prometheus_operator_api_is_served(render: Render) -
     assert len(rules(set=["metrics.prometheusRule.enabled=true"])) == 1
 
 
-def _exported() -> dict[str, set[str]]:
-    """Series name -> label names, from a Metrics driven through every public event."""
-    metrics = Metrics("worker-slack")
-    routed = make_routed_command("acme")
-    metrics.command_accepted(routed)
-    metrics.command_routed(routed)
-    metrics.count_rejected("acme", "main", ErrorCode.RATE_LIMITED.value, 0.01)
-    metrics.command_started(routed, routed.routed_at)
-    metrics.command_retried(routed)
-    metrics.effect_found(routed)
-    metrics.command_stopped("acme")
-    metrics.result(make_result("acme"))
-    metrics.result(make_result("acme", status=ResultStatus.DEAD_LETTERED, code=ErrorCode.INTERNAL))
-    metrics.set_breaker("acme", "slack", BreakerState.OPEN)
-    metrics.set_lag("workers.slack", {"slack": 3})
-    metrics.set_assigned("workers.slack", ["slack"], [("slack", 0)])
-    metrics.tenant_log_dropped.inc()
-    exported: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(metrics.exposition().decode()):
-        for sample in family.samples:
-            exported.setdefault(sample.name, set()).update(sample.labels)
-    return exported
-
-
-def _selectors(expr: str) -> list[tuple[str, set[str]]]:
-    """(Switchyard metric name, label names it is matched on) for each selector in ``expr``."""
-    return [
-        (name, set(re.findall(r'(\w+)(?:=~|!~|!=|=)"', matchers)))
-        for name, matchers in re.findall(r"\b(switchyard_\w+)\{([^}]*)\}", expr)
-    ]
-
-
-def _grouping(expr: str) -> set[str]:
-    """Label names in the expression's ``by (...)`` and ``on (...)`` clauses."""
-    return {
-        label.strip()
-        for clause in re.findall(r"\b(?:by|on) \(([^)]*)\)", expr)
-        for label in clause.split(",")
-    }
-
-
 def test_every_metric_and_label_the_rules_read_is_exported(render: Render) -> None:
-    exported = _exported()
+    exported = exported_series()
     for alert in _alerts(_rule(render, "minimal-values.yaml")):
-        selectors = _selectors(alert["expr"])
-        for name, matched in selectors:
+        used = selectors(alert["expr"])
+        for name, matched in used:
             assert name in exported, (alert["alert"], name, sorted(exported))
             assert matched <= exported[name] | TARGET_LABELS, (alert["alert"], name, matched)
         # A grouping label is on the metrics grouped (every one here groups them all).
-        offered = TARGET_LABELS | set().union(*(exported.get(n, set()) for n, _ in selectors))
-        assert _grouping(alert["expr"]) <= offered, (alert["alert"], _grouping(alert["expr"]))
+        offered = TARGET_LABELS | set().union(*(exported.get(n, set()) for n, _ in used))
+        assert grouping(alert["expr"]) <= offered, (alert["alert"], grouping(alert["expr"]))
