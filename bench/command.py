@@ -17,7 +17,9 @@ worker pool), then measures, on the same broker in the same run:
 - ``scale_out`` (only when named in ``--only``): on a 3-broker stack of its own, two
   routers and a worker pool walked 1 → 2 → 4 → 2 (``bench._scale_out``).
 
-Prints one JSON document (and writes it with ``--out``). Never part of the test suite.
+Prints one JSON document (and writes it with ``--out``), with ``targets``: each
+performance target the run measured, and whether it was met (``bench._targets``).
+Never part of the test suite.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from ._baseline import measure_baseline
 from ._cpu import CpuMeter
 from ._load import ResultClock, direct_emulator_calls, mcp_calls, submit_batches
 from ._noisy import noisy_neighbour
+from ._targets import against_targets
 
 __all__ = ["add_arguments", "run"]
 
@@ -205,6 +208,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         if "scaling" in only:
             print("bench: scaling", file=sys.stderr)
             report["scaling"] = await _scaling(system, clock, bench_keys, max(1000, count // 2), args.workers)
+        report["targets"] = against_targets(report)
         report["results_by_status"] = dict(clock.statuses)
         # Everything shares the machine's cores: a high load average says the numbers
         # measure CPU contention as much as the pipeline.
