@@ -154,9 +154,18 @@ class Metrics:
         )
         self.stage_latency = Histogram(
             "switchyard_stage_latency_seconds",
-            "Time spent between two stages (ingress_to_routed, routed_to_started, started_to_finished).",
+            "Time spent between two stages (ingress_to_routed, routed_to_started of a first "
+            "attempt, started_to_finished).",
             ["stage", "connector"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # No tenant label: one series per (connector, outcome), so a rate over it is whole
+        # from the first scrape, and the outcomes are the fixed set of error codes.
+        self.upstream_calls = Counter(
+            "switchyard_upstream_calls",
+            "Attempts at a connector's API by outcome: ok, or the attempt's error code.",
+            ["connector", "outcome"],
             registry=r,
         )
         self.in_flight = Gauge("switchyard_in_flight", "Commands running now, per tenant.", ["tenant"], registry=r)
@@ -254,8 +263,18 @@ class Metrics:
         tenant, space = self.labels(routed.tenant_id, routed.space_id)
         self.effects_found.labels(tenant, space, self.connector(routed.connector)).inc()
 
+    def upstream_call(self, connector: str, outcome: str) -> None:
+        """One attempt at ``connector``'s API ended with ``outcome`` ("ok" or an error code)."""
+        key = ("call", connector, outcome)
+        children = self._hot_worker.get(key)
+        if children is None:
+            children = (self.upstream_calls.labels(self.connector(connector), outcome),)
+            self._remember(key, children)
+        children[0].inc()
+
     def command_started(self, routed: RoutedCommand, started_at: datetime) -> None:
-        """A worker started an attempt: counts it in flight and times routed → started."""
+        """A worker started an attempt: counts it in flight and times routed → started
+        (the first attempt's wait for a worker)."""
         key = ("started", routed.tenant_id, routed.connector)
         children = self._hot_worker.get(key)
         if children is None:
@@ -265,7 +284,8 @@ class Metrics:
             )
             self._remember(key, children)
         children[0].inc()
-        seconds = _seconds(routed.routed_at, started_at)
+        # The first attempt only: a retry's wait is its backoff, not a queue.
+        seconds = _seconds(routed.routed_at, started_at) if routed.attempt == 1 else None
         if seconds is not None:
             children[1].observe(seconds)
 

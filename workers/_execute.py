@@ -220,6 +220,8 @@ class Executor:
         self._host = urlsplit(base_url).hostname or ""
         # Told of each command whose earlier attempt's effect was found upstream (metrics).
         self.on_found: Callable[[RoutedCommand], None] | None = None
+        # Told how each attempt at the API ended: "ok" or the error code's value (metrics).
+        self.on_attempt: Callable[[str], None] | None = None
 
     async def run(self, job: Job, still_ours: StillOurs | None = None) -> Outcome:
         """Execute ``job`` and return the records that settle this delivery.
@@ -299,6 +301,7 @@ class Executor:
                 raise
             except CommandError as exc:
                 info = _scrub(exc.to_info(), secret[-1] if secret else None)
+                self._attempted(info.code.value)
                 # A failed check sent nothing: the doubt stays as it was.
                 if info.code in _AMBIGUOUS_CODES and not isinstance(exc, CheckFailed):
                     doubt = _doubt(command, settled_at=time.time())
@@ -306,6 +309,7 @@ class Executor:
                 self.breakers.cancel_probe(key)
                 raise
             else:
+                self._attempted("ok")
                 self.breakers.success(key)
                 output = _scrub_output(output, secret[-1] if secret else None)
                 return _Verdict(Step.FAIL, errors, output, None, status=ResultStatus.SUCCEEDED)
@@ -326,6 +330,10 @@ class Executor:
             else:
                 self.breakers.success(key)  # the API answered with a verdict on the request itself
             return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
+
+    def _attempted(self, outcome: str) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(outcome)
 
     def _decide(
         self, info: ErrorInfo, failures: int, next_tier: int, command: RoutedCommand, *, in_process: bool = True

@@ -42,6 +42,7 @@ from core.kafka import (
     make_producer,
     start_client,
 )
+from core.metrics import BreakerState
 from core.settings import Settings
 from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, ResultStatus, RoutedCommand
 
@@ -137,7 +138,9 @@ class WorkerPool(PoolLifecycle):
             global_limit=self.concurrency, tenant_limit=tenant_cap
         )
         self.tracker = OffsetTracker()
-        self.breakers = CircuitBreakers(threshold=opts.breaker_threshold, cooldown=opts.breaker_cooldown)
+        self.breakers = CircuitBreakers(
+            threshold=opts.breaker_threshold, cooldown=opts.breaker_cooldown, on_change=self._breaker_changed
+        )
         self.policy = RetryPolicy(
             in_process_attempts=opts.in_process_attempts,
             max_delay=opts.max_backoff,
@@ -205,6 +208,7 @@ class WorkerPool(PoolLifecycle):
             timeout=opts.request_timeout,
         )
         self.executor.on_found = self._found_earlier
+        self.executor.on_attempt = self._attempted
         # A restarted process with the same instance id fences its predecessor's open
         # transaction at once; otherwise the broker aborts it after the transaction timeout,
         # and read_committed readers wait at most that long behind it.
@@ -455,6 +459,14 @@ class WorkerPool(PoolLifecycle):
                     metrics.command_retried(item.job.command)
             if self.tenant_logs is not None:
                 self._log_for_tenant(item.job.command, outcome)
+
+    def _attempted(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_call(self.connector.name, outcome)
+
+    def _breaker_changed(self, tenant: str, state: BreakerState) -> None:
+        if self.metrics is not None:
+            self.metrics.set_breaker(tenant, self.connector.name, state)
 
     def _found_earlier(self, command: RoutedCommand) -> None:
         if self.metrics is not None:

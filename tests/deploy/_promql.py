@@ -16,7 +16,11 @@ TARGET_LABELS = {"namespace", "job", "pod", "le"}
 
 
 def exported_series() -> dict[str, set[str]]:
-    """Series name -> label names, from a Metrics driven through every public event."""
+    """Series name -> label names, from a Metrics driven through every public event.
+
+    That production code drives them is for the pool and router tests to show (e.g. the
+    breaker gauge and the upstream calls in tests/workers/test_pool_retries.py).
+    """
     metrics = Metrics("worker-slack")
     routed = make_routed_command("acme")
     metrics.command_accepted(routed)
@@ -29,6 +33,7 @@ def exported_series() -> dict[str, set[str]]:
     metrics.result(make_result("acme"))
     metrics.result(make_result("acme", status=ResultStatus.DEAD_LETTERED, code=ErrorCode.INTERNAL))
     metrics.set_breaker("acme", "slack", BreakerState.OPEN)
+    metrics.upstream_call("slack", "ok")
     metrics.set_lag("workers.slack", {"slack": 3})
     metrics.set_assigned("workers.slack", ["slack"], [("slack", 0)])
     metrics.tenant_log_dropped.inc()

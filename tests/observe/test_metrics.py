@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import tracemalloc
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 from aiokafka import TopicPartition
@@ -110,6 +112,37 @@ def test_lag_of_a_topic_no_longer_held_reads_zero_not_its_last_value() -> None:
         )
 
     assert (lag("slack"), lag("retry.slack.5s")) == (2, 0)
+
+
+def test_routed_to_started_times_the_first_attempt_only() -> None:
+    metrics = Metrics("worker-slack")
+    first = make_routed_command("acme")
+    retry = first.model_copy(update={"attempt": 2})  # its wait included tier backoffs
+    metrics.command_started(first, first.routed_at + timedelta(seconds=0.2))
+    metrics.command_started(retry, retry.routed_at + timedelta(seconds=150))
+    labels = {"stage": "routed_to_started", "connector": "slack"}
+    assert metrics.registry.get_sample_value("switchyard_stage_latency_seconds_count", labels) == 1
+    assert metrics.registry.get_sample_value("switchyard_stage_latency_seconds_sum", labels) == 0.2
+    assert metrics.registry.get_sample_value("switchyard_in_flight", {"tenant": "acme"}) == 2
+
+
+def test_every_metrics_event_is_reported_by_some_process() -> None:
+    """An event no process reports leaves its metric, its alert and its panel silent."""
+    root = Path(__file__).resolve().parents[2]
+    # Not events; and command_routed is the model form of count_routed, which the router calls.
+    helpers = {"labels", "connector", "exposition", "series_count", "command_routed"}
+    events = [
+        name for name, _ in inspect.getmembers(Metrics, inspect.isfunction)
+        if not name.startswith("_") and name not in helpers
+    ]
+    sources = "\n".join(
+        path.read_text()
+        for package in ("ingress", "router", "workers", "core")
+        for path in (root / package).rglob("*.py")
+        if path != root / "core" / "metrics.py"
+    )
+    assert "set_breaker" in events
+    assert [name for name in events if f".{name}(" not in sources] == []
 
 
 def test_two_metrics_objects_have_separate_registries() -> None:

@@ -17,6 +17,7 @@ from _runtime_support import (
     wait_results,
 )
 
+from core.metrics import BreakerState, Metrics
 from schemas import ErrorCode, ResultStatus, RoutedCommand
 from workers._pool import PoolOptions
 
@@ -96,12 +97,28 @@ async def test_open_circuit_short_circuits_only_the_failing_tenant(settings, vau
         await put_tenant(vault_admin, upstream, good)
         broken = [command(bad, faults=[500] * 50) for _ in range(4)]
         fine = [command(good) for _ in range(4)]
-        async with pool_running(settings, vault_admin, upstream, options=options):
+        metrics = Metrics("worker-echo")
+        async with pool_running(settings, vault_admin, upstream, options=options, metrics=metrics):
             await produce(settings, broken + fine)
             await wait_results(settings, {c.command_id for c in broken + fine})
         results = await all_results(settings)
         dead = [RoutedCommand.from_bytes(r.value) for r in await read_topic(settings, settings.topics.dead_letters)]
 
+    def breaker(tenant: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "switchyard_circuit_breaker_state", {"tenant": tenant, "connector": "echo"}
+        )
+
+    # The gauge SREs alert on shows the open breaker, and only that tenant's.
+    assert (breaker(bad), breaker(good)) == (BreakerState.OPEN, None)
+    # Each attempt at the API counted by outcome; the breaker's refusals made no call.
+    calls = {
+        outcome: metrics.registry.get_sample_value(
+            "switchyard_upstream_calls_total", {"connector": "echo", "outcome": outcome}
+        )
+        for outcome in ("ok", "upstream_unavailable", "circuit_open")
+    }
+    assert calls == {"ok": 4, "upstream_unavailable": 2, "circuit_open": None}
     assert all(results[c.command_id][0].status is ResultStatus.SUCCEEDED for c in fine)
     # The breaker opened after 2 upstream failures of `bad`: the rest never reached upstream again.
     assert len([c for c in upstream.calls if c.tenant == bad]) == 2

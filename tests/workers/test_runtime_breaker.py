@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.metrics import BreakerState
 from workers._breaker import CircuitBreakers
 
 
@@ -63,3 +64,30 @@ def test_breaker_map_is_bounded():
     for i in range(1_000):
         breakers.failure(f"t{i}")
     assert len(breakers) == 100
+
+
+def test_every_change_of_state_is_reported_once():
+    clock, seen = Clock(), []
+    breakers = CircuitBreakers(
+        threshold=2, cooldown=5, clock=clock, max_entries=2, on_change=lambda k, s: seen.append((k, s))
+    )
+    breakers.failure("a")
+    breakers.success("a")  # never opened: nothing to report
+    breakers.failure("a")
+    breakers.failure("a")
+    assert seen == [("a", BreakerState.OPEN)]
+    clock.now = 5.0
+    assert breakers.allow("a")
+    breakers.cancel_probe("a")  # no verdict: back to waiting for a probe
+    assert breakers.allow("a")
+    breakers.success("a")
+    assert seen[1:] == [
+        ("a", BreakerState.HALF_OPEN), ("a", BreakerState.OPEN), ("a", BreakerState.HALF_OPEN),
+        ("a", BreakerState.CLOSED),
+    ]
+    # An open breaker forgotten to bound the map reads closed, as it now is.
+    breakers.failure("b")
+    breakers.failure("b")
+    breakers.failure("c")
+    breakers.failure("d")
+    assert seen[-2:] == [("b", BreakerState.OPEN), ("b", BreakerState.CLOSED)]
