@@ -26,7 +26,7 @@ gets there) they take the uncached path, so the caches are bounded too.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from enum import IntEnum
 from typing import Any
@@ -342,8 +342,18 @@ class Metrics:
         if len(self._hot_worker) < self._hot_cap:
             self._hot_worker[key] = children
 
-    def set_breaker(self, tenant_id: str, connector: str, state: BreakerState) -> None:
-        self.breaker.labels(self.tenants(tenant_id), self.connector(connector)).set(int(state))
+    def watch_breaker(self, tenant_id: str, connector: str, read: Callable[[], BreakerState]) -> None:
+        """Report ``read()`` as the breaker state of (tenant, connector) at each scrape.
+
+        Read when scraped, not set on change: an open breaker whose tenant's partitions
+        moved to another replica, or that nobody tried since its cool-down, is not left
+        reading "open" forever. Tenants past the label cap are left out: they would share
+        one "other" series, where the last one written would hide the others.
+        """
+        tenant = self.tenants(tenant_id)
+        if tenant == OTHER:
+            return
+        self.breaker.labels(tenant, self.connector(connector)).set_function(lambda: float(read()))
 
     def set_lag(self, group: str, lag_by_topic: dict[str, int], topics: Iterable[str] = ()) -> None:
         """Lag this process sees per topic; ``topics`` it holds no partition of now read 0,

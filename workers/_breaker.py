@@ -71,6 +71,16 @@ class CircuitBreakers:
             return 0.0
         return max(0.0, state.open_until - self._clock())
 
+    def state_of(self, key: str) -> BreakerState:
+        """Now: open during the cool-down, half-open while a probe is out or may go, else
+        closed (also once forgotten)."""
+        state = self._states.get(key)
+        if state is None or state.open_until is None:
+            return BreakerState.CLOSED
+        if not state.probing and self._clock() < state.open_until:
+            return BreakerState.OPEN
+        return BreakerState.HALF_OPEN
+
     def is_open(self, key: str) -> bool:
         state = self._states.get(key)
         return state is not None and state.open_until is not None

@@ -220,7 +220,8 @@ class Executor:
         self._host = urlsplit(base_url).hostname or ""
         # Told of each command whose earlier attempt's effect was found upstream (metrics).
         self.on_found: Callable[[RoutedCommand], None] | None = None
-        # Told how each attempt at the API ended: "ok" or the error code's value (metrics).
+        # Told how each call of the connector's operation ended: "ok" or the error code's
+        # value (metrics). Checks for an earlier effect are reads and not counted.
         self.on_attempt: Callable[[str], None] | None = None
 
     async def run(self, job: Job, still_ours: StillOurs | None = None) -> Outcome:
@@ -301,15 +302,16 @@ class Executor:
                 raise
             except CommandError as exc:
                 info = _scrub(exc.to_info(), secret[-1] if secret else None)
-                self._attempted(info.code.value)
                 # A failed check sent nothing: the doubt stays as it was.
                 if info.code in _AMBIGUOUS_CODES and not isinstance(exc, CheckFailed):
                     doubt = _doubt(command, settled_at=time.time())
-            except asyncio.CancelledError:
-                self.breakers.cancel_probe(key)
+            except (asyncio.CancelledError, Exception):
+                # No verdict (shutdown, or a fault in a connector): the probe, when this
+                # command holds it, must not stay taken, or the tenant waits forever.
+                if probe:
+                    self.breakers.cancel_probe(key)
                 raise
             else:
-                self._attempted("ok")
                 self.breakers.success(key)
                 output = _scrub_output(output, secret[-1] if secret else None)
                 return _Verdict(Step.FAIL, errors, output, None, status=ResultStatus.SUCCEEDED)
@@ -326,13 +328,14 @@ class Executor:
             if info.code in _BREAKER_CODES:
                 self.breakers.failure(key)
             elif info.code is ErrorCode.INTERNAL:
-                self.breakers.cancel_probe(key)
+                if probe:  # only its own probe, never another command's
+                    self.breakers.cancel_probe(key)
             else:
                 self.breakers.success(key)  # the API answered with a verdict on the request itself
             return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
 
-    def _attempted(self, outcome: str) -> None:
-        if self.on_attempt is not None:
+    def _attempted(self, outcome: str | None) -> None:
+        if self.on_attempt is not None and outcome is not None:
             self.on_attempt(outcome)
 
     def _decide(
@@ -425,8 +428,14 @@ class Executor:
                     if still_ours is not None and not await still_ours():
                         raise Abandoned(command.command_id)
                 # The connector sets its own request timeout; this bound catches one that does not.
-                async with asyncio.timeout(timeout + 1.0):
-                    return await self.connector.execute(call)
+                try:
+                    async with asyncio.timeout(timeout + 1.0):
+                        output = await self.connector.execute(call)
+                except BaseException as exc:
+                    self._attempted(_outcome_of(exc))
+                    raise
+                self._attempted("ok")
+                return output
             except CommandError as exc:
                 upstream.set_status(Status(StatusCode.ERROR, exc.code.value))
                 upstream.set_attribute("error.type", exc.code.value)
@@ -605,3 +614,16 @@ def _merge_spans(command: RoutedCommand, spans: list[SpanRecord]) -> list[SpanRe
 
     own = list(spans)[-MAX_SPANS:]
     return list(command.spans)[: MAX_SPANS - len(own)] + own
+
+
+def _outcome_of(exc: BaseException) -> str | None:
+    """The outcome label of a call that raised ``exc``; None when it was only cancelled."""
+    if isinstance(exc, CommandError):
+        return exc.code.value
+    if isinstance(exc, TimeoutError):
+        return ErrorCode.UPSTREAM_TIMEOUT.value
+    if isinstance(exc, aiohttp.ClientError):
+        return ErrorCode.UPSTREAM_UNAVAILABLE.value
+    if isinstance(exc, Exception):
+        return ErrorCode.INTERNAL.value
+    return None

@@ -465,8 +465,10 @@ class WorkerPool(PoolLifecycle):
             self.metrics.upstream_call(self.connector.name, outcome)
 
     def _breaker_changed(self, tenant: str, state: BreakerState) -> None:
+        # The gauge reads the breaker at each scrape (Metrics.watch_breaker); a change
+        # only makes sure the tenant is watched.
         if self.metrics is not None:
-            self.metrics.set_breaker(tenant, self.connector.name, state)
+            self.metrics.watch_breaker(tenant, self.connector.name, partial(self.breakers.state_of, tenant))
 
     def _found_earlier(self, command: RoutedCommand) -> None:
         if self.metrics is not None:

@@ -32,7 +32,7 @@ def exported_series() -> dict[str, set[str]]:
     metrics.command_stopped("acme")
     metrics.result(make_result("acme"))
     metrics.result(make_result("acme", status=ResultStatus.DEAD_LETTERED, code=ErrorCode.INTERNAL))
-    metrics.set_breaker("acme", "slack", BreakerState.OPEN)
+    metrics.watch_breaker("acme", "slack", lambda: BreakerState.OPEN)
     metrics.upstream_call("slack", "ok")
     metrics.set_lag("workers.slack", {"slack": 3})
     metrics.set_assigned("workers.slack", ["slack"], [("slack", 0)])

@@ -38,7 +38,7 @@ def test_a_flood_of_100k_new_tenants_does_not_grow_series_or_memory_past_the_cap
     metrics.result(result.model_copy(update={"tenant_id": "overflow"}))
     metrics.accepted.labels(*metrics.labels("overflow", "main")).inc()
     metrics.in_flight.labels(metrics.tenants("overflow")).inc()
-    metrics.set_breaker("overflow", "slack", BreakerState.OPEN)
+    metrics.watch_breaker("overflow", "slack", lambda: BreakerState.OPEN)
     series_at_cap = metrics.series_count()
     gc.collect()
     tracemalloc.start()
@@ -49,7 +49,7 @@ def test_a_flood_of_100k_new_tenants_does_not_grow_series_or_memory_past_the_cap
             labels = metrics.labels(tenant, f"space{i}")
             metrics.accepted.labels(*labels).inc()
             metrics.in_flight.labels(metrics.tenants(tenant)).inc()
-            metrics.set_breaker(tenant, "slack", BreakerState.OPEN)
+            metrics.watch_breaker(tenant, "slack", lambda: BreakerState.OPEN)
         gc.collect()
         after, _ = tracemalloc.get_traced_memory()
     finally:
@@ -141,8 +141,25 @@ def test_every_metrics_event_is_reported_by_some_process() -> None:
         for path in (root / package).rglob("*.py")
         if path != root / "core" / "metrics.py"
     )
-    assert "set_breaker" in events
+    assert "watch_breaker" in events
     assert [name for name in events if f".{name}(" not in sources] == []
+
+
+def test_breaker_gauge_reads_the_breaker_when_scraped_and_leaves_out_tenants_past_the_cap() -> None:
+    metrics = Metrics("worker-slack", tenant_cap=1)
+    state = [BreakerState.OPEN]
+    metrics.watch_breaker("acme", "slack", lambda: state[0])
+    metrics.watch_breaker("beyond-the-cap", "slack", lambda: BreakerState.OPEN)
+
+    def gauge(tenant: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "switchyard_circuit_breaker_state", {"tenant": tenant, "connector": "slack"}
+        )
+
+    assert gauge("acme") == BreakerState.OPEN
+    state[0] = BreakerState.CLOSED  # e.g. its partitions moved on and it was forgotten
+    assert gauge("acme") == BreakerState.CLOSED
+    assert gauge(OTHER) is None
 
 
 def test_two_metrics_objects_have_separate_registries() -> None:

@@ -91,3 +91,19 @@ def test_every_change_of_state_is_reported_once():
     breakers.failure("c")
     breakers.failure("d")
     assert seen[-2:] == [("b", BreakerState.OPEN), ("b", BreakerState.CLOSED)]
+
+
+def test_the_state_read_now_follows_the_cool_down_and_forgetting():
+    clock = Clock()
+    breakers = CircuitBreakers(threshold=1, cooldown=5, clock=clock, max_entries=1)
+    assert breakers.state_of("a") is BreakerState.CLOSED
+    breakers.failure("a")
+    assert breakers.state_of("a") is BreakerState.OPEN
+    clock.now = 5.0  # nobody tried since: the next command would be the probe
+    assert breakers.state_of("a") is BreakerState.HALF_OPEN
+    assert breakers.allow("a")
+    assert breakers.state_of("a") is BreakerState.HALF_OPEN
+    breakers.failure("a")
+    assert breakers.state_of("a") is BreakerState.OPEN
+    breakers.failure("b")  # the map holds one: "a" is forgotten, so closed
+    assert breakers.state_of("a") is BreakerState.CLOSED

@@ -1,0 +1,81 @@
+"""What the executor tells the pool's metrics about each call of a connector's operation,
+and that a half-open probe is never left taken. The executor with a stand-in connector
+and credentials (no Kafka, no HTTP)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from test_pool_connectors import _command
+from test_runtime_check_fence import FlakyConnector, Secrets
+
+from core.errors import RetryableError
+from schemas import ErrorCode, ResultStatus
+from schemas.topics import Topics
+from workers._breaker import CircuitBreakers
+from workers._execute import Executor, Job
+from workers._retry import RetryPolicy
+
+
+def _job(*, in_doubt: bool = False) -> Job:
+    command = _command("slack", "chat.postMessage", "acme", {"channel": "#c", "text": "t"})
+    return Job(command, {}, next_tier=0, doubt_settled_at=time.time() if in_doubt else None)
+
+
+async def _run(
+    connector: FlakyConnector, *, breakers: CircuitBreakers | None = None, attempts: int = 2, in_doubt: bool = False
+) -> tuple[Any, list[str]]:
+    outcomes: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        executor = Executor(
+            connector, Topics("t."), Secrets(), breakers or CircuitBreakers(), session,  # type: ignore[arg-type]
+            RetryPolicy(in_process_attempts=attempts, base_delay=0.01, tier_delays=(0.1,)),
+            base_url="http://127.0.0.1:9", timeout=2.0,
+        )  # fmt: skip
+        executor.on_attempt = outcomes.append
+        return await executor.run(_job(in_doubt=in_doubt)), outcomes
+
+
+async def test_each_call_is_counted_once_by_outcome_and_a_check_is_not_a_call() -> None:
+    failing = FlakyConnector(
+        check_error=RetryableError(ErrorCode.UPSTREAM_TIMEOUT, "the read timed out"),
+        call_error=RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, "503"),
+    )
+    # In doubt: the first check fails (not a call), the retry's check finds nothing, its
+    # call answers 503, the third attempt's call succeeds.
+    outcome, outcomes = await _run(failing, attempts=3, in_doubt=True)
+
+    assert outcome.status is ResultStatus.SUCCEEDED
+    assert outcomes == ["upstream_unavailable", "ok"]
+
+
+async def test_a_fault_in_the_connector_counts_as_internal_and_frees_the_probe() -> None:
+    now = [0.0]
+    breakers = CircuitBreakers(threshold=1, cooldown=5.0, clock=lambda: now[0])
+    breakers.failure("acme")  # open
+    now[0] = 10.0  # cool-down over: the next command is the probe
+
+    with pytest.raises(RuntimeError):
+        await _run(FlakyConnector(call_error=RuntimeError("a bug")), breakers=breakers)
+
+    assert not breakers.probing("acme")
+    # The next command is let through as the probe, and its success closes the breaker.
+    outcome, _ = await _run(FlakyConnector(), breakers=breakers)
+    assert outcome.status is ResultStatus.SUCCEEDED and not breakers.is_open("acme")
+
+
+async def test_the_outcome_of_a_crashed_call_is_internal() -> None:
+    outcomes: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        executor = Executor(
+            FlakyConnector(call_error=RuntimeError("a bug")), Topics("t."), Secrets(),  # type: ignore[arg-type]
+            CircuitBreakers(), session, RetryPolicy(in_process_attempts=1, tier_delays=(0.1,)),
+            base_url="http://127.0.0.1:9",
+        )  # fmt: skip
+        executor.on_attempt = outcomes.append
+        with pytest.raises(RuntimeError):  # the pool turns it into an internal failure
+            await executor.run(_job())
+    assert outcomes == ["internal"]
