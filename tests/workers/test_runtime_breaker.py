@@ -66,7 +66,7 @@ def test_breaker_map_is_bounded():
     assert len(breakers) == 100
 
 
-def test_every_change_of_state_is_reported_once():
+def test_changes_of_state_are_reported():
     clock, seen = Clock(), []
     breakers = CircuitBreakers(
         threshold=2, cooldown=5, clock=clock, max_entries=2, on_change=lambda k, s: seen.append((k, s))
