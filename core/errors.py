@@ -87,12 +87,16 @@ class CommandError(SwitchyardError):
         self.http_status = http_status
 
     def to_info(self) -> ErrorInfo:
+        """The wire form; values ErrorInfo would refuse (an HTTP status outside 100-599,
+        which a broken upstream can send, a negative wait) are dropped, not raised."""
+        status = self.http_status if self.http_status is not None and 100 <= self.http_status <= 599 else None
+        wait = None if self.retry_after is None else max(0.0, self.retry_after)
         return ErrorInfo(
             code=self.code,
             message=self.message[:2000],
             retryable=self.retryable,
-            retry_after=self.retry_after,
-            http_status=self.http_status,
+            retry_after=wait,
+            http_status=status,
         )
 
     @classmethod

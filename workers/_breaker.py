@@ -72,14 +72,15 @@ class CircuitBreakers:
         return max(0.0, state.open_until - self._clock())
 
     def state_of(self, key: str) -> BreakerState:
-        """Now: open during the cool-down, half-open while a probe is out or may go, else
-        closed (also once forgotten)."""
+        """Now: half-open while the probe is out, open during the cool-down, else closed:
+        after the cool-down nothing is refused (the next command goes, as the probe), and
+        a tenant that sends nothing more here (its partitions moved) must not read open."""
         state = self._states.get(key)
         if state is None or state.open_until is None:
             return BreakerState.CLOSED
-        if not state.probing and self._clock() < state.open_until:
-            return BreakerState.OPEN
-        return BreakerState.HALF_OPEN
+        if state.probing:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN if self._clock() < state.open_until else BreakerState.CLOSED
 
     def is_open(self, key: str) -> bool:
         state = self._states.get(key)

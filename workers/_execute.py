@@ -280,63 +280,62 @@ class Executor:
             return _Verdict(Step.FAIL, [*errors, problem], None, problem)
         failures = 0
         probe = False  # this command holds the half-open breaker's one probe
-        while True:
-            if not probe and not self.breakers.allow(key):
-                info = RetryableError(
-                    ErrorCode.CIRCUIT_OPEN,
-                    f"circuit open for tenant {key} on {self.connector.name}",
-                    retry_after=round(self.breakers.retry_after(key), 3),
-                ).to_info()
+        try:
+            while True:
+                if not probe and not self.breakers.allow(key):
+                    info = RetryableError(
+                        ErrorCode.CIRCUIT_OPEN,
+                        f"circuit open for tenant {key} on {self.connector.name}",
+                        retry_after=round(self.breakers.retry_after(key), 3),
+                    ).to_info()
+                    errors.append(info)
+                    decision = self._decide(info, failures, next_tier, command, in_process=False)
+                    return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
+                # allow() just admitted it: when that opened the probe, it is this command's,
+                # kept through its in-process retries until a verdict (success or failure).
+                probe = probe or self.breakers.probing(key)
+                secret: list[TenantSecret] = []
+                try:
+                    output = await self._attempt(command, secret, doubt, still_ours)
+                except CommandError as exc:
+                    info = _scrub(exc.to_info(), secret[-1] if secret else None)
+                    # A failed check sent nothing: the doubt stays as it was.
+                    if info.code in _AMBIGUOUS_CODES and not isinstance(exc, CheckFailed):
+                        doubt = _doubt(command, settled_at=time.time())
+                else:
+                    self.breakers.success(key)
+                    probe = False
+                    output = _scrub_output(output, secret[-1] if secret else None)
+                    return _Verdict(Step.FAIL, errors, output, None, status=ResultStatus.SUCCEEDED)
+                failures += 1
                 errors.append(info)
-                decision = self._decide(info, failures, next_tier, command, in_process=False)
+                decision = self._decide(info, failures, next_tier, command)
+                if decision.step is Step.RETRY_NOW:
+                    await asyncio.sleep(decision.delay)
+                    if still_ours is not None and not await still_ours():
+                        raise Abandoned(command.command_id)
+                    continue
+                if info.code in _BREAKER_CODES:
+                    self.breakers.failure(key)
+                    probe = False
+                elif info.code is not ErrorCode.INTERNAL:  # INTERNAL: no verdict, freed below
+                    self.breakers.success(key)  # the API answered with a verdict on the request itself
+                    probe = False
                 return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
-            # allow() just admitted it: when that opened the probe, it is this command's,
-            # kept through its in-process retries until a verdict (success or failure).
-            probe = probe or self.breakers.probing(key)
-            secret: list[TenantSecret] = []
-            try:
-                output = await self._attempt(command, secret, doubt, still_ours)
-            except Abandoned:
-                if probe:
-                    self.breakers.cancel_probe(key)
-                raise
-            except CommandError as exc:
-                info = _scrub(exc.to_info(), secret[-1] if secret else None)
-                # A failed check sent nothing: the doubt stays as it was.
-                if info.code in _AMBIGUOUS_CODES and not isinstance(exc, CheckFailed):
-                    doubt = _doubt(command, settled_at=time.time())
-            except (asyncio.CancelledError, Exception):
-                # No verdict (shutdown, or a fault in a connector): the probe, when this
-                # command holds it, must not stay taken, or the tenant waits forever.
-                if probe:
-                    self.breakers.cancel_probe(key)
-                raise
-            else:
-                self.breakers.success(key)
-                output = _scrub_output(output, secret[-1] if secret else None)
-                return _Verdict(Step.FAIL, errors, output, None, status=ResultStatus.SUCCEEDED)
-            failures += 1
-            errors.append(info)
-            decision = self._decide(info, failures, next_tier, command)
-            if decision.step is Step.RETRY_NOW:
-                await asyncio.sleep(decision.delay)
-                if still_ours is not None and not await still_ours():
-                    if probe:  # only its own half-open probe, never another command's
-                        self.breakers.cancel_probe(key)
-                    raise Abandoned(command.command_id)
-                continue
-            if info.code in _BREAKER_CODES:
-                self.breakers.failure(key)
-            elif info.code is ErrorCode.INTERNAL:
-                if probe:  # only its own probe, never another command's
-                    self.breakers.cancel_probe(key)
-            else:
-                self.breakers.success(key)  # the API answered with a verdict on the request itself
-            return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
+        finally:
+            # No verdict for the breaker (a fault, a cancellation, a command left to its
+            # partition's new owner): free the probe this command holds, or its tenant
+            # would wait for that verdict for ever.
+            if probe:
+                self.breakers.cancel_probe(key)
 
     def _attempted(self, outcome: str | None) -> None:
-        if self.on_attempt is not None and outcome is not None:
+        if self.on_attempt is None or outcome is None:
+            return
+        try:
             self.on_attempt(outcome)
+        except Exception:  # a metric must never change a command's Result
+            logger.exception("reporting a call's outcome failed")
 
     def _decide(
         self, info: ErrorInfo, failures: int, next_tier: int, command: RoutedCommand, *, in_process: bool = True

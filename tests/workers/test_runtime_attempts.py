@@ -79,3 +79,43 @@ async def test_the_outcome_of_a_crashed_call_is_internal() -> None:
         with pytest.raises(RuntimeError):  # the pool turns it into an internal failure
             await executor.run(_job())
     assert outcomes == ["internal"]
+
+
+class BrokenError(RetryableError):
+    """An error whose handling itself fails (as a status ErrorInfo refused once did)."""
+
+    def to_info(self) -> Any:
+        raise ValueError("cannot describe this error")
+
+
+async def test_a_fault_while_handling_the_probes_error_still_frees_the_probe() -> None:
+    now = [0.0]
+    breakers = CircuitBreakers(threshold=1, cooldown=5.0, clock=lambda: now[0])
+    breakers.failure("acme")
+    now[0] = 10.0
+
+    with pytest.raises(ValueError):
+        await _run(FlakyConnector(call_error=BrokenError(ErrorCode.UPSTREAM_UNAVAILABLE, "5xx")), breakers=breakers)
+
+    assert not breakers.probing("acme")
+
+
+async def test_an_upstream_status_outside_http_is_described_not_raised() -> None:
+    error = RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, "HTTP 600", http_status=600, retry_after=-1.0)
+    info = error.to_info()
+    assert (info.http_status, info.retry_after) == (None, 0.0)
+
+
+async def test_a_metric_that_fails_does_not_change_the_result() -> None:
+    async with aiohttp.ClientSession() as session:
+        executor = Executor(
+            FlakyConnector(), Topics("t."), Secrets(), CircuitBreakers(), session,  # type: ignore[arg-type]
+            RetryPolicy(in_process_attempts=1, tier_delays=(0.1,)), base_url="http://127.0.0.1:9",
+        )  # fmt: skip
+
+        def broken(outcome: str) -> None:
+            raise RuntimeError("metrics are down")
+
+        executor.on_attempt = broken
+        outcome = await executor.run(_job())
+    assert outcome.status is ResultStatus.SUCCEEDED

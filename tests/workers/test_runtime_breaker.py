@@ -99,8 +99,8 @@ def test_the_state_read_now_follows_the_cool_down_and_forgetting():
     assert breakers.state_of("a") is BreakerState.CLOSED
     breakers.failure("a")
     assert breakers.state_of("a") is BreakerState.OPEN
-    clock.now = 5.0  # nobody tried since: the next command would be the probe
-    assert breakers.state_of("a") is BreakerState.HALF_OPEN
+    clock.now = 5.0  # nobody tried since: nothing is refused, the next command probes
+    assert breakers.state_of("a") is BreakerState.CLOSED
     assert breakers.allow("a")
     assert breakers.state_of("a") is BreakerState.HALF_OPEN
     breakers.failure("a")
