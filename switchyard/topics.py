@@ -31,7 +31,7 @@ from typing import Any, Literal
 import orjson
 from aiokafka.admin import NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError, for_code
 
 from core.errors import ConfigurationError, KafkaUnavailable
 from core.kafka import make_admin
@@ -239,7 +239,10 @@ class _Current:
     dynamic: dict[str, str]
 
 
-async def _describe(admin: Any, names: list[str]) -> dict[str, _Current]:
+async def _describe(admin: Any, names: list[str], *, settling: bool = False) -> dict[str, _Current]:
+    """The current shape and configs of ``names`` that exist. While ``settling`` (just
+    applied), a topic the answering broker does not know yet reads as absent, not as an
+    error: on several brokers a new topic reaches each one's metadata at its own pace."""
     existing = set(await admin.list_topics())
     present = [n for n in names if n in existing]
     if not present:
@@ -254,6 +257,8 @@ async def _describe(admin: Any, names: list[str]) -> dict[str, _Current]:
     out: dict[str, _Current] = {}
     for response in await admin.describe_configs(resources):
         for resource in response.to_object()["resources"]:
+            if settling and resource["error_code"] == UnknownTopicOrPartitionError.errno:
+                continue
             _raise_for(resource["error_code"], resource["error_message"], "describe")
             name = resource["resource_name"]
             entries = resource["config_entries"]
@@ -381,7 +386,7 @@ async def _await_converged(admin: Any, specs: list[TopicSpec], increase: bool) -
     try:
         async with asyncio.timeout(_CONVERGE_TIMEOUT_S):
             for attempt in range(10_000):
-                current = await _describe(admin, [s.name for s in specs])
+                current = await _describe(admin, [s.name for s in specs], settling=True)
                 pending = [
                     s.name
                     for s in specs

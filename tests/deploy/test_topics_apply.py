@@ -201,3 +201,34 @@ async def test_an_unreachable_broker_is_reported_as_kafka_unavailable(settings: 
     nowhere = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
     with pytest.raises(KafkaUnavailable, match="cannot reach Kafka"):
         await apply_topics(nowhere, dry_run=True)
+
+
+class _LaggingAdmin:
+    """An admin whose broker answering describe_configs does not know topic "b" yet, as a
+    broker of a 3-node cluster answers right after the controller created it."""
+
+    async def list_topics(self) -> list[str]:
+        return ["a", "b"]
+
+    async def describe_topics(self, names: list[str]) -> list[dict[str, object]]:
+        return [{"error_code": 0, "topic": n, "partitions": [{"replicas": [1]}]} for n in names]
+
+    async def describe_configs(self, resources: list[ConfigResource]) -> list[object]:
+        class Response:
+            def to_object(self) -> dict[str, object]:
+                return {"resources": [
+                    {"error_code": 3 if r.name == "b" else 0, "error_message": None, "resource_name": r.name,
+                     "config_entries": []}
+                    for r in resources
+                ]}  # fmt: skip
+
+        return [Response()]
+
+
+async def test_a_topic_a_broker_does_not_know_yet_reads_absent_while_settling_only() -> None:
+    from switchyard.topics import _describe
+
+    settling = await _describe(_LaggingAdmin(), ["a", "b"], settling=True)
+    assert set(settling) == {"a"}  # "b" is still pending: asked again
+    with pytest.raises(ConfigurationError, match="UnknownTopicOrPartition"):
+        await _describe(_LaggingAdmin(), ["a", "b"])
