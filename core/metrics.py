@@ -164,7 +164,7 @@ class Metrics:
         # from the first scrape, and the outcomes are the fixed set of error codes.
         self.upstream_calls = Counter(
             "switchyard_upstream_calls",
-            "Attempts at a connector's API by outcome: ok, or the attempt's error code.",
+            "Calls of a connector's operations by outcome: ok, or the call's error code.",
             ["connector", "outcome"],
             registry=r,
         )
@@ -264,7 +264,7 @@ class Metrics:
         self.effects_found.labels(tenant, space, self.connector(routed.connector)).inc()
 
     def upstream_call(self, connector: str, outcome: str) -> None:
-        """One attempt at ``connector``'s API ended with ``outcome`` ("ok" or an error code)."""
+        """One call of ``connector``'s operation ended with ``outcome`` ("ok" or an error code)."""
         key = ("call", connector, outcome)
         children = self._hot_worker.get(key)
         if children is None:

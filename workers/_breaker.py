@@ -4,7 +4,8 @@ A breaker opens after ``threshold`` consecutive counted failures, rejects that t
 commands for ``cooldown`` seconds, then lets exactly one probe through (half-open): a
 success closes it, a failure opens it again. Other tenants are never affected. The map
 is bounded: the least recently used entries go first (forgotten, so closed).
-``on_change(key, state)`` hears every change of state (the pool's metrics gauge).
+``state_of`` tells the state now; ``on_open(key)`` hears each opening (when the pool's
+metrics gauge starts watching that tenant).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class CircuitBreakers:
         cooldown: float = 30.0,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
-        on_change: Callable[[str, BreakerState], None] | None = None,
+        on_open: Callable[[str], None] | None = None,
     ) -> None:
         if threshold < 1 or max_entries < 1:
             raise ValueError("threshold and max_entries must be >= 1")
@@ -42,12 +43,8 @@ class CircuitBreakers:
         self.cooldown = cooldown
         self.max_entries = max_entries
         self._clock = clock
-        self._on_change = on_change
+        self._on_open = on_open
         self._states: OrderedDict[str, _State] = OrderedDict()
-
-    def _changed(self, key: str, state: BreakerState) -> None:
-        if self._on_change is not None:
-            self._on_change(key, state)
 
     def __len__(self) -> int:
         return len(self._states)
@@ -61,7 +58,6 @@ class CircuitBreakers:
         if state.probing or self._clock() < state.open_until:
             return False
         state.probing = True
-        self._changed(key, BreakerState.HALF_OPEN)
         return True
 
     def retry_after(self, key: str) -> float:
@@ -93,9 +89,7 @@ class CircuitBreakers:
         return state is not None and state.probing
 
     def success(self, key: str) -> None:
-        state = self._states.pop(key, None)
-        if state is not None and state.open_until is not None:
-            self._changed(key, BreakerState.CLOSED)
+        self._states.pop(key, None)
 
     def failure(self, key: str) -> None:
         state = self._states.get(key)
@@ -103,20 +97,18 @@ class CircuitBreakers:
             state = _State()
             self._states[key] = state
             while len(self._states) > self.max_entries:
-                forgotten, old = self._states.popitem(last=False)
-                if old.open_until is not None:
-                    self._changed(forgotten, BreakerState.CLOSED)
+                self._states.popitem(last=False)
         else:
             self._states.move_to_end(key)
         state.failures += 1
         if state.probing or state.failures >= self.threshold:
             state.open_until = self._clock() + self.cooldown
             state.probing = False
-            self._changed(key, BreakerState.OPEN)
+            if self._on_open is not None:
+                self._on_open(key)
 
     def cancel_probe(self, key: str) -> None:
         """The probe ended without a verdict (e.g. shutdown): allow another probe."""
         state = self._states.get(key)
-        if state is not None and state.probing:
+        if state is not None:
             state.probing = False
-            self._changed(key, BreakerState.OPEN)

@@ -42,7 +42,6 @@ from core.kafka import (
     make_producer,
     start_client,
 )
-from core.metrics import BreakerState
 from core.settings import Settings
 from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, ResultStatus, RoutedCommand
 
@@ -139,7 +138,7 @@ class WorkerPool(PoolLifecycle):
         )
         self.tracker = OffsetTracker()
         self.breakers = CircuitBreakers(
-            threshold=opts.breaker_threshold, cooldown=opts.breaker_cooldown, on_change=self._breaker_changed
+            threshold=opts.breaker_threshold, cooldown=opts.breaker_cooldown, on_open=self._breaker_opened
         )
         self.policy = RetryPolicy(
             in_process_attempts=opts.in_process_attempts,
@@ -464,8 +463,8 @@ class WorkerPool(PoolLifecycle):
         if self.metrics is not None:
             self.metrics.upstream_call(self.connector.name, outcome)
 
-    def _breaker_changed(self, tenant: str, state: BreakerState) -> None:
-        # The gauge reads the breaker at each scrape (Metrics.watch_breaker); a change
+    def _breaker_opened(self, tenant: str) -> None:
+        # The gauge reads the breaker at each scrape (Metrics.watch_breaker); an opening
         # only makes sure the tenant is watched.
         if self.metrics is not None:
             self.metrics.watch_breaker(tenant, self.connector.name, partial(self.breakers.state_of, tenant))
