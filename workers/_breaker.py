@@ -2,8 +2,11 @@
 
 A breaker opens after ``threshold`` consecutive counted failures, rejects that tenant's
 commands for ``cooldown`` seconds, then lets exactly one probe through (half-open): a
-success closes it, a failure opens it again. Other tenants are never affected. The map
-is bounded: the least recently used entries go first (forgotten, so closed).
+success closes it, a failure opens it again. While it is open only that probe's verdict
+counts: a command admitted before the opening (say, one that outlived the cool-down)
+neither closes it nor ends the probe. Each probe has its own number, which the verdicts
+carry. Other tenants are never affected. The map is bounded: the least recently used
+entries go first (forgotten, so closed).
 ``state_of`` tells the state now; ``on_open(key)`` hears each opening (when the pool's
 metrics gauge starts watching that tenant).
 """
@@ -24,7 +27,7 @@ __all__ = ["CircuitBreakers"]
 class _State:
     failures: int = 0
     open_until: float | None = None
-    probing: bool = False
+    probe: int = 0  # the number of the half-open probe that is out; 0: none
 
 
 class CircuitBreakers:
@@ -45,20 +48,27 @@ class CircuitBreakers:
         self._clock = clock
         self._on_open = on_open
         self._states: OrderedDict[str, _State] = OrderedDict()
+        self._probes = 0
 
     def __len__(self) -> int:
         return len(self._states)
 
-    def allow(self, key: str) -> bool:
-        """May a command for ``key`` run now? (Half-open: True once, for the probe.)"""
+    def admit(self, key: str) -> int | None:
+        """May a command for ``key`` run now? None: refused. Otherwise its probe number for
+        the verdicts: 0 for an ordinary admission, the probe's own when it is the half-open
+        probe (admitted once per cool-down)."""
         state = self._states.get(key)
         if state is None or state.open_until is None:
-            return True
+            return 0
         self._states.move_to_end(key)
-        if state.probing or self._clock() < state.open_until:
-            return False
-        state.probing = True
-        return True
+        if state.probe or self._clock() < state.open_until:
+            return None
+        self._probes += 1
+        state.probe = self._probes
+        return state.probe
+
+    def allow(self, key: str) -> bool:
+        return self.admit(key) is not None
 
     def retry_after(self, key: str) -> float:
         """Seconds until the breaker of ``key`` lets a probe through (0 when closed)."""
@@ -74,7 +84,7 @@ class CircuitBreakers:
         state = self._states.get(key)
         if state is None or state.open_until is None:
             return BreakerState.CLOSED
-        if state.probing:
+        if state.probe:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN if self._clock() < state.open_until else BreakerState.CLOSED
 
@@ -82,16 +92,13 @@ class CircuitBreakers:
         state = self._states.get(key)
         return state is not None and state.open_until is not None
 
-    def probing(self, key: str) -> bool:
-        """Whether the half-open probe of ``key`` is out (right after :meth:`allow`: the
-        caller's own)."""
-        state = self._states.get(key)
-        return state is not None and state.probing
+    def success(self, key: str, probe: int = 0) -> None:
+        if self._counts(key, probe):
+            self._states.pop(key, None)
 
-    def success(self, key: str) -> None:
-        self._states.pop(key, None)
-
-    def failure(self, key: str) -> None:
+    def failure(self, key: str, probe: int = 0) -> None:
+        if not self._counts(key, probe):
+            return
         state = self._states.get(key)
         if state is None:
             state = _State()
@@ -101,14 +108,19 @@ class CircuitBreakers:
         else:
             self._states.move_to_end(key)
         state.failures += 1
-        if state.probing or state.failures >= self.threshold:
+        if state.probe or state.failures >= self.threshold:
             state.open_until = self._clock() + self.cooldown
-            state.probing = False
+            state.probe = 0
             if self._on_open is not None:
                 self._on_open(key)
 
-    def cancel_probe(self, key: str) -> None:
-        """The probe ended without a verdict (e.g. shutdown): allow another probe."""
+    def cancel_probe(self, key: str, probe: int) -> None:
+        """Probe ``probe`` ended without a verdict (e.g. shutdown): allow another probe."""
         state = self._states.get(key)
-        if state is not None:
-            state.probing = False
+        if state is not None and probe and state.probe == probe:
+            state.probe = 0
+
+    def _counts(self, key: str, probe: int) -> bool:
+        """Closed, every verdict counts; open, only the current probe's."""
+        state = self._states.get(key)
+        return state is None or state.open_until is None or (probe != 0 and state.probe == probe)

@@ -279,21 +279,22 @@ class Executor:
         if problem is not None:
             return _Verdict(Step.FAIL, [*errors, problem], None, problem)
         failures = 0
-        probe = False  # this command holds the half-open breaker's one probe
+        probe = 0  # the number of the half-open breaker's one probe while this command holds it
         try:
             while True:
-                if not probe and not self.breakers.allow(key):
-                    info = RetryableError(
-                        ErrorCode.CIRCUIT_OPEN,
-                        f"circuit open for tenant {key} on {self.connector.name}",
-                        retry_after=round(self.breakers.retry_after(key), 3),
-                    ).to_info()
-                    errors.append(info)
-                    decision = self._decide(info, failures, next_tier, command, in_process=False)
-                    return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
-                # allow() just admitted it: when that opened the probe, it is this command's,
-                # kept through its in-process retries until a verdict (success or failure).
-                probe = probe or self.breakers.probing(key)
+                if not probe:
+                    admitted = self.breakers.admit(key)
+                    if admitted is None:
+                        info = RetryableError(
+                            ErrorCode.CIRCUIT_OPEN,
+                            f"circuit open for tenant {key} on {self.connector.name}",
+                            retry_after=round(self.breakers.retry_after(key), 3),
+                        ).to_info()
+                        errors.append(info)
+                        decision = self._decide(info, failures, next_tier, command, in_process=False)
+                        return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
+                    # A probe is kept through this command's in-process retries until a verdict.
+                    probe = admitted
                 secret: list[TenantSecret] = []
                 try:
                     output = await self._attempt(command, secret, doubt, still_ours)
@@ -303,8 +304,8 @@ class Executor:
                     if info.code in _AMBIGUOUS_CODES and not isinstance(exc, CheckFailed):
                         doubt = _doubt(command, settled_at=time.time())
                 else:
-                    self.breakers.success(key)
-                    probe = False
+                    self.breakers.success(key, probe)
+                    probe = 0
                     output = _scrub_output(output, secret[-1] if secret else None)
                     return _Verdict(Step.FAIL, errors, output, None, status=ResultStatus.SUCCEEDED)
                 failures += 1
@@ -316,18 +317,18 @@ class Executor:
                         raise Abandoned(command.command_id)
                     continue
                 if info.code in _BREAKER_CODES:
-                    self.breakers.failure(key)
-                    probe = False
+                    self.breakers.failure(key, probe)
+                    probe = 0
                 elif info.code is not ErrorCode.INTERNAL:  # INTERNAL: no verdict, freed below
-                    self.breakers.success(key)  # the API answered with a verdict on the request itself
-                    probe = False
+                    self.breakers.success(key, probe)  # the API answered with a verdict on the request itself
+                    probe = 0
                 return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
         finally:
             # No verdict for the breaker (a fault, a cancellation, a command left to its
             # partition's new owner): free the probe this command holds, or its tenant
             # would wait for that verdict for ever.
             if probe:
-                self.breakers.cancel_probe(key)
+                self.breakers.cancel_probe(key, probe)
 
     def _attempted(self, outcome: str | None) -> None:
         if self.on_attempt is None or outcome is None:

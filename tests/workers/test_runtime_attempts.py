@@ -4,6 +4,7 @@ and credentials (no Kafka, no HTTP)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from test_pool_connectors import _command
 from test_runtime_check_fence import FlakyConnector, Secrets
 
 from core.errors import RetryableError
+from core.metrics import BreakerState
 from schemas import ErrorCode, ResultStatus
 from schemas.topics import Topics
 from workers._breaker import CircuitBreakers
@@ -31,7 +33,7 @@ async def _run(
     outcomes: list[str] = []
     async with aiohttp.ClientSession() as session:
         executor = Executor(
-            connector, Topics("t."), Secrets(), breakers or CircuitBreakers(), session,  # type: ignore[arg-type]
+            connector, Topics("t."), Secrets(), CircuitBreakers() if breakers is None else breakers, session,  # type: ignore[arg-type]
             RetryPolicy(in_process_attempts=attempts, base_delay=0.01, tier_delays=(0.1,)),
             base_url="http://127.0.0.1:9", timeout=2.0,
         )  # fmt: skip
@@ -61,7 +63,7 @@ async def test_a_fault_in_the_connector_counts_as_internal_and_frees_the_probe()
     with pytest.raises(RuntimeError):
         await _run(FlakyConnector(call_error=RuntimeError("a bug")), breakers=breakers)
 
-    assert not breakers.probing("acme")
+    assert breakers.state_of("acme") is not BreakerState.HALF_OPEN
     # The next command is let through as the probe, and its success closes the breaker.
     outcome, _ = await _run(FlakyConnector(), breakers=breakers)
     assert outcome.status is ResultStatus.SUCCEEDED and not breakers.is_open("acme")
@@ -97,7 +99,7 @@ async def test_a_fault_while_handling_the_probes_error_still_frees_the_probe() -
     with pytest.raises(ValueError):
         await _run(FlakyConnector(call_error=BrokenError(ErrorCode.UPSTREAM_UNAVAILABLE, "5xx")), breakers=breakers)
 
-    assert not breakers.probing("acme")
+    assert breakers.state_of("acme") is not BreakerState.HALF_OPEN
 
 
 async def test_an_upstream_status_outside_http_is_described_not_raised() -> None:
@@ -119,3 +121,33 @@ async def test_a_metric_that_fails_does_not_change_the_result() -> None:
         executor.on_attempt = broken
         outcome = await executor.run(_job())
     assert outcome.status is ResultStatus.SUCCEEDED
+
+
+class GatedConnector(FlakyConnector):
+    """Its calls wait until the gate opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def execute(self, call: Any) -> dict[str, Any]:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().execute(call)
+
+
+async def test_a_command_let_in_before_the_opening_does_not_end_a_later_probe() -> None:
+    now = [0.0]
+    breakers = CircuitBreakers(threshold=1, cooldown=5.0, clock=lambda: now[0])
+    connector = GatedConnector()
+    early = asyncio.create_task(_run(connector, breakers=breakers))
+    await asyncio.wait_for(connector.entered.wait(), 5)
+    breakers.failure("acme")  # another command's failure opens the breaker meanwhile
+    now[0] = 10.0
+    assert breakers.allow("acme")  # and a probe goes out after the cool-down
+    connector.gate.set()
+
+    outcome, _ = await asyncio.wait_for(early, 5)
+
+    assert outcome.status is ResultStatus.SUCCEEDED
+    assert breakers.state_of("acme") is BreakerState.HALF_OPEN  # the probe still decides
