@@ -4,7 +4,7 @@ tenants, keys or ids uses, so that their number never grows memory past a fixed 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 __all__ = ["LRU"]
@@ -14,12 +14,14 @@ V = TypeVar("V")
 
 
 class LRU(Generic[K, V]):
-    """A dict that forgets its least recently used entry beyond ``capacity``."""
+    """A dict that forgets its least recently used entry beyond ``capacity``
+    (``on_evict(key, value)`` hears each one forgotten so)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, on_evict: Callable[[K, V], None] | None = None) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
+        self._on_evict = on_evict
         self._data: OrderedDict[K, V] = OrderedDict()
 
     def get(self, key: K) -> V | None:
@@ -32,7 +34,9 @@ class LRU(Generic[K, V]):
         self._data[key] = value
         self._data.move_to_end(key)
         while len(self._data) > self.capacity:
-            self._data.popitem(last=False)
+            evicted = self._data.popitem(last=False)
+            if self._on_evict is not None:
+                self._on_evict(*evicted)
 
     def peek(self, key: K) -> V | None:
         """The value without marking it used (reads never change what is forgotten)."""

@@ -70,3 +70,7 @@ class AcceptedFeed(Following):
 
     def owner(self, command_id: str) -> tuple[str, str] | None:
         return self._owners.get(command_id)
+
+    def forget(self, command_id: str) -> None:
+        """A finished command whose Result even the forgotten list let go of."""
+        self._owners.pop(command_id)

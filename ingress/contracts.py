@@ -90,6 +90,10 @@ class Pipeline(Protocol):
         """A command this tenant submitted that is still pending, if this replica knows it."""
         ...
 
+    def forgotten(self, identity: Identity, command_id: str) -> bool:
+        """Whether this workspace's command finished and its Result is no longer held here."""
+        ...
+
     async def cancel_task(self, identity: Identity, command_id: str, at: datetime) -> None:
         """Publish the cancellation of the task ``command_id`` for every replica to see.
 

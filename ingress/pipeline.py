@@ -104,6 +104,7 @@ class KafkaPipeline:
         # the garbage collector has to walk (100,000 Command models would be millions
         # of tracked objects).
         self._submitted: LRU[str, bytes] = LRU(remember)
+        results.on_gone.append(self._submitted.pop)
         # Publishes still waiting for the broker: a concurrent replay waits for the same ack.
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._send_timeout = send_timeout
@@ -221,9 +222,14 @@ class KafkaPipeline:
         command = self._accepted(command_id)
         if command is None or not _visible_to(identity)(command):
             return None
-        if self.results.owner(command_id) == (identity.tenant_id, identity.space_id):
-            return None  # finished: its Result answers
+        owner = (identity.tenant_id, identity.space_id)
+        if self.results.owner(command_id) == owner or self.results.forgotten(command_id) == owner:
+            return None  # finished: its Result answers, or was forgotten
         return command
+
+    def forgotten(self, identity: Identity, command_id: str) -> bool:
+        """Finished, but its Result is no longer held here (for the caller's workspace)."""
+        return self.results.forgotten(command_id) == (identity.tenant_id, identity.space_id)
 
     async def cancel_task(self, identity: Identity, command_id: str, at: datetime) -> None:
         """Publish a TaskCancel after the command (same key, so the same partition).

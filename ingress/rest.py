@@ -208,6 +208,11 @@ async def get_command(request: web.Request) -> web.Response:
             {"command_id": command_id, "status": result.status.value,
              "result": result.model_dump(mode="json", exclude_none=True)}
         )
+    if pipeline.forgotten(identity, command_id):
+        raise NotFound(
+            "this command has finished, but its Result is no longer held by the ingress "
+            "(it stays on the results topic)"
+        )
     if pipeline.known(identity, command_id) is not None or _accepted_elsewhere(
         request, identity, command_id
     ):

@@ -5,6 +5,10 @@ Each replica follows all partitions of the results topic (no consumer group), st
 answer recent polls. It keeps the last ``capacity`` Results (LRU, default 100,000) in
 memory; an older result is forgotten by the ingress (a poll answers 404) but stays on
 the results topic for downstream consumers until the topic's retention removes it.
+The ids of the last ``capacity`` forgotten Results are kept a while longer, so that a
+command whose Result was forgotten reads as finished, never as pending (the replica
+may still remember the command itself); when an id leaves that list too, ``on_gone``
+hears it and the other memories of that command drop it.
 
 Cost per record: every replica sees every Result, but few are waited for here. A record
 is validated once as a :data:`ResultHead` (every field but ``output`` and ``spans``,
@@ -64,7 +68,11 @@ class ResultsFeed(Following):
         max_waiters: int = 50_000,
         max_tenant_waiters: int | None = None,
     ) -> None:
-        self._results: LRU[str, _Kept] = LRU(capacity)
+        self._results: LRU[str, _Kept] = LRU(capacity, on_evict=self._forget)
+        # (tenant_id, space_id) of the Results forgotten lately: finished, no longer held.
+        self._forgotten: LRU[str, tuple[str, str]] = LRU(capacity, on_evict=self._gone)
+        # Called with each command id that leaves the forgotten list.
+        self.on_gone: list[Callable[[str], object]] = []
         self._waiters: dict[str, list[tuple[asyncio.Future[Result], Accept]]] = {}
         self._waiting = 0
         self._max_waiters = max_waiters
@@ -112,6 +120,7 @@ class ResultsFeed(Following):
         self, command_id: str, tenant_id: str, space_id: str, raw: bytes, result: Result | None
     ) -> None:
         self._results.put(command_id, (tenant_id, space_id, raw))
+        self._forgotten.pop(command_id)  # delivered again after it was forgotten
         waiters = self._waiters.get(command_id)
         if not waiters or result is None:
             return
@@ -147,6 +156,19 @@ class ResultsFeed(Following):
         """``(tenant_id, space_id)`` of a kept Result, without parsing it."""
         kept = self._results.get(command_id)
         return None if kept is None else (kept[0], kept[1])
+
+    def forgotten(self, command_id: str) -> tuple[str, str] | None:
+        """``(tenant_id, space_id)`` of a command whose Result came and was forgotten."""
+        return self._forgotten.peek(command_id)
+
+    def _forget(self, command_id: str, kept: _Kept) -> None:
+        self._forgotten.put(command_id, (kept[0], kept[1]))
+
+    def _gone(self, command_id: str, _owner: tuple[str, str]) -> None:
+        if command_id in self._results:
+            return  # delivered again meanwhile: its Result answers
+        for listener in self.on_gone:
+            listener(command_id)
 
     async def wait(
         self, command_id: str, timeout: float, accept: Accept, *, tenant_id: str  # noqa: ASYNC109

@@ -92,12 +92,15 @@ class TaskBook:
 
         Raises:
             RpcError: -32602 when the workspace has no such task (another one's id
-                included: it must read exactly like an unknown one).
+                included: it must read exactly like an unknown one), or when it has
+                finished and this replica no longer holds its result.
         """
         entry = self._ledger.get(identity.tenant_id, identity.space_id, task_id)
         pipeline = self._services.pipeline
         result = pipeline.peek(identity, task_id)
         command = pipeline.known(identity, task_id) if result is None else None
+        if result is None and pipeline.forgotten(identity, task_id):
+            raise RpcError(INVALID_PARAMS, f"Task {task_id} has finished, but its result is no longer held")
         if entry is None and result is None and command is None:
             raise RpcError(INVALID_PARAMS, f"Unknown task: {task_id}")
         if result is not None:
@@ -218,6 +221,12 @@ class TaskBook:
         if offset < 0 or offset > len(ids):
             raise RpcError(INVALID_PARAMS, "Invalid cursor")
         page = ids[offset : offset + page_size]
-        tasks = [self._describe(identity, task_id)[0] for task_id in page]
+        # A task whose result this replica no longer holds has no status left to show.
+        pipeline = self._services.pipeline
+        tasks = [
+            self._describe(identity, task_id)[0]
+            for task_id in page
+            if not pipeline.forgotten(identity, task_id)
+        ]
         end = offset + len(page)
         return ListTasksResult(tasks=tasks, next_cursor=str(end) if end < len(ids) else None)

@@ -110,6 +110,7 @@ class FakePipeline:
     results: dict[tuple[str, str], Result] = field(default_factory=dict)
     pending: dict[tuple[str, str], Command] = field(default_factory=dict)
     cancels: list[tuple[str, str]] = field(default_factory=list)
+    forgotten_ids: set[tuple[str, str]] = field(default_factory=set)  # finished, Result let go of
     cancel_error: Exception | None = None
     _seen_keys: dict[tuple[str, str], Command] = field(default_factory=dict)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -182,6 +183,9 @@ class FakePipeline:
     def known(self, identity: Identity, command_id: str) -> Command | None:
         found = self.pending.get((identity.tenant_id, command_id))
         return found if found is not None and found.space_id == identity.space_id else None
+
+    def forgotten(self, identity: Identity, command_id: str) -> bool:
+        return (identity.tenant_id, command_id) in self.forgotten_ids
 
     async def cancel_task(self, identity: Identity, command_id: str, at: datetime) -> None:
         if self.cancel_error is not None:
@@ -901,6 +905,22 @@ async def test_task_augmented_call_returns_a_task_then_its_result(server: Server
         url, _rpc("tasks/cancel", {"taskId": task["taskId"]}), headers=headers
     )
     assert cancel["error"]["code"] == -32602, "a completed task cannot be cancelled"
+
+
+async def test_a_task_whose_result_was_forgotten_is_finished_not_working(server: Server) -> None:
+    server.pipeline.responder = lambda command: None
+    session, _ = await _initialize(f"{server.url}/main")
+    url, headers = f"{server.url}/main", _legacy(session)
+    params = {"name": "create_task", "arguments": {}, "task": {}}
+    created = [(await _post(url, _rpc("tools/call", params), headers=headers))[2] for _ in range(2)]
+    done, running = (c["result"]["task"]["taskId"] for c in created)
+    command = server.pipeline.pending.pop(("acme", done))  # it finished; its Result was let go of
+    server.pipeline.forgotten_ids.add((command.tenant_id, done))
+    for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+        _, _, body = await _post(url, _rpc(method, {"taskId": done}), headers=headers)
+        assert body["error"]["code"] == -32602 and "has finished" in body["error"]["message"]
+    _, _, listed = await _post(url, _rpc("tasks/list"), headers=headers)
+    assert [t["taskId"] for t in listed["result"]["tasks"]] == [running]
 
 
 async def test_tasks_of_another_tenant_read_as_unknown(server: Server) -> None:

@@ -293,3 +293,24 @@ async def test_a_body_not_declared_as_json_is_415_and_a_loose_deadline_is_400(ha
         assert response.status == 400, deadline
         assert "deadline_seconds" in (await response.json())["error"]["message"]
     assert await read_topic(harness.settings, harness.settings.topics.commands) == []
+
+
+async def test_a_finished_command_whose_result_was_forgotten_never_reads_as_pending(settings):
+    # Two Results kept: the third forgets the first, which still reads as finished; two
+    # more and its id is let go of too, with the command this replica remembered.
+    async with IngressHarness(settings, options=IngressOptions(results_capacity=2)) as replica:
+        tenant = await replica.add_tenant(unique_id("acme"), "sales")
+        async with replica.responder():
+            urls = []
+            for n in range(5):
+                body = {"action": "echo", "idempotency_key": f"k{n}"}
+                accepted = await (await replica.client.post("/v1/commands", json=body, headers=tenant.headers)).json()
+                done = await replica.client.get(accepted["status_url"] + "?wait=20", headers=tenant.headers)
+                assert (await done.json())["status"] == "succeeded"
+                urls.append(accepted["status_url"])
+                if n == 2:
+                    forgotten = await replica.client.get(urls[0], headers=tenant.headers)
+                    assert forgotten.status == 404
+                    assert "has finished" in (await forgotten.json())["error"]["message"]
+        gone = await replica.client.get(urls[0], headers=tenant.headers)
+        assert gone.status == 404 and (await gone.json())["error"]["message"] == "no such command"

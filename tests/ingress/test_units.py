@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from core.settings import Settings
 from ingress._bounded import LRU, TokenBuckets
 from ingress.auth import bearer_token, check_claims, requested_space
 from ingress.contracts import Identity
 from ingress.errors import BadRequest, Forbidden, RateLimited
 from ingress.keys import generate_api_key, parse_api_key, verify_secret
 from ingress.pipeline import command_id_for
+from ingress.results import ResultsFeed
+from ingress.testing import echo_result
+from schemas import Command, CommandSource, Result
 from schemas.identifiers import CommandId
 
 IDENTITY = Identity("acme", "sales", "ann", "member", "k1")
@@ -58,6 +64,41 @@ def test_lru_forgets_the_least_recently_used():
     assert lru.get("a") == 1
     lru.put("c", 3)
     assert "b" not in lru and "a" in lru and len(lru) == 2
+
+
+def test_lru_tells_what_it_forgets_for_room_only():
+    forgotten: list[tuple[str, int]] = []
+    lru: LRU[str, int] = LRU(1, on_evict=lambda key, value: forgotten.append((key, value)))
+    lru.put("a", 1)
+    lru.pop("a")  # taken away, not forgotten for room
+    lru.put("b", 2)
+    lru.put("c", 3)
+    assert forgotten == [("b", 2)]
+
+
+def test_a_forgotten_result_reads_as_finished_until_its_id_is_let_go_of():
+    results = ResultsFeed(Settings(), capacity=1)
+    gone: list[str] = []
+    results.on_gone.append(gone.append)
+    first, second, third = (_result(n) for n in range(3))
+    results.add(first)
+    results.add(second)  # room for one: the first is forgotten
+    assert results.forgotten(first.command_id) == ("acme", "sales")
+    assert results.get(first.command_id, lambda r: True) is None
+    results.add(third)  # and its id let go of
+    assert gone == [first.command_id] and results.forgotten(first.command_id) is None
+    assert results.forgotten(second.command_id) == ("acme", "sales")
+    results.add(second)  # delivered again: held, not forgotten
+    assert results.forgotten(second.command_id) is None and gone == [first.command_id]
+
+
+def _result(n: int) -> Result:
+    command = Command(
+        command_id=command_id_for("acme", f"k{n}"), tenant_id="acme", space_id="sales", user_id="ann",
+        role="member", action="echo", idempotency_key=f"k{n}", submitted_at=datetime.now(UTC),
+        deadline=datetime.now(UTC) + timedelta(minutes=1), source=CommandSource.REST,
+    )
+    return echo_result(command)
 
 
 def test_bearer_and_workspace_parsing():
