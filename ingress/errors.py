@@ -118,8 +118,9 @@ def from_validation(exc: ValidationError, *, prefix: str = "") -> BadRequest:
     """A 400 that names the invalid fields without echoing their values (they may be secret)."""
     parts = []
     for error in exc.errors(include_input=False, include_url=False)[:5]:
-        where = ".".join(str(part) for part in error.get("loc", ())) or "body"
-        parts.append(f"{prefix}{where}: {error.get('msg', 'invalid')}")
+        loc = [str(part) for part in error.get("loc", ())]
+        where = ".".join([prefix, *loc] if prefix else loc) or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
     more = exc.error_count() - len(parts)
     if more > 0:
         parts.append(f"... and {more} more")

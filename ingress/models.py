@@ -68,6 +68,12 @@ class SubmitResponse(_Body):
 class ErrorDetail(_Body):
     code: str
     message: str
+    idempotency_key: str | None = Field(
+        default=None, description="On a 503 of a submit: the key to retry with (generated if none was given)."
+    )
+    command_id: CommandId | None = Field(
+        default=None, description="On a 503 of a submit: the command id that key gives."
+    )
 
 
 class ErrorBody(_Body):

@@ -49,6 +49,18 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _json("ErrorBody", text[code]) for code in codes}
 
 
+def _batch_errors(*codes: int) -> dict[str, Any]:
+    """A batch with no item accepted answers its first item's status with the per-item
+    body; a batch refused as a whole answers that status with an error body."""
+    whole = _errors(*codes)
+    return {
+        code: {"description": f"{answer['description']}: the whole batch (ErrorBody), or no item "
+                              "accepted, the first item's status (BatchResponse)",
+               "content": {"application/json": {"schema": {"anyOf": [_ref("ErrorBody"), _ref("BatchResponse")]}}}}
+        for code, answer in whole.items()
+    }
+
+
 def _space_variant(paths: dict[str, Any]) -> dict[str, Any]:
     space = {"name": "space_id", "in": "path", "required": True, "schema": {"type": "string"}}
     out = dict(paths)
@@ -141,8 +153,8 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "operationId": "submitBatch", "summary": "Submit up to 500 commands",
             "parameters": [space_header],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BatchRequest")}}},
-            "responses": {"200": _json("BatchResponse", "Per-item outcomes (no item accepted: the first item's status, e.g. 503, with this body)"),
-                          **_errors(400, 401, 403, 409, 413, 415, 429, 503)},
+            "responses": {"200": _json("BatchResponse", "Per-item outcomes (some item accepted)"),
+                          **_errors(401, 403, 413, 415), **_batch_errors(400, 409, 429, 503)},
         }},
         "/v1/commands/{command_id}": {"get": {
             "operationId": "getCommand", "summary": "Status and result of a command",

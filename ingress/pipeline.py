@@ -50,7 +50,7 @@ from schemas import (
 
 from ._bounded import LRU, TokenBuckets
 from .contracts import Identity
-from .errors import Conflict, IngressError, RateLimited, from_validation
+from .errors import BadRequest, Conflict, IngressError, RateLimited, from_validation
 from .results import ResultsFeed
 
 __all__ = ["COMMAND_KIND", "COMMAND_SCHEMA", "KafkaPipeline", "Submission", "command_id_for"]
@@ -175,7 +175,13 @@ class KafkaPipeline:
 
         Raises:
             RateLimited: the tenant has fewer tokens left than ``len(items)``.
+            BadRequest: more items than the bucket ever holds (no wait would let them in).
         """
+        if len(items) > self._buckets.burst:
+            raise BadRequest(
+                f"this batch has {len(items)} items, more than the {self._buckets.burst:g} a tenant "
+                "may send at once here; send it in smaller batches"
+            )
         wait = self._buckets.take(identity.tenant_id, len(items))
         if wait > 0:
             raise RateLimited("request rate limit of this tenant exceeded", retry_after=wait)

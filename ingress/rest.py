@@ -56,10 +56,15 @@ async def _identity(request: web.Request) -> Identity:
 _HEADER_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 
 
+_CLAIMS = ("tenant_id", "tenantId", "tenant", "_meta")
+_BATCH_FIELDS = {"items", *_CLAIMS}
+
+
 def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submission:
     if not isinstance(raw, dict):
-        raise BadRequest(f"{prefix}a command must be a JSON object")
-    body = {k: v for k, v in raw.items() if k not in ("tenant_id", "tenantId", "tenant", "_meta")}
+        where = f"{prefix}: " if prefix else ""
+        raise BadRequest(f"{where}a command must be a JSON object")
+    body = {k: v for k, v in raw.items() if k not in _CLAIMS}
     try:
         parsed = SubmitRequest.model_validate(body)
     except ValidationError as exc:
@@ -126,8 +131,13 @@ async def submit_batch(request: web.Request) -> web.Response:
     identity = await _identity(request)
     body = await read_json(request)
     check_claims(identity, body=body)
-    if not isinstance(body, dict) or set(body) - {"items"} or not isinstance(body.get("items"), list):
+    # Claims of the key's own tenant are allowed and ignored, as on a single submit.
+    if not isinstance(body, dict) or set(body) - _BATCH_FIELDS or not isinstance(body.get("items"), list):
         raise BadRequest('a batch is {"items": [...]}')
+    if "Idempotency-Key" in request.headers:
+        raise BadRequest(
+            "the Idempotency-Key header names one command: give each batch item its own idempotency_key"
+        )
     raw_items = body["items"]
     if not 1 <= len(raw_items) <= MAX_BATCH:
         raise BadRequest(f"a batch holds 1 to {MAX_BATCH} items")
@@ -136,7 +146,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     for index, raw in enumerate(raw_items):
         try:
             check_claims(identity, body=raw)
-            valid.append((index, _submission(raw, None, prefix=f"items.{index}.")))
+            valid.append((index, _submission(raw, None, prefix=f"items.{index}")))
         except IngressError as exc:
             outcomes[index] = exc
     pipeline = request.app[SERVICES].pipeline

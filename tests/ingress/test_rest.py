@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import jsonschema
 import pytest
 
 from core.kafka import headers_dict, make_admin, start_client
@@ -11,6 +12,14 @@ from ingress.app import IngressOptions
 from ingress.pipeline import command_id_for
 from ingress.testing import IngressHarness, TenantHandle, read_topic, unique_id
 from schemas import Command, Headers
+
+
+async def assert_documented(harness: IngressHarness, path: str, status: int, body: object) -> None:
+    """``body`` is what the OpenAPI document promises for a POST to ``path`` answered ``status``."""
+    document = await (await harness.client.get("/openapi.json")).json()
+    answer = document["paths"][path]["post"]["responses"][str(status)]
+    schema = {**answer["content"]["application/json"]["schema"], "components": document["components"]}
+    jsonschema.Draft202012Validator(schema).validate(body)
 
 
 async def commands_with_id(harness: IngressHarness, command_id: str) -> list[Command]:
@@ -260,6 +269,7 @@ async def test_with_the_broker_failing_a_submit_is_503_and_names_the_key_to_retr
         # No key was given: the one generated for this request is named, with its command id.
         assert error["idempotency_key"].startswith("auto-")
         assert error["command_id"] == command_id_for(acme.tenant_id, error["idempotency_key"])
+        await assert_documented(harness, "/v1/commands", 503, await response.json())
 
         items = [{"action": "echo", "idempotency_key": f"k-{i}"} for i in range(2)]
         batch = await harness.client.post("/v1/commands:batch", json={"items": items}, headers=acme.headers)
@@ -267,6 +277,7 @@ async def test_with_the_broker_failing_a_submit_is_503_and_names_the_key_to_retr
         body = await batch.json()
         assert body["accepted"] == 0
         assert [item["error"]["idempotency_key"] for item in body["items"]] == ["k-0", "k-1"]
+        await assert_documented(harness, "/v1/commands:batch", 503, body)
 
 
 async def test_a_batch_with_no_valid_item_fails_as_a_whole_and_publishes_nothing(harness, acme):
@@ -275,7 +286,30 @@ async def test_a_batch_with_no_valid_item_fails_as_a_whole_and_publishes_nothing
     assert response.status == 400
     body = await response.json()
     assert body["accepted"] == 0 and [item["status_code"] for item in body["items"]] == [400, 400]
+    assert body["items"][1]["error"]["message"].startswith("items.1.arguments: ")
+    await assert_documented(harness, "/v1/commands:batch", 400, body)
+    not_objects = await harness.client.post("/v1/commands:batch", json={"items": [7]}, headers=acme.headers)
+    message = (await not_objects.json())["items"][0]["error"]["message"]
+    assert message == "items.0: a command must be a JSON object"
     assert await read_topic(harness.settings, harness.settings.topics.commands) == []
+
+
+async def test_a_batch_refuses_one_idempotency_key_for_all_and_more_than_a_burst(settings):
+    async with IngressHarness(settings, options=IngressOptions(rate_per_second=10.0, burst=3)) as harness:
+        acme = await harness.add_tenant(unique_id("acme"), "sales")
+        items = [{"action": "echo"}]
+        keyed = await harness.client.post(
+            "/v1/commands:batch", json={"items": items}, headers={**acme.headers, "Idempotency-Key": "hk"}
+        )
+        assert keyed.status == 400 and "each batch item its own" in (await keyed.json())["error"]["message"]
+        too_many = await harness.client.post("/v1/commands:batch", json={"items": items * 4}, headers=acme.headers)
+        assert too_many.status == 400 and "smaller batches" in (await too_many.json())["error"]["message"]
+        # The key's own tenant named in the envelope is ignored, as on a single submit.
+        own = await harness.client.post(
+            "/v1/commands:batch", json={"tenant_id": acme.tenant_id, "items": items * 3}, headers=acme.headers
+        )
+        assert own.status == 200 and (await own.json())["accepted"] == 3
+        assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 3
 
 
 async def test_a_body_not_declared_as_json_is_415_and_a_loose_deadline_is_400(harness, acme):
