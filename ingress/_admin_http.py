@@ -21,6 +21,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from core.vault import VaultAdmin
+from router import workspace_problem
 from schemas import WorkspaceConfig, api_key_key, workspace_key
 from schemas.identifiers import SAFE_ID_PATTERN
 
@@ -78,6 +79,9 @@ async def put_workspace(request: web.Request) -> web.Response:
         workspace = WorkspaceConfig.model_validate(body)
     except ValidationError as exc:
         raise from_validation(exc) from None
+    problem = workspace_problem(workspace)
+    if problem is not None:
+        raise BadRequest(problem)  # the router would refuse every call of it
     metadata = await publish_config(state.settings, [workspace], producer=state.pipeline.producer)
     await _read_back(state, metadata)
     return json_response(workspace.model_dump(mode="json"))

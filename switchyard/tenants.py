@@ -18,14 +18,12 @@ from typing import Any
 import orjson
 import yaml
 from aiokafka import TopicPartition
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from pydantic import TypeAdapter, ValidationError
 
 from core.errors import ConfigurationError
 from core.kafka import ensure_topics, make_admin, make_consumer, make_producer, start_client
 from core.settings import Settings, load_settings
-from router import MappingError, compile_mapping
+from router import workspace_problem
 from schemas import ConfigRecord, Headers, WorkspaceConfig, workspace_key
 
 __all__ = ["add_arguments", "list_workspaces", "load_workspaces", "publish_workspaces", "run"]
@@ -65,16 +63,9 @@ def load_workspaces(path: Path) -> list[WorkspaceConfig]:
             workspace = WorkspaceConfig.model_validate(item)
         except ValidationError as exc:
             raise ConfigurationError(f"{path}: workspace #{index + 1}: {exc}") from exc
-        for action in workspace.actions:
-            where = f"{workspace.tenant_id}/{workspace.space_id} action {action.name!r}"
-            try:
-                Draft202012Validator.check_schema(action.input_schema)
-            except SchemaError as exc:
-                raise ConfigurationError(f"{where}: invalid input_schema: {exc.message}") from exc
-            try:
-                compile_mapping(action.arguments)
-            except MappingError as exc:
-                raise ConfigurationError(f"{where}: invalid argument mapping: {exc}") from exc
+        problem = workspace_problem(workspace)
+        if problem is not None:
+            raise ConfigurationError(f"{workspace.tenant_id}/{workspace.space_id} {problem}")
         workspaces.append(workspace)
     keys = [workspace_key(w.tenant_id, w.space_id) for w in workspaces]
     if len(keys) != len(set(keys)):

@@ -49,6 +49,16 @@ async def test_workspace_put_get_delete_round_trip(harness):
     assert mismatch.status == 400
     invalid = await harness.client.put(path, json={"actions": "nope"}, headers=harness.admin_headers)
     assert invalid.status == 400
+    # What the router would refuse at every call is refused now, as `tenants apply` does.
+    action = body["actions"][0]
+    for broken, why in (
+        ({**action, "input_schema": {"type": "objekt"}}, "invalid input_schema"),
+        ({**action, "arguments": {"text": "{{ args.summary "}}, "invalid argument mapping"),
+    ):
+        refused = await harness.client.put(path, json={**body, "actions": [broken]}, headers=harness.admin_headers)
+        assert refused.status == 400 and why in (await refused.json())["error"]["message"]
+    still = WorkspaceConfig.model_validate(await (await harness.client.get(path, headers=harness.admin_headers)).json())
+    assert still == workspace
     assert (await harness.client.delete(path, headers=harness.admin_headers)).status == 204
     assert (await harness.client.get(path, headers=harness.admin_headers)).status == 404
 

@@ -1,0 +1,33 @@
+"""What the router would refuse in a workspace, found before it is published.
+
+The admin API and ``switchyard tenants apply`` both call :func:`workspace_problem`, so
+a workspace whose action could never run (an input schema that is no JSON Schema, an
+argument mapping that does not compile) is refused when it is written, not at its
+first call.
+"""
+
+from __future__ import annotations
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from schemas import WorkspaceConfig
+
+from ._mapping import MappingError, compile_mapping
+
+__all__ = ["workspace_problem"]
+
+
+def workspace_problem(workspace: WorkspaceConfig) -> str | None:
+    """The first action of ``workspace`` the router would refuse, and why; None if none."""
+    for action in workspace.actions:
+        where = f"action {action.name!r}"
+        try:
+            Draft202012Validator.check_schema(action.input_schema)
+        except SchemaError as exc:
+            return f"{where}: invalid input_schema: {exc.message}"
+        try:
+            compile_mapping(action.arguments)
+        except MappingError as exc:
+            return f"{where}: invalid argument mapping: {exc}"
+    return None
