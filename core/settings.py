@@ -33,6 +33,7 @@ ENV_VARS: dict[str, str] = {
     "SWITCHYARD_VAULT_KV_MOUNT": "vault_kv_mount",
     "SWITCHYARD_VAULT_ROLE_ID": "vault_role_id",
     "SWITCHYARD_VAULT_SECRET_ID": "vault_secret_id",
+    "SWITCHYARD_VAULT_TOKEN_FILE": "vault_token_file",
     "SWITCHYARD_ADMIN_TOKEN": "admin_token",
     "SWITCHYARD_MCP_SESSION_SECRET": "mcp_session_secret",
     "SWITCHYARD_INGRESS_HOST": "ingress_host",
@@ -73,6 +74,7 @@ class Settings(BaseModel):
     vault_kv_mount: str = "secret"
     vault_role_id: str | None = None
     vault_secret_id: SecretStr | None = None
+    vault_token_file: str | None = None
 
     admin_token: SecretStr | None = None
     # Signs MCP session ids; every ingress replica must share it (else the admin token).

@@ -22,7 +22,7 @@ import requests.adapters
 from . import vault_layout as layout
 from .errors import CasConflict, CredentialsMissing, VaultError, VaultForbidden, VaultUnavailable
 
-__all__ = ["AppRoleCredentials", "PoolVault", "VaultAdmin", "TenantSecret"]
+__all__ = ["AppRoleCredentials", "PoolVault", "TenantSecret", "TokenFile", "VaultAdmin"]
 
 T = TypeVar("T")
 
@@ -52,6 +52,8 @@ class _Threaded:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        except VaultError:
+            raise  # already ours (a VaultUnavailable is an OSError too)
         except (hvac.exceptions.VaultError, requests.RequestException, OSError) as exc:
             raise _translate(what, exc) from None
 
@@ -66,6 +68,16 @@ class AppRoleCredentials:
 
     def __repr__(self) -> str:  # never print the secret id
         return f"AppRoleCredentials(role_id={self.role_id!r}, secret_id=***)"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFile:
+    """A pool token that another process keeps fresh in a file: the Vault Agent's token
+    sink (``/vault/secrets/token``), renewed or replaced by the agent. It is read again
+    every ``reread_every`` seconds and whenever Vault refuses it."""
+
+    path: str
+    reread_every: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +198,8 @@ class _CachedToken:
 
 
 class PoolVault(_Threaded):
-    """A connector pool's view of Vault: AppRole login, then one narrow token per tenant.
+    """A connector pool's view of Vault: AppRole login (or the Vault Agent's token), then
+    one narrow token per tenant.
 
     The pool token can only mint tenant tokens through the connector's token role; each
     tenant token's only policy is ``t-<tenant>-<connector>``, so code running for tenant
@@ -197,7 +210,7 @@ class PoolVault(_Threaded):
         self,
         addr: str,
         connector: str,
-        approle: AppRoleCredentials,
+        approle: AppRoleCredentials | TokenFile,
         *,
         mount: str = "secret",
         token_ttl: int = layout.TENANT_TOKEN_TTL,
@@ -226,6 +239,17 @@ class PoolVault(_Threaded):
         return hvac.Client(url=self.addr, token=token, timeout=10, session=self._session)
 
     def _login(self) -> tuple[hvac.Client, float]:
+        if isinstance(self._approle, TokenFile):
+            try:
+                with open(self._approle.path, encoding="utf-8") as file:
+                    token = file.read().strip()
+            except OSError as exc:
+                raise VaultUnavailable(
+                    f"{self.connector} pool: cannot read the Vault token file ({type(exc).__name__})"
+                ) from None
+            if not token:
+                raise VaultUnavailable(f"{self.connector} pool: the Vault token file is empty")
+            return self._client(token), time.monotonic() + _EXPIRY_MARGIN + self._approle.reread_every
         client = self._client()
         auth = client.auth.approle.login(
             role_id=self._approle.role_id, secret_id=self._approle.secret_id, use_token=True

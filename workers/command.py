@@ -29,7 +29,7 @@ from core.metrics import Metrics
 from core.settings import Settings, connector_env, load_settings
 from core.telemetry import setup_tracing
 from core.tenant_logs import TenantLogPublisher
-from core.vault import AppRoleCredentials, PoolVault
+from core.vault import AppRoleCredentials, PoolVault, TokenFile
 from schemas import CONNECTORS, RETRY_TIERS
 
 from ._pool import OAuthRefresh, PoolOptions, WorkerPool
@@ -157,18 +157,21 @@ def pool_started(pool: WorkerPool) -> Callable[[], Awaitable[bool]]:
 
 
 def _pool_vault(settings: Settings, connector: str) -> PoolVault:
+    """The pool's Vault: its AppRole, or else the token the Vault Agent keeps in a file."""
     role_id = connector_env(None, connector, "SWITCHYARD_VAULT_ROLE_ID")
     secret_id = connector_env(None, connector, "SWITCHYARD_VAULT_SECRET_ID")
-    if not role_id or not secret_id:
+    token_file = connector_env(None, connector, "SWITCHYARD_VAULT_TOKEN_FILE")
+    login: AppRoleCredentials | TokenFile
+    if role_id and secret_id:
+        login = AppRoleCredentials(role_id=role_id, secret_id=secret_id)
+    elif token_file:
+        login = TokenFile(token_file)
+    else:
         raise ConfigurationError(
-            f"set SWITCHYARD_VAULT_ROLE_ID_{connector.upper()} and SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}"
+            f"set SWITCHYARD_VAULT_ROLE_ID_{connector.upper()} and SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}, "
+            "or SWITCHYARD_VAULT_TOKEN_FILE (a token the Vault Agent keeps fresh)"
         )
-    return PoolVault(
-        settings.vault_addr,
-        connector,
-        AppRoleCredentials(role_id=role_id, secret_id=secret_id),
-        mount=settings.vault_kv_mount,
-    )
+    return PoolVault(settings.vault_addr, connector, login, mount=settings.vault_kv_mount)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -125,12 +125,11 @@ def test_vault_agent_injector_replaces_the_approle_secrets(render: Render) -> No
         assert annotations["vault.hashicorp.com/role"] == f"switchyard-{connector}"
         assert template["spec"]["automountServiceAccountToken"] is True
         [container] = template["spec"]["containers"]
-        assert not {"SWITCHYARD_VAULT_ROLE_ID", "SWITCHYARD_VAULT_SECRET_ID"} & set(_env(container))
-        assert container["command"][:2] == ["sh", "-c"]
-        script = container["command"][2]
-        assert "/vault/secrets/token" in script
-        [argv] = re.findall(r"exec switchyard (.+)$", script)
-        assert parse_switchyard_args(argv.split()).connector == connector
+        env = _env(container)
+        assert not {"SWITCHYARD_VAULT_ROLE_ID", "SWITCHYARD_VAULT_SECRET_ID"} & set(env)
+        assert env["SWITCHYARD_VAULT_TOKEN_FILE"]["value"] == "/vault/secrets/token"
+        assert "command" not in container  # the image's entry point, as with AppRole
+        assert parse_switchyard_args(container["args"]).connector == connector
 
 
 def test_pods_run_as_non_root_with_a_read_only_root_and_no_capabilities(render: Render) -> None:

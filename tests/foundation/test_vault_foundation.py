@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from core.errors import CasConflict, VaultForbidden
-from core.vault import AppRoleCredentials, PoolVault, VaultAdmin
+from core.errors import CasConflict, VaultForbidden, VaultUnavailable
+from core.vault import AppRoleCredentials, PoolVault, TokenFile, VaultAdmin
 
 
 def _tenant() -> str:
@@ -178,3 +178,32 @@ async def test_a_tenant_without_credentials_costs_no_login_per_read(
             await slack_pool.read(never_stored)
     assert logins <= 1
     assert dict((await slack_pool.read(stored)).data) == {"bot_token": "xoxb-s"}
+
+
+async def test_a_pool_on_the_vault_agents_token_file_follows_the_token_it_is_given(
+    vault_admin: VaultAdmin, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    # What the Helm chart's agent mode gives a worker: a token of the pool's policy in a
+    # file the agent keeps fresh. A replaced token is read again once Vault refuses the old.
+    approle = await vault_admin.bootstrap_pool("slack")
+    logging_in = PoolVault(stack_env["VAULT_ADDR"], "slack", approle)
+    tenant = _tenant()
+    await vault_admin.put_credentials(tenant, "slack", {"bot_token": "xoxb-agent"})
+    sink = tmp_path / "token"
+    pool = PoolVault(stack_env["VAULT_ADDR"], "slack", TokenFile(str(sink)))
+    try:
+        with pytest.raises(VaultUnavailable, match="cannot read the Vault token file"):
+            await pool.read(tenant)
+        first = await logging_in._pool_token_client()
+        sink.write_text(first.token + "\n")
+        assert dict((await pool.read(tenant)).data) == {"bot_token": "xoxb-agent"}
+
+        logging_in._pool_client = None
+        second = await logging_in._pool_token_client()
+        sink.write_text(second.token)
+        await asyncio.to_thread(first.auth.token.revoke_self)
+        pool.forget(tenant)  # the next read mints: Vault refuses the old token, the file is read again
+        assert dict((await pool.read(tenant)).data) == {"bot_token": "xoxb-agent"}
+    finally:
+        pool.close()
+        logging_in.close()

@@ -1,4 +1,4 @@
-"""``switchyard worker``: arguments and refusing to start without its AppRole."""
+"""``switchyard worker``: arguments, and refusing to start without a way into Vault."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import argparse
 
 import pytest
 
+from core.errors import ConfigurationError
+from core.settings import load_settings
+from core.vault import AppRoleCredentials, TokenFile
 from workers import command
 
 
@@ -30,3 +33,21 @@ def test_bad_tier_delays_are_refused():
         command._tier_delays("1,2,3,4")
     with pytest.raises(ValueError):
         command._tier_delays("soon")
+
+
+def test_the_pool_logs_in_with_its_approle_or_else_the_agents_token_file(monkeypatch: pytest.MonkeyPatch):
+    settings = load_settings({"VAULT_ADDR": "http://127.0.0.1:1"})
+    for name in ("SWITCHYARD_VAULT_ROLE_ID", "SWITCHYARD_VAULT_SECRET_ID", "SWITCHYARD_VAULT_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"{name}_SLACK", raising=False)
+    with pytest.raises(ConfigurationError, match="SWITCHYARD_VAULT_TOKEN_FILE"):
+        command._pool_vault(settings, "slack")
+    monkeypatch.setenv("SWITCHYARD_VAULT_TOKEN_FILE", "/vault/secrets/token")
+    pool = command._pool_vault(settings, "slack")
+    assert pool._approle == TokenFile("/vault/secrets/token")
+    pool.close()
+    monkeypatch.setenv("SWITCHYARD_VAULT_ROLE_ID_SLACK", "role")
+    monkeypatch.setenv("SWITCHYARD_VAULT_SECRET_ID_SLACK", "secret")
+    pool = command._pool_vault(settings, "slack")
+    assert pool._approle == AppRoleCredentials("role", "secret")
+    pool.close()
