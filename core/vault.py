@@ -305,7 +305,14 @@ class PoolVault(_Threaded):
                         f"mint token {tenant_id}/{self.connector}", self._mint, pool, tenant_id
                     )
             except BaseException as exc:
-                pending.set_exception(exc)
+                # The minter's own cancellation is not the others': they see an
+                # interrupted mint, which is retried like an unreachable Vault.
+                shared = (
+                    VaultUnavailable(f"mint token {tenant_id}/{self.connector}: interrupted")
+                    if isinstance(exc, asyncio.CancelledError)
+                    else exc
+                )
+                pending.set_exception(shared)
                 pending.exception()  # mark retrieved when nobody else waits
                 raise
             finally:

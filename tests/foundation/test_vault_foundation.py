@@ -207,3 +207,25 @@ async def test_a_pool_on_the_vault_agents_token_file_follows_the_token_it_is_giv
     finally:
         pool.close()
         logging_in.close()
+
+
+async def test_a_cancelled_mint_is_an_interrupted_mint_for_those_sharing_it() -> None:
+    pool = PoolVault("http://127.0.0.1:1", "slack", AppRoleCredentials("role", "secret"))
+    gate = asyncio.Event()
+
+    async def login_never_answers() -> None:
+        await gate.wait()
+
+    pool._pool_token_client = login_never_answers  # type: ignore[method-assign,assignment]
+    try:
+        first = asyncio.create_task(pool.tenant_client("acme"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(pool.tenant_client("acme"))
+        await asyncio.sleep(0)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        with pytest.raises(VaultUnavailable, match="interrupted"):  # not cancelled: nobody cancelled it
+            await second
+    finally:
+        pool.close()
