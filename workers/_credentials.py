@@ -10,11 +10,18 @@ wait for its outcome. Before calling the token endpoint the secret is re-read: i
 version moved on, another process already refreshed and that token is used. The write
 back uses check-and-set, so of two processes refreshing at once only one write wins and
 the loser re-reads the winner's token.
+
+Issued tokens are never dropped while this process lives: a provider that rotates
+refresh tokens has voided the stored one by then. When Vault stays unreachable past a
+few retries, the new tokens are kept in memory ("unsaved"), used in place of Vault's for
+that tenant, and written in the background until Vault takes them. (A crash before that
+write loses them: the tenant then needs a new consent.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -35,12 +42,16 @@ from schemas import ErrorCode
 
 __all__ = ["Credentials", "Refresher", "VaultLike", "token_expired"]
 
+logger = logging.getLogger(__name__)
+
 # Refresh a little before the provider's expiry so the request does not race it.
 _EXPIRY_SKEW = 5.0
 
 # Write-back of refreshed tokens while Vault is unreachable: 0.5 + 1 + 2 s of retries.
 _WRITE_ATTEMPTS = 4
 _WRITE_BACKOFF = 0.5
+# Then in the background, for tokens kept unsaved: back-off doubling up to this.
+_SAVE_BACKOFF_MAX = 30.0
 # After a refused refresh, how long another process's write-back is waited for.
 _NEWER_READS = 5
 _NEWER_WAIT = 0.2
@@ -106,6 +117,9 @@ class Credentials:
         # One Vault read per tenant at a time: a burst of a tenant's commands arriving on a
         # cold (or just expired) cache shares that read instead of each making its own.
         self._reading: dict[str, asyncio.Task[TenantSecret]] = {}
+        # Issued tokens Vault has not taken yet (unreachable), and their background writes.
+        self._unsaved: dict[str, TenantSecret] = {}
+        self._saving: dict[str, asyncio.Task[None]] = {}
         self.refreshes = 0  # token endpoint calls made by this process
         self.reads = 0  # Vault reads made by this process
 
@@ -128,6 +142,9 @@ class Credentials:
             PermanentError: nothing stored or not readable (CREDENTIALS_MISSING).
             RetryableError: Vault unreachable (INTERNAL).
         """
+        unsaved = self._unsaved.get(tenant_id)
+        if unsaved is not None:
+            return unsaved  # newer than Vault's, whose refresh token may be void
         cached = self._cache.get(tenant_id)
         if cached is not None and time.monotonic() < cached[1]:
             return cached[0]
@@ -166,8 +183,8 @@ class Credentials:
 
     async def _refresh(self, tenant_id: str, stale: TenantSecret) -> TenantSecret:
         self._cache.pop(tenant_id, None)
-        current = await self._read(tenant_id)
-        if current.version != stale.version:
+        current = self._unsaved.get(tenant_id) or await self._read(tenant_id)
+        if (current.version, current.data) != (stale.version, stale.data):
             return current  # someone else refreshed since we read it
         if self._refresher is None:
             raise PermanentError(ErrorCode.CREDENTIALS_INVALID, "credentials rejected, cannot refresh")
@@ -188,28 +205,71 @@ class Credentials:
         if "expires_at" not in refreshed:
             # The stored expiry was the old access token's; this one's is unknown.
             data.pop("expires_at", None)
-        version = await self._write_back(tenant_id, data, current.version)
+        if tenant_id in self._saving:
+            # Vault has not taken the last tokens yet: their writer stores these instead.
+            return self._keep_unsaved(tenant_id, TenantSecret(data=data, version=current.version))
+        try:
+            version = await self._write_back(tenant_id, data, current.version)
+        except VaultUnavailable:
+            return self._keep_unsaved(tenant_id, TenantSecret(data=data, version=current.version))
         if version is None:  # lost the check-and-set race: the winner's token
             self._cache.pop(tenant_id, None)
             return await self._read(tenant_id)
+        self._unsaved.pop(tenant_id, None)  # what it held was the base of this write
         fresh = TenantSecret(data=data, version=version)
         self._cache[tenant_id] = (fresh, time.monotonic() + self._ttl)
         return fresh
 
+    def _keep_unsaved(self, tenant_id: str, fresh: TenantSecret) -> TenantSecret:
+        """Use ``fresh`` (its version: the one it replaces in Vault) until a background
+        write stores it."""
+        self._unsaved[tenant_id] = fresh
+        if tenant_id not in self._saving:
+            logger.warning("credential store unreachable: new tokens of %s kept until it is back", tenant_id)
+            task = asyncio.ensure_future(self._save(tenant_id))
+            self._saving[tenant_id] = task
+            task.add_done_callback(lambda _: self._saving.pop(tenant_id, None))
+        return fresh
+
+    async def _save(self, tenant_id: str) -> None:
+        delay = _WRITE_BACKOFF
+        while (unsaved := self._unsaved.get(tenant_id)) is not None:
+            try:
+                version = await self._vault.write_cas(tenant_id, unsaved.data, unsaved.version)
+            except CasConflict:
+                # Another process stored its own refresh first: Vault's is the one to use.
+                logger.warning("new tokens of %s superseded by another process's refresh", tenant_id)
+                self._unsaved.pop(tenant_id, None)
+                self._cache.pop(tenant_id, None)
+                return
+            except VaultError as exc:
+                logger.debug("writing the kept tokens of %s failed (%s)", tenant_id, type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _SAVE_BACKOFF_MAX)
+                continue
+            newer = self._unsaved.get(tenant_id)
+            if newer is not None and newer is not unsaved:
+                # Refreshed again while this write ran: those go next, over this version.
+                self._unsaved[tenant_id] = TenantSecret(newer.data, version)
+                continue
+            self._unsaved.pop(tenant_id, None)
+            self._cache[tenant_id] = (TenantSecret(unsaved.data, version), time.monotonic() + self._ttl)
+            logger.info("kept tokens of %s stored", tenant_id)
+
     async def _write_back(self, tenant_id: str, data: Mapping[str, Any], version: int) -> int | None:
         """The new version, or None when another writer won; retried while Vault is down.
 
-        The provider has issued these tokens (and, rotating, voided the old refresh
-        token): giving up at once would lock the tenant out.
+        Raises:
+            VaultUnavailable: still down after the retries (the caller keeps the tokens).
         """
         for attempt in range(_WRITE_ATTEMPTS):
             try:
                 return await self._vault.write_cas(tenant_id, data, version)
             except CasConflict:
                 return None
-            except VaultUnavailable as exc:
+            except VaultUnavailable:
                 if attempt == _WRITE_ATTEMPTS - 1:
-                    raise _translate(exc, tenant_id) from None
+                    raise
                 await asyncio.sleep(_WRITE_BACKOFF * 2**attempt)
             except VaultError as exc:
                 raise _translate(exc, tenant_id) from None
@@ -225,21 +285,32 @@ class Credentials:
         return None
 
     async def finish_refreshes(self, within: float) -> int:
-        """Wait (bounded) for refreshes in flight; the number still running at the timeout.
+        """Wait (bounded) for refreshes and writes of kept tokens in flight; the number
+        still running at the timeout.
 
         A refresh's tokens are issued by the provider before they reach Vault; a process
         that closed its HTTP session and Vault client under a running refresh would drop
         them, and with a rotating provider the stored refresh token is void by then.
         Those still running at the timeout are cancelled.
         """
-        pending = list(self._refreshing.values())
-        if not pending:
-            return 0
-        _, unfinished = await asyncio.wait(pending, timeout=within)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        unfinished: set[asyncio.Future[Any]] = set()
+        # Refreshes first: one that finishes with Vault down starts a background write.
+        for running in (self._refreshing, self._saving):
+            pending = list(running.values())
+            if pending:
+                _, late = await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
+                unfinished |= late
         for task in unfinished:
             task.cancel()
         # Their cancellation has run before the caller closes what they use.
         await asyncio.gather(*unfinished, return_exceptions=True)
+        if self._unsaved:
+            logger.error(
+                "stopping with new tokens of %d tenant(s) never stored in Vault: they may need a new consent",
+                len(self._unsaved),
+            )
         return len(unfinished)
 
     def invalidate(self, tenant_id: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 from core.errors import CasConflict, PermanentError, VaultUnavailable
 from core.vault import TenantSecret
 from schemas import ErrorCode
+from workers import _credentials as credentials_module
 from workers._credentials import Credentials, token_expired
 
 
@@ -195,3 +196,62 @@ async def test_refreshes_still_running_past_the_shutdown_wait_are_counted_and_ca
     with pytest.raises(asyncio.CancelledError):
         await caller  # its waiter sees the cut, not a hang
     assert vault.secret.version == 1
+
+
+async def test_tokens_issued_while_vault_stays_down_are_used_and_stored_once_it_is_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(credentials_module, "_WRITE_BACKOFF", 0.01)
+    vault = MemoryVault({"access_token": "a1", "refresh_token": "r1"})
+    down = True
+    plain_write = vault.write_cas
+
+    async def write_while_up(tenant_id, data, version):
+        if down:
+            raise VaultUnavailable("vault down")
+        return await plain_write(tenant_id, data, version)
+
+    vault.write_cas = write_while_up
+    provider = RotatingProvider()
+    creds = Credentials(vault, refresher=provider)
+    # The rotating provider voided r1 when it issued a2: a2 must be used, not dropped.
+    fresh = await creds.refresh("t1", await creds.get("t1"))
+    assert fresh.data == {"access_token": "a2", "refresh_token": "r2"}
+    assert await creds.get("t1") is fresh
+    newer = await creds.refresh("t1", fresh)  # a2 expired too, still in the outage
+    assert newer.data == {"access_token": "a3", "refresh_token": "r3"} and await creds.get("t1") is newer
+    down = False
+    async with asyncio.timeout(10):
+        while vault.secret.version == 1:  # noqa: ASYNC110 - bounded; the write is in the background
+            await asyncio.sleep(0.01)
+    assert vault.secret.data == {"access_token": "a3", "refresh_token": "r3"}
+    assert (await creds.get("t1")).version == vault.secret.version
+    assert await creds.finish_refreshes(1.0) == 0
+
+
+async def test_kept_tokens_give_way_to_another_processs_refresh_and_are_counted_at_shutdown(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(credentials_module, "_WRITE_BACKOFF", 0.01)
+    vault = MemoryVault({"access_token": "a1", "refresh_token": "r1"})
+    plain_write = vault.write_cas
+    down = True
+
+    async def write_while_up(tenant_id, data, version):
+        if down:
+            raise VaultUnavailable("vault down")
+        return await plain_write(tenant_id, data, version)
+
+    vault.write_cas = write_while_up
+    creds = Credentials(vault, refresher=RotatingProvider())
+    await creds.refresh("t1", await creds.get("t1"))
+    assert await creds.finish_refreshes(0.05) == 1  # still down: its write is cut
+    assert "never stored" in caplog.text
+
+    creds = Credentials(vault, refresher=RotatingProvider())
+    await creds.refresh("t1", await creds.get("t1"))
+    vault.conflict_once = True  # another process wrote first
+    down = False
+    async with asyncio.timeout(10):
+        while (await creds.get("t1")).data["access_token"] != "theirs":  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
