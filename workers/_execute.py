@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from ._breaker import CircuitBreakers
 from ._credentials import Credentials, token_expired
 from ._results import KIND_DEAD_LETTER, KIND_RESULT, KIND_RETRY, Outgoing, build_result, record_for
 from ._retry import Decision, RetryPolicy, Step, decide
+from ._scrub import scrub_error, scrub_output
 from .connectors._base import Connector, ConnectorCall, CredentialsExpired, Doubt
 
 __all__ = [
@@ -109,89 +109,6 @@ def upstream_idempotency_key(command: RoutedCommand) -> str:
     """
     digest = hashlib.sha256(f"{command.tenant_id}\0{command.idempotency_key}".encode()).hexdigest()
     return f"sy-{digest[:40]}"
-
-
-def _secret_strings(data: Any, out: set[str]) -> set[str]:
-    if isinstance(data, str):
-        if len(data) >= 4:
-            out.add(data)
-    elif isinstance(data, Mapping):
-        for value in data.values():
-            _secret_strings(value, out)
-    elif isinstance(data, list | tuple):
-        for value in data:
-            _secret_strings(value, out)
-    return out
-
-
-# Keys whose values are credentials (not, say, a Jira site or a header name).
-_SECRET_KEY = re.compile(r"token|secret|password|passwd|key|credential|header_value|auth", re.I)
-
-
-def _secret_values(data: Any, out: set[str], secret_key: bool = False) -> set[str]:
-    if isinstance(data, str):
-        if secret_key and len(data) >= 8:
-            out.add(data)
-            scheme, _, rest = data.partition(" ")  # "Bearer <token>": the token alone too
-            if rest and len(rest) >= 8:
-                out.add(rest)
-    elif isinstance(data, Mapping):
-        for key, value in data.items():
-            _secret_values(value, out, secret_key or bool(_SECRET_KEY.search(str(key))))
-    elif isinstance(data, list | tuple):
-        for value in data:
-            _secret_values(value, out, secret_key)
-    return out
-
-
-def _replace_in(data: Any, values: list[str]) -> Any:
-    if isinstance(data, str):
-        for value in values:
-            data = data.replace(value, "***")
-        return data
-    if isinstance(data, dict):
-        return {_replace_in(key, values): _replace_in(value, values) for key, value in data.items()}
-    if isinstance(data, list):
-        return [_replace_in(value, values) for value in data]
-    return data
-
-
-def _scrub_output(output: dict[str, Any], secret: TenantSecret | None) -> dict[str, Any]:
-    """``output`` without the tenant's credentials, should the upstream echo them back
-    (an endpoint of the HTTP connector that returns the request's headers)."""
-    if secret is None:
-        return output
-    values = _secret_values(secret.data, set())
-    if not values:
-        return output
-    strings: list[str] = []
-    _strings_of(output, strings)
-    found = sorted((v for v in values if any(v in s for s in strings)), key=len, reverse=True)
-    return _replace_in(output, found) if found else output
-
-
-def _strings_of(data: Any, out: list[str]) -> None:
-    """Every string of ``data``, keys included (a secret can hide in either)."""
-    if isinstance(data, str):
-        out.append(data)
-    elif isinstance(data, dict):
-        for key, value in data.items():
-            out.append(str(key))
-            _strings_of(value, out)
-    elif isinstance(data, list):
-        for value in data:
-            _strings_of(value, out)
-
-
-def _scrub(info: ErrorInfo, secret: TenantSecret | None) -> ErrorInfo:
-    # Defence in depth: connectors must not put credentials in messages, but if one
-    # does, the message is cleaned before it can reach Kafka or a log line.
-    if secret is None:
-        return info
-    message = info.message
-    for value in sorted(_secret_strings(secret.data, set()), key=len, reverse=True):
-        message = message.replace(value, "***")
-    return info if message == info.message else info.model_copy(update={"message": message})
 
 
 class Executor:
@@ -299,14 +216,14 @@ class Executor:
                 try:
                     output = await self._attempt(command, secret, doubt, still_ours)
                 except CommandError as exc:
-                    info = _scrub(exc.to_info(), secret[-1] if secret else None)
+                    info = scrub_error(exc.to_info(), secret[-1] if secret else None)
                     # A failed check sent nothing: the doubt stays as it was.
                     if info.code in _AMBIGUOUS_CODES and not isinstance(exc, CheckFailed):
                         doubt = _doubt(command, settled_at=time.time())
                 else:
                     self.breakers.success(key, probe)
                     probe = 0
-                    output = _scrub_output(output, secret[-1] if secret else None)
+                    output = scrub_output(output, secret[-1] if secret else None)
                     return _Verdict(Step.FAIL, errors, output, None, status=ResultStatus.SUCCEEDED)
                 failures += 1
                 errors.append(info)
