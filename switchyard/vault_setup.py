@@ -46,8 +46,19 @@ async def _bootstrap(env_file: Path, connectors: list[str]) -> None:
     finally:
         admin.close()
     env_file.parent.mkdir(parents=True, exist_ok=True)
-    write_private(env_file, "\n".join(lines) + "\n")
+    write_private(env_file, "".join(f"{line}\n" for line in _merged(env_file, lines)))
     print(f"wrote {env_file}")
+
+
+def _merged(env_file: Path, lines: list[str]) -> list[str]:
+    """The file's lines with those of the pools just set up replaced (a bootstrap of one
+    connector keeps the others' ids)."""
+    try:
+        existing = env_file.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        existing = []
+    replaced = {line.partition("=")[0] for line in lines}
+    return [line for line in existing if line.partition("=")[0] not in replaced] + lines
 
 
 def write_private(path: Path, text: str) -> None:

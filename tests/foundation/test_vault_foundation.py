@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -229,3 +230,27 @@ async def test_a_cancelled_mint_is_an_interrupted_mint_for_those_sharing_it() ->
             await second
     finally:
         pool.close()
+
+
+def test_bootstrapping_one_pool_keeps_the_other_pools_ids_in_the_env_file(
+    stack_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from switchyard import vault_setup
+
+    for name in ("VAULT_ADDR", "VAULT_TOKEN"):
+        monkeypatch.setenv(name, stack_env[name])
+    env_file = tmp_path / "pools.env"
+    env_file.write_text("# kept\nSWITCHYARD_VAULT_ROLE_ID_GMAIL=stale\n")
+
+    def bootstrap(connector: str) -> dict[str, str]:
+        args = argparse.Namespace(env_file=env_file, connector=[connector])
+        assert vault_setup.run(args) == 0
+        lines = env_file.read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    slack = bootstrap("slack")
+    gmail = bootstrap("gmail")
+    assert gmail["SWITCHYARD_VAULT_SECRET_ID_SLACK"] == slack["SWITCHYARD_VAULT_SECRET_ID_SLACK"]
+    assert gmail["SWITCHYARD_VAULT_ROLE_ID_GMAIL"] != "stale" and "SWITCHYARD_VAULT_SECRET_ID_GMAIL" in gmail
+    assert env_file.read_text().startswith("# kept\n")
+    assert slack["SWITCHYARD_VAULT_SECRET_ID_SLACK"] not in capsys.readouterr().out
