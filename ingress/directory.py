@@ -9,8 +9,13 @@ remembered for ``cache_ttl`` seconds (bounded LRU keyed by a SHA-256 of the pres
 key). A cache entry only says "this secret matched hash H"; every request still reads
 the key's *current* record, so a revocation (a tombstone or ``revoked: true`` on the
 config topic) takes effect on a replica as soon as its follower reads that record,
-normally well under a second, not after the cache TTL. Failed checks are cached too,
-so repeating a wrong secret cannot make a replica burn CPU on scrypt.
+normally well under a second, not after the cache TTL. Failed checks are cached too
+(apart, so a flood of wrong secrets cannot push the good verdicts out), so repeating a
+wrong secret cannot make a replica burn CPU on scrypt.
+
+One key's checks run one at a time, and at most ``_CHECKS_PER_KEY`` of them wait (more
+are refused with 429): wrong secrets sent in a flood for one key id queue behind each
+other, not in front of every other tenant's first request.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from schemas import ApiKeyRecord, WorkspaceConfig
 from ._bounded import LRU
 from ._follow import Following, TopicFollower
 from .contracts import Identity
-from .errors import BadRequest, Forbidden, Unauthorized
+from .errors import BadRequest, Forbidden, RateLimited, Unauthorized
 from .keys import parse_api_key, verify_secret
 
 __all__ = ["Directory"]
@@ -37,6 +42,8 @@ __all__ = ["Directory"]
 logger = logging.getLogger(__name__)
 
 _API_KEY = "api_key:"
+# Checks of one key id running or waiting (distinct secrets: one bearer shares one check).
+_CHECKS_PER_KEY = 8
 _WORKSPACE = "workspace:"
 
 
@@ -56,10 +63,14 @@ class Directory(Following):
         self._cache_ttl = cache_ttl
         # sha256(presented key) -> (secret_hash it matched or "" for a failed check, when)
         self._verified: LRU[bytes, tuple[str, float]] = LRU(cache_size)
+        self._failed: LRU[bytes, tuple[str, float]] = LRU(max(1, cache_size // 10))
         # scrypt takes 16 MiB and tens of ms: few at a time, off the event loop.
         self._scrypt_slots = asyncio.Semaphore(4)
         # Concurrent first requests with one key share a single scrypt run.
         self._checking: dict[bytes, asyncio.Future[bool]] = {}
+        # Per key id: its checks in flight, which take their turns one at a time.
+        self._key_checks: dict[str, int] = {}
+        self._key_turns: dict[str, asyncio.Lock] = {}
         self.follower = TopicFollower(
             settings, settings.topics.config, self.apply, start_at="beginning", name="directory"
         )
@@ -133,21 +144,32 @@ class Directory(Following):
         if verdict is None:
             running = self._checking.get(digest)
             if running is None:
+                key_id = record.key_id
+                checks = self._key_checks.get(key_id, 0)
+                if checks >= _CHECKS_PER_KEY:
+                    raise RateLimited("too many checks of this API key at once; retry shortly", retry_after=1.0)
+                self._key_checks[key_id] = checks + 1
                 # Its own task: a caller that goes away (a client disconnect cancels its
                 # handler) must not cancel the check the others are waiting for.
                 running = asyncio.ensure_future(self._check(bearer, record, digest))
                 self._checking[digest] = running
-                running.add_done_callback(lambda done: self._checked(digest, done))
+                running.add_done_callback(lambda done: self._checked(digest, key_id, done))
             verdict = await asyncio.shield(running)
         return self._identity(record, verdict, space_id)
 
     async def _check(self, bearer: str | None, record: ApiKeyRecord, digest: bytes) -> bool:
-        async with self._scrypt_slots:
+        async with self._key_turns.setdefault(record.key_id, asyncio.Lock()), self._scrypt_slots:
             verdict = await asyncio.to_thread(verify_secret, self._secret(bearer), record)
         self._remember(digest, record, verdict)
         return verdict
 
-    def _checked(self, digest: bytes, done: asyncio.Future[bool]) -> None:
+    def _checked(self, digest: bytes, key_id: str, done: asyncio.Future[bool]) -> None:
+        checks = self._key_checks.get(key_id, 1) - 1
+        if checks > 0:
+            self._key_checks[key_id] = checks
+        else:
+            self._key_checks.pop(key_id, None)
+            self._key_turns.pop(key_id, None)
         if self._checking.get(digest) is done:
             del self._checking[digest]
         if not done.cancelled():
@@ -169,7 +191,7 @@ class Directory(Following):
         if record is None or record.revoked:
             raise Unauthorized("invalid API key")
         digest = hashlib.sha256(bearer.encode()).digest()
-        cached = self._verified.get(digest)
+        cached = self._verified.get(digest) or self._failed.get(digest)
         if cached is not None and time.monotonic() - cached[1] < self._cache_ttl:
             matched_hash = cached[0]
             # A cached verdict holds only for the hash it was computed against.
@@ -180,7 +202,10 @@ class Directory(Following):
         return record, digest, None
 
     def _remember(self, digest: bytes, record: ApiKeyRecord, verdict: bool) -> None:
-        self._verified.put(digest, (record.secret_hash if verdict else "", time.monotonic()))
+        if verdict:
+            self._verified.put(digest, (record.secret_hash, time.monotonic()))
+        else:
+            self._failed.put(digest, ("", time.monotonic()))
 
     @staticmethod
     def _identity(record: ApiKeyRecord, verdict: bool, space_id: str | None) -> Identity:

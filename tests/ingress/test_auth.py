@@ -141,3 +141,48 @@ async def test_a_caller_going_away_does_not_fail_others_waiting_on_the_same_key_
     assert (identity.tenant_id, identity.space_id) == ("acme", "sales")
     assert first.cancelled() and not directory._checking
     assert (await directory.authenticate_async(plaintext, None)).user_id == "ann"  # cached
+
+
+async def test_a_flood_of_wrong_secrets_for_one_key_does_not_hold_up_another_tenants_check(
+    settings, monkeypatch
+):
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from ingress import directory as directory_module
+    from ingress.admin import new_api_key
+    from ingress.directory import Directory
+    from ingress.errors import RateLimited, Unauthorized
+
+    directory = Directory(settings)
+    keys = {}
+    for tenant in ("mallory", "beta"):
+        plaintext, record = new_api_key(tenant_id=tenant, spaces=["s"], user_id="u")
+        directory.apply(SimpleNamespace(key=f"api_key:{record.key_id}".encode(), value=record.to_bytes()))
+        keys[tenant] = plaintext
+    gate = threading.Event()  # mallory's checks take as long as the test wants
+    real = directory_module.verify_secret
+
+    def verify(secret, record):
+        if record.tenant_id == "mallory":
+            gate.wait(30)
+        return real(secret, record)
+
+    monkeypatch.setattr(directory_module, "verify_secret", verify)
+    prefix = keys["mallory"].rsplit("_", 1)[0]
+    flood = [
+        asyncio.ensure_future(directory.authenticate_async(f"{prefix}_{i:043d}", None))
+        for i in range(directory_module._CHECKS_PER_KEY)
+    ]
+    await asyncio.sleep(0.05)
+    with pytest.raises(RateLimited):  # one more while those wait: refused at once
+        await directory.authenticate_async(f"{prefix}_{'9' * 43}", None)
+    try:
+        async with asyncio.timeout(10):  # with the scrypt slots all held by the flood: never
+            assert (await directory.authenticate_async(keys["beta"], None)).tenant_id == "beta"
+    finally:
+        gate.set()
+    outcomes = await asyncio.gather(*flood, return_exceptions=True)
+    assert all(isinstance(outcome, Unauthorized) for outcome in outcomes)
+    assert not directory._key_checks and not directory._key_turns and not directory._checking
