@@ -14,13 +14,26 @@ V = TypeVar("V")
 
 
 class LRU(Generic[K, V]):
-    """A dict that forgets its least recently used entry beyond ``capacity``
-    (``on_evict(key, value)`` hears each one forgotten so)."""
+    """A dict that forgets its least recently used entry beyond ``capacity`` entries or,
+    given ``weigh`` (bytes of a value), beyond ``max_bytes`` (the newest entry is kept
+    whatever it weighs); ``on_evict(key, value)`` hears each one forgotten so."""
 
-    def __init__(self, capacity: int, *, on_evict: Callable[[K, V], None] | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        on_evict: Callable[[K, V], None] | None = None,
+        max_bytes: int | None = None,
+        weigh: Callable[[V], int] | None = None,
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if (max_bytes is None) != (weigh is None):
+            raise ValueError("max_bytes and weigh go together")
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._weigh = weigh
+        self.bytes = 0  # what the values weigh, with ``weigh``
         self._on_evict = on_evict
         self._data: OrderedDict[K, V] = OrderedDict()
 
@@ -31,10 +44,17 @@ class LRU(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
+        if self._weigh is not None:
+            old = self._data.get(key)
+            self.bytes += self._weigh(value) - (0 if old is None else self._weigh(old))
         self._data[key] = value
         self._data.move_to_end(key)
-        while len(self._data) > self.capacity:
+        while len(self._data) > self.capacity or (
+            self.max_bytes is not None and self.bytes > self.max_bytes and len(self._data) > 1
+        ):
             evicted = self._data.popitem(last=False)
+            if self._weigh is not None:
+                self.bytes -= self._weigh(evicted[1])
             if self._on_evict is not None:
                 self._on_evict(*evicted)
 
@@ -43,7 +63,10 @@ class LRU(Generic[K, V]):
         return self._data.get(key)
 
     def pop(self, key: K) -> V | None:
-        return self._data.pop(key, None)
+        value = self._data.pop(key, None)
+        if value is not None and self._weigh is not None:
+            self.bytes -= self._weigh(value)
+        return value
 
     def __contains__(self, key: object) -> bool:
         return key in self._data

@@ -50,6 +50,10 @@ class IngressOptions:
     rate_per_second: float = 500.0
     burst: int = 1_000
     results_capacity: int = 100_000
+    # Bytes of those Results at most, and of the commands this replica remembers: a
+    # Result's output may be 1 MiB and a command's arguments 256 KiB.
+    results_max_bytes: int = 256 * 1024 * 1024
+    submitted_max_bytes: int = 128 * 1024 * 1024
     results_lookback: float = 900.0
     create_topics: bool = True
 
@@ -125,7 +129,10 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
         client_max_size=options.max_body_bytes, middlewares=[error_middleware]
     )
     results = ResultsFeed(
-        settings, capacity=options.results_capacity, lookback=options.results_lookback
+        settings,
+        capacity=options.results_capacity,
+        max_bytes=options.results_max_bytes,
+        lookback=options.results_lookback,
     )
     pipeline = KafkaPipeline(
         settings,
@@ -133,6 +140,7 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
         rate_per_second=options.rate_per_second,
         burst=options.burst,
         send_timeout=options.publish_timeout,
+        remember_bytes=options.submitted_max_bytes,
     )
     directory = Directory(settings)
     accepted = AcceptedFeed(settings, capacity=options.results_capacity, lookback=options.results_lookback)

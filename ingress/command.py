@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--burst", type=int, default=defaults.burst)
     parser.add_argument("--results-capacity", type=int, default=defaults.results_capacity,
                         help="final results kept in memory (LRU)")
+    parser.add_argument("--results-max-mib", type=int, default=defaults.results_max_bytes // 2**20,
+                        help="MiB of final results kept in memory at most")
+    parser.add_argument("--submitted-max-mib", type=int, default=defaults.submitted_max_bytes // 2**20,
+                        help="MiB of this replica's accepted commands kept in memory at most")
     parser.add_argument("--results-lookback", type=float, default=defaults.results_lookback,
                         help="seconds of the results topic read back at start")
     parser.add_argument("--no-create-topics", action="store_true",
@@ -60,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         rate_per_second=args.rate,
         burst=args.burst,
         results_capacity=args.results_capacity,
+        results_max_bytes=args.results_max_mib * 2**20,
+        submitted_max_bytes=args.submitted_max_mib * 2**20,
         results_lookback=args.results_lookback,
         create_topics=not args.no_create_topics,
     )

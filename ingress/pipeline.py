@@ -94,6 +94,7 @@ class KafkaPipeline:
         burst: int = 1_000,
         remember: int = 100_000,
         send_timeout: float = 30.0,
+        remember_bytes: int = 128 * 1024 * 1024,
     ) -> None:
         self.settings = settings
         self.results = results
@@ -103,7 +104,7 @@ class KafkaPipeline:
         # record bytes: parsed back only for a replay or a poll, and bytes are nothing
         # the garbage collector has to walk (100,000 Command models would be millions
         # of tracked objects).
-        self._submitted: LRU[str, bytes] = LRU(remember)
+        self._submitted: LRU[str, bytes] = LRU(remember, max_bytes=remember_bytes, weigh=len)
         results.on_gone.append(self._submitted.pop)
         # Publishes still waiting for the broker: a concurrent replay waits for the same ack.
         self._inflight: dict[str, asyncio.Future[None]] = {}

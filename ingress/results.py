@@ -2,8 +2,8 @@
 
 Each replica follows all partitions of the results topic (no consumer group), starting
 ``lookback`` seconds back (by ``offsets_for_times``) so a restarted replica can still
-answer recent polls. It keeps the last ``capacity`` Results (LRU, default 100,000) in
-memory; an older result is forgotten by the ingress (a poll answers 404) but stays on
+answer recent polls. It keeps the last ``capacity`` Results (LRU, default 100,000, and
+at most ``max_bytes`` of them, default 256 MiB) in memory; an older result is forgotten by the ingress (a poll answers 404) but stays on
 the results topic for downstream consumers until the topic's retention removes it.
 The ids of the last ``capacity`` forgotten Results are kept a while longer, so that a
 command whose Result was forgotten reads as finished, never as pending (the replica
@@ -64,11 +64,14 @@ class ResultsFeed(Following):
         settings: Settings,
         *,
         capacity: int = 100_000,
+        max_bytes: int = 256 * 1024 * 1024,
         lookback: float = 900.0,
         max_waiters: int = 50_000,
         max_tenant_waiters: int | None = None,
     ) -> None:
-        self._results: LRU[str, _Kept] = LRU(capacity, on_evict=self._forget)
+        self._results: LRU[str, _Kept] = LRU(
+            capacity, on_evict=self._forget, max_bytes=max_bytes, weigh=lambda kept: len(kept[2])
+        )
         # (tenant_id, space_id) of the Results forgotten lately: finished, no longer held.
         self._forgotten: LRU[str, tuple[str, str]] = LRU(capacity, on_evict=self._gone)
         # Called with each command id that leaves the forgotten list.

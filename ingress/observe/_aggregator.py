@@ -36,6 +36,24 @@ _MAX_KEYS = 64  # distinct connectors / codes remembered per tenant
 _SECRET_ATTR = ("token", "secret", "password", "authorization", "cookie", "credential", "key")
 
 
+
+# A Result's record is kept for its spans only up to this size: its output may be 1 MiB,
+# and a tenant's recent commands and failures would then hold that much each.
+_RAW_KEPT = 16 * 1024
+
+
+def _spans_of(raw: bytes) -> tuple[SpanRecord, ...]:
+    try:
+        return tuple(Result.from_bytes(raw).spans)
+    except ValidationError:
+        return ()  # an invalid record shows no spans rather than unvalidated ones
+
+
+def _kept_spans(result: Any, raw: bytes | None) -> tuple[SpanRecord, ...] | bytes:
+    if raw is None:
+        return tuple(result.spans)
+    return raw if len(raw) <= _RAW_KEPT else _spans_of(raw)
+
 @dataclass(frozen=True, slots=True)
 class CommandSummary:
     command_id: str
@@ -57,12 +75,7 @@ class CommandSummary:
     spans: tuple[SpanRecord, ...] | bytes
 
     def span_records(self) -> tuple[SpanRecord, ...]:
-        if not isinstance(self.spans, bytes):
-            return self.spans
-        try:
-            return tuple(Result.from_bytes(self.spans).spans)
-        except ValidationError:
-            return ()  # an invalid record shows no spans rather than unvalidated ones
+        return self.spans if not isinstance(self.spans, bytes) else _spans_of(self.spans)
 
     def public(self, *, with_spans: bool = False) -> dict[str, Any]:
         out = {
@@ -239,7 +252,7 @@ class ResultsAggregator:
             finished_at=finished,
             attempts=result.attempts,
             trace_id=result.trace_id,
-            spans=raw if raw is not None else tuple(result.spans),
+            spans=_kept_spans(result, raw),
         )
         stats.recent.append(summary)
         if not ok:

@@ -8,6 +8,7 @@ import jsonschema
 import pytest
 
 from core.kafka import headers_dict, make_admin, start_client
+from ingress._state import STATE
 from ingress.app import IngressOptions
 from ingress.pipeline import command_id_for
 from ingress.testing import IngressHarness, TenantHandle, read_topic, unique_id
@@ -348,3 +349,17 @@ async def test_a_finished_command_whose_result_was_forgotten_never_reads_as_pend
                     assert "has finished" in (await forgotten.json())["error"]["message"]
         gone = await replica.client.get(urls[0], headers=tenant.headers)
         assert gone.status == 404 and (await gone.json())["error"]["message"] == "no such command"
+
+
+async def test_the_commands_a_replica_remembers_are_bounded_in_bytes(settings):
+    budget = 1024 * 1024
+    async with IngressHarness(settings, options=IngressOptions(submitted_max_bytes=budget)) as replica:
+        tenant = await replica.add_tenant(unique_id("acme"), "sales")
+        items = [{"action": "echo", "arguments": {"text": "x" * 200_000}, "idempotency_key": f"k{n}"} for n in range(8)]
+        for item in items:
+            assert (await replica.client.post("/v1/commands", json=item, headers=tenant.headers)).status == 202
+        remembered = replica.client.app[STATE].pipeline._submitted
+        assert 0 < remembered.bytes <= budget and len(remembered) < len(items)
+        # The newest is still answered as a replay from memory.
+        replay = await replica.client.post("/v1/commands", json=items[-1], headers=tenant.headers)
+        assert replay.status == 200 and (await replay.json())["replayed"] is True

@@ -76,6 +76,31 @@ def test_lru_tells_what_it_forgets_for_room_only():
     assert forgotten == [("b", 2)]
 
 
+def test_lru_with_a_byte_budget_forgets_until_the_values_fit_but_keeps_the_newest():
+    lru: LRU[str, bytes] = LRU(100, max_bytes=10, weigh=len)
+    lru.put("a", b"1234")
+    lru.put("b", b"1234")
+    lru.put("a", b"12")  # replaced: weighs what it weighs now
+    assert lru.bytes == 6
+    lru.put("c", b"123456")
+    assert "b" not in lru and lru.bytes == 8  # b was the least recently used
+    lru.put("d", b"x" * 50)  # alone over the budget: kept, the rest forgotten
+    assert list(lru) == ["d"] and lru.bytes == 50
+    assert lru.pop("d") == b"x" * 50 and lru.bytes == 0
+
+
+def test_results_kept_are_bounded_in_bytes_and_those_let_go_of_read_as_finished():
+    results = ResultsFeed(Settings(), capacity=1_000, max_bytes=600_000)
+    large = [
+        _result(n).model_copy(update={"output": {"blob": "x" * 250_000}}) for n in range(4)
+    ]
+    for result in large:
+        results.add(result)
+    assert results._results.bytes <= 600_000
+    assert results.forgotten(large[0].command_id) == ("acme", "sales")
+    assert results.get(large[-1].command_id, lambda r: True) is not None
+
+
 def test_a_forgotten_result_reads_as_finished_until_its_id_is_let_go_of():
     results = ResultsFeed(Settings(), capacity=1)
     gone: list[str] = []

@@ -133,3 +133,16 @@ def test_timeline_has_sixty_ten_second_points_with_counts_and_percentiles() -> N
     assert timeline[-1]["ok"] == 1 and timeline[-1]["p50_ms"] is not None
     assert sum(p["errors"] for p in timeline) == 1
     assert timeline[0]["total"] == 0 and timeline[0]["p50_ms"] is None
+
+
+def test_a_large_results_record_is_not_kept_for_its_spans() -> None:
+    agg = ResultsAggregator()
+    small = make_result("acme", finished=NOW)
+    large = make_result("acme", finished=NOW).model_copy(update={"output": {"blob": "x" * 200_000}})
+    for result in (small, large):
+        agg.add_record(result, result.to_bytes())
+    kept = {summary.command_id: summary.spans for summary in agg._tenants["acme"].recent}
+    assert isinstance(kept[small.command_id], bytes)  # parsed only if its trace is asked for
+    assert kept[large.command_id] == tuple(large.spans)  # its spans, not its 200 kB
+    trace = agg.trace("acme", large.command_id)
+    assert trace is not None and len(trace["spans"]) == len(large.spans)
