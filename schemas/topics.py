@@ -81,9 +81,17 @@ class Topics:
         """Retry topic of ``name`` for tier index ``tier`` (0-based into RETRY_TIERS)."""
         return f"{self.prefix}retry.{name}.{RETRY_TIERS[tier]}s"
 
+    def parked(self, name: str) -> str:
+        """Where the worker pool of ``name`` parks a flooding tenant's excess commands."""
+        return f"{self.prefix}parked.{name}"
+
+    def pool_sources(self, name: str, tiers: int = len(RETRY_TIERS)) -> list[str]:
+        """Every topic the worker pool of ``name`` consumes: its connector topic first,
+        then its first ``tiers`` retry tiers, then its parked topic."""
+        return [self.connector(name), *(self.retry(name, tier) for tier in range(tiers)), self.parked(name)]
+
     def all_for(self, connectors: tuple[str, ...] = CONNECTORS) -> list[str]:
         names = [self.commands, self.config, self.results, self.dead_letters, self.logs]
         for name in connectors:
-            names.append(self.connector(name))
-            names.extend(self.retry(name, tier) for tier in range(len(RETRY_TIERS)))
+            names.extend(self.pool_sources(name))
         return names

@@ -5,7 +5,7 @@ partitions, so without this a tenant that floods (or whose API is slow) would fi
 buffer and stall every other tenant sharing its partitions, whatever the scheduler's
 fairness. Instead, once a tenant holds ``backlog`` queued commands, each further record
 of that tenant fetched from the connector topic is *parked*: its bytes and headers are
-re-produced, unparsed, to retry tier 0 (``sy-kind: parked``), in the same
+re-produced, unparsed, to the pool's parked topic (``sy-kind: parked``), in the same
 Kafka transaction that commits its source offset (the outbox), exactly like a retry
 hand-off. The command therefore exists in exactly one place at any moment and still
 ends with exactly one final Result; parking is not an attempt (the command is not
@@ -14,8 +14,11 @@ later fails still goes to tier 0 (``sy-next-tier``).
 
 A parked record comes back as soon as it is read again and, while its tenant still has
 twice the backlog queued, waits in memory, first in first out, until the tenant has room
-(:mod:`workers._holding`, which pauses only that tier-0 partition past its own bound).
-It is never re-produced. So the flood waits in Kafka, not in the worker, and costs one
+(:mod:`workers._holding`, which pauses only that parked partition past its own bound).
+It is never re-produced. The parked topic is the pool's own, not retry tier 0: a paused
+partition of parked records holds up only tenants over their backlog, never another
+tenant's retries (when parked records shared tier 0, a flood on a slow API held the
+retries of every tenant on that partition until the flood drained). So the flood waits in Kafka, not in the worker, and costs one
 extra produce and fetch per parked command. An earlier version parked records until an
 estimated time when the tenant would have room; under CPU saturation the estimate was
 late and the tenant's slots idled (3x lower bulk throughput), so there is no timer:
@@ -41,7 +44,7 @@ class Overflow:
     """Decides when a tenant's records are parked, and builds the parked record.
 
     Args:
-        topic: where parked records go (retry tier 0 of the connector).
+        topic: where parked records go (the connector's parked topic).
         backlog: queued (not started) commands a tenant may hold in memory.
     """
 
@@ -59,7 +62,7 @@ class Overflow:
         return queued >= (2 * self.backlog if returning else self.backlog)
 
     def park(self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]) -> Outgoing:
-        """The tier-0 record that carries one excess record, unchanged."""
+        """The parked record that carries one excess record, unchanged."""
         kept = [(k, v) for k, v in headers if k not in _REPLACED]
         kept += [(Headers.KIND, PARKED.encode()), (NEXT_TIER_HEADER, b"0")]
         self.parked += 1

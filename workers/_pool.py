@@ -1,7 +1,7 @@
 """The worker pool of one connector: consume, schedule fairly, execute, commit.
 
-One consumer (group ``<prefix>workers.<connector>``) reads the connector topic and its
-retry tier topics. Each record is tracked by offset, parsed, and either queued for its
+One consumer (group ``<prefix>workers.<connector>``) reads the connector topic, its
+retry tier topics and its parked topic. Each record is tracked by offset, parsed, and either queued for its
 tenant in the :class:`FairScheduler` or — for a retry tier record whose ``not_before``
 is in the future — held in a delay queue. Held records never block their partition for
 other records (they are simply not started yet); a tier partition is paused only when
@@ -11,7 +11,7 @@ it holds more than ``max_delayed_per_partition`` waiting records, which bounds m
 Fetching pauses when started + queued commands exceed ``max_buffered`` and resumes at
 half of it. A pause stops whole partitions, so one tenant must not be able to cause it:
 from half that threshold on, a tenant with ``tenant_backlog`` commands queued has its
-further records from the connector topic parked on retry tier 0 until it has room
+further records from the connector topic parked (a topic of their own) until it has room
 (:mod:`workers._overflow`) and the partition keeps flowing for the other tenants. Outcomes go through the
 transactional :class:`Outbox`, which commits each partition's offset only up to its
 lowest unfinished record. Rebalance and shutdown are in :mod:`workers._lifecycle`.
@@ -126,11 +126,10 @@ class WorkerPool(PoolLifecycle):
             raise ConfigurationError(f"no base URL for connector {connector.name}")
         topics = settings.topics
         self.group_id = f"{settings.topic_prefix}workers.{connector.name}"
-        self.source_topics = [topics.connector(connector.name)] + [
-            topics.retry(connector.name, i) for i in range(len(opts.tier_delays))
-        ]
-        # Where a failure of a record from each topic goes next: tier 0 from the main topic.
-        self._next_tier = {name: i for i, name in enumerate(self.source_topics)}
+        self.source_topics = topics.pool_sources(connector.name, len(opts.tier_delays))
+        # Where a failure of a record from each topic goes next: tier 0 from the main topic
+        # (a parked record's own header says; see Overflow.next_tier).
+        self._next_tier = {name: i for i, name in enumerate(self.source_topics[:-1])}
         self.concurrency = opts.concurrency or settings.worker_concurrency
         tenant_cap = min(opts.tenant_concurrency or settings.tenant_concurrency, self.concurrency)
         self.scheduler: FairScheduler[_Item] = FairScheduler(
@@ -147,10 +146,7 @@ class WorkerPool(PoolLifecycle):
         )
         self._refresher = refresher
         self._high = opts.max_buffered or max(64, 4 * self.concurrency)
-        self.overflow = Overflow(
-            self.source_topics[1] if len(self.source_topics) > 1 else self.source_topics[0],
-            backlog=opts.tenant_backlog or max(1, self._high // 8),
-        )
+        self.overflow = Overflow(topics.parked(connector.name), backlog=opts.tenant_backlog or max(1, self._high // 8))
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[TopicPartition, int] = {}
@@ -287,7 +283,6 @@ class WorkerPool(PoolLifecycle):
         if (
             tp.topic == self.source_topics[0]
             and record.key is not None
-            and len(self.source_topics) > 1
             # Below half the pause threshold memory is plenty: parking only replaces a pause.
             and self.scheduler.buffered + self.scheduler.in_flight >= self._high // 2
         ):
@@ -318,10 +313,10 @@ class WorkerPool(PoolLifecycle):
         headers = headers_dict(record.headers)
         next_tier = self._next_tier.get(tp.topic, 0)
         due = command.not_before.timestamp() if command.not_before is not None else None
-        if tp.topic == self.overflow.topic:
-            parked_tier = self.overflow.next_tier(headers)
-            if parked_tier is not None:
-                next_tier = parked_tier
+        # Parked records were on retry tier 0 before they had a topic of their own.
+        parked_tier = self.overflow.next_tier(headers)
+        if parked_tier is not None:
+            next_tier = parked_tier
         if doubt is None and IN_DOUBT_HEADER in headers:
             doubt = time.time()  # handed on in doubt: every earlier attempt was sent by now
         job = Job(command, headers, next_tier, doubt)

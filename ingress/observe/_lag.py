@@ -19,7 +19,7 @@ from core.errors import KafkaUnavailable
 from core.kafka import make_admin, make_consumer, start_client
 from core.metrics import group_lag, sum_by_topic
 from core.settings import Settings
-from schemas import CONNECTORS, RETRY_TIERS
+from schemas import CONNECTORS
 
 __all__ = ["KafkaLagSource"]
 
@@ -70,9 +70,7 @@ class KafkaLagSource:
     async def _pool(self, connector: str) -> dict[str, Any]:
         topics = self.settings.topics
         group = f"{self.settings.topic_prefix}workers.{connector}"
-        names = [topics.connector(connector)] + [
-            topics.retry(connector, tier) for tier in range(len(RETRY_TIERS))
-        ]
+        names = topics.pool_sources(connector)
         row: dict[str, Any] = {"connector": connector, "group": group, "lag": None, "by_topic": {}}
         if self._admin is None:
             return row

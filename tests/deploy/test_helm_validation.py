@@ -204,9 +204,7 @@ def test_keda_triggers_watch_each_pools_consumer_group_on_its_topics(render: Ren
         assert f"sy-switchyard-worker-{connector}" in deployments
         triggers = spec["triggers"]
         assert {t["type"] for t in triggers} == {"kafka"}
-        assert [t["metadata"]["topic"] for t in triggers] == [topics.connector(connector)] + [
-            topics.retry(connector, i) for i in range(count)
-        ]
+        assert [t["metadata"]["topic"] for t in triggers] == topics.pool_sources(connector, count)
         for trigger in triggers:
             meta = trigger["metadata"]
             assert set(meta) <= KAFKA_TRIGGER_KEYS, set(meta) - KAFKA_TRIGGER_KEYS

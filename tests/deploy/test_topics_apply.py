@@ -71,7 +71,7 @@ async def _partitions(admin: AIOKafkaAdminClient, name: str) -> int:
 def test_desired_state_covers_every_topic_with_its_configs(settings: Settings) -> None:
     specs = {s.name: s for s in desired_topics(settings)}
     topics = settings.topics
-    assert len(specs) == 5 + len(CONNECTORS) * (1 + len(RETRY_TIERS))
+    assert len(specs) == 5 + len(CONNECTORS) * (1 + len(RETRY_TIERS) + 1)  # connector, tiers, parked
     assert set(specs) == set(topics.all_for(CONNECTORS))
     assert specs[topics.config].configs["cleanup.policy"] == "compact"
     assert specs[topics.results].configs["retention.ms"] == str(RESULTS_RETENTION_MS)

@@ -25,7 +25,7 @@ from aiokafka import TopicPartition
 from core.kafka import make_admin, make_consumer, start_client, topic_partitions
 from core.settings import Settings
 from ingress.testing import read_topic
-from schemas import RETRY_TIERS, Headers
+from schemas import Headers
 from switchyard.system import LocalSystem
 
 from ._load import Load
@@ -174,7 +174,7 @@ async def _where_lost(settings: Settings, lost: list[str], connectors: Iterable[
     topics = settings.topics
     names = [topics.commands, topics.dead_letters]
     for connector in connectors:
-        names += [topics.connector(connector)] + [topics.retry(connector, t) for t in range(len(RETRY_TIERS))]
+        names += topics.pool_sources(connector)
     where: dict[str, Any] = {command_id: {"seen_on": []} for command_id in wanted}
     for name in names:
         for record in await read_topic(settings, name):

@@ -213,7 +213,7 @@ async def ensure_pool_topics(settings: Settings) -> None:
     t = settings.topics
     await ensure_topics(
         settings,
-        [t.connector(CONNECTOR), t.retry(CONNECTOR, 0), t.retry(CONNECTOR, 1), t.results, t.dead_letters],
+        [*t.pool_sources(CONNECTOR, 2), t.results, t.dead_letters],
     )
 
 

@@ -1,9 +1,10 @@
-"""A flooding tenant is parked on retry tier 0 instead of pausing partitions others share."""
+"""A flooding tenant is parked on a topic of its pool's own instead of pausing partitions others share."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from _runtime_support import (
@@ -18,6 +19,7 @@ from _runtime_support import (
     read_topic,
     wait_results,
 )
+from aiokafka.partitioner import murmur2
 
 from schemas import Headers, ResultStatus
 from workers._overflow import PARKED
@@ -63,6 +65,7 @@ async def test_flooding_tenant_does_not_stop_another_tenant_in_the_same_partitio
             upstream.gates[flood].set()
             flood_results = await wait_results(settings, {c.command_id for c in flood_cmds})
         results = await all_results(settings)
+        parked_topic = await read_topic(settings, settings.topics.parked(CONNECTOR))
         tier0 = await read_topic(settings, settings.topics.retry(CONNECTOR, 0))
 
     assert Counter(len(results[c.command_id]) for c in flood_cmds + quiet_cmds) == {1: 66}
@@ -70,7 +73,8 @@ async def test_flooding_tenant_does_not_stop_another_tenant_in_the_same_partitio
     # Parking is not an attempt: one upstream call and attempts == 1 for every flood command.
     assert all(len(upstream.calls_for(c.command_id)) == 1 for c in flood_cmds)
     assert {r[0].attempts for r in flood_results.values()} == {1}
-    assert Counter(dict(r.headers)[Headers.KIND] for r in tier0) == {PARKED.encode(): parked}
+    assert Counter(dict(r.headers)[Headers.KIND] for r in parked_topic) == {PARKED.encode(): parked}
+    assert tier0 == []  # the retry tiers carry retries only
     # The trace survives the detour: router.route -> worker.execute -> upstream call.
     for cmd in flood_cmds:
         spans = {s.name: s for s in results[cmd.command_id][0].spans}
@@ -110,3 +114,40 @@ async def test_parked_commands_held_at_stop_are_finished_exactly_once_by_the_nex
 
     assert Counter(len(results[c.command_id]) for c in flood_cmds) == {1: 40}
     assert all(r[0].status is ResultStatus.SUCCEEDED for r in results.values())
+
+
+def _same_partition_as(tenant: str, partitions: int) -> str:
+    """Another tenant id whose records land on ``tenant``'s partition (Kafka's default
+    partitioner: murmur2 of the key)."""
+    target = (murmur2(tenant.encode()) & 0x7FFFFFFF) % partitions
+    for n in range(10_000):
+        other = f"{tenant[:-1]}q{n}"
+        if (murmur2(other.encode()) & 0x7FFFFFFF) % partitions == target:
+            return other
+    raise AssertionError("no tenant id found on that partition")
+
+
+async def test_a_flood_waiting_parked_does_not_hold_up_another_tenants_retry(settings, vault_admin):
+    # The flood's returning parked records pause their partition (past 10 held). They
+    # once shared retry tier 0 with everyone's retries: the quiet tenant's retry, on the
+    # same partition, waited there until the flood drained.
+    options = replace(_OPTIONS, max_delayed_per_partition=10)
+    upstream = Upstream()
+    async with upstream.running():
+        flood = f"fl{settings.topic_prefix[1:9]}"
+        quiet = _same_partition_as(flood, settings.topic_partitions)
+        await put_tenant(vault_admin, upstream, flood)
+        await put_tenant(vault_admin, upstream, quiet)
+        upstream.gates[flood] = asyncio.Event()
+        flood_cmds = [command(flood) for _ in range(60)]
+        async with pool_running(settings, vault_admin, upstream, options=options) as pool:
+            await produce(settings, flood_cmds, partition=0)
+            await eventually(lambda: pool.holding.paused, within=30)
+            failing = command(quiet, faults=[503] * options.in_process_attempts)
+            await produce(settings, [failing], partition=0)
+            quiet_results = await wait_results(settings, {failing.command_id}, within=20)
+            assert upstream.waiting[flood] == 2  # the flood has not moved meanwhile
+            upstream.gates[flood].set()
+            await wait_results(settings, {c.command_id for c in flood_cmds})
+    [result] = quiet_results[failing.command_id]
+    assert result.status is ResultStatus.SUCCEEDED and result.attempts == options.in_process_attempts + 1

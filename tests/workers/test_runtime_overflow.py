@@ -13,7 +13,7 @@ from workers._overflow import NEXT_TIER_HEADER, PARKED, Overflow
 
 
 def test_a_tenant_is_over_the_backlog_at_its_limit_and_returning_records_at_twice_that():
-    overflow = Overflow("t.retry.0", backlog=4)
+    overflow = Overflow("t.parked.echo", backlog=4)
     assert not overflow.over(3)
     assert overflow.over(4)
     assert not overflow.over(7, returning=True)
@@ -23,11 +23,11 @@ def test_a_tenant_is_over_the_backlog_at_its_limit_and_returning_records_at_twic
 
 
 def test_parked_record_keeps_value_key_and_trace_headers_and_goes_to_tier_zero_on_failure():
-    overflow = Overflow("t.retry.0", backlog=4)
+    overflow = Overflow("t.parked.echo", backlog=4)
     headers = [("traceparent", b"00-abc-def-01"), (Headers.KIND, b"routed"), (Headers.TENANT, b"a")]
     record = overflow.park(b"a", b"{body}", headers)
 
-    assert (record.topic, record.key, record.value) == ("t.retry.0", b"a", b"{body}")
+    assert (record.topic, record.key, record.value) == ("t.parked.echo", b"a", b"{body}")
     got = dict(record.headers)
     assert got["traceparent"] == b"00-abc-def-01" and got[Headers.TENANT] == b"a"
     assert got[Headers.KIND] == PARKED.encode() and got[NEXT_TIER_HEADER] == b"0"
