@@ -20,8 +20,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from core.lru import LRU
 from core.settings import Settings
 from core.tenant_logs import redact
 from ingress._follow import TopicFollower
@@ -37,22 +38,35 @@ _SECRET_ATTR = ("token", "secret", "password", "authorization", "cookie", "crede
 
 
 
-# A Result's record is kept for its spans only up to this size: its output may be 1 MiB,
-# and a tenant's recent commands and failures would then hold that much each.
+# The spans of recent commands are kept, as the Result's record bytes (parsed only when
+# someone asks for the trace), in one store of at most this many bytes for every tenant:
+# the oldest go first. A record larger than _RAW_KEPT (its output may be 1 MiB) is kept
+# as its spans alone, re-serialised.
+_TRACES_MAX_BYTES = 64 * 1024 * 1024
 _RAW_KEPT = 16 * 1024
+_SPAN_LIST: TypeAdapter[list[SpanRecord]] = TypeAdapter(list[SpanRecord])
 
 
-def _spans_of(raw: bytes) -> tuple[SpanRecord, ...]:
+def _trace_bytes(result: Any, raw: bytes | None) -> bytes:
+    """What is kept for the trace of ``result``: its record, or its spans alone."""
+    if raw is not None and len(raw) <= _RAW_KEPT:
+        return raw
+    if raw is not None:
+        try:
+            result = Result.from_bytes(raw)
+        except ValidationError:
+            return b"[]"  # an invalid record shows no spans rather than unvalidated ones
+    return _SPAN_LIST.dump_json(list(result.spans))
+
+
+def _spans_of(kept: bytes) -> tuple[SpanRecord, ...]:
     try:
-        return tuple(Result.from_bytes(raw).spans)
+        if kept.startswith(b"["):
+            return tuple(_SPAN_LIST.validate_json(kept))
+        return tuple(Result.from_bytes(kept).spans)
     except ValidationError:
-        return ()  # an invalid record shows no spans rather than unvalidated ones
+        return ()
 
-
-def _kept_spans(result: Any, raw: bytes | None) -> tuple[SpanRecord, ...] | bytes:
-    if raw is None:
-        return tuple(result.spans)
-    return raw if len(raw) <= _RAW_KEPT else _spans_of(raw)
 
 @dataclass(frozen=True, slots=True)
 class CommandSummary:
@@ -68,16 +82,8 @@ class CommandSummary:
     finished_at: float
     attempts: int
     trace_id: str | None
-    # Kept as received and rendered (with redaction) only when someone asks for the
-    # trace: rendering every Result's spans on arrival was a third of the ingress's CPU.
-    # Either the spans or the Result's record bytes, parsed for its spans on request
-    # (most traces are never asked for, and bytes cost the garbage collector nothing).
-    spans: tuple[SpanRecord, ...] | bytes
 
-    def span_records(self) -> tuple[SpanRecord, ...]:
-        return self.spans if not isinstance(self.spans, bytes) else _spans_of(self.spans)
-
-    def public(self, *, with_spans: bool = False) -> dict[str, Any]:
+    def public(self, *, spans: tuple[SpanRecord, ...] | None = None) -> dict[str, Any]:
         out = {
             "command_id": self.command_id,
             "space_id": self.space_id,
@@ -92,8 +98,8 @@ class CommandSummary:
             "attempts": self.attempts,
             "trace_id": self.trace_id,
         }
-        if with_spans:
-            out["spans"] = [_span(record) for record in self.span_records()]
+        if spans is not None:
+            out["spans"] = [_span(record) for record in spans]
         return out
 
 
@@ -179,6 +185,10 @@ class ResultsAggregator:
         self._tenants: OrderedDict[str, TenantStats] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._dedup = dedup
+        # Kept as received and rendered (with redaction) only when someone asks for the
+        # trace: rendering every Result's spans on arrival was a third of the ingress's
+        # CPU (most traces are never asked for, and bytes cost the garbage collector nothing).
+        self._traces: LRU[str, bytes] = LRU(dedup, max_bytes=_TRACES_MAX_BYTES, weigh=len)
         self.evicted = 0
         self.ignored = 0
         self.follower = (
@@ -252,8 +262,8 @@ class ResultsAggregator:
             finished_at=finished,
             attempts=result.attempts,
             trace_id=result.trace_id,
-            spans=_kept_spans(result, raw),
         )
+        self._traces.put(result.command_id, _trace_bytes(result, raw))
         stats.recent.append(summary)
         if not ok:
             stats.failures.append(summary)
@@ -351,7 +361,8 @@ class ResultsAggregator:
             return None
         for item in (*reversed(stats.recent), *reversed(stats.failures)):
             if item.command_id == command_id:
-                return item.public(with_spans=True)
+                kept = self._traces.peek(command_id)
+                return item.public(spans=() if kept is None else _spans_of(kept))
         return None
 
     def _breakers(self, stats: TenantStats, now: float) -> list[dict[str, Any]]:

@@ -135,14 +135,25 @@ def test_timeline_has_sixty_ten_second_points_with_counts_and_percentiles() -> N
     assert timeline[0]["total"] == 0 and timeline[0]["p50_ms"] is None
 
 
-def test_a_large_results_record_is_not_kept_for_its_spans() -> None:
+def test_the_spans_kept_are_bounded_in_bytes_and_a_large_record_keeps_only_its_spans(monkeypatch) -> None:
+    from ingress.observe import _aggregator
+
+    monkeypatch.setattr(_aggregator, "_TRACES_MAX_BYTES", 40_000)
     agg = ResultsAggregator()
     small = make_result("acme", finished=NOW)
     large = make_result("acme", finished=NOW).model_copy(update={"output": {"blob": "x" * 200_000}})
     for result in (small, large):
         agg.add_record(result, result.to_bytes())
-    kept = {summary.command_id: summary.spans for summary in agg._tenants["acme"].recent}
-    assert isinstance(kept[small.command_id], bytes)  # parsed only if its trace is asked for
-    assert kept[large.command_id] == tuple(large.spans)  # its spans, not its 200 kB
-    trace = agg.trace("acme", large.command_id)
-    assert trace is not None and len(trace["spans"]) == len(large.spans)
+    assert agg._traces.peek(small.command_id) == small.to_bytes()  # parsed only if asked for
+    assert len(agg._traces.peek(large.command_id) or b"") < 5_000  # its spans, not its 200 kB
+    for result in (small, large):
+        trace = agg.trace("acme", result.command_id)
+        assert trace is not None and [s["span_id"] for s in trace["spans"]] == [s.span_id for s in result.spans]
+    many = [make_result("beta", finished=NOW) for _ in range(100)]
+    for result in many:
+        agg.add_record(result, result.to_bytes())
+    assert agg._traces.bytes <= 40_000
+    # The oldest trace went first: its command is still listed, without spans.
+    trace = agg.trace("acme", small.command_id)
+    assert trace is not None and trace["spans"] == []
+    assert agg.trace("beta", many[-1].command_id)["spans"]
