@@ -176,11 +176,14 @@ class TenantLogPublisher:
         try:
             self._queue.put_nowait((tenant_id.encode(), orjson.dumps(line)))
         except asyncio.QueueFull:
-            self.dropped += 1
-            if self._metrics is not None:
-                self._metrics.tenant_log_dropped.inc()
+            self._drop(1)
             return False
         return True
+
+    def _drop(self, lines: int) -> None:
+        self.dropped += lines
+        if self._metrics is not None:
+            self._metrics.tenant_log_dropped.inc(lines)
 
     async def _run(self) -> None:
         assert self._producer is not None
@@ -198,7 +201,7 @@ class TenantLogPublisher:
                 raise
             except Exception:
                 # Log lines are best effort: count them as dropped and keep going.
-                self.dropped += len(batch)
+                self._drop(len(batch))
                 logger.exception("could not send %d tenant log lines", len(batch))
             finally:
                 for _ in batch:

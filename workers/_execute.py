@@ -93,6 +93,9 @@ class Outcome:
     records: list[Outgoing]
     status: ResultStatus | None  # None: handed to a retry tier, no final Result yet
     result: Result | None = None  # the final Result, for metrics
+    # Handed to a retry tier: the error that sent it there and the command's trace.
+    handoff_error: ErrorInfo | None = None
+    trace_id: str | None = None
 
 
 def now() -> datetime:
@@ -439,7 +442,7 @@ class Executor:
             record = record_for(topic, command, handoff, KIND_RETRY, context)
             if verdict.in_doubt:
                 record.headers.append((IN_DOUBT_HEADER, b"1"))
-            return Outcome([record], None)
+            return Outcome([record], None, handoff_error=error, trace_id=trace_id)
         if status is None:
             if verdict.step is Step.DEAD_LETTER:
                 status = ResultStatus.DEAD_LETTERED

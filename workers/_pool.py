@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import ConsumerRecord
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from core.errors import ConfigurationError
@@ -42,7 +43,9 @@ from core.kafka import (
     make_producer,
     start_client,
 )
+from core.logs import bind
 from core.settings import Settings
+from core.telemetry import extract
 from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, ResultStatus, RoutedCommand
 
 from ._breaker import CircuitBreakers
@@ -433,7 +436,9 @@ class WorkerPool(PoolLifecycle):
                 return
             except Exception:
                 # A bug in a connector or here must still end the command exactly once.
-                logger.exception("command execution crashed")
+                command = item.job.command
+                with bind(tenant_id=command.tenant_id, command_id=command.command_id):
+                    logger.exception("command execution crashed")
                 outcome = self._crashed(item)
         finally:
             self.scheduler.release(tenant)
@@ -487,7 +492,7 @@ class WorkerPool(PoolLifecycle):
     def _log_for_tenant(self, command: RoutedCommand, outcome: Outcome) -> None:
         result = outcome.result
         status = result.status.value if result is not None else "retry_scheduled"
-        error = result.error if result is not None else (command.errors[-1] if command.errors else None)
+        error = result.error if result is not None else outcome.handoff_error
         self.tenant_logs.publish(
             "info" if status == "succeeded" else "warning",
             f"{command.action} via {command.connector}.{command.operation}: {status}"
@@ -495,7 +500,7 @@ class WorkerPool(PoolLifecycle):
             tenant_id=command.tenant_id,
             space_id=command.space_id,
             command_id=command.command_id,
-            trace_id=result.trace_id if result is not None else None,
+            trace_id=result.trace_id if result is not None else outcome.trace_id,
             connector=command.connector,
             action=command.action,
             status=status,
@@ -505,6 +510,8 @@ class WorkerPool(PoolLifecycle):
 
     def _crashed(self, item: _Item) -> Outcome:
         command = item.job.command
+        context = extract(item.job.headers)  # the Result stays in the command's trace
+        span = trace.get_current_span(context).get_span_context()
         result = build_result(
             command,
             ResultStatus.FAILED,
@@ -512,8 +519,8 @@ class WorkerPool(PoolLifecycle):
             attempts=len(command.errors) + 1,
             started_at=None,
             finished_at=now(),
-            trace_id=None,
-            spans=[],
+            trace_id=f"{span.trace_id:032x}" if span.is_valid else None,
+            spans=[],  # the earlier hops' spans are added
         )
-        record = record_for(self.settings.topics.results, command, result, KIND_RESULT)
-        return Outcome([record], ResultStatus.FAILED)
+        record = record_for(self.settings.topics.results, command, result, KIND_RESULT, context)
+        return Outcome([record], ResultStatus.FAILED, result)

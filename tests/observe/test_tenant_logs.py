@@ -59,3 +59,18 @@ async def test_a_full_queue_drops_and_counts_lines_instead_of_blocking(settings:
     accepted = [publisher.publish("info", f"line {i}", tenant_id="acme") for i in range(25)]
     assert accepted.count(True) == 10 and publisher.dropped == 15
     assert "switchyard_tenant_log_dropped_total 15.0" in metrics.exposition().decode()
+
+
+async def test_lines_the_broker_refuses_are_counted_as_dropped(settings: Settings) -> None:
+    class Refusing:
+        async def send(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("MessageSizeTooLarge")
+
+    metrics = Metrics("worker")
+    publisher = TenantLogPublisher(settings, producer=Refusing(), metrics=metrics)  # type: ignore[arg-type]
+    await publisher.start()
+    for i in range(3):
+        publisher.publish("info", f"line {i}", tenant_id="acme")
+    await publisher.stop(flush_timeout=2)
+    assert publisher.dropped == 3
+    assert "switchyard_tenant_log_dropped_total 3.0" in metrics.exposition().decode()

@@ -142,6 +142,8 @@ class EchoConnector(Connector):
 
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         token = str(call.credentials.get("access_token", ""))
+        if call.arguments.get("crash"):
+            raise RuntimeError("a bug in the connector")
         if call.arguments.get("leak"):
             # A careless connector: the runtime must scrub this before it goes anywhere.
             raise PermanentError(
