@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -76,8 +76,9 @@ class Outbox:
         # read later, a rejoin in between would let the commit pass for partitions that
         # are someone else's by then (see commit_membership).
         self._member: GroupMembership | None = None
-        # Each record with the source record whose outcome it is (see discard(), flush()).
-        self._pending: list[tuple[TopicPartition, int, Outgoing]] = []
+        # Each record with the source record whose outcome it is (see discard(), flush()),
+        # and on an outcome's first record what to call once it is committed.
+        self._pending: list[tuple[TopicPartition, int, Outgoing, Callable[[], None] | None]] = []
         # Records left queued by the last flush because its commit could not claim their
         # source records yet (see OffsetTracker.claims); the pool counts them as load.
         self.held = 0
@@ -93,15 +94,26 @@ class Outbox:
     def pending(self) -> int:
         return len(self._pending)
 
-    def add(self, records: list[Outgoing], tp: TopicPartition, offset: int, generation: int) -> bool:
-        """Queue ``records`` as the outcome of one consumed record.
+    def add(
+        self,
+        records: list[Outgoing],
+        tp: TopicPartition,
+        offset: int,
+        generation: int,
+        on_committed: Callable[[], None] | None = None,
+    ) -> bool:
+        """Queue ``records`` as the outcome of one consumed record; ``on_committed`` is
+        called once they are committed (never for records discarded: their partition's
+        next owner redoes them, and reports them).
 
         Returns False (and queues nothing) when the record's partition was revoked after it
         was fetched: its new owner redoes it, so producing here would duplicate it.
         """
         if not self._tracker.is_current(tp, generation):
             return False
-        self._pending.extend((tp, offset, record) for record in records)
+        self._pending.extend(
+            (tp, offset, record, on_committed if i == 0 else None) for i, record in enumerate(records)
+        )
         self._tracker.finish(tp, offset, generation)
         self._full.set()
         return True
@@ -129,7 +141,7 @@ class Outbox:
             offsets = self._tracker.committable()
             batch, held = [], []
             for entry in self._pending:
-                tp, offset, _ = entry
+                tp, offset, _, _ = entry
                 # Only with the commit that claims its source record done: sent earlier, it
                 # would be redone (and published twice) by the partition's next owner.
                 claimed = tp in offsets and self._tracker.claims(tp, offset)
@@ -140,7 +152,7 @@ class Outbox:
                 return
             try:
                 await self._producer.begin_transaction()
-                for _, _, record in batch:
+                for _, _, record, _ in batch:
                     await self._producer.send(
                         record.topic, record.value, key=record.key, headers=record.headers
                     )
@@ -161,6 +173,12 @@ class Outbox:
             for tp, (position, _) in offsets.items():
                 self._committed[tp] = position
             self.transactions += 1
+            for _, _, _, on_committed in batch:
+                if on_committed is not None:
+                    try:
+                        on_committed()
+                    except Exception:  # a report must never undo a commit
+                        logger.exception("reporting a committed outcome failed")
 
     def commit_membership(self) -> GroupMembership | None:
         """The membership taken with the offsets of the transaction in progress."""

@@ -448,16 +448,22 @@ class WorkerPool(PoolLifecycle):
                 self._running[item.tp] -= 1
             if metrics is not None:
                 metrics.command_stopped(tenant)
-        if self.outbox.add(outcome.records, item.tp, item.offset, item.generation):
-            if outcome.status:
-                self.completed[outcome.status.value] = self.completed.get(outcome.status.value, 0) + 1
-            if metrics is not None:
-                if outcome.result is not None:
-                    metrics.result(outcome.result)
-                elif outcome.status is None:
-                    metrics.command_retried(item.job.command)
-            if self.tenant_logs is not None:
-                self._log_for_tenant(item.job.command, outcome)
+        # Reported once committed: an outcome discarded with its partition is redone, and
+        # reported, by the partition's next owner.
+        self.outbox.add(
+            outcome.records, item.tp, item.offset, item.generation, partial(self._report, item.job.command, outcome)
+        )
+
+    def _report(self, command: RoutedCommand, outcome: Outcome) -> None:
+        if outcome.status:
+            self.completed[outcome.status.value] = self.completed.get(outcome.status.value, 0) + 1
+        if self.metrics is not None:
+            if outcome.result is not None:
+                self.metrics.result(outcome.result)
+            elif outcome.status is None:
+                self.metrics.command_retried(command)
+        if self.tenant_logs is not None:
+            self._log_for_tenant(command, outcome)
 
     def _attempted(self, outcome: str) -> None:
         if self.metrics is not None:

@@ -7,6 +7,7 @@ aiokafka's own ``TransactionManager``, which decides whether an abort is possibl
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -60,12 +61,12 @@ class BrokerGoneProducer:
         self._txn_manager.complete_transaction()
 
 
-def _outbox_with_one_result(producer: BrokerGoneProducer) -> Outbox:
+def _outbox_with_one_result(producer: BrokerGoneProducer, on_committed: Any = None) -> Outbox:
     tracker = OffsetTracker()
     generation = tracker.track(TP, 0)
     assert generation is not None
     outbox = Outbox(producer, tracker, "group", interval=0.01, linger=0)  # type: ignore[arg-type]
-    assert outbox.add([Outgoing("results", b"tenant", b"result-0", [])], TP, 0, generation)
+    assert outbox.add([Outgoing("results", b"tenant", b"result-0", [])], TP, 0, generation, on_committed)
     return outbox
 
 
@@ -106,11 +107,15 @@ async def test_a_revoke_after_a_failed_flush_leaves_the_partitions_outcomes_to_t
     was never committed, so the new owner redoes it, and sending it too would be a second
     Result. Other partitions' queued outcomes still go out."""
     producer = BrokerGoneProducer(fail_at="send")
-    outbox = _outbox_with_one_result(producer)
+    reported: list[str] = []
+    outbox = _outbox_with_one_result(producer, lambda: reported.append("revoked"))
     other = TopicPartition("connector", 1)
     generation = outbox._tracker.track(other, 0)
     assert generation is not None
-    assert outbox.add([Outgoing("results", b"tenant", b"result-other", [])], other, 0, generation)
+    assert outbox.add(
+        [Outgoing("results", b"tenant", b"result-other", []), Outgoing("logs", b"tenant", b"line", [])],
+        other, 0, generation, lambda: reported.append("other"),
+    )  # fmt: skip
 
     pool = PoolLifecycle()
     pool.options = PoolOptions(revoke_grace=0.1)
@@ -122,7 +127,8 @@ async def test_a_revoke_after_a_failed_flush_leaves_the_partitions_outcomes_to_t
     pool._settles, pool._doubtful = {}, {}
     await pool._on_revoked({TP})  # its flush fails (abortable): both stay queued, then TP's go
 
-    assert outbox.pending == 1
+    assert outbox.pending == 2 and reported == []  # nothing is reported before its commit
     producer.fail_at = ""
     await outbox.flush()
-    assert (producer.sent, producer.commits) == ([b"result-other"], 1)
+    assert (producer.sent, producer.commits) == ([b"result-other", b"line"], 1)
+    assert reported == ["other"]  # once for its outcome; TP's, discarded, never
