@@ -321,9 +321,15 @@ class ResultsAggregator:
             "last_seen": stats.last_seen or None,
         }
 
-    def errors(self, tenant_id: str) -> dict[str, Any]:
+    def errors(self, tenant_id: str, *, space_id: str | None = None) -> dict[str, Any]:
+        """Counts by code and connector (the tenant's), and its last failures (of
+        ``space_id`` alone when given)."""
         stats = self._tenants.get(tenant_id)
-        failures = [] if stats is None else [f.public() for f in reversed(stats.failures)]
+        failures = (
+            []
+            if stats is None
+            else [f.public() for f in reversed(stats.failures) if space_id in (None, f.space_id)]
+        )
         return {
             "tenant_id": tenant_id,
             "errors_by_code": dict(stats.errors_by_code) if stats else {},
@@ -337,6 +343,7 @@ class ResultsAggregator:
         *,
         status: str | None = None,
         connector: str | None = None,
+        space_id: str | None = None,
         limit: int = 50,
     ) -> list[dict[str, Any]]:
         """The tenant's most recent commands, newest first, optionally filtered."""
@@ -345,6 +352,8 @@ class ResultsAggregator:
             return []
         out = []
         for item in reversed(stats.recent):
+            if space_id is not None and item.space_id != space_id:
+                continue
             if status and item.status != status:
                 continue
             if connector and item.connector != connector:
@@ -354,13 +363,14 @@ class ResultsAggregator:
                 break
         return out
 
-    def trace(self, tenant_id: str, command_id: str) -> dict[str, Any] | None:
-        """The spans of one of the tenant's recent commands (None if unknown here)."""
+    def trace(self, tenant_id: str, command_id: str, *, space_id: str | None = None) -> dict[str, Any] | None:
+        """The spans of one of the tenant's recent commands (None if unknown here, or of
+        another workspace than ``space_id``)."""
         stats = self._tenants.get(tenant_id)
         if stats is None:
             return None
         for item in (*reversed(stats.recent), *reversed(stats.failures)):
-            if item.command_id == command_id:
+            if item.command_id == command_id and space_id in (None, item.space_id):
                 kept = self._traces.peek(command_id)
                 return item.public(spans=() if kept is None else _spans_of(kept))
         return None

@@ -86,14 +86,16 @@ async def identify(request: web.Request) -> Identity:
     return identity
 
 
-async def _scoped(request: web.Request) -> tuple[Observer, str]:
+async def _scoped(request: web.Request) -> tuple[Observer, str, str | None]:
+    """The observer, the tenant asked for, and the workspace a tenant key is confined to
+    (its commands, failures and traces: the counts are the tenant's; the admin sees all)."""
     identity = await identify(request)
     tenant_id = request.match_info["tenant_id"]
     if not _SAFE_ID.match(tenant_id):
         raise BadRequest(f"tenant_id must match {SAFE_ID_PATTERN}")
     if not identity.is_admin and not hmac.compare_digest(identity.tenant_id, tenant_id):
         raise Forbidden("this API key may only read its own tenant")
-    return request.app[OBSERVER], tenant_id
+    return request.app[OBSERVER], tenant_id, None if identity.is_admin else identity.space_id
 
 
 async def me(request: web.Request) -> web.Response:
@@ -107,17 +109,17 @@ async def me(request: web.Request) -> web.Response:
 
 
 async def tenant_metrics(request: web.Request) -> web.Response:
-    observer, tenant_id = await _scoped(request)
+    observer, tenant_id, _ = await _scoped(request)
     return json_response(observer.aggregator.metrics(tenant_id))
 
 
 async def tenant_errors(request: web.Request) -> web.Response:
-    observer, tenant_id = await _scoped(request)
-    return json_response(observer.aggregator.errors(tenant_id))
+    observer, tenant_id, space_id = await _scoped(request)
+    return json_response(observer.aggregator.errors(tenant_id, space_id=space_id))
 
 
 async def tenant_commands(request: web.Request) -> web.Response:
-    observer, tenant_id = await _scoped(request)
+    observer, tenant_id, space_id = await _scoped(request)
     query = request.query
     status = query.get("status") or None
     if status is not None and status not in _STATUSES:
@@ -131,16 +133,18 @@ async def tenant_commands(request: web.Request) -> web.Response:
         raise BadRequest("limit must be an integer") from None
     if not 1 <= limit <= 500:
         raise BadRequest("limit must be between 1 and 500")
-    items = observer.aggregator.commands(tenant_id, status=status, connector=connector, limit=limit)
+    items = observer.aggregator.commands(
+        tenant_id, status=status, connector=connector, space_id=space_id, limit=limit
+    )
     return json_response({"tenant_id": tenant_id, "commands": items})
 
 
 async def command_trace(request: web.Request) -> web.Response:
-    observer, tenant_id = await _scoped(request)
+    observer, tenant_id, space_id = await _scoped(request)
     command_id = request.match_info["command_id"]
     if not _COMMAND_ID.match(command_id):
         raise BadRequest("invalid command id")
-    found = observer.aggregator.trace(tenant_id, command_id)
+    found = observer.aggregator.trace(tenant_id, command_id, space_id=space_id)
     if found is None:
         raise NotFound("no recent command with that id for this tenant")
     return json_response(found)
@@ -159,14 +163,14 @@ async def admin_overview(request: web.Request) -> web.Response:
     return json_response(await _overview(request.app[OBSERVER]))
 
 
-def _tenant_snapshot(observer: Observer, tenant_id: str) -> dict[str, Any]:
+def _tenant_snapshot(observer: Observer, tenant_id: str, space_id: str | None) -> dict[str, Any]:
     aggregator = observer.aggregator
     return {
         "view": "tenant",
         "tenant_id": tenant_id,
         "metrics": aggregator.metrics(tenant_id),
-        "errors": aggregator.errors(tenant_id),
-        "commands": aggregator.commands(tenant_id, limit=25),
+        "errors": aggregator.errors(tenant_id, space_id=space_id),
+        "commands": aggregator.commands(tenant_id, space_id=space_id, limit=25),
         "at": time.time(),
     }
 
@@ -211,7 +215,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             if view == "admin":
                 payload = {"view": "admin", "overview": await _overview(observer), "at": time.time()}
             else:
-                payload = _tenant_snapshot(observer, tenant_id)
+                payload = _tenant_snapshot(observer, tenant_id, None if identity.is_admin else identity.space_id)
             await response.write(b"event: snapshot\ndata: " + orjson.dumps(payload) + b"\n\n")
             remaining = deadline - time.monotonic()
             if remaining <= 0:

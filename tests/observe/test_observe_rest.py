@@ -137,3 +137,30 @@ async def test_a_canary_secret_appears_in_no_response_page_or_metric(settings: S
         metrics.result(make_result("acme", status=ResultStatus.FAILED, message=f"token={CANARY}"))
         bodies.append(metrics.exposition().decode())
         assert all(CANARY not in body for body in bodies)
+
+
+async def test_a_workspace_key_sees_its_own_workspaces_commands_and_the_tenants_counts(settings: Settings) -> None:
+    async with ObservedHarness(settings) as h:
+        main = await h.add_tenant("acme", "main")
+        ops = await h.add_tenant("acme", "ops")
+        results = [
+            make_result("acme", space_id="main"),
+            make_result("acme", space_id="ops", status=ResultStatus.FAILED, message="ops detail"),
+            make_result("acme", space_id="ops"),
+        ]
+        await publish_results(h.settings, results)
+        await h.wait_for_results(len(results))
+        c = h.client
+        commands = (await (await c.get("/v1/tenants/acme/commands", headers=main.headers)).json())["commands"]
+        assert [x["command_id"] for x in commands] == [results[0].command_id]
+        errors = await (await c.get("/v1/tenants/acme/errors", headers=main.headers)).json()
+        assert errors["failures"] == [] and sum(errors["errors_by_code"].values()) == 1  # counts: the tenant's
+        assert (await (await c.get("/v1/tenants/acme/metrics", headers=main.headers)).json())["total"] == 3
+        hidden = await c.get(f"/v1/tenants/acme/commands/{results[1].command_id}/trace", headers=main.headers)
+        assert hidden.status == 404
+        shown = await c.get(f"/v1/tenants/acme/commands/{results[1].command_id}/trace", headers=ops.headers)
+        assert shown.status == 200
+        failures = (await (await c.get("/v1/tenants/acme/errors", headers=ops.headers)).json())["failures"]
+        assert [f["command_id"] for f in failures] == [results[1].command_id]
+        everything = (await (await c.get("/v1/tenants/acme/commands", headers=h.admin_headers)).json())["commands"]
+        assert len(everything) == 3
