@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,9 @@ from .errors import (
     UnsupportedMediaType,
 )
 
-__all__ = ["COMMAND_ID", "IDENTITY", "Limits", "LIMITS", "error_middleware", "json_response", "read_json"]
+__all__ = [
+    "COMMAND_ID", "IDENTITY", "Limits", "LIMITS", "error_middleware", "json_response", "read_json", "time_left",
+]
 
 logger = logging.getLogger("ingress.http")
 
@@ -44,6 +47,16 @@ class Limits:
 
 
 LIMITS = web.AppKey("switchyard_http_limits", Limits)
+
+# When the edge cuts the request being handled (time.monotonic()); None outside one.
+_REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("switchyard_request_deadline", default=None)
+
+
+def time_left(margin: float = 0.0) -> float | None:
+    """Seconds the request being handled has left before the edge cuts it, less
+    ``margin`` (never below 0); None outside a request."""
+    deadline = _REQUEST_DEADLINE.get()
+    return None if deadline is None else max(0.0, deadline - time.monotonic() - margin)
 # Set by handlers so the request's log line carries the tenant and the command id.
 IDENTITY = web.RequestKey("switchyard_identity", Identity)
 COMMAND_ID = web.RequestKey("switchyard_command_id", str)
@@ -110,6 +123,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     """
     limits = request.app[LIMITS]
     started = time.monotonic()
+    _REQUEST_DEADLINE.set(started + limits.request_timeout)
     # Most callers send no trace context: skip building a carrier for the propagator
     # then (without a traceparent it extracts the same empty context). The header
     # lookup is case-insensitive.

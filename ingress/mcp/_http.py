@@ -37,6 +37,7 @@ from ._headers import decode_header_value
 from ._jsonrpc import (
     FORBIDDEN,
     MODERN_STATUS,
+    Incoming,
     RpcError,
     error_response,
     parse_message,
@@ -107,6 +108,10 @@ def _unsupported(requested: str) -> RpcError:
 
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
+
+# Refusals of a caller (another tenant claimed, too many key checks at once, a service
+# unavailable) that a session of a handshake revision answers with HTTP 200.
+_REFUSED_BEFORE_IT_RUNS = frozenset({403, 429, 503})
 
 class McpEndpoint:
     """The aiohttp handlers of ``/mcp`` and ``/mcp/{space_id}``."""
@@ -303,11 +308,28 @@ class McpEndpoint:
                 raise RpcError(
                     INVALID_REQUEST, "Unsupported Media Type: send application/json", status=415
                 )
-            identity = await self._identity(request)
-            incoming = parse_message(await self._body(request))
+            # Read first, so that a refusal of the caller answers the request's own id; a
+            # body that is no message is answered after the caller is known, as before.
+            read: Incoming | RpcError
+            try:
+                read = parse_message(await self._body(request))
+            except RpcError as exc:
+                read = exc
+            if isinstance(read, Incoming) and read.request is not None:
+                request_id = read.request.id
+            try:
+                identity = await self._identity(request)
+            except RpcError as exc:
+                in_session = SESSION_HEADER in request.headers
+                if modern or not in_session or exc.status not in _REFUSED_BEFORE_IT_RUNS:
+                    raise
+                # Inside a session of a handshake revision, as a method's error below: with
+                # 200 (401 stays 401, the challenge a client answers with credentials).
+                raise RpcError(exc.code, exc.message, data=exc.data, headers=exc.headers) from None
+            if isinstance(read, RpcError):
+                raise read
+            incoming = read
             method = incoming.raw.get("method")
-            if incoming.request is not None:
-                request_id = incoming.request.id
             if incoming.request is not None and method == "initialize" and not modern:
                 version, result = self._dispatcher.initialize(incoming.request.params)
                 headers = {

@@ -24,6 +24,7 @@ from core.errors import KafkaUnavailable
 from core.schema_check import SchemaCheck, describe
 from core.telemetry import current_trace_id
 from ingress._bounded import LRU
+from ingress._http import time_left
 from ingress.contracts import Identity, Services
 from ingress.errors import Forbidden, IngressError
 from schemas import ActionConfig, Command, CommandSource, Result, WorkspaceConfig
@@ -43,6 +44,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_META_KEY = "switchyard/idempotency_key"
+# How long before the edge cuts a request a tools/call stops waiting, to answer in time.
+_ANSWER_MARGIN = 1.0
 _TENANT_CLAIMS = ("tenant_id", "tenantId", "tenant", "switchyard/tenant_id", "switchyard/tenant")
 _SPACE_CLAIMS = ("space_id", "spaceId", "switchyard/space_id", "switchyard/space")
 
@@ -242,7 +245,8 @@ class ToolRunner:
         """The enabled action called ``name``, with ``arguments`` checked against its schema.
 
         Raises:
-            RpcError: -32602 for an unknown or disabled tool; 403 for an argument the tool
+            RpcError: -32602 for an unknown or disabled tool, or one the caller's role may
+                not call (as tools/list shows); 403 for an argument the tool
                 does not declare that claims another tenant or workspace.
             InvalidArguments: arguments that do not match the tool's input schema.
         """
@@ -258,6 +262,10 @@ class ToolRunner:
                 raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
             action, check = found, compiled
             self._tools.put(key, (workspace, action, check))
+        if workspace is None or workspace.refusal(identity.role, action) is not None:
+            # Not in the caller's tools/list (its role, a connector not enabled): the same
+            # answer as a made-up name, before anything is published.
+            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
         # An argument the tool declares is the target app's data (a Jira "tenant", a
         # Confluence "space_id"); any other tenant or workspace key is a claim.
         properties = action.input_schema.get("properties")
@@ -340,12 +348,17 @@ class ToolRunner:
         return command
 
     async def wait(self, identity: Identity, command: Command) -> CallToolResult:
-        """The tool's answer: the Result if it arrives in time, else "still running"."""
-        result = await self._services.pipeline.wait(
-            identity, command.command_id, self._call_timeout
-        )
+        """The tool's answer: the Result if it arrives in time, else "still running".
+
+        The wait ends before the edge would cut the request (a slow publish took some of
+        it): a cut request is answered with no JSON-RPC id, and the caller, with no
+        command id either, would send the command again.
+        """
+        left = time_left(margin=_ANSWER_MARGIN)
+        timeout = self._call_timeout if left is None else min(self._call_timeout, left)
+        result = await self._services.pipeline.wait(identity, command.command_id, timeout)
         if result is None:
-            return pending_result(command, self._call_timeout, _command_trace_id(command))
+            return pending_result(command, round(timeout, 1), _command_trace_id(command))
         call_result = result_to_call_result(result)
         if result.trace_id is None and (trace_id := _command_trace_id(command)) is not None:
             assert call_result.meta is not None

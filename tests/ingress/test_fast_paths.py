@@ -235,6 +235,7 @@ def _workspace(*, enabled: bool = True, required: str = "text") -> WorkspaceConf
     return WorkspaceConfig(
         tenant_id="acme",
         space_id="sales",
+        connectors={"slack": {}},
         actions=[
             ActionConfig(
                 name="notify",

@@ -24,8 +24,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from core.errors import KafkaUnavailable
+from ingress._http import LIMITS, Limits, error_middleware
 from ingress.contracts import Identity, Services
-from ingress.errors import Forbidden, Unauthorized
+from ingress.errors import Forbidden, RateLimited, Unauthorized
 from ingress.mcp import McpOptions, setup
 from schemas import (
     ActionConfig,
@@ -254,10 +255,15 @@ async def server() -> AsyncIterator[Server]:
         yield item
 
 
-async def _serve(options: McpOptions, allowed: tuple[str, ...] = ()) -> AsyncIterator[Server]:
+async def _serve(
+    options: McpOptions, allowed: tuple[str, ...] = (), *, limits: Limits | None = None
+) -> AsyncIterator[Server]:
     pipeline = FakePipeline()
     auth = FakeAuth({"key-acme": ("acme", ["main", "big", "jira"]), "key-beta": ("beta", ["ops"])})
-    app = web.Application()
+    # With limits, the ingress's edge (its error middleware and request timeout) in front.
+    app = web.Application(middlewares=[error_middleware] if limits is not None else [])
+    if limits is not None:
+        app[LIMITS] = limits
     setup(app, Services(auth, _catalog(), pipeline, allowed_origins=allowed), options=options)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -445,6 +451,27 @@ async def test_a_call_past_the_deadline_says_the_command_still_runs() -> None:
         assert result.meta is not None and result.meta["switchyard/status"] == "pending"
 
 
+async def test_a_slow_publish_shortens_the_wait_so_the_call_is_answered_before_the_edge_cuts_it() -> None:
+    class SlowBroker(FakePipeline):
+        async def submit(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.6)
+            return await super().submit(*args, **kwargs)
+
+    limits = Limits(request_timeout=2.0)
+    async for srv in _serve(McpOptions(session_secret="s", call_timeout=1.6), limits=limits):
+        srv.pipeline.__class__ = SlowBroker
+        srv.pipeline.responder = lambda command: None
+        session, _ = await _initialize(f"{srv.url}/main")
+        status, _, body = await _post(
+            f"{srv.url}/main", _rpc("tools/call", {"name": "create_task", "arguments": {}}, rid=7),
+            headers=_legacy(session),
+        )  # fmt: skip
+        (command,) = srv.pipeline.published
+        assert status == 200 and body["id"] == 7, body  # not the edge's 503 without an id
+        result = body["result"]
+        assert result["isError"] is True and command.command_id in result["content"][0]["text"]
+
+
 async def test_idempotency_key_in_meta_replays_the_same_command(server: Server) -> None:
     meta = {"switchyard/idempotency_key": "order-17"}
     async with _client(f"{server.url}/main", "key-acme", MODERN) as client:
@@ -481,7 +508,13 @@ async def test_tools_list_offers_only_what_the_callers_role_may_call(server: Ser
     # the router would refuse both, so they are not offered.
     async with _client(f"{server.url}/jira", "key-acme", "legacy") as client:
         tools = await client.list_tools()
+        # Nor can they be called: an unknown tool, before anything is published.
+        for hidden in ("rotate_keys", "send_mail"):
+            with pytest.raises(MCPError) as caught:
+                await client.call_tool(hidden, {})
+            assert caught.value.code == -32602 and "Unknown tool" in str(caught.value), hidden
     assert [tool.name for tool in tools.tools] == ["file_issue", "create_task"]
+    assert server.pipeline.published == []
 
 
 @pytest.mark.parametrize("mode", ["legacy", MODERN])
@@ -530,7 +563,24 @@ async def test_missing_or_invalid_key_is_401_with_www_authenticate(server: Serve
     for key in (None, "wrong"):
         status, headers, body = await _post(f"{server.url}/main", _rpc("tools/list"), key=key)
         assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
-        assert body["error"]["code"] == -32010 and body["id"] is None
+        assert body["error"]["code"] == -32010 and body["id"] == 1  # the request's own id
+
+
+async def test_in_a_session_a_refused_caller_is_answered_with_200_and_the_requests_id(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session, _ = await _initialize(f"{server.url}/main")
+
+    def busy(self: FakeAuth, bearer: str | None, space_id: str | None) -> Identity:
+        raise RateLimited("too many checks of this API key at once; retry shortly", retry_after=1.0)
+
+    monkeypatch.setattr(FakeAuth, "authenticate", busy)
+    status, headers, body = await _post(f"{server.url}/main", _rpc("tools/list", rid=9), headers=_legacy(session))
+    assert (status, body["id"]) == (200, 9) and body["error"]["message"].startswith("too many checks")
+    assert headers["Retry-After"] == "1"
+    monkeypatch.undo()
+    status, _, body = await _post(f"{server.url}/main", _rpc("tools/list", rid=10), headers=_legacy(session), key=None)
+    assert (status, body["id"]) == (401, 10)  # a missing key is still the challenge
 
 
 async def test_workspace_the_key_does_not_own_is_403(server: Server) -> None:
