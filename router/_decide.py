@@ -79,7 +79,12 @@ class Decisions:
     def partition_for(self, topic: str, key: bytes) -> int:
         raise NotImplementedError
 
-    def _decide(self, event: Any, command: Command, now: float, now_dt: datetime) -> Outgoing:
+    def _decide(
+        self, event: Any, command: Command, now: float, now_dt: datetime, *, charged: bool = False
+    ) -> Outgoing:
+        """Route or reject ``command``; ``charged``: its usage was counted by an earlier
+        decision of this same command whose output was never sent (a replay after a
+        crash), so it is not counted again."""
         partition = event.message.partition
         parent = extract(headers_list(event.message))
         key = command.tenant_id.encode()
@@ -103,7 +108,7 @@ class Decisions:
             ) as current,
         ):
             try:
-                routed = self._resolve(command, partition, now, now_dt)
+                routed = self._resolve(command, partition, now, now_dt, charged=charged)
                 current.set_attribute("switchyard.connector", routed.connector)
             except CommandError as exc:
                 error = exc
@@ -150,7 +155,9 @@ class Decisions:
             waited=now - command.submitted_at.timestamp(),
         )
 
-    def _resolve(self, command: Command, partition: int, now: float, now_dt: datetime) -> Route:
+    def _resolve(
+        self, command: Command, partition: int, now: float, now_dt: datetime, *, charged: bool = False
+    ) -> Route:
         workspace = self.config.get(command.tenant_id, command.space_id)
         resolution = resolve(command, workspace, now_dt, self.cache)
         assert workspace is not None
@@ -179,6 +186,8 @@ class Decisions:
             resolved_arguments=resolved,
             connector_options=workspace.connectors[action.connector],
         )
+        if charged:
+            return routed
         ukey = usage_key(command.tenant_id, command.space_id)
         state, rejection = admit(self.usage.get(ukey), workspace.limits, now)
         state["k"] = partition  # where the sweep writes its tombstone

@@ -13,7 +13,8 @@ without Kafka transactions):
 
 A crash before 2 completes replays commands that left no trace. A crash between 2 and 4
 replays commands whose entry is ``pending``: the router then reads the named output
-partition (``router._verify``) and drops those already sent. A crash after 3 replays
+partition (``router._verify``) and drops those already sent; one not sent is decided
+again without counting its usage twice (the entry says it was counted). A crash after 3 replays
 commands whose entry says ``done`` (or ``pending`` with the output present): dropped.
 
 Outputs and changelog writes go through our own idempotent, ``acks=all`` producer
@@ -400,19 +401,23 @@ class Router(Decisions):
                 self.dropped += 1
                 continue
             in_batch.add(key)
-            out = self._decide(event, command, now, now_dt)
-            self.dedup.put(
-                key,
-                {
-                    "c": command.command_id,
-                    "s": "p",
-                    "t": out.topic,
-                    "p": out.partition,
-                    "ts": now_ms,
-                    "k": partition,
-                },
-                partition,
+            # A pending entry of this very command whose output was never sent: a replay
+            # after a crash. Its usage was counted with that entry ("u"), not to be again.
+            charged = (
+                entry is not None and entry.get("c") == command.command_id and entry.get("u") == 1
             )
+            out = self._decide(event, command, now, now_dt, charged=charged)
+            pending = {
+                "c": command.command_id,
+                "s": "p",
+                "t": out.topic,
+                "p": out.partition,
+                "ts": now_ms,
+                "k": partition,
+            }
+            if out.rejected is None:
+                pending["u"] = 1  # admitted: its usage is counted in this same state write
+            self.dedup.put(key, pending, partition)
             outgoing.append((key, partition, out))
         assert self.producer is not None, "Router.producer is set when the runtime starts"
         state_acks = await self.dedup.flush(self.producer) + await self.usage.flush(self.producer)

@@ -23,7 +23,7 @@ from aiokafka.partitioner import murmur2
 
 from core.kafka import ensure_topics, make_producer
 from core.settings import Settings
-from schemas import ErrorCode, RoutedCommand
+from schemas import ErrorCode, Limits, RoutedCommand
 
 
 def _partition(key: str, n: int = 3) -> int:
@@ -96,20 +96,26 @@ async def test_router_killed_mid_stream_and_restarted_loses_no_command_and_route
 async def test_in_doubt_replays_are_sent_only_when_their_output_is_missing(
     own_settings: Settings, tmp_path
 ) -> None:
-    """A pending dedup entry left by a crash: check the output partition, not guess."""
+    """A pending dedup entry left by a crash: check the output partition, not guess; and
+    a replayed command whose usage that entry says was counted is not counted again."""
     s = own_settings
     await prepare_topics(s)
     tenant = f"doubt_{uuid.uuid4().hex[:6]}"
+    # Two commands counted before the crash; room for two more today.
+    quota = Limits(rate_per_second=10_000, burst=10_000, daily_quota=4)
     await apply(
         s,
         workspace(
-            tenant, [summary_action("slack", "post_message", {"text": "{{ args.summary }}"})]
+            tenant, [summary_action("slack", "post_message", {"text": "{{ args.summary }}"})], limits=quota
         ),
     )
     sent_before_crash = command(tenant, key="sent")
     lost_in_crash = command(tenant, key="lost")
+    counted_lost = command(tenant, key="counted")
     changelog = f"{s.topic_prefix}router-dedup-changelog"
-    await ensure_topics(s, [changelog], configs={changelog: {"cleanup.policy": "compact"}})
+    usage_changelog = f"{s.topic_prefix}router-usage-changelog"
+    compact = {"cleanup.policy": "compact"}
+    await ensure_topics(s, [changelog, usage_changelog], configs={changelog: compact, usage_changelog: compact})
     part = _partition(tenant)
     out_topic = s.topics.connector("slack")
     now_ms = int(time.time() * 1000)
@@ -133,8 +139,9 @@ async def test_in_doubt_replays_are_sent_only_when_their_output_is_missing(
             partition=part,
             headers=[("sy-command-id", sent_before_crash.command_id.encode())],
         )
-        # …and one that died between "pending written" and "output sent".
-        for cmd in (sent_before_crash, lost_in_crash):
+        # …and ones that died between "pending written" and "output sent", one of them
+        # (as routers write them now) saying that its usage is counted.
+        for cmd, counted in ((sent_before_crash, False), (lost_in_crash, False), (counted_lost, True)):
             entry = {
                 "c": cmd.command_id,
                 "s": "p",
@@ -142,6 +149,7 @@ async def test_in_doubt_replays_are_sent_only_when_their_output_is_missing(
                 "p": part,
                 "ts": now_ms - 1000,
                 "k": part,
+                **({"u": 1} if counted else {}),
             }
             await producer.send_and_wait(
                 changelog,
@@ -149,9 +157,14 @@ async def test_in_doubt_replays_are_sent_only_when_their_output_is_missing(
                 key=orjson.dumps(f"{tenant}/{cmd.idempotency_key}"),
                 partition=part,
             )
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        usage = {"tokens": 10_000.0, "ts": time.time(), "day": day, "used": 2, "k": part}
+        await producer.send_and_wait(
+            usage_changelog, orjson.dumps(usage), key=orjson.dumps(f"{tenant}/main"), partition=part
+        )
     finally:
         await producer.stop()
-    await publish(s, [sent_before_crash, lost_in_crash])
+    await publish(s, [sent_before_crash, lost_in_crash, counted_lost])
 
     outputs = await Outputs(s).start()
     router = RouterProcess(s, tmp_path).start()
@@ -159,7 +172,9 @@ async def test_in_doubt_replays_are_sent_only_when_their_output_is_missing(
         marker = command(tenant)
         await publish(s, [marker])
         try:
-            await outputs.wait_ids([lost_in_crash.command_id, marker.command_id], limit=60)
+            await outputs.wait_ids(
+                [lost_in_crash.command_id, counted_lost.command_id, marker.command_id], limit=60
+            )
         except TimeoutError:
             pytest.fail("router did not route in time; what it logged:\n" + router.story())
         items = await outputs.settle()
@@ -169,5 +184,8 @@ async def test_in_doubt_replays_are_sent_only_when_their_output_is_missing(
     assert code == 0
     counts = Counter(o.command_id for o in items)
     assert counts[sent_before_crash.command_id] == 1  # only the one written before the "crash"
-    assert counts[lost_in_crash.command_id] == 1
+    assert counts[lost_in_crash.command_id] == 1 and counts[counted_lost.command_id] == 1
+    # 2 counted before, the lost one again, the counted one not: the marker is the 4th.
+    [marker_output] = [o for o in items if o.command_id == marker.command_id]
+    assert marker_output.routed is not None, marker_output.result
     assert '"already_sent":1' in router.logs()
