@@ -187,6 +187,15 @@ def _input_schema(action: ActionConfig) -> dict[str, Any]:
     schema.setdefault("type", "object")
     if schema["type"] != "object":
         return {"type": "object"}
+    # The shape MCP's Tool.inputSchema declares: one action configured past the checks
+    # (the admin API and `tenants apply` refuse it) must not fail the whole tools/list.
+    properties, required = schema.get("properties"), schema.get("required")
+    if (properties is not None and not isinstance(properties, dict)) or (
+        required is not None
+        and not (isinstance(required, list) and all(isinstance(name, str) for name in required))
+    ):
+        logger.warning("input schema of action %s is invalid; listed as a plain object", action.name)
+        return {"type": "object"}
     return schema
 
 

@@ -235,9 +235,13 @@ def _catalog() -> FakeCatalog:
         connectors=SLACK,
         actions=[_action("file_issue", properties=declared), _action("create_task"), admin_only, on_gmail],
     )
+    # Configured past the admin API's checks (straight onto the config topic).
+    broken = _action("broken").model_copy(update={"input_schema": {"type": "object", "required": "text"}})
+    odd = WorkspaceConfig(tenant_id="acme", space_id="odd", connectors=SLACK, actions=[broken, _action("fine")])
     return FakeCatalog(
-        {("acme", "main"): acme, ("beta", "ops"): beta, ("acme", "big"): many, ("acme", "jira"): jira}
-    )
+        {("acme", "main"): acme, ("beta", "ops"): beta, ("acme", "big"): many, ("acme", "jira"): jira,
+         ("acme", "odd"): odd}
+    )  # fmt: skip
 
 
 @dataclass
@@ -259,7 +263,7 @@ async def _serve(
     options: McpOptions, allowed: tuple[str, ...] = (), *, limits: Limits | None = None
 ) -> AsyncIterator[Server]:
     pipeline = FakePipeline()
-    auth = FakeAuth({"key-acme": ("acme", ["main", "big", "jira"]), "key-beta": ("beta", ["ops"])})
+    auth = FakeAuth({"key-acme": ("acme", ["main", "big", "jira", "odd"]), "key-beta": ("beta", ["ops"])})
     # With limits, the ingress's edge (its error middleware and request timeout) in front.
     app = web.Application(middlewares=[error_middleware] if limits is not None else [])
     if limits is not None:
@@ -501,6 +505,14 @@ async def test_a_claim_of_another_tenant_is_403_and_publishes_nothing(
     )
     assert status == 403 and body["id"] == 7 and body["error"]["code"] == -32011
     assert server.pipeline.published == []
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_one_action_with_a_broken_schema_does_not_fail_the_whole_tools_list(server: Server, mode: str) -> None:
+    async with _client(f"{server.url}/odd", "key-acme", mode) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(tools) == {"broken", "fine"}
+    assert tools["broken"].input_schema == {"type": "object"}
 
 
 async def test_tools_list_offers_only_what_the_callers_role_may_call(server: Server) -> None:
