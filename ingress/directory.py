@@ -191,14 +191,15 @@ class Directory(Following):
         if record is None or record.revoked:
             raise Unauthorized("invalid API key")
         digest = hashlib.sha256(bearer.encode()).digest()
-        cached = self._verified.get(digest) or self._failed.get(digest)
-        if cached is not None and time.monotonic() - cached[1] < self._cache_ttl:
-            matched_hash = cached[0]
-            # A cached verdict holds only for the hash it was computed against.
-            if matched_hash == record.secret_hash:
-                return record, digest, True
-            if matched_hash == "":
-                return record, digest, False
+        now = time.monotonic()
+        # A good verdict holds only for the hash it was computed against (a key whose
+        # hash changed falls through to a failed verdict of the same secret, if any).
+        good = self._verified.get(digest)
+        if good is not None and now - good[1] < self._cache_ttl and good[0] == record.secret_hash:
+            return record, digest, True
+        bad = self._failed.get(digest)
+        if bad is not None and now - bad[1] < self._cache_ttl:
+            return record, digest, False
         return record, digest, None
 
     def _remember(self, digest: bytes, record: ApiKeyRecord, verdict: bool) -> None:

@@ -120,6 +120,9 @@ class Credentials:
         # Issued tokens Vault has not taken yet (unreachable), and their background writes.
         self._unsaved: dict[str, TenantSecret] = {}
         self._saving: dict[str, asyncio.Task[None]] = {}
+        # Kept tokens a background write stored, with the version they got: a refresh
+        # that started from them writes over that version, not the one they replaced.
+        self._stored_as: dict[str, tuple[TenantSecret, int]] = {}
         self.refreshes = 0  # token endpoint calls made by this process
         self.reads = 0  # Vault reads made by this process
 
@@ -184,8 +187,9 @@ class Credentials:
     async def _refresh(self, tenant_id: str, stale: TenantSecret) -> TenantSecret:
         self._cache.pop(tenant_id, None)
         current = self._unsaved.get(tenant_id) or await self._read(tenant_id)
-        if (current.version, current.data) != (stale.version, stale.data):
-            return current  # someone else refreshed since we read it
+        if current.data != stale.data:
+            return current  # someone else refreshed since we read it (kept tokens keep
+            # their data but change version as they are stored: the data tells)
         if self._refresher is None:
             raise PermanentError(ErrorCode.CREDENTIALS_INVALID, "credentials rejected, cannot refresh")
         self.refreshes += 1
@@ -205,13 +209,18 @@ class Credentials:
         if "expires_at" not in refreshed:
             # The stored expiry was the old access token's; this one's is unknown.
             data.pop("expires_at", None)
+        base = current.version
+        stored = self._stored_as.pop(tenant_id, None)
+        if stored is not None and stored[0] is current:
+            base = stored[1]  # kept tokens this refresh started from were stored meanwhile
         if tenant_id in self._saving:
-            # Vault has not taken the last tokens yet: their writer stores these instead.
-            return self._keep_unsaved(tenant_id, TenantSecret(data=data, version=current.version))
+            # Vault has not taken the last tokens yet: their writer stores these instead
+            # (over the version its write in flight gets, if any).
+            return self._keep_unsaved(tenant_id, TenantSecret(data=data, version=base))
         try:
-            version = await self._write_back(tenant_id, data, current.version)
+            version = await self._write_back(tenant_id, data, base)
         except VaultUnavailable:
-            return self._keep_unsaved(tenant_id, TenantSecret(data=data, version=current.version))
+            return self._keep_unsaved(tenant_id, TenantSecret(data=data, version=base))
         if version is None:  # lost the check-and-set race: the winner's token
             self._cache.pop(tenant_id, None)
             return await self._read(tenant_id)
@@ -228,10 +237,23 @@ class Credentials:
             logger.warning("credential store unreachable: new tokens of %s kept until it is back", tenant_id)
             task = asyncio.ensure_future(self._save(tenant_id))
             self._saving[tenant_id] = task
-            task.add_done_callback(lambda _: self._saving.pop(tenant_id, None))
+
+            def done(finished: asyncio.Future[None]) -> None:  # also when cancelled unstarted
+                if self._saving.get(tenant_id) is finished:
+                    del self._saving[tenant_id]
+
+            task.add_done_callback(done)
         return fresh
 
     async def _save(self, tenant_id: str) -> None:
+        try:
+            await self._save_kept(tenant_id)
+        finally:
+            # At once, not a loop tick later: a refresh ending now must see no writer.
+            if self._saving.get(tenant_id) is asyncio.current_task():
+                del self._saving[tenant_id]
+
+    async def _save_kept(self, tenant_id: str) -> None:
         delay = _WRITE_BACKOFF
         while (unsaved := self._unsaved.get(tenant_id)) is not None:
             try:
@@ -253,6 +275,7 @@ class Credentials:
                 self._unsaved[tenant_id] = TenantSecret(newer.data, version)
                 continue
             self._unsaved.pop(tenant_id, None)
+            self._stored_as[tenant_id] = (unsaved, version)
             self._cache[tenant_id] = (TenantSecret(unsaved.data, version), time.monotonic() + self._ttl)
             logger.info("kept tokens of %s stored", tenant_id)
 

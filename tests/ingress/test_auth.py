@@ -186,3 +186,33 @@ async def test_a_flood_of_wrong_secrets_for_one_key_does_not_hold_up_another_ten
     outcomes = await asyncio.gather(*flood, return_exceptions=True)
     assert all(isinstance(outcome, Unauthorized) for outcome in outcomes)
     assert not directory._key_checks and not directory._key_turns and not directory._checking
+
+
+async def test_a_secret_refused_after_its_key_changed_is_not_checked_again_and_again(settings, monkeypatch):
+    from types import SimpleNamespace
+
+    from ingress import directory as directory_module
+    from ingress.admin import new_api_key
+    from ingress.directory import Directory
+    from ingress.errors import Unauthorized
+
+    directory = Directory(settings)
+    plaintext, record = new_api_key(tenant_id="acme", spaces=["s"], user_id="u")
+    directory.apply(SimpleNamespace(key=f"api_key:{record.key_id}".encode(), value=record.to_bytes()))
+    checks = 0
+    real = directory_module.verify_secret
+
+    def counting(secret, stored):
+        nonlocal checks
+        checks += 1
+        return real(secret, stored)
+
+    monkeypatch.setattr(directory_module, "verify_secret", counting)
+    assert (await directory.authenticate_async(plaintext, None)).tenant_id == "acme"
+    _, other = new_api_key(tenant_id="acme", spaces=["s"], user_id="u")  # the same key id, a new secret
+    changed = record.model_copy(update={"secret_hash": other.secret_hash, "salt": other.salt})
+    directory.apply(SimpleNamespace(key=f"api_key:{record.key_id}".encode(), value=changed.to_bytes()))
+    for _ in range(3):
+        with pytest.raises(Unauthorized):
+            await directory.authenticate_async(plaintext, None)
+    assert checks == 2  # the first success, then one failure remembered

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -117,6 +118,31 @@ async def test_a_burst_on_a_cold_cache_shares_one_vault_read_per_tenant():
     assert reads == 2
 
 
+@pytest.fixture
+def fast_saves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept tokens' background writes retry every 10 ms."""
+    monkeypatch.setattr(credentials_module, "_WRITE_BACKOFF", 0.01)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - bounded; the writes are in the background
+            await asyncio.sleep(0.01)
+
+
+class OutageVault(MemoryVault):
+    """Refuses every write while ``down`` (Vault unreachable)."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.down = True
+
+    async def write_cas(self, tenant_id, data, version):
+        if self.down:
+            raise VaultUnavailable("vault down")
+        return await super().write_cas(tenant_id, data, version)
+
+
 class RotatingProvider:
     """A token endpoint that rotates refresh tokens: each one works once."""
 
@@ -199,19 +225,9 @@ async def test_refreshes_still_running_past_the_shutdown_wait_are_counted_and_ca
 
 
 async def test_tokens_issued_while_vault_stays_down_are_used_and_stored_once_it_is_back(
-    monkeypatch: pytest.MonkeyPatch,
+    fast_saves: None,
 ) -> None:
-    monkeypatch.setattr(credentials_module, "_WRITE_BACKOFF", 0.01)
-    vault = MemoryVault({"access_token": "a1", "refresh_token": "r1"})
-    down = True
-    plain_write = vault.write_cas
-
-    async def write_while_up(tenant_id, data, version):
-        if down:
-            raise VaultUnavailable("vault down")
-        return await plain_write(tenant_id, data, version)
-
-    vault.write_cas = write_while_up
+    vault = OutageVault({"access_token": "a1", "refresh_token": "r1"})
     provider = RotatingProvider()
     creds = Credentials(vault, refresher=provider)
     # The rotating provider voided r1 when it issued a2: a2 must be used, not dropped.
@@ -220,29 +236,17 @@ async def test_tokens_issued_while_vault_stays_down_are_used_and_stored_once_it_
     assert await creds.get("t1") is fresh
     newer = await creds.refresh("t1", fresh)  # a2 expired too, still in the outage
     assert newer.data == {"access_token": "a3", "refresh_token": "r3"} and await creds.get("t1") is newer
-    down = False
-    async with asyncio.timeout(10):
-        while vault.secret.version == 1:  # noqa: ASYNC110 - bounded; the write is in the background
-            await asyncio.sleep(0.01)
+    vault.down = False
+    await until(lambda: vault.secret.version > 1)
     assert vault.secret.data == {"access_token": "a3", "refresh_token": "r3"}
     assert (await creds.get("t1")).version == vault.secret.version
     assert await creds.finish_refreshes(1.0) == 0
 
 
 async def test_kept_tokens_give_way_to_another_processs_refresh_and_are_counted_at_shutdown(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    fast_saves: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(credentials_module, "_WRITE_BACKOFF", 0.01)
-    vault = MemoryVault({"access_token": "a1", "refresh_token": "r1"})
-    plain_write = vault.write_cas
-    down = True
-
-    async def write_while_up(tenant_id, data, version):
-        if down:
-            raise VaultUnavailable("vault down")
-        return await plain_write(tenant_id, data, version)
-
-    vault.write_cas = write_while_up
+    vault = OutageVault({"access_token": "a1", "refresh_token": "r1"})
     creds = Credentials(vault, refresher=RotatingProvider())
     await creds.refresh("t1", await creds.get("t1"))
     assert await creds.finish_refreshes(0.05) == 1  # still down: its write is cut
@@ -251,7 +255,28 @@ async def test_kept_tokens_give_way_to_another_processs_refresh_and_are_counted_
     creds = Credentials(vault, refresher=RotatingProvider())
     await creds.refresh("t1", await creds.get("t1"))
     vault.conflict_once = True  # another process wrote first
-    down = False
+    vault.down = False
     async with asyncio.timeout(10):
         while (await creds.get("t1")).data["access_token"] != "theirs":  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+async def test_a_refresh_overlapping_the_write_of_kept_tokens_keeps_its_own_tokens(fast_saves: None) -> None:
+    # Vault comes back while a refresh from kept tokens waits on the provider: the kept
+    # tokens are stored meanwhile, and the refresh's newer ones go over that version.
+    vault = OutageVault({"access_token": "a1", "refresh_token": "r1"})
+    provider = RotatingProvider()
+    creds = Credentials(vault, refresher=provider)
+    kept = await creds.refresh("t1", await creds.get("t1"))
+    provider.gate.clear()
+    second = asyncio.ensure_future(creds.refresh("t1", kept))
+    await asyncio.sleep(0.01)  # waiting on the provider with r2
+    vault.down = False
+    await until(lambda: vault.secret.version > 1)
+    assert vault.secret.data["refresh_token"] == "r2"
+    provider.gate.set()
+    newer = await second
+    assert newer.data == {"access_token": "a3", "refresh_token": "r3"}
+    await until(lambda: vault.secret.data["refresh_token"] == "r3")
+    assert (await creds.get("t1")).data["refresh_token"] == "r3"
+    assert await creds.finish_refreshes(1.0) == 0
