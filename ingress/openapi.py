@@ -151,7 +151,10 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
         }},
         "/v1/commands:batch": {"post": {
             "operationId": "submitBatch", "summary": "Submit up to 500 commands",
-            "parameters": [space_header],
+            "parameters": [space_header, {
+                **idem_header, "schema": {"type": "string", "maxLength": 251},
+                "description": "Keys the items without an idempotency_key of their own, as <key>:<index>.",
+            }],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BatchRequest")}}},
             "responses": {"200": _json("BatchResponse", "Per-item outcomes (some item accepted)"),
                           **_errors(401, 403, 413, 415), **_batch_errors(400, 409, 429, 503)},

@@ -58,6 +58,8 @@ _HEADER_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 
 _CLAIMS = ("tenant_id", "tenantId", "tenant", "_meta")
 _BATCH_FIELDS = {"items", *_CLAIMS}
+# Room in the 255 characters of an idempotency key for ":<index>" of up to 500 items.
+_BATCH_KEY_MAX = 251
 
 
 def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submission:
@@ -134,10 +136,11 @@ async def submit_batch(request: web.Request) -> web.Response:
     # Claims of the key's own tenant are allowed and ignored, as on a single submit.
     if not isinstance(body, dict) or set(body) - _BATCH_FIELDS or not isinstance(body.get("items"), list):
         raise BadRequest('a batch is {"items": [...]}')
-    if "Idempotency-Key" in request.headers:
-        raise BadRequest(
-            "the Idempotency-Key header names one command: give each batch item its own idempotency_key"
-        )
+    # An Idempotency-Key header keys the items that bring none of their own, by position
+    # ("<key>:<index>"): the same batch sent again runs none of them twice.
+    batch_key = request.headers.get("Idempotency-Key")
+    if batch_key is not None and len(batch_key) > _BATCH_KEY_MAX:
+        raise BadRequest(f"on a batch the Idempotency-Key header is at most {_BATCH_KEY_MAX} characters")
     raw_items = body["items"]
     if not 1 <= len(raw_items) <= MAX_BATCH:
         raise BadRequest(f"a batch holds 1 to {MAX_BATCH} items")
@@ -146,7 +149,9 @@ async def submit_batch(request: web.Request) -> web.Response:
     for index, raw in enumerate(raw_items):
         try:
             check_claims(identity, body=raw)
-            valid.append((index, _submission(raw, None, prefix=f"items.{index}")))
+            own = isinstance(raw, dict) and raw.get("idempotency_key") is not None
+            item_key = None if batch_key is None or own else f"{batch_key}:{index}"
+            valid.append((index, _submission(raw, item_key, prefix=f"items.{index}")))
         except IngressError as exc:
             outcomes[index] = exc
     pipeline = request.app[SERVICES].pipeline
