@@ -99,7 +99,11 @@ def _iso(ts: float) -> str:
 
 
 class TenantLogPublisher:
-    """Batches tenant log lines to ``settings.topics.logs``, keyed by tenant id."""
+    """Batches tenant log lines to ``settings.topics.logs``, keyed by tenant id.
+
+    The queue is bounded, and so is each tenant's share of it (a tenth): a tenant whose
+    commands flood loses its own lines past that share, not the other tenants'.
+    """
 
     def __init__(
         self,
@@ -115,6 +119,8 @@ class TenantLogPublisher:
         self._own_producer = producer is None
         self._producer = producer
         self._queue: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue(max_queue)
+        self._tenant_share = max(1, max_queue // 10)
+        self._queued: dict[bytes, int] = {}  # lines queued per tenant (key)
         self._max_batch = max_batch
         self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
@@ -173,11 +179,17 @@ class TenantLogPublisher:
             value = optional.get(name)
             if value is not None:
                 line[name] = redact(str(value), limit=200) if isinstance(value, str) else value
+        key = tenant_id.encode()
+        queued = self._queued.get(key, 0)
+        if queued >= self._tenant_share:
+            self._drop(1)
+            return False
         try:
-            self._queue.put_nowait((tenant_id.encode(), orjson.dumps(line)))
+            self._queue.put_nowait((key, orjson.dumps(line)))
         except asyncio.QueueFull:
             self._drop(1)
             return False
+        self._queued[key] = queued + 1
         return True
 
     def _drop(self, lines: int) -> None:
@@ -204,7 +216,12 @@ class TenantLogPublisher:
                 self._drop(len(batch))
                 logger.exception("could not send %d tenant log lines", len(batch))
             finally:
-                for _ in batch:
+                for key, _ in batch:
+                    left = self._queued.get(key, 1) - 1
+                    if left > 0:
+                        self._queued[key] = left
+                    else:
+                        self._queued.pop(key, None)
                     self._queue.task_done()
 
 

@@ -56,9 +56,16 @@ async def test_a_full_queue_drops_and_counts_lines_instead_of_blocking(settings:
     metrics = Metrics("worker")
     publisher = TenantLogPublisher(settings, max_queue=10, metrics=metrics)
     # Not started: nothing drains the queue, so the 11th line onwards must be dropped at once.
-    accepted = [publisher.publish("info", f"line {i}", tenant_id="acme") for i in range(25)]
+    accepted = [publisher.publish("info", f"line {i}", tenant_id=f"t{i % 20}") for i in range(25)]
     assert accepted.count(True) == 10 and publisher.dropped == 15
     assert "switchyard_tenant_log_dropped_total 15.0" in metrics.exposition().decode()
+
+
+async def test_a_flooding_tenant_loses_its_own_lines_past_its_share_not_others(settings: Settings) -> None:
+    publisher = TenantLogPublisher(settings, max_queue=100)  # a tenant's share: 10
+    flood = [publisher.publish("info", f"line {i}", tenant_id="acme") for i in range(50)]
+    quiet = [publisher.publish("info", f"line {i}", tenant_id="beta") for i in range(5)]
+    assert flood.count(True) == 10 and all(quiet) and publisher.dropped == 40
 
 
 async def test_lines_the_broker_refuses_are_counted_as_dropped(settings: Settings) -> None:
