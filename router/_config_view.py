@@ -54,6 +54,9 @@ class ConfigView:
         self.clock_skew = clock_skew
         # Wall-clock start of the last probe the view has caught up with (0: none yet).
         self._synced_as_of = 0.0
+        # Whether the last sync reached the topic's end: a view behind it must not decide
+        # anything final (an unknown workspace, stale limits) nor drop usage it has not read.
+        self.in_sync = False
         self.probes_skipped = 0
         self.topic = settings.topics.config
         self.sync_timeout = sync_timeout
@@ -100,7 +103,10 @@ class ConfigView:
         self._consumer.assign(self._partitions)
         await self._consumer.seek_to_beginning(*self._partitions)
         self._task = asyncio.create_task(self._follow(), name="router-config-view")
-        await self.sync()
+        # Not ready before the whole topic is read; each sync waits on the follower itself,
+        # the sleep only spaces out retries after a broker error.
+        while not await self.sync():  # noqa: ASYNC110
+            await asyncio.sleep(1.0)
         logger.info("config view ready", extra={"fields": {"workspaces": len(self._workspaces)}})
 
     async def stop(self) -> None:
@@ -120,8 +126,8 @@ class ConfigView:
         probe by more than ``clock_skew``, the view is known to be current enough for
         commands submitted by then, and no probe is sent.
 
-        Returns ``False`` (and logs) when that takes longer than ``sync_timeout``; the
-        caller then routes with the view it has rather than stall the stream.
+        Returns ``False`` (and logs) when that takes longer than ``sync_timeout``
+        (``in_sync`` says the same until a sync succeeds).
         """
         if newest_submitted is not None and newest_submitted + self.clock_skew < self._synced_as_of:
             self.probes_skipped += 1
@@ -134,9 +140,11 @@ class ConfigView:
                     while not await self._reached(ends):
                         await self._progress.wait()
             self._synced_as_of = max(self._synced_as_of, started)
+            self.in_sync = True
             return True
         except (TimeoutError, KafkaError) as exc:
             logger.warning("config view is behind the config topic (%s)", type(exc).__name__)
+            self.in_sync = False
             return False
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:

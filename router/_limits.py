@@ -56,7 +56,10 @@ def admit(
     elapsed = max(0.0, now - last)
     tokens = min(float(limits.burst), tokens + elapsed * limits.rate_per_second)
     day = _day(now)
-    used = int(state.get("used", 0)) if state.get("day") == day else 0
+    stored_day = state.get("day")
+    if isinstance(stored_day, str) and stored_day > day:
+        day = stored_day  # the clock stepped back over midnight: still the later day
+    used = int(state.get("used", 0)) if stored_day == day else 0
     new = {"tokens": tokens, "ts": now, "day": day, "used": used}
     if limits.daily_quota is not None and used >= limits.daily_quota:
         wait = _seconds_to_midnight(now)

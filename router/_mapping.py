@@ -6,18 +6,27 @@ Every string leaf of the mapping is a template rendered with the caller's argume
 a number, a list a list). Undefined names fail (``StrictUndefined``): a mapping that
 refers to an argument the caller did not send is a clear rejection, not an empty string.
 
-The sandbox stops attribute tricks; it does not bound sizes, so ``*`` and ``**`` are
-intercepted to keep one template from building a gigabyte string out of a small input.
+The sandbox stops attribute tricks; it does not bound sizes or time, which a mapping
+must: it runs on the router's event loop for every command, and a crash while rendering
+replays the command (and crashes again). So a mapping is straight-line: no loops, macros
+or assignments (refused when it is compiled, so the admin API and ``tenants apply``
+refuse it too), which bounds its work by the template's size times the input's; and what
+could build a huge value from a small input is checked before it runs: ``*`` and ``**``,
+``%`` formatting widths, any integer argument above ``MAX_ARGUMENT`` to a filter or a
+call (widths, counts, slices), and the output of ``join``, ``replace``, ``indent``,
+``wordwrap``, ``expandtabs`` and ``format``, estimated from their inputs. Any failure
+while rendering, ``RecursionError`` and ``MemoryError`` included, rejects the command.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
@@ -26,6 +35,16 @@ __all__ = ["MappingError", "compile_mapping"]
 MAX_PRODUCT_LENGTH = 64 * 1024
 MAX_EXPONENT = 64
 MAX_RENDERED_BYTES = 256 * 1024
+# The largest width, count or size a filter or call that takes one may be given.
+MAX_ARGUMENT = 64 * 1024
+# The filters and calls whose integer arguments are sizes of what they build.
+_SIZE_TAKING = frozenset({
+    "center", "ljust", "rjust", "zfill", "indent", "wordwrap", "truncate", "tojson",
+    "batch", "slice", "expandtabs", "range",
+})
+# A ``%`` or ``format`` width or precision of six digits or more, or one taken from an
+# argument (``*``, ``{:{w}}``).
+_WIDE_SPEC = re.compile(r"%[-#0 +]*(?:\*|\d{6,})|%[-#0 +]*\d*\.(?:\*|\d{6,})|\{[^{}]*:[^{}]*(?:\d{6,}|\{)")
 
 # One ``{{ ... }}`` and nothing around it; the body may not open or close another block.
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}|\{#).)*)\}\}$", re.DOTALL)
@@ -43,8 +62,93 @@ class MappingError(ValueError):
     """The mapping could not be compiled or rendered; the message names the leaf."""
 
 
+def _too_large(what: str) -> SecurityError:
+    return SecurityError(f"{what} would exceed {MAX_RENDERED_BYTES} bytes")
+
+
+def _check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if name not in _SIZE_TAKING:
+        return
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > MAX_ARGUMENT:
+            raise SecurityError(f"an argument larger than {MAX_ARGUMENT}")
+
+
+def _check_format(spec: Any) -> None:
+    if isinstance(spec, str) and _WIDE_SPEC.search(spec):
+        raise SecurityError("a format width or precision that is too large or not a literal")
+
+
+def _strings(values: Any) -> list[str]:
+    if isinstance(values, str):
+        return list(values)  # joined character by character
+    try:
+        return [str(value) for value in values]
+    except TypeError:
+        return []
+
+
+def _check_output(
+    name: str, subject: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, as_filter: bool = False
+) -> None:
+    """Refuse a call of ``name`` on ``subject`` (or the filter ``name`` of the value
+    ``subject``) whose result would be too large."""
+    if name == "join":
+        # ``items|join(sep)`` (a filter) or ``sep.join(items)`` (a call).
+        if as_filter:
+            items, sep = subject, args[0] if args else kwargs.get("d", "")
+        else:
+            items, sep = args[0] if args else (), subject
+        parts = _strings(items)
+        if sum(map(len, parts)) + len(str(sep)) * max(0, len(parts) - 1) > MAX_RENDERED_BYTES:
+            raise _too_large("join")
+    elif name == "replace" and isinstance(subject, str) and len(args) >= 2:
+        old, new = str(args[0]), str(args[1])
+        hits = len(subject) + 1 if old == "" else subject.count(old)
+        if len(subject) + hits * max(0, len(new) - len(old)) > MAX_RENDERED_BYTES:
+            raise _too_large("replace")
+    elif name == "indent" and isinstance(subject, str):
+        width = args[0] if args else kwargs.get("width", 4)
+        pad = len(width) if isinstance(width, str) else int(width) if isinstance(width, int) else 0
+        if len(subject) + (subject.count("\n") + 1) * pad > MAX_RENDERED_BYTES:
+            raise _too_large("indent")
+    elif name == "wordwrap" and isinstance(subject, str):
+        width = args[0] if args else kwargs.get("width", 79)
+        wrap = str(args[2] if len(args) > 2 else kwargs.get("wrapstring") or "\n")
+        if isinstance(width, int) and len(subject) + len(subject) // max(1, width) * len(wrap) > MAX_RENDERED_BYTES:
+            raise _too_large("wordwrap")
+    elif name == "expandtabs" and isinstance(subject, str):
+        size = args[0] if args else kwargs.get("tabsize", 8)
+        if isinstance(size, int) and len(subject) + subject.count("\t") * size > MAX_RENDERED_BYTES:
+            raise _too_large("expandtabs")
+    elif name in ("format", "format_map"):
+        _check_format(subject)
+
+
+def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    pass_arg = getattr(function, "jinja_pass_arg", None)
+
+    @wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        # A filter that takes the environment or context gets it first, then the value.
+        value_at = 0 if pass_arg is None else 1
+        values = args[value_at + 1 :]
+        _check_arguments(name, values, kwargs)
+        if len(args) > value_at:
+            _check_output(name, args[value_at], values, kwargs, as_filter=True)
+        return function(*args, **kwargs)
+
+    return bounded
+
+
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
+        # Nothing that builds text or state of its own: lipsum(n), cycler, joiner, namespace.
+        self.globals = {name: self.globals[name] for name in ("range", "dict")}
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
@@ -54,10 +158,33 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int):
                     if len(seq) * times > MAX_PRODUCT_LENGTH:
                         raise SecurityError(f"repetition longer than {MAX_PRODUCT_LENGTH}")
+        if operator == "%":
+            _check_format(left)
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        name = getattr(__obj, "__name__", "")
+        # A bound method, or the sandbox's wrapper of str.format (which keeps the original).
+        subject = getattr(__obj, "__self__", None)
+        if subject is None:
+            subject = getattr(getattr(__obj, "__wrapped__", None), "__self__", None)
+        _check_arguments(name, args, kwargs)
+        _check_output(name, subject, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
 
 
 _ENV = _BoundedSandbox(undefined=StrictUndefined, autoescape=False)
+
+
+def _check_straight_line(text: str, where: str) -> None:
+    """Refuse loops, macros and assignments: a mapping's work stays proportional to its
+    template and its input."""
+    for node in _ENV.parse(text).find_all(nodes.Stmt):
+        if not isinstance(node, nodes.Output | nodes.If):
+            raise MappingError(
+                f"{where}: {type(node).__name__.lower()} blocks are not allowed in a mapping "
+                "(only expressions and if)"
+            )
 
 
 def _lookup_path(expr: str) -> tuple[str, ...] | None:
@@ -111,10 +238,13 @@ def _compile_leaf(text: str, where: str) -> Renderer:
             keys = _lookup_path(single.group("expr"))
             return native if keys is None else _fast_lookup(keys, native)
         if any(marker in text for marker in _TEMPLATE_MARKERS):
+            _check_straight_line(text, where)
             template = _ENV.from_string(text)
             return lambda args: template.render(args=args)
     except TemplateError as exc:
         raise MappingError(f"{where}: {exc.message or type(exc).__name__}") from exc
+    except RecursionError:  # e.g. thousands of nested parentheses
+        raise MappingError(f"{where}: the template is nested too deeply") from None
     return lambda args: text
 
 
@@ -158,7 +288,11 @@ def compile_mapping(mapping: dict[str, Any]) -> Callable[[dict[str, Any]], dict[
             raise MappingError(exc.message or type(exc).__name__) from exc
         except MappingError:
             raise
-        except (TypeError, ValueError, ArithmeticError, orjson.JSONEncodeError) as exc:
-            raise MappingError(str(exc)[:300]) from exc
+        except RecursionError:
+            raise MappingError("the mapping recursed too deeply") from None
+        except MemoryError:
+            raise MappingError("the mapping ran out of memory") from None
+        except Exception as exc:  # a crash here would replay the command and crash again
+            raise MappingError(str(exc)[:300] or type(exc).__name__) from exc
 
     return render

@@ -40,6 +40,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
+from core.errors import KafkaUnavailable
 from core.metrics import Metrics
 from core.settings import Settings
 from schemas import TASK_CANCEL_KIND, Command, Headers
@@ -56,6 +57,8 @@ __all__ = ["Outgoing", "Router"]
 logger = logging.getLogger(__name__)
 
 _CANCEL_HEADER = (Headers.KIND, TASK_CANCEL_KIND.encode())
+# Syncs of the config view (each bounded by its sync_timeout) a batch waits for at most.
+_CONFIG_SYNC_TRIES = 3
 # Seeks back to one gap in a partition's offsets before it is taken as real, counted at
 # most one per GAP_RESEEK_INTERVAL seconds.
 SEEKS_PER_GAP = 5
@@ -381,7 +384,7 @@ class Router(Decisions):
                     },
                 )
         newest = max((c.submitted_at.timestamp() for _, c in items), default=None)
-        await self.config.sync(newest)
+        await self._config_in_sync(newest)
         now = time.time()
         now_ms = int(now * 1000)
         now_dt = datetime.fromtimestamp(now, UTC)  # one clock reading for the whole batch
@@ -462,6 +465,20 @@ class Router(Decisions):
         # flushes them when idle and before giving partitions up (``flush_done``). If
         # they are lost in a crash, the entries stay ``pending`` and a replay checks the
         # output partition instead.
+
+    async def _config_in_sync(self, newest: float | None) -> None:
+        """Wait (bounded) until the config view has read its topic up to now.
+
+        Raises:
+            KafkaUnavailable: still behind after a few tries. Deciding with a view that
+                is behind would make final what it has not read yet (an "unknown
+                workspace" rejection, old roles or limits, for the dedup window); the
+                failed batch is replayed instead.
+        """
+        for _ in range(_CONFIG_SYNC_TRIES):
+            if await self.config.sync(newest):
+                return
+        raise KafkaUnavailable("the router's config view is behind the config topic")
 
     async def flush_done(self, within: float | None = None) -> None:
         """Write the buffered ``done`` dedup entries; with ``within``, wait for the acks.

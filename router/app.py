@@ -523,6 +523,8 @@ def create_app(
         await router.dedup.flush(router.producer)
         if dropped:
             logger.info("dedup entries expired", extra={"fields": {"dropped": dropped}})
+        if not router.config.in_sync:
+            return  # a view behind its topic would drop the usage of workspaces it has not read
         idle = router.usage.sweep_usage(_limits_of(router.config))
         await router.usage.flush(router.producer)
         if idle:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -11,7 +13,7 @@ from pydantic import ValidationError
 
 from core.errors import PermanentError
 from core.settings import load_settings
-from router import MappingError, compile_mapping
+from router import MappingError, compile_mapping, workspace_problem
 from router._limits import admit
 from router._resolve import ActionCache, resolve
 from router._state import PartitionedState
@@ -46,6 +48,70 @@ def test_the_sandbox_blocks_attribute_escapes_and_huge_repetitions() -> None:
         compile_mapping({"x": "{{ args.s * 100000000 }}"})({"s": "ab"})
     with pytest.raises(MappingError):
         compile_mapping({"x": "{{ args.items.append(1) }}"})({"items": []})
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",  # recursion: a RecursionError crashed the router
+        "{% for i in args.xs %}{% for j in args.xs %}.{% endfor %}{% endfor %}",  # n² on the event loop
+        "{% set a = args.s ~ args.s %}{% set a = a ~ a %}{{ a }}",  # doubling, line by line
+        "{% with a = args.s ~ args.s %}{{ a }}{% endwith %}",
+        "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",  # too deep for the parser
+    ],
+    ids=["macro", "loop", "set", "with", "nesting"],
+)
+def test_a_mapping_is_straight_line_so_its_work_is_bounded(template: str) -> None:
+    with pytest.raises(MappingError):
+        compile_mapping({"text": template})
+    assert workspace_problem(_ws_mapping({"text": template})) is not None  # refused when written
+
+
+@pytest.mark.parametrize(
+    ("template", "args"),
+    [
+        ("{{ args.s|center(args.n) }}", {"s": "x", "n": 2_000_000_000}),
+        ("{{ args.s.ljust(args.n) }}", {"s": "x", "n": 2_000_000_000}),
+        ("{{ '%050000000d' % 1 }}", {}),
+        ("{{ '%*d' % (args.n, 1) }}", {"n": 2_000_000_000}),
+        ("{{ '{:>1000000000}'.format(1) }}", {}),
+        ("{{ '{:>{w}}'.format(1, w=args.n) }}", {"n": 2_000_000_000}),
+        ("{{ args|tojson(indent=args.n) }}", {"n": 2_000_000_000}),
+        ("{{ args.xs|join(args.sep) }}", {"xs": [0] * 100_000, "sep": "x" * 1_000}),
+        ("{{ args.s|join(args.sep) }}", {"s": "a" * 100_000, "sep": "x" * 1_000}),
+        ("{{ args.s|replace('a', args.r) }}", {"s": "a" * 100_000, "r": "b" * 1_000}),
+        ("{{ args.s.replace('a', args.r) }}", {"s": "a" * 100_000, "r": "b" * 1_000}),
+        ("{{ args.s|indent(60000) }}", {"s": "\n" * 100_000}),
+        ("{{ args.s|wordwrap(1, true, args.w) }}", {"s": "a" * 100_000, "w": "y" * 1_000}),
+        ("{{ args.s.expandtabs(60000) }}", {"s": "\t" * 100_000}),
+        ("{{ range(args.n)|list }}", {"n": 2_000_000_000}),
+        ("{{ lipsum(10000) }}", {}),
+    ],
+)
+def test_what_would_build_a_huge_value_is_refused_before_it_is_built(template: str, args: dict) -> None:
+    render = compile_mapping({"text": template})
+    tracemalloc.start()
+    try:
+        with pytest.raises(MappingError):
+            render(args)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20  # refused before it was built (built, each is hundreds of MB or more)
+
+
+def test_straight_line_mappings_still_render() -> None:
+    mapping = {
+        "text": "Summary: {{ args.summary|upper }} ({{ args.tags|join(', ') }}){% if args.urgent %}!{% endif %}",
+        "padded": "{{ '%05d' % args.count }} {{ '{:>8}'.format(args.summary) }}",
+        "short": "{{ args.summary|truncate(9) }}",
+    }
+    rendered = compile_mapping(mapping)({"summary": "all green", "tags": ["a", "b"], "urgent": True, "count": 7})
+    assert rendered == {"text": "Summary: ALL GREEN (a, b)!", "padded": "00007 all green", "short": "all green"}
+
+
+def _ws_mapping(mapping: dict) -> Any:
+    return workspace("acme", [summary_action("slack", "post_message", mapping)])
 
 
 def test_a_template_that_does_not_compile_is_a_mapping_error() -> None:
@@ -131,6 +197,17 @@ def test_daily_quota_resets_on_the_next_utc_day() -> None:
     assert 0 < err2.retry_after <= 60
     _, err3 = admit(state, limits, now=day + 120)
     assert err3 is None
+
+
+def test_a_clock_stepping_back_over_midnight_does_not_refill_the_quota() -> None:
+    limits = Limits(daily_quota=1)
+    midnight = datetime(2026, 1, 2, tzinfo=UTC).timestamp()
+    state, err = admit(None, limits, now=midnight + 5)
+    state, err2 = admit(state, limits, now=midnight - 5)  # NTP, or a replica whose clock is behind
+    _, err3 = admit(state, limits, now=midnight + 6)
+    assert err is None
+    assert err2 is not None and err2.code is ErrorCode.QUOTA_EXHAUSTED
+    assert err3 is not None and err3.code is ErrorCode.QUOTA_EXHAUSTED
 
 
 class _FakeTable:
@@ -230,6 +307,36 @@ async def test_config_sync_skips_the_probe_only_for_commands_older_than_the_last
     assert await view.sync(started - 0.05) is True  # within the clock skew: probe again
     assert await view.sync(datetime.now(UTC).timestamp()) is True  # newer than any probe
     assert probes == [1, 1, 1] and view.probes_skipped == 1
+
+
+async def test_a_batch_is_not_decided_with_a_config_view_behind_its_topic() -> None:
+    from types import SimpleNamespace
+
+    from aiokafka.errors import KafkaTimeoutError
+
+    from core.errors import KafkaUnavailable
+    from core.settings import load_settings
+    from router._config_view import ConfigView
+    from router._route import Router
+
+    view = ConfigView(load_settings({}), sync_timeout=0.01)
+
+    class BrokenProbe:
+        async def end_offsets(self, partitions):
+            raise KafkaTimeoutError()
+
+    view._probe = BrokenProbe()  # type: ignore[assignment]
+    assert await view.sync() is False and view.in_sync is False
+    router = SimpleNamespace(config=view)
+    with pytest.raises(KafkaUnavailable):  # the batch fails, and is replayed, rather than decide
+        await Router._config_in_sync(router, None)  # type: ignore[arg-type]
+    answers = iter([False, True])
+
+    async def sync(newest):
+        return next(answers)
+
+    router.config = SimpleNamespace(sync=sync)
+    await Router._config_in_sync(router, None)  # type: ignore[arg-type]  # caught up on a retry
 
 
 def test_the_compiled_validator_decides_and_the_python_one_words_the_rejection() -> None:
