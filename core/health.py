@@ -1,8 +1,8 @@
 """A small metrics and health server: ``/metrics``, ``/healthz``, ``/readyz``.
 
 The router and worker processes serve it on ``Settings.metrics_port`` (the Helm chart
-probes port 9464 there); the ingress adds ``/metrics`` to its own app with
-:func:`add_metrics_route`. Readiness is a list of named async checks, each bounded in
+probes port 9464 there); so does the ingress when that port is set (else it adds
+``/metrics`` to its own app with :func:`add_metrics_route`). Readiness is a list of named async checks, each bounded in
 time: a check that raises or takes too long counts as not ready, so a hung dependency
 cannot hang the probe.
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from yarl import URL
 
-from core.health import add_metrics_route
+from core.health import add_metrics_route, serve_health
 from core.metrics import Metrics
 from core.settings import Settings
 
@@ -107,6 +107,14 @@ def _kafka_context(state: IngressState, options: IngressOptions):  # type: ignor
     return context
 
 
+def _metrics_context(settings: Settings, metrics: Metrics):  # type: ignore[no-untyped-def]
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with serve_health(settings, metrics):
+            yield
+
+    return context
+
+
 def _setup_mcp(app: web.Application, services: Services) -> None:
     try:
         mcp = importlib.import_module("ingress.mcp")
@@ -167,7 +175,12 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
     _setup_mcp(app, services)
     metrics = Metrics("ingress")
     pipeline.metrics = metrics
-    add_metrics_route(app, metrics)
+    if settings.metrics_port is None:
+        add_metrics_route(app, metrics)  # one process on a workstation: beside the API
+    else:
+        # Where Prometheus scrapes every process (the Helm chart's port 9464); not on the
+        # public edge, where anyone could read the tenant ids of the labels.
+        app.cleanup_ctx.append(_metrics_context(settings, metrics))
     # The aggregator reads Results through the feed's consumer (one read, one parse).
     aggregator = observe.ResultsAggregator()
     results.listeners.append(aggregator.add_record)

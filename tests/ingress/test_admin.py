@@ -8,7 +8,7 @@ import hvac
 import pytest
 
 from core.vault_layout import secret_path
-from ingress.testing import echo_action, read_topic, unique_id
+from ingress.testing import IngressHarness, echo_action, read_topic, unique_id
 from schemas import ApiKeyRecord, WorkspaceConfig, api_key_key
 
 ADMIN_ROUTES = [
@@ -179,3 +179,15 @@ def _refs(value) -> list[str]:
     if isinstance(value, list):
         return [r for v in value for r in _refs(v)]
     return []
+
+
+async def test_with_a_metrics_port_the_metrics_are_served_there_and_not_on_the_public_edge(settings):
+    import aiohttp
+
+    from switchyard.stack._procs import free_port
+
+    port = free_port()
+    async with IngressHarness(settings.model_copy(update={"metrics_port": port})) as replica:
+        assert (await replica.client.get("/metrics")).status == 404
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as scraped:
+            assert scraped.status == 200 and "switchyard_" in await scraped.text()
