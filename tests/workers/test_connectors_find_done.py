@@ -226,6 +226,23 @@ async def test_an_issue_body_ends_with_the_marker(emulator: RunningEmulator, ses
     assert issue["body"] == f"It breaks.\n\n{github_marker('key-1')}"
 
 
+async def test_the_longest_body_a_command_may_give_fits_github_with_its_marker(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "github", "ghp-lookup")
+    key = "sy-" + "f" * 40  # as upstream_idempotency_key makes them
+    longest = GitHubConnector.operations["issues.create"].input_schema["properties"]["body"]["maxLength"]
+    done = await GitHubConnector().execute(_issue(emulator, session, key, body="x" * longest))
+    assert await GitHubConnector().find_done(_issue(emulator, session, key, body="x" * longest), _doubt()) == done
+    # Over GitHub's 65,536 characters the emulator answers as GitHub does, without cutting.
+    async with session.post(
+        f"{emulator.base_url}/repos/octo/hello/issues", json={"title": "t", "body": "x" * 65_537},
+        headers={"Authorization": "Bearer ghp-lookup"},
+    ) as response:  # fmt: skip
+        assert response.status == 422
+        assert (await response.json())["errors"][0]["message"].startswith("body is too long")
+
+
 @pytest.mark.parametrize("name", ["github", "jira", "notion"])  # Link header; nextPageToken; next_cursor
 async def test_the_issues_are_read_page_by_page(
     name: str, emulator: RunningEmulator, session: aiohttp.ClientSession

@@ -11,7 +11,7 @@ import pytest
 from test_connectors_find_done import DATABASE, _doubt, _notion, _page
 from test_connectors_vendors import TENANT, make_call, register
 
-from core.errors import PermanentError
+from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 from workers.connectors._base import CredentialsExpired, Doubt
 from workers.connectors._shared_reads import after_index
@@ -233,3 +233,13 @@ def test_a_doubt_is_rounded_to_the_reads_whole_minutes_and_seconds() -> None:
     assert after_index(Doubt(since=1_800_000_059.5, settled_at=1_800_000_100.2), 5.0) == Doubt(
         since=1_800_000_000.0, settled_at=1_800_000_106.0
     )
+
+
+async def test_a_conflict_error_is_retried_not_a_failure(emulator: RunningEmulator, session: aiohttp.ClientSession) -> None:
+    register(emulator, "notion", TOKEN)
+    emulator.state.add_fault({"connector": "notion", "kind": "409", "count": 1})
+    call = _call(emulator, session, {"database_id": DATABASE, "title": "t", "key_property": KEY_PROPERTY})
+    with pytest.raises(RetryableError) as conflict:  # Notion: "a data collision ... try again"
+        await _notion().execute(call)
+    assert conflict.value.http_status == 409
+    assert (await _notion().execute(call))["id"]  # and the retry creates the page

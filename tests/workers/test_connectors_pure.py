@@ -23,7 +23,7 @@ from workers.connectors.gmail import (
     normalize_subject,
 )
 from workers.connectors.jira import adf_document
-from workers.connectors.notion import paragraph_blocks
+from workers.connectors.notion import paragraph_blocks, utf16_length
 from workers.connectors.slack import slack_error
 
 
@@ -108,6 +108,21 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
+@pytest.mark.parametrize("value", ["1e12", "inf", "nan", "-5", "1.5e9", "999999999999999999999"])
+def test_a_retry_after_out_of_the_rfc_or_of_reason_is_bounded_and_never_crashes_a_retry(value: str) -> None:
+    from workers._retry import RetryPolicy, decide
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    wait = parse_retry_after(value, now=now)
+    assert wait is None or 0 <= wait <= 86_400
+    decision = decide(
+        RetryPolicy(), retryable=True, retry_after=wait, failures_here=1, next_tier=0, now=now,
+        deadline=now + timedelta(hours=1),
+    )  # fmt: skip
+    assert decision is not None  # no OverflowError: a retry or an expiry, not a crashed command
+    assert parse_retry_after(format_datetime(datetime(9999, 12, 31, tzinfo=UTC), usegmt=True), now=now) == 86_400
+
+
 def test_jira_description_becomes_an_adf_document_without_empty_text_nodes() -> None:
     doc = adf_document("First line\nsecond line\n\n\n\nNext paragraph\n")
     assert doc == {
@@ -138,6 +153,14 @@ def test_notion_content_splits_into_paragraphs_and_2000_character_rich_text() ->
     assert blocks[1]["paragraph"]["rich_text"][0]["text"]["content"] == "second"
     with pytest.raises(ValueError):
         paragraph_blocks("\n\n".join(["p"] * 101))
+
+
+def test_notion_counts_2000_as_utf16_units_and_never_splits_a_character() -> None:
+    text = "a" + "😀" * 1_500  # 3,001 units: Notion refuses a piece over 2,000 of them
+    (block,) = paragraph_blocks(text)
+    pieces = [item["text"]["content"] for item in block["paragraph"]["rich_text"]]
+    assert "".join(pieces) == text
+    assert [utf16_length(piece) for piece in pieces] == [1_999, 1_002]  # the emoji stays whole
 
 
 # Every address the operation schema admits.

@@ -143,18 +143,22 @@ def classify_http(status: int, *, retry_after: str | None, what: str) -> Excepti
     )
 
 
+# The longest Retry-After taken from an upstream, in seconds.
+MAX_RETRY_AFTER = 86_400.0
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date (RFC 9110)."""
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date (RFC 9110),
+    at most a day (a larger one, or ``inf``, must not overflow a deadline's arithmetic)."""
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    value = value.strip()
+    if value.isdigit():  # delta-seconds = 1*DIGIT
+        return float(min(int(value), MAX_RETRY_AFTER))
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(MAX_RETRY_AFTER, max(0.0, (when - (now or datetime.now(UTC))).total_seconds()))

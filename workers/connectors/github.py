@@ -50,7 +50,8 @@ CREATE_ISSUE_SCHEMA: dict[str, Any] = {
         "owner": {"type": "string", "pattern": r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$"},
         "repo": {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,100}$"},
         "title": {"type": "string", "minLength": 1, "maxLength": 256},
-        "body": {"type": "string", "maxLength": 65_536},
+        # GitHub's 65,536 characters, less room for the marker appended (see _marker).
+        "body": {"type": "string", "maxLength": 65_536 - 128},
         "labels": {
             "type": "array",
             "maxItems": 100,

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from core.errors import PermanentError
+from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 
 from ._args import credential, validated
@@ -87,11 +87,29 @@ CREATE_PAGE_SCHEMA: dict[str, Any] = {
 }
 
 
+def utf16_length(text: str) -> int:
+    """Notion's length of a text: UTF-16 code units, as JavaScript counts."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def _rich_text(text: str) -> list[dict[str, Any]]:
-    return [
-        {"type": "text", "text": {"content": text[start : start + _TEXT_LIMIT]}}
-        for start in range(0, len(text), _TEXT_LIMIT)
-    ]
+    return [{"type": "text", "text": {"content": chunk}} for chunk in _chunks(text, _TEXT_LIMIT)]
+
+
+def _chunks(text: str, limit: int) -> list[str]:
+    """``text`` in pieces of at most ``limit`` UTF-16 units, never splitting a character
+    (an emoji is two units: 1,500 of them are 3,000)."""
+    if utf16_length(text) == len(text):
+        return [text[start : start + limit] for start in range(0, len(text), limit)]
+    chunks, start, units = [], 0, 0
+    for index, char in enumerate(text):
+        width = 2 if ord(char) > 0xFFFF else 1
+        if units + width > limit:
+            chunks.append(text[start:index])
+            start, units = index, 0
+        units += width
+    chunks.append(text[start:])
+    return chunks
 
 
 def paragraph_blocks(content: str) -> list[dict[str, Any]]:
@@ -145,7 +163,7 @@ class NotionConnector(Connector):
 
         Raises:
             CredentialsExpired: 401.
-            RetryableError: 429, 5xx, timeouts, connection errors.
+            RetryableError: 429, 409 (Notion's conflict_error), 5xx, timeouts, connection errors.
             PermanentError: other 4xx, bad arguments, missing token.
         """
         args = validated(self, call)
@@ -180,6 +198,9 @@ class NotionConnector(Connector):
             headers=headers,
             json_body=body,
         )
+        if reply.status == 409:
+            # conflict_error: "potentially due to a data collision ... try again".
+            raise RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: 409 conflict, retried", http_status=409)
         raise_for_status(reply, what)
         data = reply.json(what)
         if not isinstance(data, dict) or "id" not in data:

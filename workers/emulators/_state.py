@@ -23,7 +23,7 @@ from ._slack_history import SlackHistory
 __all__ = ["FAULT_KINDS", "EmulatorState", "Fault", "Grant"]
 
 FAULT_KINDS = frozenset(
-    {"400", "403", "404", "429", "500", "503", "latency", "expire_token", "lost_reply"}
+    {"400", "403", "404", "409", "429", "500", "503", "latency", "expire_token", "lost_reply"}
 )
 MAX_CALLS = 100_000
 MAX_EFFECT_KEYS = 1_000_000

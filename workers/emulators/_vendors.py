@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from workers.connectors.gmail import decode_raw
+from workers.connectors.notion import utf16_length
 
 from ._gmail_mailbox import gmail_read
 from ._jira_issues import jira_search
@@ -215,9 +216,9 @@ class Notion(Vendor):
         return json_response(status, body, headers)
 
     def error(self, status: int, retry_after: float | None = None) -> web.Response:
-        code = {429: "rate_limited", 503: "service_unavailable", 400: "validation_error"}.get(
-            status, "internal_server_error"
-        )
+        code = {
+            429: "rate_limited", 503: "service_unavailable", 400: "validation_error", 409: "conflict_error"
+        }.get(status, "internal_server_error")  # fmt: skip
         return self._error(status, code, code.replace("_", " "), _retry_headers(retry_after))
 
     def unauthorized(self, expired: bool) -> web.Response:
@@ -257,7 +258,7 @@ class Notion(Vendor):
                 if isinstance(block, dict)
                 else []
             )
-            if any(len(item.get("text", {}).get("content", "")) > 2000 for item in rich):
+            if any(utf16_length(item.get("text", {}).get("content", "")) > 2000 for item in rich):
                 return self._error(400, "validation_error", "text.content.length should be ≤ 2000.")
         page_id = str(uuid.uuid4())
         page = {
@@ -290,7 +291,7 @@ def _notion_properties(given: Any) -> bool:
             for item in items:
                 text = item.get("text") if isinstance(item, dict) else None
                 content = text.get("content") if isinstance(text, dict) else None
-                if not isinstance(content, str) or len(content) > 2_000:
+                if not isinstance(content, str) or utf16_length(content) > 2_000:
                     return False
     return True
 
@@ -422,6 +423,12 @@ class GitHub(Vendor):
                 "status": "422",
             }
             return json_response(422, body)
+        if isinstance(data.get("body"), str) and len(data["body"]) > 65_536:
+            # What GitHub answers (it does not cut the body).
+            errors = [{"resource": "Issue", "code": "custom", "field": "body",
+                       "message": "body is too long (maximum is 65536 characters)"}]  # fmt: skip
+            body = {"message": "Validation Failed", "errors": errors, "documentation_url": self._DOCS, "status": "422"}
+            return json_response(422, body)
         number = state.next_number("github", tenant, owner.lower(), repo.lower())
         ident = 2_000_000_000 + next(state.sequence)
         base = f"{request.scheme}://{request.host}"
@@ -432,7 +439,7 @@ class GitHub(Vendor):
             + base64.urlsafe_b64encode(ident.to_bytes(8, "big")).decode().rstrip("="),
             "number": number,
             "title": data["title"],
-            "body": str(data["body"])[:65_536] if isinstance(data.get("body"), str) else None,
+            "body": data["body"] if isinstance(data.get("body"), str) else None,
             "state": "open",
             "labels": [{"name": str(name)} for name in data.get("labels", [])][:100],
             "url": f"{base}/repos/{owner}/{repo}/issues/{number}",
