@@ -9,8 +9,15 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
   echo "switchyard: Python 3.11+ is required (found: $("$PYTHON" --version 2>&1))" >&2
   exit 1
 fi
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+# A venv whose creation failed half-way (Debian without python3-venv leaves a python but
+# no pip) is made again rather than failing every later run.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  rm -rf .venv
+  if ! "$PYTHON" -m venv .venv; then
+    rm -rf .venv
+    echo "switchyard: creating a virtual environment failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2
+    exit 1
+  fi
 fi
 stamp=".venv/.switchyard-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"

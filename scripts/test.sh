@@ -5,10 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-# helm and promtool (for the chart and alert tests) are built from their Go modules once and cached.
+# helm and promtool (for the chart and alert tests) are built from their Go modules once and
+# cached. Without Go (and nothing cached) those tests would only be skipped, and a green run
+# would hide that the chart was never checked: it fails instead.
 if command -v go >/dev/null; then
   bash scripts/install-go-tool.sh helm >/dev/null
   bash scripts/install-go-tool.sh promtool >/dev/null
+else
+  tools="${SWITCHYARD_TOOLS_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/bin}"
+  if [ ! -x "$tools/helm" ] || [ ! -x "$tools/promtool" ]; then
+    echo "test.sh: Go is needed once to build helm and promtool for the chart and alert tests (install Go 1.24+)" >&2
+    exit 1
+  fi
 fi
 # Debian's chromium for the dashboard test (Playwright drives the system browser).
 bash scripts/install-browser.sh

@@ -186,6 +186,13 @@ def test_one_ingress_replica_needs_no_shared_mcp_session_secret(helm: str) -> No
     values = ["ingress.mcpSessionSecret.name=", "ingress.autoscaling.enabled=false", "ingress.replicas=1"]
     done = run_helm(helm, *template_args("minimal-values.yaml", set=values))
     assert done.returncode == 0, done.stderr
+    # Nor a disruption budget, which with minAvailable 1 would block every node drain.
+    assert "kind: PodDisruptionBudget\nmetadata:\n  name: sy-switchyard-ingress" not in done.stdout
+
+
+def test_an_empty_topic_prefix_is_refused_where_the_processes_would_ignore_it(helm: str) -> None:
+    done = run_helm(helm, *template_args("minimal-values.yaml", set=["kafka.topics.prefix="]))
+    assert done.returncode != 0 and "/kafka/topics/prefix" in done.stderr, done.stderr
 
 
 def test_keda_triggers_watch_each_pools_consumer_group_on_its_topics(render: Render) -> None:
