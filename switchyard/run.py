@@ -81,6 +81,10 @@ async def _demo(ingress_url: str, keys: dict[str, str], tenants: list[DemoTenant
     return all_ok
 
 
+# Ctrl-C, kill, and the terminal closing.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def run(args: argparse.Namespace) -> int:
     from core.logs import configure_logging
 
@@ -97,11 +101,21 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+
+        def asked_to_stop() -> None:
+            if not stop.is_set():
+                _say("switchyard: stopping once the step under way ends (Ctrl-C again does not cut it short)")
+            stop.set()
+
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, asked_to_stop)
         await system.start()
+        if stop.is_set():
+            return 130
         tenants = demo_tenants(system.emulator_url)
         keys = await system.provision(tenants)
+        if stop.is_set():
+            return 130
         _say("switchyard: sending the daily summary for each demo tenant through MCP (official SDK client)")
         all_ok = await _demo(system.ingress_url, keys, tenants)
         config_path = state_dir / "mcp-clients.json"
@@ -132,6 +146,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"switchyard run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:
-        _say("switchyard: stopping")
-        system.stop()
-        _say("switchyard: stopped; no process left behind")
+        # Stopping takes a while (each process, then Kafka): a second Ctrl-C, a SIGTERM or
+        # a closed terminal must not cut it short and leave the children running.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+        try:
+            _say("switchyard: stopping")
+            system.stop()
+            _say("switchyard: stopped; no process left behind")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
