@@ -117,6 +117,8 @@ def test_vault_agent_injector_replaces_the_approle_secrets(render: Render) -> No
     docs = render("minimal-values.yaml", set=["vault.agentInjector.enabled=true"])
     pools = [d for d in docs if d["kind"] == "Deployment" and "worker" in d["metadata"]["name"]]
     assert len(pools) == 3
+    accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    assert accounts == {"sy-switchyard", *(f"sy-switchyard-worker-{c}" for c in ("gmail", "http", "slack"))}
     for deployment in pools:
         connector = deployment["metadata"]["labels"]["switchyard.io/connector"]
         template = deployment["spec"]["template"]
@@ -125,6 +127,8 @@ def test_vault_agent_injector_replaces_the_approle_secrets(render: Render) -> No
         assert annotations["vault.hashicorp.com/role"] == f"switchyard-{connector}"
         assert template["spec"]["automountServiceAccountToken"] is True
         [container] = template["spec"]["containers"]
+        # Its own ServiceAccount, which only its own Kubernetes auth role binds.
+        assert template["spec"]["serviceAccountName"] == f"sy-switchyard-worker-{connector}"
         env = _env(container)
         assert not {"SWITCHYARD_VAULT_ROLE_ID", "SWITCHYARD_VAULT_SECRET_ID"} & set(env)
         assert env["SWITCHYARD_VAULT_TOKEN_FILE"]["value"] == "/vault/secrets/token"

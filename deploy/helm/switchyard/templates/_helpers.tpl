@@ -25,6 +25,18 @@
 {{- end -}}
 {{- end -}}
 
+{{- /* A worker pool's ServiceAccount: its own with the Vault Agent injector, whose
+       Kubernetes auth role per pool binds a ServiceAccount (shared, any pool could log in
+       as any other pool and read its tenants' credentials); else the shared one. */}}
+{{- define "switchyard.workerServiceAccountName" -}}
+{{- $base := include "switchyard.serviceAccountName" .root -}}
+{{- if .root.Values.vault.agentInjector.enabled -}}
+{{- printf "%s-worker-%s" $base .connector | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $base -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "switchyard.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/name: {{ include "switchyard.name" . }}
@@ -202,11 +214,15 @@ startupProbe:
 {{- end -}}
 
 {{- define "switchyard.podSecurity" -}}
-serviceAccountName: {{ include "switchyard.serviceAccountName" . }}
-automountServiceAccountToken: {{ .Values.vault.agentInjector.enabled }}
+{{- include "switchyard.podSecurityAs" (dict "root" . "serviceAccount" (include "switchyard.serviceAccountName" .)) }}
+{{- end -}}
+
+{{- define "switchyard.podSecurityAs" -}}
+serviceAccountName: {{ .serviceAccount }}
+automountServiceAccountToken: {{ .root.Values.vault.agentInjector.enabled }}
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
-{{- with .Values.imagePullSecrets }}
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+{{- with .root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
