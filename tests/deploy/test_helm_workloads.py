@@ -198,3 +198,19 @@ def test_chart_knows_the_runtimes_connectors_and_retry_tiers() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert tuple(values["workerDefaults"]["retryTiers"]) == RETRY_TIERS
     assert schema["properties"]["workerDefaults"]["properties"]["retryTiers"]["maxItems"] == len(RETRY_TIERS)
+
+
+def test_egress_lets_workers_reach_their_base_urls_and_every_pod_the_trace_collector(render: Render) -> None:
+    docs = render(
+        "large-values.yaml",
+        set=["workers.pools.jira.connectorBaseUrl=http://jira.internal:8900",
+             "workers.pools.slack.connectorBaseUrl=http://slack-proxy"],
+    )  # fmt: skip
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    ports = {
+        name: {port["port"] for rule in policy["spec"]["egress"] for port in rule.get("ports", [])}
+        for name, policy in policies.items()
+    }
+    assert {443, 8900, 80, 4318} <= ports["sy-switchyard-worker"]  # HTTPS, the base URLs, OTLP
+    assert 4318 in ports["sy-switchyard-ingress"] and 4318 in ports["sy-switchyard-router"]
+    assert 8900 not in ports["sy-switchyard-ingress"]

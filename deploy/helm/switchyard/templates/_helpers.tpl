@@ -37,6 +37,19 @@
 {{- end -}}
 {{- end -}}
 
+{{- /* The TCP port of a URL: its own, else its scheme's (443 for https, 80 for http). */}}
+{{- define "switchyard.urlPort" -}}
+{{- $url := urlParse . -}}
+{{- $parts := splitList ":" $url.host -}}
+{{- if gt (len $parts) 1 -}}
+{{- last $parts -}}
+{{- else if eq $url.scheme "http" -}}
+80
+{{- else -}}
+443
+{{- end -}}
+{{- end -}}
+
 {{- define "switchyard.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/name: {{ include "switchyard.name" . }}
