@@ -55,11 +55,8 @@ def admit(
     # A clock step backwards must not mint tokens nor leave the bucket stuck.
     elapsed = max(0.0, now - last)
     tokens = min(float(limits.burst), tokens + elapsed * limits.rate_per_second)
-    day = _day(now)
-    stored_day = state.get("day")
-    if isinstance(stored_day, str) and stored_day > day:
-        day = stored_day  # the clock stepped back over midnight: still the later day
-    used = int(state.get("used", 0)) if stored_day == day else 0
+    day = _quota_day(state, now)
+    used = int(state.get("used", 0)) if state.get("day") == day else 0
     new = {"tokens": tokens, "ts": now, "day": day, "used": used}
     if limits.daily_quota is not None and used >= limits.daily_quota:
         wait = _seconds_to_midnight(now)
@@ -87,5 +84,16 @@ def at_rest(state: dict[str, Any], limits: Limits, now: float | None = None) -> 
     now = time.time() if now is None else now
     elapsed = max(0.0, now - float(state.get("ts", now)))
     tokens = float(state.get("tokens", limits.burst)) + elapsed * limits.rate_per_second
-    spent_today = state.get("day") == _day(now) and int(state.get("used", 0)) > 0
+    spent_today = state.get("day") == _quota_day(state, now) and int(state.get("used", 0)) > 0
     return tokens >= limits.burst and not spent_today
+
+
+def _quota_day(state: dict[str, Any], now: float) -> str:
+    """The day whose quota counts now: today, or the next day when the stored count is
+    of that one (the clock stepped back over midnight, or another replica's runs ahead);
+    a stored day further ahead (a clock that was years off) does not hold the quota."""
+    today = _day(now)
+    stored = state.get("day")
+    if isinstance(stored, str) and today < stored <= _day(now + _SECONDS_PER_DAY):
+        return stored
+    return today

@@ -21,7 +21,7 @@ while rendering, ``RecursionError`` and ``MemoryError`` included, rejects the co
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any
 
@@ -39,12 +39,12 @@ MAX_RENDERED_BYTES = 256 * 1024
 MAX_ARGUMENT = 64 * 1024
 # The filters and calls whose integer arguments are sizes of what they build.
 _SIZE_TAKING = frozenset({
-    "center", "ljust", "rjust", "zfill", "indent", "wordwrap", "truncate", "tojson",
-    "batch", "slice", "expandtabs", "range",
+    "center", "ljust", "rjust", "zfill", "indent", "wordwrap", "tojson", "slice", "expandtabs", "range",
 })
-# A ``%`` or ``format`` width or precision of six digits or more, or one taken from an
-# argument (``*``, ``{:{w}}``).
-_WIDE_SPEC = re.compile(r"%[-#0 +]*(?:\*|\d{6,})|%[-#0 +]*\d*\.(?:\*|\d{6,})|\{[^{}]*:[^{}]*(?:\d{6,}|\{)")
+# A ``%`` width or precision of six digits or more, or one taken from an argument (``*``);
+# a ``str.format`` one likewise (``{:1000000}``, ``{:{w}}``).
+_WIDE_PERCENT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d{6,})|%(?:\([^)]*\))?[-#0 +]*\d*\.(?:\*|\d{6,})")
+_WIDE_BRACE = re.compile(r"\{[^{}]*:[^{}]*(?:\d{6,}|\{)")
 
 # One ``{{ ... }}`` and nothing around it; the body may not open or close another block.
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}|\{#).)*)\}\}$", re.DOTALL)
@@ -74,8 +74,8 @@ def _check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -
             raise SecurityError(f"an argument larger than {MAX_ARGUMENT}")
 
 
-def _check_format(spec: Any) -> None:
-    if isinstance(spec, str) and _WIDE_SPEC.search(spec):
+def _check_format(spec: Any, wide: re.Pattern[str]) -> None:
+    if isinstance(spec, str) and wide.search(spec):
         raise SecurityError("a format width or precision that is too large or not a literal")
 
 
@@ -122,7 +122,8 @@ def _check_output(
         if isinstance(size, int) and len(subject) + subject.count("\t") * size > MAX_RENDERED_BYTES:
             raise _too_large("expandtabs")
     elif name in ("format", "format_map"):
-        _check_format(subject)
+        # The filter is %-formatting (``value % args``); the methods are str.format's.
+        _check_format(subject, _WIDE_PERCENT if as_filter else _WIDE_BRACE)
 
 
 def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -132,6 +133,9 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
     def bounded(*args: Any, **kwargs: Any) -> Any:
         # A filter that takes the environment or context gets it first, then the value.
         value_at = 0 if pass_arg is None else 1
+        if name == "join" and len(args) > value_at and isinstance(args[value_at], Iterator):
+            # Measured, then joined: the items of a lazy filter (map, select) are read once.
+            args = (*args[:value_at], list(args[value_at]), *args[value_at + 1 :])
         values = args[value_at + 1 :]
         _check_arguments(name, values, kwargs)
         if len(args) > value_at:
@@ -159,7 +163,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                     if len(seq) * times > MAX_PRODUCT_LENGTH:
                         raise SecurityError(f"repetition longer than {MAX_PRODUCT_LENGTH}")
         if operator == "%":
-            _check_format(left)
+            _check_format(left, _WIDE_PERCENT)
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
@@ -168,6 +172,8 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         subject = getattr(__obj, "__self__", None)
         if subject is None:
             subject = getattr(getattr(__obj, "__wrapped__", None), "__self__", None)
+        if name == "join" and args and isinstance(args[0], Iterator):
+            args = (list(args[0]), *args[1:])  # measured, then joined: read once
         _check_arguments(name, args, kwargs)
         _check_output(name, subject, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)

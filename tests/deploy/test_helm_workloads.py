@@ -119,6 +119,11 @@ def test_vault_agent_injector_replaces_the_approle_secrets(render: Render) -> No
     assert len(pools) == 3
     accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
     assert accounts == {"sy-switchyard", *(f"sy-switchyard-worker-{c}" for c in ("gmail", "http", "slack"))}
+    # An existing account named instead stays the one every pod uses (nothing to create).
+    named = render("minimal-values.yaml", set=[
+        "vault.agentInjector.enabled=true", "serviceAccount.create=false", "serviceAccount.name=mysa",
+    ])  # fmt: skip
+    assert {d["spec"]["template"]["spec"]["serviceAccountName"] for d in named if d["kind"] == "Deployment"} == {"mysa"}
     for deployment in pools:
         connector = deployment["metadata"]["labels"]["switchyard.io/connector"]
         template = deployment["spec"]["template"]
@@ -204,13 +209,14 @@ def test_egress_lets_workers_reach_their_base_urls_and_every_pod_the_trace_colle
     docs = render(
         "large-values.yaml",
         set=["workers.pools.jira.connectorBaseUrl=http://jira.internal:8900",
-             "workers.pools.slack.connectorBaseUrl=http://slack-proxy"],
+             "workers.pools.slack.connectorBaseUrl=http://slack-proxy",
+             "workers.pools.gmail.connectorBaseUrl=http://[fd00::1]:8901"],
     )  # fmt: skip
     policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
     ports = {
         name: {port["port"] for rule in policy["spec"]["egress"] for port in rule.get("ports", [])}
         for name, policy in policies.items()
     }
-    assert {443, 8900, 80, 4318} <= ports["sy-switchyard-worker"]  # HTTPS, the base URLs, OTLP
+    assert {443, 8900, 80, 8901, 4318} <= ports["sy-switchyard-worker"]  # HTTPS, the base URLs, OTLP
     assert 4318 in ports["sy-switchyard-ingress"] and 4318 in ports["sy-switchyard-router"]
     assert 8900 not in ports["sy-switchyard-ingress"]

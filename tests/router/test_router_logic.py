@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from core.errors import PermanentError
 from core.settings import load_settings
 from router import MappingError, compile_mapping, workspace_problem
-from router._limits import admit
+from router._limits import admit, at_rest
 from router._resolve import ActionCache, resolve
 from router._state import PartitionedState
 from schemas import ErrorCode, Limits, RolePolicy
@@ -98,6 +98,25 @@ def test_what_would_build_a_huge_value_is_refused_before_it_is_built(template: s
     finally:
         tracemalloc.stop()
     assert peak < 16 * 2**20  # refused before it was built (built, each is hundreds of MB or more)
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ args.users|map(attribute='name')|join(', ') }}", "a, b"),  # a lazy filter, read once
+        ("{{ ', '.join(args.users|map(attribute='name')) }}", "a, b"),
+        ("{{ args.tags|select|join('-') }}", "p-q"),
+        ("{{ args.tags|reverse|join(',') }}", "q,p"),
+        ("""{{ '{"id": %d, "meta": {"k": 1}}' % args.n }}""", '{"id": 5, "meta": {"k": 1}}'),  # braces in %
+        ("""{{ '{"account": 1234567, "n": %d}' % args.n }}""", '{"account": 1234567, "n": 5}'),
+        ("""{{ '{"a": {"b": "%s"}}'|format(args.n) }}""", '{"a": {"b": "5"}}'),
+        ("{{ '%(n)d items' % args }}", "5 items"),
+        ("{{ args.tags|join(', ')|truncate(70000) }}", "p, q"),  # truncate only shortens
+    ],
+)
+def test_the_bounds_leave_ordinary_mappings_as_they_were(template: str, expected: str) -> None:
+    args = {"users": [{"name": "a"}, {"name": "b"}], "tags": ["p", "q"], "n": 5}
+    assert compile_mapping({"text": template})(args) == {"text": expected}
 
 
 def test_straight_line_mappings_still_render() -> None:
@@ -208,6 +227,10 @@ def test_a_clock_stepping_back_over_midnight_does_not_refill_the_quota() -> None
     assert err is None
     assert err2 is not None and err2.code is ErrorCode.QUOTA_EXHAUSTED
     assert err3 is not None and err3.code is ErrorCode.QUOTA_EXHAUSTED
+    assert not at_rest(state, limits, now=midnight - 5)  # the sweep must not drop it either
+    # A day stored far ahead (a clock years off, since corrected) does not hold the quota.
+    far = {**state, "day": "2099-01-01"}
+    assert admit(far, limits, now=midnight + 7)[1] is None
 
 
 class _FakeTable:

@@ -97,7 +97,7 @@ def test_classify_http_decides_retry_by_status(status: int, kind: type, code: Er
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    assert parse_retry_after("12") == 12.0
+    assert parse_retry_after("12") == 12.0 and parse_retry_after(" 1.5 ") == 1.5
     assert (
         parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now=now)
         == 30.0
@@ -108,7 +108,7 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
-@pytest.mark.parametrize("value", ["1e12", "inf", "nan", "-5", "1.5e9", "999999999999999999999"])
+@pytest.mark.parametrize("value", ["1e12", "inf", "nan", "-5", "1.5e9", "999999999999999999999", "\xb2", "١٢"])
 def test_a_retry_after_out_of_the_rfc_or_of_reason_is_bounded_and_never_crashes_a_retry(value: str) -> None:
     from workers._retry import RetryPolicy, decide
 

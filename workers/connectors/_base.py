@@ -19,6 +19,7 @@ runtime refreshes the token once and retries.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -145,6 +146,7 @@ def classify_http(status: int, *, retry_after: str | None, what: str) -> Excepti
 
 # The longest Retry-After taken from an upstream, in seconds.
 MAX_RETRY_AFTER = 86_400.0
+_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -153,8 +155,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():  # delta-seconds = 1*DIGIT
-        return float(min(int(value), MAX_RETRY_AFTER))
+    if _SECONDS.fullmatch(value):  # delta-seconds = 1*DIGIT (a decimal part tolerated)
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):

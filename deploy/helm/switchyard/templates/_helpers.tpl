@@ -30,7 +30,8 @@
        as any other pool and read its tenants' credentials); else the shared one. */}}
 {{- define "switchyard.workerServiceAccountName" -}}
 {{- $base := include "switchyard.serviceAccountName" .root -}}
-{{- if .root.Values.vault.agentInjector.enabled -}}
+{{- /* Only accounts the chart creates: a named existing one stays shared, as it was. */}}
+{{- if and .root.Values.vault.agentInjector.enabled .root.Values.serviceAccount.create -}}
 {{- printf "%s-worker-%s" $base .connector | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- $base -}}
@@ -40,9 +41,10 @@
 {{- /* The TCP port of a URL: its own, else its scheme's (443 for https, 80 for http). */}}
 {{- define "switchyard.urlPort" -}}
 {{- $url := urlParse . -}}
-{{- $parts := splitList ":" $url.host -}}
-{{- if gt (len $parts) 1 -}}
-{{- last $parts -}}
+{{- /* After an IPv6 literal's brackets, or after the host name. */}}
+{{- $port := regexFind ":[0-9]+$" (regexReplaceAll "^\\[[^\\]]*\\]" $url.host "") | trimPrefix ":" -}}
+{{- if $port -}}
+{{- $port -}}
 {{- else if eq $url.scheme "http" -}}
 80
 {{- else -}}
