@@ -167,7 +167,10 @@ class ConfigView:
                 continue
             for records in batches.values():
                 for record in records:
-                    self._apply(record.key, record.value)
+                    try:
+                        self._apply(record.key, record.value)
+                    except Exception:  # one record must not end the view: every sync would wait
+                        logger.exception("config view: a record could not be applied; skipped")
             async with self._progress:
                 self._progress.notify_all()
 

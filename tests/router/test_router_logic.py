@@ -332,6 +332,39 @@ async def test_config_sync_skips_the_probe_only_for_commands_older_than_the_last
     assert probes == [1, 1, 1] and view.probes_skipped == 1
 
 
+async def test_a_config_record_that_cannot_be_applied_does_not_stop_the_view() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from router._config_view import ConfigView
+
+    view = ConfigView(load_settings({}))
+    record = SimpleNamespace(key=b"workspace:acme:sales", value=b"{}")
+    batches = [{"tp": [record, record]}]
+
+    class Consumer:
+        async def getmany(self, **kwargs):
+            if batches:
+                return batches.pop()
+            await asyncio.sleep(3600)
+
+    seen: list[bytes] = []
+
+    def apply(key, value):
+        seen.append(key)
+        if len(seen) == 1:
+            raise RuntimeError("a bug in applying one record")
+
+    view._consumer = Consumer()  # type: ignore[assignment]
+    view._apply = apply  # type: ignore[method-assign]
+    follower = asyncio.create_task(view._follow())
+    await asyncio.sleep(0.05)
+    assert not follower.done() and len(seen) == 2  # went on to the next record, and follows
+    follower.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await follower
+
+
 async def test_a_batch_is_not_decided_with_a_config_view_behind_its_topic() -> None:
     from types import SimpleNamespace
 
