@@ -181,6 +181,7 @@ def extract(headers: Iterable[tuple[str, bytes]] | Mapping[str, str] | None) -> 
     return _PROPAGATOR.extract(carrier)
 
 
-def current_trace_id() -> str | None:
-    ctx = trace.get_current_span().get_span_context()
+def current_trace_id(context: otel_context.Context | None = None) -> str | None:
+    """The trace id of the current span, or of the span ``context`` carries."""
+    ctx = trace.get_current_span(context).get_span_context()
     return f"{ctx.trace_id:032x}" if ctx.is_valid else None

@@ -182,10 +182,10 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 _ENV = _BoundedSandbox(undefined=StrictUndefined, autoescape=False)
 
 
-def _check_straight_line(text: str, where: str) -> None:
+def _check_straight_line(tree: nodes.Template, where: str) -> None:
     """Refuse loops, macros and assignments: a mapping's work stays proportional to its
     template and its input."""
-    for node in _ENV.parse(text).find_all(nodes.Stmt):
+    for node in tree.find_all(nodes.Stmt):
         if not isinstance(node, nodes.Output | nodes.If):
             raise MappingError(
                 f"{where}: {type(node).__name__.lower()} blocks are not allowed in a mapping "
@@ -244,8 +244,9 @@ def _compile_leaf(text: str, where: str) -> Renderer:
             keys = _lookup_path(single.group("expr"))
             return native if keys is None else _fast_lookup(keys, native)
         if any(marker in text for marker in _TEMPLATE_MARKERS):
-            _check_straight_line(text, where)
-            template = _ENV.from_string(text)
+            tree = _ENV.parse(text)  # parsed once: checked, then compiled
+            _check_straight_line(tree, where)
+            template = _ENV.from_string(tree)
             return lambda args: template.render(args=args)
     except TemplateError as exc:
         raise MappingError(f"{where}: {exc.message or type(exc).__name__}") from exc

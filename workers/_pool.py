@@ -31,7 +31,6 @@ from typing import Any
 import aiohttp
 from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import ConsumerRecord
-from opentelemetry import trace
 from pydantic import ValidationError
 
 from core.errors import ConfigurationError
@@ -45,7 +44,7 @@ from core.kafka import (
 )
 from core.logs import bind
 from core.settings import Settings
-from core.telemetry import extract
+from core.telemetry import current_trace_id, extract
 from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, ResultStatus, RoutedCommand
 
 from ._breaker import CircuitBreakers
@@ -517,7 +516,6 @@ class WorkerPool(PoolLifecycle):
     def _crashed(self, item: _Item) -> Outcome:
         command = item.job.command
         context = extract(item.job.headers)  # the Result stays in the command's trace
-        span = trace.get_current_span(context).get_span_context()
         result = build_result(
             command,
             ResultStatus.FAILED,
@@ -525,7 +523,7 @@ class WorkerPool(PoolLifecycle):
             attempts=len(command.errors) + 1,
             started_at=None,
             finished_at=now(),
-            trace_id=f"{span.trace_id:032x}" if span.is_valid else None,
+            trace_id=current_trace_id(context),
             spans=[],  # the earlier hops' spans are added
         )
         record = record_for(self.settings.topics.results, command, result, KIND_RESULT, context)
