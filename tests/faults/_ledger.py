@@ -41,6 +41,25 @@ async def _effects(system: LocalSystem, connector: str) -> dict[str, int]:
             return dict((await response.json())["effects"])
 
 
+async def repeated_effects(system: LocalSystem, connector: str) -> dict[str, list[dict[str, Any]]]:
+    """The emulator's log of each call that took effect again under an idempotency key
+    already seen, with the first one: ``{key: [{at, port, path, status}, ...]}`` (to tell
+    which process repeated it, and when)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"{system.emulator_url}/_emulator/calls", params={"connector": connector}
+        ) as response:
+            calls = (await response.json())["calls"]
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for call in calls:
+        key = call.get("idempotency_key")
+        if key and call["method"] == "POST" and 200 <= call["status"] < 300:
+            by_key.setdefault(key, []).append(
+                {name: call.get(name) for name in ("at", "port", "path", "status")}
+            )
+    return {key: posts for key, posts in by_key.items() if len(posts) > 1}
+
+
 class ResultLedger:
     """Every Result on the results topic (from where it stood at :meth:`start`), per command."""
 

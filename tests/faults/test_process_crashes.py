@@ -6,6 +6,7 @@ attempt)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -18,6 +19,7 @@ from ._harness import (
     add_fault,
     busiest,
     count,
+    repeated_effects,
     reset_emulator,
     restart,
     running_workers,
@@ -107,6 +109,7 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
 ) -> None:
     system = procs.system
     at_stall: dict[str, float] = {}
+    stalled_at: dict[str, list[float]] = {}
 
     async def crash() -> None:
         # Past the consumer's 10 s session timeout: the group gives the stalled workers'
@@ -118,7 +121,9 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
         async def stall_busiest(connector: str) -> str:
             name, running = await busiest(system, running_workers(system, connector))
             at_stall[name] = running
+            stalled_at[name] = [time.time()]
             await stall(system, [name], STALL_SECONDS)
+            stalled_at[name].append(time.time())
             return name
 
         # A TaskGroup: if one pool's stall fails, the others are cancelled (and so woken).
@@ -143,6 +148,14 @@ async def test_a_worker_stalled_past_its_session_timeout_publishes_nothing_twice
     # (a connection still opening) is sent only on waking, possibly after the new owner
     # looked: one or two per connector.
     print(f"in flight at the stall: {at_stall}; effects {counts.effects}")
+    for connector in LOOKED_UP:
+        # When and from which client port each repeated effect came, against the stall
+        # (from SIGSTOP to SIGCONT): a repeat sent on waking was the stalled worker's.
+        window = next((at for name, at in stalled_at.items() if name.startswith(f"worker-{connector}-")), None)
+        for key, posts in (await repeated_effects(system, connector)).items():
+            when = [(round(p["at"] - window[0], 3) if window else p["at"], p["port"]) for p in posts]
+            print(f"REPEATED {connector} {key}: (s after SIGSTOP, port) {when}; SIGCONT at "
+                  f"{round(window[1] - window[0], 3) if window else None}")
     assert all(at_stall.values()), f"a stalled worker had nothing in flight: {at_stall}"
     for connector in LOOKED_UP:
         effects = counts.effects[connector]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,7 +46,9 @@ def _entry(
     vendor: str, tenant: str | None, request: web.Request, status: int, summary: dict[str, Any]
 ) -> dict[str, Any]:
     # Deliberately no headers but these two: Authorization and custom credential
-    # headers must never reach the call log.
+    # headers must never reach the call log. ``at`` (when answered) and the client's
+    # ``port`` tell which connection, so which process, made a call.
+    peer = request.transport.get_extra_info("peername") if request.transport else None
     return {
         "connector": vendor,
         "tenant": tenant,
@@ -55,6 +58,8 @@ def _entry(
         "idempotency_key": request.headers.get("Idempotency-Key"),
         "traceparent": request.headers.get("traceparent"),
         "summary": summary,
+        "at": round(time.time(), 3),
+        "port": peer[1] if isinstance(peer, tuple) and len(peer) > 1 else None,
     }
 
 
