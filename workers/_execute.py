@@ -32,7 +32,7 @@ from ._credentials import Credentials, token_expired
 from ._results import KIND_DEAD_LETTER, KIND_RESULT, KIND_RETRY, Outgoing, build_result, record_for
 from ._retry import Decision, RetryPolicy, Step, decide
 from ._scrub import scrub_error, scrub_output
-from .connectors._base import Connector, ConnectorCall, CredentialsExpired, Doubt
+from .connectors._base import CallHeld, Connector, ConnectorCall, CredentialsExpired, Doubt
 
 __all__ = [
     "IN_DOUBT_HEADER",
@@ -219,6 +219,12 @@ class Executor:
                 try:
                     output = await self._attempt(command, secret, doubt, still_ours)
                 except CommandError as exc:
+                    if isinstance(exc, CallHeld) and still_ours is not None:
+                        # Stopped before its request was written (the loop had stalled):
+                        # no attempt, no failure. Again once the group confirms this member.
+                        if not await still_ours():
+                            raise Abandoned(command.command_id) from None
+                        continue
                     info = scrub_error(exc.to_info(), secret[-1] if secret else None)
                     # A failed check sent nothing: the doubt stays as it was.
                     if info.code in _AMBIGUOUS_CODES and not isinstance(exc, CheckFailed):
@@ -368,6 +374,8 @@ class Executor:
                     ErrorCode.UPSTREAM_TIMEOUT, f"{name}.{operation}: no answer in {timeout:.1f}s"
                 ) from None
             except aiohttp.ClientError as exc:
+                if isinstance(exc.__cause__, CallHeld):  # held in aiohttp's body writer
+                    raise exc.__cause__ from None
                 upstream.set_status(Status(StatusCode.ERROR, "connection"))
                 raise RetryableError(
                     ErrorCode.UPSTREAM_UNAVAILABLE, f"{name}.{operation}: {type(exc).__name__}"
@@ -384,7 +392,7 @@ class Executor:
         try:
             async with asyncio.timeout(within):
                 found = await self.connector.find_done(call, doubt)
-        except CredentialsExpired:
+        except (CredentialsExpired, CallHeld):
             raise
         except PermanentError as exc:
             logger.warning("could not check for an earlier attempt's effect (%s); calling again", exc.code.value)
@@ -537,7 +545,10 @@ def _merge_spans(command: RoutedCommand, spans: list[SpanRecord]) -> list[SpanRe
 
 
 def _outcome_of(exc: BaseException) -> str | None:
-    """The outcome label of a call that raised ``exc``; None when it was only cancelled."""
+    """The outcome label of a call that raised ``exc``; None when it was only cancelled
+    or held before its request was written."""
+    if isinstance(exc, CallHeld) or isinstance(exc.__cause__, CallHeld):
+        return None
     if isinstance(exc, CommandError):
         return exc.code.value
     if isinstance(exc, TimeoutError):

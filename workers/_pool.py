@@ -24,6 +24,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -60,7 +61,7 @@ from ._results import KIND_RESULT, build_result, dead_letter_raw, record_for
 from ._retry import RetryPolicy
 from ._scheduler import FairScheduler
 from ._stall_guard import StallGuard, heartbeat_accepted
-from .connectors._base import Connector
+from .connectors._base import CallHeld, Connector
 
 __all__ = ["PoolOptions", "WorkerPool"]
 
@@ -104,6 +105,10 @@ class _Item:
     offset: int
     generation: int
     job: Job
+
+
+# The command a task runs, for the hook its requests pass before they are written.
+_RUNNING: ContextVar[_Item | None] = ContextVar("switchyard_worker_item", default=None)
 
 
 class WorkerPool(PoolLifecycle):
@@ -182,9 +187,17 @@ class WorkerPool(PoolLifecycle):
         """
         s, opts = self.settings, self.options
         await ensure_topics(s, [*self.source_topics, s.topics.results, s.topics.dead_letters])
+        # Each request passes the stall guard right before its bytes are written (aiohttp
+        # writes a body in a task of its own, a loop turn after the call started): a call
+        # that stood frozen before it was written is not sent on waking until the group
+        # confirms this member, and not at all once its partition has moved.
+        held = aiohttp.TraceConfig()
+        held.on_request_headers_sent.append(self._before_writing)  # written next if no body
+        held.on_request_chunk_sent.append(self._before_writing)  # each body chunk, before writing
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency),
             raise_for_status=False,
+            trace_configs=[held],
         )
         refresher = None
         if self._refresher is not None:
@@ -424,6 +437,7 @@ class WorkerPool(PoolLifecycle):
             task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, tenant: str, item: _Item) -> None:
+        _RUNNING.set(item)  # this task's own context: seen by its requests' write hook
         metrics = self.metrics
         if metrics is not None:
             metrics.command_started(item.job.command, now())
@@ -487,6 +501,21 @@ class WorkerPool(PoolLifecycle):
         while not self._revoking.is_set() and not self.stall_guard.ready():
             await self.stall_guard.cleared(unless=self._revoking)
         return not self._revoking.is_set() and self.tracker.is_current(item.tp, item.generation)
+
+    async def _before_writing(self, *_: object) -> None:
+        """aiohttp's hook right before a request's bytes are written (it must not suspend).
+
+        Raises:
+            CallHeld: the event loop has stalled since the last look and the group has not
+                confirmed this member yet, or the command's partition is being revoked or
+                gone (the executor waits, then sends it or leaves it to the new owner).
+        """
+        item = _RUNNING.get()
+        if not self.stall_guard.ready() or (
+            item is not None
+            and (self._revoking.is_set() or not self.tracker.is_current(item.tp, item.generation))
+        ):
+            raise CallHeld()
 
     async def _still_member(self) -> bool:
         member = consumer_membership(self.consumer)

@@ -53,7 +53,7 @@ async def repeated_effects(system: LocalSystem, connector: str) -> dict[str, lis
     by_key: dict[str, list[dict[str, Any]]] = {}
     for call in calls:
         key = call.get("idempotency_key")
-        if key and call["method"] == "POST" and 200 <= call["status"] < 300:
+        if key and call["summary"].get("effect"):
             by_key.setdefault(key, []).append(
                 {name: call.get(name) for name in ("at", "port", "path", "status")}
             )

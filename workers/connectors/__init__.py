@@ -16,7 +16,7 @@ from __future__ import annotations
 from core.errors import PermanentError
 from schemas import ErrorCode
 
-from ._base import Connector, ConnectorCall, CredentialsExpired, Operation, classify_http
+from ._base import CallHeld, Connector, ConnectorCall, CredentialsExpired, Operation, classify_http
 from .github import GitHubConnector
 from .gmail import GmailConnector
 from .http import HttpConnector
@@ -26,6 +26,7 @@ from .slack import SlackConnector
 
 __all__ = [
     "CONNECTORS",
+    "CallHeld",
     "Connector",
     "ConnectorCall",
     "CredentialsExpired",

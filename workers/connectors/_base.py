@@ -32,6 +32,7 @@ from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 
 __all__ = [
+    "CallHeld",
     "Connector",
     "ConnectorCall",
     "CredentialsExpired",
@@ -78,6 +79,16 @@ class CredentialsExpired(PermanentError):
 
     def __init__(self, message: str = "access token rejected by the API") -> None:
         super().__init__(ErrorCode.CREDENTIALS_INVALID, message, http_status=401)
+
+
+class CallHeld(RetryableError):
+    """A request stopped just before it was written: the worker's event loop had stalled
+    and the group has not yet confirmed it still owns its work (``workers._stall_guard``).
+    Nothing reached the upstream, so nothing is in doubt; the command runs here once the
+    hold is lifted, or is left to its partition's new owner."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.UPSTREAM_UNAVAILABLE, "request held after an event-loop stall; not sent")
 
 
 class Connector:

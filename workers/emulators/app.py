@@ -119,6 +119,7 @@ def _vendor_handler(vendor: Vendor) -> Callable[[web.Request], Awaitable[web.Str
             response = vendor.handle(state, tenant or "-", request, data)
         if 200 <= response.status < 300 and vendor.has_effect(request):
             state.count_effect(vendor.name, key)
+            summary["effect"] = True
             if dedup and key and isinstance(response.body, bytes):
                 state.remember(
                     vendor.name, key, response.status, response.body, response.content_type
