@@ -32,6 +32,15 @@ __all__ = ["StallGuard", "heartbeat_accepted"]
 logger = logging.getLogger(__name__)
 
 
+def _boot_clock() -> float:
+    """Seconds since boot, counting time the machine was suspended (which the monotonic
+    clock leaves out on Linux): a host resumed from suspend has stalled too."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+_CLOCK = _boot_clock if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
+
+
 async def heartbeat_accepted(admin: Any, group_id: str, member: GroupMembership) -> bool:
     """Whether the group coordinator still takes ``member``'s heartbeat (its generation is current).
 
@@ -66,7 +75,7 @@ class StallGuard:
         tick: float = 0.2,
         retry: float = 0.2,
         hold_at_most: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = _CLOCK,
     ) -> None:
         self._confirm = confirm
         self._threshold = threshold
