@@ -151,6 +151,15 @@ class VaultAdmin(_Threaded):
         """
         return await self._run(f"bootstrap pool {connector}", self._bootstrap_pool, connector, keep)
 
+    def _write_ingress_policy(self) -> None:
+        self._ensure_kv()
+        self._client.sys.create_or_update_policy(layout.INGRESS_POLICY, layout.ingress_policy_hcl(self.mount))
+
+    async def write_ingress_policy(self) -> str:
+        """Create (or update) the policy of the ingress admin API's token; returns its name."""
+        await self._run("write the ingress policy", self._write_ingress_policy)
+        return layout.INGRESS_POLICY
+
     def _put(self, tenant_id: str, connector: str, data: Mapping[str, Any]) -> int:
         self._client.sys.create_or_update_policy(
             layout.tenant_policy_name(tenant_id, connector),

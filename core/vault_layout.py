@@ -23,7 +23,9 @@ import re
 __all__ = [
     "TENANT_TOKEN_MAX_TTL",
     "TENANT_TOKEN_TTL",
+    "INGRESS_POLICY",
     "approle_name",
+    "ingress_policy_hcl",
     "pool_policy_hcl",
     "pool_policy_name",
     "secret_path",
@@ -61,6 +63,19 @@ def tenant_policy_hcl(tenant_id: str, connector: str, mount: str = "secret") -> 
     return (
         f'path "{mount}/data/{path}" {{ capabilities = ["read", "create", "update"] }}\n'
         f'path "{mount}/metadata/{path}" {{ capabilities = ["read"] }}\n'
+    )
+
+
+# The ingress admin API's token: it stores tenants' credentials and the policy that alone
+# may read each, and can read no secret back.
+INGRESS_POLICY = "switchyard-ingress"
+
+
+def ingress_policy_hcl(mount: str = "secret") -> str:
+    return (
+        f'path "{mount}/data/tenants/*" {{ capabilities = ["create", "update"] }}\n'
+        f'path "{mount}/metadata/tenants/*" {{ capabilities = ["read", "delete"] }}\n'
+        'path "sys/policy/t-*" { capabilities = ["create", "update"] }\n'
     )
 
 

@@ -2,7 +2,8 @@
 
 For deployments whose Vault is not the local stack's (docker compose, Kubernetes):
 with an admin ``VAULT_TOKEN`` it creates, per connector, the token role, the pool
-policy and the AppRole (see ``core.vault_layout``), and writes the pools' AppRole
+policy and the AppRole (see ``core.vault_layout``), and the policy for the ingress admin
+API's token (``switchyard-ingress``); it writes the pools' AppRole
 credentials as ``SWITCHYARD_VAULT_ROLE_ID_<CONNECTOR>`` / ``..._SECRET_ID_<CONNECTOR>``
 lines into an env file readable only by its owner. Secret ids are never printed.
 """
@@ -43,6 +44,8 @@ async def _bootstrap(env_file: Path, connectors: list[str]) -> None:
             lines.append(f"SWITCHYARD_VAULT_ROLE_ID_{connector.upper()}={creds.role_id}")
             lines.append(f"SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}={creds.secret_id}")
             print(f"pool {connector}: AppRole ready")
+        policy = await admin.write_ingress_policy()
+        print(f"policy {policy} ready: give the ingress admin API a token of it (vault token create -policy={policy})")
     finally:
         admin.close()
     env_file.parent.mkdir(parents=True, exist_ok=True)

@@ -254,3 +254,36 @@ def test_bootstrapping_one_pool_keeps_the_other_pools_ids_in_the_env_file(
     assert gmail["SWITCHYARD_VAULT_ROLE_ID_GMAIL"] != "stale" and "SWITCHYARD_VAULT_SECRET_ID_GMAIL" in gmail
     assert env_file.read_text().startswith("# kept\n")
     assert slack["SWITCHYARD_VAULT_SECRET_ID_SLACK"] not in capsys.readouterr().out
+
+
+async def test_the_ingress_policy_stores_credentials_and_reads_none_back(
+    vault_admin: VaultAdmin, slack_pool: PoolVault, stack_env: dict[str, str]
+) -> None:
+    policy = await vault_admin.write_ingress_policy()
+    created = await asyncio.to_thread(
+        requests.post, f"{stack_env['VAULT_ADDR']}/v1/auth/token/create",
+        json={"policies": [policy], "ttl": "5m", "no_default_policy": True},
+        headers={"X-Vault-Token": stack_env["VAULT_TOKEN"]}, timeout=10,
+    )  # fmt: skip
+    assert created.status_code == 200
+    ingress = VaultAdmin(stack_env["VAULT_ADDR"], created.json()["auth"]["client_token"])
+    tenant = _tenant()
+    try:
+        # What the admin API does: store, check, delete; and the pool reads what it stored.
+        assert await ingress.put_credentials(tenant, "slack", {"bot_token": "xoxb-kept"}) >= 1
+        assert await ingress.has_credentials(tenant, "slack")
+        assert dict((await slack_pool.read(tenant)).data) == {"bot_token": "xoxb-kept"}
+        # It reads no secret back, and writes no policy but a tenant's.
+        url = f"{stack_env['VAULT_ADDR']}/v1/secret/data/tenants/{tenant}/slack"
+        token = created.json()["auth"]["client_token"]
+        read = await asyncio.to_thread(requests.get, url, headers={"X-Vault-Token": token}, timeout=10)
+        assert read.status_code == 403
+        other = await asyncio.to_thread(
+            requests.put, f"{stack_env['VAULT_ADDR']}/v1/sys/policy/everything",
+            json={"policy": 'path "*" { capabilities = ["read"] }'}, headers={"X-Vault-Token": token}, timeout=10,
+        )  # fmt: skip
+        assert other.status_code == 403
+        await ingress.delete_credentials(tenant, "slack")
+        assert not await ingress.has_credentials(tenant, "slack")
+    finally:
+        ingress.close()
