@@ -69,36 +69,62 @@ async def test_async_rest_batch_ends_each_accepted_command_with_exactly_one_resu
 
 async def test_a_tenant_cannot_read_another_tenants_command(running: RunningSystem) -> None:
     url = running.system.ingress_url
+    acme = {"Authorization": f"Bearer {running.keys['acme']}"}
     async with aiohttp.ClientSession() as session:
         async with session.post(
-            f"{url}/v1/commands", json={"action": "daily_summary", "arguments": {"summary": "private"}},
-            headers={"Authorization": f"Bearer {running.keys['acme']}"},
+            f"{url}/v1/commands", json={"action": "daily_summary", "arguments": {"summary": "private"}}, headers=acme,
         ) as response:
+            assert response.status == 202, await response.text()
             command_id = (await response.json())["command_id"]
+        async with session.get(f"{url}/v1/commands/{command_id}?wait=30", headers=acme) as response:
+            assert response.status == 200 and (await response.json())["status"] == "succeeded"
         async with session.get(
             f"{url}/v1/commands/{command_id}?wait=5", headers={"Authorization": f"Bearer {running.keys['beta']}"}
         ) as response:
             assert response.status == 404
+            body = await response.text()
+    assert command_id not in body and "private" not in body
 
 
 async def test_no_credential_appears_in_any_topic_or_process_log(running: RunningSystem) -> None:
+    # Each tenant's credentials in use here, whatever ran before: one command each, through
+    # its own app, so every process has handled them when the scan below runs.
+    url = running.system.ingress_url
+    async with aiohttp.ClientSession() as session:
+        for tenant in EXPECTED:
+            headers = {"Authorization": f"Bearer {running.keys[tenant]}"}
+            async with session.post(
+                f"{url}/v1/commands", json={"action": "daily_summary", "arguments": {"summary": "scan"}},
+                headers=headers,
+            ) as response:
+                assert response.status == 202, await response.text()
+                command_id = (await response.json())["command_id"]
+            async with session.get(f"{url}/v1/commands/{command_id}?wait=30", headers=headers) as response:
+                assert (await response.json())["status"] == "succeeded"
     secrets = [value for t in running.tenants.values() for value in t.credentials.values() if isinstance(value, str)
                and len(value) > 12]
     secrets += list(running.keys.values())
+    assert len(secrets) >= 2 * len(EXPECTED)
     settings = running.system.settings
     topics = settings.topics
+    scanned: dict[str, int] = {}
     for topic in (
         topics.commands, topics.results, topics.config, topics.logs, topics.dead_letters,
         *(topics.connector(c) for c in EXPECTED.values()),
     ):
         for record in await read_topic(settings, topic):
-            blob = (record.value or b"") + b"".join(v for _, v in (record.headers or ()))
-            for secret in secrets:
-                assert secret.encode() not in blob, f"a credential leaked into {topic}"
-    for log in Path(running.system.log_dir).glob("*.log"):
+            blob = (record.key or b"") + (record.value or b"") + b"".join(v or b"" for _, v in (record.headers or ()))
+            leaked = any(secret.encode() in blob for secret in secrets)
+            assert not leaked, f"a credential leaked into {topic}"
+            scanned[topic] = scanned.get(topic, 0) + 1
+    for topic in (topics.commands, topics.results, topics.config, *(topics.connector(c) for c in EXPECTED.values())):
+        assert scanned.get(topic, 0) > 0, f"nothing on {topic} to scan"
+    logs = {log.name: log for log in Path(running.system.log_dir).glob("*.log")}
+    assert {"ingress.log", "router.log", *(f"worker-{c}-1.log" for c in EXPECTED.values())} <= set(logs), sorted(logs)
+    for name, log in logs.items():
         text = log.read_text(errors="replace")
-        for secret in secrets:
-            assert secret not in text, f"a credential leaked into {log.name}"
+        leaked = any(secret in text for secret in secrets)
+        assert not leaked, f"a credential leaked into {name}"
 
 
 async def test_each_tenants_execution_log_stream_is_keyed_by_that_tenant(running: RunningSystem) -> None:

@@ -87,7 +87,8 @@ async def test_created_api_key_works_once_shown_and_is_stored_only_hashed(harnes
     assert "secret_hash" not in await shown.json()
     secret = plaintext.split("_", 2)[2]
     for record in await read_topic(harness.settings, harness.settings.topics.config):
-        assert secret.encode() not in (record.value or b"")
+        leaked = secret.encode() in (record.key or b"") + (record.value or b"")
+        assert not leaked, "the key's secret is in a config record"
         if record.key == api_key_key(key["key_id"]).encode():
             stored = ApiKeyRecord.from_bytes(record.value)
             assert (stored.tenant_id, stored.user_id, stored.role) == (tenant, "ann", "admin")
@@ -107,21 +108,26 @@ async def test_credentials_go_to_openbao_and_nowhere_else(harness, acme, stack_e
     )
     assert response.status == 200
     text = await response.text()
-    assert secret_value not in text and "bot_token" not in text
+    echoed = secret_value in text or "bot_token" in text
+    assert not echoed, "the reply names the credential"
     assert (await response.json())["version"] >= 1
 
     client = hvac.Client(url=stack_env["VAULT_ADDR"], token=stack_env["VAULT_TOKEN"])
     stored = client.secrets.kv.v2.read_secret_version(
         path=secret_path(acme.tenant_id, "slack"), mount_point="secret", raise_on_deleted_version=True
     )
-    assert stored["data"]["data"]["bot_token"] == secret_value
+    stored_as_sent = stored["data"]["data"]["bot_token"] == secret_value
+    assert stored_as_sent, "OpenBao holds another bot_token"
 
     prefix = harness.settings.topics
     for topic in (prefix.commands, prefix.config, prefix.results):
         for record in await read_topic(harness.settings, topic):
-            assert secret_value.encode() not in (record.value or b"") + (record.key or b"")
+            blob = (record.key or b"") + (record.value or b"") + b"".join(v or b"" for _, v in record.headers or ())
+            leaked = secret_value.encode() in blob
+            assert not leaked, f"the credential is in a record of {topic}"
     for record in caplog.records:
-        assert secret_value not in record.getMessage() and secret_value not in str(record.__dict__)
+        leaked = secret_value in record.getMessage() or secret_value in str(record.__dict__)
+        assert not leaked, f"the credential is in a log record of {record.name}"
 
     assert (await harness.client.delete(path, headers=harness.admin_headers)).status == 204
     with pytest.raises(hvac.exceptions.InvalidPath):

@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 
 from core.health import serve_health, vault_reachable
 from core.kafka import ensure_topics, make_consumer, make_producer, start_client
-from core.metrics import OTHER, BreakerState, Metrics, TenantLabeler, consumer_lag
+from core.metrics import OTHER, BreakerState, Metrics, TenantLabeler, consumer_lag, lag_by_topic
 from core.settings import Settings
 from schemas import ErrorCode, ResultStatus
 
@@ -223,7 +223,7 @@ async def test_consumer_lag_is_highwater_minus_committed_on_real_kafka(settings:
         lag = await consumer_lag(consumer)
         assert lag == {(topic, 0): 6}
         metrics = Metrics("worker-slack")
-        metrics.set_lag("workers.slack", {topic: 6})
+        metrics.set_lag("workers.slack", lag_by_topic(lag))  # as the worker reports it
         assert f'switchyard_consumer_lag{{group="workers.slack",topic="{topic}"}} 6.0' in metrics.exposition().decode()
     finally:
         await consumer.stop()
@@ -239,4 +239,3 @@ def test_stage_latencies_are_observed_from_stage_times() -> None:
     metrics.result(result.model_copy(update={"times": times}))
     text = metrics.exposition().decode()
     assert 'switchyard_stage_latency_seconds_count{connector="slack",stage="started_to_finished"} 1.0' in text
-    assert datetime.now(UTC) > result.times.finished_at - timedelta(seconds=5)

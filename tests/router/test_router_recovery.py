@@ -63,6 +63,8 @@ async def test_router_killed_mid_stream_and_restarted_loses_no_command_and_route
             await outputs.wait_for(lambda items, n=sent: len(items) >= n - 20, limit=60)
         router.kill()
         at_kill = len(outputs.items)
+        # Mid-stream: some routed, and commands left for the restarted router.
+        assert 0 < at_kill < len(cmds) and sent < len(cmds), (at_kill, sent)
         await publish(s, cmds[sent:])
 
         router.start()

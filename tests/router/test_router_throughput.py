@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 
 import pytest
 from _router_support import (
@@ -49,3 +50,5 @@ async def test_one_router_routes_a_few_thousand_commands_per_burst(own_settings,
     rate = N / elapsed
     print(f"\nrouted {N} commands in {elapsed:.2f}s: {rate:.0f} commands/s")
     assert all(o.routed is not None for o in outputs.items)
+    # Each command routed exactly once (a repeat and a loss would not cancel out here).
+    assert Counter(o.command_id for o in outputs.items) == {c.command_id: 1 for c in [warm, *cmds]}
