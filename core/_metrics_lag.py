@@ -6,7 +6,7 @@ consumer's position when nothing is committed yet): what a pool still has to do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -14,7 +14,15 @@ from aiokafka.errors import KafkaError
 
 from .errors import KafkaUnavailable
 
-__all__ = ["consumer_lag", "group_lag"]
+__all__ = ["consumer_lag", "group_lag", "lag_by_topic"]
+
+
+def lag_by_topic(lag: Mapping[tuple[str, int], int]) -> dict[str, int]:
+    """Per-partition lag (as :func:`consumer_lag` gives it) summed per topic."""
+    by_topic: dict[str, int] = {}
+    for (topic, _partition), value in lag.items():
+        by_topic[topic] = by_topic.get(topic, 0) + value
+    return by_topic
 
 
 async def consumer_lag(consumer: AIOKafkaConsumer) -> dict[tuple[str, int], int]:

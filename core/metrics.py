@@ -36,7 +36,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from schemas import Command, Result, ResultStatus, RoutedCommand
 
-from ._metrics_lag import consumer_lag, group_lag
+from ._metrics_lag import consumer_lag, group_lag, lag_by_topic
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -45,6 +45,7 @@ __all__ = [
     "Metrics",
     "TenantLabeler",
     "consumer_lag",
+    "lag_by_topic",
     "group_lag",
     "sum_by_topic",
 ]

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from aiokafka.errors import KafkaError
 
-from core._metrics_lag import consumer_lag
+from core._metrics_lag import consumer_lag, lag_by_topic
 from core.errors import ConfigurationError, KafkaUnavailable, PermanentError
 from core.event_loop import use_event_loop
 from core.health import serve_health, vault_reachable
@@ -105,10 +105,7 @@ async def _report_lag(pool: WorkerPool, metrics: Metrics) -> None:
             lag = await consumer_lag(consumer)
         except (KafkaError, OSError, AssertionError):
             continue
-        by_topic: dict[str, int] = {}
-        for (topic, _partition), value in lag.items():
-            by_topic[topic] = by_topic.get(topic, 0) + value
-        metrics.set_lag(pool.group_id, by_topic, pool.source_topics)
+        metrics.set_lag(pool.group_id, lag_by_topic(lag), pool.source_topics)
 
 
 async def serve(pool: WorkerPool, metrics: Metrics | None = None) -> int:
