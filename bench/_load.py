@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -33,12 +34,13 @@ _META = {
 
 
 def percentiles(samples: Iterable[float]) -> dict[str, float]:
+    """Nearest-rank percentiles in ms (p99 of 300 samples is the 297th smallest)."""
     values = sorted(samples)
     if not values:
         return {"count": 0}
 
     def at(q: float) -> float:
-        return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 2)
+        return round(values[max(0, math.ceil(q * len(values)) - 1)] * 1000, 2)
 
     return {"count": len(values), "p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": at(1.0)}
 
@@ -53,6 +55,8 @@ class ResultClock:
         self.counts: Counter[str] = Counter()
         self.status_of: dict[str, str] = {}
         self.statuses: Counter[str] = Counter()
+        self.bytes = 0  # of every Result record seen (the baseline sends records of their mean size)
+        self.records = 0
         self.last = time.perf_counter()
         self._task: asyncio.Task[None] | None = None
         self._consumer: Any = None
@@ -75,6 +79,8 @@ class ResultClock:
             now = time.perf_counter()
             for records in batch.values():
                 for record in records:
+                    self.bytes += len(record.value)
+                    self.records += 1
                     body = orjson.loads(record.value)
                     command_id = body["command_id"]
                     status = str(body.get("status", "?"))
@@ -110,6 +116,9 @@ class ResultClock:
         while time.perf_counter() < deadline and time.perf_counter() - self.last < seconds:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
 
+    def mean_record_bytes(self) -> int | None:
+        return round(self.bytes / self.records) if self.records else None
+
     def summary(self, ids: list[str]) -> dict[str, Any]:
         return {
             "commands": len(ids),
@@ -126,17 +135,24 @@ class ResultClock:
             await self._consumer.stop()
 
 
+BATCH_ITEMS = 250
+BATCH_SENDERS = 4
+
+
 async def submit_batches(
     session: aiohttp.ClientSession,
     base_url: str,
     keys: list[str],
     count: int,
     *,
-    batch: int = 250,
-    concurrency: int = 4,
+    batch: int = BATCH_ITEMS,
+    concurrency: int = BATCH_SENDERS,
     arguments: dict[str, Any] | None = None,
+    refused: Counter[str] | None = None,
 ) -> list[str]:
-    """Submit ``count`` commands through ``POST /v1/commands:batch``, round-robin over tenant keys."""
+    """Submit ``count`` commands through ``POST /v1/commands:batch``, round-robin over tenant
+    keys; returns the accepted ids. Items the ingress refused are counted in ``refused``
+    by their status (a batch answers each item on its own)."""
     ids: list[str] = []
     key_cycle = itertools.cycle(keys)
     sizes = [min(batch, count - start) for start in range(0, count, batch)]
@@ -157,7 +173,11 @@ async def submit_batches(
                 reply = await response.json(loads=orjson.loads)
                 if response.status >= 300:
                     raise RuntimeError(f"batch submit answered {response.status}: {reply}")
-                ids.extend(item["command_id"] for item in reply["items"] if item.get("command_id"))
+                for item in reply["items"]:
+                    if item.get("command_id"):
+                        ids.append(item["command_id"])
+                    elif refused is not None:
+                        refused[str(item.get("status_code", "?"))] += 1
 
     await asyncio.gather(*(sender() for _ in range(concurrency)))
     return ids
@@ -176,10 +196,19 @@ async def mcp_calls(
     """Stateless (2026-07-28) ``tools/call`` requests: closed loop, or open loop at ``rate``/s.
 
     With several tenant keys, calls go round-robin over them (clients of many tenants,
-    as an agent platform's traffic is).
+    as an agent platform's traffic is). Each call is one ``tools/call`` on a kept-alive
+    connection (no ``initialize``, no session: the stateless revision has none).
+
+    In the open loop a call's latency runs from when it was due, not from when the load
+    generator got round to sending it (no coordinated omission). Failed calls (an HTTP
+    error, a JSON-RPC error, a tool error such as a Result later than the wait, an
+    exception) are counted by kind, and ``latency_all_calls`` includes them, at the time
+    they ended: ``latency`` alone covers the calls that succeeded.
     """
     latencies: list[float] = []
-    errors = 0
+    every: list[float] = []
+    error_kinds: Counter[str] = Counter()
+    send_lag = 0.0
     counter = itertools.count(1)
     keys = [key] if isinstance(key, str) else list(key)
     header_sets = [
@@ -195,24 +224,41 @@ async def mcp_calls(
     ]
     end = time.perf_counter() + duration
 
-    async def one() -> None:
-        nonlocal errors
+    async def one(due: float | None = None) -> None:
+        nonlocal send_lag
+        started = time.perf_counter()
+        if due is not None:
+            send_lag = max(send_lag, started - due)
+            started = due
         n = next(counter)
         headers = header_sets[n % len(header_sets)]
         body = {
             "jsonrpc": "2.0", "id": n, "method": "tools/call",
             "params": {"name": "daily_summary", "arguments": {"summary": f"bench {n}"}, "_meta": _META},
         }
-        started = time.perf_counter()
-        async with session.post(url, data=orjson.dumps(body), headers=headers) as response:
-            reply = orjson.loads(await response.read())
-        if response.status != 200 or "error" in reply or reply["result"].get("isError"):
-            errors += 1
+        failed: str | None = None
+        try:
+            async with session.post(url, data=orjson.dumps(body), headers=headers) as response:
+                raw = await response.read()
+            if response.status != 200:
+                failed = f"http_{response.status}"
+            else:
+                reply = orjson.loads(raw)
+                if "error" in reply:
+                    failed = "jsonrpc_error"
+                elif reply["result"].get("isError"):
+                    failed = "tool_error"
+        except Exception as exc:  # counted: a failure must not vanish from the report
+            failed = type(exc).__name__
+        took = time.perf_counter() - started
+        every.append(took)
+        if failed is None:
+            latencies.append(took)
         else:
-            latencies.append(time.perf_counter() - started)
+            error_kinds[failed] += 1
 
     async def closed_loop() -> None:
-        while time.perf_counter() < end and len(latencies) + errors < max_calls:
+        while time.perf_counter() < end and len(every) < max_calls:
             await one()
 
     started = time.perf_counter()
@@ -222,37 +268,50 @@ async def mcp_calls(
         pending: set[asyncio.Task[None]] = set()
         interval = 1.0 / rate
         next_at = time.perf_counter()
-        while time.perf_counter() < end:
-            next_at += interval
-            task = asyncio.create_task(one())
+        while next_at < end:
+            task = asyncio.create_task(one(next_at))
             pending.add(task)
             task.add_done_callback(pending.discard)
+            next_at += interval
             delay = next_at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
         async with asyncio.timeout(60):
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*pending)
     elapsed = time.perf_counter() - started
-    return {"calls": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
-            "calls_per_s": round(len(latencies) / elapsed, 1), "latency": percentiles(latencies)}
+    out: dict[str, Any] = {
+        "calls": len(latencies), "errors": sum(error_kinds.values()), "error_kinds": dict(error_kinds),
+        "seconds": round(elapsed, 2), "calls_per_s": round(len(latencies) / elapsed, 1),
+        "latency": percentiles(latencies), "latency_all_calls": percentiles(every),
+    }
+    if rate is not None:
+        out["offered_per_s"] = rate
+        out["max_send_lag_ms"] = round(send_lag * 1000, 2)
+    return out
 
 
 async def direct_emulator_calls(
     session: aiohttp.ClientSession, emulator_url: str, token: str, *, count: int, concurrency: int
 ) -> dict[str, Any]:
-    """The same Slack call made straight to the emulator: what the pipeline adds is the difference."""
+    """The same Slack call made straight to the emulator, ``concurrency`` at a time (only
+    answers with HTTP 200 and ``ok`` count): what the pipeline adds is the difference."""
     latencies: list[float] = []
+    errors = 0
     remaining = itertools.count()
 
     async def loop() -> None:
+        nonlocal errors
         while next(remaining) < count:
             started = time.perf_counter()
             async with session.post(
                 f"{emulator_url}/api/chat.postMessage", data=orjson.dumps({"channel": "#bench", "text": "x"}),
                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             ) as response:
-                await response.read()
-            latencies.append(time.perf_counter() - started)
+                raw = await response.read()
+            if response.status == 200 and orjson.loads(raw).get("ok") is True:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
 
     await asyncio.gather(*(loop() for _ in range(concurrency)))
-    return {"latency": percentiles(latencies)}
+    return {"concurrency": concurrency, "errors": errors, "latency": percentiles(latencies)}
