@@ -84,10 +84,25 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def add_metrics_route(app: web.Application, metrics: Metrics, path: str = "/metrics") -> None:
-    """Serve ``metrics`` on ``path`` of an existing app (the ingress's)."""
+def add_metrics_route(
+    app: web.Application,
+    metrics: Metrics,
+    path: str = "/metrics",
+    *,
+    check: Callable[[web.Request], object] | None = None,
+) -> None:
+    """Serve ``metrics`` on ``path`` of an existing app (the ingress's); ``check(request)``
+    runs first and refuses by raising (an HTTP error)."""
     app[METRICS] = metrics
-    app.router.add_get(path, _metrics)
+    if check is None:
+        app.router.add_get(path, _metrics)
+        return
+
+    async def checked(request: web.Request) -> web.Response:
+        check(request)
+        return await _metrics(request)
+
+    app.router.add_get(path, checked)
 
 
 def health_app(metrics: Metrics, checks: Mapping[str, ReadinessCheck] | None = None) -> web.Application:
@@ -106,7 +121,7 @@ async def serve_health(
     metrics: Metrics,
     checks: Mapping[str, ReadinessCheck] | None = None,
     *,
-    host: str = "0.0.0.0",  # noqa: S104 - kubelet probes and Prometheus reach the pod IP
+    host: str | None = None,
     port: int | None = None,
 ) -> AsyncIterator[int | None]:
     """Serve :func:`health_app` on ``port`` (default ``settings.metrics_port``) while inside.
@@ -118,6 +133,7 @@ async def serve_health(
         OSError: the port cannot be bound.
     """
     port = settings.metrics_port if port is None else port
+    host = settings.metrics_host if host is None else host
     if port is None:
         yield None
         return

@@ -44,6 +44,7 @@ ENV_VARS: dict[str, str] = {
     "SWITCHYARD_WORKER_CONCURRENCY": "worker_concurrency",
     "SWITCHYARD_TENANT_CONCURRENCY": "tenant_concurrency",
     "SWITCHYARD_METRICS_PORT": "metrics_port",
+    "SWITCHYARD_METRICS_HOST": "metrics_host",
     "SWITCHYARD_LOG_LEVEL": "log_level",
     "SWITCHYARD_EVENT_LOOP": "event_loop",
     "SWITCHYARD_ROUTER_LINGER_MS": "router_linger_ms",
@@ -90,6 +91,9 @@ class Settings(BaseModel):
     tenant_concurrency: int = Field(default=16, ge=1, le=10_000)
 
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Where the metrics port listens: every interface, for kubelet probes and Prometheus
+    # on the pod IP; the local system sets 127.0.0.1.
+    metrics_host: str = "0.0.0.0"  # noqa: S104
     log_level: str = "INFO"
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # How long the router's producer gathers records into a request. Each routed batch

@@ -21,7 +21,7 @@ from core.metrics import Metrics
 from core.settings import Settings
 
 from . import dashboard, observe
-from ._admin_http import add_admin_routes
+from ._admin_http import add_admin_routes, require_admin
 from ._http import LIMITS, Limits, error_middleware, json_response
 from ._state import STATE, IngressState
 from .accepted import AcceptedFeed
@@ -176,7 +176,9 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
     metrics = Metrics("ingress")
     pipeline.metrics = metrics
     if settings.metrics_port is None:
-        add_metrics_route(app, metrics)  # one process on a workstation: beside the API
+        # No port of its own: beside the API, for the admin token only (the labels name
+        # every tenant).
+        add_metrics_route(app, metrics, check=require_admin)
     else:
         # Where Prometheus scrapes every process (the Helm chart's port 9464); not on the
         # public edge, where anyone could read the tenant ids of the labels.

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.jsonutil import dumps
+import orjson
+
 from core.settings import load_settings
 from schemas import CONNECTORS
 
@@ -41,20 +42,30 @@ def _say(line: str) -> None:
 
 
 def _client_configs(ingress_url: str, keys: dict[str, str], tenants: list[DemoTenant]) -> dict[str, Any]:
-    return {
-        "mcpServers": {
-            f"switchyard-{t.tenant_id}": {
-                "url": f"{ingress_url}/mcp/{t.space_id}",
-                "headers": {"Authorization": f"Bearer {keys[t.tenant_id]}"},
-            }
-            for t in tenants
+    """Two ``mcpServers`` entries per tenant: ``switchyard-<tenant>`` (url and headers, as
+    Cursor and other clients of remote servers read it) and ``switchyard-<tenant>-stdio``
+    (Claude Desktop's config starts local servers only: the ``mcp-remote`` bridge, run
+    with npx, carries the calls to the URL with the key's header)."""
+    servers: dict[str, Any] = {}
+    for t in tenants:
+        url, auth = f"{ingress_url}/mcp/{t.space_id}", f"Bearer {keys[t.tenant_id]}"
+        servers[f"switchyard-{t.tenant_id}"] = {"url": url, "headers": {"Authorization": auth}}
+        servers[f"switchyard-{t.tenant_id}-stdio"] = {
+            "command": "npx",
+            "args": [
+                "-y", "mcp-remote", url, "--header", "Authorization:${SWITCHYARD_AUTH}",
+                *(["--allow-http"] if url.startswith("http:") else []),
+            ],
+            "env": {"SWITCHYARD_AUTH": auth},
         }
-    }
+    return {"mcpServers": servers}
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` readable by its owner only, even where a wider file stood."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
 
@@ -64,11 +75,16 @@ async def _demo(ingress_url: str, keys: dict[str, str], tenants: list[DemoTenant
 
     all_ok = True
     for tenant in tenants:
-        outcome = await call_daily_summary(
-            f"{ingress_url}/mcp/{tenant.space_id}",
-            keys[tenant.tenant_id],
-            summary=f"{tenant.tenant_id}: 42 tickets closed, 3 incidents resolved",
-        )
+        try:
+            outcome = await call_daily_summary(
+                f"{ingress_url}/mcp/{tenant.space_id}",
+                keys[tenant.tenant_id],
+                summary=f"{tenant.tenant_id}: 42 tickets closed, 3 incidents resolved",
+            )
+        except Exception as exc:  # one tenant's failure is reported; the others still run
+            all_ok = False
+            _say(f"  [ERR] tenant {tenant.tenant_id:6} → the MCP call failed: {_cause(exc)}")
+            continue
         all_ok &= outcome.ok
         mark = "ok " if outcome.ok else "ERR"
         _say(
@@ -79,6 +95,14 @@ async def _demo(ingress_url: str, keys: dict[str, str], tenants: list[DemoTenant
         for line in format_trace(outcome.spans):
             _say(f"        {line}")
     return all_ok
+
+
+def _cause(exc: BaseException) -> str:
+    """One line for ``exc``: the innermost of an exception group (the MCP client's task
+    group wraps what went wrong)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 # Ctrl-C, kill, and the terminal closing.
@@ -119,10 +143,15 @@ def run(args: argparse.Namespace) -> int:
         _say("switchyard: sending the daily summary for each demo tenant through MCP (official SDK client)")
         all_ok = await _demo(system.ingress_url, keys, tenants)
         config_path = state_dir / "mcp-clients.json"
-        _write_private(config_path, dumps(_client_configs(system.ingress_url, keys, tenants)) + b"\n")
+        configs = _client_configs(system.ingress_url, keys, tenants)
+        _write_private(config_path, orjson.dumps(configs, option=orjson.OPT_INDENT_2) + b"\n")
         url = system.ingress_url
-        _say(f"\nMCP client configurations (Cursor / Claude Desktop `mcpServers`): {config_path}")
-        _say("  Paste one entry into ~/.cursor/mcp.json or claude_desktop_config.json; it holds that tenant's API key.")
+        _say(f"\nMCP client configurations (`mcpServers`, one pair per tenant; each holds its API key): {config_path}")
+        _say("  Cursor: paste a `switchyard-<tenant>` entry (url and headers) into ~/.cursor/mcp.json.")
+        _say("  Claude Desktop: paste a `switchyard-<tenant>-stdio` entry into claude_desktop_config.json")
+        _say("    (it starts local servers only: the entry runs the mcp-remote bridge with npx, Node.js 18+).")
+        _say(f"  Claude Code: claude mcp add --transport http switchyard {url}/mcp/main --header \"Authorization: Bearer <key>\"")
+        _say("  The keys are new on every `switchyard run` (a fresh Kafka and OpenBao each start): paste again after a restart.")
         _say(f"  MCP endpoint: {url}/mcp/<space>   REST: {url}/v1/commands   OpenAPI: {url}/openapi.json")
         _say(f"  Dashboard: {url}/dashboard   Logs: {system.log_dir}")
         _say("  Prometheus metrics (per tenant, workspace and connector):")

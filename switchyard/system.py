@@ -27,7 +27,7 @@ from schemas import CONNECTORS, WorkspaceConfig
 from ._supervisor import Supervisor
 from .demo import DemoTenant
 from .stack import LocalStack
-from .stack._procs import free_port
+from .stack._procs import check_port_free, free_port
 
 __all__ = ["LocalSystem", "ensure_pool_roles"]
 
@@ -93,7 +93,12 @@ class LocalSystem:
         Raises:
             RuntimeError: a process exited early or did not become ready in time.
         """
+        if self.port:  # before minutes of start-up, not as an ingress that died at the end
+            check_port_free(self.port, "the ingress (--port 0 takes any free port)")
         if self._stack_env is None:
+            # A stack whose owner was killed (and so never stopped it) is stopped first.
+            for reaped in LocalStack.reap_abandoned([self.state_dir / "stack"]):
+                self._say(f"stopped a stack left running by a killed run in {reaped}")
             self._say("starting the local stack (the first start downloads Kafka from Maven Central)")
             self.stack = LocalStack(state_dir=self.state_dir / "stack", progress=lambda line: self._say(f"  {line}"))
             stack_env = await asyncio.to_thread(self.stack.up)
@@ -111,6 +116,8 @@ class LocalSystem:
             "SWITCHYARD_CONNECTOR_BASE_URL": self.emulator_url,
             "SWITCHYARD_INGRESS_PORT": str(port),
             "SWITCHYARD_PUBLIC_URL": self.ingress_url,
+            # Metrics and health ports on loopback only: the labels name every tenant.
+            "SWITCHYARD_METRICS_HOST": "127.0.0.1",
             **self._extra_env,
         }
         from .topics import apply_topics
@@ -127,8 +134,7 @@ class LocalSystem:
             for _ in range(self.workers.get(connector, 1)):
                 self.add_worker(connector)
         self._say(f"starting the ingress on {self.ingress_url}")
-        self.supervisor.start("ingress", ["ingress", *self._args.get("ingress", [])])
-        self.metrics_urls["ingress"] = f"{self.ingress_url}/metrics"
+        self.start_serving_metrics("ingress", ["ingress", *self._args.get("ingress", [])])
         await self._wait_http(f"{self.emulator_url}/_emulator/calls", 60, "emulators")
         await self._wait_http(f"{self.ingress_url}/readyz", 90, "ingress")
         # Routers and workers answer /readyz once their Kafka clients (and Vault, for

@@ -143,7 +143,8 @@ class LocalStack:
         """
         if self.running():
             raise StackError(
-                f"a stack already runs from {self.state_dir}; stop it with `switchyard stack down`"
+                f"a stack already runs from {self.state_dir}; stop it with "
+                f"`switchyard stack down --state-dir {self.state_dir}`"
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._forget()

@@ -176,7 +176,7 @@ async def test_a_sigkilled_ingress_restarted_on_its_port_loses_no_accepted_comma
 
     async def crash() -> None:
         sigkill(system, "ingress")
-        restart(system, "ingress", ["ingress", *OPEN_INGRESS_ARGS])
+        restart(system, "ingress", ["ingress", *OPEN_INGRESS_ARGS], metrics=True)
         await wait_ready(f"{system.ingress_url}/readyz")
 
     counts = await _scenario(procs, "sigkill ingress", crash)

@@ -197,3 +197,11 @@ async def test_with_a_metrics_port_the_metrics_are_served_there_and_not_on_the_p
         assert (await replica.client.get("/metrics")).status == 404
         async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as scraped:
             assert scraped.status == 200 and "switchyard_" in await scraped.text()
+
+
+async def test_without_a_metrics_port_the_edge_serves_metrics_to_the_admin_token_only(harness, acme):
+    # The labels name every tenant: neither the public nor a tenant's key may read them.
+    assert (await harness.client.get("/metrics")).status == 401
+    assert (await harness.client.get("/metrics", headers=acme.headers)).status == 401
+    scraped = await harness.client.get("/metrics", headers=harness.admin_headers)
+    assert scraped.status == 200 and "switchyard_" in await scraped.text()

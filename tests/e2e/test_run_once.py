@@ -1,0 +1,69 @@
+"""The main job, as the README's first command runs it: ``switchyard run --once`` starts
+its own Kafka and OpenBao, the emulators, ingress, router and a pool per connector, runs
+the demo through MCP, writes the client configurations and stops every process."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = {"acme": "slack", "beta": "gmail", "gamma": "notion", "delta": "jira"}
+
+
+def _marked(marker: str) -> list[int]:
+    """Processes whose environment carries ``marker`` (every child inherits it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_run_once_demos_each_tenant_writes_client_configs_and_leaves_no_process(tmp_path: Path) -> None:
+    marker = f"SY_RUN_TEST={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "VAULT_"))}
+    env["SY_RUN_TEST"] = marker.partition("=")[2]
+    if "SWITCHYARD_HOME" in os.environ:  # the Kafka jars the session already fetched
+        env["SWITCHYARD_HOME"] = os.environ["SWITCHYARD_HOME"]
+    state = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "switchyard.cli", "run", "--once", "--port", "0", "--state-dir", str(state),
+         "--connectors", ",".join(DEMO.values())],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    out = done.stdout
+    assert done.returncode == 0, (out[-3000:], done.stderr[-3000:])
+    for tenant, connector in DEMO.items():
+        assert f"[ok ] tenant {tenant:6} → {connector}." in out, out[-3000:]
+    assert "no process left behind" in out
+    assert _marked(marker) == []
+
+    path = state / "mcp-clients.json"
+    assert f"{path}" in out
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    servers = json.loads(path.read_text())["mcpServers"]
+    assert set(servers) == {name for t in DEMO for name in (f"switchyard-{t}", f"switchyard-{t}-stdio")}
+    for tenant in DEMO:
+        remote, stdio = servers[f"switchyard-{tenant}"], servers[f"switchyard-{tenant}-stdio"]
+        assert remote["url"].endswith("/mcp/main") and remote["headers"]["Authorization"].startswith("Bearer sy_")
+        assert stdio["command"] == "npx" and remote["url"] in stdio["args"]
+        assert stdio["env"]["SWITCHYARD_AUTH"] == remote["headers"]["Authorization"]
+    # The keys are in that file only: not on the terminal.
+    keys = [servers[f"switchyard-{t}"]["headers"]["Authorization"].removeprefix("Bearer ") for t in DEMO]
+    printed = any(key in out or key in done.stderr for key in keys)
+    assert not printed, "an API key was printed"
