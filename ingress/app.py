@@ -126,6 +126,14 @@ def _setup_mcp(app: web.Application, services: Services) -> None:
     mcp.setup(app, services)
 
 
+async def _private_answers(request: web.Request, response: web.StreamResponse) -> None:
+    """API and MCP answers carry one tenant's data (or a key shown once): no cache, shared
+    or the browser's, keeps them; and none is read as anything but its declared type."""
+    if request.path.startswith(("/v1/", "/mcp")):
+        response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
 async def create_app(settings: Settings, options: IngressOptions | None = None) -> web.Application:
     """Build the ingress app for ``settings`` (its Kafka clients start with the app).
 
@@ -136,6 +144,7 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
     app = web.Application(
         client_max_size=options.max_body_bytes, middlewares=[error_middleware]
     )
+    app.on_response_prepare.append(_private_answers)
     results = ResultsFeed(
         settings,
         capacity=options.results_capacity,

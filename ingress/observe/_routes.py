@@ -32,7 +32,7 @@ from core.settings import Settings
 from ingress._http import IDENTITY, LIMITS, json_response
 from ingress.auth import authenticate, bearer_token
 from ingress.contracts import Identity, Services
-from ingress.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
+from ingress.errors import BadRequest, Forbidden, NotFound, RateLimited, ServiceUnavailable
 from schemas.identifiers import SAFE_ID_PATTERN
 
 from ._aggregator import ResultsAggregator
@@ -59,7 +59,12 @@ class Observer:
     stream_interval: float = 2.0
     stream_lifetime: float = 25.0
     max_streams: int = 256
+    # One tenant's keys may hold this many of a replica's streams (then 429), and the
+    # last few are the admin token's: a tenant cannot take every dashboard's stream.
+    max_streams_per_tenant: int = 16
+    admin_reserved_streams: int = 8
     streams: int = field(default=0)
+    tenant_streams: dict[str, int] = field(default_factory=dict)
 
 
 OBSERVER = web.AppKey("switchyard_observer", Observer)
@@ -91,7 +96,7 @@ async def _scoped(request: web.Request) -> tuple[Observer, str, str | None]:
     (its commands, failures and traces: the counts are the tenant's; the admin sees all)."""
     identity = await identify(request)
     tenant_id = request.match_info["tenant_id"]
-    if not _SAFE_ID.match(tenant_id):
+    if not _SAFE_ID.fullmatch(tenant_id):
         raise BadRequest(f"tenant_id must match {SAFE_ID_PATTERN}")
     if not identity.is_admin and not hmac.compare_digest(identity.tenant_id, tenant_id):
         raise Forbidden("this API key may only read its own tenant")
@@ -187,13 +192,16 @@ async def stream(request: web.Request) -> web.StreamResponse:
         tenant_id = request.query.get("tenant") or identity.tenant_id
         if identity.is_admin and tenant_id == "*":
             raise BadRequest("the admin token names a tenant with ?tenant=")
-        if not _SAFE_ID.match(tenant_id):
+        if not _SAFE_ID.fullmatch(tenant_id):
             raise BadRequest("invalid tenant")
         if not identity.is_admin and tenant_id != identity.tenant_id:
             raise Forbidden("this API key may only read its own tenant")
     else:
         raise BadRequest("view must be tenant or admin")
-    if observer.streams >= observer.max_streams:
+    holder = "" if identity.is_admin else identity.tenant_id
+    if holder and observer.tenant_streams.get(holder, 0) >= observer.max_streams_per_tenant:
+        raise RateLimited(f"this tenant has {observer.max_streams_per_tenant} live streams on this replica", 5.0)
+    if observer.streams >= observer.max_streams - (0 if identity.is_admin else observer.admin_reserved_streams):
         raise ServiceUnavailable("too many live streams on this replica", 5.0)
     limits = request.app.get(LIMITS)
     # The edge timeout cancels any handler after request_timeout: end the stream first.
@@ -208,6 +216,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         }
     )
     observer.streams += 1
+    observer.tenant_streams[holder] = observer.tenant_streams.get(holder, 0) + 1
     try:
         await response.prepare(request)
         deadline = time.monotonic() + lifetime
@@ -224,6 +233,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await response.write(b"event: reconnect\ndata: {}\n\n")
     finally:
         observer.streams -= 1
+        if (left := observer.tenant_streams[holder] - 1) > 0:
+            observer.tenant_streams[holder] = left
+        else:
+            del observer.tenant_streams[holder]
     return response
 
 

@@ -68,3 +68,23 @@ async def test_mcp_tool_call_claiming_another_tenant_is_403_and_publishes_nothin
     assert status == 403, reply
     assert reply["error"]["code"] == -32011, reply
     assert await abuse.published() == before
+
+
+async def test_a_batch_claiming_another_tenant_on_its_envelope_or_one_item_runs_nothing_for_it(abuse: Abuse) -> None:
+    good = {"action": "daily_summary", "arguments": SUMMARY}
+    before = await abuse.published()
+    status, reply, _ = await abuse.request(
+        "POST", "/v1/commands:batch", body={"items": [good], "tenant_id": "beta"}, headers=abuse.auth("acme")
+    )
+    assert status == 403, reply
+    assert await abuse.published() == before
+    # A mixed batch: the honest item runs (for acme), the claiming one is refused.
+    status, reply, _ = await abuse.request(
+        "POST", "/v1/commands:batch", body={"items": [good, {**good, "tenant_id": "beta"}]}, headers=abuse.auth("acme")
+    )
+    assert status == 200 and [item["status_code"] for item in reply["items"]] == [202, 403], reply
+    assert await abuse.published() == before + 1
+    status, accepted, _ = await abuse.request(
+        "GET", f"/v1/commands/{reply['items'][0]['command_id']}", headers=abuse.auth("beta")
+    )
+    assert status == 404  # what ran is acme's: beta cannot even see it

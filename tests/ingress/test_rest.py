@@ -384,3 +384,12 @@ async def test_the_commands_a_replica_remembers_are_bounded_in_bytes(settings):
         # The newest is still answered as a replay from memory.
         replay = await replica.client.post("/v1/commands", json=items[-1], headers=tenant.headers)
         assert replay.status == 200 and (await replay.json())["replayed"] is True
+
+
+async def test_api_answers_are_never_cached(harness, acme: TenantHandle):
+    submitted = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=acme.headers)
+    read = await harness.client.get(f"/v1/commands/{(await submitted.json())['command_id']}", headers=acme.headers)
+    refused = await harness.client.get("/v1/commands/cnope", headers={"Authorization": "Bearer sy_nope_nope"})
+    for response in (submitted, read, refused):
+        assert response.headers["Cache-Control"] == "no-store", response.status
+        assert response.headers["X-Content-Type-Options"] == "nosniff"

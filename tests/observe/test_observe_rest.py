@@ -113,6 +113,34 @@ async def test_the_live_stream_sends_snapshots_of_the_callers_own_tenant(setting
         assert r.status == 403
 
 
+async def test_one_tenant_cannot_hold_every_live_stream_of_a_replica(settings: Settings) -> None:
+    async with ObservedHarness(settings) as h:
+        acme, beta = await _seed(h)
+        h.observer.stream_lifetime = 10.0
+        h.observer.max_streams, h.observer.max_streams_per_tenant, h.observer.admin_reserved_streams = 5, 2, 1
+        held = [await h.client.get("/v1/stream?view=tenant", headers=acme.headers) for _ in range(2)]
+        try:
+            assert [r.status for r in held] == [200, 200]
+            refused = await h.client.get("/v1/stream?view=tenant", headers=acme.headers)
+            assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+            # Another tenant's dashboard and the operator's still stream.
+            held.append(await h.client.get("/v1/stream?view=tenant", headers=beta.headers))
+            held.append(await h.client.get("/v1/stream?view=tenant", headers=beta.headers))
+            assert [r.status for r in held[2:]] == [200, 200]
+            # The replica's last stream is the operator's: no tenant gets it.
+            h.observer.max_streams_per_tenant = 10
+            assert (await h.client.get("/v1/stream?view=tenant", headers=beta.headers)).status == 503
+            held.append(await h.client.get("/v1/stream?view=admin", headers=h.admin_headers))
+            assert held[-1].status == 200
+        finally:
+            for response in held:
+                response.close()
+        async with asyncio.timeout(10):  # the closed streams give their slots back
+            while h.observer.streams:  # noqa: ASYNC110 - bounded
+                await asyncio.sleep(0.05)
+        assert h.observer.tenant_streams == {}
+
+
 async def test_a_canary_secret_appears_in_no_response_page_or_metric(settings: Settings) -> None:
     async with ObservedHarness(settings) as h:
         acme, beta = await _seed(h)
