@@ -15,7 +15,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY schemas ./schemas
 COPY core ./core
 COPY ingress ./ingress
@@ -23,7 +23,7 @@ COPY router ./router
 COPY workers ./workers
 COPY switchyard ./switchyard
 COPY bench ./bench
-RUN pip wheel --wheel-dir /wheels . \
+RUN pip wheel -c constraints.txt --wheel-dir /wheels . \
  && python -m venv /opt/switchyard \
  && /opt/switchyard/bin/pip install --no-index --find-links /wheels switchyard \
  && /opt/switchyard/bin/pip uninstall -y pip setuptools wheel \

@@ -160,6 +160,16 @@ class VaultAdmin(_Threaded):
         await self._run("write the ingress policy", self._write_ingress_policy)
         return layout.INGRESS_POLICY
 
+    def _ingress_token(self, ttl: str) -> str:
+        self._write_ingress_policy()
+        created = self._client.auth.token.create(policies=[layout.INGRESS_POLICY], ttl=ttl, no_parent=True)
+        return str(created["auth"]["client_token"])
+
+    async def ingress_token(self, ttl: str = "720h") -> str:
+        """A token of the ingress's policy alone (an orphan, so it outlives this one's
+        children), for a local system's ingress."""
+        return await self._run("create the ingress token", self._ingress_token, ttl)
+
     def _put(self, tenant_id: str, connector: str, data: Mapping[str, Any]) -> int:
         self._client.sys.create_or_update_policy(
             layout.tenant_policy_name(tenant_id, connector),

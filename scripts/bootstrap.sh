@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv and install Switchyard with its dev tools. Idempotent: reinstalls only
-# when pyproject.toml changed. Java 17 and Maven are needed later by `switchyard stack up`.
+# Create .venv and install Switchyard with its dev tools, at the versions pinned in
+# constraints.txt (the tested set). Idempotent: reinstalls only when pyproject.toml or
+# constraints.txt changed. Java 17 and Maven are needed later by `switchyard stack up`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,9 +21,9 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2
   fi
 fi
 stamp=".venv/.switchyard-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml constraints.txt | .venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -c constraints.txt --upgrade pip
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
   echo "$want" > "$stamp"
 fi

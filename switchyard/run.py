@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -113,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
     from core.logs import configure_logging
 
     configure_logging("switchyard-run", "WARNING")
+    if importlib.util.find_spec("mcp") is None:  # found now, not after minutes of start-up
+        print("switchyard run: the demo's MCP client is missing: pip install 'switchyard[demo]' "
+              "(scripts/run.sh installs it)", file=sys.stderr)
+        return 1
     # While the broker starts, aiokafka logs every refused connection at ERROR; the
     # progress lines already say what is being waited for.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -167,6 +172,12 @@ def run(args: argparse.Namespace) -> int:
                 assert system.supervisor is not None
                 for name in system.supervisor.revive():
                     _say(f"switchyard: {name} exited and was restarted; see {system.log_dir}")
+                # Kafka or OpenBao gone: nothing works without them (a dev OpenBao has
+                # forgotten every credential), so everything stops, and says why.
+                gone = system.stack.dead() if system.stack is not None else []
+                if gone:
+                    _say(f"switchyard: {', '.join(gone)} of the local stack exited; see {system.state_dir / 'stack'}")
+                    return 1
         return 0
 
     try:

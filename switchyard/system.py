@@ -31,6 +31,14 @@ from .stack._procs import check_port_free, free_port
 
 __all__ = ["LocalSystem", "ensure_pool_roles"]
 
+# Secrets in the local system's environment that only some children may see.
+_POOL_SECRETS = ("SWITCHYARD_VAULT_ROLE_ID", "SWITCHYARD_VAULT_SECRET_ID", "SWITCHYARD_VAULT_TOKEN_FILE")
+_SECRETS = ("VAULT_TOKEN", "SWITCHYARD_ADMIN_TOKEN", *_POOL_SECRETS)
+
+
+def _without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if not name.startswith(_SECRETS)}
+
 
 class LocalSystem:
     """Start, provision and stop every Switchyard process on this machine.
@@ -78,6 +86,7 @@ class LocalSystem:
         self._worker_names: dict[str, list[str]] = {}
         self._router_names: list[str] = []
         self.metrics_urls: dict[str, str] = {}
+        self._ingress_secrets: dict[str, str] = {}
 
     @property
     def settings(self) -> Settings:
@@ -124,9 +133,13 @@ class LocalSystem:
 
         self._say("creating topics")
         await apply_topics(self.settings)
-        self.supervisor = Supervisor(self.env, self.log_dir)
+        # Each child gets the secrets of its own role only (start_child): the ingress a
+        # token of the switchyard-ingress policy and the admin token, each worker its own
+        # pool's AppRole, the router and the emulators none.
+        self._ingress_secrets = {"VAULT_TOKEN": await self._ingress_vault_token()}
+        self.supervisor = Supervisor(_without_secrets(self.env), self.log_dir)
         self._say(f"starting API emulators on {self.emulator_url}")
-        self.supervisor.start("emulators", ["emulators", "--host", "127.0.0.1", "--port", str(emulator_port)])
+        self.start_child("emulators", ["emulators", "--host", "127.0.0.1", "--port", str(emulator_port)])
         self._say("starting the router and worker pools: " + ", ".join(self.connectors))
         for _ in range(self.routers):
             self.add_router()
@@ -167,10 +180,34 @@ class LocalSystem:
 
     def start_serving_metrics(self, name: str, argv: list[str]) -> None:
         """Start child ``name`` with a /metrics port of its own (in ``metrics_urls``)."""
-        assert self.supervisor is not None
         port = free_port()
-        self.supervisor.start(name, argv, extra_env={"SWITCHYARD_METRICS_PORT": str(port)})
+        self.start_child(name, argv, {"SWITCHYARD_METRICS_PORT": str(port)})
         self.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
+
+    def start_child(self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None) -> None:
+        """Start child ``name`` (``switchyard <argv>``) with the secrets of its role only."""
+        assert self.supervisor is not None
+        self.supervisor.start(name, argv, extra_env={**self._secrets_of(argv), **(extra_env or {})})
+
+    def _secrets_of(self, argv: list[str]) -> dict[str, str]:
+        if argv[0] == "ingress":
+            return {**self._ingress_secrets, "SWITCHYARD_ADMIN_TOKEN": self.env["SWITCHYARD_ADMIN_TOKEN"]}
+        if argv[0] == "worker" and "--connector" in argv:
+            pool = argv[argv.index("--connector") + 1].upper()
+            return {
+                name: value for name, value in self.env.items()
+                if name.startswith(_POOL_SECRETS) and name.rpartition("_")[2] in (pool, "ID", "FILE")
+            }  # fmt: skip
+        return {}
+
+    async def _ingress_vault_token(self) -> str:
+        from core.vault import VaultAdmin
+
+        admin = VaultAdmin(self.env["VAULT_ADDR"], self.env["VAULT_TOKEN"], mount=self.settings.vault_kv_mount)
+        try:
+            return await admin.ingress_token()
+        finally:
+            admin.close()
 
     def stop_worker(self, connector: str) -> None:
         """Stop the most recently started worker of a pool (SIGTERM, graceful)."""

@@ -133,3 +133,28 @@ async def test_each_tenants_execution_log_stream_is_keyed_by_that_tenant(running
     assert {key for key, _ in lines} >= set(EXPECTED)
     assert all(line["tenant_id"] == key for key, line in lines)
     assert all(line.get("connector") == EXPECTED[key] for key, line in lines)
+
+
+def _environment(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.decode().partition("=")[::2] for item in raw.split(b"\0") if b"=" in item)
+
+
+async def test_each_process_holds_the_secrets_of_its_own_role_only(running: RunningSystem) -> None:
+    system = running.system
+    assert system.supervisor is not None
+    env = {child.name: _environment(child.record.pid) for child in system.supervisor.children}
+    root = system.env["VAULT_TOKEN"]
+
+    def secrets(name: str) -> set[str]:
+        return {k for k in env[name] if k.startswith(("VAULT_TOKEN", "SWITCHYARD_ADMIN", "SWITCHYARD_VAULT_"))}
+
+    # The ingress: a token of the switchyard-ingress policy (never the root token) and the admin token.
+    assert secrets("ingress") == {"VAULT_TOKEN", "SWITCHYARD_ADMIN_TOKEN"}
+    not_root = env["ingress"]["VAULT_TOKEN"] != root
+    assert not_root, "the ingress holds the root token"
+    # Each worker: its own pool's AppRole only.
+    for connector in EXPECTED.values():
+        pool = connector.upper()
+        assert secrets(f"worker-{connector}-1") == {f"SWITCHYARD_VAULT_ROLE_ID_{pool}", f"SWITCHYARD_VAULT_SECRET_ID_{pool}"}
+    assert secrets("router") == set() and secrets("emulators") == set()

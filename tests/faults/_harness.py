@@ -228,7 +228,7 @@ def restart(system: LocalSystem, name: str, argv: list[str], *, metrics: bool = 
     if metrics:
         system.start_serving_metrics(name, argv)
     else:
-        system.supervisor.start(name, argv)
+        system.start_child(name, argv)
 
 
 def running_workers(system: LocalSystem, connector: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -83,6 +84,14 @@ async def test_local_stack_up_status_down_runs_real_servers_and_leaves_no_proces
         assert not leaked, "the root token is in stack.json"
         with pytest.raises(StackError, match="already runs"):
             LocalStack(state_dir).up()
+        assert stack.dead() == []
+
+        # OpenBao killed under it: the stack says so (switchyard run then stops, saying why).
+        vault_pid = next(p["pid"] for p in status["processes"] if p["name"] == "openbao")
+        os.kill(vault_pid, signal.SIGKILL)
+        async with asyncio.timeout(10):
+            while stack.dead() != ["vault"]:  # noqa: ASYNC110 - bounded
+                await asyncio.sleep(0.05)
 
         # A dev OpenBao forgets everything on restart; the helper re-bootstraps the pools
         # with the AppRole ids they already hold, so running workers log in again.
