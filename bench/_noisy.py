@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiokafka.partitioner import DefaultPartitioner
 
 from switchyard.system import LocalSystem
 from workers.emulators.testing import emulator_control
@@ -28,12 +29,21 @@ __all__ = ["noisy_neighbour"]
 QUIET_RATE = 20.0
 FLOOD_FACTOR = 20
 SLOW_API_MS = 300
+# Each quiet phase lasts at least this long: 1,000 calls, so its p99 is not its 3rd-slowest call.
+MIN_PHASE_SECONDS = 50.0
+# The flood runs this long before the quiet tenant is measured beside it (its backlog builds).
+BUILD_UP_SECONDS = 2.0
 _TICK = 0.05
 
 
 async def noisy_neighbour(
-    system: LocalSystem, clock: ResultClock, quiet_key: str, noisy_key: str, duration: float
+    system: LocalSystem, clock: ResultClock, quiet: tuple[str, str], noisy: tuple[str, str], duration: float,
+    *, min_phase: float = MIN_PHASE_SECONDS,
 ) -> dict[str, Any]:
+    """``quiet`` and ``noisy``: (tenant id, API key). Each phase lasts ``duration``, at
+    least ``min_phase`` seconds."""
+    (quiet_tenant, quiet_key), (noisy_tenant, noisy_key) = quiet, noisy
+    duration = max(duration, min_phase)
     url = f"{system.ingress_url}/mcp/main"
     flood_count = int(QUIET_RATE * FLOOD_FACTOR * duration)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -43,16 +53,17 @@ async def noisy_neighbour(
             session, url, quiet_key, duration=duration, concurrency=0, rate=QUIET_RATE
         )
         try:
-            await _slow_api(session, system.emulator_url, calls=flood_count * 3)
+            await _slow_api(session, system.emulator_url, noisy_tenant, calls=flood_count * 3)
             paced = asyncio.create_task(
-                _paced(session, system.ingress_url, noisy_key, QUIET_RATE * FLOOD_FACTOR, duration)
+                _paced(session, system.ingress_url, noisy_key, QUIET_RATE * FLOOD_FACTOR, duration + BUILD_UP_SECONDS)
             )
+            await asyncio.sleep(BUILD_UP_SECONDS)
             during_flood = await mcp_calls(
                 session, url, quiet_key, duration=duration, concurrency=0, rate=QUIET_RATE
             )
             flood_ids = await paced
             flood_drained = await _drain(session, system.emulator_url, clock, flood_ids)
-            await _slow_api(session, system.emulator_url, calls=flood_count * 3)
+            await _slow_api(session, system.emulator_url, noisy_tenant, calls=flood_count * 3)
             burst = asyncio.create_task(
                 submit_batches(
                     session, system.ingress_url, [noisy_key], flood_count, batch=100, concurrency=1
@@ -66,13 +77,22 @@ async def noisy_neighbour(
         finally:
             await _heal(session, system.emulator_url)
     flood_ratio = _p99_ratio(during_flood, alone)
+    partitions = list(range(system.settings.topic_partitions))
+    partition_of = DefaultPartitioner()
     return {
+        "phase_seconds": duration,
+        "flood_build_up_seconds": BUILD_UP_SECONDS,
         "quiet_rate_per_s": QUIET_RATE,
         "noisy_api_latency_ms": SLOW_API_MS,
+        # Commands are keyed by tenant: which partition (of every topic) each one's are on.
+        "partitions": {
+            "quiet": partition_of(quiet_tenant.encode(), partitions, partitions),
+            "noisy": partition_of(noisy_tenant.encode(), partitions, partitions),
+        },
         "quiet_alone": alone,
         "flood_20x": {
             "noisy_rate_per_s": QUIET_RATE * FLOOD_FACTOR,
-            "noisy_rate_achieved_per_s": round(len(flood_ids) / duration, 1),
+            "noisy_rate_achieved_per_s": round(len(flood_ids) / (duration + BUILD_UP_SECONDS), 1),
             "noisy_commands": len(flood_ids),
             "noisy_all_finished": flood_drained,
             "quiet": during_flood,
@@ -89,14 +109,14 @@ async def noisy_neighbour(
     }
 
 
-async def _slow_api(session: aiohttp.ClientSession, emulator_url: str, *, calls: int) -> None:
+async def _slow_api(session: aiohttp.ClientSession, emulator_url: str, tenant: str, *, calls: int) -> None:
     await emulator_control(
         session,
         emulator_url,
         "faults",
         {
             "connector": "slack",
-            "tenant": "noisy",
+            "tenant": tenant,
             "kind": "latency",
             "latency_ms": SLOW_API_MS,
             "count": calls,

@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -56,7 +57,7 @@ from ._load import (
     submit_batches,
 )
 from ._machine import code_version, machine
-from ._noisy import noisy_neighbour
+from ._noisy import MIN_PHASE_SECONDS, noisy_neighbour
 from ._targets import against_targets
 
 __all__ = ["add_arguments", "run"]
@@ -234,8 +235,10 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         if "noisy_neighbour" in only:
             print("bench: noisy neighbour", file=sys.stderr)
             report["noisy_neighbour"] = await noisy_neighbour(
-                system, clock, keys[quiet.tenant_id], keys[noisy.tenant_id], duration
+                system, clock, (quiet.tenant_id, keys[quiet.tenant_id]), (noisy.tenant_id, keys[noisy.tenant_id]),
+                duration, min_phase=0.0 if args.quick else MIN_PHASE_SECONDS,
             )
+            report["noisy_neighbour"]["tenant_limits"] = _FAST.model_dump()
         if "noisy_worker" in only:
             from ._noisy_worker import noisy_worker, worker_cpu
 
@@ -268,10 +271,33 @@ async def _scaling(
         while current < target:
             system.add_worker("slack")
             current += 1
-        await asyncio.sleep(5)  # let the consumer group rebalance before measuring
+        waited = await _spread_over(system, "slack", target)
         await _async_throughput(system, clock, keys, 300)
-        out[f"workers_{target}"] = await _async_throughput(system, clock, keys, count)
+        out[f"workers_{target}"] = await _async_throughput(system, clock, keys, count) | {"rebalance_s": waited}
     return out
+
+
+async def _spread_over(system: LocalSystem, connector: str, workers: int, within: float = 90.0) -> float:
+    """Wait (bounded) until the pool's rebalance has settled: every partition of its topic
+    held, by each of its ``workers`` processes (as far as there are partitions); seconds waited.
+
+    Raises:
+        TimeoutError: it did not settle within ``within`` seconds.
+    """
+    topic = system.settings.topics.connector(connector)
+    partitions = system.settings.topic_partitions
+    names = [n for n in system.metrics_urls if n.startswith(f"worker-{connector}-")]
+    wanted = re.compile(rf'^switchyard_assigned_partitions\{{[^}}]*topic="{re.escape(topic)}"[^}}]*\}} (\S+)$', re.M)
+    started = time.perf_counter()
+    async with asyncio.timeout(within), aiohttp.ClientSession() as session:
+        while True:
+            held = []
+            for name in names:
+                async with session.get(system.metrics_urls[name]) as response:
+                    held.append(sum(float(v) for v in wanted.findall(await response.text())))
+            if len(held) == workers and sum(held) == partitions and min(held) >= min(1, partitions // workers):
+                return round(time.perf_counter() - started, 1)
+            await asyncio.sleep(0.5)
 
 
 def run(args: argparse.Namespace) -> int:

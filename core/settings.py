@@ -35,6 +35,7 @@ ENV_VARS: dict[str, str] = {
     "SWITCHYARD_VAULT_SECRET_ID": "vault_secret_id",
     "SWITCHYARD_VAULT_TOKEN_FILE": "vault_token_file",
     "SWITCHYARD_ADMIN_TOKEN": "admin_token",
+    "SWITCHYARD_OBSERVER_TOKEN": "observer_token",
     "SWITCHYARD_MCP_SESSION_SECRET": "mcp_session_secret",
     "SWITCHYARD_INGRESS_HOST": "ingress_host",
     "SWITCHYARD_INGRESS_PORT": "ingress_port",
@@ -78,6 +79,9 @@ class Settings(BaseModel):
     vault_token_file: str | None = None
 
     admin_token: SecretStr | None = None
+    # Reads what the admin token reads in the dashboard, the observe routes and the
+    # ingress's edge /metrics, and nothing else: no admin API (for browsers and scrapers).
+    observer_token: SecretStr | None = None
     # Signs MCP session ids; every ingress replica must share it (else the admin token).
     mcp_session_secret: SecretStr | None = None
     ingress_host: str = "127.0.0.1"

@@ -32,17 +32,12 @@ from .auth import bearer_token
 from .errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized, from_validation
 from .models import ApiKeyCreate
 
-__all__ = ["add_admin_routes", "require_admin"]
+__all__ = ["add_admin_routes"]
 
 _SAFE_ID = re.compile(SAFE_ID_PATTERN)
 _CONNECTOR = re.compile(r"^[a-z0-9_]{1,32}$")
 _READ_BACK_TIMEOUT = 10.0
 _MAX_CREDENTIAL_FIELDS = 64
-
-
-def require_admin(request: web.Request) -> None:
-    """Refuse ``request`` (401) unless it carries the admin token."""
-    _state(request)
 
 
 def _state(request: web.Request) -> IngressState:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -21,13 +21,15 @@ from core.metrics import Metrics
 from core.settings import Settings
 
 from . import dashboard, observe
-from ._admin_http import add_admin_routes, require_admin
+from ._admin_http import add_admin_routes
 from ._http import LIMITS, Limits, error_middleware, json_response
 from ._state import STATE, IngressState
 from .accepted import AcceptedFeed
 from .admin import ensure_ingress_topics
+from .auth import reads_everything
 from .contracts import Services
 from .directory import Directory
+from .errors import Unauthorized
 from .openapi import openapi_document
 from .pipeline import KafkaPipeline
 from .rest import SERVICES, add_routes
@@ -126,6 +128,14 @@ def _setup_mcp(app: web.Application, services: Services) -> None:
     mcp.setup(app, services)
 
 
+def _reads_everything(settings: Settings) -> Callable[[web.Request], None]:
+    def check(request: web.Request) -> None:
+        if not reads_everything(settings, request.headers):
+            raise Unauthorized("the admin or observer token is required")
+
+    return check
+
+
 async def _private_answers(request: web.Request, response: web.StreamResponse) -> None:
     """API and MCP answers carry one tenant's data (or a key shown once): no cache, shared
     or the browser's, keeps them; and none is read as anything but its declared type."""
@@ -185,9 +195,9 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
     metrics = Metrics("ingress")
     pipeline.metrics = metrics
     if settings.metrics_port is None:
-        # No port of its own: beside the API, for the admin token only (the labels name
-        # every tenant).
-        add_metrics_route(app, metrics, check=require_admin)
+        # No port of its own: beside the API, for the admin or observer token only (the
+        # labels name every tenant).
+        add_metrics_route(app, metrics, check=_reads_everything(settings))
     else:
         # Where Prometheus scrapes every process (the Helm chart's port 9464); not on the
         # public edge, where anyone could read the tenant ids of the labels.

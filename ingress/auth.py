@@ -23,9 +23,12 @@ key's is refused with 403 before anything is published.
 
 from __future__ import annotations
 
+import hmac
 import inspect
 from collections.abc import Mapping
 from typing import Any
+
+from core.settings import Settings
 
 from .contracts import Authenticator, Identity
 from .errors import BadRequest, Forbidden
@@ -36,6 +39,7 @@ __all__ = [
     "authenticate",
     "bearer_token",
     "check_claims",
+    "reads_everything",
     "requested_space",
 ]
 
@@ -45,6 +49,19 @@ _TENANT_KEYS = ("tenant_id", "tenantId", "tenant")
 _SPACE_KEYS = ("space_id", "spaceId")
 # Where a body may carry a claim: the top level, and these nested objects (REST and MCP shapes).
 _NESTED = ("_meta", "meta", "params", "arguments")
+
+
+def reads_everything(settings: Settings, headers: Mapping[str, str]) -> bool:
+    """Whether ``headers`` carry the admin token or the read-only observer token
+    (compared in constant time): what may read every tenant's views and metrics."""
+    presented = bearer_token(headers)
+    if presented is None:
+        return False
+    return any(
+        hmac.compare_digest(presented.encode(), token.get_secret_value().encode())
+        for token in (settings.admin_token, settings.observer_token)
+        if token is not None
+    )
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

@@ -26,7 +26,7 @@ from core.settings import load_settings
 from schemas import CONNECTORS
 
 from .demo import DemoTenant, demo_tenants
-from .system import LocalSystem
+from .system import LocalSystem, StartStopped
 
 __all__ = ["add_arguments", "run"]
 
@@ -138,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
 
         for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, asked_to_stop)
-        await system.start()
+        try:
+            await system.start(stop)
+        except StartStopped:
+            return 130
         if stop.is_set():
             return 130
         tenants = demo_tenants(system.emulator_url)

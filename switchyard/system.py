@@ -29,7 +29,7 @@ from .demo import DemoTenant
 from .stack import LocalStack
 from .stack._procs import check_port_free, free_port
 
-__all__ = ["LocalSystem", "ensure_pool_roles"]
+__all__ = ["LocalSystem", "StartStopped", "ensure_pool_roles"]
 
 # Secrets in the local system's environment that only some children may see.
 _POOL_SECRETS = ("SWITCHYARD_VAULT_ROLE_ID", "SWITCHYARD_VAULT_SECRET_ID", "SWITCHYARD_VAULT_TOKEN_FILE")
@@ -38,6 +38,10 @@ _SECRETS = ("VAULT_TOKEN", "SWITCHYARD_ADMIN_TOKEN", *_POOL_SECRETS)
 
 def _without_secrets(env: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in env.items() if not name.startswith(_SECRETS)}
+
+
+class StartStopped(Exception):
+    """:meth:`LocalSystem.start` was asked to stop before everything was ready."""
 
 
 class LocalSystem:
@@ -87,6 +91,7 @@ class LocalSystem:
         self._router_names: list[str] = []
         self.metrics_urls: dict[str, str] = {}
         self._ingress_secrets: dict[str, str] = {}
+        self._stop: asyncio.Event | None = None
 
     @property
     def settings(self) -> Settings:
@@ -96,12 +101,15 @@ class LocalSystem:
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 
-    async def start(self) -> None:
+    async def start(self, stop: asyncio.Event | None = None) -> None:
         """Start everything and wait until every process is ready.
 
         Raises:
             RuntimeError: a process exited early or did not become ready in time.
+            StartStopped: ``stop`` was set (checked between steps and while waiting;
+                the local stack's own start, a download included, runs to its end).
         """
+        self._stop = stop
         if self.port:  # before minutes of start-up, not as an ingress that died at the end
             check_port_free(self.port, "the ingress (--port 0 takes any free port)")
         if self._stack_env is None:
@@ -131,6 +139,7 @@ class LocalSystem:
         }
         from .topics import apply_topics
 
+        self._check_stop()
         self._say("creating topics")
         await apply_topics(self.settings)
         # Each child gets the secrets of its own role only (start_child): the ingress a
@@ -140,6 +149,7 @@ class LocalSystem:
         self.supervisor = Supervisor(_without_secrets(self.env), self.log_dir)
         self._say(f"starting API emulators on {self.emulator_url}")
         self.start_child("emulators", ["emulators", "--host", "127.0.0.1", "--port", str(emulator_port)])
+        self._check_stop()
         self._say("starting the router and worker pools: " + ", ".join(self.connectors))
         for _ in range(self.routers):
             self.add_router()
@@ -216,11 +226,16 @@ class LocalSystem:
         self.supervisor.stop(name)
         self.metrics_urls.pop(name, None)
 
+    def _check_stop(self) -> None:
+        if self._stop is not None and self._stop.is_set():
+            raise StartStopped("asked to stop while starting")
+
     async def _wait_http(self, url: str, within: float, what: str) -> None:
         assert self.supervisor is not None
         async with aiohttp.ClientSession() as session:
             deadline = time.monotonic() + within
             while time.monotonic() < deadline:
+                self._check_stop()
                 if self.supervisor.dead():
                     raise RuntimeError(f"{', '.join(self.supervisor.dead())} exited early; see {self.log_dir}")
                 if await answers_ok(session, url):

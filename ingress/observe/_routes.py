@@ -9,8 +9,8 @@
     GET /v1/stream?view=tenant|admin[&tenant=]           live snapshots (text/event-stream)
 
 A tenant key reads only its own tenant: any other ``tenant_id`` is a 403. The admin
-token (``Settings.admin_token``, compared in constant time, as the admin API does) reads
-every tenant. The stream is authenticated by the ``Authorization`` header like every
+token, or the read-only observer token (``Settings.observer_token``: the dashboard's
+operator view without the power to change anything), reads every tenant. The stream is authenticated by the ``Authorization`` header like every
 other route (the dashboard reads it with ``fetch()``, so the key never goes in a URL);
 it ends after ``stream_lifetime`` seconds (below the edge request timeout) and the
 client reconnects, which re-checks the key, so a revoked key stops streaming quickly.
@@ -30,7 +30,7 @@ from aiohttp import web
 
 from core.settings import Settings
 from ingress._http import IDENTITY, LIMITS, json_response
-from ingress.auth import authenticate, bearer_token
+from ingress.auth import authenticate, reads_everything
 from ingress.contracts import Identity, Services
 from ingress.errors import BadRequest, Forbidden, NotFound, RateLimited, ServiceUnavailable
 from schemas.identifiers import SAFE_ID_PATTERN
@@ -78,13 +78,7 @@ async def identify(request: web.Request) -> Identity:
         Forbidden / BadRequest: as :func:`ingress.auth.authenticate`.
     """
     observer = request.app[OBSERVER]
-    presented = bearer_token(request.headers)
-    expected = observer.settings.admin_token
-    if (
-        presented is not None
-        and expected is not None
-        and hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
-    ):
+    if reads_everything(observer.settings, request.headers):
         return ADMIN_IDENTITY
     identity = await authenticate(observer.services.auth, request.headers)
     request[IDENTITY] = identity

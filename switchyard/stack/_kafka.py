@@ -152,7 +152,9 @@ def install_jars(pom: Path, lib: Path, version: str) -> None:
         "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
     ]  # fmt: skip
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+        # Its own process group: a Ctrl-C at the terminal reaches switchyard, which stops
+        # once this step ends, instead of killing the download half-way.
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False, process_group=0)
         if out.returncode != 0 or not jars_installed(staging, version):
             raise StackError(f"mvn could not download the Kafka {version} jars: {_mvn_reason(out)}")
         try:
@@ -266,7 +268,7 @@ def format_storage(java: str, lib: Path, log4j: Path, node: KafkaNode, cluster_i
         "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.properties),
     ]  # fmt: skip
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, process_group=0)
     except subprocess.TimeoutExpired:
         raise StackError(f"formatting Kafka node {node.node_id} took over 120 s") from None
     if out.returncode != 0:

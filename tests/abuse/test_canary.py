@@ -43,6 +43,25 @@ async def _use_the_canary_everywhere(abuse: Abuse) -> None:
                                               {"name": "daily_summary", "arguments": {"summary": "fail"}})
             assert status == 200 and reply["result"]["isError"] is True, reply
         await emulator_control(http, system.emulator_url, "reset", {})
+    # Where failures, traces and counts come back out: the tenant's views and live stream,
+    # the operator's overview and the metrics (each read lands in abuse.seen).
+    canary = abuse.auth("canary")
+    status, commands, _ = await abuse.request("GET", "/v1/tenants/canary/commands", headers=canary)
+    assert status == 200 and commands["commands"], commands
+    for path in ("/v1/tenants/canary/errors", "/v1/tenants/canary/metrics",
+                 f"/v1/tenants/canary/commands/{commands['commands'][0]['command_id']}/trace"):
+        status, reply, _ = await abuse.request("GET", path, headers=canary)
+        assert status == 200, (path, reply)
+    for path, headers in (("/v1/admin/overview", admin), ("/v1/tenants/canary/errors", admin)):
+        status, reply, _ = await abuse.request("GET", path, headers=headers)
+        assert status == 200, (path, reply)
+    metrics_url = system.metrics_urls["ingress"]
+    async with aiohttp.ClientSession() as http, http.get(metrics_url) as scraped:
+        abuse.seen.append(await scraped.read())
+    async with aiohttp.ClientSession() as http, http.get(
+        f"{abuse.url}/v1/stream?view=tenant", headers=canary, timeout=aiohttp.ClientTimeout(total=30)
+    ) as streamed:
+        abuse.seen.append(await streamed.content.readuntil(b"\n\n"))  # the first snapshot
 
 
 async def test_a_canary_credential_appears_in_no_response_topic_or_log(abuse: Abuse) -> None:

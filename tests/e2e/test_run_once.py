@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -67,3 +68,32 @@ def test_run_once_demos_each_tenant_writes_client_configs_and_leaves_no_process(
     keys = [servers[f"switchyard-{t}"]["headers"]["Authorization"].removeprefix("Bearer ") for t in DEMO]
     printed = any(key in out or key in done.stderr for key in keys)
     assert not printed, "an API key was printed"
+
+
+def test_ctrl_c_while_starting_stops_everything_started_so_far(tmp_path: Path) -> None:
+    marker = f"SY_RUN_TEST={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "VAULT_"))}
+    env["SY_RUN_TEST"] = marker.partition("=")[2]
+    if "SWITCHYARD_HOME" in os.environ:
+        env["SWITCHYARD_HOME"] = os.environ["SWITCHYARD_HOME"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "switchyard.cli", "run", "--port", "0", "--state-dir", str(tmp_path / "run"),
+         "--connectors", "slack"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert run.stdout is not None
+        seen = []
+        for line in run.stdout:  # bounded: the process ends, and pytest-timeout guards the rest
+            seen.append(line)
+            if "starting API emulators" in line:  # mid-start: the stack is up, children starting
+                run.send_signal(signal.SIGINT)
+                break
+        rest, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    out = "".join(seen) + rest
+    assert run.returncode == 130, out[-2000:]
+    assert "no process left behind" in out
+    assert _marked(marker) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+from pydantic import SecretStr
 
 from core.metrics import Metrics
 from core.settings import Settings
@@ -192,3 +193,18 @@ async def test_a_workspace_key_sees_its_own_workspaces_commands_and_the_tenants_
         assert [f["command_id"] for f in failures] == [results[1].command_id]
         everything = (await (await c.get("/v1/tenants/acme/commands", headers=h.admin_headers)).json())["commands"]
         assert len(everything) == 3
+
+
+async def test_the_observer_token_reads_every_tenant_and_changes_nothing(settings: Settings) -> None:
+    observer = {"Authorization": "Bearer observer-token-for-the-test"}
+    async with ObservedHarness(settings.model_copy(update={"observer_token": SecretStr("observer-token-for-the-test")})) as h:
+        await _seed(h)
+        for path in ("/v1/admin/overview", "/v1/tenants/acme/errors", "/v1/tenants/beta/metrics", "/metrics"):
+            r = await h.client.get(path, headers=observer)
+            assert r.status == 200, path
+        # No admin API: no key, workspace or credential through it.
+        r = await h.client.post("/v1/admin/api-keys", headers=observer,
+                                json={"tenant_id": "acme", "spaces": ["main"], "user_id": "u", "role": "member"})
+        assert r.status == 401
+        assert (await h.client.get("/v1/admin/workspaces/acme/main", headers=observer)).status == 401
+        assert (await h.client.get("/metrics", headers={"Authorization": "Bearer nope"})).status == 401
