@@ -293,8 +293,11 @@ async def _spread_over(system: LocalSystem, connector: str, workers: int, within
         while True:
             held = []
             for name in names:
-                async with session.get(system.metrics_urls[name]) as response:
-                    held.append(sum(float(v) for v in wanted.findall(await response.text())))
+                try:
+                    async with session.get(system.metrics_urls[name]) as response:
+                        held.append(sum(float(v) for v in wanted.findall(await response.text())))
+                except (aiohttp.ClientError, OSError):
+                    held.append(0.0)  # a worker still starting: its port is not bound yet
             if len(held) == workers and sum(held) == partitions and min(held) >= min(1, partitions // workers):
                 return round(time.perf_counter() - started, 1)
             await asyncio.sleep(0.5)

@@ -8,6 +8,7 @@ messages never carry tokens or secret values.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from .errors import CasConflict, CredentialsMissing, VaultError, VaultForbidden,
 __all__ = ["AppRoleCredentials", "PoolVault", "TenantSecret", "TokenFile", "VaultAdmin"]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # A cached tenant token is dropped this many seconds before it expires.
 _EXPIRY_MARGIN = 20.0
@@ -159,6 +161,32 @@ class VaultAdmin(_Threaded):
         """Create (or update) the policy of the ingress admin API's token; returns its name."""
         await self._run("write the ingress policy", self._write_ingress_policy)
         return layout.INGRESS_POLICY
+
+    def _renew_self(self) -> float | None:
+        info = self._client.auth.token.lookup_self()["data"]
+        if not info.get("renewable"):
+            return None
+        renewed = self._client.auth.token.renew_self()
+        return float(renewed["auth"]["lease_duration"])
+
+    async def renew_self(self) -> float | None:
+        """Renew this client's own token; its new TTL in seconds, or None when it cannot
+        be renewed (a root token, which never expires, or a non-renewable one)."""
+        return await self._run("renew the token", self._renew_self)
+
+    async def keep_renewed(self, *, every_at_most: float = 3600.0) -> None:
+        """Renew the token until cancelled, at a third of its TTL (a periodic token, as the
+        README's ingress token is, expires unless renewed within its period)."""
+        while True:
+            try:
+                ttl = await self.renew_self()
+            except VaultError as exc:
+                logger.warning("renewing the Vault token failed (%s); trying again in a minute", exc)
+                await asyncio.sleep(60.0)
+                continue
+            if ttl is None:
+                return
+            await asyncio.sleep(min(every_at_most, max(5.0, ttl / 3)))
 
     def _ingress_token(self, ttl: str) -> str:
         self._write_ingress_policy()

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
@@ -128,6 +129,26 @@ def _setup_mcp(app: web.Application, services: Services) -> None:
     mcp.setup(app, services)
 
 
+def _renewing_vault_token(settings: Settings):  # type: ignore[no-untyped-def]
+    """Keep the admin API's Vault token alive while the app runs (a periodic token expires
+    unless renewed; a root token needs nothing and the task ends at once)."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        from core.vault import VaultAdmin
+
+        assert settings.vault_token is not None
+        admin = VaultAdmin(settings.vault_addr, settings.vault_token.get_secret_value(), mount=settings.vault_kv_mount)
+        task = asyncio.create_task(admin.keep_renewed(), name="vault-token-renewal")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            admin.close()
+
+    return context
+
+
 def _reads_everything(settings: Settings) -> Callable[[web.Request], None]:
     def check(request: web.Request) -> None:
         if not reads_everything(settings, request.headers):
@@ -155,6 +176,8 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
         client_max_size=options.max_body_bytes, middlewares=[error_middleware]
     )
     app.on_response_prepare.append(_private_answers)
+    if settings.vault_token is not None:
+        app.cleanup_ctx.append(_renewing_vault_token(settings))
     results = ResultsFeed(
         settings,
         capacity=options.results_capacity,

@@ -33,7 +33,8 @@ __all__ = ["LocalSystem", "StartStopped", "ensure_pool_roles"]
 
 # Secrets in the local system's environment that only some children may see.
 _POOL_SECRETS = ("SWITCHYARD_VAULT_ROLE_ID", "SWITCHYARD_VAULT_SECRET_ID", "SWITCHYARD_VAULT_TOKEN_FILE")
-_SECRETS = ("VAULT_TOKEN", "SWITCHYARD_ADMIN_TOKEN", *_POOL_SECRETS)
+_INGRESS_SECRETS = ("SWITCHYARD_ADMIN_TOKEN", "SWITCHYARD_OBSERVER_TOKEN", "SWITCHYARD_MCP_SESSION_SECRET")
+_SECRETS = ("VAULT_TOKEN", *_INGRESS_SECRETS, *_POOL_SECRETS)
 
 
 def _without_secrets(env: Mapping[str, str]) -> dict[str, str]:
@@ -201,7 +202,8 @@ class LocalSystem:
 
     def _secrets_of(self, argv: list[str]) -> dict[str, str]:
         if argv[0] == "ingress":
-            return {**self._ingress_secrets, "SWITCHYARD_ADMIN_TOKEN": self.env["SWITCHYARD_ADMIN_TOKEN"]}
+            own = {name: value for name, value in self.env.items() if name in _INGRESS_SECRETS}
+            return {**own, **self._ingress_secrets}
         if argv[0] == "worker" and "--connector" in argv:
             pool = argv[argv.index("--connector") + 1].upper()
             return {

@@ -224,6 +224,8 @@ class Executor:
                         # no attempt, no failure. Again once the group confirms this member.
                         if not await still_ours():
                             raise Abandoned(command.command_id) from None
+                        if command.expired(now()):  # the hold outlasted the caller's deadline
+                            return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
                         continue
                     info = scrub_error(exc.to_info(), secret[-1] if secret else None)
                     # A failed check sent nothing: the doubt stays as it was.

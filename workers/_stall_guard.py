@@ -87,6 +87,7 @@ class StallGuard:
         self._clear = asyncio.Event()
         self._clear.set()
         self._checking: asyncio.Task[None] | None = None
+        self._stopped = False
         self.stalls = 0
 
     def ready(self) -> bool:
@@ -113,11 +114,16 @@ class StallGuard:
                 await asyncio.sleep(self._tick)
                 self._observe()
         finally:
+            # Stopping: nothing may wait on a check that will not come, and the calls that
+            # finish during the shutdown are not held for the ticker's silence.
+            self._stopped = True
             if self._checking is not None:
                 self._checking.cancel()
-            self._clear.set()  # stopping: nothing may wait on a check that will not come
+            self._clear.set()
 
     def _observe(self) -> None:
+        if self._stopped:
+            return
         now = self._clock()
         gap, self._last = now - self._last, now
         if gap > self._threshold:

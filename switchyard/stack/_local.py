@@ -123,12 +123,8 @@ class LocalStack:
         return state is not None and any(r is not None and r.alive() for _, r in state.records())
 
     def dead(self) -> list[str]:
-        """The stack's processes that have exited (``kafka-<n>``, ``vault``)."""
-        self._reap_children()
-        state = self.state
-        if state is None:
-            return []
-        return [name for name, record in state.records() if record is not None and not record.alive()]
+        """The stack's processes that have exited, named as in :meth:`status`."""
+        return [p["name"] for p in self.status()["processes"] if not p["alive"]]
 
     def status(self) -> dict[str, Any]:
         """What runs where: one entry per process with pid, ports and liveness."""

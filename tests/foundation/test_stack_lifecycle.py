@@ -90,7 +90,7 @@ async def test_local_stack_up_status_down_runs_real_servers_and_leaves_no_proces
         vault_pid = next(p["pid"] for p in status["processes"] if p["name"] == "openbao")
         os.kill(vault_pid, signal.SIGKILL)
         async with asyncio.timeout(10):
-            while stack.dead() != ["vault"]:  # noqa: ASYNC110 - bounded
+            while stack.dead() != ["openbao"]:  # noqa: ASYNC110 - bounded
                 await asyncio.sleep(0.05)
 
         # A dev OpenBao forgets everything on restart; the helper re-bootstraps the pools

@@ -287,3 +287,23 @@ async def test_the_ingress_policy_stores_credentials_and_reads_none_back(
         assert not await ingress.has_credentials(tenant, "slack")
     finally:
         ingress.close()
+
+
+async def test_a_periodic_token_is_renewed_and_a_root_token_needs_nothing(
+    vault_admin: VaultAdmin, stack_env: dict[str, str]
+) -> None:
+    policy = await vault_admin.write_ingress_policy()
+    created = await asyncio.to_thread(
+        requests.post, f"{stack_env['VAULT_ADDR']}/v1/auth/token/create",
+        json={"policies": [policy], "period": "30s"}, headers={"X-Vault-Token": stack_env["VAULT_TOKEN"]}, timeout=10,
+    )  # fmt: skip
+    periodic = VaultAdmin(stack_env["VAULT_ADDR"], created.json()["auth"]["client_token"])
+    root = VaultAdmin(stack_env["VAULT_ADDR"], stack_env["VAULT_TOKEN"])
+    try:
+        assert 25 <= (await periodic.renew_self() or 0) <= 30
+        assert await root.renew_self() is None
+        async with asyncio.timeout(5):
+            await root.keep_renewed()  # returns at once: nothing to renew
+    finally:
+        periodic.close()
+        root.close()
