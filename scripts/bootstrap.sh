@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install Switchyard with its dev tools, at the versions pinned in
 # constraints.txt (the tested set). Idempotent: reinstalls only when pyproject.toml or
-# constraints.txt changed. Java 17 and Maven are needed later by `switchyard stack up`.
+# constraints.txt changed. Java 17+ and Maven (for the local Kafka) are checked, and
+# installed with apt-get when missing and running as root (scripts/install-java.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+bash scripts/install-java.sh
