@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
+
+from workers.emulators.testing import emulator_control
 
 from .conftest import CANARY, Abuse, Session
 
@@ -55,11 +58,37 @@ async def test_another_tenants_task_reads_as_unknown_over_mcp_tasks(abuse: Abuse
     assert status == 200 and reply["result"]["status"] == "completed", reply
 
 
+async def test_another_tenants_running_task_reads_as_unknown_and_cannot_be_cancelled(abuse: Abuse) -> None:
+    # Still running (a slow upstream): the ingress knows it from its own accepted list.
+    async with aiohttp.ClientSession() as http:
+        await emulator_control(http, abuse.system.emulator_url, "faults",
+                               {"kind": "latency", "tenant": "acme", "latency_ms": 3000, "count": 1})
+    acme = await Session(abuse, "acme").open()
+    status, reply = await acme.call(
+        "tools/call", {"name": "daily_summary", "arguments": SUMMARY, "task": {"ttl": 60_000}}
+    )
+    assert status == 200, reply
+    task_id = reply["result"]["task"]["taskId"]
+    beta = await Session(abuse, "beta").open()
+    for method in ("tasks/get", "tasks/cancel", "tasks/get"):
+        status, reply = await beta.call(method, {"taskId": task_id})
+        assert status == 200 and reply["error"]["code"] == -32602, (method, reply)
+    status, reply = await acme.call("tasks/result", {"taskId": task_id})
+    assert status == 200 and reply["result"]["isError"] is False, reply  # not cancelled by beta
+
+
 async def test_a_session_id_is_bound_to_the_tenant_that_opened_it(abuse: Abuse) -> None:
     acme = await Session(abuse, "acme").open()
     thief = Session(abuse, "beta", session_id=acme.session_id)
-    status, reply = await thief.call("tools/list", {})
-    assert status == 404, reply
+    for method, params in (("tools/list", {}), ("tools/call", {"name": "daily_summary", "arguments": SUMMARY}),
+                           ("tasks/list", {})):
+        status, reply = await thief.call(method, params)
+        assert status == 404, (method, reply)
+    # Nor can the thief end the owner's session (this server lets no client end one: 405).
+    status, _, _ = await abuse.request("DELETE", "/mcp/main", headers=thief.headers())
+    assert status in (404, 405)
+    status, reply = await acme.call("tools/list", {})
+    assert status == 200 and "result" in reply, reply
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "GET"])
