@@ -102,6 +102,10 @@ class LocalSystem:
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    @property
+    def _children_file(self) -> Path:
+        return self.state_dir / "children.json"
+
     async def start(self, stop: asyncio.Event | None = None) -> None:
         """Start everything and wait until every process is ready.
 
@@ -111,6 +115,10 @@ class LocalSystem:
                 the local stack's own start, a download included, runs to its end).
         """
         self._stop = stop
+        # Children a killed predecessor left running (on this state dir): stopped first,
+        # which also frees its ports.
+        for name in Supervisor.reap_leftovers(self._children_file):
+            self._say(f"stopped {name}, left running by a run that was killed")
         if self.port:  # before minutes of start-up, not as an ingress that died at the end
             check_port_free(self.port, "the ingress (--port 0 takes any free port)")
         if self._stack_env is None:
@@ -147,7 +155,7 @@ class LocalSystem:
         # token of the switchyard-ingress policy and the admin token, each worker its own
         # pool's AppRole, the router and the emulators none.
         self._ingress_secrets = {"VAULT_TOKEN": await self._ingress_vault_token()}
-        self.supervisor = Supervisor(_without_secrets(self.env), self.log_dir)
+        self.supervisor = Supervisor(_without_secrets(self.env), self.log_dir, records=self._children_file)
         self._say(f"starting API emulators on {self.emulator_url}")
         self.start_child("emulators", ["emulators", "--host", "127.0.0.1", "--port", str(emulator_port)])
         self._check_stop()

@@ -113,3 +113,34 @@ def test_ctrl_c_while_starting_stops_everything_started_so_far(tmp_path: Path) -
     assert run.returncode == 130, out[-2000:]
     assert "no process left behind" in out
     assert _marked(marker) == []
+
+
+@pytest.mark.timeout(420)
+def test_a_run_after_one_killed_outright_stops_what_that_one_left_running(tmp_path: Path) -> None:
+    state = tmp_path / "run"
+    argv = [sys.executable, "-m", "switchyard.cli", "run", "--port", "0", "--state-dir", str(state),
+            "--connectors", ",".join(DEMO.values())]  # fmt: skip
+    killed_marker = f"SY_RUN_TEST={uuid.uuid4().hex}"
+    killed = subprocess.Popen(argv, cwd=REPO, env=_environment(killed_marker), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        assert killed.stdout is not None
+        for line in killed.stdout:  # bounded: pytest-timeout
+            if "serving. Press Ctrl-C" in line:
+                break
+        killed.kill()  # SIGKILL: no stop path runs; the children and the stack live on
+        killed.wait(timeout=30)
+        killed.stdout.close()
+        assert _marked(killed_marker), "nothing was left running to reap"
+
+        marker = f"SY_RUN_TEST={uuid.uuid4().hex}"
+        again = subprocess.Popen([*argv, "--once"], cwd=REPO, env=_environment(marker), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        out = _finish(again, marker, within=300)
+        assert again.returncode == 0, out[-3000:]
+        assert "left running by a run that was killed" in out and "stopped a stack left running" in out, out[-3000:]
+        assert _marked(killed_marker) == []
+    finally:
+        for pid in _marked(killed_marker):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
