@@ -208,3 +208,16 @@ async def test_the_observer_token_reads_every_tenant_and_changes_nothing(setting
         assert r.status == 401
         assert (await h.client.get("/v1/admin/workspaces/acme/main", headers=observer)).status == 401
         assert (await h.client.get("/metrics", headers={"Authorization": "Bearer nope"})).status == 401
+
+
+async def test_the_dashboard_is_served_with_a_strict_policy(settings: Settings) -> None:
+    async with ObservedHarness(settings) as h:
+        for path in ("/dashboard", "/dashboard/app.js"):
+            r = await h.client.get(path)
+            assert r.status == 200
+            policy = r.headers["Content-Security-Policy"]
+            # No inline script, no framing (clickjacking), no form posts elsewhere.
+            assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy
+            assert "frame-ancestors 'none'" in policy and "form-action 'none'" in policy
+            assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
+            assert r.headers["Referrer-Policy"] == "no-referrer"
