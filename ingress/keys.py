@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from schemas import ApiKeyRecord
 
-__all__ = ["ParsedKey", "generate_api_key", "hash_secret", "parse_api_key", "verify_secret"]
+__all__ = ["ParsedKey", "generate_api_key", "hash_secret", "key_record", "parse_api_key", "verify_secret"]
 
 _N, _R, _P = 2**14, 8, 1
 # The secret is token_urlsafe, which may contain '_': split at most twice.
@@ -63,17 +63,28 @@ def generate_api_key(
     Raises:
         pydantic.ValidationError: when an id is not in the safe character set.
     """
-    key_id = secrets.token_hex(8)
-    secret = secrets.token_urlsafe(32)
+    plaintext = f"sy_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+    return plaintext, key_record(plaintext, tenant_id=tenant_id, spaces=spaces, user_id=user_id, role=role)
+
+
+def key_record(plaintext: str, *, tenant_id: str, spaces: list[str], user_id: str, role: str) -> ApiKeyRecord:
+    """The record of an existing key ``plaintext`` (a fresh salt; only the hash is kept).
+
+    Raises:
+        ValueError: ``plaintext`` is not shaped like a key.
+        pydantic.ValidationError: when an id is not in the safe character set.
+    """
+    parsed = parse_api_key(plaintext)
+    if parsed is None:
+        raise ValueError("not an API key")
     salt = secrets.token_hex(16)
-    record = ApiKeyRecord(
-        key_id=key_id,
+    return ApiKeyRecord(
+        key_id=parsed.key_id,
         tenant_id=tenant_id,
         spaces=list(spaces),
         user_id=user_id,
         role=role,
         salt=salt,
-        secret_hash=hash_secret(secret, salt),
+        secret_hash=hash_secret(parsed.secret, salt),
         created_at=datetime.now(UTC),
     )
-    return f"sy_{key_id}_{secret}", record

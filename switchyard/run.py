@@ -62,6 +62,21 @@ def _client_configs(ingress_url: str, keys: dict[str, str], tenants: list[DemoTe
     return {"mcpServers": servers}
 
 
+def _previous_keys(path: Path) -> dict[str, str]:
+    """The API keys a previous run wrote into its client configurations, per tenant."""
+    try:
+        servers = orjson.loads(path.read_bytes())["mcpServers"]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return {}
+    keys = {}
+    for name, entry in servers.items() if isinstance(servers, dict) else ():
+        headers = entry.get("headers") if isinstance(entry, dict) else None
+        header = headers.get("Authorization", "") if isinstance(headers, dict) else ""
+        if name.startswith("switchyard-") and isinstance(header, str) and header.startswith("Bearer "):
+            keys[name.removeprefix("switchyard-")] = header.removeprefix("Bearer ")
+    return keys
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``path`` readable by its owner only, even where a wider file stood."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,12 +160,14 @@ def run(args: argparse.Namespace) -> int:
         if stop.is_set():
             return 130
         tenants = demo_tenants(system.emulator_url)
-        keys = await system.provision(tenants)
+        config_path = state_dir / "mcp-clients.json"
+        # The keys of the last run, published again: a configuration pasted into a client
+        # keeps working across restarts (the file is this machine's user's only).
+        keys = await system.provision(tenants, reuse=_previous_keys(config_path))
         if stop.is_set():
             return 130
         _say("switchyard: sending the daily summary for each demo tenant through MCP (official SDK client)")
         all_ok = await _demo(system.ingress_url, keys, tenants)
-        config_path = state_dir / "mcp-clients.json"
         configs = _client_configs(system.ingress_url, keys, tenants)
         _write_private(config_path, orjson.dumps(configs, option=orjson.OPT_INDENT_2) + b"\n")
         url = system.ingress_url
@@ -159,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         _say("  Claude Desktop: paste a `switchyard-<tenant>-stdio` entry into claude_desktop_config.json")
         _say("    (it starts local servers only: the entry runs the mcp-remote bridge with npx, Node.js 18+).")
         _say(f"  Claude Code: claude mcp add --transport http switchyard {url}/mcp/main --header \"Authorization: Bearer <key>\"")
-        _say("  The keys are new on every `switchyard run` (a fresh Kafka and OpenBao each start): paste again after a restart.")
+        _say("  The keys stay the same across runs on this state directory (the data does not: a fresh Kafka and OpenBao each start).")
         _say(f"  MCP endpoint: {url}/mcp/<space>   REST: {url}/v1/commands   OpenAPI: {url}/openapi.json")
         _say(f"  Dashboard: {url}/dashboard   Logs: {system.log_dir}")
         _say("  Prometheus metrics (per tenant, workspace and connector):")

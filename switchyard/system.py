@@ -253,23 +253,30 @@ class LocalSystem:
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"{what} did not become ready within {within:.0f}s; see {self.log_dir}")
 
-    async def provision(self, tenants: list[DemoTenant], *, extra: list[WorkspaceConfig] = ()) -> dict[str, str]:  # type: ignore[assignment]
+    async def provision(
+        self, tenants: list[DemoTenant], *, extra: list[WorkspaceConfig] = (),  # type: ignore[assignment]
+        reuse: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         """Workspaces and API keys to the config topic, credentials to Vault, tokens to the emulators.
 
-        Returns each tenant's plaintext API key (shown once; stored only as a hash).
+        ``reuse``: plaintext keys to publish again, per tenant (a config pasted into a client
+        keeps working); the others get new keys. Returns each tenant's plaintext API key
+        (shown once; stored only as a hash).
         """
         from core.vault import VaultAdmin
         from ingress.admin import new_api_key, publish_config
+        from ingress.keys import key_record
 
         keys: dict[str, str] = {}
         records: list[Any] = list(extra)
         for tenant in tenants:
-            plaintext, record = new_api_key(
-                tenant_id=tenant.tenant_id,
-                spaces=[tenant.space_id],
-                user_id=f"demo@{tenant.tenant_id}",
-                role="admin",
-            )
+            owner = {"tenant_id": tenant.tenant_id, "spaces": [tenant.space_id],
+                     "user_id": f"demo@{tenant.tenant_id}", "role": "admin"}  # fmt: skip
+            kept = (reuse or {}).get(tenant.tenant_id)
+            try:
+                plaintext, record = (kept, key_record(kept, **owner)) if kept else new_api_key(**owner)
+            except ValueError:  # not a key any more (a hand-edited file): a new one
+                plaintext, record = new_api_key(**owner)
             keys[tenant.tenant_id] = plaintext
             records += [tenant.workspace(), record]
         await publish_config(self.settings, records)

@@ -44,6 +44,12 @@ def _environment(marker: str) -> dict[str, str]:
     return env
 
 
+def _keys(path: Path) -> dict[str, str]:
+    """The API key of each remote entry of a client configuration file."""
+    servers = json.loads(path.read_text())["mcpServers"]
+    return {name: entry["headers"]["Authorization"] for name, entry in servers.items() if "headers" in entry}
+
+
 def _finish(run: subprocess.Popen[str], marker: str, within: float) -> str:
     """``run``'s output once it exits (bounded). If it does not, SIGINT (its own stop path),
     then whatever still carries ``marker`` is killed: a failed test leaves nothing running."""
@@ -128,6 +134,8 @@ def test_a_run_after_one_killed_outright_stops_what_that_one_left_running(tmp_pa
         for line in killed.stdout:  # bounded: pytest-timeout
             if "serving. Press Ctrl-C" in line:
                 break
+        first_keys = _keys(state / "mcp-clients.json")
+        assert len(first_keys) == len(DEMO)
         killed.kill()  # SIGKILL: no stop path runs; the children and the stack live on
         killed.wait(timeout=30)
         killed.stdout.close()
@@ -140,6 +148,9 @@ def test_a_run_after_one_killed_outright_stops_what_that_one_left_running(tmp_pa
         assert again.returncode == 0, out[-3000:]
         assert "left running by a run that was killed" in out and "stopped a stack left running" in out, out[-3000:]
         assert _marked(killed_marker) == []
+        # The keys pasted from the first run work for the second: it published them again.
+        same = _keys(state / "mcp-clients.json") == first_keys
+        assert same, "the second run's client configurations hold other keys"
     finally:
         for pid in _marked(killed_marker):
             with contextlib.suppress(OSError):

@@ -14,7 +14,7 @@ from ingress._bounded import LRU, TokenBuckets
 from ingress.auth import bearer_token, check_claims, requested_space
 from ingress.contracts import Identity
 from ingress.errors import BadRequest, Forbidden, RateLimited
-from ingress.keys import generate_api_key, parse_api_key, verify_secret
+from ingress.keys import generate_api_key, key_record, parse_api_key, verify_secret
 from ingress.pipeline import command_id_for
 from ingress.results import ResultsFeed
 from ingress.testing import echo_result
@@ -183,3 +183,13 @@ def test_the_public_url_gives_the_browser_origin_allowed_on_mcp() -> None:
     assert public_origin("https://switchyard.example.com/base/") == ("https://switchyard.example.com",)
     assert public_origin("http://sy.internal:8080") == ("http://sy.internal:8080",)
     assert public_origin(None) == () and public_origin("not a url") == ()
+
+
+def test_an_existing_key_gets_a_record_of_its_own_that_verifies_it():
+    plaintext, first = generate_api_key(tenant_id="acme", spaces=["main"], user_id="ann", role="admin")
+    again = key_record(plaintext, tenant_id="acme", spaces=["main"], user_id="ann", role="admin")
+    parsed = parse_api_key(plaintext)
+    assert parsed is not None and again.key_id == first.key_id == parsed.key_id
+    assert again.salt != first.salt and verify_secret(parsed.secret, again)
+    with pytest.raises(ValueError):
+        key_record("not-a-key", tenant_id="acme", spaces=["main"], user_id="ann", role="admin")
