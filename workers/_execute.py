@@ -32,7 +32,14 @@ from ._credentials import Credentials, token_expired
 from ._results import KIND_DEAD_LETTER, KIND_RESULT, KIND_RETRY, Outgoing, build_result, record_for
 from ._retry import Decision, RetryPolicy, Step, decide
 from ._scrub import scrub_error, scrub_output
-from .connectors._base import CallHeld, Connector, ConnectorCall, CredentialsExpired, Doubt
+from .connectors._base import (
+    CallHeld,
+    Connector,
+    ConnectorCall,
+    CredentialsExpired,
+    Doubt,
+    held_call,
+)
 
 __all__ = [
     "IN_DOUBT_HEADER",
@@ -376,8 +383,8 @@ class Executor:
                     ErrorCode.UPSTREAM_TIMEOUT, f"{name}.{operation}: no answer in {timeout:.1f}s"
                 ) from None
             except aiohttp.ClientError as exc:
-                if isinstance(exc.__cause__, CallHeld):  # held in aiohttp's body writer
-                    raise exc.__cause__ from None
+                if (held := held_call(exc)) is not None:  # held in aiohttp's body writer
+                    raise held from None
                 upstream.set_status(Status(StatusCode.ERROR, "connection"))
                 raise RetryableError(
                     ErrorCode.UPSTREAM_UNAVAILABLE, f"{name}.{operation}: {type(exc).__name__}"
@@ -549,7 +556,7 @@ def _merge_spans(command: RoutedCommand, spans: list[SpanRecord]) -> list[SpanRe
 def _outcome_of(exc: BaseException) -> str | None:
     """The outcome label of a call that raised ``exc``; None when it was only cancelled
     or held before its request was written."""
-    if isinstance(exc, CallHeld) or isinstance(exc.__cause__, CallHeld):
+    if held_call(exc) is not None:
         return None
     if isinstance(exc, CommandError):
         return exc.code.value

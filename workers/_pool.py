@@ -500,6 +500,10 @@ class WorkerPool(PoolLifecycle):
         # a call started in the revoke grace could outlive it and be made again).
         while not self._revoking.is_set() and not self.stall_guard.ready():
             await self.stall_guard.cleared(unless=self._revoking)
+        return self._partition_held(item)
+
+    def _partition_held(self, item: _Item) -> bool:
+        """``item``'s partition is this member's and not being revoked."""
         return not self._revoking.is_set() and self.tracker.is_current(item.tp, item.generation)
 
     async def _before_writing(self, *_: object) -> None:
@@ -511,10 +515,7 @@ class WorkerPool(PoolLifecycle):
                 gone (the executor waits, then sends it or leaves it to the new owner).
         """
         item = _RUNNING.get()
-        if not self.stall_guard.ready() or (
-            item is not None
-            and (self._revoking.is_set() or not self.tracker.is_current(item.tp, item.generation))
-        ):
+        if not self.stall_guard.ready() or (item is not None and not self._partition_held(item)):
             raise CallHeld()
 
     async def _still_member(self) -> bool:

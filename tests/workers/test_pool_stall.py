@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
@@ -29,6 +30,18 @@ from schemas import ResultStatus
 from workers._execute import Abandoned, Job
 
 pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def _pool_of_one_tenant(settings, vault_admin, prefix: str):  # type: ignore[no-untyped-def]
+    """A running pool on the real upstream, with one tenant (``prefix`` + the test's id):
+    yields ``(upstream, tenant, pool)``."""
+    upstream = Upstream()
+    async with upstream.running():
+        tenant = f"{prefix}{settings.topic_prefix[1:9]}"
+        await put_tenant(vault_admin, upstream, tenant)
+        async with pool_running(settings, vault_admin, upstream) as pool:
+            yield upstream, tenant, pool
 
 
 async def test_after_a_stall_the_pool_runs_on_once_the_group_confirms_it(settings, vault_admin, caplog) -> None:
@@ -55,76 +68,68 @@ async def test_after_a_stall_the_pool_runs_on_once_the_group_confirms_it(setting
 
 
 async def test_a_retry_is_not_made_once_the_command_is_no_longer_ours(settings, vault_admin) -> None:
-    upstream = Upstream()
-    async with upstream.running():
-        tenant = f"sr{settings.topic_prefix[1:9]}"
-        await put_tenant(vault_admin, upstream, tenant)
-        async with pool_running(settings, vault_admin, upstream) as pool:
-            given_away = command(tenant, faults=[503])
+    async with _pool_of_one_tenant(settings, vault_admin, "sr") as (upstream, tenant, pool):
+        given_away = command(tenant, faults=[503])
 
-            async def not_ours() -> bool:
-                return False
+        async def not_ours() -> bool:
+            return False
 
-            with pytest.raises(Abandoned):
-                await pool.executor.run(Job(given_away, {}, 0), not_ours)
-            assert len(upstream.calls_for(given_away.command_id)) == 1
+        with pytest.raises(Abandoned):
+            await pool.executor.run(Job(given_away, {}, 0), not_ours)
+        assert len(upstream.calls_for(given_away.command_id)) == 1
 
-            kept = command(tenant, faults=[503])
+        kept = command(tenant, faults=[503])
 
-            async def ours() -> bool:
-                return True
+        async def ours() -> bool:
+            return True
 
-            outcome = await pool.executor.run(Job(kept, {}, 0), ours)
-            assert outcome.status is ResultStatus.SUCCEEDED
-            assert len(upstream.calls_for(kept.command_id)) == 2
+        outcome = await pool.executor.run(Job(kept, {}, 0), ours)
+        assert outcome.status is ResultStatus.SUCCEEDED
+        assert len(upstream.calls_for(kept.command_id)) == 2
 
 
 async def test_a_request_not_yet_written_when_the_loop_stalled_waits_for_the_group(settings, vault_admin) -> None:
     # A call past the start checks when the loop froze (its body not yet written: aiohttp
     # writes it in a task of its own) is not written on waking until the group confirms
     # this member: the new owner of its partition may be making it already.
-    upstream = Upstream()
-    async with upstream.running():
-        tenant = f"sw{settings.topic_prefix[1:9]}"
-        await put_tenant(vault_admin, upstream, tenant)
-        async with pool_running(settings, vault_admin, upstream) as pool:
-            warm = command(tenant)  # credentials cached, a connection kept alive
-            assert (await pool.executor.run(Job(warm, {}, 0))).status is ResultStatus.SUCCEEDED
-            confirmed = asyncio.Event()
+    async with _pool_of_one_tenant(settings, vault_admin, "sw") as (upstream, tenant, pool):
+        warm = command(tenant)  # credentials cached, a connection kept alive
+        assert (await pool.executor.run(Job(warm, {}, 0))).status is ResultStatus.SUCCEEDED
+        confirmed = asyncio.Event()
 
-            async def confirm() -> bool:
-                await confirmed.wait()
-                return True
+        async def confirm() -> bool:
+            await confirmed.wait()
+            return True
 
-            async def still_ours() -> bool:
-                await pool.stall_guard.cleared()
-                return True
+        async def still_ours() -> bool:
+            await pool.stall_guard.cleared()
+            return True
 
-            stalled = False
+        stalled = False
 
-            async def stall_once(*_: object) -> None:
-                # The stall lands between the request's headers and its body.
-                nonlocal stalled
-                if not stalled:
-                    stalled = True
-                    time.sleep(1.5)  # noqa: ASYNC251 - the stall under test: nothing on the loop runs
+        async def stall_once(*_: object) -> None:
+            # The stall lands between the request's headers and its body.
+            nonlocal stalled
+            if not stalled:
+                stalled = True
+                time.sleep(1.5)  # noqa: ASYNC251 - the stall under test: nothing on the loop runs
 
-            freeze = aiohttp.TraceConfig()
-            freeze.on_request_headers_sent.append(stall_once)
-            freeze.freeze()
-            pool.session._trace_configs.append(freeze)
-            pool.stall_guard._confirm = confirm
-            held = command(tenant)
-            running = asyncio.create_task(pool.executor.run(Job(held, {}, 0), still_ours))
-            async with asyncio.timeout(10):
-                # (A loop lagging a second on its own under load is a stall too: held the same.)
-                while not stalled and not pool.stall_guard.stalls:  # noqa: ASYNC110 - bounded
-                    await asyncio.sleep(0.01)
-            await asyncio.sleep(1.0)  # the loop runs on, the group's answer held back
-            assert not running.done()
-            assert upstream.calls_for(held.command_id) == []
-            confirmed.set()
-            outcome = await asyncio.wait_for(running, 10)
+        freeze = aiohttp.TraceConfig()
+        freeze.on_request_headers_sent.append(stall_once)
+        freeze.freeze()
+        pool.session._trace_configs.append(freeze)
+        pool.stall_guard._confirm = confirm
+        held = command(tenant)
+        running = asyncio.create_task(pool.executor.run(Job(held, {}, 0), still_ours))
+        async with asyncio.timeout(10):
+            # (A loop lagging a second on its own under load is a stall too: held the same.)
+            while not stalled and not pool.stall_guard.stalls:  # noqa: ASYNC110 - bounded
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)  # the loop runs on, the group's answer held back
+        assert not running.done()
+        assert upstream.calls_for(held.command_id) == []
+        confirmed.set()
+        outcome = await asyncio.wait_for(running, 10)
         assert outcome.status is ResultStatus.SUCCEEDED
         assert len(upstream.calls_for(held.command_id)) == 1
         assert outcome.result is not None and outcome.result.attempts == 1  # held is no attempt

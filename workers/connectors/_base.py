@@ -39,6 +39,7 @@ __all__ = [
     "Doubt",
     "Operation",
     "classify_http",
+    "held_call",
     "parse_retry_after",
 ]
 
@@ -89,6 +90,15 @@ class CallHeld(RetryableError):
 
     def __init__(self) -> None:
         super().__init__(ErrorCode.UPSTREAM_UNAVAILABLE, "request held after an event-loop stall; not sent")
+
+
+def held_call(exc: BaseException) -> CallHeld | None:
+    """The :class:`CallHeld` behind ``exc``: itself, or the cause aiohttp's body writer
+    wrapped in a ``ClientConnectionError`` (the hook there runs in a task of its own)."""
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, CallHeld):
+            return candidate
+    return None
 
 
 class Connector:

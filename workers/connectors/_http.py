@@ -24,7 +24,7 @@ from core.errors import PermanentError, RetryableError
 from core.telemetry import extract, inject, span
 from schemas import ErrorCode
 
-from ._base import CallHeld, ConnectorCall, classify_http
+from ._base import ConnectorCall, classify_http, held_call
 
 __all__ = ["MAX_BODY_BYTES", "Reply", "raise_for_status", "request", "send"]
 
@@ -117,8 +117,8 @@ async def request(
     except aiohttp.InvalidURL as exc:
         raise PermanentError(ErrorCode.INVALID_ARGUMENTS, f"{what}: invalid URL") from exc
     except aiohttp.ClientError as exc:
-        if isinstance(exc.__cause__, CallHeld):  # held by the pool's hook in the body writer
-            raise exc.__cause__ from None
+        if (held := held_call(exc)) is not None:  # held by the pool's hook in the body writer
+            raise held from None
         raise RetryableError(
             ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: {type(exc).__name__} talking to upstream"
         ) from exc
