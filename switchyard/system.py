@@ -91,7 +91,7 @@ class LocalSystem:
         self._worker_names: dict[str, list[str]] = {}
         self._router_names: list[str] = []
         self.metrics_urls: dict[str, str] = {}
-        self._ingress_secrets: dict[str, str] = {}
+        self._ingress_token = ""  # minted at start: a token of the switchyard-ingress policy
         self._stop: asyncio.Event | None = None
 
     @property
@@ -154,7 +154,7 @@ class LocalSystem:
         # Each child gets the secrets of its own role only (start_child): the ingress a
         # token of the switchyard-ingress policy and the admin token, each worker its own
         # pool's AppRole, the router and the emulators none.
-        self._ingress_secrets = {"VAULT_TOKEN": await self._ingress_vault_token()}
+        self._ingress_token = await self._ingress_vault_token()
         self.supervisor = Supervisor(_without_secrets(self.env), self.log_dir, records=self._children_file)
         self._say(f"starting API emulators on {self.emulator_url}")
         self.start_child("emulators", ["emulators", "--host", "127.0.0.1", "--port", str(emulator_port)])
@@ -211,7 +211,7 @@ class LocalSystem:
     def _secrets_of(self, argv: list[str]) -> dict[str, str]:
         if argv[0] == "ingress":
             own = {name: value for name, value in self.env.items() if name in _INGRESS_SECRETS}
-            return {**own, **self._ingress_secrets}
+            return {**own, "VAULT_TOKEN": self._ingress_token}
         if argv[0] == "worker" and "--connector" in argv:
             pool = argv[argv.index("--connector") + 1].upper()
             return {
