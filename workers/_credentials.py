@@ -131,12 +131,17 @@ class Credentials:
         try:
             secret = await self._vault.read(tenant_id)
         except VaultError as exc:
-            raise _translate(exc, tenant_id) from None
-        self._cache[tenant_id] = (secret, time.monotonic() + self._ttl)
-        self._cache.move_to_end(tenant_id)
-        while len(self._cache) > self._max:
-            self._cache.popitem(last=False)
-        return secret
+            error = _translate(exc, tenant_id)
+        else:
+            self._cache[tenant_id] = (secret, time.monotonic() + self._ttl)
+            self._cache.move_to_end(tenant_id)
+            while len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+            return secret
+        try:
+            raise error  # outside the handler: no __context__ holding the Vault error's frames
+        finally:
+            del error  # nor a cycle through this frame (see core.vault._Threaded._run)
 
     async def get(self, tenant_id: str) -> TenantSecret:
         """The tenant's current credentials (cached briefly).
@@ -158,7 +163,13 @@ class Credentials:
             reading.add_done_callback(lambda _: self._reading.pop(tenant_id, None))
         # Shielded: one waiter cancelled (its command's deadline) must not cancel the
         # read the others are waiting for.
-        return await asyncio.shield(reading)
+        try:
+            return await asyncio.shield(reading)
+        finally:
+            # A failed task keeps its exception, whose traceback holds this frame: kept
+            # here too, every failed read would be a reference cycle holding the command's
+            # whole call path (frames, locals, the command) until a full GC collection.
+            del reading
 
     async def refresh(self, tenant_id: str, stale: TenantSecret) -> TenantSecret:
         """Fresh credentials after ``stale`` was found expired or refused (coalesced).
@@ -182,7 +193,10 @@ class Credentials:
                     task.exception()  # retrieved: no "never retrieved" warning without waiters
 
             pending.add_done_callback(done)
-        return await asyncio.shield(pending)
+        try:
+            return await asyncio.shield(pending)
+        finally:
+            del pending  # no cycle through a failed refresh's traceback (see get)
 
     async def _refresh(self, tenant_id: str, stale: TenantSecret) -> TenantSecret:
         self._cache.pop(tenant_id, None)

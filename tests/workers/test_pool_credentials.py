@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -18,7 +19,7 @@ from _runtime_support import (
     wait_results,
 )
 
-from core.errors import CredentialsMissing, VaultForbidden
+from core.errors import CredentialsMissing, PermanentError, VaultForbidden
 from core.vault import PoolVault
 from schemas import ErrorCode, ResultStatus
 from workers._credentials import Credentials
@@ -61,6 +62,37 @@ async def test_slack_pool_cannot_read_gmail_secrets(settings, vault_admin):
             await vault.read(tenant)
     finally:
         vault.close()
+
+
+async def test_a_tenant_without_credentials_leaves_no_garbage_cycle(settings, vault_admin):
+    """A failed read must be freed by reference counting: a cycle through its traceback
+    held the command's frames and hvac's HTTP response (~36 KiB per failed command) until
+    a full collection, which the processes' GC settings (core.heap) make rare."""
+    approle = await vault_admin.bootstrap_pool(CONNECTOR)
+    vault = PoolVault(vault_admin._client.url, CONNECTOR, approle)
+    credentials = Credentials(vault)
+    tenants = [_tenant(settings, f"gc{i}") for i in range(3)]
+    try:
+        await vault_admin.put_credentials(tenants[0] + "x", CONNECTOR, {"access_token": "warm"})
+        await credentials.get(tenants[0] + "x")  # pool login and lazy imports done before counting
+        gc.collect()
+        gc.disable()
+        try:
+            for tenant in tenants:
+                with pytest.raises(PermanentError) as missing:
+                    await credentials.get(tenant)
+                assert missing.value.code is ErrorCode.CREDENTIALS_MISSING
+            del missing
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            cyclic = [type(o).__name__ for o in gc.garbage if isinstance(o, BaseException)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    finally:
+        vault.close()
+    assert cyclic == []
 
 
 async def test_a_401_triggers_exactly_one_refresh_and_one_retry(settings, vault_admin):
