@@ -13,7 +13,7 @@ from typing import Any
 
 from switchyard.system import LocalSystem
 
-__all__ = ["CpuMeter"]
+__all__ = ["CpuMeter", "process_ids"]
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -26,7 +26,7 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _pids(system: LocalSystem) -> dict[str, int]:
+def process_ids(system: LocalSystem) -> dict[str, int]:
     # The bench process itself generates the load and reads the results.
     pids = {"bench": os.getpid()}
     pids.update({child.name: child.proc.pid for child in system.supervisor.children})
@@ -49,7 +49,7 @@ class CpuMeter:
 
     def _sample(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        for name, pid in _pids(self._system).items():
+        for name, pid in process_ids(self._system).items():
             seconds = _cpu_seconds(pid)
             if seconds is not None:
                 out[name] = seconds

@@ -42,7 +42,7 @@ from workers.emulators.testing import emulator_control
 
 from ._load import ResultClock, percentiles
 
-__all__ = ["noisy_worker", "worker_cpu"]
+__all__ = ["noisy_worker", "routed_command", "routed_headers", "worker_cpu"]
 
 _FAST = Limits(rate_per_second=100_000, burst=1_000_000, concurrency=256)
 _CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -62,7 +62,7 @@ def _tenant(name: str) -> DemoTenant:
     )
 
 
-def _routed(tenant: str, n: int, deadline_s: float) -> RoutedCommand:
+def routed_command(tenant: str, n: int, deadline_s: float) -> RoutedCommand:
     """A command as the router publishes it for the bench tenants' ``daily_summary``."""
     command_id = f"w{uuid.uuid4().hex[:24]}"
     stamp = datetime.now(UTC)
@@ -86,7 +86,7 @@ def _routed(tenant: str, n: int, deadline_s: float) -> RoutedCommand:
     )
 
 
-def _headers(command: RoutedCommand) -> list[tuple[str, bytes]]:
+def routed_headers(command: RoutedCommand) -> list[tuple[str, bytes]]:
     # What the router puts on a routed record (router._decide).
     return Headers.for_command(
         command.tenant_id, command.space_id, command.command_id, kind="routed", schema="1"
@@ -117,14 +117,14 @@ async def _send_at_rate(
         # Catch up to the schedule: a late tick sends what it owes, so the rate holds.
         due = min(total, int(rate * elapsed) + 1)
         while n < due:
-            command = _routed(tenant, n, deadline_s)
+            command = routed_command(tenant, n, deadline_s)
             sent[command.command_id] = time.perf_counter()
             futures.append(
                 await producer.send(
                     topic,
                     command.to_bytes(),
                     key=tenant.encode(),
-                    headers=_headers(command),
+                    headers=routed_headers(command),
                     partition=partition,
                 )
             )
@@ -163,7 +163,7 @@ async def noisy_worker(
     try:
         async with aiohttp.ClientSession() as session:
             # Warm-up: group assignment, each tenant's Vault token, upstream connections.
-            warm = [_routed(t.tenant_id, 0, deadline_s) for t in (quiet, noisy) for _ in range(20)]
+            warm = [routed_command(t.tenant_id, 0, deadline_s) for t in (quiet, noisy) for _ in range(20)]
             for command in warm:
                 await producer.send(
                     topic, command.to_bytes(), key=command.tenant_id.encode(), partition=partition
@@ -270,15 +270,15 @@ async def worker_cpu(
     await start_client(producer, what="bench producer")
     pids = _worker_pids(system)
     try:
-        warm = [_routed(t.tenant_id, 0, 600) for t in bench for _ in range(10)]
+        warm = [routed_command(t.tenant_id, 0, 600) for t in bench for _ in range(10)]
         for command in warm:
             await producer.send(
-                topic, command.to_bytes(), key=command.tenant_id.encode(), headers=_headers(command)
+                topic, command.to_bytes(), key=command.tenant_id.encode(), headers=routed_headers(command)
             )
         await producer.flush()
         await results.all_arrived({c.command_id for c in warm}, within=60)
-        batch = [_routed(bench[i % tenants].tenant_id, i, 600) for i in range(commands)]
-        payloads = [(c.command_id, c.tenant_id.encode(), c.to_bytes(), _headers(c)) for c in batch]
+        batch = [routed_command(bench[i % tenants].tenant_id, i, 600) for i in range(commands)]
+        payloads = [(c.command_id, c.tenant_id.encode(), c.to_bytes(), routed_headers(c)) for c in batch]
         cpu_before = sum(_cpu_seconds(p) for p in pids)
         started = time.perf_counter()
         for _, key, value, headers in payloads:

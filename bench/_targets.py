@@ -18,6 +18,11 @@ P99_MS_AT_500 = 50.0
 SERVED_SHARE = 0.95
 NOISY_RATIO = 1.5
 MAX_ERROR_SHARE = 0.01
+# Over the last tenant_memory step (past the workers' 10,000-entry caches), what a product
+# process may grow per new tenant: its copies of the tenant's data and a duplicate-check
+# entry, not an uncapped cache.
+MEMORY_KIB_PER_TENANT = 2.0
+_PRODUCT_PROCESSES = ("ingress", "router", "worker-")
 _NOT_MEASURED = {"met": None, "reason": "not measured in this run"}
 
 
@@ -54,7 +59,29 @@ def against_targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "measured": noisy["p99_ratio"], "target": f"<= {NOISY_RATIO}",
             "met": noisy["p99_ratio"] <= NOISY_RATIO and errors_ok and noisy["flood_20x"]["noisy_all_finished"],
         }
+    out["memory_bounded_under_tenant_count"] = _memory(report.get("tenant_memory"))
     return out
+
+
+def _memory(memory: dict[str, Any] | None) -> dict[str, Any]:
+    """Growth per new tenant and metric series over the last step, for the product's processes."""
+    if not memory or len(memory.get("steps", [])) < 2:
+        return _NOT_MEASURED
+    previous, last = memory["steps"][-2], memory["steps"][-1]
+    ours = [name for name in last["kib_per_new_tenant"] if name.startswith(_PRODUCT_PROCESSES)]
+    growth = {name: last["kib_per_new_tenant"][name] for name in ours}
+    new_series = {
+        name: last["metric_series"][name] - previous["metric_series"].get(name, 0)
+        for name in last["metric_series"] if name.startswith(_PRODUCT_PROCESSES)
+    }  # fmt: skip
+    return {
+        "measured": {"kib_per_new_tenant": growth, "new_metric_series": new_series, "tenants": last["tenants"]},
+        "target": f"<= {MEMORY_KIB_PER_TENANT:g} KiB per new tenant and no new metric series over the last step",
+        "met": bool(growth)
+        and max(growth.values()) <= MEMORY_KIB_PER_TENANT
+        and all(n <= 0 for n in new_series.values())
+        and last["all_results_arrived"],
+    }
 
 
 def _errors(calls: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,8 @@ worker pool), then measures, on the same broker in the same run:
   its rate against a slow API, and while it bursts the same count at once (``bench._noisy``);
 - ``noisy_worker``: the same at the Slack worker pool alone (RoutedCommands straight onto
   its topic), and the worker's CPU ms per command (``bench._noisy_worker``);
+- ``tenant_memory``: every process's resident memory and metric series as thousands of
+  new tenant ids pass the router, a worker pool and the ingress (``bench._tenant_memory``);
 - ``scaling``: async throughput with 1, 2 and 4 worker processes;
 - ``scale_out`` (only when named in ``--only``): on a 3-broker stack of its own, two
   routers and a worker pool walked 1 → 2 → 4 → 2 (``bench._scale_out``).
@@ -62,7 +64,9 @@ from ._targets import against_targets
 
 __all__ = ["add_arguments", "run"]
 
-SCENARIOS = ("baseline", "async", "sync_mcp", "noisy_neighbour", "noisy_worker", "scaling", "scale_out")
+SCENARIOS = (
+    "baseline", "async", "sync_mcp", "noisy_neighbour", "noisy_worker", "tenant_memory", "scaling", "scale_out",
+)
 # Scenarios that start a stack of their own: run only when named in --only.
 OWN_STACK = ("scale_out",)
 _FAST = Limits(rate_per_second=100_000, burst=1_000_000, concurrency=256)
@@ -247,6 +251,11 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             print("bench: noisy neighbour at the worker, worker CPU", file=sys.stderr)
             report["noisy_worker"] = await noisy_worker(system, duration=duration)
             report["worker_cpu"] = await worker_cpu(system, commands=max(2_000, count // 4))
+        if "tenant_memory" in only:
+            from ._tenant_memory import QUICK_STEPS, STEPS, tenant_memory
+
+            print("bench: memory as tenants grow", file=sys.stderr)
+            report["tenant_memory"] = await tenant_memory(system, clock, QUICK_STEPS if args.quick else STEPS)
         if "scaling" in only:
             print("bench: scaling", file=sys.stderr)
             report["scaling"] = await _scaling(system, clock, bench_keys, max(1000, count // 2), args.workers)

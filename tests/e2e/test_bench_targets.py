@@ -69,7 +69,7 @@ def test_targets_of_scenarios_not_run_say_so() -> None:
     targets = against_targets({"machine": {"cores": 2}})
     assert set(targets) == {
         "async_ratio_to_baseline", "mcp_calls_per_s", "mcp_p99_ms_at_500_per_s",
-        "quiet_tenant_p99_ratio_beside_a_20x_flood",
+        "quiet_tenant_p99_ratio_beside_a_20x_flood", "memory_bounded_under_tenant_count",
     }
     assert all(target["met"] is None for target in targets.values())
 
@@ -79,3 +79,24 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentiles(samples) == {"count": 300, "p50_ms": 150.0, "p95_ms": 285.0, "p99_ms": 297.0, "max_ms": 300.0}
     assert percentiles([0.005]) == {"count": 1, "p50_ms": 5.0, "p95_ms": 5.0, "p99_ms": 5.0, "max_ms": 5.0}
     assert percentiles([]) == {"count": 0}
+
+
+def _memory_step(kib: dict[str, float], series: dict[str, int], *, arrived: bool = True) -> dict[str, Any]:
+    return {"kib_per_new_tenant": kib, "metric_series": series, "all_results_arrived": arrived, "tenants": 21000}
+
+
+def test_memory_is_bounded_only_if_no_product_process_grows_per_tenant_nor_adds_series() -> None:
+    series = {"ingress": 6, "router": 4004, "worker-slack-1": 4271}
+    flat = {"ingress": 0.4, "router": -0.2, "worker-slack-1": 1.1, "openbao": 40.0, "kafka node 1": 9.0}
+    report = {"tenant_memory": {"steps": [_memory_step(flat, series), _memory_step(flat, series)]}}
+    judged = against_targets(report)["memory_bounded_under_tenant_count"]
+    # OpenBao and Kafka keep what they are given (tokens, records): not ours to bound.
+    assert judged["met"] is True and "openbao" not in judged["measured"]["kib_per_new_tenant"]
+    growing = {**flat, "worker-slack-1": 36.0}
+    report["tenant_memory"]["steps"][-1] = _memory_step(growing, series)
+    assert against_targets(report)["memory_bounded_under_tenant_count"]["met"] is False
+    more_series = {**series, "router": 4010}
+    report["tenant_memory"]["steps"][-1] = _memory_step(flat, more_series)
+    assert against_targets(report)["memory_bounded_under_tenant_count"]["met"] is False
+    report["tenant_memory"]["steps"][-1] = _memory_step(flat, series, arrived=False)
+    assert against_targets(report)["memory_bounded_under_tenant_count"]["met"] is False
