@@ -19,6 +19,7 @@ from core.telemetry import capture_spans, current_trace_id, extract, inject, spa
 from schemas import (
     Command,
     ErrorCode,
+    ErrorInfo,
     Headers,
     Result,
     ResultStatus,
@@ -89,7 +90,9 @@ class Decisions:
         parent = extract(headers_list(event.message))
         key = command.tenant_id.encode()
         routed: Route | None = None
-        error: CommandError | None = None
+        # The rejection as data, not the exception: kept in this frame, which is on its
+        # traceback, it would make a reference cycle holding the whole batch's frames.
+        rejection: ErrorInfo | None = None
         attributes = {
             "messaging.system": "kafka",
             "messaging.operation.type": "process",
@@ -111,7 +114,7 @@ class Decisions:
                 routed = self._resolve(command, partition, now, now_dt, charged=charged)
                 current.set_attribute("switchyard.connector", routed.connector)
             except CommandError as exc:
-                error = exc
+                rejection = exc.to_info()
                 current.set_attribute("switchyard.rejected", str(exc.code))
             topic = self.topics.connector(routed.connector) if routed else self.topics.results
             headers = Headers.for_command(
@@ -127,15 +130,15 @@ class Decisions:
             payload = routed_bytes(event.value, command, routed, captured, now_dt)
         else:
             spans = [*command.spans, *captured][-MAX_SPANS:]
-            assert error is not None
+            assert rejection is not None
             with bind(
                 tenant_id=command.tenant_id, command_id=command.command_id, trace_id=trace_id
             ):
-                logger.info("command rejected", extra={"fields": {"code": str(error.code)}})
+                logger.info("command rejected", extra={"fields": {"code": str(rejection.code)}})
             payload = Result(
                 **fields_from_command(command),
                 status=ResultStatus.REJECTED,
-                error=error.to_info(),
+                error=rejection,
                 attempts=0,
                 times=StageTimes(submitted_at=command.submitted_at, finished_at=now_dt),
                 trace_id=trace_id,
@@ -148,7 +151,7 @@ class Decisions:
             value=payload,
             headers=headers,
             command_id=command.command_id,
-            rejected=None if routed else (error.code if error else ErrorCode.INTERNAL),
+            rejected=None if routed else (rejection.code if rejection else ErrorCode.INTERNAL),
             tenant_id=command.tenant_id,
             space_id=command.space_id,
             connector=routed.connector if routed else "",

@@ -368,6 +368,9 @@ class McpEndpoint:
                 raise RpcError(exc.code, exc.message, data=exc.data, headers=exc.headers) from None
             return reply_result(request_id, result, sse=sse, headers=cors)
         except RpcError as exc:
+            # A body's parse error is raised from ``read``: dropped, or this frame (on its
+            # traceback) and the error would hold each other, and the request, for the GC.
+            read = None
             default = MODERN_STATUS.get(exc.code, 200) if modern else 200
             return error_response(exc, request_id, default_status=default, sse=sse, headers=cors)
         except Exception:

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import httpx2
 import pytest
+from _cycles import CyclicGarbage
 from aiohttp import web
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -640,6 +641,17 @@ async def test_session_ids_validate_on_another_replica_with_the_same_key() -> No
 async def test_parse_error_is_32700_and_never_a_5xx(server: Server) -> None:
     status, _, body = await _post(f"{server.url}/main", None, raw=b"{not json")
     assert status == 400 and body["error"]["code"] == -32700 and body["id"] is None
+
+
+async def test_a_body_that_is_no_message_leaves_no_reference_cycle(server: Server) -> None:
+    """The parse error, kept in a local of the handler's frame and raised from it, held
+    that frame (and the request) in a cycle until a full GC collection (core.heap)."""
+    await _post(f"{server.url}/main", None, raw=b"{not json")
+    with CyclicGarbage() as left:
+        for body in ({"jsonrpc": "1.0"}, 42):
+            status, _, _ = await _post(f"{server.url}/main", body)
+            assert status == 400
+    assert "RpcError" not in left.exceptions and "post" not in left.frames
 
 
 async def test_batch_is_an_invalid_request(server: Server) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import orjson
+from _cycles import CyclicGarbage
 from _router_support import (
     apply,
     changelog_topics,
@@ -81,3 +82,20 @@ async def test_done_entries_are_written_with_the_next_batch_or_by_flush_done(
         assert written[len(first) * 2 + len(second) :] == [(c.command_id, "d") for c in second]
         await router.flush_done(within=10)  # nothing left: writes nothing
         assert len(await _changelog(settings, dedup_topic)) == 2 * (len(first) + len(second))
+
+
+async def test_a_rejected_command_leaves_no_reference_cycle(own_settings: Settings) -> None:
+    """A rejection kept as an exception in its deciding frame made a cycle through the
+    traceback that held the whole batch's frames (its futures and records) until a full
+    GC collection, which the router's GC settings (core.heap) make rare."""
+    settings = own_settings
+    await prepare_topics(settings)
+    tenant = f"acme_{uuid.uuid4().hex[:6]}"
+    await apply(settings, workspace(tenant, [summary_action("slack", "post_message", {"text": "{{ args.summary }}"})]))
+    async with in_process_router(settings) as router:
+        await router.handle_batch(stream_events(settings, [command(tenant)], 0))  # warm
+        rejected = [command(tenant, action="nope"), command(tenant, {}), command(f"{tenant}x")]
+        with CyclicGarbage() as left:
+            await router.handle_batch(stream_events(settings, rejected, 1))
+    assert router.rejected == 3
+    assert "PermanentError" not in left.exceptions and "_decide" not in left.frames

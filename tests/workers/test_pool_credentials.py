@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 
 import pytest
+from _cycles import CyclicGarbage
 from _runtime_support import (
     CONNECTOR,
     Upstream,
@@ -75,24 +75,15 @@ async def test_a_tenant_without_credentials_leaves_no_garbage_cycle(settings, va
     try:
         await vault_admin.put_credentials(tenants[0] + "x", CONNECTOR, {"access_token": "warm"})
         await credentials.get(tenants[0] + "x")  # pool login and lazy imports done before counting
-        gc.collect()
-        gc.disable()
-        try:
+        with CyclicGarbage() as left:
             for tenant in tenants:
                 with pytest.raises(PermanentError) as missing:
                     await credentials.get(tenant)
                 assert missing.value.code is ErrorCode.CREDENTIALS_MISSING
             del missing
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            gc.collect()
-            cyclic = [type(o).__name__ for o in gc.garbage if isinstance(o, BaseException)]
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
     finally:
         vault.close()
-    assert cyclic == []
+    assert left.exceptions == []
 
 
 async def test_a_401_triggers_exactly_one_refresh_and_one_retry(settings, vault_admin):

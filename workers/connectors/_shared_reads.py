@@ -127,17 +127,26 @@ class SharedReads:
             return done.found
         pending = self._reading.get(scope)
         if pending is not None and pending[0].answers(doubt):
-            return await asyncio.shield(pending[1])
+            try:
+                return await asyncio.shield(pending[1])
+            finally:
+                del pending  # see below
         entry = _Read(read_at=time.time(), oldest=doubt.since)
         task = asyncio.ensure_future(read(entry.oldest))
         self._reading[scope] = (entry, task)
 
-        def finished(_: asyncio.Future[Found]) -> None:
-            if self._reading.get(scope, (None, None))[1] is task:
+        def finished(done: asyncio.Future[Found]) -> None:
+            if self._reading.get(scope, (None, None))[1] is done:
                 del self._reading[scope]
-            if not task.cancelled() and task.exception() is None:
-                entry.found = task.result()
+            if not done.cancelled() and done.exception() is None:
+                entry.found = done.result()
                 self._done.put(scope, entry)
 
         task.add_done_callback(finished)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        finally:
+            # A failed read's exception, which the task keeps, has this frame on its
+            # traceback: kept here, it would make a reference cycle
+            # holding every waiting command's frames until a full GC collection.
+            del task
