@@ -220,3 +220,32 @@ def test_egress_lets_workers_reach_their_base_urls_and_every_pod_the_trace_colle
     assert {443, 8900, 80, 8901, 4318} <= ports["sy-switchyard-worker"]  # HTTPS, the base URLs, OTLP
     assert 4318 in ports["sy-switchyard-ingress"] and 4318 in ports["sy-switchyard-router"]
     assert 8900 not in ports["sy-switchyard-ingress"]
+
+
+# Beyond its caches, what a busy ingress replica holds: the process itself, each cache
+# entry's overhead and the observer's per-tenant views. Measured: 120,000 async commands
+# (bench, 2026-11-29) took a replica to 576 MiB with its caches full, 448 MiB of which
+# were the caches' bytes.
+INGRESS_OVERHEAD_MIB = 320
+
+
+def _mib(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * factor
+    return float(quantity) / 2**20
+
+
+@pytest.mark.parametrize("values", ["minimal-values.yaml", "large-values.yaml"])  # defaults; overrides
+def test_the_ingress_memory_limit_covers_its_caches(render: Render, values: str) -> None:
+    """A busy replica fills its caches: under a limit below them it is killed for memory
+    (the chart's 512Mi was: the bench's 120,000 commands took a replica to 576 MiB)."""
+    from ingress.observe._aggregator import _TRACES_MAX_BYTES
+
+    [pod] = [spec for name, spec in _pods(render(values)).items() if name.endswith("-ingress")]
+    [container] = pod["containers"]
+    args = parse_switchyard_args(container["args"])
+    caches = args.results_max_mib + args.submitted_max_mib + _TRACES_MAX_BYTES / 2**20
+    assert _mib(container["resources"]["limits"]["memory"]) >= caches + INGRESS_OVERHEAD_MIB
+    assert args.no_create_topics and args.results_capacity == 100_000
