@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.settings import Settings
+from core.workspaces import WorkspaceStore
 from schemas import ApiKeyRecord, WorkspaceConfig
 
 from ._bounded import LRU
@@ -59,7 +60,8 @@ class Directory(Following):
     ) -> None:
         self.settings = settings
         self._keys: dict[str, ApiKeyRecord] = {}
-        self._workspaces: dict[tuple[str, str], WorkspaceConfig] = {}
+        # As JSON, parsed when asked for (core.workspaces): every workspace is held here.
+        self._workspaces = WorkspaceStore()
         self._cache_ttl = cache_ttl
         # sha256(presented key) -> (secret_hash it matched or "" for a failed check, when)
         self._verified: LRU[bytes, tuple[str, float]] = LRU(cache_size)
@@ -96,9 +98,9 @@ class Directory(Following):
             elif key.startswith(_WORKSPACE):
                 _, tenant_id, space_id = key.split(":", 2)
                 if value is None:
-                    self._workspaces.pop((tenant_id, space_id), None)
+                    self._workspaces.pop((tenant_id, space_id))
                 else:
-                    self._workspaces[(tenant_id, space_id)] = WorkspaceConfig.from_bytes(value)
+                    self._workspaces.put((tenant_id, space_id), value, WorkspaceConfig.from_bytes(value))
         except (ValidationError, ValueError) as exc:
             logger.warning(
                 "ignored an invalid config record",

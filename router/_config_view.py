@@ -34,6 +34,7 @@ from pydantic import TypeAdapter, ValidationError
 from core.errors import KafkaUnavailable
 from core.kafka import make_consumer, start_client, topic_partitions
 from core.settings import Settings
+from core.workspaces import WorkspaceStore
 from schemas import ConfigRecord, WorkspaceConfig
 
 __all__ = ["ConfigView"]
@@ -60,7 +61,8 @@ class ConfigView:
         self.probes_skipped = 0
         self.topic = settings.topics.config
         self.sync_timeout = sync_timeout
-        self._workspaces: dict[tuple[str, str], WorkspaceConfig] = {}
+        # As JSON, parsed when asked for (core.workspaces): every workspace is held here.
+        self._workspaces = WorkspaceStore()
         # aiokafka clients bind to the running loop, so the consumer is made in start().
         self._consumer: AIOKafkaConsumer = None  # type: ignore[assignment]
         # End offsets come from a second client that never fetches: on the follower's
@@ -185,7 +187,7 @@ class ConfigView:
         ids = (parts[1], parts[2])
         self.applied += 1
         if raw_value is None:
-            self._workspaces.pop(ids, None)
+            self._workspaces.pop(ids)
             return
         try:
             record = _RECORD.validate_json(raw_value)
@@ -201,4 +203,4 @@ class ConfigView:
         if not isinstance(record, WorkspaceConfig) or (record.tenant_id, record.space_id) != ids:
             logger.warning("config view: record does not match its key; skipped")
             return
-        self._workspaces[ids] = record
+        self._workspaces.put(ids, raw_value, record)
