@@ -3,8 +3,9 @@
 The target: memory bounded under any tenant count (caches and label sets capped). A
 *unit* of traffic for a tenant id is:
 
-- one Command onto the commands topic, as the ingress publishes it: the router finds no
-  workspace for the tenant and publishes a rejected Result;
+- one Command onto the commands topic, as the ingress publishes it: the router routes it
+  by the tenant's workspace (published to the config topic when the tenant is new, so
+  the router and every ingress hold it) to the Slack pool, which fails it;
 - one RoutedCommand onto the Slack topic, as the router publishes it: the worker pool
   mints the tenant's Vault token, finds no credentials and publishes a failed Result;
 - one request to the ingress with an API key of a key id nobody issued (401).
@@ -19,8 +20,8 @@ before, between and after, and the series each ``/metrics`` serves.
 
 Caches that fill per command (the ingress's last 100,000 Results, the router's duplicate
 check up to 500,000 keys) grow alike in both halves; the difference, per new tenant, is
-what a tenant costs: near zero once the caps are full, unless something per tenant is
-uncapped.
+what a tenant costs once the caps are full: its workspace's JSON in the router and every
+ingress (``core.workspaces``, ~1 KiB), and nothing else unless something is uncapped.
 
 What it cannot reach: the ingress's per-tenant state behind authentication (rate
 buckets, task ledger) at these counts, since each new API key's first check is a scrypt
@@ -39,8 +40,10 @@ from typing import Any
 import aiohttp
 
 from core.kafka import make_producer, start_client
+from ingress.admin import publish_config
 from ingress.pipeline import COMMAND_KIND, COMMAND_SCHEMA, command_id_for
-from schemas import Command, CommandSource, Headers
+from schemas import Command, CommandSource, Headers, Limits, WorkspaceConfig
+from switchyard.demo import DemoTenant
 from switchyard.system import LocalSystem
 
 from ._cpu import process_ids
@@ -55,11 +58,12 @@ STEPS = (7_000, 14_000, 21_000)
 QUICK_STEPS = (400, 800, 1_200)
 # Concurrent 401 requests to the ingress.
 _PROBES_IN_FLIGHT = 16
+_FAST = Limits(rate_per_second=100_000, burst=1_000_000, concurrency=256)
 _SERIES = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? ", re.M)
 
 
 def _command(tenant: str) -> Command:
-    """A command as the ingress publishes it, for a tenant no workspace exists for."""
+    """A command as the ingress publishes it."""
     key = f"mem-{uuid.uuid4().hex}"
     now = datetime.now(UTC)
     return Command(
@@ -75,6 +79,12 @@ def _command(tenant: str) -> Command:
         deadline=now + timedelta(minutes=10),
         source=CommandSource.REST,
     )
+
+
+def _workspace(tenant: str) -> WorkspaceConfig:
+    """A workspace like the bench tenants': ``daily_summary`` posts to Slack."""
+    mapping = {"channel": "#bench", "text": "{{ args.summary }}"}
+    return DemoTenant(tenant, "main", "slack", "chat.postMessage", mapping, {}, "", limits=_FAST).workspace()
 
 
 def rss_mib(system: LocalSystem) -> dict[str, float]:
@@ -160,8 +170,9 @@ async def tenant_memory(system: LocalSystem, clock: ResultClock, steps: tuple[in
     run = uuid.uuid4().hex[:6]
     out: dict[str, Any] = {
         "steps_tenants": list(steps),
-        "unit": "one Command (router: unknown workspace), one RoutedCommand (Slack pool: no "
-        "credentials in Vault), one request with an unissued API key (ingress: 401)",
+        "unit": "one Command (routed by the tenant's workspace, published when the tenant is new), "
+        "one RoutedCommand (Slack pool: no credentials in Vault), one request with an unissued "
+        "API key (ingress: 401)",
         "rss_mib_before": rss_mib(system),
         "steps": [],
     }
@@ -178,6 +189,7 @@ async def tenant_memory(system: LocalSystem, clock: ResultClock, steps: tuple[in
                     control = (previous * (len(new) // len(previous) + 1))[: len(new)]
                     step["control"] = await _units(system, clock, producer, session, control)
                     middle = rss_mib(system)
+                await publish_config(system.settings, [_workspace(t) for t in new], producer=producer)
                 step["new"] = await _units(system, clock, producer, session, new)
                 end = rss_mib(system)
                 step["all_results_arrived"] = all(
