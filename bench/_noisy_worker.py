@@ -35,31 +35,16 @@ from typing import Any
 import aiohttp
 
 from core.kafka import make_producer, start_client
-from schemas import Headers, Limits, RoutedCommand
-from switchyard.demo import DemoTenant
+from schemas import Headers, RoutedCommand
 from switchyard.system import LocalSystem
 from workers.emulators.testing import emulator_control
 
 from ._load import ResultClock, percentiles
+from ._tenants import slack_tenant
 
 __all__ = ["noisy_worker", "routed_command", "routed_headers", "worker_cpu"]
 
-_FAST = Limits(rate_per_second=100_000, burst=1_000_000, concurrency=256)
 _CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _tenant(name: str) -> DemoTenant:
-    token = f"xoxb-{name}-{uuid.uuid4().hex}"
-    return DemoTenant(
-        name,
-        "main",
-        "slack",
-        "chat.postMessage",
-        {"channel": "#bench", "text": "{{ args.summary }}"},
-        {"bot_token": token},
-        token,
-        limits=_FAST,
-    )
 
 
 def routed_command(tenant: str, n: int, deadline_s: float) -> RoutedCommand:
@@ -150,7 +135,7 @@ async def noisy_worker(
 ) -> dict[str, Any]:
     """The quiet tenant's p99 alone and during the noisy tenant's flood (see module docstring)."""
     run = uuid.uuid4().hex[:6]
-    quiet, noisy = _tenant(f"wq{run}"), _tenant(f"wn{run}")
+    quiet, noisy = slack_tenant(f"wq{run}"), slack_tenant(f"wn{run}")
     await system.provision([quiet, noisy])
     settings = system.settings
     topic = settings.topics.connector("slack")
@@ -260,7 +245,7 @@ async def worker_cpu(
 ) -> dict[str, Any]:
     """Worker commands/s and CPU ms per command against the fast emulator (see module docstring)."""
     run = uuid.uuid4().hex[:6]
-    bench = [_tenant(f"wc{i}{run}") for i in range(tenants)]
+    bench = [slack_tenant(f"wc{i}{run}") for i in range(tenants)]
     await system.provision(bench)
     settings = system.settings
     topic = settings.topics.connector("slack")

@@ -38,12 +38,12 @@ from aiokafka.partitioner import murmur2
 
 from core.kafka import make_admin, make_consumer, start_client, topic_partitions
 from core.settings import Settings, load_settings
-from schemas import Headers, Limits
-from switchyard.demo import DemoTenant
+from schemas import Headers
 from switchyard.stack import LocalStack
 from switchyard.system import LocalSystem, ensure_pool_roles
 
 from ._load import ResultClock, percentiles, submit_batches
+from ._tenants import slack_tenant
 
 __all__ = [
     "copies_by_command",
@@ -55,7 +55,6 @@ __all__ = [
 
 PARTITIONS = 6
 CONNECTOR = "slack"
-_FAST = Limits(rate_per_second=100_000, burst=1_000_000, concurrency=256)
 
 
 def spread_tenants(prefix: str, partitions: int, per_partition: int) -> list[str]:
@@ -221,20 +220,6 @@ class _Run:
         return {"change": change, "to_stable_s": round(stable - started, 2), "trickle": seen}
 
 
-def _tenant(name: str) -> DemoTenant:
-    token = f"xoxb-so-{uuid.uuid4().hex}"
-    return DemoTenant(
-        name,
-        "main",
-        CONNECTOR,
-        "chat.postMessage",
-        {"channel": "#bench", "text": "{{ args.summary }}"},
-        {"bot_token": token},
-        token,
-        limits=_FAST,
-    )
-
-
 async def measure_scale_out(args: argparse.Namespace) -> dict[str, Any]:
     """Start a 3-broker stack and a 2-router system on it, walk the worker pool, report."""
     count = max(500, int(args.commands * (0.1 if args.quick else 1.0)) // 10)
@@ -297,7 +282,7 @@ async def _walk(system: LocalSystem, count: int) -> dict[str, Any]:
         f"{settings.topic_prefix}workers.{CONNECTOR}",
     )
     # Two tenants per partition: every router and worker owns partitions that carry load.
-    tenants = [_tenant(t) for t in spread_tenants("so", PARTITIONS, 2)]
+    tenants = [slack_tenant(t) for t in spread_tenants("so", PARTITIONS, 2)]
     keys = list((await system.provision(tenants)).values())
     await wait_group(settings, routers, 2, within=120)
     await wait_group(settings, workers, 1, within=120)

@@ -42,13 +42,13 @@ import aiohttp
 from core.kafka import make_producer, start_client
 from ingress.admin import publish_config
 from ingress.pipeline import COMMAND_KIND, COMMAND_SCHEMA, command_id_for
-from schemas import Command, CommandSource, Headers, Limits, WorkspaceConfig
-from switchyard.demo import DemoTenant
+from schemas import Command, CommandSource, Headers
 from switchyard.system import LocalSystem
 
 from ._cpu import process_ids
 from ._load import ResultClock
 from ._noisy_worker import routed_command, routed_headers
+from ._tenants import slack_tenant
 
 __all__ = ["STEPS", "QUICK_STEPS", "tenant_memory"]
 
@@ -58,7 +58,6 @@ STEPS = (7_000, 14_000, 21_000)
 QUICK_STEPS = (400, 800, 1_200)
 # Concurrent 401 requests to the ingress.
 _PROBES_IN_FLIGHT = 16
-_FAST = Limits(rate_per_second=100_000, burst=1_000_000, concurrency=256)
 _SERIES = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? ", re.M)
 
 
@@ -79,12 +78,6 @@ def _command(tenant: str) -> Command:
         deadline=now + timedelta(minutes=10),
         source=CommandSource.REST,
     )
-
-
-def _workspace(tenant: str) -> WorkspaceConfig:
-    """A workspace like the bench tenants': ``daily_summary`` posts to Slack."""
-    mapping = {"channel": "#bench", "text": "{{ args.summary }}"}
-    return DemoTenant(tenant, "main", "slack", "chat.postMessage", mapping, {}, "", limits=_FAST).workspace()
 
 
 def rss_mib(system: LocalSystem) -> dict[str, float]:
@@ -155,7 +148,7 @@ async def _units(
     return {
         "units": len(tenants),
         "all_results_arrived": finished,
-        "result_statuses": _statuses(clock, ids),
+        "result_statuses": clock.summary(ids)["statuses"],
         "unknown_key_statuses": statuses,
         "seconds": round(seconds, 1),
     }
@@ -189,7 +182,7 @@ async def tenant_memory(system: LocalSystem, clock: ResultClock, steps: tuple[in
                     control = (previous * (len(new) // len(previous) + 1))[: len(new)]
                     step["control"] = await _units(system, clock, producer, session, control)
                     middle = rss_mib(system)
-                await publish_config(system.settings, [_workspace(t) for t in new], producer=producer)
+                await publish_config(system.settings, [slack_tenant(t).workspace() for t in new], producer=producer)
                 step["new"] = await _units(system, clock, producer, session, new)
                 end = rss_mib(system)
                 step["all_results_arrived"] = all(
@@ -215,10 +208,3 @@ async def tenant_memory(system: LocalSystem, clock: ResultClock, steps: tuple[in
 def _per(before: dict[str, float], after: dict[str, float], units: int) -> dict[str, float]:
     return {name: round((after[name] - before[name]) * 1024 / units, 2) for name in after if name in before}
 
-
-def _statuses(clock: ResultClock, ids: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for command_id in ids:
-        status = clock.status_of.get(command_id, "missing")
-        counts[status] = counts.get(status, 0) + 1
-    return counts

@@ -44,8 +44,6 @@ import orjson
 
 from core.event_loop import use_event_loop
 from core.settings import load_settings
-from schemas import Limits
-from switchyard.demo import DemoTenant
 from switchyard.system import LocalSystem
 
 from ._baseline import measure_baseline
@@ -61,6 +59,7 @@ from ._load import (
 from ._machine import code_version, machine
 from ._noisy import MIN_PHASE_SECONDS, noisy_neighbour
 from ._targets import against_targets
+from ._tenants import FAST, slack_tenant
 
 __all__ = ["add_arguments", "run"]
 
@@ -69,7 +68,6 @@ SCENARIOS = (
 )
 # Scenarios that start a stack of their own: run only when named in --only.
 OWN_STACK = ("scale_out",)
-_FAST = Limits(rate_per_second=100_000, burst=1_000_000, concurrency=256)
 WARM_UP = 400
 DIRECT_CALLS = 300
 BASELINE_RECORDS = 50_000
@@ -96,13 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="WARNING",
         help="the system's log level (INFO shows rebalances and seeks; logs in <state dir>/**/logs)",
-    )
-
-
-def _tenant(name: str, token: str) -> DemoTenant:
-    return DemoTenant(
-        name, "main", "slack", "chat.postMessage",
-        {"channel": "#bench", "text": "{{ args.summary }}"}, {"bot_token": token}, token, limits=_FAST,
     )
 
 
@@ -173,8 +164,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         report["parameters"]["topic_partitions"] = settings.topic_partitions
         report["parameters"]["router_linger_ms"] = settings.router_linger_ms
         report["load_average_1m_at_start"] = round(os.getloadavg()[0], 2)
-        tenants = [_tenant(f"bench{i}", f"xoxb-bench-{uuid.uuid4().hex}") for i in range(8)]
-        quiet, noisy = _tenant("quiet", f"xoxb-q-{uuid.uuid4().hex}"), _tenant("noisy", f"xoxb-n-{uuid.uuid4().hex}")
+        tenants = [slack_tenant(f"bench{i}") for i in range(8)]
+        quiet, noisy = slack_tenant("quiet"), slack_tenant("noisy")
         keys = await system.provision([*tenants, quiet, noisy])
         bench_keys = [keys[t.tenant_id] for t in tenants]
         clock = ResultClock(settings)
@@ -244,7 +235,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
                 system, clock, (quiet.tenant_id, keys[quiet.tenant_id]), (noisy.tenant_id, keys[noisy.tenant_id]),
                 duration, min_phase=0.0 if args.quick else MIN_PHASE_SECONDS,
             )
-            report["noisy_neighbour"]["tenant_limits"] = _FAST.model_dump()
+            report["noisy_neighbour"]["tenant_limits"] = FAST.model_dump()
         if "noisy_worker" in only:
             from ._noisy_worker import noisy_worker, worker_cpu
 
