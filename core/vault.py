@@ -32,6 +32,16 @@ logger = logging.getLogger(__name__)
 _EXPIRY_MARGIN = 20.0
 
 
+# Vault's answers that say "not now" rather than "no": sealed or standby (503), a 500, a
+# proxy's 502, its request rate limit (429). Retried like an unreachable Vault.
+_TRANSIENT = (
+    hvac.exceptions.VaultDown,
+    hvac.exceptions.InternalServerError,
+    hvac.exceptions.BadGateway,
+    hvac.exceptions.RateLimitExceeded,
+)
+
+
 def _translate(what: str, exc: Exception) -> VaultError:
     if isinstance(exc, hvac.exceptions.Forbidden):
         return VaultForbidden(f"{what}: permission denied")
@@ -39,7 +49,7 @@ def _translate(what: str, exc: Exception) -> VaultError:
         return CredentialsMissing(f"{what}: nothing stored")
     if isinstance(exc, hvac.exceptions.InvalidRequest) and "check-and-set" in str(exc):
         return CasConflict(f"{what}: check-and-set version mismatch")
-    if isinstance(exc, requests.RequestException | hvac.exceptions.VaultDown | OSError):
+    if isinstance(exc, (requests.RequestException, *_TRANSIENT, OSError)):
         return VaultUnavailable(f"{what}: Vault unreachable ({type(exc).__name__})")
     return VaultError(f"{what}: {type(exc).__name__}")
 

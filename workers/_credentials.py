@@ -13,8 +13,9 @@ the loser re-reads the winner's token.
 
 Issued tokens are never dropped while this process lives: a provider that rotates
 refresh tokens has voided the stored one by then. When Vault stays unreachable past a
-few retries, the new tokens are kept in memory ("unsaved"), used in place of Vault's for
-that tenant, and written in the background until Vault takes them. (A crash before that
+few retries, or refuses the write for any reason but a lost check-and-set, the new
+tokens are kept in memory ("unsaved"), used in place of Vault's for that tenant, and
+written in the background until Vault takes them. (A crash before that
 write loses them: the tenant then needs a new consent.)
 """
 
@@ -233,7 +234,9 @@ class Credentials:
             return self._keep_unsaved(tenant_id, TenantSecret(data=data, version=base))
         try:
             version = await self._write_back(tenant_id, data, base)
-        except VaultUnavailable:
+        except VaultError:
+            # Whatever Vault answered, the provider has issued these (and, if it rotates
+            # refresh tokens, voided the stored one): keep them and store them later.
             return self._keep_unsaved(tenant_id, TenantSecret(data=data, version=base))
         if version is None:  # lost the check-and-set race: the winner's token
             self._cache.pop(tenant_id, None)
@@ -297,7 +300,8 @@ class Credentials:
         """The new version, or None when another writer won; retried while Vault is down.
 
         Raises:
-            VaultUnavailable: still down after the retries (the caller keeps the tokens).
+            VaultError: still down after the retries, or any other refusal (the caller
+                keeps the tokens).
         """
         for attempt in range(_WRITE_ATTEMPTS):
             try:
@@ -308,8 +312,6 @@ class Credentials:
                 if attempt == _WRITE_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(_WRITE_BACKOFF * 2**attempt)
-            except VaultError as exc:
-                raise _translate(exc, tenant_id) from None
         raise AssertionError("unreachable")
 
     async def _newer_than(self, tenant_id: str, version: int) -> TenantSecret | None:

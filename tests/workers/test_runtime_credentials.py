@@ -6,10 +6,12 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import hvac.exceptions
 import pytest
 
-from core.errors import CasConflict, PermanentError, VaultUnavailable
+from core.errors import CasConflict, PermanentError, VaultError, VaultUnavailable
 from core.vault import TenantSecret
+from core.vault import _translate as vault_translate
 from schemas import ErrorCode
 from workers import _credentials as credentials_module
 from workers._credentials import Credentials, token_expired
@@ -130,6 +132,21 @@ async def until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.01)
 
 
+def fail_writes(vault: MemoryVault, error: Exception, *, times: int) -> None:
+    """The vault's next ``times`` writes raise ``error``."""
+    left = times
+    plain_write = vault.write_cas
+
+    async def write(tenant_id, data, version):
+        nonlocal left
+        if left:
+            left -= 1
+            raise error
+        return await plain_write(tenant_id, data, version)
+
+    vault.write_cas = write
+
+
 class OutageVault(MemoryVault):
     """Refuses every write while ``down`` (Vault unreachable)."""
 
@@ -184,17 +201,7 @@ async def test_two_processes_refreshing_at_once_both_end_up_with_the_rotated_tok
 
 async def test_refreshed_tokens_survive_a_vault_outage_and_a_cancelled_caller():
     vault = MemoryVault({"access_token": "a1", "refresh_token": "r1"})
-    outages = 2
-    plain_write = vault.write_cas
-
-    async def flaky_write(tenant_id, data, version):
-        nonlocal outages
-        if outages:
-            outages -= 1
-            raise VaultUnavailable("vault down")
-        return await plain_write(tenant_id, data, version)
-
-    vault.write_cas = flaky_write
+    fail_writes(vault, VaultUnavailable("vault down"), times=2)
     provider = RotatingProvider()
     creds = Credentials(vault, refresher=provider)
     stale = await creds.get("t1")
@@ -280,3 +287,28 @@ async def test_a_refresh_overlapping_the_write_of_kept_tokens_keeps_its_own_toke
     await until(lambda: vault.secret.data["refresh_token"] == "r3")
     assert (await creds.get("t1")).data["refresh_token"] == "r3"
     assert await creds.finish_refreshes(1.0) == 0
+
+
+@pytest.mark.parametrize(
+    "answer", [hvac.exceptions.InternalServerError, hvac.exceptions.BadGateway, hvac.exceptions.RateLimitExceeded]
+)
+def test_vaults_500_502_and_429_are_retried_like_an_unreachable_vault(answer: type[Exception]) -> None:
+    assert isinstance(vault_translate("write", answer("no")), VaultUnavailable)
+    assert not isinstance(vault_translate("write", hvac.exceptions.InvalidRequest("no")), VaultUnavailable)
+
+
+async def test_tokens_issued_by_a_refresh_vault_refuses_to_store_are_kept_and_stored_later(
+    fast_saves: None,
+) -> None:
+    # Any refusal but a lost check-and-set (here an unexpected error, as after a policy
+    # mistake): the provider has voided r1 by now, so dropping a2/r2 locks the tenant out.
+    vault = MemoryVault({"access_token": "a1", "refresh_token": "r1"})
+    fail_writes(vault, VaultError("write: UnexpectedError"), times=3)
+    provider = RotatingProvider()
+    creds = Credentials(vault, refresher=provider)
+    fresh = await creds.refresh("t1", await creds.get("t1"))
+    assert fresh.data == {"access_token": "a2", "refresh_token": "r2"}
+    assert (await creds.get("t1")).data == fresh.data
+    await until(lambda: vault.secret.version > 1)
+    assert vault.secret.data == {"access_token": "a2", "refresh_token": "r2"}
+    assert provider.issued == 1
