@@ -64,6 +64,10 @@ _BREAKER_CODES = frozenset(
         ErrorCode.UPSTREAM_RATE_LIMITED,
     }
 )
+# Refused here before any request was made (the connector's own argument check, a host
+# off the allow-list) or a fault of ours: they say nothing of the upstream's health, so
+# they neither close a breaker nor reset its count of failures.
+_NO_VERDICT_CODES = frozenset({ErrorCode.INVALID_ARGUMENTS, ErrorCode.HOST_NOT_ALLOWED, ErrorCode.INTERNAL})
 
 
 # Failures after which the request may still have taken effect upstream: no answer, a
@@ -225,6 +229,10 @@ class Executor:
                 secret: list[TenantSecret] = []
                 try:
                     output = await self._attempt(command, secret, doubt, still_ours)
+                except _DeadlinePassed:
+                    # Passed while credentials were read or refreshed, or while an earlier
+                    # effect was looked for: the request was not sent, and is not sent late.
+                    return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
                 except CommandError as exc:
                     if isinstance(exc, CallHeld) and still_ours is not None:
                         # Stopped before its request was written (the loop had stalled):
@@ -254,7 +262,7 @@ class Executor:
                 if info.code in _BREAKER_CODES:
                     self.breakers.failure(key, probe)
                     probe = 0
-                elif info.code is not ErrorCode.INTERNAL:  # INTERNAL: no verdict, freed below
+                elif info.code not in _NO_VERDICT_CODES:  # those: no verdict, the probe is freed below
                     self.breakers.success(key, probe)  # the API answered with a verdict on the request itself
                     probe = 0
                 return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
@@ -326,6 +334,8 @@ class Executor:
     ) -> dict[str, Any]:
         name, operation = self.connector.name, command.operation
         remaining = (command.deadline - now()).total_seconds()
+        if remaining <= 0:
+            raise _DeadlinePassed
         timeout = max(0.1, min(self.timeout, remaining))
         with tracer().start_as_current_span(
             f"upstream.{name}.{operation}",
@@ -362,6 +372,8 @@ class Executor:
                     # and the new owner's check may already have run.
                     if still_ours is not None and not await still_ours():
                         raise Abandoned(command.command_id)
+                    if command.expired(now()):
+                        raise _DeadlinePassed
                 # The connector sets its own request timeout; this bound catches one that does not.
                 try:
                     async with asyncio.timeout(timeout + 1.0):
@@ -519,6 +531,10 @@ class _Verdict:
     @property
     def attempts(self) -> int:
         return len(self.errors) + (1 if self.status is ResultStatus.SUCCEEDED else 0)
+
+
+class _DeadlinePassed(Exception):
+    """The command's deadline passed before its request was sent (it is not sent)."""
 
 
 class CheckFailed(RetryableError):
