@@ -5,6 +5,13 @@
 validator first and runs the Python one only for an invalid instance, so valid calls
 are cheap and rejection messages come from ``jsonschema``'s errors.
 
+Workspace schemas are written by tenants' admins, so neither validator fetches a
+remote ``$ref`` (an address inside the deployment, a blocked event loop), and
+:func:`schema_problem` refuses, when a workspace is written, a schema that could not be
+applied: not a schema of its dialect, a reference that does not resolve inside it.
+:func:`checked` builds the check every process uses, in the schema's own dialect
+(``$schema``, else 2020-12), so the MCP edge and the router agree on what is valid.
+
 :func:`describe` words an error without the rejected value: ``jsonschema``'s own
 messages quote the instance (``'<token>' is too long``), and arguments may hold
 anything a caller pasted, so a rejection names the rule broken and no more.
@@ -18,10 +25,24 @@ from typing import Any
 
 import jsonschema_rs
 import orjson
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator, SchemaError, ValidationError
 from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+from jsonschema_specifications import REGISTRY as SPECIFICATIONS
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import specification_with
 
-__all__ = ["SchemaCheck", "describe"]
+__all__ = ["SchemaBroken", "SchemaCheck", "checked", "describe", "schema_problem"]
+
+# No resources but the schema itself and the dialects' own metaschemas (bundled, as
+# jsonschema's default has them): a reference elsewhere does not resolve.
+_LOCAL_ONLY: Registry[Any] = SPECIFICATIONS
+_REFERENCE_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
+class SchemaBroken(ValueError):
+    """The schema cannot be applied (see :func:`schema_problem`); the message says why."""
 
 # Validators whose messages name properties only (of the schema or the object), never a value.
 _NAMES_ONLY = frozenset(
@@ -60,7 +81,7 @@ class SchemaCheck:
         Without a compiled counterpart (another dialect, or a schema the compiled
         validator rejects) the Python validator decides alone.
         """
-        self._python = validator(schema)
+        self._python = validator(schema, registry=_LOCAL_ONLY)
         fast_class = getattr(jsonschema_rs, validator.__name__, None)
         self._fast = None
         if fast_class is not None:
@@ -73,8 +94,68 @@ class SchemaCheck:
         return self._fast is not None
 
     def errors(self, instance: Any) -> Iterator[ValidationError]:
-        """``instance``'s validation errors, as ``jsonschema`` reports them (none if valid)."""
+        """``instance``'s validation errors, as ``jsonschema`` reports them (none if valid).
+
+        Raises:
+            SchemaBroken: the schema could not be applied to ``instance`` (a reference
+                that does not resolve; a pattern nested past the regex compiler's depth).
+        """
         if self._fast is not None and self._fast.is_valid(instance):
             return iter(())
-        errors: Iterator[ValidationError] = self._python.iter_errors(instance)
-        return errors
+        try:
+            return iter(list(self._python.iter_errors(instance)))
+        except Unresolvable as exc:
+            raise SchemaBroken(f"a reference does not resolve: {str(exc)[:100]}") from None
+        except (RecursionError, ValueError) as exc:  # re.error is a ValueError
+            raise SchemaBroken(f"the schema cannot be applied ({type(exc).__name__})") from None
+
+
+def schema_problem(schema: Mapping[str, Any]) -> str | None:
+    """Why ``schema`` cannot check arguments; None when it can.
+
+    It must be a schema of its dialect (``$schema``, else 2020-12), and every ``$ref``,
+    ``$dynamicRef`` or ``$recursiveRef`` must resolve within it: nothing is fetched.
+    """
+    validator = validator_for(schema, default=Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except SchemaError as exc:
+        return str(exc.message)
+    except RecursionError:  # compiling a pattern of thousands of nested groups
+        return "a pattern is nested too deeply"
+    return _unresolved_reference(schema, validator)
+
+
+def checked(schema: Mapping[str, Any]) -> SchemaCheck:
+    """The check of ``schema`` in its own dialect.
+
+    Raises:
+        SchemaBroken: :func:`schema_problem` finds one.
+    """
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise SchemaBroken(problem)
+    return SchemaCheck(schema, validator_for(schema, default=Draft202012Validator))
+
+
+def _unresolved_reference(schema: Mapping[str, Any], validator: type[Validator]) -> str | None:
+    meta = validator.META_SCHEMA
+    specification = specification_with(str(meta.get("$id") or meta.get("id")))
+    root: Resource[Any] = specification.create_resource(schema)
+    base = root.id() or ""
+    resolver = _LOCAL_ONLY.with_resource(base, root).crawl().resolver(base)
+    pending = [(root, resolver)]
+    while pending:  # bounded: every subschema once (a workspace's size is bounded)
+        resource, here = pending.pop()
+        contents = resource.contents
+        if isinstance(contents, Mapping):
+            for keyword in _REFERENCE_KEYWORDS:
+                target = contents.get(keyword)
+                if not isinstance(target, str):
+                    continue
+                try:
+                    here.lookup(target)
+                except Unresolvable:
+                    return f"{keyword} {target[:100]!r} does not resolve within the schema (nothing is fetched)"
+        pending.extend((sub, here.in_subresource(sub)) for sub in resource.subresources())
+    return None

@@ -162,7 +162,16 @@ class Decisions:
         self, command: Command, partition: int, now: float, now_dt: datetime, *, charged: bool = False
     ) -> Route:
         workspace = self.config.get(command.tenant_id, command.space_id)
-        resolution = resolve(command, workspace, now_dt, self.cache)
+        try:
+            resolution = resolve(command, workspace, now_dt, self.cache)
+        except CommandError:
+            raise
+        except Exception:
+            # Resolving is pure: what raises here is this command's (a workspace nothing
+            # foresaw, a bug), and failing the batch would stop the router on every
+            # replay of it. The command gets its one final Result instead.
+            logger.exception("resolving command %s failed", command.command_id)
+            raise PermanentError(ErrorCode.INTERNAL, "the router could not resolve this command") from None
         assert workspace is not None
         action = resolution.action
         if self.topics.connector(action.connector) not in self.partitions:

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
+from jsonschema.exceptions import best_match
 
 from core.errors import PermanentError
-from core.schema_check import SchemaCheck, describe
+from core.schema_check import SchemaBroken, SchemaCheck, checked, describe
 from schemas import ActionConfig, Command, ErrorCode, WorkspaceConfig
 
 from ._mapping import MappingError, compile_mapping
@@ -45,10 +44,9 @@ def _compile(action: ActionConfig) -> CompiledAction:
     check: SchemaCheck | None = None
     schema_error = None
     try:
-        Draft202012Validator.check_schema(action.input_schema)
-        check = SchemaCheck(action.input_schema)
-    except SchemaError as exc:
-        schema_error = _clip(exc.message)
+        check = checked(action.input_schema)
+    except SchemaBroken as exc:
+        schema_error = _clip(str(exc))
     render = None
     mapping_error = None
     try:
@@ -132,7 +130,12 @@ def resolve(
             ErrorCode.INTERNAL,
             f"action {action.name!r} has an invalid input schema: {compiled.schema_error}",
         )
-    error = best_match(compiled.check.errors(command.arguments))
+    try:
+        error = best_match(compiled.check.errors(command.arguments))
+    except SchemaBroken as exc:
+        raise _reject(
+            ErrorCode.INTERNAL, f"action {action.name!r} has an invalid input schema: {exc}"
+        ) from None
     if error is not None:
         raise _reject(
             ErrorCode.INVALID_ARGUMENTS,

@@ -1,16 +1,14 @@
 """What the router would refuse in a workspace, found before it is published.
 
 The admin API and ``switchyard tenants apply`` both call :func:`workspace_problem`, so
-a workspace whose action could never run (an input schema that is no JSON Schema, an
-argument mapping that does not compile) is refused when it is written, not at its
-first call.
+a workspace whose action could never run (an input schema that is no JSON Schema or
+holds a reference that does not resolve within it, an argument mapping that does not
+compile) is refused when it is written, not at its first call.
 """
 
 from __future__ import annotations
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
+from core.schema_check import schema_problem
 from schemas import WorkspaceConfig
 
 from ._mapping import MappingError, compile_mapping
@@ -22,10 +20,9 @@ def workspace_problem(workspace: WorkspaceConfig) -> str | None:
     """The first action of ``workspace`` the router would refuse, and why; None if none."""
     for action in workspace.actions:
         where = f"action {action.name!r}"
-        try:
-            Draft202012Validator.check_schema(action.input_schema)
-        except SchemaError as exc:
-            return f"{where}: invalid input_schema: {exc.message}"
+        problem = schema_problem(action.input_schema)
+        if problem is not None:
+            return f"{where}: invalid input_schema: {problem}"
         try:
             compile_mapping(action.arguments)
         except MappingError as exc:

@@ -54,6 +54,10 @@ async def test_workspace_put_get_delete_round_trip(harness):
     for broken, why in (
         ({**action, "input_schema": {"type": "objekt"}}, "invalid input_schema"),
         ({**action, "arguments": {"text": "{{ args.summary "}}, "invalid argument mapping"),
+        # A reference the router could never follow, and a pattern past the regex
+        # compiler's depth (it raised RecursionError: a 500).
+        ({**action, "input_schema": {"properties": {"s": {"$ref": "#/$defs/missing"}}}}, "does not resolve"),
+        ({**action, "input_schema": {"properties": {"s": {"pattern": "(" * 2000 + ")" * 2000}}}}, "nested"),
     ):
         refused = await harness.client.put(path, json={**body, "actions": [broken]}, headers=harness.admin_headers)
         assert refused.status == 400 and why in (await refused.json())["error"]["message"]

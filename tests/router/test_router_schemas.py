@@ -1,0 +1,145 @@
+"""Workspace input schemas the router applies: written by tenants' admins, so nothing in
+one may fetch a URL, crash the router or be read in another dialect than the MCP edge
+reads it. Pure: no Kafka."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from _router_support import command, summary_action, workspace
+
+from core.errors import PermanentError
+from core.schema_check import SchemaBroken, SchemaCheck, checked, schema_problem
+from router import workspace_problem
+from router._resolve import ActionCache, resolve
+from schemas import ErrorCode, WorkspaceConfig
+
+
+def _workspace(schema: dict[str, Any]) -> WorkspaceConfig:
+    action = summary_action("slack", "post_message", {"text": "{{ args.summary }}"})
+    return workspace("acme", [action.model_copy(update={"input_schema": schema})])
+
+
+def _resolve(schema: dict[str, Any], arguments: dict[str, Any]) -> Any:
+    # The workspace is built around the write-time check, as one stored before it was.
+    return resolve(command("acme", arguments), _workspace(schema), datetime.now(UTC), ActionCache())
+
+
+@pytest.fixture
+def schema_server() -> Iterator[tuple[str, list[str]]]:
+    """A URL serving a schema, and the paths requested from it."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            hits.append(self.path)
+            body = b'{"enum": ["INTERNAL-ONLY-VALUE"]}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/internal/schema.json", hits
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("schema", "why"),
+    [
+        ({"properties": {"summary": {"$ref": "#/$defs/missing"}}}, "does not resolve"),
+        ({"properties": {"summary": {"$dynamicRef": "#nope"}}}, "does not resolve"),
+        ({"properties": {"summary": {"$ref": "urn:elsewhere"}}}, "does not resolve"),
+        ({"properties": {"summary": {"type": "string", "pattern": "(" * 2000 + ")" * 2000}}}, "nested"),
+        ({"type": "objekt"}, "is not valid"),
+    ],
+    ids=["dangling-pointer", "dangling-dynamic-anchor", "other-resource", "deep-pattern", "not-a-schema"],
+)
+def test_a_schema_that_cannot_be_applied_is_refused_when_written(schema: dict[str, Any], why: str) -> None:
+    problem = schema_problem(schema)
+    assert problem is not None and why in problem
+    assert why in (workspace_problem(_workspace(schema)) or "")
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$defs": {"s": {"type": "string"}}, "properties": {"summary": {"$ref": "#/$defs/s"}}},
+        {"$defs": {"s": {"$anchor": "text", "type": "string"}}, "properties": {"summary": {"$ref": "#text"}}},
+        {
+            "$id": "https://example.com/root",
+            "$defs": {"s": {"$id": "text", "type": "string", "$defs": {"n": {"type": "integer"}}}},
+            "properties": {"summary": {"$ref": "text"}, "count": {"$ref": "text#/$defs/n"}},
+        },
+        {"properties": {"summary": {"$ref": "https://json-schema.org/draft/2020-12/schema"}}},
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "definitions": {"s": {"type": "string"}},
+            "properties": {"summary": {"$ref": "#/definitions/s"}},
+        },
+    ],
+    ids=["pointer", "anchor", "embedded-id", "metaschema", "draft-07"],
+)
+def test_references_within_the_schema_resolve(schema: dict[str, Any]) -> None:
+    assert schema_problem(schema) is None
+    checked(schema).errors({"summary": "x", "count": 1})  # applies, raises nothing
+
+
+def test_a_remote_reference_is_never_fetched_and_rejects_the_command(schema_server: tuple[str, list[str]]) -> None:
+    url, hits = schema_server
+    schema = {"type": "object", "properties": {"summary": {"$ref": url}}}
+    assert "does not resolve" in (schema_problem(schema) or "")
+
+    with pytest.raises(PermanentError) as refused:
+        _resolve(schema, {"summary": 1})
+
+    assert refused.value.code is ErrorCode.INTERNAL and "invalid input schema" in refused.value.message
+    # Nor by a check built around the write-time test (the MCP edge's, for one).
+    with pytest.raises(SchemaBroken):
+        SchemaCheck(schema).errors({"summary": 1})
+    assert hits == []
+    assert "INTERNAL-ONLY-VALUE" not in refused.value.message
+
+
+def test_a_dangling_reference_rejects_its_command_instead_of_raising() -> None:
+    # It stopped the router (the batch failed on a non-CommandError), and the command
+    # came back after each restart.
+    with pytest.raises(PermanentError) as refused:
+        _resolve({"type": "object", "properties": {"summary": {"$ref": "#/$defs/missing"}}}, {"summary": "x"})
+    assert refused.value.code is ErrorCode.INTERNAL
+
+
+def test_a_check_built_without_the_write_time_test_reports_a_broken_schema() -> None:
+    check = SchemaCheck({"properties": {"x": {"$ref": "#/$defs/gone"}}})
+    assert check.errors({"y": 1}) is not None  # the reference is not on this instance's path
+    with pytest.raises(SchemaBroken, match="does not resolve"):
+        check.errors({"x": 1})
+
+
+def test_the_router_reads_a_schema_in_its_own_dialect_as_the_mcp_edge_does() -> None:
+    # draft-07's "dependencies" is not a 2020-12 keyword: read as 2020-12, {"summary"}
+    # alone passed the router while the MCP edge refused it.
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {"summary": {"type": "string"}, "count": {"type": "integer"}},
+        "dependencies": {"summary": ["count"]},
+    }
+    with pytest.raises(PermanentError) as refused:
+        _resolve(schema, {"summary": "x"})
+    assert refused.value.code is ErrorCode.INVALID_ARGUMENTS
+    assert _resolve(schema, {"summary": "x", "count": 1}).resolved_arguments == {"text": "x"}
