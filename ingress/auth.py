@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.settings import Settings
+from schemas import ActionConfig
 
 from .contracts import Authenticator, Identity
 from .errors import BadRequest, Forbidden
@@ -38,6 +39,7 @@ __all__ = [
     "TENANT_HEADERS",
     "authenticate",
     "bearer_token",
+    "check_argument_claims",
     "check_claims",
     "reads_everything",
     "requested_space",
@@ -120,6 +122,22 @@ def _claims(body: Any, keys: tuple[str, ...], depth: int = 0) -> list[Any]:
     for nested in _NESTED:
         found.extend(_claims(body.get(nested), keys, depth + 1))
     return found
+
+
+def check_argument_claims(identity: Identity, arguments: Any, action: ActionConfig | None) -> None:
+    """Refuse a claim of another tenant in an action's ``arguments``, but for the fields
+    its input schema declares: those are the target app's data (a Jira site's "tenant",
+    a Confluence "space_id"). An unknown action declares nothing.
+
+    Raises:
+        Forbidden: an argument the action does not declare names another tenant.
+    """
+    if not isinstance(arguments, dict):
+        check_claims(identity, body=arguments)
+        return
+    properties = action.input_schema.get("properties") if action is not None else None
+    declared = properties if isinstance(properties, dict) else {}
+    check_claims(identity, body={k: v for k, v in arguments.items() if k not in declared})
 
 
 def check_claims(

@@ -157,7 +157,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             }],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BatchRequest")}}},
             "responses": {"200": _json("BatchResponse", "Per-item outcomes (some item accepted)"),
-                          **_errors(401, 403, 413, 415), **_batch_errors(400, 409, 429, 503)},
+                          **_errors(401, 413, 415), **_batch_errors(400, 403, 409, 429, 503)},
         }},
         "/v1/commands/{command_id}": {"get": {
             "operationId": "getCommand", "summary": "Status and result of a command",

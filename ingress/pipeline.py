@@ -281,7 +281,7 @@ class KafkaPipeline:
         known = self._accepted(command_id)
         if known is not None:
             _check_reuse(known.space_id, known.action, identity, item)
-            if known.arguments != item.arguments:
+            if not _same_json(known.arguments, item.arguments):
                 raise Conflict("this idempotency key was already used for a different command")
             return known, self._inflight.get(command_id), None
         result = self.results.get(command_id, lambda r: r.tenant_id == identity.tenant_id)
@@ -436,6 +436,17 @@ def _visible_to(identity: Identity) -> Any:
         return item.tenant_id == identity.tenant_id and item.space_id == identity.space_id
 
     return visible
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values: Python's ``==`` takes ``True`` for ``1``, JSON does not."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_json(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_same_json, a, b))
+    return bool(a == b)
 
 
 def _check_reuse(space_id: str, action: str, identity: Identity, item: Submission) -> None:

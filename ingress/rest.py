@@ -27,7 +27,7 @@ from schemas.identifiers import IdempotencyKey
 
 from ._http import COMMAND_ID, IDENTITY, json_response, read_json
 from ._state import STATE
-from .auth import authenticate, check_claims
+from .auth import authenticate, check_argument_claims, check_claims
 from .contracts import Identity, Services
 from .errors import BadRequest, IngressError, NotFound, ServiceUnavailable, from_validation
 from .models import MAX_BATCH, SubmitRequest
@@ -62,6 +62,15 @@ _BATCH_FIELDS = {"items", *_CLAIMS}
 _BATCH_KEY_MAX = 251
 
 
+def _check_header_key(value: str) -> None:
+    try:
+        _HEADER_KEY.validate_python(value)
+    except ValidationError:
+        raise BadRequest(
+            "the Idempotency-Key header must be 1-255 printable ASCII characters without spaces"
+        ) from None
+
+
 def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submission:
     if not isinstance(raw, dict):
         where = f"{prefix}: " if prefix else ""
@@ -73,12 +82,7 @@ def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submissio
         raise from_validation(exc, prefix=prefix) from None
     key = parsed.idempotency_key
     if header_key is not None:
-        try:
-            _HEADER_KEY.validate_python(header_key)
-        except ValidationError:
-            raise BadRequest(
-                "the Idempotency-Key header must be 1-255 printable ASCII characters without spaces"
-            ) from None
+        _check_header_key(header_key)
     if header_key and key and header_key != key:
         raise BadRequest("the Idempotency-Key header and the body's idempotency_key differ")
     deadline = None
@@ -100,11 +104,24 @@ def _unavailable(identity: Identity, key: str) -> ServiceUnavailable:
     return error
 
 
+def _check_claims(services: Services, identity: Identity, body: Any) -> None:
+    """Refuse a claim of another tenant in a submission (see ``auth.check_claims``); in
+    its arguments, the fields its action declares are the target app's data, as on MCP."""
+    if not isinstance(body, dict) or "arguments" not in body:
+        check_claims(identity, body=body)
+        return
+    check_claims(identity, body={k: v for k, v in body.items() if k != "arguments"})
+    name = body.get("action")
+    workspace = services.catalog.workspace(identity.tenant_id, identity.space_id)
+    action = workspace.action(name) if workspace is not None and isinstance(name, str) else None
+    check_argument_claims(identity, body["arguments"], action)
+
+
 async def submit(request: web.Request) -> web.Response:
     identity = await _identity(request)
     body = await read_json(request)
     # Refuse a claimed tenant before anything else looks at the body: nothing is published.
-    check_claims(identity, body=body)
+    _check_claims(request.app[SERVICES], identity, body)
     header_key = request.headers.get("Idempotency-Key")
     item = _submission(body, header_key)
     assert item.idempotency_key is not None
@@ -139,8 +156,12 @@ async def submit_batch(request: web.Request) -> web.Response:
     # An Idempotency-Key header keys the items that bring none of their own, by position
     # ("<key>:<index>"): the same batch sent again runs none of them twice.
     batch_key = request.headers.get("Idempotency-Key")
-    if batch_key is not None and len(batch_key) > _BATCH_KEY_MAX:
-        raise BadRequest(f"on a batch the Idempotency-Key header is at most {_BATCH_KEY_MAX} characters")
+    if batch_key is not None:
+        # Checked as a whole: an empty one would key every batch ":<index>", so a
+        # different batch sent later would be taken for this one.
+        _check_header_key(batch_key)
+        if len(batch_key) > _BATCH_KEY_MAX:
+            raise BadRequest(f"on a batch the Idempotency-Key header is at most {_BATCH_KEY_MAX} characters")
     raw_items = body["items"]
     if not 1 <= len(raw_items) <= MAX_BATCH:
         raise BadRequest(f"a batch holds 1 to {MAX_BATCH} items")
@@ -148,7 +169,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     valid: list[tuple[int, Submission]] = []
     for index, raw in enumerate(raw_items):
         try:
-            check_claims(identity, body=raw)
+            _check_claims(request.app[SERVICES], identity, raw)
             own = isinstance(raw, dict) and raw.get("idempotency_key") is not None
             item_key = None if batch_key is None or own else f"{batch_key}:{index}"
             valid.append((index, _submission(raw, item_key, prefix=f"items.{index}")))

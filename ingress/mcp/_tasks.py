@@ -29,12 +29,13 @@ from mcp_types import (
 )
 
 from core.errors import KafkaUnavailable
+from ingress._http import time_left
 from ingress.contracts import Identity, Services
 from ingress.task_ledger import TaskLedger
 from schemas import Command, Result
 
 from ._jsonrpc import TASK_STILL_WORKING, RpcError
-from ._tools import result_to_call_result, unavailable_error
+from ._tools import ANSWER_MARGIN, result_to_call_result, unavailable_error
 
 __all__ = ["RELATED_TASK_META_KEY", "TaskBook"]
 
@@ -167,13 +168,17 @@ class TaskBook:
                 content=[TextContent(text=task.status_message or "")], is_error=True
             )
         elif result is None:
-            result = await self._services.pipeline.wait(identity, task_id, self._result_timeout)
+            # Bounded by the edge's own cut too: a cut request is answered with no
+            # JSON-RPC id and no -32014 to tell the client to ask again.
+            left = time_left(margin=ANSWER_MARGIN)
+            timeout = self._result_timeout if left is None else min(self._result_timeout, left)
+            result = await self._services.pipeline.wait(identity, task_id, timeout)
             if result is None:
                 # tasks/result must block until the task ends, but a request may only last
                 # so long: an error, not a result that would read as the task's final one.
                 raise RpcError(
                     TASK_STILL_WORKING,
-                    f"Task {task_id} is still working after {self._result_timeout:g} s; "
+                    f"Task {task_id} is still working after {timeout:.3g} s; "
                     "call tasks/result again (or poll tasks/get)",
                     data={"taskId": task_id, "status": "working"},
                 )

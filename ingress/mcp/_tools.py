@@ -32,6 +32,7 @@ from schemas import ActionConfig, Command, CommandSource, Result, WorkspaceConfi
 from ._jsonrpc import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE, RpcError
 
 __all__ = [
+    "ANSWER_MARGIN",
     "IDEMPOTENCY_META_KEY",
     "ToolRunner",
     "check_claims",
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_META_KEY = "switchyard/idempotency_key"
 # How long before the edge cuts a request a tools/call stops waiting, to answer in time.
-_ANSWER_MARGIN = 1.0
+ANSWER_MARGIN = 1.0
 _TENANT_CLAIMS = ("tenant_id", "tenantId", "tenant", "switchyard/tenant_id", "switchyard/tenant")
 _SPACE_CLAIMS = ("space_id", "spaceId", "switchyard/space_id", "switchyard/space")
 
@@ -363,7 +364,7 @@ class ToolRunner:
         it): a cut request is answered with no JSON-RPC id, and the caller, with no
         command id either, would send the command again.
         """
-        left = time_left(margin=_ANSWER_MARGIN)
+        left = time_left(margin=ANSWER_MARGIN)
         timeout = self._call_timeout if left is None else min(self._call_timeout, left)
         result = await self._services.pipeline.wait(identity, command.command_id, timeout)
         if result is None:

@@ -931,20 +931,35 @@ async def test_stateless_meta_version_not_supported_is_32022(server: Server) -> 
 # -- tasks (2025-11-25) ----------------------------------------------------------------
 
 
+async def _working_task(srv: Server) -> tuple[str, dict[str, str], str]:
+    """A session's URL and headers, and the id of a task it started that never ends."""
+    srv.pipeline.responder = lambda command: None
+    session, _ = await _initialize(f"{srv.url}/main")
+    url, headers = f"{srv.url}/main", _legacy(session)
+    params = {"name": "create_task", "arguments": {}, "task": {"ttl": 60_000}}
+    _, _, created = await _post(url, _rpc("tools/call", params), headers=headers)
+    return url, headers, created["result"]["task"]["taskId"]
+
+
 async def test_tasks_result_of_a_task_still_working_after_the_bounded_wait_is_an_error() -> None:
     # Not an isError result: the client would take it for the task's final answer.
     async for srv in _serve(McpOptions(session_secret="s", task_result_timeout=0.2)):
-        srv.pipeline.responder = lambda command: None
-        session, _ = await _initialize(f"{srv.url}/main")
-        url, headers = f"{srv.url}/main", _legacy(session)
-        params = {"name": "create_task", "arguments": {}, "task": {"ttl": 60_000}}
-        _, _, created = await _post(url, _rpc("tools/call", params), headers=headers)
-        task_id = created["result"]["task"]["taskId"]
+        url, headers, task_id = await _working_task(srv)
         status, _, body = await _post(url, _rpc("tasks/result", {"taskId": task_id}), headers=headers)
         assert status == 200 and body["error"]["code"] == -32014 and "result" not in body
         assert body["error"]["data"] == {"taskId": task_id, "status": "working"}
         _, _, got = await _post(url, _rpc("tasks/get", {"taskId": task_id}), headers=headers)
         assert got["result"]["status"] == "working"
+
+
+async def test_tasks_result_answers_before_the_edge_cuts_the_request() -> None:
+    # The bounded wait (3 s) outlasts the edge's request timeout (1.5 s): the edge's cut
+    # is a 503 with no JSON-RPC id, so the wait ends a margin before it instead.
+    limits = Limits(request_timeout=1.5)
+    async for srv in _serve(McpOptions(session_secret="s", task_result_timeout=3.0), limits=limits):
+        url, headers, task_id = await _working_task(srv)
+        status, _, body = await _post(url, _rpc("tasks/result", {"taskId": task_id}, rid=9), headers=headers)
+        assert status == 200 and body["id"] == 9 and body["error"]["code"] == -32014
 
 
 async def test_task_augmented_call_returns_a_task_then_its_result(server: Server) -> None:

@@ -11,8 +11,8 @@ from core.kafka import headers_dict, make_admin, start_client
 from ingress._state import STATE
 from ingress.app import IngressOptions
 from ingress.pipeline import command_id_for
-from ingress.testing import IngressHarness, TenantHandle, read_topic, unique_id
-from schemas import Command, Headers
+from ingress.testing import IngressHarness, TenantHandle, echo_action, read_topic, unique_id
+from schemas import ActionConfig, Command, Headers
 
 
 async def assert_documented(harness: IngressHarness, path: str, status: int, body: object) -> None:
@@ -393,3 +393,57 @@ async def test_api_answers_are_never_cached(harness, acme: TenantHandle):
     for response in (submitted, read, refused):
         assert response.headers["Cache-Control"] == "no-store", response.status
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def _site_action() -> ActionConfig:
+    # A target app whose own data is called "tenant" (an Atlassian site), declared by the action.
+    return ActionConfig(
+        name="file_issue", description="file an issue", connector="http", operation="echo",
+        input_schema={"type": "object", "properties": {"tenant": {"type": "string"}, "n": {}}},
+        arguments={"text": "x"},
+    )  # fmt: skip
+
+
+async def test_an_argument_the_action_declares_is_data_on_rest_as_on_mcp(harness):
+    acme = await harness.add_tenant(unique_id("acme"), "sales", actions=[echo_action(), _site_action()])
+    site = {"action": "file_issue", "arguments": {"tenant": "acme-eu.atlassian.net"}}
+    assert (await harness.client.post("/v1/commands", json=site, headers=acme.headers)).status == 202
+    batch = await harness.client.post("/v1/commands:batch", json={"items": [site]}, headers=acme.headers)
+    assert batch.status == 200 and (await batch.json())["accepted"] == 1
+    # Undeclared, it is still a claim of another tenant: refused, nothing published.
+    for claim in (
+        {"action": "echo", "arguments": {"tenant": "someone_else"}},
+        {"action": "file_issue", "arguments": {"tenant_id": "someone_else"}},
+        {"action": "file_issue", "arguments": {"n": {"tenant": "someone_else"}}, "tenant": "someone_else"},
+    ):
+        refused = await harness.client.post("/v1/commands", json=claim, headers=acme.headers)
+        assert refused.status == 403, claim
+    batch = await harness.client.post(
+        "/v1/commands:batch", json={"items": [{"action": "echo", "tenant_id": "someone_else"}]}, headers=acme.headers
+    )
+    assert batch.status == 403
+    await assert_documented(harness, "/v1/commands:batch", 403, await batch.json())
+    assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 2
+
+
+async def test_an_empty_idempotency_key_header_is_refused_on_a_batch_as_on_a_submit(harness, acme):
+    headers = {**acme.headers, "Idempotency-Key": ""}
+    single = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=headers)
+    # Taken as a key, it made every later batch sent without one a replay of this one.
+    batch = await harness.client.post("/v1/commands:batch", json={"items": [{"action": "echo"}]}, headers=headers)
+    assert (single.status, batch.status) == (400, 400)
+    assert await read_topic(harness.settings, harness.settings.topics.commands) == []
+
+
+async def test_a_key_reused_with_true_where_it_had_1_is_another_command(harness):
+    acme = await harness.add_tenant(unique_id("acme"), "sales", actions=[_site_action()])
+    first = {"action": "file_issue", "arguments": {"n": 1}, "idempotency_key": "k-1"}
+    assert (await harness.client.post("/v1/commands", json=first, headers=acme.headers)).status == 202
+    same = await harness.client.post(
+        "/v1/commands", json={**first, "arguments": {"n": 1.0}}, headers=acme.headers
+    )
+    assert same.status == 200  # the same JSON number
+    other = await harness.client.post(
+        "/v1/commands", json={**first, "arguments": {"n": True}}, headers=acme.headers
+    )
+    assert other.status == 409
