@@ -26,7 +26,9 @@ __all__ = ["scrub_error", "scrub_output"]
 _MASK = "***"
 # Keys whose values are credentials (not, say, a Jira site or a header name).
 _SECRET_KEY = re.compile(r"token|secret|password|passwd|key|credential|header_value|auth", re.I)
-# The shortest start of a secret cut off at the end of a truncated text that is masked.
+# The shortest credential masked (shorter strings would mask ordinary text), and the
+# shortest start of a secret cut off at the end of a truncated text that is masked.
+_MIN_SECRET = 4
 _MIN_TAIL = 4
 
 
@@ -62,7 +64,7 @@ def scrub_output(output: dict[str, Any], secret: TenantSecret | None) -> dict[st
 
 def _secret_strings(data: Any, out: set[str]) -> set[str]:
     if isinstance(data, str):
-        if len(data) >= 4:
+        if len(data) >= _MIN_SECRET:
             out.add(data)
     elif isinstance(data, Mapping):
         for value in data.values():
@@ -75,10 +77,10 @@ def _secret_strings(data: Any, out: set[str]) -> set[str]:
 
 def _secret_values(data: Any, out: set[str], secret_key: bool = False) -> set[str]:
     if isinstance(data, str):
-        if secret_key and len(data) >= 8:
+        if secret_key and len(data) >= _MIN_SECRET:
             out.add(data)
             scheme, _, rest = data.partition(" ")  # "Bearer <token>": the token alone too
-            if rest and len(rest) >= 8:
+            if len(rest) >= _MIN_SECRET:
                 out.add(rest)
     elif isinstance(data, Mapping):
         for key, value in data.items():

@@ -63,9 +63,20 @@ def test_slack_ok_false_codes_map_to_the_retry_decision(
         assert error.retry_after == 3.0
 
 
-def test_github_403_is_a_rate_limit_only_with_its_rate_limit_headers() -> None:
+def test_github_403_is_a_rate_limit_only_with_its_rate_limit_headers_or_message() -> None:
     assert github_rate_limit(403, {}, what="gh") is None
+    assert github_rate_limit(403, {}, what="gh", body=b'{"message": "Resource not accessible"}') is None
     assert github_rate_limit(404, {"Retry-After": "5"}, what="gh") is None
+    # A secondary limit may say so only in its message: GitHub asks for at least a minute.
+    message = b'{"message": "You have exceeded a secondary rate limit. Please wait a few minutes."}'
+    secondary = github_rate_limit(403, {}, what="gh", body=message)
+    assert secondary is not None and secondary.retry_after == 60.0
+    # A primary limit sent as 429 waits for its reset too, not a few seconds.
+    reset_429 = github_rate_limit(
+        429, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "2800"}, what="gh", now=1000.0
+    )
+    assert reset_429 is not None and reset_429.retry_after == 1800.0
+    assert (bare_429 := github_rate_limit(429, {}, what="gh")) is not None and bare_429.retry_after == 60.0
     by_header = github_rate_limit(403, {"Retry-After": "5"}, what="gh")
     assert by_header is not None and by_header.retry_after == 5.0
     by_reset = github_rate_limit(

@@ -41,3 +41,10 @@ def test_an_output_without_any_secret_is_returned_as_it_is() -> None:
 def test_an_error_message_naming_a_credential_is_masked() -> None:
     info = ErrorInfo(code=ErrorCode.UPSTREAM_UNAVAILABLE, message="refused key sk_live_0123456789", retryable=True)
     assert scrub_error(info, TenantSecret({"token": "sk_live_0123456789"}, 1)).message == "refused key ***"
+
+
+def test_a_short_api_key_echoed_by_the_upstream_is_masked_as_in_errors() -> None:
+    # Values under 8 characters were left in outputs (errors masked them from 4).
+    secret = TenantSecret({"header_name": "X-Api-Key", "header_value": "k7Qz9p1"}, 1)
+    output = {"status": 200, "json": {"headers": {"X-Api-Key": "k7Qz9p1", "Authorization": "Bearer k7Qz9p1"}}}
+    assert "k7Qz9p1" not in str(scrub_output(output, secret))

@@ -1,7 +1,8 @@
 """GitHub: create an issue (``POST /repos/{owner}/{repo}/issues``).
 
-GitHub signals rate limits with 429, or with 403 plus ``Retry-After`` or
-``x-ratelimit-remaining: 0``; both are retryable here (:func:`github_rate_limit`).
+GitHub signals rate limits with 429 or 403, with ``Retry-After``, with
+``x-ratelimit-remaining: 0`` or (a secondary limit) only in its message; each is
+retryable here, after the wait GitHub asks for (:func:`github_rate_limit`).
 
 Side effects: GitHub takes no idempotency key. Each issue's body ends with ours in an
 HTML comment (invisible when rendered), and before opening an issue again after an
@@ -26,13 +27,15 @@ from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 
 from ._args import credential, validated
-from ._base import Connector, ConnectorCall, Doubt, Operation, parse_retry_after
+from ._base import MAX_RETRY_AFTER, Connector, ConnectorCall, Doubt, Operation, parse_retry_after
 from ._http import Reply, raise_for_status, send
 from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads, output_for
 
 __all__ = ["GitHubConnector", "github_rate_limit", "marker"]
 
 MAX_PAGES = 5
+# GitHub: with neither Retry-After nor x-ratelimit-remaining: 0, wait at least a minute.
+_UNSAID_WAIT = 60.0
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 # Only the marker that ends a body counts (ours is always last); markers a caller puts in
 # a body are removed before it is sent, so a copied body cannot pass for another issue.
@@ -64,10 +67,17 @@ CREATE_ISSUE_SCHEMA: dict[str, Any] = {
 
 
 def github_rate_limit(
-    status: int, headers: Mapping[str, str], *, what: str, now: float | None = None
+    status: int, headers: Mapping[str, str], *, what: str, body: bytes = b"", now: float | None = None
 ) -> RetryableError | None:
-    """The retryable error for GitHub's 403-style rate limit, or None for a real 403."""
-    if status != 403:
+    """The retryable error for a GitHub rate limit, or None for any other answer (a 403
+    without one is a permission refusal).
+
+    Primary and secondary limits come as 403 or 429. GitHub's rule for the wait: its
+    ``Retry-After`` when given; else, with ``x-ratelimit-remaining: 0``, until
+    ``x-ratelimit-reset``; else at least a minute (a secondary limit may say so only in
+    its message).
+    """
+    if status not in (403, 429):
         return None
     delay = parse_retry_after(headers.get("Retry-After"))
     if delay is None and headers.get("x-ratelimit-remaining") == "0":
@@ -76,14 +86,14 @@ def github_rate_limit(
         except ValueError:
             reset = None
         if reset is not None:
-            delay = max(0.0, reset - (time.time() if now is None else now))
-    elif delay is None:
+            delay = min(MAX_RETRY_AFTER, max(0.0, reset - (time.time() if now is None else now)))
+    elif delay is None and status == 403 and b"rate limit" not in body.lower():
         return None
     return RetryableError(
         ErrorCode.UPSTREAM_RATE_LIMITED,
-        f"{what}: 403 rate limited",
-        retry_after=delay,
-        http_status=403,
+        f"{what}: {status} rate limited",
+        retry_after=_UNSAID_WAIT if delay is None else delay,
+        http_status=status,
     )
 
 
@@ -189,7 +199,7 @@ def _headers(token: str) -> dict[str, str]:
 
 def _checked(reply: Reply, what: str) -> Any:
     """The JSON of a successful reply; raises our error for a failed one."""
-    limited = github_rate_limit(reply.status, reply.headers, what=what)
+    limited = github_rate_limit(reply.status, reply.headers, what=what, body=reply.body)
     if limited is not None:
         raise limited
     raise_for_status(reply, what)
