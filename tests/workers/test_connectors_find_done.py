@@ -111,6 +111,24 @@ async def test_a_thread_reply_is_found_in_its_thread(
     assert found == reply
 
 
+async def test_a_message_posted_to_a_user_id_is_found_in_the_direct_message_channel(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    # Slack posts to a user ID in the app's DM with that user (a D... channel); the
+    # check read the ID as a channel name, found none and let the post go again.
+    register(emulator, "slack", TOKEN)
+    slack = SlackConnector()
+    await slack.execute(_call(emulator, session, "to-channel"))  # a channel, not listed as a DM
+    posted = await slack.execute(_call(emulator, session, "dm-1", channel="U0123ABCD"))
+
+    checker = SlackConnector()
+    found = await checker.find_done(_call(emulator, session, "dm-1", channel="U0123ABCD"), _doubt())
+    elsewhere = await checker.find_done(_call(emulator, session, "dm-1", channel="U0999WXYZ"), _doubt())
+
+    assert posted["channel"].startswith("D") and found == posted
+    assert elsewhere is None  # no DM with that user: nothing read but the list
+
+
 async def test_one_read_answers_every_key_of_a_channel_until_a_newer_doubt(
     emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:

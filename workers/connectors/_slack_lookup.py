@@ -15,7 +15,9 @@ busier than that since the command was submitted is not fully checked, and the c
 is posted as before.
 
 Needs the ``channels:history`` / ``groups:history`` and ``channels:read`` /
-``groups:read`` scopes; without them the check fails and the command is posted as before.
+``groups:read`` scopes (for posts to a user ID, ``im:history`` and ``im:read``: the
+direct message channel is found by its user through ``conversations.list``); without
+them the check fails and the command is posted as before.
 """
 
 from __future__ import annotations
@@ -67,7 +69,16 @@ class SlackLookup:
         call = for_reads(call)
         channel = str(args["channel"])
         channel_id: str | None = channel
-        if not _is_id(channel):
+        if _is_user(channel):
+            # Posted to a user ID, a message lands in the app's direct message channel
+            # with that user (opened by the first post).
+            ims = await self._shared.found(
+                ("ims", call.tenant_id), doubt, lambda _: self._list_channels(call, token, ims=True)
+            )
+            channel_id = ims.get(channel)
+            if channel_id is None:
+                return None  # no DM with that user: nothing can have been posted to them
+        elif not _is_id(channel):
             names = await self._shared.found(
                 ("names", call.tenant_id), doubt, lambda _: self._list_channels(call, token)
             )
@@ -82,14 +93,17 @@ class SlackLookup:
         )
         return output_for(found, call)
 
-    async def _list_channels(self, call: ConnectorCall, token: str) -> Found:
+    async def _list_channels(self, call: ConnectorCall, token: str, *, ims: bool = False) -> Found:
+        """Channel IDs by name, or (``ims``) direct message channel IDs by user ID."""
         ids: Found = {}
+        types = "im" if ims else "public_channel,private_channel"
         async for page in self._pages(call, token, "conversations.list", {
-            "types": "public_channel,private_channel", "exclude_archived": "true"
+            "types": types, "exclude_archived": "true"
         }):  # fmt: skip
             for entry in page.get("channels") or ():
-                if isinstance(entry, dict) and entry.get("name") and entry.get("id"):
-                    ids[str(entry["name"])] = str(entry["id"])
+                label = entry.get("user" if ims else "name") if isinstance(entry, dict) else None
+                if label and entry.get("id"):
+                    ids[str(label)] = str(entry["id"])
         return ids
 
     async def _read_channel(
@@ -134,3 +148,7 @@ class SlackLookup:
 
 def _is_id(channel: str) -> bool:
     return channel[:1] in "CGD" and channel.isupper() and channel.isalnum()
+
+
+def _is_user(channel: str) -> bool:
+    return channel[:1] in "UW" and channel.isupper() and channel.isalnum()

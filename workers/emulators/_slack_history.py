@@ -1,8 +1,8 @@
 """What the Slack emulator remembers of posted messages, for its read methods.
 
 ``conversations.history`` (top-level messages, newest first), ``conversations.replies``
-(a thread, parent first) and ``conversations.list`` (the channels a tenant posted to)
-read it, with Slack's cursor pagination. Everything is bounded: messages per channel,
+(a thread, parent first) and ``conversations.list`` (the channels a tenant posted to,
+and with ``types=im`` the direct message channels of the users it posted to) read it, with Slack's cursor pagination. Everything is bounded: messages per channel,
 channels overall (the least recently posted-to are forgotten first).
 """
 
@@ -32,8 +32,12 @@ class SlackHistory:
         # (tenant, channel id) -> its messages, oldest first; and the channel's name.
         self._messages: OrderedDict[tuple[str, str], deque[dict[str, Any]]] = OrderedDict()
         self._names: dict[tuple[str, str], str] = {}
+        # A direct message channel's user (a post to a user ID lands in the DM with them).
+        self._users: dict[tuple[str, str], str] = {}
 
-    def post(self, tenant: str, channel_id: str, name: str | None, message: dict[str, Any]) -> None:
+    def post(
+        self, tenant: str, channel_id: str, name: str | None, message: dict[str, Any], *, user: str | None = None
+    ) -> None:
         key = (tenant, channel_id)
         messages = self._messages.get(key)
         if messages is None:
@@ -41,10 +45,13 @@ class SlackHistory:
             if len(self._messages) > self._max_channels:
                 old, _ = self._messages.popitem(last=False)
                 self._names.pop(old, None)
+                self._users.pop(old, None)
         else:
             self._messages.move_to_end(key)
         if name:
             self._names[key] = name
+        if user:
+            self._users[key] = user
         messages.append(message)
 
     def known(self, tenant: str, channel_id: str) -> bool:
@@ -75,18 +82,28 @@ class SlackHistory:
             return None
         return _page(thread, start, limit)
 
-    def channels(self, tenant: str, *, start: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
-        listed = [
-            {"id": channel_id, "name": self._names.get((owner, channel_id), channel_id.lower()),
-             "is_channel": True, "is_archived": False, "is_member": True}
-            for owner, channel_id in self._messages
-            if owner == tenant
-        ]  # fmt: skip
+    def channels(
+        self, tenant: str, *, start: int, limit: int, ims: bool = False, channels: bool = True
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """The tenant's channels and (with ``ims``) direct message channels, as
+        ``conversations.list`` describes them."""
+        listed: list[dict[str, Any]] = []
+        for owner, channel_id in self._messages:
+            if owner != tenant:
+                continue
+            user = self._users.get((owner, channel_id))
+            if user is not None and ims:
+                listed.append({"id": channel_id, "user": user, "is_im": True})
+            elif user is None and channels:
+                name = self._names.get((owner, channel_id), channel_id.lower())
+                listed.append({"id": channel_id, "name": name, "is_channel": True, "is_archived": False,
+                               "is_member": True})  # fmt: skip
         return _page(listed, start, limit)
 
     def clear(self) -> None:
         self._messages.clear()
         self._names.clear()
+        self._users.clear()
 
 
 def _page(items: list[dict[str, Any]], start: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
@@ -113,7 +130,11 @@ def slack_read(history: SlackHistory, tenant: str, method: str, params: Mapping[
     except ValueError:
         return _answer({"ok": False, "error": "invalid_arguments"})
     if method == "conversations.list":
-        channels, following = history.channels(tenant, start=start, limit=limit)
+        types = set(str(params.get("types") or "public_channel").split(","))
+        channels, following = history.channels(
+            tenant, ims="im" in types, channels=bool(types & {"public_channel", "private_channel"}),
+            start=start, limit=limit,
+        )  # fmt: skip
         return _answer({"ok": True, "channels": channels}, following)
     channel = str(params.get("channel") or "")
     if not history.known(tenant, channel):  # an ID the tenant posted to; names are refused

@@ -120,10 +120,13 @@ class Slack(Vendor):
         number = next(state.sequence)
         ts = f"{int(time.time())}.{number % 1_000_000:06d}"
         is_id = channel[:1] in "CGD" and channel.isupper()
+        # A user ID: Slack posts to the app's direct message channel with that user.
+        user = channel if channel[:1] in "UW" and channel.isupper() and channel.isalnum() else None
+        prefix = "D" if user else "C"
         channel_id = (
             channel
             if is_id
-            else ("C" + uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{channel}").hex[:10].upper())
+            else (prefix + uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{channel}").hex[:10].upper())
         )
         message: dict[str, Any] = {
             "type": "message",
@@ -135,7 +138,8 @@ class Slack(Vendor):
         if data.get("thread_ts"):
             message["thread_ts"] = data["thread_ts"]
         stored = {**message, "metadata": metadata} if metadata is not None else message
-        state.slack_history.post(tenant, channel_id, None if is_id else channel.lstrip("#"), stored)
+        name = None if is_id or user else channel.lstrip("#")
+        state.slack_history.post(tenant, channel_id, name, stored, user=user)
         return json_response(200, {"ok": True, "channel": channel_id, "ts": ts, "message": message})
 
 
