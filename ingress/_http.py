@@ -16,7 +16,7 @@ from opentelemetry import context as otel_context
 from core.errors import KafkaUnavailable, VaultError
 from core.logs import bind
 from core.telemetry import extract
-from schemas import json_depth_exceeds
+from schemas import json_depth_exceeds, lost_integer_digits
 
 from .contracts import Identity
 from .errors import (
@@ -82,12 +82,16 @@ def error_response(exc: IngressError) -> web.Response:
 
 
 
+_LOST_DIGITS = "an integer in the body is outside 64 bits and would lose digits; send it as a string"
+
+
 async def read_json(request: web.Request) -> Any:
     """The request body parsed as JSON, within the size and depth limits.
 
     Raises:
         PayloadTooLarge: the body is over the cap (checked before parsing).
-        BadRequest: empty, malformed, or too deeply nested JSON.
+        BadRequest: empty, malformed, or too deeply nested JSON, or an integer outside
+            64 bits (it would be changed, not kept).
         UnsupportedMediaType: the body is not declared as JSON.
     """
     raw = await request.read()  # aiohttp stops at client_max_size (→ 413)
@@ -102,6 +106,8 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest("the body is not valid JSON") from None
     if json_depth_exceeds(body, MAX_BODY_DEPTH):
         raise BadRequest(f"the JSON body nests deeper than {MAX_BODY_DEPTH} levels")
+    if lost_integer_digits(raw, body):
+        raise BadRequest(_LOST_DIGITS)
     return body
 
 

@@ -56,7 +56,9 @@ async def _identity(request: web.Request) -> Identity:
 _HEADER_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 
 
-_CLAIMS = ("tenant_id", "tenantId", "tenant", "_meta")
+# Checked by check_claims (another tenant or workspace is a 403), then dropped: a claim
+# of the caller's own identity is allowed and ignored.
+_CLAIMS = ("tenant_id", "tenantId", "tenant", "space_id", "spaceId", "_meta")
 _BATCH_FIELDS = {"items", *_CLAIMS}
 # Room in the 255 characters of an idempotency key for ":<index>" of up to 500 items.
 _BATCH_KEY_MAX = 251

@@ -1,7 +1,7 @@
 """Wire models: everything that crosses Kafka or the public API. Imports nothing else of ours."""
 
 from ._base import WireModel, dumps, loads
-from ._limits import json_depth_exceeds
+from ._limits import json_depth_exceeds, lost_integer_digits
 from .command import (
     COMMAND_SCHEMA_VERSION,
     Command,
@@ -63,6 +63,7 @@ __all__ = [
     "api_key_key",
     "dumps",
     "json_depth_exceeds",
+    "lost_integer_digits",
     "loads",
     "workspace_key",
 ]

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import orjson
 
-__all__ = ["MAX_ARGUMENTS_BYTES", "MAX_JSON_DEPTH", "check_json_bounds", "json_depth_exceeds"]
+__all__ = [
+    "MAX_ARGUMENTS_BYTES",
+    "MAX_JSON_DEPTH",
+    "check_json_bounds",
+    "json_depth_exceeds",
+    "lost_integer_digits",
+]
 
 MAX_JSON_DEPTH = 16
 MAX_ARGUMENTS_BYTES = 256 * 1024
@@ -36,6 +43,34 @@ def _depth(value: Any, limit: int) -> int:
 def json_depth_exceeds(value: Any, limit: int) -> bool:
     """Whether ``value`` nests deeper than ``limit`` (stops early; never recursive)."""
     return _depth(value, limit) > limit
+
+
+# An integer literal of 19 digits or more after a JSON value separator: perhaps past
+# 64 bits, which orjson reads as a float, dropping digits.
+_LONG_INTEGER = re.compile(rb"[\[:,]\s*-?[0-9]{19,}(?![0-9.eE])")
+_INT64_MIN = -(2**63)
+
+
+def lost_integer_digits(raw: bytes, value: Any) -> bool:
+    """Whether ``value`` (``raw`` as orjson read it) holds an integer of ``raw`` outside
+    64 bits as a float: a value changed in silence. Quick for the usual body (one
+    regular-expression scan); a long literal only inside a string is told apart by the
+    float it would have become."""
+    return _LONG_INTEGER.search(raw) is not None and _has_float_past_int64(value)
+
+
+def _has_float_past_int64(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            if item <= _INT64_MIN or item >= 2.0**64:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 T = TypeVar("T")

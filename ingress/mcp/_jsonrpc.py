@@ -30,7 +30,7 @@ from mcp_types.jsonrpc import (
 )
 from pydantic import ValidationError
 
-from schemas import json_depth_exceeds
+from schemas import json_depth_exceeds, lost_integer_digits
 
 __all__ = [
     "FORBIDDEN",
@@ -110,7 +110,8 @@ def parse_message(body: bytes) -> Incoming:
 
     Raises:
         RpcError: -32700 for invalid JSON, -32600 for a batch, a non-object, a body
-            nested deeper than allowed, or a malformed envelope (HTTP 400).
+            nested deeper than allowed, an integer outside 64 bits (it would lose
+            digits), or a malformed envelope (HTTP 400).
     """
     try:
         decoded = orjson.loads(body)
@@ -127,6 +128,12 @@ def parse_message(body: bytes) -> Incoming:
     if json_depth_exceeds(decoded, MAX_BODY_DEPTH):
         raise RpcError(
             INVALID_REQUEST, f"JSON nests deeper than {MAX_BODY_DEPTH} levels", status=400
+        )
+    if lost_integer_digits(body, decoded):
+        raise RpcError(
+            INVALID_REQUEST,
+            "An integer is outside 64 bits and would lose digits: send it as a string",
+            status=400,
         )
     # JSON-RPC 2.0 section 4.1: key presence, not which model validates, decides the kind,
     # so a request with a malformed id is answered with an error, not a silent 202.

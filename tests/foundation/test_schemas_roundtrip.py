@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from schemas import Command, Result, RoutedCommand, WireModel, WorkspaceConfig
+from schemas import Command, Result, RoutedCommand, WireModel, WorkspaceConfig, lost_integer_digits
 
 from ._strategies import commands, results, routed_commands, safe_ids, workspaces
 
@@ -140,3 +140,19 @@ def test_unsafe_tenant_ids_are_rejected(model: WireModel, tenant_id: str) -> Non
 def test_safe_tenant_ids_are_accepted(tenant_id: str) -> None:
     workspace = WorkspaceConfig(tenant_id=tenant_id, space_id="sales")
     assert WorkspaceConfig.from_bytes(workspace.to_bytes()).tenant_id == tenant_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "lost"),
+    [
+        (b'{"n": 18446744073709551617}', True),  # past u64: orjson reads a float
+        (b'{"n": [1, -9223372036854775809]}', True),  # below i64
+        (b'{"n": 18446744073709551615}', False),  # u64's largest: read exactly
+        (b'{"n": -9223372036854775808}', False),
+        (b'{"s": "id:18446744073709551617,"}', False),  # in a string: no number at all
+        (b'{"n": 1.8446744073709552e+19}', False),  # written as a float
+        (b'{"n": 12345678901234567890.5}', False),
+    ],
+)
+def test_an_integer_past_64_bits_is_told_from_a_float_or_a_string(raw: bytes, lost: bool) -> None:
+    assert lost_integer_digits(raw, orjson.loads(raw)) is lost

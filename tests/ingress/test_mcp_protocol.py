@@ -679,6 +679,13 @@ async def test_deeply_nested_body_is_refused(server: Server) -> None:
     assert status == 400 and body["error"]["code"] == -32600
 
 
+async def test_an_integer_past_64_bits_is_refused_not_rounded(server: Server) -> None:
+    raw = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x", "arguments": {"n": 18446744073709551617}}}'
+    status, _, body = await _post(f"{server.url}/main", None, raw=raw)
+    assert status == 400 and body["error"]["code"] == -32600 and "64 bits" in body["error"]["message"]
+    assert server.pipeline.published == []
+
+
 async def test_body_over_the_cap_is_413() -> None:
     async for srv in _serve(McpOptions(session_secret="s", max_body_bytes=1000)):
         status, _, _ = await _post(

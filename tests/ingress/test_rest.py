@@ -410,6 +410,11 @@ async def test_an_argument_the_action_declares_is_data_on_rest_as_on_mcp(harness
     assert (await harness.client.post("/v1/commands", json=site, headers=acme.headers)).status == 202
     batch = await harness.client.post("/v1/commands:batch", json={"items": [site]}, headers=acme.headers)
     assert batch.status == 200 and (await batch.json())["accepted"] == 1
+    # The caller's own workspace named in the body is allowed and ignored, as its tenant is.
+    own = {"action": "echo", "space_id": "sales", "tenant_id": acme.tenant_id}
+    assert (await harness.client.post("/v1/commands", json=own, headers=acme.headers)).status == 202
+    other_space = {"action": "echo", "space_id": "ops"}
+    assert (await harness.client.post("/v1/commands", json=other_space, headers=acme.headers)).status == 403
     # Undeclared, it is still a claim of another tenant: refused, nothing published.
     for claim in (
         {"action": "echo", "arguments": {"tenant": "someone_else"}},
@@ -423,7 +428,7 @@ async def test_an_argument_the_action_declares_is_data_on_rest_as_on_mcp(harness
     )
     assert batch.status == 403
     await assert_documented(harness, "/v1/commands:batch", 403, await batch.json())
-    assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 2
+    assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 3
 
 
 async def test_an_empty_idempotency_key_header_is_refused_on_a_batch_as_on_a_submit(harness, acme):
@@ -447,3 +452,18 @@ async def test_a_key_reused_with_true_where_it_had_1_is_another_command(harness)
         "/v1/commands", json={**first, "arguments": {"n": True}}, headers=acme.headers
     )
     assert other.status == 409
+
+
+async def test_an_integer_past_64_bits_is_refused_not_rounded(harness):
+    acme = await harness.add_tenant(unique_id("acme"), "sales", actions=[_site_action()])
+    raw = b'{"action": "file_issue", "arguments": {"n": 18446744073709551617}}'
+    refused = await harness.client.post(
+        "/v1/commands", data=raw, headers={**acme.headers, "Content-Type": "application/json"}
+    )
+    # It was published as 1.8446744073709552e+19 and answered 202.
+    assert refused.status == 400 and "64 bits" in (await refused.json())["error"]["message"]
+    exact = b'{"action": "file_issue", "arguments": {"n": 18446744073709551615}}'
+    kept = await harness.client.post("/v1/commands", data=exact, headers={**acme.headers, "Content-Type": "application/json"})
+    assert kept.status == 202
+    (record,) = await read_topic(harness.settings, harness.settings.topics.commands)
+    assert Command.from_bytes(record.value).arguments["n"] == 18446744073709551615
