@@ -348,6 +348,12 @@ class McpEndpoint:
                 )
             elif header_version is not None and header_version not in HANDSHAKE_VERSIONS:
                 raise _unsupported(header_version)
+            elif header_version is None and _declared_version(incoming.raw) in MODERN_VERSIONS:
+                # A stateless client that left out the header: a header mismatch, not a
+                # missing session (which would send it back to a handshake).
+                raise RpcError(
+                    HEADER_MISMATCH, f"{VERSION_HEADER} header is missing; _meta declares it", status=400
+                )
             else:
                 version = self._session(request, identity)
             if incoming.request is None:
@@ -407,3 +413,11 @@ class McpEndpoint:
             status=204,
             headers={"Access-Control-Allow-Origin": origin, "Vary": "Origin", **_CORS_HEADERS},
         )
+
+
+def _declared_version(raw: dict[str, Any] | None) -> Any:
+    """The protocol version a message's ``params._meta`` declares (the stateless
+    revision's envelope), or None."""
+    params = raw.get("params") if isinstance(raw, dict) else None
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None

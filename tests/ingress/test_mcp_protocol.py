@@ -889,6 +889,9 @@ async def test_discover_advertises_the_stateless_revision(server: Server) -> Non
         {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/list", "Mcp-Name": "create_task"},
         {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "daily_summary"},
         {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call"},
+        # No version header while _meta declares the stateless revision: not "send
+        # initialize first" (a missing session), which sends the client to a handshake.
+        {"Mcp-Method": "tools/call", "Mcp-Name": "create_task"},
     ],
 )
 async def test_stateless_headers_that_disagree_with_the_body_are_400(
