@@ -29,7 +29,7 @@ async def consumer_lag(consumer: AIOKafkaConsumer) -> dict[tuple[str, int], int]
     """Lag per (topic, partition) of the partitions assigned to ``consumer``.
 
     Uses the high watermark the consumer learnt from its last fetch and asks the broker
-    for end offsets only for partitions it has not fetched yet.
+    for end offsets only for partitions it has not fetched yet or has paused.
 
     Raises:
         KafkaUnavailable: the broker did not answer for offsets.
@@ -37,12 +37,15 @@ async def consumer_lag(consumer: AIOKafkaConsumer) -> dict[tuple[str, int], int]
     assigned = list(consumer.assignment())
     out: dict[tuple[str, int], int] = {}
     try:
-        missing = [tp for tp in assigned if consumer.highwater(tp) is None]
+        # A paused partition is not fetched, so its cached watermark stops while records
+        # keep coming: exactly when a pool is behind (it pauses under backpressure).
+        paused = consumer.paused()
+        missing = [tp for tp in assigned if tp in paused or consumer.highwater(tp) is None]
         ends: dict[TopicPartition, int] = await consumer.end_offsets(missing) if missing else {}
         for tp in assigned:
-            high = consumer.highwater(tp)
+            high = ends.get(tp) if tp in ends else consumer.highwater(tp)
             if high is None:
-                high = ends.get(tp, 0)
+                high = 0
             done = await consumer.committed(tp)
             if done is None:
                 done = await consumer.position(tp)

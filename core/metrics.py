@@ -5,7 +5,7 @@ one, so tests can build several) and exposes it on ``/metrics`` (:mod:`core.heal
 
 Cardinality is bounded by construction: every tenant label goes through a
 :class:`TenantLabeler`, which admits the first ``tenant_cap`` distinct tenants of the
-process (default 200) and maps every later one to ``"other"``; workspaces are admitted
+process (default 200) and maps every later one to ``"(other)"``; workspaces are admitted
 per process up to ``space_cap`` and connectors up to ``connector_cap`` the same way. A
 flood of new tenant ids therefore adds no series once the caps are reached. Per-tenant
 detail beyond the cap is served by the results-topic observer (``ingress.observe``),
@@ -50,7 +50,9 @@ __all__ = [
     "sum_by_topic",
 ]
 
-OTHER = "other"
+# Not a valid tenant, workspace or connector id (those are [A-Za-z0-9_]): a tenant
+# called "other" keeps series of its own.
+OTHER = "(other)"
 
 # Seconds: from a fast local call to a command that waited through the retry tiers.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0)
@@ -65,7 +67,7 @@ class BreakerState(IntEnum):
 
 
 class TenantLabeler:
-    """Admits at most ``cap`` distinct label values per process; the rest become ``"other"``.
+    """Admits at most ``cap`` distinct label values per process; the rest become ``"(other)"``.
 
     First come, first admitted, for the life of the process: evicting an admitted value
     would make its counters restart and Prometheus read that as a reset, so the set only
@@ -349,7 +351,7 @@ class Metrics:
         Read when scraped, not set on change: an open breaker whose tenant's partitions
         moved to another replica, or that nobody tried since its cool-down, is not left
         reading "open" forever. Tenants past the label cap are left out: they would share
-        one "other" series, where the last one written would hide the others.
+        one "(other)" series, where the last one written would hide the others.
         """
         tenant = self.tenants(tenant_id)
         if tenant == OTHER:

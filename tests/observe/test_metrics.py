@@ -27,6 +27,14 @@ def test_tenant_labeler_admits_the_cap_then_maps_the_rest_to_other() -> None:
     assert len(labeler) == 3
 
 
+def test_a_tenant_called_other_is_not_the_overflow_of_the_cap() -> None:
+    labeler = TenantLabeler(cap=1)
+    assert [labeler(t) for t in ("other", "acme")] == ["other", OTHER] and OTHER != "other"
+    metrics = Metrics("test", tenant_cap=1)
+    metrics.watch_breaker("other", "slack", lambda: BreakerState.OPEN)
+    assert 'switchyard_circuit_breaker_state{connector="slack",tenant="other"} 2.0' in metrics.exposition().decode()
+
+
 def test_a_flood_of_100k_new_tenants_does_not_grow_series_or_memory_past_the_cap() -> None:
     metrics = Metrics("test", tenant_cap=200)
     result = make_result("warmup", spans=0)
@@ -96,7 +104,7 @@ def test_worker_label_cache_counts_each_call_and_stays_bounded_under_new_tenants
     assert 'switchyard_command_latency_seconds_count{connector="slack",tenant="acme"} 3.0' in text
     assert 'switchyard_stage_latency_seconds_count{connector="slack",stage="routed_to_started"} 503.0' in text
     # Tenants past the label cap share "other", cached or not.
-    assert f'switchyard_commands_succeeded_total{{connector="slack",space="other",tenant="{OTHER}"}} 481.0' in text
+    assert f'switchyard_commands_succeeded_total{{connector="slack",space="{OTHER}",tenant="{OTHER}"}} 481.0' in text
     assert f'switchyard_in_flight{{tenant="{OTHER}"}} 0.0' in text
 
 
@@ -201,14 +209,11 @@ async def test_consumer_lag_is_highwater_minus_committed_on_real_kafka(settings:
     await ensure_topics(settings, [topic], partitions=1)
     producer = make_producer(settings)
     await start_client(producer, what="test producer")
+    consumer = make_consumer(settings, topic, group_id=f"{settings.topic_prefix}workers.slack")
     try:
         for i in range(10):
             await producer.send_and_wait(topic, value=b"x", key=str(i).encode())
-    finally:
-        await producer.stop()
-    consumer = make_consumer(settings, topic, group_id=f"{settings.topic_prefix}workers.slack")
-    await start_client(consumer, what="test consumer")
-    try:
+        await start_client(consumer, what="test consumer")
         async with asyncio.timeout(30):
             while not consumer.assignment():
                 await consumer.getmany(timeout_ms=200)  # join the group (bounded)
@@ -225,8 +230,17 @@ async def test_consumer_lag_is_highwater_minus_committed_on_real_kafka(settings:
         metrics = Metrics("worker-slack")
         metrics.set_lag("workers.slack", lag_by_topic(lag))  # as the worker reports it
         assert f'switchyard_consumer_lag{{group="workers.slack",topic="{topic}"}} 6.0' in metrics.exposition().decode()
+        # Paused (a pool under backpressure), the partition is not fetched: its cached
+        # watermark stood still while records kept coming, and the lag read 6.
+        consumer.pause(tp)
+        for i in range(50):
+            await producer.send_and_wait(topic, value=b"y", key=str(i).encode())
+        for _ in range(3):
+            await consumer.getmany(timeout_ms=200)  # the pool keeps polling its other partitions
+        assert await consumer_lag(consumer) == {(topic, 0): 56}
     finally:
         await consumer.stop()
+        await producer.stop()
 
 
 def test_stage_latencies_are_observed_from_stage_times() -> None:
