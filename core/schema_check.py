@@ -106,16 +106,21 @@ class SchemaCheck:
             return iter(list(self._python.iter_errors(instance)))
         except Unresolvable as exc:
             raise SchemaBroken(f"a reference does not resolve: {str(exc)[:100]}") from None
-        except (RecursionError, ValueError) as exc:  # re.error is a ValueError
+        except Exception as exc:  # noqa: BLE001 - a schema no check vetted can fail any way
+            # A pattern nested past the regex compiler's depth, a reference to something
+            # that is no schema (a string, a list): the schema's fault, not the caller's.
             raise SchemaBroken(f"the schema cannot be applied ({type(exc).__name__})") from None
 
 
 def schema_problem(schema: Mapping[str, Any]) -> str | None:
     """Why ``schema`` cannot check arguments; None when it can.
 
-    It must be a schema of its dialect (``$schema``, else 2020-12), and every ``$ref``,
-    ``$dynamicRef`` or ``$recursiveRef`` must resolve within it: nothing is fetched.
+    It must be a schema of its dialect (``$schema``, else 2020-12), and every reference
+    (``$ref``, and ``$dynamicRef`` or ``$recursiveRef`` where the dialect has them) must
+    resolve within it, to a schema: nothing is fetched.
     """
+    if not isinstance(schema.get("$schema", ""), str):
+        return "'$schema' must be a string naming a JSON Schema dialect"
     validator = validator_for(schema, default=Draft202012Validator)
     try:
         validator.check_schema(schema)
@@ -123,7 +128,10 @@ def schema_problem(schema: Mapping[str, Any]) -> str | None:
         return str(exc.message)
     except RecursionError:  # compiling a pattern of thousands of nested groups
         return "a pattern is nested too deeply"
-    return _unresolved_reference(schema, validator)
+    try:
+        return _unresolved_reference(schema, validator)
+    except Exception as exc:  # noqa: BLE001 - refused with a reason, never a crash
+        return f"the schema's references cannot be followed ({type(exc).__name__})"
 
 
 def checked(schema: Mapping[str, Any]) -> SchemaCheck:
@@ -141,6 +149,7 @@ def checked(schema: Mapping[str, Any]) -> SchemaCheck:
 def _unresolved_reference(schema: Mapping[str, Any], validator: type[Validator]) -> str | None:
     meta = validator.META_SCHEMA
     specification = specification_with(str(meta.get("$id") or meta.get("id")))
+    keywords = [keyword for keyword in _REFERENCE_KEYWORDS if keyword in validator.VALIDATORS]
     root: Resource[Any] = specification.create_resource(schema)
     base = root.id() or ""
     resolver = _LOCAL_ONLY.with_resource(base, root).crawl().resolver(base)
@@ -149,13 +158,16 @@ def _unresolved_reference(schema: Mapping[str, Any], validator: type[Validator])
         resource, here = pending.pop()
         contents = resource.contents
         if isinstance(contents, Mapping):
-            for keyword in _REFERENCE_KEYWORDS:
+            for keyword in keywords:
                 target = contents.get(keyword)
                 if not isinstance(target, str):
                     continue
+                where = f"{keyword} {target[:100]!r}"
                 try:
-                    here.lookup(target)
-                except Unresolvable:
-                    return f"{keyword} {target[:100]!r} does not resolve within the schema (nothing is fetched)"
+                    found = here.lookup(target).contents
+                except Exception:  # noqa: BLE001 - Unresolvable, or a pointer step into a list that is no index
+                    return f"{where} does not resolve within the schema (nothing is fetched)"
+                if not isinstance(found, Mapping | bool):
+                    return f"{where} points at something that is not a schema"
         pending.extend((sub, here.in_subresource(sub)) for sub in resource.subresources())
     return None

@@ -125,19 +125,19 @@ def _claims(body: Any, keys: tuple[str, ...], depth: int = 0) -> list[Any]:
 
 
 def check_argument_claims(identity: Identity, arguments: Any, action: ActionConfig | None) -> None:
-    """Refuse a claim of another tenant in an action's ``arguments``, but for the fields
-    its input schema declares: those are the target app's data (a Jira site's "tenant",
-    a Confluence "space_id"). An unknown action declares nothing.
+    """Refuse a claim of another tenant in an action's ``arguments`` (as ``check_claims``
+    does in a body's), but for the fields its input schema declares: those are the
+    target app's data (a Jira site's "tenant"). An unknown action declares nothing.
 
     Raises:
         Forbidden: an argument the action does not declare names another tenant.
     """
-    if not isinstance(arguments, dict):
-        check_claims(identity, body=arguments)
-        return
-    properties = action.input_schema.get("properties") if action is not None else None
-    declared = properties if isinstance(properties, dict) else {}
-    check_claims(identity, body={k: v for k, v in arguments.items() if k not in declared})
+    if isinstance(arguments, dict):
+        properties = action.input_schema.get("properties") if action is not None else None
+        declared = properties if isinstance(properties, dict) else {}
+        arguments = {k: v for k, v in arguments.items() if k not in declared}
+    # Nested as in a body: only tenant keys are claims there (an app's "space_id" is not).
+    check_claims(identity, body={"arguments": arguments})
 
 
 def check_claims(

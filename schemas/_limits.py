@@ -46,25 +46,35 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
 
 
 # An integer literal of 19 digits or more after a JSON value separator: perhaps past
-# 64 bits, which orjson reads as a float, dropping digits.
-_LONG_INTEGER = re.compile(rb"[\[:,]\s*-?[0-9]{19,}(?![0-9.eE])")
+# 64 bits, which orjson reads as a float, dropping digits. (Longer than a double's range
+# it cannot have been parsed at all.)
+_LONG_INTEGER = re.compile(rb"[\[:,]\s*(-?[0-9]{19,400})(?![0-9.eE])")
 _INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
 
 
 def lost_integer_digits(raw: bytes, value: Any) -> bool:
     """Whether ``value`` (``raw`` as orjson read it) holds an integer of ``raw`` outside
-    64 bits as a float: a value changed in silence. Quick for the usual body (one
-    regular-expression scan); a long literal only inside a string is told apart by the
-    float it would have become."""
-    return _LONG_INTEGER.search(raw) is not None and _has_float_past_int64(value)
+    64 bits as a float: a value changed in silence.
+
+    Quick for the usual body (one regular-expression scan). A long digit run that is no
+    such number (inside a string, or in range) is told apart by the float it would have
+    become: one exactly equal must be in ``value``.
+    """
+    lost = set()
+    for match in _LONG_INTEGER.finditer(raw):
+        number = int(match.group(1))
+        if number < _INT64_MIN or number > _UINT64_MAX:
+            lost.add(float(number))
+    return bool(lost) and _holds_float_in(value, lost)
 
 
-def _has_float_past_int64(value: Any) -> bool:
+def _holds_float_in(value: Any, wanted: set[float]) -> bool:
     pending = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, float):
-            if item <= _INT64_MIN or item >= 2.0**64:
+            if item in wanted:
                 return True
         elif isinstance(item, dict):
             pending.extend(item.values())

@@ -152,6 +152,10 @@ def test_safe_tenant_ids_are_accepted(tenant_id: str) -> None:
         (b'{"s": "id:18446744073709551617,"}', False),  # in a string: no number at all
         (b'{"n": 1.8446744073709552e+19}', False),  # written as a float
         (b'{"n": 12345678901234567890.5}', False),
+        # A long run that lost nothing beside a large float the caller sent.
+        (b'{"id": 1234567890123456789, "scale": 1e20}', False),
+        (b'{"text": "order: 12345678901234567890", "n": 2.5e19}', False),
+        (b'{"s": "x:' + b"9" * 5000 + b'"}', False),
     ],
 )
 def test_an_integer_past_64_bits_is_told_from_a_float_or_a_string(raw: bytes, lost: bool) -> None:

@@ -415,6 +415,9 @@ async def test_an_argument_the_action_declares_is_data_on_rest_as_on_mcp(harness
     assert (await harness.client.post("/v1/commands", json=own, headers=acme.headers)).status == 202
     other_space = {"action": "echo", "space_id": "ops"}
     assert (await harness.client.post("/v1/commands", json=other_space, headers=acme.headers)).status == 403
+    # In the arguments a "space_id" is the app's (a Confluence space), declared or not.
+    app_space = {"action": "echo", "arguments": {"space_id": "ENG"}}
+    assert (await harness.client.post("/v1/commands", json=app_space, headers=acme.headers)).status == 202
     # Undeclared, it is still a claim of another tenant: refused, nothing published.
     for claim in (
         {"action": "echo", "arguments": {"tenant": "someone_else"}},
@@ -428,7 +431,7 @@ async def test_an_argument_the_action_declares_is_data_on_rest_as_on_mcp(harness
     )
     assert batch.status == 403
     await assert_documented(harness, "/v1/commands:batch", 403, await batch.json())
-    assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 3
+    assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 4
 
 
 async def test_an_empty_idempotency_key_header_is_refused_on_a_batch_as_on_a_submit(harness, acme):

@@ -66,8 +66,15 @@ def schema_server() -> Iterator[tuple[str, list[str]]]:
         ({"properties": {"summary": {"$ref": "urn:elsewhere"}}}, "does not resolve"),
         ({"properties": {"summary": {"type": "string", "pattern": "(" * 2000 + ")" * 2000}}}, "nested"),
         ({"type": "objekt"}, "is not valid"),
+        ({"$schema": 5, "type": "object"}, "$schema"),
+        ({"required": ["a"], "properties": {"summary": {"$ref": "#/required/x"}}}, "does not resolve"),
+        ({"required": ["a"], "properties": {"summary": {"$ref": "#/required/0"}}}, "not a schema"),
+        ({"type": "object", "properties": {"summary": {"$ref": "#/type"}}}, "not a schema"),
     ],
-    ids=["dangling-pointer", "dangling-dynamic-anchor", "other-resource", "deep-pattern", "not-a-schema"],
+    ids=[
+        "dangling-pointer", "dangling-dynamic-anchor", "other-resource", "deep-pattern", "not-a-schema",
+        "dialect-not-a-string", "pointer-step-into-a-list", "pointer-to-a-string", "pointer-to-a-keyword",
+    ],
 )
 def test_a_schema_that_cannot_be_applied_is_refused_when_written(schema: dict[str, Any], why: str) -> None:
     problem = schema_problem(schema)
@@ -91,8 +98,11 @@ def test_a_schema_that_cannot_be_applied_is_refused_when_written(schema: dict[st
             "definitions": {"s": {"type": "string"}},
             "properties": {"summary": {"$ref": "#/definitions/s"}},
         },
+        {"properties": {"summary": {"$ref": "#/properties/count"}, "count": True}},
+        # Not a keyword of draft-07: an unknown keyword, ignored there.
+        {"$schema": "http://json-schema.org/draft-07/schema#", "properties": {"summary": {"$dynamicRef": "#x"}}},
     ],
-    ids=["pointer", "anchor", "embedded-id", "metaschema", "draft-07"],
+    ids=["pointer", "anchor", "embedded-id", "metaschema", "draft-07", "boolean-schema", "unknown-keyword"],
 )
 def test_references_within_the_schema_resolve(schema: dict[str, Any]) -> None:
     assert schema_problem(schema) is None
@@ -128,6 +138,9 @@ def test_a_check_built_without_the_write_time_test_reports_a_broken_schema() -> 
     assert check.errors({"y": 1}) is not None  # the reference is not on this instance's path
     with pytest.raises(SchemaBroken, match="does not resolve"):
         check.errors({"x": 1})
+    # A reference to a string: jsonschema raised AttributeError (an MCP call's 500).
+    with pytest.raises(SchemaBroken, match="cannot be applied"):
+        SchemaCheck({"type": "object", "properties": {"x": {"$ref": "#/type"}}}).errors({"x": 1})
 
 
 def test_the_router_reads_a_schema_in_its_own_dialect_as_the_mcp_edge_does() -> None:
