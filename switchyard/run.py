@@ -159,7 +159,11 @@ def run(args: argparse.Namespace) -> int:
             return 130
         if stop.is_set():
             return 130
-        tenants = demo_tenants(system.emulator_url)
+        # Only the demo tenants whose app has a pool here (--connectors): the others'
+        # calls would wait out their timeout and fail the run.
+        tenants = [t for t in demo_tenants(system.emulator_url) if t.connector in connectors]
+        if not tenants:
+            _say(f"switchyard: no demo tenant uses {', '.join(connectors) or 'no connector'}; no demo sent")
         config_path = state_dir / "mcp-clients.json"
         # The keys of the last run, published again: a configuration pasted into a client
         # keeps working across restarts (the file is this machine's user's only).
@@ -182,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         _say("  Prometheus metrics (per tenant, workspace and connector):")
         for name, metrics_url in system.metrics_urls.items():
             _say(f"    {name:16} {metrics_url}")
+        if stop.is_set():  # Ctrl-C while the demo ran
+            return 130
         if args.once:
             return 0 if all_ok else 1
         _say("\nswitchyard: serving. Press Ctrl-C to stop everything.")

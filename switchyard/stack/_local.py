@@ -84,7 +84,11 @@ class LocalStack:
             raise StackError(f"--brokers must be between 1 and 5, not {brokers}")
         self.state_dir = Path(state_dir).resolve()
         self.brokers = brokers
-        self.home = Path(home) if home is not None else load_settings({}).home
+        # SWITCHYARD_HOME (where the Kafka jars are cached) from the environment, as the
+        # stack command reads it; nothing else of it matters here.
+        if home is None:
+            home = load_settings({"SWITCHYARD_HOME": os.environ.get("SWITCHYARD_HOME", "")}).home
+        self.home = Path(home)
         self.kafka_port = kafka_port
         self.vault_port = vault_port
         self.heap = heap

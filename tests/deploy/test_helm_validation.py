@@ -172,6 +172,11 @@ def test_values_violating_the_schema_make_helm_template_fail(
         (["workers.pools.slack.replicas=9"], "workers.pools.slack: replicas (9) must not exceed"),
         (["kafka.sasl.enabled=true"], "kafka.sasl.existingSecret"),
         (["ingress.mcpSessionSecret.name="], "ingress.mcpSessionSecret.name is needed"),
+        # Both ports on one container: the ingress could not bind the second (crash loop).
+        (["ingress.port=9464"], "ingress.port and metrics.port are both 9464"),
+        # A name Helm accepts (fullnames are cut at 63) whose Services' suffixes pass 63:
+        # the API server would refuse the install half-way.
+        (["fullnameOverride=" + "a" * 45], "characters, over Kubernetes' 63"),
     ],
 )
 def test_values_that_contradict_each_other_make_helm_template_fail(

@@ -116,6 +116,20 @@ whatever delay the pool gives that tier (a test keeps this list equal to the Pyt
 {{- if and (gt $ingresses 1) (not .Values.ingress.mcpSessionSecret.name) (not .Values.ingress.adminTokenSecret.name) -}}
 {{- fail "ingress.mcpSessionSecret.name is needed with more than one ingress replica: every replica must sign MCP session ids with the same secret, or clients moved to another replica lose their session" -}}
 {{- end -}}
+{{- if eq (int .Values.ingress.port) (int .Values.metrics.port) -}}
+{{- fail (printf "ingress.port and metrics.port are both %d: the ingress serves its API and its metrics on separate ports" (int .Values.ingress.port)) -}}
+{{- end -}}
+{{- /* Service names are DNS labels of at most 63 characters; the chart's suffixes come
+       after the (already 63-bounded) full name, and the Prometheus jobs are named after them. */ -}}
+{{- $services := list (printf "%s-ingress" (include "switchyard.fullname" .)) (printf "%s-router-metrics" (include "switchyard.fullname" .)) -}}
+{{- range $connector := keys .Values.workers.pools -}}
+{{- $services = append $services (printf "%s-worker-%s-metrics" (include "switchyard.fullname" $) $connector) -}}
+{{- end -}}
+{{- range $service := $services -}}
+{{- if gt (len $service) 63 -}}
+{{- fail (printf "the Service name %s is %d characters, over Kubernetes' 63: use a shorter release name or set fullnameOverride" $service (len $service)) -}}
+{{- end -}}
+{{- end -}}
 {{- range $connector, $own := .Values.workers.pools -}}
 {{- $pool := mergeOverwrite (deepCopy $.Values.workerDefaults) (default dict $own) -}}
 {{- if gt (int $pool.replicas) (int $pool.maxReplicas) -}}
