@@ -158,6 +158,20 @@ class OffsetTracker:
         part.pending.add(offset)
         return part.generation
 
+    def advance(self, tp: TopicPartition, position: int) -> None:
+        """The consumer stands at ``position`` of ``tp``, and every record below it was
+        handed to :meth:`track`: offsets below it never tracked are Kafka's control
+        records (a transaction's commit or abort marker), which a commit may claim.
+
+        Without this a drained partition of a topic written in transactions (the retry
+        tiers, parked) commits one short of its end: a lag of 1 for ever, which keeps
+        a lag-scaled pool from going to zero. Only partitions with a tracked record
+        move: one never read here has nothing of ours to commit.
+        """
+        part = self._parts.get(tp)
+        if part is not None and part.next is not None and position > part.next:
+            part.next = position
+
     def is_current(self, tp: TopicPartition, generation: int) -> bool:
         part = self._parts.get(tp)
         return part is not None and part.generation == generation

@@ -53,6 +53,7 @@ from ._credentials import Credentials, VaultLike
 from ._execute import IN_DOUBT_HEADER, Abandoned, Executor, Job, Outcome, now
 from ._fencing import consumer_membership, fence_offset_commits
 from ._holding import Holding
+from ._kafka_structs import consumed_position
 from ._lifecycle import PoolLifecycle, RebalanceListener
 from ._offsets import OffsetTracker
 from ._outbox import Outbox
@@ -277,6 +278,7 @@ class WorkerPool(PoolLifecycle):
                 for tp, records in batch.items():
                     for record in records:
                         self._admit(tp, record)
+                self._pass_control_records()
                 if flusher.done():
                     flusher.result()  # re-raises the outbox's fatal error
                 for task in background:
@@ -286,6 +288,19 @@ class WorkerPool(PoolLifecycle):
             await self._shutdown(background, flusher)
 
     # -- intake ---------------------------------------------------------------------
+
+    def _pass_control_records(self) -> None:
+        """Let commits pass the transaction markers the consumer has moved over.
+
+        Synchronous right after the records of a fetch are admitted: every record below
+        each partition's position is tracked by then (a settling partition's wait
+        aside, which is skipped)."""
+        for tp in self.consumer.assignment():
+            if tp in self._settling:
+                continue
+            position = consumed_position(self.consumer, tp)
+            if position is not None:
+                self.tracker.advance(tp, position)
 
     def _admit(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         if tp in self._settling:

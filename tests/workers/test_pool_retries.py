@@ -16,7 +16,9 @@ from _runtime_support import (
     read_topic,
     wait_results,
 )
+from aiokafka import TopicPartition
 
+from core.kafka import make_admin, make_consumer, start_client
 from core.metrics import BreakerState, Metrics
 from schemas import ErrorCode, ResultStatus, RoutedCommand
 from workers._pool import PoolOptions
@@ -83,6 +85,40 @@ async def test_retry_tier_hand_off_carries_history_and_the_trace_of_earlier_atte
     names = [s.name for s in result.spans]
     assert names.count("worker.execute") == 2 and names.count("upstream.echo.send") == 3
     assert {s.trace_id for s in result.spans} == {result.trace_id}
+
+
+async def test_a_drained_retry_tier_is_committed_past_its_transaction_markers(settings, vault_admin):
+    # Tier topics are written in transactions: each commit leaves a marker after the
+    # records. Committed one short of the end, a drained tier read a lag of 1 for ever
+    # (and KEDA kept a pool meant to scale to zero at one replica).
+    upstream = Upstream()
+    tier = settings.topics.retry("echo", 0)
+    async with upstream.running():
+        tenant = f"m{settings.topic_prefix[1:9]}"
+        await put_tenant(vault_admin, upstream, tenant)
+        commands = [command(tenant, faults=[500, 500]) for _ in range(3)]
+        async with pool_running(settings, vault_admin, upstream) as pool:
+            await produce(settings, commands)
+            await wait_results(settings, {c.command_id for c in commands})
+            admin, reader = make_admin(settings), make_consumer(settings, group_id=None)
+            await start_client(admin, what="test admin")
+            await start_client(reader, what="test reader")
+            try:
+                tps = [TopicPartition(tier, p) for p in range(settings.topic_partitions)]
+                ends = {tp: end for tp, end in (await reader.end_offsets(tps)).items() if end > 0}
+                assert ends  # the commands went through the tier
+
+                async def committed() -> dict[TopicPartition, int]:
+                    offsets = await admin.list_consumer_group_offsets(pool.group_id, partitions=list(ends))
+                    return {tp: meta.offset for tp, meta in offsets.items()}
+
+                async with asyncio.timeout(20):
+                    while (done := await committed()) != ends:  # noqa: ASYNC110 - bounded; read from the broker
+                        await asyncio.sleep(0.1)
+            finally:
+                await admin.close()
+                await reader.stop()
+    assert done == ends
 
 
 async def test_open_circuit_short_circuits_only_the_failing_tenant(settings, vault_admin):

@@ -23,6 +23,22 @@ def test_position_stops_at_the_lowest_unfinished_record():
     assert tracker.committable()[TP] == (5, "")
 
 
+def test_a_commit_passes_the_control_records_the_consumer_moved_over():
+    tracker = OffsetTracker()
+    gens = {o: tracker.track(TP, o) for o in range(5)}  # offset 5: a transaction's marker
+    tracker.advance(TP, 6)
+    for offset in (0, 1, 3, 4):
+        tracker.finish(TP, offset, gens[offset])
+    assert tracker.committable()[TP][0] == 2  # an unfinished record still holds it
+    tracker.finish(TP, 2, gens[2])
+    assert tracker.committable()[TP] == (6, "")
+    tracker.advance(TP, 4)  # never back
+    assert tracker.committable()[TP] == (6, "")
+    never_read = TopicPartition("t", 1)
+    tracker.advance(never_read, 9)  # nothing of ours read there: nothing to commit
+    assert never_read not in tracker.committable()
+
+
 def test_nothing_to_commit_when_unchanged_since_last_commit():
     tracker = OffsetTracker()
     gen = tracker.track(TP, 0)
