@@ -48,18 +48,23 @@ _MAX_MSG = 2_000
 _OPTIONAL = ("connector", "action", "status", "code", "attempt")
 
 _SECRET_KEYS = (
-    r"(?:access_?token|refresh_?token|id_?token|token|secret|client_?secret|password|passwd|pwd"
-    r"|api_?key|apikey|authorization|auth|credentials?|private_?key|session|cookie|signature)"
+    r"(?:access[_-]?token|refresh[_-]?token|id[_-]?token|token|secret|client[_-]?secret|password"
+    r"|passwd|pwd|api[_-]?key|authorization|auth|credentials?|private[_-]?key|session|cookie"
+    r"|signature|sig)"
 )
 _PATTERNS = [
-    # key=value, key: value, "key": "value" (the value up to a delimiter).
+    # key=value, key: value, "key": "value" (the value up to a delimiter; a quoted one
+    # to its closing quote, escaped quotes inside included).
     re.compile(
-        rf"""(?i)(["']?\b[\w-]*{_SECRET_KEYS}["']?\s*[:=]\s*)(?:bearer\s+|basic\s+)?("[^"]*"|'[^']*'|[^\s,;&}}\]]+)"""
+        rf"""(?i)(["']?\b[\w-]*{_SECRET_KEYS}["']?\s*[:=]\s*)(?:bearer\s+|basic\s+)?("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;&}}\]]+)"""
     ),
+    # The password of a URL's user information (scheme://user:password@host).
+    re.compile(r"(?i)(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),
     re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"),
     re.compile(r"\b(?:xox[abposr]|xapp)-[A-Za-z0-9-]{6,}"),
     re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{10,}|\bgithub_pat_[A-Za-z0-9_]{10,}"),
     re.compile(r"\bya29\.[A-Za-z0-9._-]{6,}|\bhvs\.[A-Za-z0-9._-]{6,}|\bsy_[A-Za-z0-9_]{8,}"),
+    re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_-]{16,}|\bglpat-[A-Za-z0-9_-]{10,}|\bsecret_[A-Za-z0-9]{16,}"),
     re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
     # Long opaque tokens: 32+ URL-safe characters mixing letters and digits. A bare
     # 32-hex trace id is kept (it is what people search logs by).

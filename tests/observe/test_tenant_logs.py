@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 
 import orjson
+import pytest
 
 from core.kafka import ensure_topics
 from core.logs import bind
 from core.metrics import Metrics
 from core.settings import Settings
-from core.tenant_logs import TenantLogHandler, TenantLogPublisher
+from core.tenant_logs import TenantLogHandler, TenantLogPublisher, redact
 from ingress.testing import read_topic
 
 CANARY = "xoxb-canary-7f3a9c1e5b"
@@ -81,3 +82,24 @@ async def test_lines_the_broker_refuses_are_counted_as_dropped(settings: Setting
     await publisher.stop(flush_timeout=2)
     assert publisher.dropped == 3
     assert "switchyard_tenant_log_dropped_total 3.0" in metrics.exposition().decode()
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("upstream said X-Api-Key: k7Qz9p1abc is invalid", "k7Qz9p1abc"),  # a hyphenated key name
+        ("api-key: abcdef12345", "abcdef12345"),
+        ("calling https://bob:hunter2pass@api.example.com/hook", "hunter2pass"),  # URL user information
+        ("GET /files?sig=abcDEF123456&x=1", "abcDEF123456"),
+        ("with sk-abcdefghijklmnop1234", "sk-abcdefghijklmnop1234"),
+        ("with glpat-abcdefghij12", "glpat-abcdefghij12"),
+        ('{"token": "ab\\"cdefgh", "n": 1}', "cdefgh"),  # the tail after an escaped quote
+    ],
+)
+def test_secrets_in_the_shapes_upstreams_write_them_are_redacted(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+
+
+def test_ordinary_words_and_trace_ids_are_kept() -> None:
+    text = "design=blue signal=on status succeeded trace 0123456789abcdef0123456789abcdef"
+    assert redact(text) == text
