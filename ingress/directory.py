@@ -13,8 +13,8 @@ normally well under a second, not after the cache TTL. Failed checks are cached 
 (apart, so a flood of wrong secrets cannot push the good verdicts out), so repeating a
 wrong secret cannot make a replica burn CPU on scrypt.
 
-One key's checks run one at a time, and at most ``_CHECKS_PER_KEY`` of them wait (more
-are refused with 429): wrong secrets sent in a flood for one key id queue behind each
+One key's checks run one at a time, and at most ``_CHECKS_PER_KEY`` of them run or wait
+(more are refused with 429): wrong secrets sent in a flood for one key id queue behind each
 other, not in front of every other tenant's first request.
 """
 
