@@ -7,20 +7,22 @@ partition (keyed by tenant). Every replica follows the commands topic
 the same on whichever replica a load balancer picks. The replica that took the call
 notes it at once as well (a client asking again right away reads its own write).
 
-Bounded: at most ``capacity`` tasks over all tenants, the least recently noted
-forgotten first.
+Bounded: at most ``capacity`` tasks in all, and a tenant at most a tenth of them (its
+own oldest forgotten first). So one tenant's flood of tasks cannot make a replica forget
+another tenant's tasks, nor their cancellations (a forgotten cancelled task would read
+"working" again); past the capacity, the tenant noted least recently loses its oldest.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-
-from ._bounded import LRU
 
 __all__ = ["DEFAULT_TASK_CAPACITY", "TaskEntry", "TaskLedger"]
 
 DEFAULT_TASK_CAPACITY = 10_000
+_TENANT_SHARE = 0.1
 
 
 @dataclass(slots=True)
@@ -34,40 +36,57 @@ class TaskLedger:
     """``(tenant, workspace, task id) -> TaskEntry`` of the tasks seen lately."""
 
     def __init__(self, capacity: int = DEFAULT_TASK_CAPACITY) -> None:
-        self._entries: LRU[tuple[str, str, str], TaskEntry] = LRU(capacity)
+        self._capacity = capacity
+        self._per_tenant = max(1, int(capacity * _TENANT_SHARE))
+        # tenant -> (workspace, task id) -> entry, oldest noted first; tenants likewise.
+        self._tenants: OrderedDict[str, OrderedDict[tuple[str, str], TaskEntry]] = OrderedDict()
+        self._size = 0
 
     def created(
         self, tenant_id: str, space_id: str, task_id: str, at: datetime, ttl_ms: int
     ) -> None:
-        key = (tenant_id, space_id, task_id)
-        known = self._entries.peek(key)
-        if known is None:
-            self._entries.put(key, TaskEntry(at, ttl_ms))
+        if self.get(tenant_id, space_id, task_id) is None:
+            self._put(tenant_id, (space_id, task_id), TaskEntry(at, ttl_ms))
 
     def cancelled(self, tenant_id: str, space_id: str, task_id: str, at: datetime) -> None:
         """Note a cancellation; the first one noted stands (a task stays cancelled)."""
-        key = (tenant_id, space_id, task_id)
-        entry = self._entries.peek(key)
+        entry = self.get(tenant_id, space_id, task_id)
         if entry is None:
             # Its creation was forgotten (or it was a plain call): cancelled all the same.
-            self._entries.put(key, TaskEntry(at, None, at))
+            self._put(tenant_id, (space_id, task_id), TaskEntry(at, None, at))
         elif entry.cancelled_at is None:
             entry.cancelled_at = at
 
     def get(self, tenant_id: str, space_id: str, task_id: str) -> TaskEntry | None:
-        # A peek: replicas serve different reads, and reads must not make them forget
-        # different tasks.
-        return self._entries.peek((tenant_id, space_id, task_id))
+        # No reordering: replicas serve different reads, and reads must not make them
+        # forget different tasks.
+        tasks = self._tenants.get(tenant_id)
+        return None if tasks is None else tasks.get((space_id, task_id))
 
     def task_ids(self, tenant_id: str, space_id: str) -> list[str]:
-        """The workspace's task ids, newest first."""
-        found = [
-            (entry.created_at, task_id)
-            for (tenant, space, task_id), entry in self._entries.items()
-            if tenant == tenant_id and space == space_id
-        ]
-        found.sort(key=lambda pair: pair[0], reverse=True)
+        """The workspace's task ids, newest first (ties by id, so every read agrees)."""
+        tasks = self._tenants.get(tenant_id) or {}
+        found = [(entry.created_at, task_id) for (space, task_id), entry in tasks.items() if space == space_id]
+        found.sort(reverse=True)
         return [task_id for _, task_id in found]
 
+    def _put(self, tenant_id: str, key: tuple[str, str], entry: TaskEntry) -> None:
+        tasks = self._tenants.get(tenant_id)
+        if tasks is None:
+            tasks = self._tenants[tenant_id] = OrderedDict()
+        else:
+            self._tenants.move_to_end(tenant_id)
+        tasks[key] = entry
+        self._size += 1
+        if len(tasks) > self._per_tenant:
+            tasks.popitem(last=False)
+            self._size -= 1
+        while self._size > self._capacity:
+            oldest, its_tasks = next(iter(self._tenants.items()))
+            its_tasks.popitem(last=False)
+            self._size -= 1
+            if not its_tasks:
+                del self._tenants[oldest]
+
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._size

@@ -14,6 +14,9 @@ states that the command may still run; its outcome stays readable through the RE
 
 from __future__ import annotations
 
+import base64
+import binascii
+import time
 from datetime import UTC, datetime
 
 from mcp_types import (
@@ -41,6 +44,8 @@ __all__ = ["RELATED_TASK_META_KEY", "TaskBook"]
 
 RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
 _TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+# How often a tasks/result waiting for a Result looks whether the task was cancelled.
+_CANCEL_LOOK = 0.5
 _CANCEL_NOTE = (
     "Cancelled by the client. The command was already published to Kafka and cannot be "
     "recalled, so it may still run; its outcome remains readable with GET /v1/commands/{id}."
@@ -172,7 +177,10 @@ class TaskBook:
             # JSON-RPC id and no -32014 to tell the client to ask again.
             left = time_left(margin=ANSWER_MARGIN)
             timeout = self._result_timeout if left is None else min(self._result_timeout, left)
-            result = await self._services.pipeline.wait(identity, task_id, timeout)
+            result = await self._wait_for_end(identity, task_id, timeout)
+            if result is None and self._cancelled(identity, task_id):
+                # Cancelled while this call waited: the task has ended.
+                return await self.result(identity, task_id)
             if result is None:
                 # tasks/result must block until the task ends, but a request may only last
                 # so long: an error, not a result that would read as the task's final one.
@@ -187,6 +195,20 @@ class TaskBook:
             call = result_to_call_result(result)
         call.meta = {**(call.meta or {}), **related}
         return call
+
+    async def _wait_for_end(self, identity: Identity, task_id: str, within: float) -> Result | None:
+        """The task's Result within ``within`` s; None sooner when it is cancelled
+        meanwhile (looked at every :data:`_CANCEL_LOOK` s)."""
+        until = time.monotonic() + within
+        while (left := until - time.monotonic()) > 0:
+            result = await self._services.pipeline.wait(identity, task_id, min(left, _CANCEL_LOOK))
+            if result is not None or self._cancelled(identity, task_id):
+                return result
+        return None
+
+    def _cancelled(self, identity: Identity, task_id: str) -> bool:
+        entry = self._ledger.get(identity.tenant_id, identity.space_id, task_id)
+        return entry is not None and entry.cancelled_at is not None
 
     async def cancel(self, identity: Identity, task_id: str) -> CancelTaskResult:
         """tasks/cancel (best effort, see the module docstring).
@@ -219,12 +241,14 @@ class TaskBook:
             RpcError: -32602 for an invalid cursor.
         """
         ids = self._ledger.task_ids(identity.tenant_id, identity.space_id)
-        try:
-            offset = int(cursor) if cursor is not None else 0
-        except ValueError as exc:
-            raise RpcError(INVALID_PARAMS, "Invalid cursor") from exc
-        if offset < 0 or offset > len(ids):
-            raise RpcError(INVALID_PARAMS, "Invalid cursor")
+        # The cursor names the last task of the page before: a task created between two
+        # pages (it comes first, newest first) shifts no task from one page to the next.
+        offset = 0
+        if cursor is not None:
+            try:
+                offset = ids.index(_cursor_task(cursor)) + 1
+            except ValueError as exc:  # not a cursor of ours, or its task was forgotten
+                raise RpcError(INVALID_PARAMS, "Invalid cursor") from exc
         page = ids[offset : offset + page_size]
         # A task whose result this replica no longer holds has no status left to show.
         pipeline = self._services.pipeline
@@ -234,4 +258,21 @@ class TaskBook:
             if not pipeline.forgotten(identity, task_id)
         ]
         end = offset + len(page)
-        return ListTasksResult(tasks=tasks, next_cursor=str(end) if end < len(ids) else None)
+        return ListTasksResult(tasks=tasks, next_cursor=_task_cursor(page[-1]) if end < len(ids) else None)
+
+
+def _task_cursor(task_id: str) -> str:
+    """tasks/list's cursor: the last task of the page, opaque to clients."""
+    return base64.urlsafe_b64encode(task_id.encode()).decode().rstrip("=")
+
+
+def _cursor_task(cursor: str) -> str:
+    """The task a cursor names.
+
+    Raises:
+        ValueError: not a cursor of ours.
+    """
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError("not a cursor") from exc

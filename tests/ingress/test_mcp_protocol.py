@@ -946,9 +946,40 @@ async def _working_task(srv: Server) -> tuple[str, dict[str, str], str]:
     srv.pipeline.responder = lambda command: None
     session, _ = await _initialize(f"{srv.url}/main")
     url, headers = f"{srv.url}/main", _legacy(session)
+    return url, headers, await _another_task(url, headers)
+
+
+async def _another_task(url: str, headers: dict[str, str]) -> str:
     params = {"name": "create_task", "arguments": {}, "task": {"ttl": 60_000}}
     _, _, created = await _post(url, _rpc("tools/call", params), headers=headers)
-    return url, headers, created["result"]["task"]["taskId"]
+    task_id: str = created["result"]["task"]["taskId"]
+    return task_id
+
+
+async def test_a_task_created_between_two_pages_of_tasks_list_repeats_none() -> None:
+    # The cursor was an offset into a newest-first list: a new task pushed the last of
+    # page 1 onto page 2.
+    async for srv in _serve(McpOptions(session_secret="s", page_size=3)):
+        url, headers, first_task = await _working_task(srv)
+        for _ in range(3):
+            await _another_task(url, headers)
+        _, _, first = await _post(url, _rpc("tasks/list"), headers=headers)
+        await _another_task(url, headers)
+        _, _, second = await _post(url, _rpc("tasks/list", {"cursor": first["result"]["nextCursor"]}), headers=headers)
+        page1 = [t["taskId"] for t in first["result"]["tasks"]]
+        page2 = [t["taskId"] for t in second["result"]["tasks"]]
+        assert len(page1) == 3 and page2 == [first_task]
+
+
+async def test_tasks_result_waiting_for_a_task_cancelled_meanwhile_answers_its_end() -> None:
+    async for srv in _serve(McpOptions(session_secret="s", task_result_timeout=3.0)):
+        url, headers, task_id = await _working_task(srv)
+        waiter = asyncio.create_task(_post(url, _rpc("tasks/result", {"taskId": task_id}, rid=5), headers=headers))
+        await asyncio.sleep(0.3)
+        _, _, cancelled = await _post(url, _rpc("tasks/cancel", {"taskId": task_id}), headers=headers)
+        assert cancelled["result"]["status"] == "cancelled"
+        _, _, body = await asyncio.wait_for(waiter, 2.0)  # not its whole 3 s wait, then -32014
+        assert body["id"] == 5 and body["result"]["isError"] is True
 
 
 async def test_tasks_result_of_a_task_still_working_after_the_bounded_wait_is_an_error() -> None:
