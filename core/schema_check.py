@@ -71,7 +71,7 @@ def _no_remote(uri: str) -> Any:
 class SchemaCheck:
     """One schema's validators: the compiled one decides, the Python one explains."""
 
-    __slots__ = ("_fast", "_python")
+    __slots__ = ("_fast", "_python", "_schema")
 
     def __init__(
         self, schema: Mapping[str, Any], validator: type[Validator] = Draft202012Validator
@@ -81,12 +81,15 @@ class SchemaCheck:
         Without a compiled counterpart (another dialect, or a schema the compiled
         validator rejects) the Python validator decides alone.
         """
+        self._schema = schema
         self._python = validator(schema, registry=_LOCAL_ONLY)
         fast_class = getattr(jsonschema_rs, validator.__name__, None)
         self._fast = None
         if fast_class is not None:
             with contextlib.suppress(ValueError, jsonschema_rs.ValidationError):
-                self._fast = fast_class(dict(schema), retriever=_no_remote)
+                # Formats as jsonschema reads them (annotations only): the compiled
+                # validator of draft-07 and earlier would assert them by default.
+                self._fast = fast_class(dict(schema), retriever=_no_remote, validate_formats=False)
 
     @property
     def compiled(self) -> bool:
@@ -103,13 +106,36 @@ class SchemaCheck:
         if self._fast is not None and self._fast.is_valid(instance):
             return iter(())
         try:
-            return iter(list(self._python.iter_errors(instance)))
+            errors = list(self._python.iter_errors(instance))
         except Unresolvable as exc:
             raise SchemaBroken(f"a reference does not resolve: {str(exc)[:100]}") from None
         except Exception as exc:  # noqa: BLE001 - a schema no check vetted can fail any way
             # A pattern nested past the regex compiler's depth, a reference to something
             # that is no schema (a string, a list): the schema's fault, not the caller's.
             raise SchemaBroken(f"the schema cannot be applied ({type(exc).__name__})") from None
+        if not errors and self._fast is not None:
+            # The compiled validator refused what the Python one lets by (Python's "$"
+            # also matches before a final newline: "v\n" passes "^[^\r\n]*$"). The
+            # compiled one decides; its first error is worded as jsonschema's would be.
+            errors = [_from_compiled(error, self._schema) for error in self._fast.iter_errors(instance)][:1]
+        return iter(errors)
+
+
+def _from_compiled(error: Any, schema: Mapping[str, Any]) -> ValidationError:
+    """A ``jsonschema_rs`` error as a ``jsonschema`` one (keyword, rule, paths)."""
+    steps = list(error.schema_path)
+    rule: Any = schema
+    for step in steps:
+        try:
+            rule = rule[step]
+        except (KeyError, IndexError, TypeError):
+            rule = None
+            break
+    keyword = str(steps[-1]) if steps else "schema"
+    return ValidationError(
+        str(error.message), validator=keyword, validator_value=rule, path=list(error.instance_path),
+        schema_path=steps, instance=error.instance,
+    )  # fmt: skip
 
 
 def schema_problem(schema: Mapping[str, Any]) -> str | None:

@@ -156,3 +156,15 @@ def test_the_router_reads_a_schema_in_its_own_dialect_as_the_mcp_edge_does() -> 
         _resolve(schema, {"summary": "x"})
     assert refused.value.code is ErrorCode.INVALID_ARGUMENTS
     assert _resolve(schema, {"summary": "x", "count": 1}).resolved_arguments == {"text": "x"}
+
+
+def test_the_compiled_and_the_python_check_agree_on_what_they_refuse() -> None:
+    # A value the compiled check refuses but Python's regex lets by ("$" matches before a
+    # final newline) is refused, with a worded error.
+    line = checked({"type": "object", "properties": {"h": {"type": "string", "pattern": "^[^\\r\\n]*$"}}})
+    (error,) = line.errors({"h": "v\n"})
+    assert error.validator == "pattern" and list(error.absolute_path) == ["h"]
+    assert list(line.errors({"h": "v"})) == []
+    # Formats are annotations in both (jsonschema_rs asserts them for draft-07 by default).
+    email = checked({"$schema": "http://json-schema.org/draft-07/schema#", "properties": {"e": {"format": "email"}}})
+    assert list(email.errors({"e": "not an address"})) == []

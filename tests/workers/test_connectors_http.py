@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from core.errors import PermanentError
+from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 from workers.connectors import ConnectorCall
 from workers.connectors.http import MAX_OUTPUT_BYTES, HttpConnector, host_allowed
@@ -170,4 +170,30 @@ async def test_a_url_with_userinfo_is_refused(
         await HttpConnector().execute(http_call(emulator, session, {"url": url}))
     assert caught.value.code is ErrorCode.INVALID_ARGUMENTS
     assert "pw" not in str(caught.value)
+    assert not emulator.state.calls
+
+
+async def test_a_409_for_a_key_still_in_progress_is_retried_not_final(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    # draft-ietf-httpapi-idempotency-key-header: a retry whose first request is still
+    # being processed gets 409, the one error to retry unchanged. It failed for good.
+    emulator.state.add_fault({"connector": "http", "kind": "409", "count": 1})
+    call = http_call(emulator, session, {"url": f"{emulator.base_url}/hooks/x", "json": {}})
+    with pytest.raises(RetryableError) as caught:
+        await HttpConnector().execute(call)
+    assert caught.value.http_status == 409
+
+
+@pytest.mark.parametrize("headers", [{"X-Token": "v\n"}, {"X-Token\n": "v"}], ids=["value", "name"])
+async def test_a_header_ending_in_a_newline_is_refused_before_any_request(
+    headers: dict[str, str], emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    # The compiled check refused "v\n" but Python's "$" matches before a final newline,
+    # so the Python check found no error and the value was sent (aiohttp then raised a
+    # bare ValueError: the command failed as a crash of the worker).
+    call = http_call(emulator, session, {"url": f"{emulator.base_url}/hooks/x", "headers": headers})
+    with pytest.raises(PermanentError) as caught:
+        await HttpConnector().execute(call)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENTS
     assert not emulator.state.calls

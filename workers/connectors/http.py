@@ -4,10 +4,12 @@ Allow-list entries (``ConnectorOptions.allowed_hosts``): ``api.example.com`` (th
 on the scheme's default port), ``*.hooks.example`` (any subdomain, not the apex),
 ``127.0.0.1:8900`` (that host and port). A URL outside the list fails with
 HOST_NOT_ALLOWED before any request. Redirects are not followed, so a 3xx cannot lead
-outside the list; the caller gets the 3xx status.
+outside the list; it fails the command (``upstream_rejected``, naming the status).
 
 Side effects: ``Idempotency-Key`` (IETF draft-ietf-httpapi-idempotency-key-header) is
-sent; single side effects hold exactly when the receiver honours it.
+sent; single side effects hold exactly when the receiver honours it. Under that draft a
+receiver answers 409 to a retry whose first request is still being processed, so a 409
+is retried (after its ``Retry-After`` when sent), not taken as final.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from typing import Any, ClassVar
 import orjson
 from yarl import URL
 
-from core.errors import PermanentError
+from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 
 from ._args import validated
-from ._base import Connector, ConnectorCall, Operation
+from ._base import Connector, ConnectorCall, Operation, parse_retry_after
 from ._http import raise_for_status, send
 
 __all__ = ["HttpConnector", "host_allowed"]
@@ -181,6 +183,13 @@ class HttpConnector(Connector):
             json_body=args.get("json"),
             limit=MAX_OUTPUT_BYTES,
         )
+        if reply.status == 409:
+            raise RetryableError(
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                f"{what}: 409 conflict (the same idempotency key still in progress), retried",
+                retry_after=parse_retry_after(reply.headers.get("Retry-After")),
+                http_status=409,
+            )
         raise_for_status(reply, what)
         output: dict[str, Any] = {"status": reply.status}
         if "json" in reply.headers.get("Content-Type", "") and not reply.truncated:
