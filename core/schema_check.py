@@ -145,19 +145,7 @@ def schema_problem(schema: Mapping[str, Any]) -> str | None:
     (``$ref``, and ``$dynamicRef`` or ``$recursiveRef`` where the dialect has them) must
     resolve within it, to a schema: nothing is fetched.
     """
-    if not isinstance(schema.get("$schema", ""), str):
-        return "'$schema' must be a string naming a JSON Schema dialect"
-    validator = validator_for(schema, default=Draft202012Validator)
-    try:
-        validator.check_schema(schema)
-    except SchemaError as exc:
-        return str(exc.message)
-    except RecursionError:  # compiling a pattern of thousands of nested groups
-        return "a pattern is nested too deeply"
-    try:
-        return _unresolved_reference(schema, validator)
-    except Exception as exc:  # noqa: BLE001 - refused with a reason, never a crash
-        return f"the schema's references cannot be followed ({type(exc).__name__})"
+    return _examined(schema)[1]
 
 
 def checked(schema: Mapping[str, Any]) -> SchemaCheck:
@@ -166,10 +154,27 @@ def checked(schema: Mapping[str, Any]) -> SchemaCheck:
     Raises:
         SchemaBroken: :func:`schema_problem` finds one.
     """
-    problem = schema_problem(schema)
+    validator, problem = _examined(schema)
     if problem is not None:
         raise SchemaBroken(problem)
-    return SchemaCheck(schema, validator_for(schema, default=Draft202012Validator))
+    return SchemaCheck(schema, validator)
+
+
+def _examined(schema: Mapping[str, Any]) -> tuple[type[Validator], str | None]:
+    """``schema``'s dialect, and why it cannot check arguments (None when it can)."""
+    if not isinstance(schema.get("$schema", ""), str):
+        return Draft202012Validator, "'$schema' must be a string naming a JSON Schema dialect"
+    validator = validator_for(schema, default=Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except SchemaError as exc:
+        return validator, str(exc.message)
+    except RecursionError:  # compiling a pattern of thousands of nested groups
+        return validator, "a pattern is nested too deeply"
+    try:
+        return validator, _unresolved_reference(schema, validator)
+    except Exception as exc:  # noqa: BLE001 - refused with a reason, never a crash
+        return validator, f"the schema's references cannot be followed ({type(exc).__name__})"
 
 
 def _unresolved_reference(schema: Mapping[str, Any], validator: type[Validator]) -> str | None:

@@ -132,10 +132,8 @@ def check_argument_claims(identity: Identity, arguments: Any, action: ActionConf
     Raises:
         Forbidden: an argument the action does not declare names another tenant.
     """
-    if isinstance(arguments, dict):
-        properties = action.input_schema.get("properties") if action is not None else None
-        declared = properties if isinstance(properties, dict) else {}
-        arguments = {k: v for k, v in arguments.items() if k not in declared}
+    if isinstance(arguments, dict) and action is not None:
+        arguments = action.undeclared(arguments)
     # Nested as in a body: only tenant keys are claims there (an app's "space_id" is not).
     check_claims(identity, body={"arguments": arguments})
 

@@ -125,12 +125,9 @@ def resolve(
     if refused is not None:
         raise _reject(*refused)
     compiled = cache.get(workspace, action)
-    if compiled.check is None:
-        raise _reject(
-            ErrorCode.INTERNAL,
-            f"action {action.name!r} has an invalid input schema: {compiled.schema_error}",
-        )
     try:
+        if compiled.check is None:
+            raise SchemaBroken(compiled.schema_error)
         error = best_match(compiled.check.errors(command.arguments))
     except SchemaBroken as exc:
         raise _reject(

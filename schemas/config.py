@@ -61,6 +61,13 @@ class ActionConfig(WireModel):
     def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
         return check_json_bounds(value, max_bytes=64 * 1024)
 
+    def undeclared(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """``arguments`` but the ones its input schema declares (those are the target
+        app's data, e.g. a Jira site's "tenant", never a claim of a tenant)."""
+        properties = self.input_schema.get("properties")
+        declared = properties if isinstance(properties, dict) else {}
+        return {k: v for k, v in arguments.items() if k not in declared}
+
 
 class Limits(WireModel):
     """Usage limits of one workspace (the router and the workers enforce them)."""

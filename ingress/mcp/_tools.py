@@ -278,10 +278,8 @@ class ToolRunner:
             raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
         # An argument the tool declares is the target app's data (a Jira "tenant", a
         # Confluence "space_id"); any other tenant or workspace key is a claim.
-        properties = action.input_schema.get("properties")
-        declared = properties if isinstance(properties, dict) else {}
         try:
-            check_claims(identity, {k: v for k, v in arguments.items() if k not in declared})
+            check_claims(identity, action.undeclared(arguments))
         except IngressError as exc:
             raise rpc_from_ingress_error(exc) from exc
         try:

@@ -2,8 +2,9 @@
 
 ``conversations.history`` (top-level messages, newest first), ``conversations.replies``
 (a thread, parent first) and ``conversations.list`` (the channels a tenant posted to,
-and with ``types=im`` the direct message channels of the users it posted to) read it, with Slack's cursor pagination. Everything is bounded: messages per channel,
-channels overall (the least recently posted-to are forgotten first).
+and with ``types=im`` the direct message channels of the users it posted to) read it,
+with Slack's cursor pagination. Everything is bounded: messages per channel, channels
+overall (the least recently posted-to are forgotten first).
 """
 
 from __future__ import annotations
