@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr
 
 from schemas import Topics
 
@@ -44,6 +44,7 @@ ENV_VARS: dict[str, str] = {
     "SWITCHYARD_CONNECTOR_BASE_URL": "connector_base_url",
     "SWITCHYARD_WORKER_CONCURRENCY": "worker_concurrency",
     "SWITCHYARD_TENANT_CONCURRENCY": "tenant_concurrency",
+    "SWITCHYARD_HTTP_PRIVATE_NETWORKS": "http_private_networks",
     "SWITCHYARD_METRICS_PORT": "metrics_port",
     "SWITCHYARD_METRICS_HOST": "metrics_host",
     "SWITCHYARD_LOG_LEVEL": "log_level",
@@ -93,6 +94,9 @@ class Settings(BaseModel):
     connector_base_url: str | None = None
     worker_concurrency: int = Field(default=256, ge=1, le=100_000)
     tenant_concurrency: int = Field(default=16, ge=1, le=10_000)
+    # Non-public networks (CIDR) that host names in the generic HTTP connector's
+    # allow-lists may resolve to; by default a name reaches public addresses only.
+    http_private_networks: tuple[IPvAnyNetwork, ...] = ()
 
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # Where the metrics port listens: every interface, for kubelet probes and Prometheus
@@ -125,7 +129,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         raw = source.get(var)
         if raw is None or raw == "":
             continue
-        if field == "ingress_allowed_origins":
+        if field in ("ingress_allowed_origins", "http_private_networks"):
             values[field] = tuple(part.strip() for part in raw.split(",") if part.strip())
         else:
             values[field] = raw

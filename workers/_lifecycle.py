@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -76,6 +77,7 @@ class PoolLifecycle:
     consumer: Any
     producer: Any
     session: aiohttp.ClientSession
+    resolver: AbstractResolver | None
     credentials: Credentials
     completed: dict[str, int]
     _tasks: set[asyncio.Task[None]]
@@ -286,4 +288,6 @@ class PoolLifecycle:
         await self.producer.stop()
         await self.admin.close()
         await self.session.close()
+        if self.resolver is not None:
+            await self.resolver.close()
         logger.info("worker pool stopped", extra={"fields": {"completed": dict(self.completed)}})

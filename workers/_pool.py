@@ -62,6 +62,7 @@ from ._results import KIND_RESULT, build_result, dead_letter_raw, record_for
 from ._retry import RetryPolicy
 from ._scheduler import FairScheduler
 from ._stall_guard import StallGuard, heartbeat_accepted
+from .connectors._addresses import PublicAddressResolver
 from .connectors._base import CallHeld, Connector
 
 __all__ = ["PoolOptions", "WorkerPool"]
@@ -179,6 +180,8 @@ class WorkerPool(PoolLifecycle):
         # Set by the command: per-tenant execution lines to the logs topic (core.tenant_logs).
         self.tenant_logs: Any = None
         self._started = False
+        # The HTTP client's resolver when the connector lets tenants choose hosts.
+        self.resolver: PublicAddressResolver | None = None
 
     async def start(self) -> None:
         """Create topics if missing, connect to Kafka, build the executor.
@@ -195,8 +198,12 @@ class WorkerPool(PoolLifecycle):
         held = aiohttp.TraceConfig()
         held.on_request_headers_sent.append(self._before_writing)  # written next if no body
         held.on_request_chunk_sent.append(self._before_writing)  # each body chunk, before writing
+        if self.connector.public_addresses_only:
+            self.resolver = PublicAddressResolver(s.http_private_networks)
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency),
+            connector=aiohttp.TCPConnector(
+                limit=self.concurrency, limit_per_host=self.concurrency, resolver=self.resolver
+            ),
             raise_for_status=False,
             trace_configs=[held],
         )

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from _helm import CHART, Render
 
-from core.settings import ENV_VARS
+from core.settings import ENV_VARS, load_settings
 from schemas import CONNECTORS, RETRY_TIERS
 from switchyard.cli import COMMANDS
 
@@ -249,3 +249,16 @@ def test_the_ingress_memory_limit_covers_its_caches(render: Render, values: str)
     caches = args.results_max_mib + args.submitted_max_mib + _TRACES_MAX_BYTES / 2**20
     assert _mib(container["resources"]["limits"]["memory"]) >= caches + INGRESS_OVERHEAD_MIB
     assert args.no_create_topics and args.results_capacity == 100_000
+
+
+def test_the_http_pool_takes_the_private_networks_its_hosts_may_resolve_to(render: Render) -> None:
+    docs = render("minimal-values.yaml", set=["workers.pools.http.privateNetworks={10.0.0.0/8,fd00::/8}"])
+    env = {
+        d["metadata"]["labels"]["switchyard.io/connector"]: _env(d["spec"]["template"]["spec"]["containers"][0])
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+    }
+    listed = env["http"]["SWITCHYARD_HTTP_PRIVATE_NETWORKS"]["value"]
+    assert [str(n) for n in load_settings({"SWITCHYARD_HTTP_PRIVATE_NETWORKS": listed}).http_private_networks] == [
+        "10.0.0.0/8", "fd00::/8"]  # fmt: skip
+    assert "SWITCHYARD_HTTP_PRIVATE_NETWORKS" not in env["slack"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ from _runtime_support import all_results, connector_pool_running, wait_results
 from test_connectors_vendors import CASES
 
 from core.kafka import ensure_topics, make_producer, start_client
-from schemas import ConnectorOptions, ResultStatus, RoutedCommand
+from schemas import ConnectorOptions, ErrorCode, ResultStatus, RoutedCommand
 from workers.command import oauth_refresher
 from workers.connectors import get_connector
 from workers.emulators.testing import run_emulator
@@ -113,3 +114,36 @@ async def test_gmail_401s_for_one_tenant_cause_one_refresh_and_one_retry_each(se
     assert len(refreshes) == 1 and refreshes[0]["status"] == 200
     assert Counter(c["status"] for c in sends)[200] == 10
     assert len(sends) <= 20  # at most one 401 and one retry per command
+
+
+async def test_the_http_pool_reaches_a_name_only_at_public_or_listed_addresses(settings, vault_admin):
+    """localhost is an allowed name here, but it resolves to loopback: the pool refuses it
+    unless the operator lists 127.0.0.0/8; the IP literal the allow-list names is reached."""
+    tenant = f"ht{settings.topic_prefix[1:9]}"
+    token = f"tok-{uuid.uuid4().hex[:8]}"
+    await vault_admin.put_credentials(tenant, "http", {"bearer_token": token})
+    async with run_emulator() as emulator:
+        emulator.state.add_token({"connector": "http", "token": token, "tenant": tenant})
+        hosts = [f"localhost:{emulator.port}", f"127.0.0.1:{emulator.port}"]
+
+        def request(host: str) -> RoutedCommand:
+            command = _command("http", "request", tenant, {"url": f"http://{host}/hooks/daily", "json": {}})
+            return command.model_copy(update={"connector_options": ConnectorOptions(allowed_hosts=hosts)})
+
+        first = [request(host) for host in hosts]
+        async with _pool(settings, vault_admin, "http", emulator.base_url):
+            await _produce(settings, first)
+            await wait_results(settings, {c.command_id for c in first})
+        listed = settings.model_copy(update={"http_private_networks": (ipaddress.ip_network("127.0.0.0/8"),)})
+        second = [request(hosts[0])]
+        async with _pool(listed, vault_admin, "http", emulator.base_url):
+            await _produce(listed, second)
+            await wait_results(listed, {c.command_id for c in second})
+        results = await all_results(settings)
+        hooks = [c for c in emulator.state.calls if c["path"] == "/hooks/daily"]
+
+    (by_name,), (by_address,), (listed_name,) = (results[c.command_id] for c in [*first, *second])
+    assert by_name.status is ResultStatus.FAILED and by_name.error.code is ErrorCode.HOST_NOT_ALLOWED
+    assert by_address.status is ResultStatus.SUCCEEDED, by_address.error
+    assert listed_name.status is ResultStatus.SUCCEEDED
+    assert len(hooks) == 2

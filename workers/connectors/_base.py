@@ -114,6 +114,9 @@ class Connector:
     upstream_idempotency: ClassVar[bool] = False
     # True when find_done can look upstream for an earlier attempt's effect.
     finds_done: ClassVar[bool] = False
+    # True when tenants choose the hosts: host names then reach public addresses only
+    # (and the networks of Settings.http_private_networks), see _addresses.py.
+    public_addresses_only: ClassVar[bool] = False
 
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         raise NotImplementedError

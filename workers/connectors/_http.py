@@ -24,6 +24,7 @@ from core.errors import PermanentError, RetryableError
 from core.telemetry import extract, inject, span
 from schemas import ErrorCode
 
+from ._addresses import AddressNotAllowed
 from ._base import ConnectorCall, classify_http, held_call
 
 __all__ = ["MAX_BODY_BYTES", "Reply", "raise_for_status", "request", "send"]
@@ -92,7 +93,8 @@ async def request(
     Raises:
         RetryableError: UPSTREAM_TIMEOUT when no full response arrived within
             ``request_timeout``; UPSTREAM_UNAVAILABLE on connection and protocol errors.
-        PermanentError: INVALID_ARGUMENTS when aiohttp refuses the URL.
+        PermanentError: INVALID_ARGUMENTS when aiohttp refuses the URL; HOST_NOT_ALLOWED
+            when the session's resolver (``_addresses``) left no address to connect to.
     """
     body = orjson.dumps(json_body) if json_body is not None else data
     all_headers = dict(headers)
@@ -117,6 +119,10 @@ async def request(
     except aiohttp.InvalidURL as exc:
         raise PermanentError(ErrorCode.INVALID_ARGUMENTS, f"{what}: invalid URL") from exc
     except aiohttp.ClientError as exc:
+        if isinstance(exc, aiohttp.ClientConnectorDNSError) and isinstance(exc.os_error, AddressNotAllowed):
+            raise PermanentError(  # no connection was made
+                ErrorCode.HOST_NOT_ALLOWED, f"{what}: the host resolves to no public address"
+            ) from None
         if (held := held_call(exc)) is not None:  # held by the pool's hook in the body writer
             raise held from None
         raise RetryableError(

@@ -123,6 +123,7 @@ def _depth(value: Any) -> int:
 class HttpConnector(Connector):
     name: ClassVar[str] = "http"
     upstream_idempotency: ClassVar[bool] = True
+    public_addresses_only: ClassVar[bool] = True
     operations: ClassVar[dict[str, Operation]] = {
         "request": Operation(
             description="Call an allow-listed HTTP endpoint (webhook) with a JSON body.",
