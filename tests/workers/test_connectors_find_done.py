@@ -23,12 +23,12 @@ from test_connectors_vendors import TENANT, make_call, register
 from yarl import URL
 
 from core.errors import PermanentError, RetryableError
-from workers.connectors import ConnectorCall
+from workers.connectors import ConnectorCall, _slack_lookup
 from workers.connectors._base import CredentialsExpired, Doubt
 from workers.connectors._gmail_lookup import CONCURRENT_GETS, HEADER, GmailLookup, gmail_error
 from workers.connectors._gmail_lookup import PAGE_SIZE as GMAIL_PAGE
 from workers.connectors._http import Reply
-from workers.connectors._slack_lookup import EVENT_TYPE, PAGE_SIZE
+from workers.connectors._slack_lookup import EVENT_TYPE, MAX_PAGES, PAGE_SIZE
 from workers.connectors.github import GitHubConnector, _next_page
 from workers.connectors.github import marker as github_marker
 from workers.connectors.gmail import GmailConnector, build_message, decode_raw, encode_raw
@@ -155,6 +155,23 @@ async def test_an_unknown_channel_name_means_nothing_was_posted(
     slack = SlackConnector()
     assert await slack.find_done(_call(emulator, session, "k", channel="#never-used"), _doubt()) is None
     assert slack.lookup.reads == 1  # the channel list only
+
+
+async def test_a_channel_name_past_the_history_reads_page_budget_is_still_found(
+    emulator: RunningEmulator, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A workspace's channels run to thousands: the list is read further than a channel's
+    # history (here scaled down to one channel per page).
+    register(emulator, "slack", TOKEN)
+    slack = SlackConnector()
+    for n in range(MAX_PAGES + 2):
+        await slack.execute(_call(emulator, session, f"other-{n}", channel=f"#c{n}"))
+    posted = await slack.execute(_call(emulator, session, "late", channel="#late"))
+    monkeypatch.setattr(_slack_lookup, "LIST_PAGE_SIZE", 1)
+
+    found = await SlackConnector().find_done(_call(emulator, session, "late", channel="#late"), _doubt())
+
+    assert found == posted
 
 
 async def test_a_refused_read_raises_like_the_post_would(
@@ -502,7 +519,7 @@ def test_gmail_rate_limits_by_403_are_retried_and_other_403s_are_not() -> None:
         body = {"error": {"code": 403, "errors": [{"domain": "usageLimits", "reason": reason}]}}
         return Reply(403, CIMultiDictProxy(CIMultiDict({"Retry-After": "2"})), orjson.dumps(body), False)
 
-    for reason in ("userRateLimitExceeded", "rateLimitExceeded"):
+    for reason in ("userRateLimitExceeded", "rateLimitExceeded", "dailyLimitExceeded", "quotaExceeded"):
         with pytest.raises(RetryableError) as limited:
             gmail_error(reply(reason), "gmail")
         assert limited.value.retry_after == 2.0

@@ -15,6 +15,7 @@ import pytest
 from core.errors import CommandError, PermanentError, RetryableError
 from schemas import ErrorCode
 from workers.connectors import CONNECTORS, ConnectorCall, CredentialsExpired
+from workers.connectors.notion import NotionConnector
 from workers.emulators import RunningEmulator, run_emulator
 
 TENANT = "acme"
@@ -382,3 +383,23 @@ async def test_missing_credentials_fail_as_credentials_missing_without_a_request
         await run(name, call)
     assert caught.value.code is ErrorCode.CREDENTIALS_MISSING
     assert not emulator.state.calls
+
+
+async def test_notion_splits_a_long_title_and_refuses_a_page_over_its_payload_limit(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    register(emulator, "notion", "secret-notion")
+    parent = {"parent_page_id": "59833787-2cf9-4fdf-8782-e53db20768a5"}
+    title = "😀" * 1_500  # 1,500 characters, 3,000 UTF-16 units: more than one text item holds
+    created = await NotionConnector().execute(
+        make_call("notion", emulator, session, "secret-notion", arguments={**parent, "title": title})
+    )
+    assert created["id"]
+    calls = len(emulator.state.calls)
+    huge = make_call(
+        "notion", emulator, session, "secret-notion", arguments={**parent, "title": "t", "content": "漢" * 180_000}
+    )  # 540 KB of UTF-8
+    with pytest.raises(PermanentError) as caught:
+        await NotionConnector().execute(huge)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENTS and "500 KB" in str(caught.value)
+    assert len(emulator.state.calls) == calls

@@ -42,8 +42,11 @@ HEADER = "X-Switchyard-Idempotency-Key"
 MAX_PAGES = 5
 PAGE_SIZE = 100
 CONCURRENT_GETS = 8
-# 403 reasons that mean "slow down", not "not allowed" (Gmail's usage limits).
-RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
+# 403 reasons that mean "slow down", not "not allowed" (Gmail's usage limits; its
+# "Resolve errors" guide: dailyLimitExceeded is the project's daily quota).
+RATE_LIMIT_REASONS = frozenset(
+    {"rateLimitExceeded", "userRateLimitExceeded", "dailyLimitExceeded", "quotaExceeded"}
+)
 _T = TypeVar("_T")
 
 

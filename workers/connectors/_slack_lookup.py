@@ -10,9 +10,11 @@ with the message's ``{channel, ts}`` when one carries the key.
 
 Reads are few and shared (:mod:`._shared_reads`): one read of a channel answers every
 key in it. Channel names resolve to IDs through ``conversations.list`` (history takes
-IDs only), read the same way. Each read stops after :data:`MAX_PAGES` pages: a channel
-busier than that since the command was submitted is not fully checked, and the command
-is posted as before.
+IDs only), read the same way, in pages as large as Slack allows and up to
+:data:`LIST_MAX_PAGES` of them (a workspace's channels are many more than the messages
+of a channel since a submission). A history read stops after :data:`MAX_PAGES` pages: a
+channel busier than that since the command was submitted, or a name not among the
+first ~10,000 channels, is not fully checked, and the command is posted as before.
 
 Needs the ``channels:history`` / ``groups:history`` and ``channels:read`` /
 ``groups:read`` scopes (for posts to a user ID, ``im:history`` and ``im:read``: the
@@ -37,6 +39,9 @@ __all__ = ["EVENT_TYPE", "SlackLookup", "marker", "message_output"]
 EVENT_TYPE = "switchyard_command"
 MAX_PAGES = 5
 PAGE_SIZE = 200
+# conversations.list: Slack's largest page ("under 1000"), and how many of them.
+LIST_PAGE_SIZE = 999
+LIST_MAX_PAGES = 10
 
 
 def marker(idempotency_key: str) -> dict[str, Any]:
@@ -84,7 +89,7 @@ class SlackLookup:
             )
             channel_id = names.get(channel.lstrip("#"))
             if channel_id is None:
-                return None  # no channel of that name: nothing can have been posted to it
+                return None  # no channel of that name (among those listed): posted as before
         thread = str(args.get("thread_ts") or "")
         found = await self._shared.found(
             ("messages", call.tenant_id, channel_id, thread),
@@ -99,7 +104,7 @@ class SlackLookup:
         types = "im" if ims else "public_channel,private_channel"
         async for page in self._pages(call, token, "conversations.list", {
             "types": types, "exclude_archived": "true"
-        }):  # fmt: skip
+        }, page_size=LIST_PAGE_SIZE, max_pages=LIST_MAX_PAGES):  # fmt: skip
             for entry in page.get("channels") or ():
                 label = entry.get("user" if ims else "name") if isinstance(entry, dict) else None
                 if label and entry.get("id"):
@@ -126,12 +131,19 @@ class SlackLookup:
         return found
 
     async def _pages(
-        self, call: ConnectorCall, token: str, method: str, params: dict[str, str]
+        self,
+        call: ConnectorCall,
+        token: str,
+        method: str,
+        params: dict[str, str],
+        *,
+        page_size: int = PAGE_SIZE,
+        max_pages: int = MAX_PAGES,
     ) -> AsyncIterator[dict[str, Any]]:
         what = f"slack {method}"
         cursor = ""
-        for _ in range(MAX_PAGES):
-            query = {**params, "limit": str(PAGE_SIZE), **({"cursor": cursor} if cursor else {})}
+        for _ in range(max_pages):
+            query = {**params, "limit": str(page_size), **({"cursor": cursor} if cursor else {})}
             url = URL(f"{call.base_url.rstrip('/')}/api/{method}").with_query(query)
             self.reads += 1
             reply = await send(

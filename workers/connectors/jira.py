@@ -2,7 +2,11 @@
 
 REST v3 takes the description as an Atlassian Document Format (ADF) document;
 :func:`adf_document` turns plain text into paragraphs with hard breaks. Credentials are
-``{email, api_token}`` (basic auth) or ``{access_token}`` (bearer).
+``{email, api_token}`` (basic auth, with ``site_url`` ``https://<site>.atlassian.net``)
+or ``{access_token}`` (bearer). Atlassian takes OAuth 2.0 (3LO) tokens only through its
+gateway, so with one ``site_url`` is ``https://api.atlassian.com/ex/jira/<cloudId>``;
+such a token is not refreshed here (``oauth`` is False): Vault must be given a new one
+before it expires, or its 401 fails the command.
 
 Side effects: Jira takes no idempotency key. Each issue is created with our key in an
 issue entity property (:data:`PROPERTY`, invisible in Jira's UI; callers cannot set

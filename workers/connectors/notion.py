@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import orjson
+
 from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 
@@ -55,6 +57,8 @@ _CUT_SHORT = ""
 _TEXT_LIMIT = 2_000
 _MAX_BLOCKS = 100
 _MAX_RICH_TEXT = 100
+# Notion's request limit: a payload of at most 500 KB ("Request limits" in its reference).
+MAX_PAYLOAD_BYTES = 500_000
 _ID = {"type": "string", "pattern": r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$"}
 
 CREATE_PAGE_SCHEMA: dict[str, Any] = {
@@ -169,7 +173,7 @@ class NotionConnector(Connector):
         args = validated(self, call)
         what = "notion pages.create"
         headers = self._headers(call)
-        title = [{"type": "text", "text": {"content": args["title"]}}]
+        title = _rich_text(args["title"])  # 2,000 characters may be 4,000 UTF-16 units
         if "parent_page_id" in args:
             parent = {"type": "page_id", "page_id": args["parent_page_id"]}
             # Under a page the only valid property is the title, keyed "title".
@@ -190,6 +194,12 @@ class NotionConnector(Connector):
             raise PermanentError(ErrorCode.INVALID_ARGUMENTS, f"{what}: {exc}") from exc
         if children:
             body["children"] = children
+        size = len(orjson.dumps(body))
+        if size > MAX_PAYLOAD_BYTES:
+            raise PermanentError(
+                ErrorCode.INVALID_ARGUMENTS,
+                f"{what}: the page is {size // 1000} KB of JSON, Notion takes at most 500 KB",
+            )
         reply = await send(
             call,
             "POST",
