@@ -18,6 +18,12 @@ other than 401 makes the check give up and the page is created as before (a 401 
 the command, as the create would). A page under a page has only
 a title, so there the check has nowhere to look and a retry after an ambiguous failure
 may create a second page. ``Idempotency-Key`` is sent too (Notion ignores it).
+
+Not supported yet: databases with more than one data source. Under
+:data:`NOTION_VERSION` (2022-06-28) Notion refuses a ``database_id`` parent and the
+database query for those (its 2025-09-03 upgrade guide); the create then fails with
+Notion's 400 as ``upstream_rejected``. Single-source databases, all created before that
+release among them, work as before.
 """
 
 from __future__ import annotations
