@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         quiet=True,
         redirect_stdouts=False,
     )
+    # faust's start-up spinner writes terminal codes when it finishes, tty or not; they
+    # would open a log line that is then no longer JSON.
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

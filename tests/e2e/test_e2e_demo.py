@@ -127,6 +127,18 @@ async def test_no_credential_appears_in_any_topic_or_process_log(running: Runnin
         assert not leaked, f"a credential leaked into {name}"
 
 
+async def test_every_line_every_process_logs_is_json(running: RunningSystem) -> None:
+    # The emulators stand in for the vendors' APIs; they are not Switchyard's processes.
+    logs = sorted(log for log in Path(running.system.log_dir).glob("*.log") if log.name != "emulators.log")
+    assert any(log.name == "router.log" for log in logs)
+    for log in logs:
+        for number, line in enumerate(log.read_bytes().splitlines(), 1):
+            try:
+                orjson.loads(line)
+            except orjson.JSONDecodeError:
+                pytest.fail(f"{log.name}:{number} is not JSON: {line[:120]!r}")
+
+
 async def test_each_tenants_execution_log_stream_is_keyed_by_that_tenant(running: RunningSystem) -> None:
     settings = running.system.settings
     lines = [(record.key.decode(), orjson.loads(record.value)) for record in await read_topic(settings, settings.topics.logs)]
