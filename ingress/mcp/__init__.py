@@ -5,7 +5,7 @@ Mount with :func:`setup`; ``ingress.app`` does so when this package is importabl
     POST/GET/DELETE /mcp              workspace from the ``X-Switchyard-Space`` header
     POST/GET/DELETE /mcp/{space_id}   workspace from the URL
 
-Protocol revisions: 2025-06-18 and 2025-11-25 (initialize handshake, signed stateless
+Protocol revisions: 2025-03-26, 2025-06-18 and 2025-11-25 (initialize handshake, signed stateless
 session ids, tasks on 2025-11-25) and 2026-07-28 (stateless, per-request ``_meta``,
 ``server/discover``). Authentication is the API key (``Authorization: Bearer``).
 """

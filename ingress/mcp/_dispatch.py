@@ -52,12 +52,14 @@ __all__ = [
 ]
 
 # The initialize-handshake revisions this server speaks, oldest first.
-HANDSHAKE_VERSIONS: tuple[str, ...] = ("2025-06-18", "2025-11-25")
+# 2025-03-26 for the clients whose newest it is (the Python SDK before 1.10, older
+# TypeScript SDKs and mcp-remote): one message per POST, no batches (see _jsonrpc).
+HANDSHAKE_VERSIONS: tuple[str, ...] = ("2025-03-26", "2025-06-18", "2025-11-25")
 MODERN_VERSIONS: tuple[str, ...] = ("2026-07-28",)
 # Tasks exist only in 2025-11-25 (2026-07-28 moved them to an extension).
 TASKS_VERSION = "2025-11-25"
-# Invalid tool arguments are a protocol error only here (a tool error from 2025-11-25 on).
-FIRST_VERSION = "2025-06-18"
+# Invalid tool arguments are a protocol error here (a tool error from 2025-11-25 on).
+ARGUMENTS_AS_PROTOCOL_ERROR = frozenset({"2025-03-26", "2025-06-18"})
 
 _TASK_METHODS = {
     "tasks/get": GetTaskRequestParams,
@@ -151,9 +153,11 @@ class Dispatcher:
         if method in _TASK_METHODS:
             if version != TASKS_VERSION:
                 raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
-            return _dump(
-                await self._task_method(identity, method, _params(_TASK_METHODS[method], params))
-            )
+            answer = await self._task_method(identity, method, _params(_TASK_METHODS[method], params))
+            if method == "tasks/result":
+                # Exactly what the tools/call would have answered, in this revision's shape.
+                return surface.serialize_server_result("tools/call", version, _dump(answer))
+            return _dump(answer)
         if method == "ping" and version not in MODERN_VERSIONS:
             return {}
         try:
@@ -194,7 +198,11 @@ class Dispatcher:
         try:
             action = self._tools.resolve(identity, params.name, arguments)
         except InvalidArguments as exc:
-            if version == FIRST_VERSION:
+            # A call that asks for a task is answered with a task or an error: with no task
+            # to create, the JSON-RPC error (its message says what to correct).
+            if version in ARGUMENTS_AS_PROTOCOL_ERROR or (
+                version == TASKS_VERSION and params.task is not None
+            ):
                 raise
             return self._serialize("tools/call", version, exc.as_tool_result())
         meta = dict(params.meta) if params.meta is not None else None

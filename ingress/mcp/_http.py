@@ -1,12 +1,13 @@
-"""Streamable HTTP transport for MCP on aiohttp: one endpoint, POST / GET / DELETE.
+"""Streamable HTTP transport for MCP on aiohttp: one endpoint, POST (and OPTIONS).
 
 Routing by revision: ``MCP-Protocol-Version: 2026-07-28`` selects the stateless path
 (per-request ``_meta``, header/body checks, no session); everything else is the
-initialize-handshake path (2025-06-18, 2025-11-25) with a signed, stateless session id.
+initialize-handshake path (2025-03-26, 2025-06-18, 2025-11-25) with a signed, stateless
+session id.
 Responses are ``application/json`` (a one-event SSE stream when the client accepts only
 ``text/event-stream``). The server offers no server-initiated stream, so GET is 405, as
-the spec allows. DELETE of a session answers 204: sessions hold no server state, so
-there is nothing to delete; the id simply stays valid until it expires.
+the spec allows. DELETE of a session is 405 too: a session id is signed, not stored, so
+it cannot be ended before it expires (answering 204 would say it was).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ NAME_HEADER = "Mcp-Name"
 SPACE_HEADER = "X-Switchyard-Space"
 TENANT_HEADER = "X-Switchyard-Tenant"
 _ROUTING_HEADERS = (VERSION_HEADER, METHOD_HEADER, NAME_HEADER)
+# What /mcp answers (RFC 9110: a 405's Allow lists the methods the resource supports).
+_ALLOW = "POST, OPTIONS"
 _CORS_HEADERS = {
     "Access-Control-Allow-Methods": "POST, GET, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": ", ".join(
@@ -329,6 +332,10 @@ class McpEndpoint:
             if isinstance(read, RpcError):
                 raise read
             incoming = read
+            if incoming.refused is not None:
+                # Answered with the request's id; on the handshake revisions with 200, as
+                # a method's error (see below).
+                raise RpcError(INVALID_PARAMS, incoming.refused, status=400 if modern else None)
             method = incoming.raw.get("method")
             if incoming.request is not None and method == "initialize" and not modern:
                 version, result = self._dispatcher.initialize(incoming.request.params)
@@ -389,7 +396,7 @@ class McpEndpoint:
     async def get(self, request: web.Request) -> web.StreamResponse:
         # No server-initiated stream is offered (nothing is ever pushed unprompted), which
         # the spec answers with 405.
-        return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+        return web.Response(status=405, headers={"Allow": _ALLOW})
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
         # Session ids are signed, not stored: one cannot be ended before it expires, and
@@ -399,7 +406,7 @@ class McpEndpoint:
             self._cross_origin(request)
         except RpcError as exc:
             return error_response(exc, None)
-        return web.Response(status=405, headers={"Allow": "POST"})
+        return web.Response(status=405, headers={"Allow": _ALLOW})
 
     async def options(self, request: web.Request) -> web.StreamResponse:
         """CORS preflight for browser-based clients on allowed origins."""
@@ -408,7 +415,7 @@ class McpEndpoint:
         except RpcError as exc:
             return error_response(exc, None)
         if origin is None:
-            return web.Response(status=204, headers={"Allow": "POST, GET, DELETE, OPTIONS"})
+            return web.Response(status=204, headers={"Allow": _ALLOW})
         return web.Response(
             status=204,
             headers={"Access-Control-Allow-Origin": origin, "Vary": "Origin", **_CORS_HEADERS},

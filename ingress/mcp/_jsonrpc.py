@@ -1,7 +1,9 @@
 """JSON-RPC framing for the MCP endpoint: parsing one POST body, errors, responses.
 
 Only one message per POST: JSON-RPC batches were removed from MCP in 2025-06-18, and
-the stateless revision never had them, so a JSON array is an invalid request.
+the stateless revision never had them, so a JSON array is an invalid request. (2025-03-26
+had them; its clients are served, but a batch from one is refused the same way: the
+SDKs that speak it never send one.)
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ class Incoming:
 
     raw: dict[str, Any]
     request: JSONRPCRequest | None
+    # Why a well-formed request's content cannot be taken (its answer is an error with
+    # the request's own id, like a method's, not an HTTP refusal with a null id).
+    refused: str | None = None
 
     @property
     def is_request(self) -> bool:
@@ -108,10 +113,14 @@ class Incoming:
 def parse_message(body: bytes) -> Incoming:
     """Decode one JSON-RPC message from a POST body.
 
+    A request whose content nests deeper than allowed or holds an integer outside 64
+    bits (it would lose digits) is returned with ``refused`` set: a model writes those
+    arguments, and an answer without the request's id ends an SDK client's session.
+
     Raises:
-        RpcError: -32700 for invalid JSON, -32600 for a batch, a non-object, a body
-            nested deeper than allowed, an integer outside 64 bits (it would lose
-            digits), or a malformed envelope (HTTP 400).
+        RpcError: -32700 for invalid JSON, -32600 for a batch, a non-object, a malformed
+            envelope, or a notification or response too deep or with too large an
+            integer (HTTP 400).
     """
     try:
         decoded = orjson.loads(body)
@@ -125,25 +134,22 @@ def parse_message(body: bytes) -> Incoming:
         )
     if not isinstance(decoded, dict):
         raise RpcError(INVALID_REQUEST, "Body must be one JSON-RPC object", status=400)
+    refused = None
     if json_depth_exceeds(decoded, MAX_BODY_DEPTH):
-        raise RpcError(
-            INVALID_REQUEST, f"JSON nests deeper than {MAX_BODY_DEPTH} levels", status=400
-        )
-    if lost_integer_digits(body, decoded):
-        raise RpcError(
-            INVALID_REQUEST,
-            "An integer is outside 64 bits and would lose digits: send it as a string",
-            status=400,
-        )
+        refused = f"JSON nests deeper than {MAX_BODY_DEPTH} levels"
+    elif lost_integer_digits(body, decoded):
+        refused = "An integer is outside 64 bits and would lose digits: send it as a string"
     # JSON-RPC 2.0 section 4.1: key presence, not which model validates, decides the kind,
     # so a request with a malformed id is answered with an error, not a silent 202.
     if "id" in decoded and "method" in decoded:
         try:
-            return Incoming(decoded, JSONRPCRequest.model_validate(decoded))
+            return Incoming(decoded, JSONRPCRequest.model_validate(decoded), refused)
         except ValidationError as exc:
             raise RpcError(
                 INVALID_REQUEST, "Invalid JSON-RPC request envelope", status=400
             ) from exc
+    if refused is not None:
+        raise RpcError(INVALID_REQUEST, refused, status=400)
     try:
         if "method" in decoded:
             JSONRPCNotification.model_validate(decoded)

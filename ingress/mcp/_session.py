@@ -1,6 +1,7 @@
 """Stateless MCP session ids: an HMAC-signed token any ingress replica can check.
 
-The handshake revisions (2025-06-18, 2025-11-25) give a session id at ``initialize``.
+The handshake revisions (2025-03-26, 2025-06-18, 2025-11-25) give a session id at
+``initialize``.
 Switchyard keeps no per-session state (tool calls are Kafka commands, results come from
 the results topic), so the id only binds what the handshake decided: the tenant, the
 workspace, the negotiated protocol version and when it was issued. It is signed with a

@@ -74,7 +74,7 @@ def check_claims(identity: Identity, *scopes: dict[str, Any] | None) -> None:
 class InvalidArguments(RpcError):
     """Tool arguments that break the tool's input schema.
 
-    A protocol error (-32602) on 2025-06-18; from 2025-11-25 on (SEP-1303) a tool
+    A protocol error (-32602) on 2025-03-26 and 2025-06-18; from 2025-11-25 on (SEP-1303) a tool
     execution error, so that the model reads the message and corrects its call.
     """
 

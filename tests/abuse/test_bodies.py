@@ -64,8 +64,10 @@ async def test_deeply_nested_mcp_bodies_are_json_rpc_errors(abuse: Abuse, depth:
     raw = (b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "daily_summary", '
            b'"arguments": {"summary": "x", "deep": ' + b"[" * depth + b"]" * depth + b"}}}")
     status, reply = await session.call("tools/call", raw=raw)
-    assert status == 400, reply
-    assert reply["error"]["code"] in (-32700, -32600), reply
+    if depth > 1024:  # past orjson's own limit: no message could be read, so no id
+        assert status == 400 and reply["error"]["code"] == -32700 and reply["id"] is None, reply
+    else:  # the call's own error, so the client's session goes on
+        assert status == 200 and reply["error"]["code"] == -32602 and reply["id"] == 7, reply
 
 
 MALFORMED = {

@@ -427,6 +427,38 @@ async def test_on_2025_06_18_arguments_violating_the_schema_are_invalid_params(s
     assert server.pipeline.published == []
 
 
+async def test_a_2025_03_26_client_is_served_in_its_own_revision(server: Server) -> None:
+    # The newest revision of the Python SDK before 1.10 and of older TypeScript SDKs: they
+    # refuse a counter-offer of a newer one, and send no MCP-Protocol-Version header.
+    session, result = await _initialize(f"{server.url}/main", version="2025-03-26")
+    assert result["protocolVersion"] == "2025-03-26" and "tasks" not in result["capabilities"]
+    headers = {"Mcp-Session-Id": session}
+    status, _, listed = await _post(f"{server.url}/main", _rpc("tools/list"), headers=headers)
+    assert status == 200 and any(t["name"] == "daily_summary" for t in listed["result"]["tools"])
+    bad = {"name": "daily_summary", "arguments": {"text": 42}}
+    status, _, body = await _post(f"{server.url}/main", _rpc("tools/call", bad), headers=headers)
+    assert status == 200 and body["error"]["code"] == -32602  # as 2025-06-18, not a tool result
+    status, _, body = await _post(f"{server.url}/main", _rpc("tasks/list"), headers=headers)
+    assert body["error"]["code"] == -32601
+    status, _, body = await _post(
+        f"{server.url}/main", _rpc("tools/list"), headers={**headers, "MCP-Protocol-Version": "2025-03-26"}
+    )
+    assert status == 200 and "tools" in body["result"]
+
+
+async def test_a_call_asking_for_a_task_with_bad_arguments_is_an_error_not_a_tool_result(
+    server: Server,
+) -> None:
+    # A receiver that accepts a task-augmented request answers with a CreateTaskResult;
+    # with nothing to run, the answer is the JSON-RPC error, never a CallToolResult.
+    session, _ = await _initialize(f"{server.url}/main")
+    params = {"name": "daily_summary", "arguments": {"text": 42}, "task": {"ttl": 60_000}}
+    status, _, body = await _post(f"{server.url}/main", _rpc("tools/call", params), headers=_legacy(session))
+    assert status == 200 and "result" not in body
+    assert body["error"]["code"] == -32602 and "text" in body["error"]["message"]
+    assert server.pipeline.published == []
+
+
 async def test_an_empty_space_header_counts_as_not_given(server: Server) -> None:
     params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
     status, _, body = await _post(
@@ -669,21 +701,28 @@ async def test_malformed_envelopes_are_invalid_requests(server: Server, body: An
     assert status == 400 and answer["error"]["code"] == -32600
 
 
-async def test_deeply_nested_body_is_refused(server: Server) -> None:
+async def test_deeply_nested_arguments_are_refused_as_that_requests_error(server: Server) -> None:
+    # A model writes the arguments: the refusal answers the call (its id, HTTP 200), so an
+    # SDK client's session goes on (the Python SDK 1.x ends it on a non-2xx status).
     nested: Any = 1
     for _ in range(200):
         nested = [nested]
     status, _, body = await _post(
         f"{server.url}/main", _rpc("tools/call", {"name": "x", "arguments": {"a": nested}})
     )
-    assert status == 400 and body["error"]["code"] == -32600
+    assert status == 200 and body["error"]["code"] == -32602 and body["id"] == 1
+    assert server.pipeline.published == []
 
 
 async def test_an_integer_past_64_bits_is_refused_not_rounded(server: Server) -> None:
-    raw = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x", "arguments": {"n": 18446744073709551617}}}'
+    raw = b'{"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "x", "arguments": {"n": 18446744073709551617}}}'
     status, _, body = await _post(f"{server.url}/main", None, raw=raw)
-    assert status == 400 and body["error"]["code"] == -32600 and "64 bits" in body["error"]["message"]
+    assert status == 200 and body["error"]["code"] == -32602 and "64 bits" in body["error"]["message"]
+    assert body["id"] == 9
     assert server.pipeline.published == []
+    notification = b'{"jsonrpc": "2.0", "method": "notifications/x", "params": {"n": 18446744073709551617}}'
+    status, _, body = await _post(f"{server.url}/main", None, raw=notification)
+    assert status == 400 and body["error"]["code"] == -32600 and body["id"] is None
 
 
 async def test_body_over_the_cap_is_413() -> None:
@@ -700,11 +739,11 @@ async def test_get_and_delete_are_405(server: Server) -> None:
     headers = {"Authorization": "Bearer key-acme"}
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{server.url}/main", headers=headers) as response:
-            assert response.status == 405 and "POST" in response.headers["Allow"]
+            assert response.status == 405 and response.headers["Allow"] == "POST, OPTIONS"
         async with http.delete(
             f"{server.url}/main", headers={**headers, **_legacy(session)}
         ) as response:
-            assert response.status == 405 and response.headers["Allow"] == "POST"
+            assert response.status == 405 and response.headers["Allow"] == "POST, OPTIONS"
     # The session still works: the client may keep using it.
     status, _, body = await _post(f"{server.url}/main", _rpc("tools/list"), headers=_legacy(session))
     assert status == 200 and "tools" in body["result"]
@@ -1024,6 +1063,7 @@ async def test_task_augmented_call_returns_a_task_then_its_result(server: Server
     server.pipeline.finish(make_result(command, output={"done": True}))
     _, _, final = await asyncio.wait_for(waiter, 10)
     assert final["result"]["structuredContent"] == {"done": True}
+    assert "resultType" not in final["result"]  # exactly a 2025-11-25 tools/call result
     assert final["result"]["_meta"]["io.modelcontextprotocol/related-task"] == {
         "taskId": command.command_id
     }
