@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from core.vault import VaultAdmin
 from router import workspace_problem
-from schemas import WorkspaceConfig, api_key_key, workspace_key
+from schemas import CONNECTORS, WorkspaceConfig, api_key_key, workspace_key
 from schemas.identifiers import SAFE_ID_PATTERN
 
 from ._http import json_response, read_json
@@ -160,6 +160,8 @@ def _vault(state: IngressState) -> VaultAdmin:
 async def put_credentials(request: web.Request) -> web.Response:
     state = _state(request)
     tenant_id, connector = _ids(request, "tenant_id", "connector")
+    if connector not in CONNECTORS:  # no pool would ever read them
+        raise BadRequest(f"connector must be one of {', '.join(CONNECTORS)}")
     body = await read_json(request)
     if not isinstance(body, dict) or not body or len(body) > _MAX_CREDENTIAL_FIELDS:
         raise BadRequest(f"credentials are a JSON object of 1 to {_MAX_CREDENTIAL_FIELDS} fields")

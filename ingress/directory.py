@@ -218,7 +218,7 @@ class Directory(Following):
             if len(record.spaces) != 1:
                 raise BadRequest(
                     "this key has several workspaces: choose one with the X-Switchyard-Space "
-                    "header or a /v1/spaces/{space_id}/... path"
+                    "header or in the path (REST: /v1/spaces/{space_id}/..., MCP: /mcp/{space_id})"
                 )
             space_id = record.spaces[0]
         elif space_id not in record.spaces:

@@ -183,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
         _say("  The keys stay the same across runs on this state directory (the data does not: a fresh Kafka and OpenBao each start).")
         _say(f"  MCP endpoint: {url}/mcp/<space>   REST: {url}/v1/commands   OpenAPI: {url}/openapi.json")
         _say(f"  Dashboard: {url}/dashboard   Logs: {system.log_dir}")
+        if system.stack is not None:
+            _say(f"  Admin API token (workspaces, API keys, credentials): SWITCHYARD_ADMIN_TOKEN in {system.stack.env_file}")
         _say("  Prometheus metrics (per tenant, workspace and connector):")
         for name, metrics_url in system.metrics_urls.items():
             _say(f"    {name:16} {metrics_url}")

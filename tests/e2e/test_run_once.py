@@ -86,6 +86,10 @@ def test_run_once_demos_each_tenant_writes_client_configs_and_leaves_no_process(
 
     path = state / "mcp-clients.json"
     assert f"{path}" in out
+    # Where the admin API's token is, for the calls the README shows; not the token itself.
+    # (The stack's files are gone once it stopped.)
+    assert f"SWITCHYARD_ADMIN_TOKEN in {state / 'stack' / 'stack.env'}" in out
+    assert "SWITCHYARD_ADMIN_TOKEN=" not in out
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     servers = json.loads(path.read_text())["mcpServers"]
     assert set(servers) == {name for t in DEMO for name in (f"switchyard-{t}", f"switchyard-{t}-stdio")}

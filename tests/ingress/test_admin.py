@@ -145,6 +145,7 @@ async def test_credentials_with_unsafe_ids_or_bad_bodies_are_400(harness):
     for path, body in (
         ("/v1/admin/credentials/bad-tenant/slack", {"a": "b"}),
         ("/v1/admin/credentials/acme/Slack!", {"a": "b"}),
+        ("/v1/admin/credentials/acme/fax", {"a": "b"}),  # no such connector
         ("/v1/admin/credentials/acme/slack", []),
         ("/v1/admin/credentials/acme/slack", {}),
     ):
