@@ -35,7 +35,7 @@ def test_the_registry_holds_every_connector_the_wire_schema_names() -> None:
     assert caught.value.code is ErrorCode.CONNECTOR_DISABLED
     # Only the webhook connector can promise single side effects (receiver permitting).
     assert {name for name, kind in CONNECTORS.items() if kind.upstream_idempotency} == {"http"}
-    assert {name for name, kind in CONNECTORS.items() if kind.oauth} == {"gmail"}
+    assert {name for name, kind in CONNECTORS.items() if kind.oauth} == {"gmail", "jira"}
     # These look upstream for an earlier attempt's effect before acting again.
     assert {name for name, kind in CONNECTORS.items() if kind.finds_done} == {"slack", "gmail", "github", "jira", "notion"}
 

@@ -15,6 +15,7 @@ import pytest
 from core.errors import CommandError, PermanentError, RetryableError
 from schemas import ErrorCode
 from workers.connectors import CONNECTORS, ConnectorCall, CredentialsExpired
+from workers.connectors.jira import JiraConnector
 from workers.connectors.notion import NotionConnector
 from workers.emulators import RunningEmulator, run_emulator
 
@@ -170,10 +171,12 @@ async def test_an_unknown_token_raises_credentials_expired(
     name: str, emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     register(emulator, name, canary())
-    with pytest.raises(CredentialsExpired) as caught:
+    with pytest.raises(PermanentError) as caught:
         await run(name, make_call(name, emulator, session, canary()))
     assert caught.value.code is ErrorCode.CREDENTIALS_INVALID
     assert not caught.value.retryable
+    # Refreshed by the runtime, but for Jira's API token (its case here): no refresh exists.
+    assert isinstance(caught.value, CredentialsExpired) is (name != "jira")
 
 
 @pytest.mark.parametrize("name", ["slack", "gmail", "github"])
@@ -330,7 +333,7 @@ async def test_a_canary_credential_never_appears_in_errors_or_the_call_log(
     with pytest.raises(PermanentError) as refused:
         await run(name, make_call(name, emulator, session, secret))
     errors.append(refused.value)
-    with pytest.raises(CredentialsExpired) as expired:
+    with pytest.raises(PermanentError) as expired:  # CredentialsExpired but for API tokens
         await run(name, make_call(name, emulator, session, secret + "-wrong"))
     errors.append(expired.value)
     call = make_call(name, emulator, session, secret)
@@ -403,3 +406,16 @@ async def test_notion_splits_a_long_title_and_refuses_a_page_over_its_payload_li
         await NotionConnector().execute(huge)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENTS and "500 KB" in str(caught.value)
     assert len(emulator.state.calls) == calls
+
+
+def test_jira_reaches_a_3lo_grant_through_atlassians_gateway_and_an_api_token_at_its_site(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    jira, cloud_id = JiraConnector(), "11223344-5566-7788-99aa-bbccddeeff00"
+    call = make_call("jira", emulator, session, "t", base_url=jira.default_base_url)
+    oauth = ConnectorCall(**{**_fields(call), "credentials": {"access_token": "a", "cloud_id": cloud_id}})
+    basic = ConnectorCall(**{**_fields(call), "credentials": {"api_token": "x", "site_url": "https://acme.atlassian.net/"}})
+    assert jira._site(oauth) == f"https://api.atlassian.com/ex/jira/{cloud_id}"
+    assert jira._site(basic) == "https://acme.atlassian.net"
+    # A runtime base URL (the emulators, a proxy) wins over both.
+    assert jira._site(make_call("jira", emulator, session, "t")) == emulator.base_url

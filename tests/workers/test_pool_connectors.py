@@ -147,3 +147,39 @@ async def test_the_http_pool_reaches_a_name_only_at_public_or_listed_addresses(s
     assert by_address.status is ResultStatus.SUCCEEDED, by_address.error
     assert listed_name.status is ResultStatus.SUCCEEDED
     assert len(hooks) == 2
+
+
+async def test_a_jira_oauth_grant_is_refreshed_and_an_api_token_401_fails_at_once(settings, vault_admin):
+    """Jira 3LO tokens last an hour: an expired one is refreshed at the token endpoint and
+    stored back; a refused API token cannot be refreshed, so its command fails at once."""
+    oauth_tenant, basic_tenant = (f"j{kind}{settings.topic_prefix[1:9]}" for kind in "ob")
+    grant = {
+        "access_token": f"tok-{uuid.uuid4().hex[:8]}", "refresh_token": f"ref-{uuid.uuid4().hex[:8]}",
+        "client_id": "switchyard-app", "client_secret": f"sec-{uuid.uuid4().hex[:8]}",
+        "cloud_id": str(uuid.uuid4()), "expires_at": 1_000,  # long past
+    }  # fmt: skip
+    await vault_admin.put_credentials(oauth_tenant, "jira", grant)
+    await vault_admin.put_credentials(
+        basic_tenant, "jira", {"email": "bot@example.com", "api_token": "never-issued", "site_url": "https://x"}
+    )
+    arguments = {"project_key": "PROJ", "summary": "Build broke"}
+    async with run_emulator() as emulator:
+        emulator.state.add_token({"connector": "jira", "token": grant["access_token"], "tenant": oauth_tenant,
+                                  **{k: grant[k] for k in ("refresh_token", "client_id", "client_secret")}})
+        commands = [_command("jira", "issues.create", t, arguments) for t in (oauth_tenant, basic_tenant)]
+        async with _pool(settings, vault_admin, "jira", emulator.base_url):
+            await _produce(settings, commands)
+            await wait_results(settings, {c.command_id for c in commands})
+        results = await all_results(settings)
+        refreshes = [c for c in emulator.state.calls if c["connector"] == "oauth"]
+        stored = await vault_admin._run("read", vault_admin._client.secrets.kv.v2.read_secret_version,
+                                        path=f"tenants/{oauth_tenant}/jira", raise_on_deleted_version=True)
+
+    (refreshed,), (refused,) = (results[c.command_id] for c in commands)
+    assert refreshed.status is ResultStatus.SUCCEEDED, refreshed.error
+    assert len(refreshes) == 1 and refreshes[0]["status"] == 200
+    kept = stored["data"]["data"]
+    assert kept["access_token"] != grant["access_token"] and kept["expires_at"] > 1_000
+    assert kept["cloud_id"] == grant["cloud_id"]
+    assert refused.status is ResultStatus.FAILED and refused.error.code is ErrorCode.CREDENTIALS_INVALID
+    assert "API token refused" in refused.error.message

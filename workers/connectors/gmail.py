@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Sequence
 from email import policy
 from email.message import EmailMessage
@@ -30,6 +29,7 @@ from ._args import credential, validated
 from ._base import Connector, ConnectorCall, CredentialsExpired, Doubt, Operation
 from ._gmail_lookup import HEADER, GmailLookup, gmail_error, message_output
 from ._http import send
+from .oauth import expired
 
 __all__ = [
     "ADDRESS_PATTERN",
@@ -137,9 +137,7 @@ class GmailConnector(Connector):
 
     def _token(self, call: ConnectorCall, what: str) -> str:
         token = credential(call, "access_token", connector=self.name)
-        expires_at = call.credentials.get("expires_at")
-        # Skip a doomed round trip: the runtime refreshes on CredentialsExpired.
-        if isinstance(expires_at, int | float) and expires_at <= time.time():
+        if expired(call.credentials, leeway=0):  # skip a doomed round trip: refreshed first
             raise CredentialsExpired(f"{what}: access token expired")
         return token
 

@@ -2,11 +2,13 @@
 
 REST v3 takes the description as an Atlassian Document Format (ADF) document;
 :func:`adf_document` turns plain text into paragraphs with hard breaks. Credentials are
-``{email, api_token}`` (basic auth, with ``site_url`` ``https://<site>.atlassian.net``)
-or ``{access_token}`` (bearer). Atlassian takes OAuth 2.0 (3LO) tokens only through its
-gateway, so with one ``site_url`` is ``https://api.atlassian.com/ex/jira/<cloudId>``;
-such a token is not refreshed here (``oauth`` is False): Vault must be given a new one
-before it expires, or its 401 fails the command.
+either an API token, ``{email, api_token, site_url}`` (basic auth at
+``https://<site>.atlassian.net``; a 401 fails the command), or an OAuth 2.0 (3LO) grant,
+``{access_token, refresh_token, client_id, client_secret, cloud_id, expires_at?}``
+(scopes ``write:jira-work read:jira-work offline_access``). Atlassian answers 3LO
+tokens only through its gateway, ``https://api.atlassian.com/ex/jira/<cloud_id>``, and
+they last an hour: the runtime refreshes them at Atlassian's token endpoint on expiry or
+a 401 and stores the rotated refresh token back in Vault, as for Gmail.
 
 Side effects: Jira takes no idempotency key. Each issue is created with our key in an
 issue entity property (:data:`PROPERTY`, invisible in Jira's UI; callers cannot set
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -33,7 +36,7 @@ from core.errors import PermanentError
 from schemas import ErrorCode
 
 from ._args import credential, validated
-from ._base import Connector, ConnectorCall, Doubt, Operation
+from ._base import Connector, ConnectorCall, CredentialsExpired, Doubt, Operation
 from ._http import raise_for_status, send
 from ._shared_reads import (
     READ_LIMIT,
@@ -45,11 +48,15 @@ from ._shared_reads import (
     listed_page,
     output_for,
 )
+from .oauth import expired
 
 __all__ = ["PROPERTY", "JiraConnector", "adf_document"]
 
 # The issue entity property that carries our idempotency key: {"idempotency_key": key}.
 PROPERTY = "switchyard"
+# Where 3LO tokens are answered: the gateway, per Jira site (its cloud id, a UUID).
+GATEWAY = "https://api.atlassian.com/ex/jira"
+_CLOUD_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MAX_PAGES = 5
 PAGE_SIZE = 100
 # Seconds by which a search must begin after the attempts in doubt were sent, so that the
@@ -95,6 +102,9 @@ class JiraConnector(Connector):
     # Jira Cloud lives at each customer's own site; the runtime must pass a base URL
     # (credentials may carry ``site_url``, which wins over this placeholder).
     default_base_url: ClassVar[str] = "https://your-domain.atlassian.net"
+    # OAuth 2.0 (3LO) grants are refreshed; API tokens are not (see _refused).
+    oauth: ClassVar[bool] = True
+    default_token_url: ClassVar[str] = "https://auth.atlassian.com/oauth/token"
     operations: ClassVar[dict[str, Operation]] = {
         "issues.create": Operation(
             description="Create a Jira issue with a summary and a plain-text description.",
@@ -110,21 +120,36 @@ class JiraConnector(Connector):
         self._shared = SharedReads()
 
     def _site(self, call: ConnectorCall) -> str:
-        """The API root: the runtime's base URL, or the credentials' ``site_url`` when the
-        runtime left the placeholder."""
-        site = call.credentials.get("site_url")
-        if call.base_url == self.default_base_url and isinstance(site, str) and site:
+        """The API root: the runtime's base URL or, when the runtime left the placeholder,
+        Atlassian's gateway for an OAuth grant's ``cloud_id``, else ``site_url``."""
+        if call.base_url != self.default_base_url:
+            return call.base_url.rstrip("/")
+        cloud_id, site = call.credentials.get("cloud_id"), call.credentials.get("site_url")
+        if isinstance(cloud_id, str) and _CLOUD_ID.fullmatch(cloud_id):
+            return f"{GATEWAY}/{cloud_id}"
+        if isinstance(site, str) and site:
             return site.rstrip("/")
         return call.base_url.rstrip("/")
 
     @staticmethod
-    def _authorization(call: ConnectorCall) -> str:
+    def _authorization(call: ConnectorCall, what: str) -> str:
         if call.credentials.get("api_token"):
             email = credential(call, "email", connector="jira")
             token = credential(call, "api_token", connector="jira")
             pair = base64.b64encode(f"{email}:{token}".encode()).decode("ascii")
             return f"Basic {pair}"
-        return f"Bearer {credential(call, 'access_token', 'api_token', connector='jira')}"
+        token = credential(call, "access_token", connector="jira")
+        if expired(call.credentials, leeway=0):  # skip a doomed round trip: refreshed first
+            raise CredentialsExpired(f"{what}: access token expired")
+        return f"Bearer {token}"
+
+    @staticmethod
+    def _refused(call: ConnectorCall, exc: CredentialsExpired) -> PermanentError:
+        """A 401: an OAuth token is refreshed (the runtime's answer to CredentialsExpired);
+        an API token cannot be, so the command fails at once."""
+        if call.credentials.get("api_token"):
+            return PermanentError(ErrorCode.CREDENTIALS_INVALID, f"{exc} (API token refused)", http_status=401)
+        return exc
 
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         """Create the issue; returns ``{id, key, self}``.
@@ -151,10 +176,13 @@ class JiraConnector(Connector):
             "POST",
             f"{self._site(call)}/rest/api/3/issue",
             what=what,
-            headers={"Authorization": self._authorization(call), "Accept": "application/json"},
+            headers={"Authorization": self._authorization(call, what), "Accept": "application/json"},
             json_body={"fields": fields, "properties": [mark]},
         )
-        raise_for_status(reply, what)
+        try:
+            raise_for_status(reply, what)
+        except CredentialsExpired as exc:
+            raise self._refused(call, exc) from None
         data = reply.json(what)
         if not isinstance(data, dict) or "key" not in data:
             raise PermanentError(ErrorCode.UPSTREAM_REJECTED, f"{what}: response has no key")
@@ -184,7 +212,7 @@ class JiraConnector(Connector):
             "jql": f'project = "{project}" AND created >= "-{minutes}m" ORDER BY created DESC',
             "fields": ["created"], "properties": [PROPERTY], "maxResults": PAGE_SIZE,
         }  # fmt: skip
-        headers = {"Authorization": self._authorization(call), "Accept": "application/json"}
+        headers = {"Authorization": self._authorization(call, what), "Accept": "application/json"}
         found: Found = {}
         for _ in range(MAX_PAGES):
             self.reads += 1
