@@ -89,7 +89,7 @@ def oauth_refresher(connector: Connector, base_url: str) -> OAuthRefresh | None:
 
     async def refresh(session: aiohttp.ClientSession, credentials: Mapping[str, Any]) -> Mapping[str, Any]:
         url = oauth.token_url_for(kind, base_url, credentials)
-        return await oauth.refresh(session, url, credentials)
+        return await oauth.refresh(session, url, credentials, json_body=kind.token_request_json)
 
     return refresh
 

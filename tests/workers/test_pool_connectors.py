@@ -178,6 +178,7 @@ async def test_a_jira_oauth_grant_is_refreshed_and_an_api_token_401_fails_at_onc
     (refreshed,), (refused,) = (results[c.command_id] for c in commands)
     assert refreshed.status is ResultStatus.SUCCEEDED, refreshed.error
     assert len(refreshes) == 1 and refreshes[0]["status"] == 200
+    assert refreshes[0]["summary"]["body"] == "json"  # as Atlassian documents its token endpoint
     kept = stored["data"]["data"]
     assert kept["access_token"] != grant["access_token"] and kept["expires_at"] > 1_000
     assert kept["cloud_id"] == grant["cloud_id"]

@@ -106,6 +106,8 @@ class Connector:
     operations: ClassVar[Mapping[str, Operation]]
     # True when the credentials are OAuth tokens the runtime can refresh.
     oauth: ClassVar[bool] = False
+    # An OAuth connector's token endpoint takes JSON rather than a form (see oauth.refresh).
+    token_request_json: ClassVar[bool] = False
     # The vendor's API root; the runtime passes Settings.connector_base_url instead when set.
     default_base_url: ClassVar[str] = ""
     # True when the upstream API deduplicates on our idempotency key, so a redelivered

@@ -105,6 +105,7 @@ class JiraConnector(Connector):
     # OAuth 2.0 (3LO) grants are refreshed; API tokens are not (see _refused).
     oauth: ClassVar[bool] = True
     default_token_url: ClassVar[str] = "https://auth.atlassian.com/oauth/token"
+    token_request_json: ClassVar[bool] = True  # as Atlassian's "Refresh tokens" page sends it
     operations: ClassVar[dict[str, Operation]] = {
         "issues.create": Operation(
             description="Create a Jira issue with a summary and a plain-text description.",

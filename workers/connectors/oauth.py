@@ -7,7 +7,8 @@ with check-and-set, and retries the call once. Credentials shape::
     {access_token, refresh_token, client_id, client_secret, token_url?, expires_at?}
 
 ``expires_at`` is Unix seconds. Client authentication uses ``client_secret_post``
-(client id and secret in the form body), which Google and most providers accept.
+(client id and secret in the body), which Google and most providers accept. The body is
+a form (RFC 6749), or JSON for a provider that documents that (Atlassian).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ async def refresh(
     *,
     request_timeout: float = 10.0,
     now: float | None = None,
+    json_body: bool = False,
 ) -> dict[str, Any]:
     """Exchange the refresh token for a new access token.
 
@@ -102,7 +104,8 @@ async def refresh(
         what=what,
         request_timeout=request_timeout,
         headers={"Accept": "application/json"},
-        data=form,  # aiohttp sends a dict as application/x-www-form-urlencoded
+        json_body=form if json_body else None,
+        data=None if json_body else form,  # aiohttp sends a dict as a urlencoded form
         limit=64 * 1024,
     )
     if reply.status >= 500 or reply.status in (408, 429):

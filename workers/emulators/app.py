@@ -27,7 +27,7 @@ import asyncio
 import base64
 import binascii
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -149,7 +149,12 @@ def _client_credentials(request: web.Request, form: Any) -> tuple[str | None, st
 
 async def _token(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    form = await request.post()
+    form: Mapping[str, Any]
+    if request.content_type == "application/json":  # Atlassian's documented form
+        body = await _json_body(request)
+        form = body if isinstance(body, dict) else {}
+    else:
+        form = await request.post()
     grant = state.grants.get(str(form.get("refresh_token", "")))
     tenant = grant.tenant if grant else None
     fault = state.take_fault("oauth", tenant) if state.faults else None
@@ -187,6 +192,7 @@ async def _token(request: web.Request) -> web.Response:
     summary = {
         "grant_type": str(form.get("grant_type", ""))[:32],
         "for": grant.connector if grant else None,
+        "body": "json" if request.content_type == "application/json" else "form",
     }
     state.record(_entry("oauth", tenant, request, status, summary))
     return json_response(status, payload, {"Cache-Control": "no-store"})
