@@ -248,3 +248,26 @@ async def test_a_conflict_error_is_retried_not_a_failure(emulator: RunningEmulat
         await _notion().execute(call)
     assert conflict.value.http_status == 409
     assert (await _notion().execute(call))["id"]  # and the retry creates the page
+
+
+async def test_a_data_source_of_a_several_source_database_takes_the_row_and_answers_the_check(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    # Under 2022-06-28 Notion refuses a database parent and query for a database with
+    # several data sources; the source is named instead, with the version that knows it.
+    register(emulator, "notion", TOKEN)
+    source = "7d2f1c3e-0b1a-4c5d-9e8f-0123456789ab"
+    arguments = {"data_source_id": source, "title": "Standup", "key_property": KEY_PROPERTY}
+    created = await _notion().execute(_call(emulator, session, arguments))
+    checker = _notion()
+
+    found = await checker.find_done(_call(emulator, session, arguments), _doubt())
+    missing = await checker.find_done(
+        make_call("notion", emulator, session, TOKEN, key="key-2", arguments=arguments), _doubt()
+    )
+
+    assert found == created and missing is None
+    (stored,) = emulator.state.notion_pages._pages.entries((TENANT, source.replace("-", "")))
+    assert stored["parent"] == {"type": "data_source_id", "data_source_id": source}
+    queried = [c["path"] for c in emulator.state.calls if c["method"] == "POST" and c["path"].endswith("/query")]
+    assert queried and set(queried) == {f"/v1/data_sources/{source}/query"}

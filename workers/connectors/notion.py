@@ -19,16 +19,19 @@ the command, as the create would). A page under a page has only
 a title, so there the check has nowhere to look and a retry after an ambiguous failure
 may create a second page. ``Idempotency-Key`` is sent too (Notion ignores it).
 
-Not supported yet: databases with more than one data source. Under
+Databases with several data sources (Notion's 2025-09-03 model): under
 :data:`NOTION_VERSION` (2022-06-28) Notion refuses a ``database_id`` parent and the
-database query for those (its 2025-09-03 upgrade guide); the create then fails with
-Notion's 400 as ``upstream_rejected``. Single-source databases, all created before that
-release among them, work as before.
+database query for those (its 2025-09-03 upgrade guide). Name the source instead with
+``data_source_id`` (the database's settings, "Manage data sources", "Copy data source
+ID"): the page is created in it and the check queries it, both with
+:data:`DATA_SOURCES_VERSION`. A ``database_id`` keeps working for single-source
+databases.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -54,6 +57,8 @@ from ._shared_reads import (
 __all__ = ["NOTION_VERSION", "NotionConnector", "paragraph_blocks"]
 
 NOTION_VERSION = "2022-06-28"
+# The version that knows data sources (data_source_id parents, /v1/data_sources/{id}/query).
+DATA_SOURCES_VERSION = "2025-09-03"
 MAX_PAGES = 5
 PAGE_SIZE = 100
 # Seconds by which a database query must begin after the attempts in doubt were sent.
@@ -72,6 +77,10 @@ CREATE_PAGE_SCHEMA: dict[str, Any] = {
     "properties": {
         "parent_page_id": {**_ID, "description": "Create the page under this page."},
         "database_id": {**_ID, "description": "Create the page as a row of this database."},
+        "data_source_id": {
+            **_ID,
+            "description": "Create the page as a row of this data source (a database with several).",
+        },
         "title": {"type": "string", "minLength": 1, "maxLength": _TEXT_LIMIT},
         "content": {"type": "string", "maxLength": 200_000, "description": "Plain-text body."},
         "title_property": {
@@ -91,8 +100,10 @@ CREATE_PAGE_SCHEMA: dict[str, Any] = {
         },
     },
     "required": ["title"],
-    "oneOf": [{"required": ["parent_page_id"]}, {"required": ["database_id"]}],
-    "dependentRequired": {"key_property": ["database_id"]},
+    "oneOf": [{"required": ["parent_page_id"]}, {"required": ["database_id"]}, {"required": ["data_source_id"]}],
+    "dependentSchemas": {
+        "key_property": {"anyOf": [{"required": ["database_id"]}, {"required": ["data_source_id"]}]}
+    },
     "additionalProperties": False,
 }
 
@@ -142,6 +153,24 @@ def paragraph_blocks(content: str) -> list[dict[str, Any]]:
     return blocks
 
 
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Where a page is created as a row, and queried: a database or one of its data sources."""
+
+    parent: str  # the parent's type: "database_id" or "data_source_id"
+    id: str
+    path: str  # /v1/<path>/<id>/query
+    version: str  # the Notion-Version that knows this parent and query
+
+    @staticmethod
+    def of(args: Mapping[str, Any]) -> _Rows | None:
+        if "data_source_id" in args:
+            return _Rows("data_source_id", args["data_source_id"], "data_sources", DATA_SOURCES_VERSION)
+        if "database_id" in args:
+            return _Rows("database_id", args["database_id"], "databases", NOTION_VERSION)
+        return None
+
+
 class NotionConnector(Connector):
     name: ClassVar[str] = "notion"
     default_base_url: ClassVar[str] = "https://api.notion.com"
@@ -160,11 +189,11 @@ class NotionConnector(Connector):
         self._shared = SharedReads()
 
     @staticmethod
-    def _headers(call: ConnectorCall) -> dict[str, str]:
+    def _headers(call: ConnectorCall, version: str = NOTION_VERSION) -> dict[str, str]:
         token = credential(call, "token", "access_token", connector="notion")
         return {
             "Authorization": f"Bearer {token}",
-            "Notion-Version": NOTION_VERSION,
+            "Notion-Version": version,
             "Accept": "application/json",
         }
 
@@ -178,14 +207,15 @@ class NotionConnector(Connector):
         """
         args = validated(self, call)
         what = "notion pages.create"
-        headers = self._headers(call)
         title = _rich_text(args["title"])  # 2,000 characters may be 4,000 UTF-16 units
-        if "parent_page_id" in args:
+        rows = _Rows.of(args)
+        headers = self._headers(call, rows.version if rows is not None else NOTION_VERSION)
+        if rows is None:
             parent = {"type": "page_id", "page_id": args["parent_page_id"]}
             # Under a page the only valid property is the title, keyed "title".
             properties: dict[str, Any] = {"title": {"title": title}}
         else:
-            parent = {"type": "database_id", "database_id": args["database_id"]}
+            parent = {"type": rows.parent, rows.parent: rows.id}
             properties = {args.get("title_property") or "Name": {"title": title}}
             if "key_property" in args:
                 if args["key_property"] in properties:
@@ -230,35 +260,34 @@ class NotionConnector(Connector):
         """The ``{id, url}`` of a page an earlier attempt created, or None (also when the
         page would have no ``key_property`` to find it by)."""
         args = validated(self, call)
-        field = args.get("key_property")
-        if field is None:
+        field, rows = args.get("key_property"), _Rows.of(args)
+        if field is None or rows is None:
             return None
-        database = args["database_id"]
         reader = for_reads(call)
         doubt = await indexed(doubt, self.index_lag)
         found = await self._shared.found(
-            (call.tenant_id, call.base_url, database.replace("-", "").lower(), field),
+            (call.tenant_id, call.base_url, rows.parent, rows.id.replace("-", "").lower(), field),
             doubt,
-            lambda oldest: self._recent(reader, database, field, oldest),
+            lambda oldest: self._recent(reader, rows, field, oldest),
         )
         if found.get(_CUT_SHORT):
             # The shared read stopped at its page limit with older pages left: the page
             # sought, or the oldest page with its key (a copy may be newer), can lie
             # beyond it, near the far end of a newest-first list. Ask for the key alone.
-            return await self._oldest_with_key(reader, database, field, call.idempotency_key, doubt.since)
+            return await self._oldest_with_key(reader, rows, field, call.idempotency_key, doubt.since)
         return output_for(found, call)
 
-    async def _read(self, call: ConnectorCall, database: str, body: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-        """One page of a database query: the answer and its results."""
-        what = "notion databases.query"
+    async def _read(self, call: ConnectorCall, rows: _Rows, body: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        """One page of a database (or data source) query: the answer and its results."""
+        what = f"notion {rows.path}.query"
         self.reads += 1
         reply = await send(
-            call, "POST", f"{call.base_url.rstrip('/')}/v1/databases/{database}/query", what=what,
-            headers=self._headers(call), json_body=body, limit=READ_LIMIT,
+            call, "POST", f"{call.base_url.rstrip('/')}/v1/{rows.path}/{rows.id}/query", what=what,
+            headers=self._headers(call, rows.version), json_body=body, limit=READ_LIMIT,
         )  # fmt: skip
         return listed_page(reply, what, "results")
 
-    async def _recent(self, call: ConnectorCall, database: str, field: str, oldest: float) -> Found:
+    async def _recent(self, call: ConnectorCall, rows: _Rows, field: str, oldest: float) -> Found:
         """Our keys among the database's pages created since ``oldest`` with ``field`` set,
         newest first, at most :data:`MAX_PAGES` pages. A key on several pages (a person
         duplicated one) stands for the oldest. ``found[_CUT_SHORT]`` says that more pages
@@ -270,7 +299,7 @@ class NotionConnector(Connector):
         }
         found: Found = {}
         for _ in range(MAX_PAGES):
-            page, results = await self._read(call, database, body)
+            page, results = await self._read(call, rows, body)
             for result in results:
                 key = _plain_text(result, field)
                 if key:
@@ -283,7 +312,7 @@ class NotionConnector(Connector):
         return found
 
     async def _oldest_with_key(
-        self, call: ConnectorCall, database: str, field: str, key: str, oldest: float
+        self, call: ConnectorCall, rows: _Rows, field: str, key: str, oldest: float
     ) -> dict[str, Any] | None:
         """The oldest page created since ``oldest`` with ``key`` in ``field``, or None
         (Notion keeps creation times to the minute and does not say how it orders pages
@@ -293,7 +322,7 @@ class NotionConnector(Connector):
             "sorts": [{"timestamp": "created_time", "direction": "ascending"}],
             "page_size": 1,
         }
-        _, results = await self._read(call, database, body)
+        _, results = await self._read(call, rows, body)
         return next((_output(r) for r in results if _plain_text(r, field) == key), None)
 
 

@@ -120,6 +120,7 @@ class NotionPages:
         what queries read is kept, bounded: its id, url and creation time, and its first
         title and rich-text values (see ``KEPT_*``), so that memory stays bounded."""
         kept: dict[str, Any] = {}
+        parent = "data_source_id" if page["parent"].get("type") == "data_source_id" else "database_id"
         for name, value in page["properties"].items():
             kind = next((k for k in ("title", "rich_text") if isinstance(value.get(k), list)), None)
             if kind is None or len(name) > KEPT_NAME:
@@ -129,7 +130,7 @@ class NotionPages:
                 break
         self._pages.add((tenant, _database_key(database)), {
             "object": "page", "id": page["id"], "url": page["url"], "created_time": page["created_time"],
-            "parent": {"type": "database_id", "database_id": database}, "archived": False,
+            "parent": {"type": parent, parent: database}, "archived": False,
             "properties": kept, "created": time.time(),
         })  # fmt: skip
 

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from workers.connectors.gmail import decode_raw
-from workers.connectors.notion import utf16_length
+from workers.connectors.notion import DATA_SOURCES_VERSION, utf16_length
 
 from ._gmail_mailbox import gmail_read
 from ._jira_issues import jira_search
@@ -229,19 +229,27 @@ class Notion(Vendor):
         return self._error(401, "unauthorized", "API token is invalid.")
 
     def has_effect(self, request: web.Request) -> bool:
-        return "database_id" not in request.match_info
+        return not {"database_id", "data_source_id"} & set(request.match_info)
 
     def handle(
         self, state: EmulatorState, tenant: str, request: web.Request, data: Any
     ) -> web.Response:
-        if not request.headers.get("Notion-Version"):
+        version = request.headers.get("Notion-Version")
+        if not version:
             return self._error(400, "missing_version", "Notion-Version header should be defined.")
-        if "database_id" in request.match_info:
-            return notion_query(state.notion_pages, tenant, request.match_info["database_id"], data)
+        # Data sources exist from 2025-09-03 on, when database queries moved to them.
+        sources = version >= DATA_SOURCES_VERSION
+        for kind in ("database_id", "data_source_id"):
+            if kind in request.match_info:
+                if sources != (kind == "data_source_id"):
+                    return self._error(400, "invalid_request_url", "Invalid request URL.")
+                return notion_query(state.notion_pages, tenant, request.match_info[kind], data)
         parent = data.get("parent") if isinstance(data, dict) else None
         parent_id = None
         if isinstance(parent, dict):
             parent_id = parent.get("page_id") or parent.get("database_id")
+            if sources and parent_id is None:
+                parent_id = parent.get("data_source_id")
         if not isinstance(parent_id, str):
             return self._error(400, "validation_error", "body.parent should be defined.")
         if parent_id.replace("-", "").startswith("00000000"):
@@ -274,8 +282,9 @@ class Notion(Vendor):
             "properties": properties,
             "url": f"https://www.notion.so/{page_id.replace('-', '')}",
         }
-        if isinstance(parent.get("database_id"), str):
-            state.notion_pages.add(tenant, parent["database_id"], page)
+        rows = parent.get("database_id") or parent.get("data_source_id")
+        if isinstance(rows, str):  # a row, found by its database's or data source's query
+            state.notion_pages.add(tenant, rows, page)
         return json_response(200, page)
 
 

@@ -5,7 +5,8 @@ Vendor paths (``connector_base_url`` = this app's base URL works for all connect
 - ``POST /api/chat.postMessage`` (Slack; ``conversations.history``, ``.replies`` and ``.list``
   read back what was posted), ``POST /gmail/v1/users/me/messages/send`` (``GET
   .../messages`` and ``.../messages/{id}`` read the sent messages back),
-  ``POST /v1/pages`` (Notion; ``POST /v1/databases/{id}/query`` finds the pages created
+  ``POST /v1/pages`` (Notion; ``POST /v1/databases/{id}/query``, or from Notion-Version
+  2025-09-03 on ``/v1/data_sources/{id}/query``, finds the pages created
   in a database), ``POST /rest/api/3/issue`` (Jira; ``/rest/api/3/search/jql``
   finds them again),
   ``POST /repos/{owner}/{repo}/issues`` (GitHub; ``GET`` lists them), ``* /hooks/{path}`` (webhooks),
@@ -278,6 +279,7 @@ def make_app(state: EmulatorState | None = None) -> web.Application:
     app.router.add_get("/gmail/v1/users/me/messages/{id}", _vendor_handler(VENDORS["gmail"]))
     app.router.add_post("/v1/pages", _vendor_handler(VENDORS["notion"]))
     app.router.add_post("/v1/databases/{database_id}/query", _vendor_handler(VENDORS["notion"]))
+    app.router.add_post("/v1/data_sources/{data_source_id}/query", _vendor_handler(VENDORS["notion"]))
     app.router.add_post("/rest/api/3/issue", _vendor_handler(VENDORS["jira"]))
     app.router.add_get("/rest/api/3/search/jql", _vendor_handler(VENDORS["jira"]))
     app.router.add_post("/rest/api/3/search/jql", _vendor_handler(VENDORS["jira"]))
