@@ -1,9 +1,12 @@
 """Argument checks against a JSON Schema on the per-command path.
 
-``jsonschema`` (pure Python, ~200 µs per check here) words errors well; ``jsonschema_rs``
-(compiled, ~1 µs) decides valid or invalid. A :class:`SchemaCheck` asks the compiled
-validator first and runs the Python one only for an invalid instance, so valid calls
-are cheap and rejection messages come from ``jsonschema``'s errors.
+``jsonschema_rs`` (compiled, ~1 µs per check here) decides valid or invalid and reports
+the errors, as ``jsonschema`` ``ValidationError`` objects (keyword, rule, paths), so
+callers word them alike. The pure-Python ``jsonschema`` runs only where no compiled
+validator exists (a dialect it lacks): on whatever a caller sent it can take quadratic
+time (``uniqueItems`` over objects compares every pair) or backtrack without end (a
+workspace's ``pattern``), which the compiled one bounds, and a check runs on the event
+loop of the router and the MCP edge, shared by every tenant.
 
 Workspace schemas are written by tenants' admins, so neither validator fetches a
 remote ``$ref`` (an address inside the deployment, a blocked event loop), and
@@ -69,7 +72,7 @@ def _no_remote(uri: str) -> Any:
 
 
 class SchemaCheck:
-    """One schema's validators: the compiled one decides, the Python one explains."""
+    """One schema's validator: the compiled one, else (no counterpart) the Python one."""
 
     __slots__ = ("_fast", "_python", "_schema")
 
@@ -103,8 +106,10 @@ class SchemaCheck:
             SchemaBroken: the schema could not be applied to ``instance`` (a reference
                 that does not resolve; a pattern nested past the regex compiler's depth).
         """
-        if self._fast is not None and self._fast.is_valid(instance):
-            return iter(())
+        if self._fast is not None:
+            if self._fast.is_valid(instance):
+                return iter(())
+            return (_from_compiled(error, self._schema) for error in self._fast.iter_errors(instance))
         try:
             errors = list(self._python.iter_errors(instance))
         except Unresolvable as exc:
@@ -113,11 +118,6 @@ class SchemaCheck:
             # A pattern nested past the regex compiler's depth, a reference to something
             # that is no schema (a string, a list): the schema's fault, not the caller's.
             raise SchemaBroken(f"the schema cannot be applied ({type(exc).__name__})") from None
-        if not errors and self._fast is not None:
-            # The compiled validator refused what the Python one lets by (Python's "$"
-            # also matches before a final newline: "v\n" passes "^[^\r\n]*$"). The
-            # compiled one decides; its first error is worded as jsonschema's would be.
-            errors = [_from_compiled(error, self._schema) for error in self._fast.iter_errors(instance)][:1]
         return iter(errors)
 
 

@@ -168,3 +168,16 @@ def test_the_compiled_and_the_python_check_agree_on_what_they_refuse() -> None:
     # Formats are annotations in both (jsonschema_rs asserts them for draft-07 by default).
     email = checked({"$schema": "http://json-schema.org/draft-07/schema#", "properties": {"e": {"format": "email"}}})
     assert list(email.errors({"e": "not an address"})) == []
+
+
+@pytest.mark.timeout(60)  # the old check ran for minutes on each of these, or for ever
+def test_a_callers_value_cannot_make_a_check_run_away() -> None:
+    # Run to word an error, the Python validator compared every pair for uniqueItems over
+    # objects and backtracks on nested quantifiers; the router and the MCP edge check on
+    # their event loop, shared by every tenant. The compiled check words errors itself.
+    unique = checked({"type": "object", "properties": {"labels": {"type": "array", "uniqueItems": True}}})
+    (error,) = unique.errors({"labels": [{"a": n} for n in range(20_000)] + [{"a": 0}]})
+    assert error.validator == "uniqueItems" and list(error.absolute_path) == ["labels"]
+    nested = checked({"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}})
+    (error,) = nested.errors({"s": "a" * 64 + "!"})
+    assert error.validator == "pattern" and list(error.absolute_path) == ["s"]
