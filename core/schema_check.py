@@ -42,6 +42,10 @@ __all__ = ["SchemaBroken", "SchemaCheck", "checked", "describe", "schema_problem
 # jsonschema's default has them): a reference elsewhere does not resolve.
 _LOCAL_ONLY: Registry[Any] = SPECIFICATIONS
 _REFERENCE_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+_UNCOMPILED = (
+    "the schema cannot be compiled: use draft-04 or later, and patterns in the ECMA 262 "
+    "syntax JSON Schema names"
+)
 
 
 class SchemaBroken(ValueError):
@@ -143,9 +147,13 @@ def schema_problem(schema: Mapping[str, Any]) -> str | None:
 
     It must be a schema of its dialect (``$schema``, else 2020-12), and every reference
     (``$ref``, and ``$dynamicRef`` or ``$recursiveRef`` where the dialect has them) must
-    resolve within it, to a schema: nothing is fetched.
+    resolve within it, to a schema: nothing is fetched. And the compiled validator must
+    take it (see the module's docstring): draft-04 or later, patterns it compiles.
     """
-    return _examined(schema)[1]
+    validator, problem = _examined(schema)
+    if problem is None and not SchemaCheck(schema, validator).compiled:
+        return _UNCOMPILED
+    return problem
 
 
 def checked(schema: Mapping[str, Any]) -> SchemaCheck:
@@ -157,7 +165,10 @@ def checked(schema: Mapping[str, Any]) -> SchemaCheck:
     validator, problem = _examined(schema)
     if problem is not None:
         raise SchemaBroken(problem)
-    return SchemaCheck(schema, validator)
+    check = SchemaCheck(schema, validator)
+    if not check.compiled:
+        raise SchemaBroken(_UNCOMPILED)
+    return check
 
 
 def _examined(schema: Mapping[str, Any]) -> tuple[type[Validator], str | None]:

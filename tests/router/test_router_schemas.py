@@ -70,10 +70,14 @@ def schema_server() -> Iterator[tuple[str, list[str]]]:
         ({"required": ["a"], "properties": {"summary": {"$ref": "#/required/x"}}}, "does not resolve"),
         ({"required": ["a"], "properties": {"summary": {"$ref": "#/required/0"}}}, "not a schema"),
         ({"type": "object", "properties": {"summary": {"$ref": "#/type"}}}, "not a schema"),
+        # Only the Python validator reads these, and it may run without bound on a value.
+        ({"$schema": "http://json-schema.org/draft-03/schema#", "type": "object"}, "cannot be compiled"),
+        ({"properties": {"summary": {"type": "string", "pattern": "done\\Z"}}}, "cannot be compiled"),
     ],
     ids=[
         "dangling-pointer", "dangling-dynamic-anchor", "other-resource", "deep-pattern", "not-a-schema",
         "dialect-not-a-string", "pointer-step-into-a-list", "pointer-to-a-string", "pointer-to-a-keyword",
+        "draft-03", "python-only-pattern",
     ],
 )
 def test_a_schema_that_cannot_be_applied_is_refused_when_written(schema: dict[str, Any], why: str) -> None:
