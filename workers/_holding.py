@@ -5,7 +5,9 @@ Two reasons to wait: a retry-tier or parked record whose not-before time is in t
 share queued (held until that tenant has room, first in first out). Either way the
 record stays tracked and uncommitted, so a crash or a rebalance simply redoes it. Memory
 is bounded per partition: a partition holding ``limit`` records is paused (only that one)
-and resumed when it holds fewer than half of that.
+and resumed when it holds fewer than half of that. Timed records are also counted per
+partition and tenant (:meth:`Holding.timed`), so that the pool can keep one tenant from
+filling a partition's share (an upstream that answers "retry in a day").
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class Holding(Generic[T]):
         self.limit = limit
         self._pause = pause
         self._resume = resume
-        self._timed: list[tuple[float, int, T]] = []
+        self._timed: list[tuple[float, int, str, T]] = []
+        self._timed_of: dict[tuple[TopicPartition, str], int] = {}
         self._waiting: dict[str, deque[T]] = {}
         self._per_tp: dict[TopicPartition, int] = {}
         self._seq = itertools.count()
@@ -67,11 +70,17 @@ class Holding(Generic[T]):
             self.paused.discard(tp)
             self._resume(tp)
 
-    def until(self, item: T, due: float) -> None:
-        """Hold ``item`` until the wall-clock time ``due`` (epoch seconds)."""
-        heapq.heappush(self._timed, (due, next(self._seq), item))
+    def until(self, item: T, due: float, tenant: str) -> None:
+        """Hold ``tenant``'s ``item`` until the wall-clock time ``due`` (epoch seconds)."""
+        heapq.heappush(self._timed, (due, next(self._seq), tenant, item))
+        key = (item.tp, tenant)
+        self._timed_of[key] = self._timed_of.get(key, 0) + 1
         self._count(item.tp)
         self.wakeup.set()
+
+    def timed(self, tp: TopicPartition, tenant: str) -> int:
+        """How many of ``tenant``'s records ``tp`` holds until a time."""
+        return self._timed_of.get((tp, tenant), 0)
 
     def for_room(self, tenant: str, item: T) -> None:
         """Hold ``item`` until :meth:`take_waiting` for its tenant (FIFO per tenant)."""
@@ -85,7 +94,13 @@ class Holding(Generic[T]):
         """Remove and return the timed records due at ``now``."""
         out: list[T] = []
         while self._timed and self._timed[0][0] <= now:
-            item = heapq.heappop(self._timed)[2]
+            _, _, tenant, item = heapq.heappop(self._timed)
+            key = (item.tp, tenant)
+            left = self._timed_of[key] - 1
+            if left:
+                self._timed_of[key] = left
+            else:
+                del self._timed_of[key]
             self._uncount(item.tp)
             out.append(item)
         return out
@@ -110,7 +125,7 @@ class Holding(Generic[T]):
     def drop(self, predicate: Callable[[T], bool]) -> int:
         """Forget held records matching ``predicate`` (they stay uncommitted); returns how many."""
         dropped = 0
-        kept = [entry for entry in self._timed if not predicate(entry[2])]
+        kept = [entry for entry in self._timed if not predicate(entry[3])]
         dropped += len(self._timed) - len(kept)
         heapq.heapify(kept)
         self._timed = kept
@@ -124,8 +139,10 @@ class Holding(Generic[T]):
                 del self._waiting[tenant]
         # Recount from what is left; partitions with nothing held are forgotten.
         counts: dict[TopicPartition, int] = {}
-        for entry in self._timed:
-            counts[entry[2].tp] = counts.get(entry[2].tp, 0) + 1
+        self._timed_of = {}
+        for _, _, tenant, item in self._timed:
+            counts[item.tp] = counts.get(item.tp, 0) + 1
+            self._timed_of[item.tp, tenant] = self._timed_of.get((item.tp, tenant), 0) + 1
         for queue in self._waiting.values():
             for item in queue:
                 counts[item.tp] = counts.get(item.tp, 0) + 1

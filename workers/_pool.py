@@ -6,7 +6,10 @@ tenant in the :class:`FairScheduler` or — for a retry tier record whose ``not_
 is in the future — held in a delay queue. Held records never block their partition for
 other records (they are simply not started yet); a tier partition is paused only when
 it holds more than ``max_delayed_per_partition`` waiting records, which bounds memory
-(:mod:`workers._holding`).
+(:mod:`workers._holding`). One tenant holds at most an eighth of that on a partition:
+past it, a record of that tenant due later ends at once with a failed Result saying how
+long its upstream asked to wait (``retry_after``), so an upstream that answers "retry in
+a day" cannot pause a partition other tenants' retries share.
 
 Fetching pauses when started + queued commands exceed ``max_buffered`` and resumes at
 half of it. A pause stops whole partitions, so one tenant must not be able to cause it:
@@ -171,6 +174,7 @@ class WorkerPool(PoolLifecycle):
         self.holding: Holding[_Item] = Holding(
             limit=opts.max_delayed_per_partition, pause=self._pause_held, resume=self._resume_held
         )
+        self._timed_share = max(1, opts.max_delayed_per_partition // 8)
         self._bp_paused = False
         # Set while partitions are being revoked: what waits on the stall guard gives up.
         self._revoking = asyncio.Event()
@@ -359,7 +363,12 @@ class WorkerPool(PoolLifecycle):
         job = Job(command, headers, next_tier, doubt)
         item = _Item(tp, record.offset, generation, job)
         if due is not None and due > now().timestamp():
-            self.holding.until(item, due)
+            if self.holding.timed(tp, command.tenant_id) >= self._timed_share:
+                outcome = self._shed(item, due)
+                report = partial(self._report, command, outcome)
+                self.outbox.add(outcome.records, tp, record.offset, generation, report)
+            else:
+                self.holding.until(item, due, command.tenant_id)
         else:
             self._enqueue(item)
 
@@ -565,14 +574,36 @@ class WorkerPool(PoolLifecycle):
             attempt=command.attempt,
         )
 
+    def _shed(self, item: _Item, due: float) -> Outcome:
+        """A final failed Result for a record its tenant cannot have held (see the module)."""
+        command = item.job.command
+        last = command.errors[-1] if command.errors else None
+        wait = max(0.0, due - now().timestamp())
+        error = ErrorInfo(
+            code=last.code if last is not None else ErrorCode.UPSTREAM_RATE_LIMITED,
+            message=(
+                f"the upstream asked to wait {wait:.0f}s, and {self._timed_share} of this tenant's "
+                "commands already wait in this partition: submit it again after retry_after"
+            ),
+            retryable=True,
+            retry_after=wait,
+            http_status=last.http_status if last is not None else None,
+        )
+        return self._final(item, error, attempts=len(command.errors))
+
     def _crashed(self, item: _Item) -> Outcome:
+        error = ErrorInfo(code=ErrorCode.INTERNAL, message="the worker failed to run this command")
+        return self._final(item, error, attempts=len(item.job.command.errors) + 1)
+
+    def _final(self, item: _Item, error: ErrorInfo, *, attempts: int) -> Outcome:
+        """The command's failed final Result, outside the executor."""
         command = item.job.command
         context = extract(item.job.headers)  # the Result stays in the command's trace
         result = build_result(
             command,
             ResultStatus.FAILED,
-            error=ErrorInfo(code=ErrorCode.INTERNAL, message="the worker failed to run this command"),
-            attempts=len(command.errors) + 1,
+            error=error,
+            attempts=attempts,
             started_at=None,
             finished_at=now(),
             trace_id=current_trace_id(context),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from _runtime_support import (
@@ -19,6 +20,7 @@ from _runtime_support import (
     read_topic,
     wait_results,
 )
+from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 
 from schemas import Headers, ResultStatus
@@ -151,3 +153,32 @@ async def test_a_flood_waiting_parked_does_not_hold_up_another_tenants_retry(set
             await wait_results(settings, {c.command_id for c in flood_cmds})
     [result] = quiet_results[failing.command_id]
     assert result.status is ResultStatus.SUCCEEDED and result.attempts == options.in_process_attempts + 1
+
+
+async def test_a_tenant_told_to_wait_a_day_cannot_pause_a_partition_others_share(settings, vault_admin):
+    # A tenant's own upstream can answer 429 with Retry-After: 86400 to every retry, and
+    # its commands may live that long: held in memory, they filled the partition's share
+    # (max_delayed_per_partition) and paused it for every tenant on it for a day.
+    options = replace(_OPTIONS, max_delayed_per_partition=16)  # a tenant may hold 2
+    upstream = Upstream()
+    async with upstream.running():
+        waiting, quiet = f"wa{settings.topic_prefix[1:9]}", f"qu{settings.topic_prefix[1:9]}"
+        await put_tenant(vault_admin, upstream, waiting)
+        await put_tenant(vault_admin, upstream, quiet)
+        later = datetime.now(UTC) + timedelta(days=1)
+        told_to_wait = [command(waiting, deadline_in=2 * 86_400).model_copy(update={"not_before": later})
+                        for _ in range(20)]  # fmt: skip
+        quiet_cmd = command(quiet)
+        async with pool_running(settings, vault_admin, upstream, options=options) as pool:
+            await produce(settings, told_to_wait, partition=0)
+            await produce(settings, [quiet_cmd], partition=0)  # behind them, same partition
+            await wait_results(settings, {quiet_cmd.command_id, *(c.command_id for c in told_to_wait[2:])})
+            held = pool.holding.timed(TopicPartition(settings.topics.connector(CONNECTOR), 0), waiting)
+        results = await all_results(settings)
+
+    assert results[quiet_cmd.command_id][0].status is ResultStatus.SUCCEEDED
+    assert held == 2 and not any(c.command_id in results for c in told_to_wait[:2])
+    for cmd in told_to_wait[2:]:
+        (shed,) = results[cmd.command_id]
+        assert shed.status is ResultStatus.FAILED and shed.error.retryable
+        assert 86_000 < shed.error.retry_after <= 86_400 and shed.attempts == 0

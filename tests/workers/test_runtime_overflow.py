@@ -51,7 +51,7 @@ def test_holding_pauses_a_partition_at_its_limit_and_resumes_below_half():
     tp, other = TopicPartition("r", 0), TopicPartition("r", 1)
     for n in range(4):
         holding.for_room("a", _Item(tp, n))
-    holding.until(_Item(other, 9), due=100.0)
+    holding.until(_Item(other, 9), due=100.0, tenant="b")
     assert paused == [tp] and holding.paused == {tp}
     taken = [holding.take_waiting("a") for _ in range(3)]
     assert [i.n for i in taken if i] == [0, 1, 2]  # first in, first out
@@ -66,8 +66,12 @@ def test_holding_drop_forgets_records_of_revoked_partitions_only():
     holding.for_room("a", _Item(tp, 1))
     holding.for_room("a", _Item(tp, 2))
     holding.for_room("b", _Item(other, 3))
-    holding.until(_Item(tp, 4), due=1.0)
-    assert holding.paused == {tp}
+    holding.until(_Item(tp, 4), due=1.0, tenant="a")
+    third = TopicPartition("r", 2)
+    holding.until(_Item(third, 5), due=9.0, tenant="a")
+    assert holding.paused == {tp} and holding.timed(tp, "a") == holding.timed(third, "a") == 1
     assert holding.drop(lambda item: item.tp == tp) == 3
-    assert holding.tenants_waiting() == ["b"] and len(holding) == 1 and not holding.paused
+    assert holding.tenants_waiting() == ["b"] and len(holding) == 2 and not holding.paused
+    assert holding.timed(tp, "a") == 0 and holding.timed(third, "a") == 1
     assert holding.due(2.0) == []
+    assert [i.n for i in holding.due(9.0)] == [5] and holding.timed(third, "a") == 0
