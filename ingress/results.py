@@ -3,7 +3,9 @@
 Each replica follows all partitions of the results topic (no consumer group), starting
 ``lookback`` seconds back (by ``offsets_for_times``) so a restarted replica can still
 answer recent polls. It keeps the last ``capacity`` Results (LRU, default 100,000, and
-at most ``max_bytes`` of them, default 256 MiB) in memory; an older result is forgotten by the ingress (a poll answers 404) but stays on
+at most ``max_bytes`` of them, default 256 MiB) in memory, a tenant at most a tenth of
+either (its own oldest forgotten first: one tenant's flood, every command of which
+ends with a Result, cannot push the others' out); an older result is forgotten by the ingress (a poll answers 404) but stays on
 the results topic for downstream consumers until the topic's retention removes it.
 The ids of the last ``capacity`` forgotten Results are kept a while longer, so that a
 command whose Result was forgotten reads as finished, never as pending (the replica
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +75,11 @@ class ResultsFeed(Following):
         self._results: LRU[str, _Kept] = LRU(
             capacity, on_evict=self._forget, max_bytes=max_bytes, weigh=lambda kept: len(kept[2])
         )
+        # Each tenant's kept Results, oldest first, and their bytes: its share is a tenth.
+        self._kept_of: dict[str, OrderedDict[str, int]] = {}
+        self._bytes_of: dict[str, int] = {}
+        self._tenant_share = max(1, capacity // 10)
+        self._tenant_bytes = max(1, max_bytes // 10)
         # (tenant_id, space_id) of the Results forgotten lately: finished, no longer held.
         self._forgotten: LRU[str, tuple[str, str]] = LRU(capacity, on_evict=self._gone)
         # Called with each command id that leaves the forgotten list.
@@ -122,7 +130,8 @@ class ResultsFeed(Following):
     def _keep(
         self, command_id: str, tenant_id: str, space_id: str, raw: bytes, result: Result | None
     ) -> None:
-        self._results.put(command_id, (tenant_id, space_id, raw))
+        self._results.put(command_id, (tenant_id, space_id, raw))  # kept, whatever it weighs
+        self._count(tenant_id, command_id, len(raw))
         self._forgotten.pop(command_id)  # delivered again after it was forgotten
         waiters = self._waiters.get(command_id)
         if not waiters or result is None:
@@ -149,6 +158,7 @@ class ResultsFeed(Following):
         except ValidationError as exc:
             # Its head was valid, the rest is not: forget it, as an invalid record is.
             self._results.pop(command_id)
+            self._uncount(kept[0], command_id)
             logger.warning(
                 "ignored an invalid result record", extra={"fields": {"errors": exc.error_count()}}
             )
@@ -165,7 +175,32 @@ class ResultsFeed(Following):
         return self._forgotten.peek(command_id)
 
     def _forget(self, command_id: str, kept: _Kept) -> None:
+        self._uncount(kept[0], command_id)
         self._forgotten.put(command_id, (kept[0], kept[1]))
+
+    def _count(self, tenant_id: str, command_id: str, size: int) -> None:
+        """Note a kept Result of ``tenant_id``; past its share, forget its oldest."""
+        kept = self._kept_of.setdefault(tenant_id, OrderedDict())
+        kept[command_id] = size
+        self._bytes_of[tenant_id] = self._bytes_of.get(tenant_id, 0) + size
+        while len(kept) > 1 and (
+            len(kept) > self._tenant_share or self._bytes_of[tenant_id] > self._tenant_bytes
+        ):
+            oldest = next(iter(kept))
+            held = self._results.pop(oldest)
+            assert held is not None, "counted only while kept"
+            self._forget(oldest, held)
+
+    def _uncount(self, tenant_id: str, command_id: str) -> None:
+        kept = self._kept_of.get(tenant_id)
+        size = kept.pop(command_id, None) if kept is not None else None
+        if size is None:
+            return
+        left = self._bytes_of[tenant_id] - size
+        if kept:
+            self._bytes_of[tenant_id] = left
+        else:
+            del self._kept_of[tenant_id], self._bytes_of[tenant_id]
 
     def _gone(self, command_id: str, _owner: tuple[str, str]) -> None:
         if command_id in self._results:

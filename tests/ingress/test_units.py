@@ -118,9 +118,30 @@ def test_a_forgotten_result_reads_as_finished_until_its_id_is_let_go_of():
     assert results.forgotten(second.command_id) is None and gone == [first.command_id]
 
 
-def _result(n: int) -> Result:
+def test_one_tenants_flood_of_results_cannot_push_out_another_tenants():
+    # Every accepted command ends with a Result (a rejection too): a tenant at its edge
+    # rate turned the whole cache over in minutes, and others' polls read 404.
+    results = ResultsFeed(Settings(), capacity=100, max_bytes=10_000_000)
+    mine = _result(0, "quiet")
+    results.add(mine)
+    flood = [_result(n, "loud") for n in range(300)]
+    for result in flood:
+        results.add(result)
+    assert results.get(mine.command_id, lambda r: True) is not None
+    assert len(results._results) == 1 + 10  # the flood holds its tenth
+    assert results.get(flood[-1].command_id, lambda r: True) is not None
+    assert results.forgotten(flood[-11].command_id) == ("loud", "sales")  # its own oldest went
+    # A tenth of the bytes too (1 MB here): 600 kB Results of one tenant keep its newest only.
+    big = [_result(n, "bulky").model_copy(update={"output": {"blob": "x" * 600_000}}) for n in range(3)]
+    for result in big:
+        results.add(result)
+    assert results.get(mine.command_id, lambda r: True) is not None
+    assert [results.get(r.command_id, lambda r: True) is not None for r in big] == [False, False, True]
+
+
+def _result(n: int, tenant: str = "acme") -> Result:
     command = Command(
-        command_id=command_id_for("acme", f"k{n}"), tenant_id="acme", space_id="sales", user_id="ann",
+        command_id=command_id_for(tenant, f"k{n}"), tenant_id=tenant, space_id="sales", user_id="ann",
         role="member", action="echo", idempotency_key=f"k{n}", submitted_at=datetime.now(UTC),
         deadline=datetime.now(UTC) + timedelta(minutes=1), source=CommandSource.REST,
     )
