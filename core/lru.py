@@ -1,5 +1,10 @@
 """A dict bounded by forgetting its least recently used entries: what every cache of
-tenants, keys or ids uses, so that their number never grows memory past a fixed size."""
+tenants, keys or ids uses, so that their number never grows memory past a fixed size.
+
+Given ``owner`` (whose entry a value is: its tenant), one owner also holds at most a
+share of the entries and of the bytes: past it, its own oldest entry goes, so that one
+tenant's flood cannot push every other tenant's entries out.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-__all__ = ["LRU"]
+__all__ = ["LRU", "OWNER_SHARE"]
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+# What one owner may hold of an LRU with ``owner``: a tenth, as the ingress's waits.
+OWNER_SHARE = 0.1
 
 
 class LRU(Generic[K, V]):
     """A dict that forgets its least recently used entry beyond ``capacity`` entries or,
     given ``weigh`` (bytes of a value), beyond ``max_bytes`` (the newest entry is kept
-    whatever it weighs); ``on_evict(key, value)`` hears each one forgotten so."""
+    whatever it weighs); ``on_evict(key, value)`` hears each one forgotten so. Given
+    ``owner``, an owner's oldest entry (by insertion) is forgotten too once the owner
+    holds more than ``OWNER_SHARE`` of either bound (its newest is always kept)."""
 
     def __init__(
         self,
@@ -25,6 +35,7 @@ class LRU(Generic[K, V]):
         on_evict: Callable[[K, V], None] | None = None,
         max_bytes: int | None = None,
         weigh: Callable[[V], int] | None = None,
+        owner: Callable[[V], str] | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -36,6 +47,12 @@ class LRU(Generic[K, V]):
         self.bytes = 0  # what the values weigh, with ``weigh``
         self._on_evict = on_evict
         self._data: OrderedDict[K, V] = OrderedDict()
+        self._owner = owner
+        # owner -> its keys, oldest first, with what each weighs; and its bytes.
+        self._owned: dict[str, OrderedDict[K, int]] = {}
+        self._owned_bytes: dict[str, int] = {}
+        self._owner_capacity = max(1, int(capacity * OWNER_SHARE))
+        self._owner_bytes = None if max_bytes is None else max(1, int(max_bytes * OWNER_SHARE))
 
     def get(self, key: K) -> V | None:
         value = self._data.get(key)
@@ -44,19 +61,51 @@ class LRU(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
+        old = self._data.get(key)
+        if old is not None:
+            self._disown(key, old)
+        size = self._weigh(value) if self._weigh is not None else 0
         if self._weigh is not None:
-            old = self._data.get(key)
-            self.bytes += self._weigh(value) - (0 if old is None else self._weigh(old))
+            self.bytes += size - (0 if old is None else self._weigh(old))
         self._data[key] = value
         self._data.move_to_end(key)
+        if self._owner is not None:
+            self._own(self._owner(value), key, size)
         while len(self._data) > self.capacity or (
             self.max_bytes is not None and self.bytes > self.max_bytes and len(self._data) > 1
         ):
-            evicted = self._data.popitem(last=False)
-            if self._weigh is not None:
-                self.bytes -= self._weigh(evicted[1])
-            if self._on_evict is not None:
-                self._on_evict(*evicted)
+            self._evict(next(iter(self._data)))
+
+    def _own(self, owner: str, key: K, size: int) -> None:
+        keys = self._owned.setdefault(owner, OrderedDict())
+        keys[key] = size
+        held = self._owned_bytes[owner] = self._owned_bytes.get(owner, 0) + size
+        while len(keys) > 1 and (
+            len(keys) > self._owner_capacity or (self._owner_bytes is not None and held > self._owner_bytes)
+        ):
+            self._evict(next(iter(keys)))
+            held = self._owned_bytes.get(owner, 0)
+
+    def _disown(self, key: K, value: V) -> None:
+        if self._owner is None:
+            return
+        owner = self._owner(value)
+        keys = self._owned.get(owner)
+        size = keys.pop(key, None) if keys is not None else None
+        if size is None or keys is None:
+            return
+        if keys:
+            self._owned_bytes[owner] -= size
+        else:
+            del self._owned[owner], self._owned_bytes[owner]
+
+    def _evict(self, key: K) -> None:
+        value = self._data.pop(key)
+        self._disown(key, value)
+        if self._weigh is not None:
+            self.bytes -= self._weigh(value)
+        if self._on_evict is not None:
+            self._on_evict(key, value)
 
     def peek(self, key: K) -> V | None:
         """The value without marking it used (reads never change what is forgotten)."""
@@ -64,8 +113,10 @@ class LRU(Generic[K, V]):
 
     def pop(self, key: K) -> V | None:
         value = self._data.pop(key, None)
-        if value is not None and self._weigh is not None:
-            self.bytes -= self._weigh(value)
+        if value is not None:
+            self._disown(key, value)
+            if self._weigh is not None:
+                self.bytes -= self._weigh(value)
         return value
 
     def __contains__(self, key: object) -> bool:

@@ -41,7 +41,9 @@ class AcceptedFeed(Following):
         lookback: float = 900.0,
         task_capacity: int = DEFAULT_TASK_CAPACITY,
     ) -> None:
-        self._owners: LRU[str, tuple[str, str]] = LRU(capacity)
+        # A tenant remembers at most a tenth: another's flood cannot make a running
+        # command of yours read as unknown here.
+        self._owners: LRU[str, tuple[str, str]] = LRU(capacity, owner=lambda owner: owner[0])
         self.tasks = TaskLedger(task_capacity)
         self.follower = TopicFollower(
             settings, settings.topics.commands, self.apply, start_at=lookback, name="commands"

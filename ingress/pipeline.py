@@ -104,7 +104,11 @@ class KafkaPipeline:
         # record bytes: parsed back only for a replay or a poll, and bytes are nothing
         # the garbage collector has to walk (100,000 Command models would be millions
         # of tracked objects).
-        self._submitted: LRU[str, bytes] = LRU(remember, max_bytes=remember_bytes, weigh=len)
+        # (A tenant holds at most a tenth: another's flood cannot make this replica forget
+        # yours, whose replays it checks against their arguments and answers as pending.)
+        self._submitted: LRU[str, tuple[str, bytes]] = LRU(
+            remember, max_bytes=remember_bytes, weigh=lambda kept: len(kept[1]), owner=lambda kept: kept[0]
+        )
         results.on_gone.append(self._submitted.pop)
         # Publishes still waiting for the broker: a concurrent replay waits for the same ack.
         self._inflight: dict[str, asyncio.Future[None]] = {}
@@ -335,8 +339,8 @@ class KafkaPipeline:
 
     def _accepted(self, command_id: str) -> Command | None:
         """A command this replica accepted and still remembers."""
-        record = self._submitted.get(command_id)
-        return None if record is None else Command.from_bytes(record)
+        kept = self._submitted.get(command_id)
+        return None if kept is None else Command.from_bytes(kept[1])
 
     async def _send(self, command: Command, trace: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
         """Hand the record to the producer; its acknowledgement settles the command.
@@ -360,7 +364,7 @@ class KafkaPipeline:
         value = command.to_bytes()
         inflight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[command.command_id] = inflight
-        self._submitted.put(command.command_id, value)
+        self._submitted.put(command.command_id, (command.tenant_id, value))
         try:
             ack = await self.producer.send(
                 self.topic,

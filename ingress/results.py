@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -73,13 +72,12 @@ class ResultsFeed(Following):
         max_tenant_waiters: int | None = None,
     ) -> None:
         self._results: LRU[str, _Kept] = LRU(
-            capacity, on_evict=self._forget, max_bytes=max_bytes, weigh=lambda kept: len(kept[2])
+            capacity,
+            on_evict=self._forget,
+            max_bytes=max_bytes,
+            weigh=lambda kept: len(kept[2]),
+            owner=lambda kept: kept[0],  # a tenant holds at most a tenth
         )
-        # Each tenant's kept Results, oldest first, and their bytes: its share is a tenth.
-        self._kept_of: dict[str, OrderedDict[str, int]] = {}
-        self._bytes_of: dict[str, int] = {}
-        self._tenant_share = max(1, capacity // 10)
-        self._tenant_bytes = max(1, max_bytes // 10)
         # (tenant_id, space_id) of the Results forgotten lately: finished, no longer held.
         self._forgotten: LRU[str, tuple[str, str]] = LRU(capacity, on_evict=self._gone)
         # Called with each command id that leaves the forgotten list.
@@ -130,8 +128,7 @@ class ResultsFeed(Following):
     def _keep(
         self, command_id: str, tenant_id: str, space_id: str, raw: bytes, result: Result | None
     ) -> None:
-        self._results.put(command_id, (tenant_id, space_id, raw))  # kept, whatever it weighs
-        self._count(tenant_id, command_id, len(raw))
+        self._results.put(command_id, (tenant_id, space_id, raw))
         self._forgotten.pop(command_id)  # delivered again after it was forgotten
         waiters = self._waiters.get(command_id)
         if not waiters or result is None:
@@ -158,7 +155,6 @@ class ResultsFeed(Following):
         except ValidationError as exc:
             # Its head was valid, the rest is not: forget it, as an invalid record is.
             self._results.pop(command_id)
-            self._uncount(kept[0], command_id)
             logger.warning(
                 "ignored an invalid result record", extra={"fields": {"errors": exc.error_count()}}
             )
@@ -175,32 +171,7 @@ class ResultsFeed(Following):
         return self._forgotten.peek(command_id)
 
     def _forget(self, command_id: str, kept: _Kept) -> None:
-        self._uncount(kept[0], command_id)
         self._forgotten.put(command_id, (kept[0], kept[1]))
-
-    def _count(self, tenant_id: str, command_id: str, size: int) -> None:
-        """Note a kept Result of ``tenant_id``; past its share, forget its oldest."""
-        kept = self._kept_of.setdefault(tenant_id, OrderedDict())
-        kept[command_id] = size
-        self._bytes_of[tenant_id] = self._bytes_of.get(tenant_id, 0) + size
-        while len(kept) > 1 and (
-            len(kept) > self._tenant_share or self._bytes_of[tenant_id] > self._tenant_bytes
-        ):
-            oldest = next(iter(kept))
-            held = self._results.pop(oldest)
-            assert held is not None, "counted only while kept"
-            self._forget(oldest, held)
-
-    def _uncount(self, tenant_id: str, command_id: str) -> None:
-        kept = self._kept_of.get(tenant_id)
-        size = kept.pop(command_id, None) if kept is not None else None
-        if size is None:
-            return
-        left = self._bytes_of[tenant_id] - size
-        if kept:
-            self._bytes_of[tenant_id] = left
-        else:
-            del self._kept_of[tenant_id], self._bytes_of[tenant_id]
 
     def _gone(self, command_id: str, _owner: tuple[str, str]) -> None:
         if command_id in self._results:

@@ -214,3 +214,22 @@ def test_an_existing_key_gets_a_record_of_its_own_that_verifies_it():
     assert again.salt != first.salt and verify_secret(parsed.secret, again)
     with pytest.raises(ValueError):
         key_record("not-a-key", tenant_id="acme", spaces=["main"], user_id="ann", role="admin")
+
+
+def test_an_lru_with_owners_keeps_each_to_a_tenth_of_its_entries_and_bytes():
+    evicted: list[str] = []
+    lru: LRU[str, tuple[str, bytes]] = LRU(
+        20, max_bytes=1_000, weigh=lambda v: len(v[1]), owner=lambda v: v[0],
+        on_evict=lambda key, _: evicted.append(key),
+    )  # fmt: skip
+    lru.put("q", ("quiet", b"x"))
+    for n in range(10):
+        lru.put(f"l{n}", ("loud", b"y"))
+    assert "q" in lru and list(lru) == ["q", "l8", "l9"]  # a tenth of 20 entries: 2
+    assert evicted == [f"l{n}" for n in range(8)]
+    lru.put("b0", ("bulky", b"z" * 60))
+    lru.put("b1", ("bulky", b"z" * 60))  # a tenth of 1,000 bytes: 100
+    assert "b0" not in lru and "b1" in lru and "q" in lru
+    lru.put("b1", ("quiet", b"z"))  # the same key, now another owner's
+    assert lru.pop("q") is not None and lru.pop("b1") is not None and "l9" in lru
+    assert lru.bytes == 2
