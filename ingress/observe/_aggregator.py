@@ -188,7 +188,11 @@ class ResultsAggregator:
         # Kept as received and rendered (with redaction) only when someone asks for the
         # trace: rendering every Result's spans on arrival was a third of the ingress's
         # CPU (most traces are never asked for, and bytes cost the garbage collector nothing).
-        self._traces: LRU[str, bytes] = LRU(dedup, max_bytes=_TRACES_MAX_BYTES, weigh=len)
+        # (tenant, trace bytes); a tenant holds at most a tenth, so another's flood does
+        # not empty your dashboard's traces.
+        self._traces: LRU[str, tuple[str, bytes]] = LRU(
+            dedup, max_bytes=_TRACES_MAX_BYTES, weigh=lambda kept: len(kept[1]), owner=lambda kept: kept[0]
+        )
         self.evicted = 0
         self.ignored = 0
         self.follower = (
@@ -263,7 +267,7 @@ class ResultsAggregator:
             attempts=result.attempts,
             trace_id=result.trace_id,
         )
-        self._traces.put(result.command_id, _trace_bytes(result, raw))
+        self._traces.put(result.command_id, (result.tenant_id, _trace_bytes(result, raw)))
         stats.recent.append(summary)
         if not ok:
             stats.failures.append(summary)
@@ -372,7 +376,7 @@ class ResultsAggregator:
         for item in (*reversed(stats.recent), *reversed(stats.failures)):
             if item.command_id == command_id and space_id in (None, item.space_id):
                 kept = self._traces.peek(command_id)
-                return item.public(spans=() if kept is None else _spans_of(kept))
+                return item.public(spans=() if kept is None else _spans_of(kept[1]))
         return None
 
     def _breakers(self, stats: TenantStats, now: float) -> list[dict[str, Any]]:

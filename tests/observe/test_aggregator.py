@@ -138,22 +138,23 @@ def test_timeline_has_sixty_ten_second_points_with_counts_and_percentiles() -> N
 def test_the_spans_kept_are_bounded_in_bytes_and_a_large_record_keeps_only_its_spans(monkeypatch) -> None:
     from ingress.observe import _aggregator
 
-    monkeypatch.setattr(_aggregator, "_TRACES_MAX_BYTES", 40_000)
+    monkeypatch.setattr(_aggregator, "_TRACES_MAX_BYTES", 100_000)  # a tenant: 10,000
     agg = ResultsAggregator()
     small = make_result("acme", finished=NOW)
     large = make_result("acme", finished=NOW).model_copy(update={"output": {"blob": "x" * 200_000}})
     for result in (small, large):
         agg.add_record(result, result.to_bytes())
-    assert agg._traces.peek(small.command_id) == small.to_bytes()  # parsed only if asked for
-    assert len(agg._traces.peek(large.command_id) or b"") < 5_000  # its spans, not its 200 kB
+    assert agg._traces.peek(small.command_id) == ("acme", small.to_bytes())  # parsed only if asked for
+    assert len(agg._traces.peek(large.command_id)[1]) < 5_000  # its spans, not its 200 kB
     for result in (small, large):
         trace = agg.trace("acme", result.command_id)
         assert trace is not None and [s["span_id"] for s in trace["spans"]] == [s.span_id for s in result.spans]
     many = [make_result("beta", finished=NOW) for _ in range(100)]
     for result in many:
         agg.add_record(result, result.to_bytes())
-    assert agg._traces.bytes <= 40_000
-    # The oldest trace went first: its command is still listed, without spans.
-    trace = agg.trace("acme", small.command_id)
-    assert trace is not None and trace["spans"] == []
+    assert agg._traces.bytes <= 100_000
+    # Another tenant's flood let go of its own oldest traces, not of acme's.
+    assert agg.trace("acme", small.command_id)["spans"]
     assert agg.trace("beta", many[-1].command_id)["spans"]
+    kept = [r for r in many if agg._traces.peek(r.command_id) is not None]
+    assert 0 < len(kept) < len(many) and kept == many[-len(kept):]  # its newest
