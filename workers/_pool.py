@@ -579,13 +579,20 @@ class WorkerPool(PoolLifecycle):
         command = item.job.command
         last = command.errors[-1] if command.errors else None
         wait = max(0.0, due - now().timestamp())
+        # An earlier attempt may have taken effect: then submitting again may repeat it.
+        in_doubt = item.job.doubt_settled_at is not None
+        advice = (
+            "an earlier attempt may have taken effect, check before submitting it again"
+            if in_doubt
+            else "submit it again after retry_after"
+        )
         error = ErrorInfo(
             code=last.code if last is not None else ErrorCode.UPSTREAM_RATE_LIMITED,
             message=(
                 f"the upstream asked to wait {wait:.0f}s, and {self._timed_share} of this tenant's "
-                "commands already wait in this partition: submit it again after retry_after"
+                f"commands already wait in this partition: {advice}"
             ),
-            retryable=True,
+            retryable=not in_doubt,
             retry_after=wait,
             http_status=last.http_status if last is not None else None,
         )
