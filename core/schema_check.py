@@ -59,7 +59,9 @@ _NAMES_ONLY = frozenset(
 
 def describe(error: ValidationError, limit: int = 200) -> str:
     """What rule ``error`` broke, without the rejected value (``expected type "string"``)."""
-    if error.validator in _NAMES_ONLY:
+    if error.validator is None:  # a false schema: nothing is allowed there
+        text = "no value is allowed here"
+    elif error.validator in _NAMES_ONLY:
         text = str(error.message)
     else:
         try:
@@ -113,7 +115,8 @@ class SchemaCheck:
         if self._fast is not None:
             if self._fast.is_valid(instance):
                 return iter(())
-            return (_from_compiled(error, self._schema) for error in self._fast.iter_errors(instance))
+            types = self._python.TYPE_CHECKER
+            return (_from_compiled(error, self._schema, types) for error in self._fast.iter_errors(instance))
         try:
             errors = list(self._python.iter_errors(instance))
         except Unresolvable as exc:
@@ -125,21 +128,45 @@ class SchemaCheck:
         return iter(errors)
 
 
-def _from_compiled(error: Any, schema: Mapping[str, Any]) -> ValidationError:
-    """A ``jsonschema_rs`` error as a ``jsonschema`` one (keyword, rule, paths)."""
-    steps = list(error.schema_path)
-    rule: Any = schema
+def _from_compiled(
+    error: Any, schema: Mapping[str, Any], types: Any, within: tuple[list[Any], list[Any]] = ([], [])
+) -> ValidationError:
+    """A ``jsonschema_rs`` error as ``jsonschema`` reports it: keyword, rule, the schema it
+    belongs to, paths relative to the error ``within`` (an anyOf/oneOf's ``context``) and
+    that context, so that ``best_match`` descends into the branch that failed."""
+    steps, path = list(error.schema_path), list(error.instance_path)
+    kind = type(error.kind).__name__
+    keyword: str | None = str(steps[-1]) if steps else "schema"
+    rule, owner = _at(schema, steps), _at(schema, steps[:-1])
+    message = str(error.message)
+    if kind == "FalseSchema":  # the path ends at the property, not at a keyword
+        keyword, rule, owner = None, None, False
+    elif kind == "Required":  # worded as jsonschema words it
+        missing = error.kind.property
+        message = f"{missing!r} is a required property"
+        if keyword in ("dependentRequired", "dependencies") and isinstance(rule, dict):
+            present = [name for name, needs in rule.items() if isinstance(error.instance, dict)
+                       and name in error.instance and isinstance(needs, list) and missing in needs]  # fmt: skip
+            if present:
+                message = f"{missing!r} is a dependency of {present[0]!r}"
+    context = []
+    if kind in ("AnyOf", "OneOfNotValid"):
+        context = [_from_compiled(sub, schema, types, (path, steps)) for branch in error.kind.context for sub in branch]
+    return ValidationError(
+        message, validator=keyword, validator_value=rule, path=path[len(within[0]):],
+        schema_path=steps[len(within[1]):], instance=error.instance, schema=owner, type_checker=types,
+        context=context,
+    )  # fmt: skip
+
+
+def _at(schema: Any, steps: list[Any]) -> Any:
+    """The part of ``schema`` at ``steps`` (None where the path leads nowhere)."""
     for step in steps:
         try:
-            rule = rule[step]
+            schema = schema[step]
         except (KeyError, IndexError, TypeError):
-            rule = None
-            break
-    keyword = str(steps[-1]) if steps else "schema"
-    return ValidationError(
-        str(error.message), validator=keyword, validator_value=rule, path=list(error.instance_path),
-        schema_path=steps, instance=error.instance,
-    )  # fmt: skip
+            return None
+    return schema
 
 
 def schema_problem(schema: Mapping[str, Any]) -> str | None:

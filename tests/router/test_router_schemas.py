@@ -185,3 +185,35 @@ def test_a_callers_value_cannot_make_a_check_run_away() -> None:
     nested = checked({"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}})
     (error,) = nested.errors({"s": "a" * 64 + "!"})
     assert error.validator == "pattern" and list(error.absolute_path) == ["s"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "instance"),
+    [
+        ({"properties": {"a": {"anyOf": [{"type": "string", "maxLength": 2}, {"type": "integer"}]}}}, {"a": "abcd"}),
+        ({"properties": {"a": {"oneOf": [{"type": "object", "properties": {"b": {"type": "string"}}},
+                                         {"type": "integer"}]}}}, {"a": {"b": 5}}),  # fmt: skip
+        ({"properties": {"k": {}}, "dependentRequired": {"k": ["d"]}}, {"k": 1}),
+        ({"properties": {"required": False}}, {"required": "SECRET-VALUE"}),
+        ({"required": ["x"], "properties": {"x": {"type": "string"}}}, {}),
+        ({"properties": {"x": {"type": "string", "pattern": "^a+$"}}}, {"x": "b"}),
+        ({"additionalProperties": False, "properties": {"x": {}}}, {"y": 1}),
+        ({"properties": {"n": {"type": "integer", "minimum": 3}}}, {"n": 1}),
+    ],
+    ids=["anyOf", "oneOf-nested", "dependentRequired", "false-schema", "required", "pattern",
+         "additionalProperties", "minimum"],
+)
+def test_the_compiled_check_words_errors_as_the_python_one(schema: dict[str, Any], instance: Any) -> None:
+    # The words a caller reads (the best error, its place and its rule) are jsonschema's,
+    # through anyOf/oneOf branches too; never the value.
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    from core.schema_check import describe
+
+    expected = best_match(Draft202012Validator(schema).iter_errors(instance))
+    got = best_match(checked(schema).errors(instance))
+    assert describe(got) == describe(expected)
+    if expected.validator is not None:  # jsonschema places a false schema's error at its parent
+        assert got.json_path == expected.json_path
+    assert "SECRET-VALUE" not in describe(got)
