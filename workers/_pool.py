@@ -579,8 +579,10 @@ class WorkerPool(PoolLifecycle):
         command = item.job.command
         last = command.errors[-1] if command.errors else None
         wait = max(0.0, due - now().timestamp())
-        # An earlier attempt may have taken effect: then submitting again may repeat it.
-        in_doubt = item.job.doubt_settled_at is not None
+        # An earlier attempt may have taken effect (it was handed on in doubt): then
+        # submitting again may repeat it. (A new owner's doubt about its first records
+        # does not apply: a record not yet due was never started.)
+        in_doubt = IN_DOUBT_HEADER in item.job.headers
         advice = (
             "an earlier attempt may have taken effect, check before submitting it again"
             if in_doubt
