@@ -34,6 +34,8 @@ LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
         "2002:7f00:1::1",  # 6to4 carrying 127.0.0.1
         "64:ff9b::a9fe:a9fe",  # NAT64 to 169.254.169.254
         "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo to client 10.0.0.1
+        "64:ff9b:1::a9fe:a9fe",  # NAT64's local-use prefix (RFC 8215) to the metadata address
+        "::7f00:1", "::ffff:0:7f00:1", "fec0::1",  # IPv4-compatible, -translated; site-local
         "not-an-address",
     ],
 )

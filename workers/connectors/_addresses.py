@@ -7,8 +7,10 @@ cluster's own services or a cloud metadata endpoint. :class:`PublicAddressResolv
 sits under the pool's HTTP client, so the addresses it returns are the only ones a
 connection is made to: no window between a check and the connect.
 
-An address is public when :mod:`ipaddress` calls it global, it is not multicast, and an
-IPv4 address carried inside an IPv6 one (mapped, 6to4, Teredo, NAT64) is public too.
+An address is public when :mod:`ipaddress` calls it global, it is not multicast, it is in
+no block that carries an IPv4 address some other way (NAT64's local-use prefix,
+IPv4-compatible, IPv4-translated) or is deprecated (site-local), and an IPv4 address
+carried inside an IPv6 one (mapped, 6to4, Teredo, NAT64's well-known prefix) is public too.
 IP literals in a URL never reach a resolver: they are allowed only when the allow-list
 names that exact address, which is the operator's choice.
 """
@@ -29,6 +31,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # NAT64's well-known prefix (RFC 6052): the last 32 bits are the IPv4 address reached.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Never public, whatever the Python patch level's is_global says: NAT64's local-use
+# prefix (RFC 8215, the IPv4 address anywhere in it), IPv4-compatible and IPv4-translated
+# addresses (RFC 4291, RFC 2765) and the deprecated site-local block (RFC 3879).
+_NEVER_PUBLIC = tuple(
+    ipaddress.IPv6Network(block) for block in ("64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96", "fec0::/10")
+)
 
 
 class AddressNotAllowed(OSError):
@@ -52,6 +60,8 @@ def _public(address: IPAddress) -> bool:
     if not address.is_global or address.is_multicast:
         return False
     if isinstance(address, ipaddress.IPv6Address):
+        if any(address in block for block in _NEVER_PUBLIC):
+            return False
         return all(_public(inner) for inner in _embedded_ipv4(address))
     return True
 
