@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import aiohttp
@@ -23,6 +24,7 @@ from test_connectors_vendors import TENANT, make_call, register
 from yarl import URL
 
 from core.errors import PermanentError, RetryableError
+from schemas import ErrorCode
 from workers.connectors import ConnectorCall, _slack_lookup
 from workers.connectors._base import CredentialsExpired, Doubt
 from workers.connectors._gmail_lookup import CONCURRENT_GETS, HEADER, GmailLookup, gmail_error
@@ -527,6 +529,26 @@ def test_gmail_rate_limits_by_403_are_retried_and_other_403s_are_not() -> None:
         gmail_error(reply("insufficientPermissions"), "gmail")
     with pytest.raises(PermanentError):
         gmail_error(Reply(403, CIMultiDictProxy(CIMultiDict()), b"<html>", False), "gmail")
+
+
+def test_gmail_sending_limits_wait_for_the_time_their_message_names() -> None:
+    # A mailbox past its daily sending limit answers 429 "with time to retry" in the
+    # message, for hours; retried on the tier delays it failed again and again.
+    later = datetime.now(UTC) + timedelta(hours=2)
+    stamp = later.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    body = {"error": {"code": 429, "message": f"User-rate limit exceeded.  Retry after {stamp} (Mail sending)",
+                      "errors": [{"domain": "usageLimits", "reason": "rateLimitExceeded"}]}}  # fmt: skip
+    with pytest.raises(RetryableError) as limited:
+        gmail_error(Reply(429, CIMultiDictProxy(CIMultiDict()), orjson.dumps(body), False), "gmail")
+    assert limited.value.code is ErrorCode.UPSTREAM_RATE_LIMITED
+    assert 7_190 < (limited.value.retry_after or 0) <= 7_200
+    # A Retry-After header wins; a 429 without either waits on the tier delays.
+    with pytest.raises(RetryableError) as headed:
+        gmail_error(Reply(429, CIMultiDictProxy(CIMultiDict({"Retry-After": "5"})), orjson.dumps(body), False), "gmail")
+    assert headed.value.retry_after == 5.0
+    with pytest.raises(RetryableError) as bare:
+        gmail_error(Reply(429, CIMultiDictProxy(CIMultiDict()), b"", False), "gmail")
+    assert bare.value.retry_after is None
 
 
 async def test_a_refused_mailbox_read_raises_like_the_send_would(

@@ -24,7 +24,9 @@ rate-limit reason) are retried like a send's (:func:`gmail_error`).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Coroutine, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from yarl import URL
@@ -32,7 +34,7 @@ from yarl import URL
 from core.errors import RetryableError
 from schemas import ErrorCode
 
-from ._base import ConnectorCall, Doubt, parse_retry_after
+from ._base import MAX_RETRY_AFTER, ConnectorCall, Doubt, parse_retry_after
 from ._http import Reply, raise_for_status, send
 from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads, output_for
 
@@ -52,18 +54,37 @@ _T = TypeVar("_T")
 
 def gmail_error(reply: Reply, what: str) -> None:
     """:func:`._http.raise_for_status` for Gmail: a 403 with a rate-limit reason is
-    retryable too (Gmail signals limits so as well as with 429)."""
-    if reply.status == 403:
-        try:
-            reasons = {e.get("reason") for e in reply.json(what)["error"]["errors"] if isinstance(e, dict)}
-        except (RetryableError, KeyError, TypeError):
-            reasons = set()
-        if reasons & RATE_LIMIT_REASONS:
-            raise RetryableError(
-                ErrorCode.UPSTREAM_RATE_LIMITED, f"{what}: 403 rate limited",
-                retry_after=parse_retry_after(reply.headers.get("Retry-After")), http_status=403,
-            )  # fmt: skip
+    retryable too (Gmail signals limits so as well as with 429), and a limit's wait is
+    also read from the error's message ("User-rate limit exceeded. Retry after
+    <time>"), where Gmail's sending limits give it, when no ``Retry-After`` does."""
+    if reply.status not in (403, 429):
+        raise_for_status(reply, what)
+        return
+    try:
+        error = reply.json(what)["error"]
+        reasons = {e.get("reason") for e in error["errors"] if isinstance(e, dict)}
+        told = _retry_time(str(error.get("message", "")))
+    except (RetryableError, KeyError, TypeError, AttributeError):
+        reasons, told = set(), None
+    wait = parse_retry_after(reply.headers.get("Retry-After"))
+    if reply.status == 429 or reasons & RATE_LIMIT_REASONS:
+        raise RetryableError(
+            ErrorCode.UPSTREAM_RATE_LIMITED, f"{what}: {reply.status} rate limited",
+            retry_after=wait if wait is not None else told, http_status=reply.status,
+        )  # fmt: skip
     raise_for_status(reply, what)
+
+
+_RETRY_AT = re.compile(r"Retry after (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z)")
+
+
+def _retry_time(message: str) -> float | None:
+    """Seconds until the time a Gmail error message names (at most a day), or None."""
+    found = _RETRY_AT.search(message[:1000])
+    if found is None:
+        return None
+    when = datetime.fromisoformat(found.group(1).replace("Z", "+00:00"))
+    return max(0.0, min((when - datetime.now(UTC)).total_seconds(), MAX_RETRY_AFTER))
 
 
 def message_output(message: Mapping[str, Any]) -> dict[str, Any]:
