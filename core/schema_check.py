@@ -2,16 +2,18 @@
 
 ``jsonschema_rs`` (compiled, ~1 µs per check here) decides valid or invalid and reports
 the errors, as ``jsonschema`` ``ValidationError`` objects (keyword, rule, paths), so
-callers word them alike. The pure-Python ``jsonschema`` runs only where no compiled
-validator exists (a dialect it lacks): on whatever a caller sent it can take quadratic
-time (``uniqueItems`` over objects compares every pair) or backtrack without end (a
-workspace's ``pattern``), which the compiled one bounds, and a check runs on the event
-loop of the router and the MCP edge, shared by every tenant.
+callers word them alike. The pure-Python ``jsonschema`` checks schemas against their
+dialect's metaschema, never a caller's arguments: on whatever a caller sent it can take
+quadratic time (``uniqueItems`` over objects compares every pair) or backtrack without
+end (a workspace's ``pattern``), which the compiled one bounds, and a check runs on the
+event loop of the router and the MCP edge, shared by every tenant. So a schema the
+compiled validator cannot take (draft-03, a pattern outside ECMA 262) is refused.
 
 Workspace schemas are written by tenants' admins, so neither validator fetches a
 remote ``$ref`` (an address inside the deployment, a blocked event loop), and
 :func:`schema_problem` refuses, when a workspace is written, a schema that could not be
-applied: not a schema of its dialect, a reference that does not resolve inside it.
+applied: not a schema of its dialect, a reference that does not resolve inside it, or
+one the compiled validator cannot take.
 :func:`checked` builds the check every process uses, in the schema's own dialect
 (``$schema``, else 2020-12), so the MCP edge and the router agree on what is valid.
 

@@ -8,8 +8,8 @@ other records (they are simply not started yet); a tier partition is paused only
 it holds more than ``max_delayed_per_partition`` waiting records, which bounds memory
 (:mod:`workers._holding`). One tenant holds at most an eighth of that on a partition:
 past it, a record of that tenant due later ends at once with a failed Result saying how
-long its upstream asked to wait (``retry_after``), so an upstream that answers "retry in
-a day" cannot pause a partition other tenants' retries share.
+long its retry had to wait (``retry_after``), so an upstream that answers "retry in a
+day" cannot pause a partition other tenants' retries share.
 
 Fetching pauses when started + queued commands exceed ``max_buffered`` and resumes at
 half of it. A pause stops whole partitions, so one tenant must not be able to cause it:
@@ -591,7 +591,7 @@ class WorkerPool(PoolLifecycle):
         error = ErrorInfo(
             code=last.code if last is not None else ErrorCode.UPSTREAM_RATE_LIMITED,
             message=(
-                f"the upstream asked to wait {wait:.0f}s, and {self._timed_share} of this tenant's "
+                f"its retry is due in {wait:.0f}s, and {self._timed_share} of this tenant's "
                 f"commands already wait in this partition: {advice}"
             ),
             retryable=not in_doubt,

@@ -61,6 +61,8 @@ _ROUTING_HEADERS = (VERSION_HEADER, METHOD_HEADER, NAME_HEADER)
 # What /mcp answers (RFC 9110: a 405's Allow lists the methods the resource supports).
 _ALLOW = "POST, OPTIONS"
 _CORS_HEADERS = {
+    # GET and DELETE too: a browser client that sends them then reads our 405, not a
+    # CORS failure.
     "Access-Control-Allow-Methods": "POST, GET, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": ", ".join(
         (
