@@ -419,3 +419,12 @@ def test_jira_reaches_a_3lo_grant_through_atlassians_gateway_and_an_api_token_at
     assert jira._site(basic) == "https://acme.atlassian.net"
     # A runtime base URL (the emulators, a proxy) wins over both.
     assert jira._site(make_call("jira", emulator, session, "t")) == emulator.base_url
+
+
+async def test_github_says_which_labels_it_applied(emulator: RunningEmulator, session: aiohttp.ClientSession) -> None:
+    # Without push access GitHub drops the labels and still answers 201: the output shows it.
+    register(emulator, "github", "ghp-labels")
+    asked = {"owner": "octo", "title": "Bug", "labels": ["bug", "p1"]}
+    applied = await run("github", make_call("github", emulator, session, "ghp-labels", arguments={**asked, "repo": "hello"}))
+    dropped = await run("github", make_call("github", emulator, session, "ghp-labels", arguments={**asked, "repo": "no-push-x"}))
+    assert applied["labels"] == ["bug", "p1"] and dropped["labels"] == []

@@ -113,7 +113,7 @@ class GitHubConnector(Connector):
         self._shared = SharedReads()
 
     async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
-        """The ``{number, html_url, id}`` of an issue an earlier attempt opened, or None."""
+        """The output (:func:`_output`) of an issue an earlier attempt opened, or None."""
         args = validated(self, call)
         token = credential(call, "token", "access_token", connector=self.name)
         owner, repo = args["owner"], args["repo"]
@@ -151,7 +151,7 @@ class GitHubConnector(Connector):
         return found
 
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
-        """Open the issue; returns ``{number, html_url, id}``.
+        """Open the issue; returns ``{number, html_url, id, labels}`` (see :func:`_output`).
 
         Raises:
             CredentialsExpired: 401.
@@ -185,8 +185,15 @@ def _issues_url(call: ConnectorCall, owner: str, repo: str) -> str:
 
 
 def _output(issue: Mapping[str, Any]) -> dict[str, Any]:
-    """An issue as the command's output: ``{number, html_url, id}``."""
-    return {"number": issue.get("number"), "html_url": issue.get("html_url"), "id": issue.get("id")}
+    """An issue as the command's output: ``{number, html_url, id, labels}``. ``labels``
+    are those GitHub applied: it drops, silently, those a token without push access asks
+    for ("Only users with push access can set labels for new issues")."""
+    labels = issue.get("labels")
+    applied = [
+        item["name"] for item in (labels if isinstance(labels, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("name"), str)
+    ]  # fmt: skip
+    return {"number": issue.get("number"), "html_url": issue.get("html_url"), "id": issue.get("id"), "labels": applied}
 
 
 def _headers(token: str) -> dict[str, str]:

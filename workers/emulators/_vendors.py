@@ -3,7 +3,9 @@
 A vendor knows how to find the token in a request, how its API says 401/429/5xx, and
 how to validate and answer one call. Convention for "does not exist": a Slack channel,
 GitHub owner or repository, or Jira project whose name starts with ``missing``
-(``MISSING`` for Jira), and a Notion parent ID starting with ``00000000``.
+(``MISSING`` for Jira), and a Notion parent ID starting with ``00000000``. A GitHub
+repository whose name starts with ``no-push-`` stands for one the token may not push to:
+an issue is opened, its labels dropped, as GitHub does.
 """
 
 from __future__ import annotations
@@ -454,7 +456,10 @@ class GitHub(Vendor):
             "title": data["title"],
             "body": data["body"] if isinstance(data.get("body"), str) else None,
             "state": "open",
-            "labels": [{"name": str(name)} for name in data.get("labels", [])][:100],
+            # GitHub drops, silently, the labels of a caller without push access (a
+            # repository named "no-push-*" here).
+            "labels": [] if repo.lower().startswith("no-push-")
+            else [{"name": str(name)} for name in data.get("labels", [])][:100],
             "url": f"{base}/repos/{owner}/{repo}/issues/{number}",
             "html_url": f"{base}/{owner}/{repo}/issues/{number}",
             "created_at": now,
