@@ -79,7 +79,9 @@ class ResultsFeed(Following):
             owner=lambda kept: kept[0],  # a tenant holds at most a tenth
         )
         # (tenant_id, space_id) of the Results forgotten lately: finished, no longer held.
-        self._forgotten: LRU[str, tuple[str, str]] = LRU(capacity, on_evict=self._gone)
+        self._forgotten: LRU[str, tuple[str, str]] = LRU(
+            capacity, on_evict=self._gone, owner=lambda owner: owner[0]
+        )
         # Called with each command id that leaves the forgotten list.
         self.on_gone: list[Callable[[str], object]] = []
         self._waiters: dict[str, list[tuple[asyncio.Future[Result], Accept]]] = {}

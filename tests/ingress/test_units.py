@@ -137,6 +137,16 @@ def test_one_tenants_flood_of_results_cannot_push_out_another_tenants():
         results.add(result)
     assert results.get(mine.command_id, lambda r: True) is not None
     assert [results.get(r.command_id, lambda r: True) is not None for r in big] == [False, False, True]
+    # What was let go of is remembered as finished per tenant too: the flood's cannot
+    # push out the quiet tenant's (whose poll then read "unknown", not "finished").
+    results.add(_result(1, "quiet"))
+    older = [_result(n, "quiet") for n in range(2, 11)]
+    for result in older:
+        results.add(result)
+    assert results.forgotten(mine.command_id) == ("quiet", "sales")
+    for result in [_result(n, "loud") for n in range(300, 600)]:
+        results.add(result)
+    assert results.forgotten(mine.command_id) == ("quiet", "sales")
 
 
 def _result(n: int, tenant: str = "acme") -> Result:
