@@ -1,9 +1,10 @@
 """A dict bounded by forgetting its least recently used entries: what every cache of
 tenants, keys or ids uses, so that their number never grows memory past a fixed size.
 
-Given ``owner`` (whose entry a value is: its tenant), one owner also holds at most a
-share of the entries and of the bytes: past it, its own oldest entry goes, so that one
-tenant's flood cannot push every other tenant's entries out.
+Given ``owner`` (whose entry a value is: its tenant), an owner past its share of the
+entries or of the bytes makes room from its own oldest entries when room must be made,
+so that one tenant's flood cannot push every other tenant's entries out; below the
+bounds, one owner may fill the whole (a deployment of few tenants loses nothing).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ class LRU(Generic[K, V]):
     """A dict that forgets its least recently used entry beyond ``capacity`` entries or,
     given ``weigh`` (bytes of a value), beyond ``max_bytes`` (the newest entry is kept
     whatever it weighs); ``on_evict(key, value)`` hears each one forgotten so. Given
-    ``owner``, an owner's oldest entry (by insertion) is forgotten too once the owner
-    holds more than ``OWNER_SHARE`` of either bound (its newest is always kept)."""
+    ``owner``, room for an entry of an owner holding more than ``OWNER_SHARE`` of either
+    bound is made from that owner's oldest entries (by insertion), not the others'."""
 
     def __init__(
         self,
@@ -69,22 +70,27 @@ class LRU(Generic[K, V]):
             self.bytes += size - (0 if old is None else self._weigh(old))
         self._data[key] = value
         self._data.move_to_end(key)
+        owner = None
         if self._owner is not None:
-            self._own(self._owner(value), key, size)
+            owner = self._owner(value)
+            keys = self._owned.setdefault(owner, OrderedDict())
+            keys[key] = size
+            self._owned_bytes[owner] = self._owned_bytes.get(owner, 0) + size
         while len(self._data) > self.capacity or (
             self.max_bytes is not None and self.bytes > self.max_bytes and len(self._data) > 1
         ):
-            self._evict(next(iter(self._data)))
+            own = self._over_share(owner)
+            self._evict(next(iter(own if own is not None else self._data)))
 
-    def _own(self, owner: str, key: K, size: int) -> None:
-        keys = self._owned.setdefault(owner, OrderedDict())
-        keys[key] = size
-        held = self._owned_bytes[owner] = self._owned_bytes.get(owner, 0) + size
-        while len(keys) > 1 and (
-            len(keys) > self._owner_capacity or (self._owner_bytes is not None and held > self._owner_bytes)
-        ):
-            self._evict(next(iter(keys)))
-            held = self._owned_bytes.get(owner, 0)
+    def _over_share(self, owner: str | None) -> OrderedDict[K, int] | None:
+        """``owner``'s keys when it holds more than its share (and more than one entry)."""
+        if owner is None:
+            return None
+        keys = self._owned.get(owner)
+        if keys is None or len(keys) < 2:
+            return None
+        over_bytes = self._owner_bytes is not None and self._owned_bytes[owner] > self._owner_bytes
+        return keys if len(keys) > self._owner_capacity or over_bytes else None
 
     def _disown(self, key: K, value: V) -> None:
         if self._owner is None:

@@ -41,7 +41,7 @@ class AcceptedFeed(Following):
         lookback: float = 900.0,
         task_capacity: int = DEFAULT_TASK_CAPACITY,
     ) -> None:
-        # A tenant remembers at most a tenth: another's flood cannot make a running
+        # Past a tenth, a tenant makes room from its own: another's flood cannot make a running
         # command of yours read as unknown here.
         self._owners: LRU[str, tuple[str, str]] = LRU(capacity, owner=lambda owner: owner[0])
         self.tasks = TaskLedger(task_capacity)

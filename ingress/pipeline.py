@@ -104,7 +104,7 @@ class KafkaPipeline:
         # record bytes: parsed back only for a replay or a poll, and bytes are nothing
         # the garbage collector has to walk (100,000 Command models would be millions
         # of tracked objects).
-        # (A tenant holds at most a tenth: another's flood cannot make this replica forget
+        # (Past a tenth, a tenant makes room from its own: another's flood cannot make this replica forget
         # yours, whose replays it checks against their arguments and answers as pending.)
         self._submitted: LRU[str, tuple[str, bytes]] = LRU(
             remember, max_bytes=remember_bytes, weigh=lambda kept: len(kept[1]), owner=lambda kept: kept[0]

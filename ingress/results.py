@@ -3,9 +3,9 @@
 Each replica follows all partitions of the results topic (no consumer group), starting
 ``lookback`` seconds back (by ``offsets_for_times``) so a restarted replica can still
 answer recent polls. It keeps the last ``capacity`` Results (LRU, default 100,000, and
-at most ``max_bytes`` of them, default 256 MiB) in memory, a tenant at most a tenth of
-either (its own oldest forgotten first: one tenant's flood, every command of which
-ends with a Result, cannot push the others' out); an older result is forgotten by the ingress (a poll answers 404) but stays on
+at most ``max_bytes`` of them, default 256 MiB) in memory; once full, a tenant holding
+more than a tenth of either makes room from its own oldest (one tenant's flood, every
+command of which ends with a Result, cannot push the others' out); an older result is forgotten by the ingress (a poll answers 404) but stays on
 the results topic for downstream consumers until the topic's retention removes it.
 The ids of the last ``capacity`` forgotten Results are kept a while longer, so that a
 command whose Result was forgotten reads as finished, never as pending (the replica
@@ -76,7 +76,7 @@ class ResultsFeed(Following):
             on_evict=self._forget,
             max_bytes=max_bytes,
             weigh=lambda kept: len(kept[2]),
-            owner=lambda kept: kept[0],  # a tenant holds at most a tenth
+            owner=lambda kept: kept[0],  # past a tenth, a tenant makes room from its own
         )
         # (tenant_id, space_id) of the Results forgotten lately: finished, no longer held.
         self._forgotten: LRU[str, tuple[str, str]] = LRU(

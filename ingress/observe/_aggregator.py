@@ -188,7 +188,7 @@ class ResultsAggregator:
         # Kept as received and rendered (with redaction) only when someone asks for the
         # trace: rendering every Result's spans on arrival was a third of the ingress's
         # CPU (most traces are never asked for, and bytes cost the garbage collector nothing).
-        # (tenant, trace bytes); a tenant holds at most a tenth, so another's flood does
+        # (tenant, trace bytes); past a tenth, a tenant makes room from its own, so another's flood does
         # not empty your dashboard's traces.
         self._traces: LRU[str, tuple[str, bytes]] = LRU(
             dedup, max_bytes=_TRACES_MAX_BYTES, weigh=lambda kept: len(kept[1]), owner=lambda kept: kept[0]

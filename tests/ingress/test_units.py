@@ -128,25 +128,28 @@ def test_one_tenants_flood_of_results_cannot_push_out_another_tenants():
     for result in flood:
         results.add(result)
     assert results.get(mine.command_id, lambda r: True) is not None
-    assert len(results._results) == 1 + 10  # the flood holds its tenth
-    assert results.get(flood[-1].command_id, lambda r: True) is not None
-    assert results.forgotten(flood[-11].command_id) == ("loud", "sales")  # its own oldest went
-    # A tenth of the bytes too (1 MB here): 600 kB Results of one tenant keep its newest only.
-    big = [_result(n, "bulky").model_copy(update={"output": {"blob": "x" * 600_000}}) for n in range(3)]
-    for result in big:
-        results.add(result)
-    assert results.get(mine.command_id, lambda r: True) is not None
-    assert [results.get(r.command_id, lambda r: True) is not None for r in big] == [False, False, True]
+    assert len(results._results) == 100  # the room is used: the flood made it from its own
+    assert results.get(flood[-99].command_id, lambda r: True) is not None
+    assert results.forgotten(flood[-100].command_id) == ("loud", "sales")
     # What was let go of is remembered as finished per tenant too: the flood's cannot
     # push out the quiet tenant's (whose poll then read "unknown", not "finished").
-    results.add(_result(1, "quiet"))
-    older = [_result(n, "quiet") for n in range(2, 11)]
-    for result in older:
-        results.add(result)
+    for result in [_result(n, "quiet") for n in range(1, 11)]:
+        results.add(result)  # past its tenth of a full cache: its own oldest goes
     assert results.forgotten(mine.command_id) == ("quiet", "sales")
     for result in [_result(n, "loud") for n in range(300, 600)]:
         results.add(result)
     assert results.forgotten(mine.command_id) == ("quiet", "sales")
+
+
+def test_one_tenants_large_results_make_room_from_their_own():
+    results = ResultsFeed(Settings(), capacity=1_000, max_bytes=2_000_000)  # a tenth: 200 kB
+    mine = _result(0, "quiet")
+    results.add(mine)
+    big = [_result(n, "bulky").model_copy(update={"output": {"blob": "x" * 600_000}}) for n in range(5)]
+    for result in big:
+        results.add(result)
+    assert results.get(mine.command_id, lambda r: True) is not None
+    assert [results.get(r.command_id, lambda r: True) is not None for r in big] == [False, False, True, True, True]
 
 
 def _result(n: int, tenant: str = "acme") -> Result:
@@ -226,20 +229,21 @@ def test_an_existing_key_gets_a_record_of_its_own_that_verifies_it():
         key_record("not-a-key", tenant_id="acme", spaces=["main"], user_id="ann", role="admin")
 
 
-def test_an_lru_with_owners_keeps_each_to_a_tenth_of_its_entries_and_bytes():
+def test_an_lru_with_owners_makes_room_from_an_owner_past_its_tenth():
     evicted: list[str] = []
     lru: LRU[str, tuple[str, bytes]] = LRU(
         20, max_bytes=1_000, weigh=lambda v: len(v[1]), owner=lambda v: v[0],
         on_evict=lambda key, _: evicted.append(key),
     )  # fmt: skip
+    for n in range(15):  # alone, an owner may fill what there is room for
+        lru.put(f"a{n}", ("alone", b"x"))
+    assert len(lru) == 15 and not evicted
     lru.put("q", ("quiet", b"x"))
-    for n in range(10):
+    for n in range(10):  # full: room comes from the owner past its share (2 of 20)
         lru.put(f"l{n}", ("loud", b"y"))
-    assert "q" in lru and list(lru) == ["q", "l8", "l9"]  # a tenth of 20 entries: 2
-    assert evicted == [f"l{n}" for n in range(8)]
-    lru.put("b0", ("bulky", b"z" * 60))
-    lru.put("b1", ("bulky", b"z" * 60))  # a tenth of 1,000 bytes: 100
+    assert "q" in lru and len(lru) == 20 and evicted == [f"l{n}" for n in range(6)]
+    lru.put("b0", ("bulky", b"z" * 500))
+    lru.put("b1", ("bulky", b"z" * 500))  # over 1,000 bytes, bulky past its 100: its own oldest
     assert "b0" not in lru and "b1" in lru and "q" in lru
     lru.put("b1", ("quiet", b"z"))  # the same key, now another owner's
-    assert lru.pop("q") is not None and lru.pop("b1") is not None and "l9" in lru
-    assert lru.bytes == 2
+    assert lru.pop("q") is not None and lru.pop("b1") is not None and lru.bytes == len(lru)
