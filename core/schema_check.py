@@ -179,10 +179,11 @@ def schema_problem(schema: Mapping[str, Any]) -> str | None:
     resolve within it, to a schema: nothing is fetched. And the compiled validator must
     take it (see the module's docstring): draft-04 or later, patterns it compiles.
     """
-    validator, problem = _examined(schema)
-    if problem is None and not SchemaCheck(schema, validator).compiled:
-        return _UNCOMPILED
-    return problem
+    try:
+        checked(schema)
+    except SchemaBroken as exc:
+        return str(exc)
+    return None
 
 
 def checked(schema: Mapping[str, Any]) -> SchemaCheck:
