@@ -41,8 +41,8 @@ import aiohttp
 
 from core.kafka import make_producer, start_client
 from ingress.admin import publish_config
-from ingress.pipeline import COMMAND_KIND, COMMAND_SCHEMA, command_id_for
-from schemas import Command, CommandSource, Headers
+from ingress.pipeline import COMMAND_KIND, COMMAND_SCHEMA
+from schemas import Command, CommandSource, Headers, command_id_for
 from switchyard.system import LocalSystem
 
 from ._cpu import process_ids
@@ -66,7 +66,7 @@ def _command(tenant: str) -> Command:
     key = f"mem-{uuid.uuid4().hex}"
     now = datetime.now(UTC)
     return Command(
-        command_id=command_id_for(tenant, key),
+        command_id=command_id_for(tenant, "main", key),
         tenant_id=tenant,
         space_id="main",
         user_id=f"user@{tenant}",

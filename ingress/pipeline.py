@@ -17,9 +17,7 @@ of this process.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -46,6 +44,7 @@ from schemas import (
     Headers,
     Result,
     TaskCancel,
+    command_id_for,
 )
 
 from ._bounded import LRU, TokenBuckets
@@ -61,14 +60,6 @@ COMMAND_SCHEMA = f"switchyard.command.v{COMMAND_SCHEMA_VERSION}"
 COMMAND_KIND = "command"
 DEFAULT_DEADLINE = timedelta(minutes=5)
 MAX_DEADLINE = timedelta(days=1)
-
-
-def command_id_for(tenant_id: str, idempotency_key: str) -> str:
-    """The command id of ``idempotency_key`` for ``tenant_id``: the same on every replica."""
-    digest = hashlib.sha256(f"switchyard\0{tenant_id}\0{idempotency_key}".encode()).digest()
-    # Base32 encodes 5-byte groups on their own: the first 20 bytes give the same first
-    # 32 characters as the whole digest, at half the encoding work.
-    return base64.b32encode(digest[:20])[:26].lower().decode()
 
 
 @dataclass(slots=True)
@@ -281,18 +272,18 @@ class KafkaPipeline:
         For a replay, ``inflight`` is the acknowledgement its first publish still awaits.
         """
         key = item.idempotency_key or f"auto-{uuid.uuid4().hex}"
-        command_id = command_id_for(identity.tenant_id, key)
+        command_id = command_id_for(identity.tenant_id, identity.space_id, key)
         known = self._accepted(command_id)
         if known is not None:
-            _check_reuse(known.space_id, known.action, identity, item)
-            if not _same_json(known.arguments, item.arguments):
+            if known.action != item.action or not _same_json(known.arguments, item.arguments):
                 raise Conflict("this idempotency key was already used for a different command")
             return known, self._inflight.get(command_id), None
-        result = self.results.get(command_id, lambda r: r.tenant_id == identity.tenant_id)
+        result = self.results.get(command_id, _visible_to(identity))
         if result is not None:
-            # A Result names the action and workspace, not the arguments: a key reused
-            # with other arguments only is answered as a replay once the call finished.
-            _check_reuse(result.space_id, result.action, identity, item)
+            # A Result names the action, not the arguments: a key reused with other
+            # arguments only is answered as a replay once the call finished.
+            if result.action != item.action:
+                raise Conflict("this idempotency key was already used for a different command")
             return _from_result(result, identity), None, None
         now = datetime.now(UTC)
         deadline = item.deadline or now + DEFAULT_DEADLINE
@@ -325,7 +316,7 @@ class KafkaPipeline:
                 action=item.action,
                 arguments=item.arguments,
                 idempotency_key=key,
-                submitted_at=now,
+                        submitted_at=now,
                 deadline=deadline,
                 source=source,
                 spans=captured,
@@ -451,18 +442,6 @@ def _same_json(a: Any, b: Any) -> bool:
     if isinstance(a, list):
         return isinstance(b, list) and len(a) == len(b) and all(map(_same_json, a, b))
     return bool(a == b)
-
-
-def _check_reuse(space_id: str, action: str, identity: Identity, item: Submission) -> None:
-    """Refuse a key already used for another action, or in another workspace of the tenant.
-
-    Raises:
-        Conflict: the earlier use differs.
-    """
-    if space_id != identity.space_id:
-        raise Conflict("this idempotency key was already used in another workspace of this tenant")
-    if action != item.action:
-        raise Conflict("this idempotency key was already used for a different command")
 
 
 def _from_result(result: Result, identity: Identity) -> Command:

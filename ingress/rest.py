@@ -102,7 +102,10 @@ def _unavailable(identity: Identity, key: str) -> ServiceUnavailable:
         "command runs at most once",
         2.0,
     )
-    error.details = {"idempotency_key": key, "command_id": command_id_for(identity.tenant_id, key)}
+    error.details = {
+        "idempotency_key": key,
+        "command_id": command_id_for(identity.tenant_id, identity.space_id, key),
+    }
     return error
 
 

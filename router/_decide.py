@@ -81,11 +81,19 @@ class Decisions:
         raise NotImplementedError
 
     def _decide(
-        self, event: Any, command: Command, now: float, now_dt: datetime, *, charged: bool = False
+        self,
+        event: Any,
+        command: Command,
+        now: float,
+        now_dt: datetime,
+        *,
+        charged: bool = False,
+        used_by: str | None = None,
     ) -> Outgoing:
         """Route or reject ``command``; ``charged``: its usage was counted by an earlier
         decision of this same command whose output was never sent (a replay after a
-        crash), so it is not counted again."""
+        crash), so it is not counted again; ``used_by``: the command that used its
+        idempotency key in the other scope (an upgrade's transition), which rejects it."""
         partition = event.message.partition
         parent = extract(headers_list(event.message))
         key = command.tenant_id.encode()
@@ -111,6 +119,12 @@ class Decisions:
             ) as current,
         ):
             try:
+                if used_by is not None:
+                    raise PermanentError(
+                        ErrorCode.IDEMPOTENCY_KEY_USED,
+                        f"this idempotency key was used by command {used_by} before keys were "
+                        "unique per workspace (2026-11-29); that command's Result is this call's",
+                    )
                 routed = self._resolve(command, partition, now, now_dt, charged=charged)
                 current.set_attribute("switchyard.connector", routed.connector)
             except CommandError as exc:

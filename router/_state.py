@@ -12,7 +12,8 @@ that partition for the replica that owns those commands (co-partitioning).
 
 Two tables use this:
 
-* ``dedup`` — ``<tenant>/<idempotency key>`` → ``{"c": command id, "s": "p"|"d",
+* ``dedup`` — ``<tenant>/<space> <idempotency key>`` (``<tenant>/<idempotency key>`` for
+  commands published before keys were per workspace) → ``{"c": command id, "s": "p"|"d",
   "t": output topic, "p": output partition, "ts": ms, "k": source partition}``;
   ``p`` = pending (written before the output is sent), ``d`` = done (after it is acked).
 * ``usage`` — ``<tenant>/<space>`` → token bucket and daily quota (``router._limits``)
@@ -31,16 +32,36 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from schemas import Limits
+from schemas import Command, Limits
 
 from ._limits import at_rest
 
-__all__ = ["PartitionedState", "dedup_key", "usage_key"]
+__all__ = ["PartitionedState", "dedup_key", "other_scope_key", "usage_key"]
 
 
-def dedup_key(tenant_id: str, idempotency_key: str) -> str:
-    # Tenant ids cannot contain '/', so the key cannot be confused across tenants.
-    return f"{tenant_id}/{idempotency_key}"
+def dedup_key(command: Command) -> str:
+    """The dedup entry of ``command``'s idempotency key, in the scope the command names.
+
+    Tenant ids cannot contain '/', so no key is confused across tenants; nor can space
+    ids or idempotency keys contain ' ', so a workspace's key (``<tenant>/<space> <key>``)
+    is never a tenant-wide one (``<tenant>/<key>``: commands published before keys were
+    per workspace, 2026-11-29).
+    """
+    return _in_space(command) if command.keyed_per_workspace() else _tenant_wide(command)
+
+
+def other_scope_key(command: Command) -> str:
+    """The entry of the same key in the other scope: during an upgrade to per-workspace
+    keys, a retry can reach the router in one scope after its first send in the other."""
+    return _tenant_wide(command) if command.keyed_per_workspace() else _in_space(command)
+
+
+def _tenant_wide(command: Command) -> str:
+    return f"{command.tenant_id}/{command.idempotency_key}"
+
+
+def _in_space(command: Command) -> str:
+    return f"{command.tenant_id}/{command.space_id} {command.idempotency_key}"
 
 
 def usage_key(tenant_id: str, space_id: str) -> str:

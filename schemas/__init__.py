@@ -9,6 +9,7 @@ from .command import (
     ConnectorOptions,
     RoutedCommand,
     TaskCancel,
+    command_id_for,
 )
 from .config import (
     ActionConfig,
@@ -61,6 +62,7 @@ __all__ = [
     "WireModel",
     "WorkspaceConfig",
     "api_key_key",
+    "command_id_for",
     "dumps",
     "json_depth_exceeds",
     "lost_integer_digits",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -31,9 +33,26 @@ __all__ = [
     "RoutedCommand",
     "TaskCancel",
     "COMMAND_SCHEMA_VERSION",
+    "command_id_for",
 ]
 
 COMMAND_SCHEMA_VERSION: Literal[1] = 1
+
+
+def command_id_for(tenant_id: str, space_id: str, idempotency_key: str) -> str:
+    """The command id of ``idempotency_key`` in a tenant's workspace: the same on every replica.
+
+    Keys are unique per workspace, so two workspaces of a tenant may use one key for two
+    commands. Until 2026-11-29 ids came from tenant and key alone (keys were unique per
+    tenant); :meth:`Command.keyed_per_workspace` tells the two apart, so a command
+    published before keeps its tenant-wide key to the end.
+    """
+    digest = hashlib.sha256(
+        f"switchyard\0{tenant_id}\0{space_id}\0{idempotency_key}".encode()
+    ).digest()
+    # Base32 encodes 5-byte groups on their own: the first 20 bytes give the same first
+    # 32 characters as the whole digest, at half the encoding work.
+    return base64.b32encode(digest[:20])[:26].lower().decode()
 
 
 class CommandSource(StrEnum):
@@ -72,6 +91,13 @@ class Command(WireModel):
 
     def expired(self, now: datetime) -> bool:
         return now >= self.deadline
+
+    def keyed_per_workspace(self) -> bool:
+        """Whether the idempotency key is unique in the workspace (the id says so: every
+        command an ingress published since 2026-11-29) or in the tenant (before). Read
+        from the id, not a field, so that routers and workers of before still read
+        every command during an upgrade."""
+        return self.command_id == command_id_for(self.tenant_id, self.space_id, self.idempotency_key)
 
 
 class TaskCancel(WireModel):

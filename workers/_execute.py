@@ -118,10 +118,15 @@ def upstream_idempotency_key(command: RoutedCommand) -> str:
 
     Derived from the caller's idempotency key (not the command id) so that a client
     resubmitting the same request also maps to the same upstream side effect; hashed
-    with the tenant id so two tenants' keys can never collide on a shared endpoint (the
-    generic HTTP connector), and of fixed length so it fits every API's limit.
+    with the tenant id, and the workspace's where keys are per workspace (commands
+    published since 2026-11-29), so two tenants' or workspaces' keys can never collide
+    on a shared endpoint (the generic HTTP connector) or in a check for an earlier
+    attempt's effect, and of fixed length so it fits every API's limit.
     """
-    digest = hashlib.sha256(f"{command.tenant_id}\0{command.idempotency_key}".encode()).hexdigest()
+    scope = command.tenant_id
+    if command.keyed_per_workspace():
+        scope = f"{command.tenant_id}\0{command.space_id}"
+    digest = hashlib.sha256(f"{scope}\0{command.idempotency_key}".encode()).hexdigest()
     return f"sy-{digest[:40]}"
 
 

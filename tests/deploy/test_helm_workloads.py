@@ -262,3 +262,13 @@ def test_the_http_pool_takes_the_private_networks_its_hosts_may_resolve_to(rende
     assert [str(n) for n in load_settings({"SWITCHYARD_HTTP_PRIVATE_NETWORKS": listed}).http_private_networks] == [
         "10.0.0.0/8", "fd00::/8"]  # fmt: skip
     assert "SWITCHYARD_HTTP_PRIVATE_NETWORKS" not in env["slack"]
+
+
+def test_the_ingress_can_keep_its_image_while_the_others_are_upgraded(render: Render) -> None:
+    """An upgrade that must reach routers and workers first (README, "Upgrades")."""
+    images = {name: pod["containers"][0]["image"] for name, pod in _pods(render("minimal-values.yaml")).items()}
+    assert len(set(images.values())) == 1
+    staged = render("minimal-values.yaml", set=["image.tag=2.0", "ingress.imageTag=1.9"])
+    images = {name: pod["containers"][0]["image"] for name, pod in _pods(staged).items()}
+    assert {image for name, image in images.items() if name.endswith("-ingress")} == {"switchyard:1.9"}
+    assert {image for name, image in images.items() if not name.endswith("-ingress")} == {"switchyard:2.0"}

@@ -28,12 +28,13 @@ class Load:
     """
 
     url: str
-    keys: Mapping[str, str]  # tenant id → API key
+    keys: Mapping[str, str]  # tenant id → API key (of its workspace `space`)
     total: int
     batch: int = 10
     clients: int = 3
     pace: float = 0.05  # seconds between one client's batches: keeps the load going a while
     attempts: int = 200
+    space: str = "main"
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     accepted: dict[str, str] = field(default_factory=dict)  # command id → tenant
     attempted: dict[str, str] = field(default_factory=dict)
@@ -67,7 +68,7 @@ class Load:
             numbers = range(start, min(start + self.batch, self.total))
             pending = {f"{self.tag}-{n}": n for n in numbers}
             for key in pending:
-                self.attempted[command_id_for(tenant, key)] = tenant
+                self.attempted[command_id_for(tenant, self.space, key)] = tenant
             for attempt in range(self.attempts):
                 if attempt:
                     self.resent_items += len(pending)

@@ -99,10 +99,10 @@ def from_bytes_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     return calls
 
 
-@given(st.text(max_size=40), st.text(max_size=300))
-def test_command_ids_keep_the_values_replicas_already_published(tenant: str, key: str) -> None:
-    digest = hashlib.sha256(f"switchyard\0{tenant}\0{key}".encode()).digest()
-    assert command_id_for(tenant, key) == base64.b32encode(digest).decode().lower()[:26]
+@given(st.text(max_size=40), st.text(max_size=40), st.text(max_size=300))
+def test_command_ids_keep_the_values_replicas_already_published(tenant: str, space: str, key: str) -> None:
+    digest = hashlib.sha256(f"switchyard\0{tenant}\0{space}\0{key}".encode()).digest()
+    assert command_id_for(tenant, space, key) == base64.b32encode(digest).decode().lower()[:26]
 
 
 async def test_a_result_nobody_waits_for_is_counted_without_a_full_parse(

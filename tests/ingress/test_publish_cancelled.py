@@ -89,7 +89,7 @@ async def test_cancelled_before_the_producer_took_a_record(
     pipeline.producer.send = real_send  # type: ignore[method-assign]
     await _settled(pipeline)
 
-    ids = [command_id_for(identity.tenant_id, item.idempotency_key or "") for item in items]
+    ids = [command_id_for(identity.tenant_id, identity.space_id, item.idempotency_key or "") for item in items]
     async with asyncio.timeout(30):
         published = await _published(settings, identity.tenant_id)
     assert published == set(ids[:GATED])
@@ -131,6 +131,6 @@ async def test_cancelled_while_waiting_for_acks(settings: Settings, pipeline: Ka
     async with asyncio.timeout(5):
         outcomes = await pipeline.submit_many(identity, items, source=CommandSource.REST)
     assert all(isinstance(o, tuple) and o[1] is False for o in outcomes), outcomes
-    ids = {command_id_for(identity.tenant_id, item.idempotency_key or "") for item in items}
+    ids = {command_id_for(identity.tenant_id, identity.space_id, item.idempotency_key or "") for item in items}
     async with asyncio.timeout(30):
         assert await _published(settings, identity.tenant_id) == ids

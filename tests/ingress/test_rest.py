@@ -119,7 +119,7 @@ async def test_idempotency_key_reused_for_another_command_is_a_409(harness, acme
     assert response.status == 409
 
 
-async def test_a_replica_knowing_only_the_result_refuses_its_key_for_another_action_or_workspace(
+async def test_a_replica_knowing_only_the_result_refuses_its_key_for_another_action(
     settings, harness, acme, responder
 ):
     first = {"action": "echo", "arguments": {"text": "a"}, "idempotency_key": "k-done"}
@@ -135,10 +135,28 @@ async def test_a_replica_knowing_only_the_result_refuses_its_key_for_another_act
             "/v1/commands", json={**first, "action": "shout"}, headers=acme.headers
         )
         assert other_action.status == 409
+        # Keys are per workspace: the same key in another workspace is another command.
         other_space = await other.client.post("/v1/commands", json=first, headers=support.headers)
-        assert other_space.status == 409
-        assert "another workspace" in (await other_space.json())["error"]["message"]
+        assert other_space.status == 202
+        assert (await other_space.json())["command_id"] != accepted["command_id"]
     assert len(await commands_with_id(harness, accepted["command_id"])) == 1
+
+
+async def test_one_idempotency_key_in_two_workspaces_gives_two_commands(harness, acme, responder):
+    support = await harness.add_tenant(acme.tenant_id, "support")
+    payload = {"action": "echo", "arguments": {"text": "a"}, "idempotency_key": "daily"}
+    a = await harness.client.post("/v1/commands", json=payload, headers=acme.headers)
+    b = await harness.client.post("/v1/commands", json=payload, headers=support.headers)
+    assert a.status == 202 and b.status == 202
+    first, second = await a.json(), await b.json()
+    assert first["command_id"] != second["command_id"]
+    for accepted, key in ((first, acme), (second, support)):
+        done = await harness.client.get(accepted["status_url"] + "?wait=20", headers=key.headers)
+        assert (await done.json())["status"] == "succeeded"
+        published = await commands_with_id(harness, accepted["command_id"])
+        assert [(c.space_id, c.keyed_per_workspace()) for c in published] == [(key.space_id, True)]
+    replay = await harness.client.post("/v1/commands", json=payload, headers=support.headers)
+    assert replay.status == 200 and (await replay.json())["command_id"] == second["command_id"]
 
 
 async def test_a_command_still_running_reads_as_pending_on_every_replica(settings, harness, acme, beta):
@@ -280,7 +298,7 @@ async def test_with_the_broker_failing_a_submit_is_503_and_names_the_key_to_retr
         assert error["code"] == "unavailable" and "same idempotency key" in error["message"]
         # No key was given: the one generated for this request is named, with its command id.
         assert error["idempotency_key"].startswith("auto-")
-        assert error["command_id"] == command_id_for(acme.tenant_id, error["idempotency_key"])
+        assert error["command_id"] == command_id_for(acme.tenant_id, acme.space_id, error["idempotency_key"])
         await assert_documented(harness, "/v1/commands", 503, await response.json())
 
         items = [{"action": "echo", "idempotency_key": f"k-{i}"} for i in range(2)]
@@ -318,7 +336,7 @@ async def test_a_batch_keys_its_items_by_the_header_and_refuses_more_than_a_burs
         await asyncio.sleep(0.3)  # the edge's burst of 3 refills
         again = await (await harness.client.post("/v1/commands:batch", json=keyed, headers=headers)).json()
         assert [i["command_id"] for i in first["items"]] == [
-            command_id_for(acme.tenant_id, "hk:0"), command_id_for(acme.tenant_id, "mine")
+            command_id_for(acme.tenant_id, acme.space_id, "hk:0"), command_id_for(acme.tenant_id, acme.space_id, "mine")
         ]  # fmt: skip
         assert [i["command_id"] for i in again["items"]] == [i["command_id"] for i in first["items"]]
         assert [i["replayed"] for i in again["items"]] == [True, True]

@@ -40,11 +40,12 @@ def test_parse_api_key_never_raises(text):
     parse_api_key(text)
 
 
-def test_command_id_is_deterministic_per_tenant_and_key():
-    assert command_id_for("acme", "k") == command_id_for("acme", "k")
-    assert command_id_for("acme", "k") != command_id_for("beta", "k")
-    assert command_id_for("acme", "k") != command_id_for("acme", "k2")
-    TypeAdapter(CommandId).validate_python(command_id_for("acme", "k"))
+def test_command_id_is_deterministic_per_tenant_workspace_and_key():
+    assert command_id_for("acme", "main", "k") == command_id_for("acme", "main", "k")
+    assert command_id_for("acme", "main", "k") != command_id_for("beta", "main", "k")
+    assert command_id_for("acme", "main", "k") != command_id_for("acme", "support", "k")
+    assert command_id_for("acme", "main", "k") != command_id_for("acme", "main", "k2")
+    TypeAdapter(CommandId).validate_python(command_id_for("acme", "main", "k"))
 
 
 def test_token_bucket_refuses_then_refills_and_reports_the_wait():
@@ -154,7 +155,7 @@ def test_one_tenants_large_results_make_room_from_their_own():
 
 def _result(n: int, tenant: str = "acme") -> Result:
     command = Command(
-        command_id=command_id_for(tenant, f"k{n}"), tenant_id=tenant, space_id="sales", user_id="ann",
+        command_id=command_id_for(tenant, "sales", f"k{n}"), tenant_id=tenant, space_id="sales", user_id="ann",
         role="member", action="echo", idempotency_key=f"k{n}", submitted_at=datetime.now(UTC),
         deadline=datetime.now(UTC) + timedelta(minutes=1), source=CommandSource.REST,
     )

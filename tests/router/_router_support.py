@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -35,6 +37,7 @@ from schemas import (
     Result,
     RoutedCommand,
     WorkspaceConfig,
+    command_id_for,
 )
 from switchyard.tenants import publish_workspaces
 
@@ -126,14 +129,14 @@ def summary_action(
 
 
 def workspace(
-    tenant: str, actions: list[ActionConfig], *, version: int = 1, **extra: Any
+    tenant: str, actions: list[ActionConfig], *, version: int = 1, space: str = "main", **extra: Any
 ) -> WorkspaceConfig:
     connectors = extra.pop("connectors", None)
     if connectors is None:
         connectors = {a.connector: ConnectorOptions() for a in actions}
     return WorkspaceConfig(
         tenant_id=tenant,
-        space_id="main",
+        space_id=space,
         version=version,
         actions=actions,
         connectors=connectors,
@@ -150,13 +153,17 @@ def command(
     role: str = "member",
     key: str | None = None,
     deadline: timedelta = timedelta(minutes=5),
+    space: str = "main",
+    tenant_wide_key: bool = False,
 ) -> Command:
+    """A command as the ingress publishes it; ``tenant_wide_key``: as it published them
+    before idempotency keys were per workspace (an id from tenant and key)."""
     now = datetime.now(UTC)
     key = key or uuid.uuid4().hex
     return Command(
-        command_id=f"c{uuid.uuid5(uuid.NAMESPACE_OID, tenant + '/' + key).hex}",
+        command_id=tenant_wide_id(tenant, key) if tenant_wide_key else command_id_for(tenant, space, key),
         tenant_id=tenant,
-        space_id="main",
+        space_id=space,
         user_id="agent@example.com",
         role=role,
         action=action,
@@ -166,6 +173,12 @@ def command(
         deadline=now + deadline,
         source=CommandSource.REST,
     )
+
+
+def tenant_wide_id(tenant: str, key: str) -> str:
+    """The id an ingress gave a command before keys were per workspace (2026-11-29)."""
+    digest = hashlib.sha256(f"switchyard\0{tenant}\0{key}".encode()).digest()
+    return base64.b32encode(digest[:20])[:26].lower().decode()
 
 
 async def prepare_topics(settings: Settings) -> None:

@@ -75,6 +75,11 @@ switchyard.io/connector: {{ .connector }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* The ingress's image: ingress.imageTag when set, so it can follow the others in an upgrade. */}}
+{{- define "switchyard.ingressImage" -}}
+{{- printf "%s:%s" .Values.image.repository (default (default .Chart.AppVersion .Values.image.tag) .Values.ingress.imageTag) -}}
+{{- end -}}
+
 {{/* Consumer group of a worker pool: the runtime uses "<prefix>workers.<connector>". */}}
 {{- define "switchyard.workerGroup" -}}
 {{- printf "%sworkers.%s" .root.Values.kafka.topics.prefix .connector -}}
