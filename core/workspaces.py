@@ -22,7 +22,9 @@ Ids = tuple[str, str]  # (tenant id, space id)
 class WorkspaceStore:
     def __init__(self, parsed: int = 4_096) -> None:
         self._raw: dict[Ids, bytes] = {}
-        self._parsed: LRU[Ids, WorkspaceConfig] = LRU(parsed)
+        # Past a tenth, a tenant makes room from its own: one tenant's thousands of
+        # workspaces in use cannot make every other tenant's be parsed again each time.
+        self._parsed: LRU[Ids, WorkspaceConfig] = LRU(parsed, owner=lambda workspace: workspace.tenant_id)
 
     def put(self, ids: Ids, raw: bytes, workspace: WorkspaceConfig) -> None:
         """Keep ``workspace``, validated from ``raw`` by the caller."""

@@ -7,7 +7,6 @@ Usage limits come last (``router._limits``) so rejected commands do not spend qu
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from typing import Any
 from jsonschema.exceptions import best_match
 
 from core.errors import PermanentError
+from core.lru import LRU
 from core.schema_check import SchemaBroken, SchemaCheck, checked, describe
 from schemas import ActionConfig, Command, ErrorCode, WorkspaceConfig
 
@@ -61,26 +61,24 @@ class ActionCache:
 
     The entry also remembers the ActionConfig it was compiled from: a workspace
     republished under the same version with different content is recompiled, not
-    served stale.
+    served stale. Past a tenth of the entries, a tenant makes room from its own (see
+    :class:`core.lru.LRU`): one tenant's thousands of actions cannot make every other
+    tenant's commands compile theirs again.
     """
 
     def __init__(self, size: int = 2048) -> None:
         self.size = size
-        self._entries: OrderedDict[
-            tuple[str, str, int, str], tuple[ActionConfig, CompiledAction]
-        ] = OrderedDict()
+        self._entries: LRU[
+            tuple[str, str, int, str], tuple[str, ActionConfig, CompiledAction]
+        ] = LRU(size, owner=lambda kept: kept[0])
 
     def get(self, workspace: WorkspaceConfig, action: ActionConfig) -> CompiledAction:
         key = (workspace.tenant_id, workspace.space_id, workspace.version, action.name)
         hit = self._entries.get(key)
-        if hit is not None and hit[0] is action:
-            self._entries.move_to_end(key)
-            return hit[1]
+        if hit is not None and hit[1] is action:
+            return hit[2]
         compiled = _compile(action)
-        self._entries[key] = (action, compiled)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        self._entries.put(key, (workspace.tenant_id, action, compiled))
         return compiled
 
     def __len__(self) -> int:

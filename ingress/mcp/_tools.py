@@ -210,10 +210,12 @@ class ToolRunner:
         # (workspace, action, compiled argument validator) per tool: compiling costs far
         # more than validating, and a workspace's actions are a list to search. An entry
         # holds only while the directory still serves that very workspace object, so any
-        # configuration change (a new object) is seen on the next call.
+        # configuration change (a new object) is seen on the next call. Past a tenth, a
+        # tenant's tools make room from its own: one tenant's thousands of workspaces
+        # cannot make every other tenant's calls compile their schemas again.
         self._tools: LRU[
             tuple[str, str, str], tuple[WorkspaceConfig, ActionConfig, SchemaCheck]
-        ] = LRU(1024)
+        ] = LRU(1024, owner=lambda kept: kept[0].tenant_id)
 
     def _actions(self, identity: Identity) -> list[ActionConfig]:
         workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)

@@ -33,6 +33,17 @@ def test_every_workspace_is_served_and_only_the_recent_ones_stay_parsed() -> Non
     assert store.get(("nobody", "main")) is None
 
 
+def test_one_tenants_many_workspaces_leave_another_tenants_parsed() -> None:
+    store = WorkspaceStore(parsed=50)
+    (mine, raw, workspace), *_ = _workspaces(1)
+    store.put(mine, raw, workspace)
+    template = demo_tenants("http://127.0.0.1:1")[0].workspace()
+    for i in range(200):
+        flood = template.model_copy(update={"tenant_id": "flood", "space_id": f"s{i}"})
+        store.put(("flood", f"s{i}"), flood.to_bytes(), flood)
+    assert store.get(mine) is workspace  # still parsed: the same object
+
+
 def test_a_workspace_costs_its_json_not_its_parsed_models() -> None:
     """Every router and ingress replica holds every workspace: parsed, ~7 KiB each."""
     items = _workspaces(2_000)

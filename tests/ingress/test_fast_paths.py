@@ -277,6 +277,33 @@ def test_made_up_tool_names_are_refused_and_not_remembered() -> None:
     assert len(runner._tools) == 0
 
 
+class _ManyWorkspaces:
+    """Every workspace asked for exists, each its own object with one ``notify`` tool."""
+
+    def __init__(self) -> None:
+        self.made: dict[tuple[str, str], WorkspaceConfig] = {}
+
+    def workspace(self, tenant_id: str, space_id: str) -> WorkspaceConfig:
+        key = (tenant_id, space_id)
+        if key not in self.made:
+            self.made[key] = _workspace().model_copy(update={"tenant_id": tenant_id, "space_id": space_id})
+        return self.made[key]
+
+
+def test_one_tenants_many_tools_do_not_push_another_tenants_compiled_tools_out() -> None:
+    runner = ToolRunner(
+        Services(auth=None, catalog=_ManyWorkspaces(), pipeline=None),  # type: ignore[arg-type]
+        page_size=50,
+        call_timeout=1,
+    )
+    runner.resolve(IDENTITY, "notify", {"text": "hi"})
+    flood = [Identity("flood", f"s{n}", "ann", "member", "k2") for n in range(1_500)]
+    for identity in flood:
+        runner.resolve(identity, "notify", {"text": "hi"})
+    assert ("acme", "sales", "notify") in runner._tools
+    assert len(runner._tools) <= 1024
+
+
 async def test_settling_the_heap_freezes_start_up_objects_and_batches_young_collections() -> None:
     threshold = gc.get_threshold()
     try:

@@ -196,6 +196,18 @@ def test_compiled_actions_are_cached_per_version_and_recompiled_when_content_cha
     assert len(cache) == 2
 
 
+def test_one_tenants_many_actions_do_not_push_another_tenants_compiled_actions_out() -> None:
+    cache = ActionCache(size=100)
+    mine = _ws()
+    compiled = cache.get(mine, mine.actions[0])
+    flood = workspace("flood", [summary_action("slack", "post_message", {"text": "{{ args.summary }}"})])
+    for version in range(2, 300):
+        other = flood.model_copy(update={"version": version})
+        cache.get(other, other.actions[0])
+    assert cache.get(mine, mine.actions[0]) is compiled
+    assert len(cache) <= 100
+
+
 def test_token_bucket_allows_the_burst_then_rejects_with_retry_after_and_refills() -> None:
     limits = Limits(rate_per_second=2, burst=2)
     state, err = admit(None, limits, now=1000.0)
