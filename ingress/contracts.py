@@ -64,7 +64,7 @@ class Pipeline(Protocol):
     ) -> tuple[Command, bool]:
         """Publish a command (durable in Kafka on return). Returns (command, created).
 
-        ``created`` is False when the idempotency key was seen before for this tenant:
+        ``created`` is False when the idempotency key was seen before in this workspace:
         the same command id comes back and nothing new is published. ``task_ttl``
         (ms) marks the command as an MCP task, so every replica lists it.
 

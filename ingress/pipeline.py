@@ -1,12 +1,13 @@
 """The pipeline: build a Command from an authenticated call, publish it durably, answer results.
 
-Idempotency across replicas: the command id is derived from ``(tenant_id,
-idempotency_key)`` (SHA-256, base32, 26 characters), so a replay sent to *any* replica
+Idempotency across replicas: the command id is derived from ``(tenant_id, space_id,
+idempotency_key)`` (``schemas.command_id_for``: SHA-256, base32, 26 characters; keys are
+unique per workspace), so a replay sent to *any* replica
 gets the same id. A replica publishes nothing for a replay it recognises: one it
 submitted itself (bounded LRU of submitted commands) or whose Result it holds. A replay
 that reaches a replica knowing neither (another replica accepted it and it is still
-running) is published again under the same id; the router's dedup table (keyed by tenant and
-idempotency key, kept 24 h and at most the tenant's latest 100,000 keys) drops it, so it
+running) is published again under the same id; the router's dedup table (keyed by tenant, workspace
+and idempotency key, kept 24 h and at most the tenant's latest 100,000 keys) drops it, so it
 still runs once. A replay older than that window is a new command.
 
 Durability: ``submit`` returns only after the broker acknowledged the record
@@ -316,7 +317,7 @@ class KafkaPipeline:
                 action=item.action,
                 arguments=item.arguments,
                 idempotency_key=key,
-                        submitted_at=now,
+                submitted_at=now,
                 deadline=deadline,
                 source=source,
                 spans=captured,

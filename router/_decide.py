@@ -120,10 +120,14 @@ class Decisions:
         ):
             try:
                 if used_by is not None:
+                    # No code of its own: ingresses and consumers of before read only the
+                    # codes they know, and this happens while they still run. Nor the
+                    # other command's id: it may be another workspace's.
                     raise PermanentError(
-                        ErrorCode.IDEMPOTENCY_KEY_USED,
-                        f"this idempotency key was used by command {used_by} before keys were "
-                        "unique per workspace (2026-11-29); that command's Result is this call's",
+                        ErrorCode.INVALID_ARGUMENTS,
+                        "this idempotency key was used in the last 24 h by another command "
+                        "of this tenant, across the change to keys per workspace "
+                        "(2026-11-29), so this one is not run; use a new key for a new call",
                     )
                 routed = self._resolve(command, partition, now, now_dt, charged=charged)
                 current.set_attribute("switchyard.connector", routed.connector)

@@ -49,7 +49,7 @@ from ._config_view import ConfigView
 from ._decide import Decisions, Outgoing, headers_list
 from ._fence import RebalanceFence
 from ._resolve import ActionCache
-from ._state import PartitionedState, dedup_key, other_scope_key
+from ._state import PartitionedState, dedup_keys
 from ._verify import InDoubt, find_sent
 
 __all__ = ["Outgoing", "Router"]
@@ -388,11 +388,13 @@ class Router(Decisions):
         now = time.time()
         now_ms = int(now * 1000)
         now_dt = datetime.fromtimestamp(now, UTC)  # one clock reading for the whole batch
-        sent = await self._already_sent(items, now_ms)
+        # (own, other scope's) dedup keys per command, computed once (each costs a hash).
+        keys = [dedup_keys(command) for _, command in items]
+        sent = await self._already_sent(items, keys, now_ms)
         outgoing: list[tuple[str, int, Outgoing]] = []
         in_batch: dict[str, str] = {}  # dedup key → command id
-        for event, command in items:
-            key, entry = self._entry(command, now_ms)
+        for (event, command), (own, other) in zip(items, keys, strict=True):
+            key, entry = self._entry(command, own, other, now_ms)
             partition = event.message.partition
             if key in in_batch:
                 self.dropped += 1
@@ -408,7 +410,7 @@ class Router(Decisions):
             charged = (
                 entry is not None and entry.get("c") == command.command_id and entry.get("u") == 1
             )
-            used_by = self._used_in_other_scope(command, in_batch, now_ms)
+            used_by = self._used_in_other_scope(command, other, in_batch, now_ms)
             out = self._decide(event, command, now, now_dt, charged=charged, used_by=used_by)
             pending = {
                 "c": command.command_id,
@@ -502,34 +504,37 @@ class Router(Decisions):
             return None
         return entry
 
-    def _used_in_other_scope(self, command: Command, in_batch: dict[str, str], now_ms: int) -> str | None:
-        """The command that used ``command``'s key in the other scope, if any (see
-        :func:`router._state.other_scope_key`): a retry that crossed an upgrade to
-        per-workspace keys, with a new command id, must not run its call again."""
-        other = other_scope_key(command)
+    def _used_in_other_scope(
+        self, command: Command, other: str, in_batch: dict[str, str], now_ms: int
+    ) -> str | None:
+        """The command that used ``command``'s key in the other scope (its entry
+        ``other``), if any: a retry that crossed the upgrade to per-workspace keys, with
+        a new command id, must not run its call again."""
         used_by = in_batch.get(other)
         if used_by is None:
             entry = self._fresh(other, now_ms)
             used_by = None if entry is None else str(entry.get("c"))
         return None if used_by == command.command_id else used_by
 
-    def _entry(self, command: Command, now_ms: int) -> tuple[str, dict[str, Any] | None]:
+    def _entry(
+        self, command: Command, own: str, other: str, now_ms: int
+    ) -> tuple[str, dict[str, Any] | None]:
         """``command``'s dedup key and fresh entry. A router of before per-workspace keys
         wrote every entry tenant-wide: a command it routed during the upgrade is found
-        under that key, by its own id."""
-        key = dedup_key(command)
-        entry = self._fresh(key, now_ms)
+        under that key (``other``), by its own id."""
+        entry = self._fresh(own, now_ms)
         if entry is None:
-            other = other_scope_key(command)
             earlier = self._fresh(other, now_ms)
             if earlier is not None and earlier.get("c") == command.command_id:
                 return other, earlier
-        return key, entry
+        return own, entry
 
-    async def _already_sent(self, items: list[tuple[Any, Command]], now_ms: int) -> set[str]:
+    async def _already_sent(
+        self, items: list[tuple[Any, Command]], keys: list[tuple[str, str]], now_ms: int
+    ) -> set[str]:
         in_doubt: set[InDoubt] = set()
-        for _, command in items:
-            _, entry = self._entry(command, now_ms)
+        for (_, command), (own, other) in zip(items, keys, strict=True):
+            _, entry = self._entry(command, own, other, now_ms)
             if entry is not None and entry.get("s") == "p":
                 in_doubt.add((str(entry["c"]), str(entry["t"]), int(entry["p"]), int(entry["ts"])))
         if not in_doubt:

@@ -36,24 +36,20 @@ from schemas import Command, Limits
 
 from ._limits import at_rest
 
-__all__ = ["PartitionedState", "dedup_key", "other_scope_key", "usage_key"]
+__all__ = ["PartitionedState", "dedup_keys", "usage_key"]
 
 
-def dedup_key(command: Command) -> str:
-    """The dedup entry of ``command``'s idempotency key, in the scope the command names.
+def dedup_keys(command: Command) -> tuple[str, str]:
+    """``command``'s dedup key, in the scope its id names, and the same key's in the other.
 
     Tenant ids cannot contain '/', so no key is confused across tenants; nor can space
     ids or idempotency keys contain ' ', so a workspace's key (``<tenant>/<space> <key>``)
     is never a tenant-wide one (``<tenant>/<key>``: commands published before keys were
-    per workspace, 2026-11-29).
+    per workspace, 2026-11-29). The other scope's entry matters during that upgrade: a
+    retry can reach the router in one scope after its first send in the other.
     """
-    return _in_space(command) if command.keyed_per_workspace() else _tenant_wide(command)
-
-
-def other_scope_key(command: Command) -> str:
-    """The entry of the same key in the other scope: during an upgrade to per-workspace
-    keys, a retry can reach the router in one scope after its first send in the other."""
-    return _tenant_wide(command) if command.keyed_per_workspace() else _in_space(command)
+    in_space, tenant_wide = _in_space(command), _tenant_wide(command)
+    return (in_space, tenant_wide) if command.keyed_per_workspace() else (tenant_wide, in_space)
 
 
 def _tenant_wide(command: Command) -> str:

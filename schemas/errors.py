@@ -26,9 +26,6 @@ class ErrorCode(StrEnum):
     QUOTA_EXHAUSTED = "quota_exhausted"
     DEADLINE_EXPIRED = "deadline_expired"
     UNKNOWN_WORKSPACE = "unknown_workspace"
-    # The key's earlier use reached the router under its id from before keys were per
-    # workspace: only during that upgrade's transition (24 h).
-    IDEMPOTENCY_KEY_USED = "idempotency_key_used"
     # Failures while executing (workers).
     CREDENTIALS_MISSING = "credentials_missing"
     CREDENTIALS_INVALID = "credentials_invalid"
