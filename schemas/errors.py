@@ -12,6 +12,9 @@ from ._base import WireModel
 __all__ = ["ErrorCode", "ErrorInfo"]
 
 
+# A new code goes into Results only a release after it is added here: an ingress
+# validates each Result's code against these and drops a record whose code it does not
+# know, so while ingresses of before run, such a Result never reaches their callers.
 class ErrorCode(StrEnum):
     """Stable machine-readable reasons. Consumers switch on these; never rename one."""
 
