@@ -61,7 +61,7 @@ from ._lifecycle import PoolLifecycle, RebalanceListener
 from ._offsets import OffsetTracker
 from ._outbox import Outbox
 from ._overflow import Overflow
-from ._results import KIND_RESULT, build_result, dead_letter_raw, record_for
+from ._results import KIND_RESULT, build_result, dead_letter_raw, record_for, unreadable_result
 from ._retry import RetryPolicy
 from ._scheduler import FairScheduler
 from ._stall_guard import StallGuard, heartbeat_accepted
@@ -349,7 +349,9 @@ class WorkerPool(PoolLifecycle):
                                   "offset": record.offset, "error": type(exc).__name__}},
             )
             raw = dead_letter_raw(self.settings.topics.dead_letters, record.key, record.value, tp.topic)
-            self.outbox.add([raw], tp, record.offset, generation)
+            # Still a command (a newer router's field, a value past a bound): it ends here.
+            final = unreadable_result(self.settings.topics.results, record.value, tp.topic, now())
+            self.outbox.add([raw] if final is None else [raw, final], tp, record.offset, generation)
             return
         headers = headers_dict(record.headers)
         next_tier = self._next_tier.get(tp.topic, 0)

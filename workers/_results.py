@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from opentelemetry import context as otel_context
-from pydantic import ConfigDict, TypeAdapter
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from core.telemetry import inject
 from schemas import (
     RESULT_SCHEMA_VERSION,
+    Command,
+    ErrorCode,
     ErrorInfo,
     Headers,
     Result,
@@ -30,7 +33,7 @@ from schemas._base import WireModel
 from schemas._limits import check_json_bounds
 from schemas.trace import MAX_SPANS
 
-__all__ = ["Outgoing", "build_result", "dead_letter_raw", "record_for"]
+__all__ = ["Outgoing", "build_result", "dead_letter_raw", "record_for", "unreadable_result"]
 
 KIND_RESULT = "result"
 KIND_RETRY = "retry"
@@ -101,7 +104,7 @@ def build_result(
     )
 
 
-def _headers(command: RoutedCommand, kind: str, context: otel_context.Context | None) -> list[tuple[str, bytes]]:
+def _headers(command: Command, kind: str, context: otel_context.Context | None) -> list[tuple[str, bytes]]:
     headers = Headers.for_command(
         command.tenant_id, command.space_id, command.command_id, kind=kind, schema="1"
     )
@@ -131,4 +134,34 @@ def dead_letter_raw(topic: str, key: bytes | None, value: bytes | None, source: 
         key=key,
         value=value or b"",
         headers=[(Headers.KIND, b"unparseable"), ("sy-source-topic", source.encode())],
+    )
+
+
+def unreadable_result(topic: str, value: bytes | None, source: str, finished_at: datetime) -> Outgoing | None:
+    """A failed final Result for a record that is no valid RoutedCommand but still holds a
+    valid command (a field of a newer router, a value past a bound), so that its caller
+    hears of it; None for anything else (not JSON, not ours)."""
+    try:
+        data = orjson.loads(value or b"")
+        if not isinstance(data, dict):
+            return None
+        command = Command.model_validate({name: data[name] for name in Command.model_fields if name in data})
+    except (ValueError, ValidationError):  # orjson's JSONDecodeError is a ValueError
+        return None
+    result = Result(
+        **fields_from_command(command),
+        status=ResultStatus.FAILED,
+        error=ErrorInfo(
+            code=ErrorCode.INTERNAL,
+            message=f"a worker could not read this routed command on {source}; it was dead-lettered",
+        ),
+        attempts=0,
+        times=StageTimes(submitted_at=command.submitted_at, finished_at=finished_at),
+        spans=command.spans,
+    )
+    return Outgoing(
+        topic=topic,
+        key=command.tenant_id.encode(),
+        value=result.to_bytes(),
+        headers=_headers(command, KIND_RESULT, None),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import orjson
 import pytest
 from _runtime_support import (
     CONNECTOR,
@@ -82,6 +83,9 @@ async def test_unparseable_record_is_dead_lettered_raw_and_the_partition_moves_o
             await producer.send_and_wait(
                 topic, b'{"command_id": "x"}', key=tenant.encode(), partition=0
             )
+            # A valid command with a field this worker does not know (a newer router's).
+            newer = orjson.loads(command(tenant).to_bytes()) | {"field_of_a_newer_router": 1}
+            await producer.send_and_wait(topic, orjson.dumps(newer), key=tenant.encode(), partition=0)
         finally:
             await producer.stop()
         async with pool_running(settings, vault_admin, upstream):
@@ -90,9 +94,14 @@ async def test_unparseable_record_is_dead_lettered_raw_and_the_partition_moves_o
         dead = await read_topic(settings, settings.topics.dead_letters)
         results = await all_results(settings)
 
-    assert sorted(r.value for r in dead) == sorted([b"{not json", b'{"command_id": "x"}'])
+    assert sorted(r.value for r in dead) == sorted([b"{not json", b'{"command_id": "x"}', orjson.dumps(newer)])
     assert all(dict(r.headers)["sy-kind"] == b"unparseable" for r in dead)
     assert [r.status for r in results[good.command_id]] == [ResultStatus.SUCCEEDED]
+    # The command still readable in it ends with its one final Result; the others hold none.
+    [final] = results[newer["command_id"]]
+    assert final.status is ResultStatus.FAILED and final.error is not None
+    assert final.error.code is ErrorCode.INTERNAL and "dead-lettered" in final.error.message
+    assert set(results) == {good.command_id, newer["command_id"]}
 
 
 async def test_command_past_its_deadline_expires_without_calling_upstream(settings, vault_admin):
