@@ -50,6 +50,7 @@ ENV_VARS: dict[str, str] = {
     "SWITCHYARD_LOG_LEVEL": "log_level",
     "SWITCHYARD_EVENT_LOOP": "event_loop",
     "SWITCHYARD_ROUTER_LINGER_MS": "router_linger_ms",
+    "SWITCHYARD_INSTANCE_ID": "instance_id",
     "SWITCHYARD_HOME": "home",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "otlp_endpoint",
 }
@@ -109,6 +110,8 @@ class Settings(BaseModel):
     # linger makes fewer, larger batches: less CPU per command under load, a few ms more
     # per command when idle.
     router_linger_ms: int = Field(default=1, ge=0, le=100)
+    # A worker's stable id (the pod name; `--instance-id` wins): see workers.command.
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
     home: Path = Path.home() / ".cache" / "switchyard"
     otlp_endpoint: str | None = None
 

@@ -76,5 +76,8 @@ def run(args: argparse.Namespace) -> int:
         access_log=None,  # error_middleware writes one structured line per request
         print=None,
         handler_cancellation=True,
+        # On SIGTERM: requests in flight (waits up to 30 s, --request-timeout 40 s) may
+        # finish; the chart gives the pod 5 s + this before it is killed.
+        shutdown_timeout=45.0,
     )
     return 0

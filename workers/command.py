@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--instance-id",
         default=None,
-        help="stable id of this process (e.g. the pod name): a restart with the same id "
-        "fences the previous incarnation's open Kafka transaction immediately",
+        help="stable id of this process (e.g. the pod name; else SWITCHYARD_INSTANCE_ID): a "
+        "restart with the same id fences the previous incarnation's open Kafka transaction "
+        "immediately",
     )
     parser.add_argument(
         "--retry-tier-delays",
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
             tenant_concurrency=args.tenant_concurrency,
             shutdown_grace=args.shutdown_grace,
             tier_delays=_tier_delays(args.retry_tier_delays),
-            **({"instance_id": args.instance_id} if args.instance_id else {}),
+            **({"instance_id": instance_id} if (instance_id := args.instance_id or settings.instance_id) else {}),
         )
         vault = _pool_vault(settings, args.connector)
         base_url = settings.connector_base_url or getattr(connector, "default_base_url", "")

@@ -30,10 +30,13 @@ def go_tool(name: str) -> str:
 
 
 def template_args(
-    *values: str, set: Sequence[str] = (), api_versions: Sequence[str] = ()  # noqa: A002
+    *values: str,
+    set: Sequence[str] = (),  # noqa: A002
+    api_versions: Sequence[str] = (),
+    kube_version: str = KUBE_VERSION,
 ) -> list[str]:
     """``helm template`` arguments for the chart with ci/ values files and --set items."""
-    args = ["template", "sy", str(CHART), "--namespace", "switchyard", "--kube-version", KUBE_VERSION]
+    args = ["template", "sy", str(CHART), "--namespace", "switchyard", "--kube-version", kube_version]
     for name in values:
         args += ["-f", str(CHART / "ci" / name)]
     for item in set:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _helm import Render, go_tool, run_helm, template_args
+from _helm import KUBE_VERSION, Render, go_tool, run_helm, template_args
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,8 @@ def promtool() -> str:
 
 @pytest.fixture(scope="session")
 def render(helm: str) -> Render:
-    """``render(*values_files, set=[...], api_versions=[...])`` -> the manifests as dicts."""
+    """``render(*values_files, set=[...], api_versions=[...], kube_version=...)`` -> the
+    manifests as dicts."""
 
     rendered: dict[tuple[str, ...], str] = {}
 
@@ -40,8 +41,9 @@ def render(helm: str) -> Render:
         *values: str,
         set: Sequence[str] = (),  # noqa: A002 - mirrors helm's flag
         api_versions: Sequence[str] = (),
+        kube_version: str = KUBE_VERSION,
     ) -> list[dict[str, Any]]:
-        args = tuple(template_args(*values, set=set, api_versions=api_versions))
+        args = tuple(template_args(*values, set=set, api_versions=api_versions, kube_version=kube_version))
         if args not in rendered:
             done = run_helm(helm, *args)
             assert done.returncode == 0, done.stderr

@@ -272,3 +272,22 @@ def test_the_ingress_can_keep_its_image_while_the_others_are_upgraded(render: Re
     images = {name: pod["containers"][0]["image"] for name, pod in _pods(staged).items()}
     assert {image for name, image in images.items() if name.endswith("-ingress")} == {"switchyard:1.9"}
     assert {image for name, image in images.items() if not name.endswith("-ingress")} == {"switchyard:2.0"}
+
+
+def test_rolling_updates_and_drains_let_each_process_finish(render: Render) -> None:
+    docs = render("large-values.yaml")
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    ingress = deployments["sy-switchyard-ingress"]["spec"]["template"]["spec"]
+    # The Service stops sending first, then requests in flight finish within the grace.
+    assert ingress["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert ingress["terminationGracePeriodSeconds"] >= 5 + 45
+    for name, deployment in deployments.items():
+        if not name.startswith("sy-switchyard-worker-"):
+            continue
+        # One pod at a time: each join or leave rebalances the pool.
+        assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        # A restart in the same pod fences its previous process's transaction at once.
+        assert _env(container)["SWITCHYARD_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert budgets and all(b["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow" for b in budgets)

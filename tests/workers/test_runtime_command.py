@@ -51,3 +51,11 @@ def test_the_pool_logs_in_with_its_approle_or_else_the_agents_token_file(monkeyp
     pool = command._pool_vault(settings, "slack")
     assert pool._approle == AppRoleCredentials("role", "secret")
     pool.close()
+
+
+def test_the_instance_id_comes_from_the_environment_when_not_given():
+    pod = "sy-switchyard-worker-slack-7d9f8c6b5-x2x4q"
+    assert load_settings({"SWITCHYARD_INSTANCE_ID": pod}).instance_id == pod
+    assert load_settings({}).instance_id is None
+    with pytest.raises(ValueError, match="instance_id"):
+        load_settings({"SWITCHYARD_INSTANCE_ID": "two words"})

@@ -140,6 +140,9 @@ whatever delay the pool gives that tier (a test keeps this list equal to the Pyt
 {{- if gt (int $pool.replicas) (int $pool.maxReplicas) -}}
 {{- fail (printf "workers.pools.%s: replicas (%d) must not exceed maxReplicas (%d)" $connector (int $pool.replicas) (int $pool.maxReplicas)) -}}
 {{- end -}}
+{{- if and $.Values.keda.enabled $pool.autoscaling (eq (int $pool.replicas) 0) (gt (int $pool.keda.activationLagThreshold) 0) -}}
+{{- fail (printf "workers.pools.%s: with replicas 0, keda.activationLagThreshold must be 0: KEDA wakes a pool at zero only for more lag than that, so up to %d commands would wait for more traffic, past their deadlines" $connector (int $pool.keda.activationLagThreshold)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -270,4 +273,12 @@ imagePullSecrets:
 {{- define "switchyard.serviceMonitorEnabled" -}}
 {{- $want := .Values.metrics.serviceMonitor.enabled -}}
 {{- if or (eq (toString $want) "true") (and (eq (toString $want) "auto") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) -}}true{{- end -}}
+{{- end -}}
+
+{{/* A PDB counts only ready pods as available: when every pod is unready (workers while
+Vault is down), this lets a node drain evict them instead of blocking on the budget. */}}
+{{- define "switchyard.pdbEvictionPolicy" -}}
+{{- if semverCompare ">=1.27-0" .Capabilities.KubeVersion.Version }}
+unhealthyPodEvictionPolicy: AlwaysAllow
+{{- end }}
 {{- end -}}
