@@ -67,6 +67,8 @@ DEDUP_PER_TENANT = 100_000
 DEDUP_TOTAL = 500_000
 SESSION_TIMEOUT = 10.0
 STALL_CHECK = 5.0
+# How often the router reports its lag on the commands topic (switchyard_consumer_lag).
+LAG_INTERVAL = 10.0
 STALL_AFTER = 15.0
 # A commands partition with records past its committed offset whose commit has not
 # moved for this long is stuck (under steady traffic no quiet period ever comes).
@@ -224,6 +226,12 @@ def stuck_partitions(
     partition -> (committed offset last seen, since when))."""
     behind = [tp for tp in tps if ends.get(tp, 0) > (committed.get(tp) or 0)]
     return behind, [tp for tp in behind if now - marks[tp][1] >= COMMIT_STUCK_AFTER]
+
+
+def commands_lag(tps: list[Any], committed: Mapping[Any, int | None], ends: Mapping[Any, int]) -> int:
+    """Commands past the committed offsets of ``tps``: what waits to be routed there (a
+    partition never committed counts from 0, as ``stuck_partitions`` reads it)."""
+    return sum(max(0, ends.get(tp, 0) - (committed.get(tp) or 0)) for tp in tps)
 
 
 def note_commits(
@@ -514,6 +522,21 @@ def create_app(
             return
         logger.error("the consumer stays stalled; stopping so the router is restarted")
         await app.crash(RuntimeError("faust consumer stalled"))
+
+    @app.timer(LAG_INTERVAL)
+    async def report_lag() -> None:
+        # The lag of the commands partitions this replica holds, as workers report
+        # theirs: what waits to be routed (the chart's lag alert and dashboard sum it).
+        if metrics is None or not runtime.ready.is_set():
+            return
+        consumer = app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic == settings.topics.commands]
+        committed = getattr(consumer, "_committed_offset", {})
+        try:
+            ends = await runtime.config_view.end_offsets(tps) if tps else {}
+        except KafkaError:
+            return
+        metrics.set_lag(app.conf.id, {settings.topics.commands: commands_lag(tps, committed, ends)})
 
     @app.timer(SWEEP_INTERVAL)
     async def sweep_dedup() -> None:

@@ -28,6 +28,7 @@ from router.app import (
     _pin_start_offsets,
     create_app,
     note_commits,
+    commands_lag,
     stuck_partitions,
 )
 
@@ -197,3 +198,10 @@ async def test_a_start_that_cannot_be_looked_up_leaves_the_seek_as_aiokafka_made
     consumer.earliest_offsets = earliest_offsets
     runtime.router.guard_acks(consumer, settings.topics.commands)
     assert await consumer.seek_to_committed() == {tp: 0}  # no crash; the watchdog covers
+
+
+def test_the_commands_lag_is_what_waits_past_each_committed_offset() -> None:
+    a, b, c = (TopicPartition("commands", n) for n in range(3))
+    # Never committed: everything there waits; an end behind a fresh commit reads 0.
+    assert commands_lag([a, b, c], {a: 450, b: None, c: 90}, {a: 500, b: 7, c: 80}) == 50 + 7
+    assert commands_lag([], {}, {}) == 0
