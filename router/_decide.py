@@ -89,11 +89,13 @@ class Decisions:
         *,
         charged: bool = False,
         used_by: str | None = None,
+        unreadable: bool = False,
     ) -> Outgoing:
         """Route or reject ``command``; ``charged``: its usage was counted by an earlier
         decision of this same command whose output was never sent (a replay after a
         crash), so it is not counted again; ``used_by``: the command that used its
-        idempotency key in the other scope (an upgrade's transition), which rejects it."""
+        idempotency key in the other scope (an upgrade's transition), which rejects it;
+        ``unreadable``: the record held more than this router reads (``Command.known_part``)."""
         partition = event.message.partition
         parent = extract(headers_list(event.message))
         key = command.tenant_id.encode()
@@ -119,6 +121,12 @@ class Decisions:
             ) as current,
         ):
             try:
+                if unreadable:
+                    raise PermanentError(
+                        ErrorCode.INTERNAL,
+                        "the router could not read this command whole (a field it does not "
+                        "know); it was not run",
+                    )
                 if used_by is not None:
                     # No code of its own: ingresses and consumers of before read only the
                     # codes they know, and this happens while they still run. Nor the

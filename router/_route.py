@@ -368,12 +368,20 @@ class Router(Decisions):
 
     async def _route(self, events: Sequence[Any]) -> None:
         items: list[tuple[Any, Command]] = []
+        unreadable: set[int] = set()  # id() of events holding a command this router cannot read whole
         for event in events:
             if _CANCEL_HEADER in headers_list(event.message):
                 continue  # an MCP task's cancellation, for the ingress replicas
             try:
                 items.append((event, Command.from_bytes(event.value)))
             except (ValidationError, ValueError, TypeError):
+                command = Command.known_part(event.value)
+                if command is not None:
+                    # A field of a newer ingress, say: the command still gets its one
+                    # final Result (rejected), not silence.
+                    items.append((event, command))
+                    unreadable.add(id(event))
+                    continue
                 logger.warning(
                     "unparseable command skipped",
                     extra={
@@ -411,7 +419,9 @@ class Router(Decisions):
                 entry is not None and entry.get("c") == command.command_id and entry.get("u") == 1
             )
             used_by = self._used_in_other_scope(command, other, in_batch, now_ms)
-            out = self._decide(event, command, now, now_dt, charged=charged, used_by=used_by)
+            out = self._decide(
+                event, command, now, now_dt, charged=charged, used_by=used_by, unreadable=id(event) in unreadable
+            )
             pending = {
                 "c": command.command_id,
                 "s": "p",
@@ -540,3 +550,4 @@ class Router(Decisions):
         if not in_doubt:
             return set()
         return await find_sent(self.settings, in_doubt)
+

@@ -8,7 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field, field_validator
+import orjson
+from pydantic import AwareDatetime, Field, ValidationError, field_validator
 
 from ._base import WireModel
 from ._limits import check_json_bounds
@@ -91,6 +92,18 @@ class Command(WireModel):
 
     def expired(self, now: datetime) -> bool:
         return now >= self.deadline
+
+    @classmethod
+    def known_part(cls, record: bytes | None) -> Command | None:
+        """The command in a record that is no valid Command as a whole (a field of a later
+        release, say) when its known fields make one; None for anything else."""
+        try:
+            data = orjson.loads(record or b"")
+            if not isinstance(data, dict):
+                return None
+            return cls.model_validate({name: data[name] for name in Command.model_fields if name in data})
+        except (ValidationError, ValueError, TypeError):  # orjson's errors are ValueErrors
+            return None
 
     def keyed_per_workspace(self) -> bool:
         """Whether the idempotency key is unique in the workspace (the id says so: every

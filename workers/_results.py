@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from opentelemetry import context as otel_context
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, TypeAdapter
 
 from core.telemetry import inject
 from schemas import (
@@ -141,12 +140,8 @@ def unreadable_result(topic: str, value: bytes | None, source: str, finished_at:
     """A failed final Result for a record that is no valid RoutedCommand but still holds a
     valid command (a field of a newer router, a value past a bound), so that its caller
     hears of it; None for anything else (not JSON, not ours)."""
-    try:
-        data = orjson.loads(value or b"")
-        if not isinstance(data, dict):
-            return None
-        command = Command.model_validate({name: data[name] for name in Command.model_fields if name in data})
-    except (ValueError, ValidationError):  # orjson's JSONDecodeError is a ValueError
+    command = Command.known_part(value)
+    if command is None:
         return None
     result = Result(
         **fields_from_command(command),

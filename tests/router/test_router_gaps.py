@@ -26,9 +26,9 @@ from router._route import SEEKS_PER_GAP, Router
 from router.app import (
     COMMIT_STUCK_AFTER,
     _pin_start_offsets,
+    commands_lag,
     create_app,
     note_commits,
-    commands_lag,
     stuck_partitions,
 )
 

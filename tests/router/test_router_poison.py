@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 from _router_support import (
     Outputs,
@@ -54,3 +55,32 @@ async def test_a_command_whose_resolution_raises_is_rejected_and_its_batch_route
     assert rejected.error is not None and rejected.error.code is ErrorCode.INTERNAL
     assert "recursion" not in rejected.error.message  # the log has it, not the caller
     assert all(got[c.command_id].routed is not None for c in (commands[0], commands[2]))
+
+
+async def test_a_command_with_a_field_this_router_does_not_know_ends_rejected(own_settings: Any) -> None:
+    """A newer ingress's field, say: the command still gets its one final Result; a record
+    that holds no command at all is skipped as before."""
+    s = own_settings
+    await prepare_topics(s)
+    tenant = f"new{uuid.uuid4().hex[:8]}"
+    await apply(s, workspace(tenant, [summary_action("slack", "post_message", {"text": "{{ args.summary }}"})]))
+    newer, good = command(tenant), command(tenant)
+    events = stream_events(s, [newer, good])
+    events[0].value = orjson.dumps(orjson.loads(events[0].value) | {"field_of_a_newer_ingress": 1})
+    junk = stream_events(s, [good], first_offset=2)[0]
+    junk.value = b'{"command_id": "x"}'
+    outputs = await Outputs(s).start()
+    try:
+        async with in_process_router(s) as routing:
+            await routing.handle_batch([*events, junk])
+            await routing.handle_batch(stream_events(s, [newer], first_offset=3))  # a replay
+            assert (routing.routed, routing.rejected, routing.dropped) == (1, 1, 1)
+        got = await outputs.wait_ids([newer.command_id, good.command_id], limit=30)
+        settled = await outputs.settle()
+    finally:
+        await outputs.stop()
+    rejected = got[newer.command_id].result
+    assert rejected is not None and rejected.status is ResultStatus.REJECTED
+    assert rejected.error is not None and rejected.error.code is ErrorCode.INTERNAL
+    assert got[good.command_id].routed is not None
+    assert [o.command_id for o in settled].count(newer.command_id) == 1
