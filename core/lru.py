@@ -27,7 +27,7 @@ class LRU(Generic[K, V]):
     given ``weigh`` (bytes of a value), beyond ``max_bytes`` (the newest entry is kept
     whatever it weighs); ``on_evict(key, value)`` hears each one forgotten so. Given
     ``owner``, room for an entry of an owner holding more than ``OWNER_SHARE`` of either
-    bound is made from that owner's oldest entries (by insertion), not the others'."""
+    bound is made from that owner's least recently used entries, not the others'."""
 
     def __init__(
         self,
@@ -49,7 +49,7 @@ class LRU(Generic[K, V]):
         self._on_evict = on_evict
         self._data: OrderedDict[K, V] = OrderedDict()
         self._owner = owner
-        # owner -> its keys, oldest first, with what each weighs; and its bytes.
+        # owner -> its keys, least recently used first, with what each weighs; and its bytes.
         self._owned: dict[str, OrderedDict[K, int]] = {}
         self._owned_bytes: dict[str, int] = {}
         self._owner_capacity = max(1, int(capacity * OWNER_SHARE))
@@ -59,6 +59,12 @@ class LRU(Generic[K, V]):
         value = self._data.get(key)
         if value is not None:
             self._data.move_to_end(key)
+            if self._owner is not None:
+                # The owner's own order too: room made from its entries spares those in use
+                # (a tenant's hot compiled schema beside thousands it used once).
+                owned = self._owned.get(self._owner(value))
+                if owned is not None and key in owned:
+                    owned.move_to_end(key)
         return value
 
     def put(self, key: K, value: V) -> None:

@@ -208,6 +208,16 @@ def test_one_tenants_many_actions_do_not_push_another_tenants_compiled_actions_o
     assert len(cache) <= 100
 
 
+def test_a_tenants_action_in_use_stays_compiled_while_it_churns_through_others() -> None:
+    cache = ActionCache(size=100)
+    hot = _ws()
+    compiled = cache.get(hot, hot.actions[0])
+    for version in range(2, 1_000):
+        other = hot.model_copy(update={"version": version})
+        cache.get(other, other.actions[0])
+        assert cache.get(hot, hot.actions[0]) is compiled
+
+
 def test_token_bucket_allows_the_burst_then_rejects_with_retry_after_and_refills() -> None:
     limits = Limits(rate_per_second=2, burst=2)
     state, err = admit(None, limits, now=1000.0)
