@@ -402,7 +402,7 @@ class Router(Decisions):
         outgoing: list[tuple[str, int, Outgoing]] = []
         in_batch: dict[str, str] = {}  # dedup key → command id
         for (event, command), (own, other) in zip(items, keys, strict=True):
-            key, entry = self._entry(command, own, other, now_ms)
+            key, entry, occupant = self._entry(command, own, other, now_ms)
             partition = event.message.partition
             if key in in_batch:
                 self.dropped += 1
@@ -418,7 +418,7 @@ class Router(Decisions):
             charged = (
                 entry is not None and entry.get("c") == command.command_id and entry.get("u") == 1
             )
-            used_by = self._used_in_other_scope(command, other, in_batch, now_ms)
+            used_by = occupant or self._used_in_other_scope(command, other, in_batch, now_ms)
             out = self._decide(
                 event, command, now, now_dt, charged=charged, used_by=used_by, unreadable=id(event) in unreadable
             )
@@ -528,23 +528,33 @@ class Router(Decisions):
 
     def _entry(
         self, command: Command, own: str, other: str, now_ms: int
-    ) -> tuple[str, dict[str, Any] | None]:
-        """``command``'s dedup key and fresh entry. A router of before per-workspace keys
-        wrote every entry tenant-wide: a command it routed during the upgrade is found
-        under that key (``other``), by its own id."""
+    ) -> tuple[str, dict[str, Any] | None, str | None]:
+        """``(key, entry, occupant)``: ``command``'s dedup key, its fresh entry, and the
+        command that holds its own key if another does.
+
+        A router of before per-workspace keys wrote every entry tenant-wide: a command it
+        routed during the upgrade is found under that key (``other``) by its own id; and
+        a tenant-wide command finds its own key held by such a command's id, which used
+        the key first. Its own entry then sits beside that one (a key with two spaces,
+        which no other kind of key has).
+        """
         entry = self._fresh(own, now_ms)
         if entry is None:
             earlier = self._fresh(other, now_ms)
             if earlier is not None and earlier.get("c") == command.command_id:
-                return other, earlier
-        return own, entry
+                return other, earlier, None
+            return own, None, None
+        if entry.get("c") == command.command_id:
+            return own, entry, None
+        beside = f"{own}  {command.command_id}"
+        return beside, self._fresh(beside, now_ms), str(entry.get("c"))
 
     async def _already_sent(
         self, items: list[tuple[Any, Command]], keys: list[tuple[str, str]], now_ms: int
     ) -> set[str]:
         in_doubt: set[InDoubt] = set()
         for (_, command), (own, other) in zip(items, keys, strict=True):
-            _, entry = self._entry(command, own, other, now_ms)
+            _, entry, _ = self._entry(command, own, other, now_ms)
             if entry is not None and entry.get("s") == "p":
                 in_doubt.add((str(entry["c"]), str(entry["t"]), int(entry["p"]), int(entry["ts"])))
         if not in_doubt:

@@ -133,3 +133,23 @@ async def test_a_pending_entry_a_router_of_before_left_is_checked_against_the_ou
     await _route(router, replayed, offset=1)
     assert (router.routed, router.dropped) == (1, 1)
     assert [o.command_id for o in await outputs.settle()].count(replayed.command_id) == 1
+
+
+async def test_a_tenant_wide_retry_of_a_command_a_router_of_before_routed_is_rejected_once(scoped) -> None:
+    """A router of before wrote its tenant-wide entry for a per-workspace command; the
+    same key then comes back tenant-wide (through an ingress of before). It ends with a
+    rejected Result of its own, once, and the first command's replay is still dropped."""
+    router, outputs, tenant = scoped
+    first = command(tenant, key="k-9")
+    entry = {"c": first.command_id, "s": "d", "t": "x", "p": 0, "ts": int(time.time() * 1000), "k": 0}
+    router.dedup.put(f"{tenant}/k-9", entry, 0)
+    retry = command(tenant, key="k-9", tenant_wide_key=True)
+    await _route(router, retry, offset=0)
+    await _route(router, retry, offset=1)  # its replay: dropped
+    await _route(router, first, offset=2)  # the first command's replay: dropped too
+    out = await outputs.wait_ids([retry.command_id])
+    rejected = out[retry.command_id].result
+    assert rejected is not None and rejected.error is not None
+    assert rejected.error.code is ErrorCode.INVALID_ARGUMENTS
+    assert (router.routed, router.rejected, router.dropped) == (0, 1, 2)
+    assert [o.command_id for o in await outputs.settle()] == [retry.command_id]

@@ -4,6 +4,7 @@ looks for its earlier attempt's effect under the key that attempt sent)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 from _runtime_support import command
@@ -29,7 +30,11 @@ def test_two_workspaces_of_a_tenant_send_different_keys_for_the_same_idempotency
 
 
 def test_a_command_with_a_tenant_wide_key_sends_the_key_it_always_sent() -> None:
-    legacy = command("acme").model_copy(update={"idempotency_key": "daily"})
+    # The id an ingress of before gave it (from tenant and key alone).
+    legacy_id = base64.b32encode(hashlib.sha256(b"switchyard\0acme\0daily").digest()[:20])[:26].lower().decode()
+    legacy = command("acme").model_copy(
+        update={"tenant_id": "acme", "idempotency_key": "daily", "command_id": legacy_id}
+    )
     assert not legacy.keyed_per_workspace()
     digest = hashlib.sha256(b"acme\0daily").hexdigest()
     assert upstream_idempotency_key(legacy) == f"sy-{digest[:40]}"
