@@ -76,6 +76,13 @@ def _tier_delays(raw: str | None) -> tuple[float, ...]:
     return delays
 
 
+def _instance(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
+    """The pool's ``instance_id`` option: ``--instance-id``, else SWITCHYARD_INSTANCE_ID
+    (the chart's pod name), else none (the pool draws a random one)."""
+    instance_id = args.instance_id or settings.instance_id
+    return {"instance_id": instance_id} if instance_id else {}
+
+
 def oauth_refresher(connector: Connector, base_url: str) -> OAuthRefresh | None:
     """The refresh function of an OAuth connector: the shared RFC 6749 helper.
 
@@ -186,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
             tenant_concurrency=args.tenant_concurrency,
             shutdown_grace=args.shutdown_grace,
             tier_delays=_tier_delays(args.retry_tier_delays),
-            **({"instance_id": instance_id} if (instance_id := args.instance_id or settings.instance_id) else {}),
+            **_instance(args, settings),
         )
         vault = _pool_vault(settings, args.connector)
         base_url = settings.connector_base_url or getattr(connector, "default_base_url", "")

@@ -55,7 +55,13 @@ def test_the_pool_logs_in_with_its_approle_or_else_the_agents_token_file(monkeyp
 
 def test_the_instance_id_comes_from_the_environment_when_not_given():
     pod = "sy-switchyard-worker-slack-7d9f8c6b5-x2x4q"
-    assert load_settings({"SWITCHYARD_INSTANCE_ID": pod}).instance_id == pod
-    assert load_settings({}).instance_id is None
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    plain = parser.parse_args(["--connector", "slack"])
+    given = parser.parse_args(["--connector", "slack", "--instance-id", "w-1"])
+    from_env = load_settings({"SWITCHYARD_INSTANCE_ID": pod})
+    assert command._instance(plain, from_env) == {"instance_id": pod}
+    assert command._instance(given, from_env) == {"instance_id": "w-1"}  # the option wins
+    assert command._instance(plain, load_settings({})) == {}
     with pytest.raises(ValueError, match="instance_id"):
         load_settings({"SWITCHYARD_INSTANCE_ID": "two words"})
