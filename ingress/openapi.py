@@ -38,6 +38,13 @@ def _json(name: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
 
 
+# Response headers the server sets (OpenAPI's ``headers`` object of a response).
+_LOCATION = {"Location": {"description": "The command's status URL (as status_url)",
+                          "schema": {"type": "string"}}}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
+                                "schema": {"type": "integer", "minimum": 0}}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed or invalid request", 401: "Missing or invalid credentials",
@@ -46,7 +53,11 @@ def _errors(*codes: int) -> dict[str, Any]:
         415: "Body not declared as application/json",
         429: "Rate limited (see Retry-After)", 503: "Kafka or Vault unavailable",
     }
-    return {str(code): _json("ErrorBody", text[code]) for code in codes}
+    out = {str(code): _json("ErrorBody", text[code]) for code in codes}
+    for code in ("429", "503"):
+        if code in out:
+            out[code]["headers"] = dict(_RETRY_AFTER)
+    return out
 
 
 def _batch_errors(*codes: int) -> dict[str, Any]:
@@ -56,7 +67,8 @@ def _batch_errors(*codes: int) -> dict[str, Any]:
     return {
         code: {"description": f"{answer['description']}: the whole batch (ErrorBody), or no item "
                               "accepted, the first item's status (BatchResponse)",
-               "content": {"application/json": {"schema": {"anyOf": [_ref("ErrorBody"), _ref("BatchResponse")]}}}}
+               "content": {"application/json": {"schema": {"anyOf": [_ref("ErrorBody"), _ref("BatchResponse")]}}},
+               **({"headers": answer["headers"]} if "headers" in answer else {})}
         for code, answer in whole.items()
     }
 
@@ -145,8 +157,9 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "operationId": "submitCommand", "summary": "Submit a command (async)",
             "parameters": [space_header, idem_header],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SubmitRequest")}}},
-            "responses": {"202": _json("SubmitResponse", "Accepted: durable in Kafka"),
-                          "200": _json("SubmitResponse", "Replay of a known idempotency key"),
+            "responses": {"202": {**_json("SubmitResponse", "Accepted: durable in Kafka"), "headers": _LOCATION},
+                          "200": {**_json("SubmitResponse", "Replay of a known idempotency key"),
+                                  "headers": _LOCATION},
                           **_errors(400, 401, 403, 409, 413, 415, 429, 503)},
         }},
         "/v1/commands:batch": {"post": {

@@ -277,14 +277,14 @@ class KafkaPipeline:
         known = self._accepted(command_id)
         if known is not None:
             if known.action != item.action or not _same_json(known.arguments, item.arguments):
-                raise Conflict("this idempotency key was already used for a different command")
+                raise _reused(command_id)
             return known, self._inflight.get(command_id), None
         result = self.results.get(command_id, _visible_to(identity))
         if result is not None:
             # A Result names the action, not the arguments: a key reused with other
             # arguments only is answered as a replay once the call finished.
             if result.action != item.action:
-                raise Conflict("this idempotency key was already used for a different command")
+                raise _reused(command_id)
             return _from_result(result, identity), None, None
         now = datetime.now(UTC)
         deadline = item.deadline or now + DEFAULT_DEADLINE
@@ -443,6 +443,14 @@ def _same_json(a: Any, b: Any) -> bool:
     if isinstance(a, list):
         return isinstance(b, list) and len(a) == len(b) and all(map(_same_json, a, b))
     return bool(a == b)
+
+
+def _reused(command_id: str) -> Conflict:
+    """A 409 for a key of this workspace used before for another call: it names that
+    call's command (the caller's own), whose status answers what the key did."""
+    error = Conflict("this idempotency key was already used for a different command")
+    error.details = {"command_id": command_id}
+    return error
 
 
 def _from_result(result: Result, identity: Identity) -> Command:

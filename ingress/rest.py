@@ -27,7 +27,7 @@ from schemas.identifiers import IdempotencyKey
 
 from ._http import COMMAND_ID, IDENTITY, json_response, read_json
 from ._state import STATE
-from .auth import authenticate, check_argument_claims, check_claims
+from .auth import SPACE_HEADER, authenticate, check_argument_claims, check_claims
 from .contracts import Identity, Services
 from .errors import BadRequest, IngressError, NotFound, ServiceUnavailable, from_validation
 from .models import MAX_BATCH, SubmitRequest
@@ -40,7 +40,11 @@ SERVICES = web.AppKey("switchyard_services", Services)
 
 
 def _status_url(request: web.Request, command_id: str) -> str:
+    # A workspace chosen in the path or the header is in the URL, so following it needs
+    # no header (a key with several workspaces would otherwise be asked which one).
     space = request.match_info.get("space_id")
+    if not space and request.headers.get(SPACE_HEADER):
+        space = request[IDENTITY].space_id  # the header's workspace, as authentication checked it
     return f"/v1/spaces/{space}/commands/{command_id}" if space else f"/v1/commands/{command_id}"
 
 

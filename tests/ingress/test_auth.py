@@ -109,6 +109,10 @@ async def test_key_with_several_workspaces_must_name_one(harness):
         "/v1/commands", json={"action": "echo"}, headers={**multi.headers, "X-Switchyard-Space": "support"}
     )
     assert named.status == 202
+    # Its status URL names the workspace: followed as it is, it needs no header.
+    body = await named.json()
+    assert body["status_url"] == named.headers["Location"] == f"/v1/spaces/support/commands/{body['command_id']}"
+    assert (await harness.client.get(body["status_url"], headers=multi.headers)).status in (200, 404)
 
 
 async def test_revoked_key_is_refused_at_once(harness, acme):

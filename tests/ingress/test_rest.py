@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 import jsonschema
 import pytest
@@ -15,12 +16,17 @@ from ingress.testing import IngressHarness, TenantHandle, echo_action, read_topi
 from schemas import ActionConfig, Command, Headers
 
 
-async def assert_documented(harness: IngressHarness, path: str, status: int, body: object) -> None:
-    """``body`` is what the OpenAPI document promises for a POST to ``path`` answered ``status``."""
+async def assert_documented(
+    harness: IngressHarness, path: str, status: int, body: object, headers: Mapping[str, str] | None = None
+) -> None:
+    """``body`` (and ``headers``, when given) are what the OpenAPI document promises for a
+    POST to ``path`` answered ``status``: every header it declares is sent."""
     document = await (await harness.client.get("/openapi.json")).json()
     answer = document["paths"][path]["post"]["responses"][str(status)]
     schema = {**answer["content"]["application/json"]["schema"], "components": document["components"]}
     jsonschema.Draft202012Validator(schema).validate(body)
+    if headers is not None:
+        assert set(answer.get("headers", {})) <= set(headers), (answer.get("headers"), dict(headers))
 
 
 async def commands_with_id(harness: IngressHarness, command_id: str) -> list[Command]:
@@ -37,6 +43,7 @@ async def test_submit_answers_202_and_get_with_wait_returns_the_result(harness, 
     body = await response.json()
     assert body["status"] == "accepted" and body["replayed"] is False
     assert body["status_url"] == f"/v1/commands/{body['command_id']}"
+    await assert_documented(harness, "/v1/commands", 202, body, response.headers)
     polled = await harness.client.get(body["status_url"] + "?wait=20", headers=acme.headers)
     assert polled.status == 200
     status = await polled.json()
@@ -113,10 +120,13 @@ async def test_concurrent_first_submits_of_one_key_publish_once(harness, acme):
 
 async def test_idempotency_key_reused_for_another_command_is_a_409(harness, acme):
     first = {"action": "echo", "arguments": {"text": "a"}, "idempotency_key": "k-1"}
-    assert (await harness.client.post("/v1/commands", json=first, headers=acme.headers)).status == 202
+    accepted = await harness.client.post("/v1/commands", json=first, headers=acme.headers)
+    assert accepted.status == 202
     other = {**first, "arguments": {"text": "b"}}
     response = await harness.client.post("/v1/commands", json=other, headers=acme.headers)
     assert response.status == 409
+    # It names the command the key already stands for (the caller's own), to read its status.
+    assert (await response.json())["error"]["command_id"] == (await accepted.json())["command_id"]
 
 
 async def test_a_replica_knowing_only_the_result_refuses_its_key_for_another_action(
@@ -299,7 +309,7 @@ async def test_with_the_broker_failing_a_submit_is_503_and_names_the_key_to_retr
         # No key was given: the one generated for this request is named, with its command id.
         assert error["idempotency_key"].startswith("auto-")
         assert error["command_id"] == command_id_for(acme.tenant_id, acme.space_id, error["idempotency_key"])
-        await assert_documented(harness, "/v1/commands", 503, await response.json())
+        await assert_documented(harness, "/v1/commands", 503, await response.json(), response.headers)
 
         items = [{"action": "echo", "idempotency_key": f"k-{i}"} for i in range(2)]
         batch = await harness.client.post("/v1/commands:batch", json={"items": items}, headers=acme.headers)
@@ -307,7 +317,7 @@ async def test_with_the_broker_failing_a_submit_is_503_and_names_the_key_to_retr
         body = await batch.json()
         assert body["accepted"] == 0
         assert [item["error"]["idempotency_key"] for item in body["items"]] == ["k-0", "k-1"]
-        await assert_documented(harness, "/v1/commands:batch", 503, body)
+        await assert_documented(harness, "/v1/commands:batch", 503, body, batch.headers)
 
 
 async def test_a_batch_with_no_valid_item_fails_as_a_whole_and_publishes_nothing(harness, acme):
@@ -488,3 +498,13 @@ async def test_an_integer_past_64_bits_is_refused_not_rounded(harness):
     assert kept.status == 202
     (record,) = await read_topic(harness.settings, harness.settings.topics.commands)
     assert Command.from_bytes(record.value).arguments["n"] == 18446744073709551615
+
+
+async def test_the_openapi_document_declares_the_response_headers_clients_rely_on(harness):
+    document = await (await harness.client.get("/openapi.json")).json()
+    for path in ("/v1/commands", "/v1/spaces/{space_id}/commands"):
+        responses = document["paths"][path]["post"]["responses"]
+        assert "Location" in responses["202"]["headers"] and "Location" in responses["200"]["headers"]
+        assert "Retry-After" in responses["429"]["headers"] and "Retry-After" in responses["503"]["headers"]
+    batch = document["paths"]["/v1/commands:batch"]["post"]["responses"]
+    assert "Retry-After" in batch["429"]["headers"] and "Retry-After" in batch["503"]["headers"]
