@@ -62,7 +62,8 @@ def admit(
         wait = _seconds_to_midnight(now)
         return new, PermanentError(
             ErrorCode.QUOTA_EXHAUSTED,
-            f"daily quota of {limits.daily_quota} commands is used up (resets at 00:00 UTC)",
+            f"daily quota of {limits.daily_quota} commands is used up (resets at 00:00 UTC); "
+            "submit again after that with a new idempotency key",
             retry_after=round(wait, 3),
         )
     if tokens < 1.0:
@@ -70,7 +71,9 @@ def admit(
         wait = math.ceil(wait * 1000) / 1000
         return new, PermanentError(
             ErrorCode.RATE_LIMITED,
-            f"rate limit of {limits.rate_per_second:g}/s (burst {limits.burst}) exceeded; retry after {wait:g}s",
+            f"this workspace's rate limit of {limits.rate_per_second:g}/s (burst {limits.burst}) "
+            f"was exceeded; submit again after {wait:g}s with a new idempotency key (this one "
+            "stands for this rejection)",
             retry_after=wait,
         )
     new["tokens"] = tokens - 1.0

@@ -225,6 +225,8 @@ def test_token_bucket_allows_the_burst_then_rejects_with_retry_after_and_refills
     assert err is None and err2 is None
     state, err3 = admit(state, limits, now=1000.0)
     assert err3 is not None and err3.code is ErrorCode.RATE_LIMITED and err3.retry_after == 0.5
+    # The key now stands for this rejection: the way to try again is a new one.
+    assert "workspace's rate limit" in err3.message and "new idempotency key" in err3.message
     state, err4 = admit(state, limits, now=1000.5)
     assert err4 is None
 
