@@ -11,11 +11,12 @@ topic, go to a :class:`TaskLedger` (``ingress.task_ledger``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from core.settings import Settings
-from schemas import TASK_CANCEL_KIND, Headers
+from schemas import DUPLICATE_KIND, TASK_CANCEL_KIND, Headers
 
 from ._bounded import LRU
 from ._follow import Following, TopicFollower
@@ -23,7 +24,7 @@ from .task_ledger import DEFAULT_TASK_CAPACITY, TaskLedger
 
 __all__ = ["AcceptedFeed"]
 
-_READ = (Headers.TENANT, Headers.SPACE, Headers.COMMAND_ID, Headers.KIND, Headers.TASK_TTL)
+_READ = (Headers.TENANT, Headers.SPACE, Headers.COMMAND_ID, Headers.KIND, Headers.TASK_TTL, Headers.ROUTED_AT)
 
 
 def _record_time(record: Any) -> datetime:
@@ -45,6 +46,8 @@ class AcceptedFeed(Following):
         # command of yours read as unknown here.
         self._owners: LRU[str, tuple[str, str]] = LRU(capacity, owner=lambda owner: owner[0])
         self.tasks = TaskLedger(task_capacity)
+        # Told of each replay the router dropped: (tenant, command id, first routed at, ms).
+        self.on_duplicate: Callable[[str, str, int], None] | None = None
         self.follower = TopicFollower(
             settings, settings.topics.commands, self.apply, start_at=lookback, name="commands"
         )
@@ -64,6 +67,11 @@ class AcceptedFeed(Following):
             return
         if found.get(Headers.KIND) == TASK_CANCEL_KIND:
             self.tasks.cancelled(tenant, space, command_id, _record_time(record))
+            return
+        if found.get(Headers.KIND) == DUPLICATE_KIND:
+            routed_at = found.get(Headers.ROUTED_AT, "")
+            if self.on_duplicate is not None and routed_at.isdigit():
+                self.on_duplicate(tenant, command_id, int(routed_at))
             return
         self._owners.put(command_id, (tenant, space))
         ttl = found.get(Headers.TASK_TTL)

@@ -195,6 +195,7 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
     directory = Directory(settings)
     accepted = AcceptedFeed(settings, capacity=options.results_capacity, lookback=options.results_lookback)
     results.on_gone.append(accepted.forget)
+    accepted.on_duplicate = results.earlier.wanted
     state = IngressState(
         settings=settings, directory=directory, results=results, pipeline=pipeline, accepted=accepted
     )

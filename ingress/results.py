@@ -34,6 +34,7 @@ from schemas import Result
 
 from ._bounded import LRU
 from ._follow import Following, TopicFollower
+from .earlier import EarlierResults
 from .errors import RateLimited, ServiceUnavailable
 
 __all__ = ["ResultHead", "ResultsFeed"]
@@ -96,8 +97,15 @@ class ResultsFeed(Following):
         self.follower = TopicFollower(
             settings, settings.topics.results, self.apply, start_at=lookback, name="results"
         )
+        # Results from before the lookback, of replays the router dropped.
+        self.earlier = EarlierResults(settings, self)
+
+    async def start(self) -> None:
+        await super().start()
+        await self.earlier.start()
 
     async def stop(self) -> None:
+        await self.earlier.stop()
         await super().stop()
         for waiters in self._waiters.values():
             for future, _ in waiters:

@@ -43,7 +43,7 @@ from pydantic import ValidationError
 from core.errors import KafkaUnavailable
 from core.metrics import Metrics
 from core.settings import Settings
-from schemas import TASK_CANCEL_KIND, Command, Headers
+from schemas import DUPLICATE_KIND, TASK_CANCEL_KIND, Command, Headers
 
 from ._config_view import ConfigView
 from ._decide import Decisions, Outgoing, headers_list
@@ -57,6 +57,7 @@ __all__ = ["Outgoing", "Router"]
 logger = logging.getLogger(__name__)
 
 _CANCEL_HEADER = (Headers.KIND, TASK_CANCEL_KIND.encode())
+_DUPLICATE_HEADER = (Headers.KIND, DUPLICATE_KIND.encode())
 # Syncs of the config view (each bounded by its sync_timeout) a batch waits for at most.
 _CONFIG_SYNC_TRIES = 3
 # Seeks back to one gap in a partition's offsets before it is taken as real, counted at
@@ -370,8 +371,9 @@ class Router(Decisions):
         items: list[tuple[Any, Command]] = []
         unreadable: set[int] = set()  # id() of events holding a command this router cannot read whole
         for event in events:
-            if _CANCEL_HEADER in headers_list(event.message):
-                continue  # an MCP task's cancellation, for the ingress replicas
+            headers = headers_list(event.message)
+            if _CANCEL_HEADER in headers or _DUPLICATE_HEADER in headers:
+                continue  # an MCP task's cancellation or our own notice, for the ingress replicas
             try:
                 items.append((event, Command.from_bytes(event.value)))
             except (ValidationError, ValueError, TypeError):
@@ -401,6 +403,9 @@ class Router(Decisions):
         sent = await self._already_sent(items, keys, now_ms)
         outgoing: list[tuple[str, int, Outgoing]] = []
         in_batch: dict[str, str] = {}  # dedup key → command id
+        # Replays dropped as routed before, with when: ingress replicas are told (see
+        # schemas.DUPLICATE_KIND), so one that never saw the Result can look for it.
+        notices: list[tuple[Command, int]] = []
         for (event, command), (own, other) in zip(items, keys, strict=True):
             key, entry, occupant = self._entry(command, own, other, now_ms)
             partition = event.message.partition
@@ -411,6 +416,7 @@ class Router(Decisions):
                 if entry.get("s") != "d":
                     self.dedup.put(key, {**entry, "s": "d"}, partition)
                 self.dropped += 1
+                notices.append((command, int(entry.get("ts", now_ms))))
                 continue
             in_batch[key] = command.command_id
             # A pending entry of this very command whose output was never sent: a replay
@@ -444,6 +450,8 @@ class Router(Decisions):
             )
             for _, _, o in outgoing
         ]
+        for command, routed_at in notices:
+            sends.append(await self._notice(command, routed_at))
         if sends:
             await asyncio.gather(*sends)
         metrics = self.metrics
@@ -513,6 +521,18 @@ class Router(Decisions):
         if entry is None or now_ms - int(entry.get("ts", 0)) > self.dedup_window_ms:
             return None
         return entry
+
+    async def _notice(self, command: Command, routed_at: int) -> asyncio.Future[Any]:
+        """Publish that ``command`` was a replay of one routed at ``routed_at`` (ms)."""
+        assert self.producer is not None
+        headers = Headers.for_command(
+            command.tenant_id, command.space_id, command.command_id, kind=DUPLICATE_KIND, schema="1"
+        )
+        headers.append((Headers.ROUTED_AT, str(routed_at).encode()))
+        # Keyed by tenant as commands are (the producer's partitioner is the same).
+        return await self.producer.send(
+            self.settings.topics.commands, b"", key=command.tenant_id.encode(), headers=headers
+        )
 
     def _used_in_other_scope(
         self, command: Command, other: str, in_batch: dict[str, str], now_ms: int

@@ -30,7 +30,7 @@ from .result import (
     StageTimes,
     fields_from_command,
 )
-from .topics import CONNECTORS, RETRY_TIERS, TASK_CANCEL_KIND, Headers, Topics
+from .topics import CONNECTORS, DUPLICATE_KIND, RETRY_TIERS, TASK_CANCEL_KIND, Headers, Topics
 from .trace import SpanRecord
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "SpanRecord",
     "StageTimes",
     "TASK_CANCEL_KIND",
+    "DUPLICATE_KIND",
     "TaskCancel",
     "fields_from_command",
     "Topics",

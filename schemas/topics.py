@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONNECTORS", "Headers", "Topics", "RETRY_TIERS", "TASK_CANCEL_KIND"]
+__all__ = ["CONNECTORS", "DUPLICATE_KIND", "Headers", "Topics", "RETRY_TIERS", "TASK_CANCEL_KIND"]
 
 # Connectors the product ships. Workspaces may enable any subset.
 CONNECTORS: tuple[str, ...] = ("slack", "gmail", "notion", "jira", "github", "http")
@@ -18,6 +18,10 @@ RETRY_TIERS: tuple[int, ...] = (5, 30, 120)
 
 # ``sy-kind`` of a TaskCancel record on the commands topic (commands are "command").
 TASK_CANCEL_KIND = "task-cancel"
+# ``sy-kind`` of the router's notice on the commands topic that it dropped a replay of a
+# command it routed before (no value; ``sy-routed-at``: when, ms): an ingress replica
+# that never saw that command's Result looks for it from then on.
+DUPLICATE_KIND = "duplicate"
 
 
 class Headers:
@@ -32,6 +36,8 @@ class Headers:
     KIND = "sy-kind"
     # On a command published as an MCP task: the task's ttl in ms (decimal).
     TASK_TTL = "sy-task-ttl"
+    # On a duplicate notice: when the router routed the command first (ms, decimal).
+    ROUTED_AT = "sy-routed-at"
 
     @staticmethod
     def for_command(

@@ -3,13 +3,15 @@ tenant's own app with that tenant's own credentials, through the official MCP cl
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 
-from ingress.testing import read_topic
+from ingress.app import STATE, IngressOptions
+from ingress.testing import IngressHarness, read_topic
 from switchyard._demo_client import call_daily_summary
 
 from .conftest import RunningSystem
@@ -170,3 +172,30 @@ async def test_each_process_holds_the_secrets_of_its_own_role_only(running: Runn
         pool = connector.upper()
         assert secrets(f"worker-{connector}-1") == {f"SWITCHYARD_VAULT_ROLE_ID_{pool}", f"SWITCHYARD_VAULT_SECRET_ID_{pool}"}
     assert secrets("router") == set() and secrets("emulators") == set()
+
+
+async def test_a_replay_on_a_replica_started_after_its_result_reads_that_result(running: RunningSystem) -> None:
+    """A key resubmitted on a replica whose lookback does not reach its first use (one a
+    deploy started since): the router drops the replay and says so, and that replica
+    finds the Result on the results topic instead of answering pending for ever."""
+    system = running.system
+    headers = {"Authorization": f"Bearer {running.keys['acme']}"}
+    body = {"action": "daily_summary", "arguments": {"summary": "replayed later"}, "idempotency_key": "replay-1"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{system.ingress_url}/v1/commands", json=body, headers=headers) as response:
+            first = await response.json()
+        async with session.get(f"{system.ingress_url}{first['status_url']}?wait=30", headers=headers) as response:
+            assert (await response.json())["status"] == "succeeded"
+    await asyncio.sleep(2.5)
+    late = IngressOptions(results_lookback=1.0)
+    async with IngressHarness(system.settings, options=late) as replica:
+        # (It starts once its directory has read the keys from the config topic.)
+        again = await replica.client.post("/v1/commands", json=body, headers=headers)
+        replay = await again.json()
+        assert again.status == 202 and replay["command_id"] == first["command_id"]  # not known here
+        polled = await replica.client.get(f"{replay['status_url']}?wait=30", headers=headers)
+        status = await polled.json()
+        assert status["status"] == "succeeded", status
+        assert replica.client.app[STATE].results.earlier.found == 1
+    results = await read_topic(system.settings, system.settings.topics.results)
+    assert [orjson.loads(r.value)["command_id"] for r in results].count(first["command_id"]) == 1

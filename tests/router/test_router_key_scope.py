@@ -21,6 +21,7 @@ from _router_support import (
 )
 
 from core.settings import Settings
+from ingress.testing import read_topic
 from router._route import Router
 from schemas import Command, ErrorCode, ResultStatus
 
@@ -53,6 +54,13 @@ async def test_one_key_in_two_workspaces_of_a_tenant_runs_in_both(scoped) -> Non
     out = await outputs.wait_ids([main.command_id, support.command_id])
     assert {o.routed.space_id for o in out.values() if o.routed} == {"main", "support"}
     assert router.routed == 2 and router.dropped == 1
+    # The drop is told on the commands topic, for a replica that never saw the Result.
+    notices = [
+        dict(r.headers) for r in await read_topic(router.settings, router.settings.topics.commands)
+        if dict(r.headers).get("sy-kind") == b"duplicate"
+    ]
+    assert len(notices) == 1 and notices[0]["sy-command-id"] == main.command_id.encode()
+    assert notices[0]["sy-routed-at"].isdigit()
 
 
 @pytest.mark.parametrize("earlier_tenant_wide", [True, False])

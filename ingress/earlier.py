@@ -1,0 +1,143 @@
+"""Results older than this replica's lookback, looked up when the router drops a replay.
+
+A replica follows the results topic from ``lookback`` seconds back. A client that
+resubmits a key there after that (every replica a deploy started since) gets its
+command published again; the router drops it as routed before, so no new Result comes,
+and the replica would answer ``pending`` for ever. The router says so on the commands
+topic (``schemas.DUPLICATE_KIND``, with when it routed the command first); this looks
+for that command's Result on its tenant's results partition from then on, bounded in
+records and time, and hands it to the :class:`~ingress.results.ResultsFeed` as if
+followed. Lookups are queued (bounded) and one runs at a time: they are rare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+
+from core.kafka import make_consumer, start_client, topic_partitions
+from core.settings import Settings
+from schemas import Headers
+
+if TYPE_CHECKING:
+    from .results import ResultsFeed
+
+__all__ = ["EarlierResults"]
+
+logger = logging.getLogger(__name__)
+
+_COMMAND_ID = Headers.COMMAND_ID
+# Results are stamped by the clock of the host that wrote them: look a little earlier.
+_CLOCK_MARGIN_MS = 60_000
+
+
+class EarlierResults:
+    """Finds the Results of commands the router dropped as replays (see the module)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        feed: ResultsFeed,
+        *,
+        max_queued: int = 10_000,
+        max_records: int = 200_000,
+        timeout: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.topics.results
+        self._feed = feed
+        self._max_queued = max_queued
+        self._max_records = max_records
+        self._timeout = timeout
+        # results partition -> (earliest time to read from, ms; command ids wanted there)
+        self._queued: dict[int, tuple[int, set[str]]] = {}
+        self._count = 0
+        self._wake = asyncio.Event()
+        self._partitions: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.found = 0  # Results found so (for tests and logs)
+
+    async def start(self) -> None:
+        with contextlib.suppress(Exception):  # else learnt by the task once the broker answers
+            self._partitions = len(await topic_partitions(self.settings, self.topic))
+        self._task = asyncio.create_task(self._run(), name="earlier-results")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wanted(self, tenant_id: str, command_id: str, routed_at_ms: int) -> None:
+        """Look for ``command_id``'s Result from ``routed_at_ms`` on, unless it is known here."""
+        feed = self._feed
+        if feed.owner(command_id) is not None or feed.forgotten(command_id) is not None:
+            return
+        if self._count >= self._max_queued or self._partitions is None:
+            return
+        partition = (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % self._partitions
+        since, ids = self._queued.get(partition, (routed_at_ms, set()))
+        if command_id not in ids:
+            ids.add(command_id)
+            self._count += 1
+        self._queued[partition] = (min(since, routed_at_ms), ids)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while self._partitions is None:
+            try:
+                self._partitions = len(await topic_partitions(self.settings, self.topic))
+            except Exception:  # the broker is away: lookups wait for it
+                logger.debug("results partitions not known yet", exc_info=True)
+                await asyncio.sleep(1.0)
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            queued, self._queued, self._count = self._queued, {}, 0
+            for partition, (since, ids) in queued.items():
+                try:
+                    await self._search(partition, since - _CLOCK_MARGIN_MS, ids)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    logger.warning(
+                        "looking up earlier results failed",
+                        extra={"fields": {"partition": partition, "error": type(exc).__name__}},
+                    )
+
+    async def _search(self, partition: int, since_ms: int, ids: set[str]) -> None:
+        consumer = make_consumer(self.settings, group_id=None, enable_auto_commit=False)
+        await start_client(consumer, what="earlier results consumer")
+        try:
+            tp = TopicPartition(self.topic, partition)
+            starts = await consumer.offsets_for_times({tp: max(0, since_ms)})
+            end = (await consumer.end_offsets([tp]))[tp]
+            if starts.get(tp) is None:
+                return  # nothing written since then
+            consumer.assign([tp])
+            consumer.seek(tp, starts[tp].offset)
+            read = 0
+            async with asyncio.timeout(self._timeout):
+                while ids and read < self._max_records and await consumer.position(tp) < end:
+                    batch = await consumer.getmany(tp, timeout_ms=500, max_records=2_000)
+                    for record in batch.get(tp, ()):
+                        read += 1
+                        command_id = _header(record, _COMMAND_ID)
+                        if command_id in ids:
+                            ids.discard(command_id)
+                            self._feed.apply(record)
+                            self.found += 1
+        finally:
+            await consumer.stop()
+
+
+def _header(record: object, name: str) -> str | None:
+    for key, value in getattr(record, "headers", None) or ():
+        if key == name and value is not None:
+            return bytes(value).decode("utf-8", "replace")
+    return None
