@@ -196,6 +196,9 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
     accepted = AcceptedFeed(settings, capacity=options.results_capacity, lookback=options.results_lookback)
     results.on_gone.append(accepted.forget)
     accepted.on_duplicate = results.earlier.wanted
+    # Of the replicas told of a dropped replay, the one that re-sent it (or where someone
+    # waits for it) looks up its Result.
+    results.earlier.relevant = lambda command_id: pipeline.remembers(command_id) or results.waited_for(command_id)
     state = IngressState(
         settings=settings, directory=directory, results=results, pipeline=pipeline, accepted=accepted
     )

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from core.kafka import make_consumer, start_client, topic_partitions
@@ -62,6 +62,10 @@ class EarlierResults:
         self._partitions: int | None = None
         self._task: asyncio.Task[None] | None = None
         self.found = 0  # Results found so (for tests and logs)
+        # Whether this replica has a use for a command's Result (it re-sent the command,
+        # or someone waits for it here); None: every command. Set by the app, so that of
+        # N replicas told of a replay only the one asked looks it up.
+        self.relevant: Callable[[str], bool] | None = None
 
     async def start(self) -> None:
         with contextlib.suppress(Exception):  # else learnt by the task once the broker answers
@@ -79,6 +83,8 @@ class EarlierResults:
         """Look for ``command_id``'s Result from ``routed_at_ms`` on, unless it is known here."""
         feed = self._feed
         if feed.owner(command_id) is not None or feed.forgotten(command_id) is not None:
+            return
+        if self.relevant is not None and not self.relevant(command_id):
             return
         if self._count >= self._max_queued or self._partitions is None:
             return
@@ -104,10 +110,17 @@ class EarlierResults:
             for partition, (since, ids) in queued.items():
                 try:
                     await self._search(partition, since - _CLOCK_MARGIN_MS, ids)
-                except (KafkaError, OSError, TimeoutError) as exc:
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a lookup must never end the task (nor stop())
                     logger.warning(
                         "looking up earlier results failed",
                         extra={"fields": {"partition": partition, "error": type(exc).__name__}},
+                    )
+                if ids:
+                    logger.info(
+                        "earlier results not found",
+                        extra={"fields": {"partition": partition, "missing": len(ids)}},
                     )
 
     async def _search(self, partition: int, since_ms: int, ids: set[str]) -> None:
@@ -130,7 +143,8 @@ class EarlierResults:
                         command_id = _header(record, _COMMAND_ID)
                         if command_id in ids:
                             ids.discard(command_id)
-                            self._feed.apply(record)
+                            # Not counted again by the dashboards: it finished long ago.
+                            self._feed.apply(record, listeners=False)
                             self.found += 1
         finally:
             await consumer.stop()

@@ -329,6 +329,10 @@ class KafkaPipeline:
                 logger.debug("command prepared", extra={"fields": {"action": item.action[:64]}})
         return command, None, headers
 
+    def remembers(self, command_id: str) -> bool:
+        """Whether this replica published ``command_id`` (first or as a replay) lately."""
+        return command_id in self._submitted
+
     def _accepted(self, command_id: str) -> Command | None:
         """A command this replica accepted and still remembers."""
         kept = self._submitted.get(command_id)

@@ -112,7 +112,10 @@ class ResultsFeed(Following):
                 future.cancel()
         self._waiters.clear()
 
-    def apply(self, record: Any) -> None:
+    def apply(self, record: Any, *, listeners: bool = True) -> None:
+        """Keep the Result in ``record``; ``listeners``: also hand it to :attr:`listeners`
+        (not for a Result looked up long after it finished, which they counted or never
+        will as of now)."""
         raw = record.value
         if raw is None:
             return
@@ -125,7 +128,7 @@ class ResultsFeed(Following):
         except ValidationError as exc:
             _invalid(record, exc)
             return
-        for listener in self.listeners:
+        for listener in self.listeners if listeners else ():
             listener(head, raw)
         self._keep(head.command_id, head.tenant_id, head.space_id, raw, result)
 
@@ -170,6 +173,10 @@ class ResultsFeed(Following):
             )
             return None
         return result if accept(result) else None
+
+    def waited_for(self, command_id: str) -> bool:
+        """Whether a caller waits here for ``command_id``'s Result."""
+        return command_id in self._waiters
 
     def owner(self, command_id: str) -> tuple[str, str] | None:
         """``(tenant_id, space_id)`` of a kept Result, without parsing it."""

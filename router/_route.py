@@ -450,8 +450,6 @@ class Router(Decisions):
             )
             for _, _, o in outgoing
         ]
-        for command, routed_at in notices:
-            sends.append(await self._notice(command, routed_at))
         if sends:
             await asyncio.gather(*sends)
         metrics = self.metrics
@@ -480,6 +478,8 @@ class Router(Decisions):
                     metrics.count_rejected(
                         out.tenant_id, out.space_id, out.rejected.value, out.waited
                     )
+        for command, routed_at in notices:
+            await self._notice(command, routed_at)
         # The ``done`` entries stay buffered: the next batch's state write carries them
         # in the same produce request (one request per batch fewer), and the runtime
         # flushes them when idle and before giving partitions up (``flush_done``). If
@@ -522,17 +522,26 @@ class Router(Decisions):
             return None
         return entry
 
-    async def _notice(self, command: Command, routed_at: int) -> asyncio.Future[Any]:
-        """Publish that ``command`` was a replay of one routed at ``routed_at`` (ms)."""
+    async def _notice(self, command: Command, routed_at: int) -> None:
+        """Publish that ``command`` was a replay of one routed at ``routed_at`` (ms).
+
+        Best effort, after the batch's own outputs: a lost notice costs only an ingress
+        replica's lookup of that Result, never the batch (whose outputs are out by now).
+        """
         assert self.producer is not None
         headers = Headers.for_command(
             command.tenant_id, command.space_id, command.command_id, kind=DUPLICATE_KIND, schema="1"
         )
         headers.append((Headers.ROUTED_AT, str(routed_at).encode()))
-        # Keyed by tenant as commands are (the producer's partitioner is the same).
-        return await self.producer.send(
-            self.settings.topics.commands, b"", key=command.tenant_id.encode(), headers=headers
-        )
+        try:
+            # Keyed by tenant as commands are (the producer's partitioner is the same).
+            sent = await self.producer.send(
+                self.settings.topics.commands, b"", key=command.tenant_id.encode(), headers=headers
+            )
+        except KafkaError as exc:
+            logger.info("duplicate notice not sent (%s)", type(exc).__name__)
+            return
+        sent.add_done_callback(_quiet)
 
     def _used_in_other_scope(
         self, command: Command, other: str, in_batch: dict[str, str], now_ms: int
@@ -581,3 +590,9 @@ class Router(Decisions):
             return set()
         return await find_sent(self.settings, in_doubt)
 
+
+
+def _quiet(done: asyncio.Future[Any]) -> None:
+    """Retrieve a best-effort send's outcome (no "exception never retrieved")."""
+    if not done.cancelled() and done.exception() is not None:
+        logger.info("duplicate notice not acknowledged (%s)", type(done.exception()).__name__)
