@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from .errors import KafkaUnavailable
 from .settings import Settings
@@ -24,6 +25,7 @@ __all__ = [
     "connection_options",
     "ensure_topics",
     "headers_dict",
+    "keyed_partition",
     "make_admin",
     "make_consumer",
     "make_producer",
@@ -199,6 +201,13 @@ async def topic_partitions(settings: Settings, topic: str, *, within: float = 30
         raise KafkaUnavailable(f"topic {topic} is not available") from exc
     finally:
         await admin.close()
+
+
+def keyed_partition(key: bytes, partitions: int) -> int:
+    """The partition of ``partitions`` where a keyed record goes: Kafka's default
+    partitioner (Java's and aiokafka's), so a tenant's records land where any keyed
+    producer puts them."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def headers_dict(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:

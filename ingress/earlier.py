@@ -19,9 +19,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiokafka import TopicPartition
-from aiokafka.partitioner import murmur2
 
-from core.kafka import make_consumer, start_client, topic_partitions
+from core.kafka import headers_dict, keyed_partition, make_consumer, start_client, topic_partitions
 from core.settings import Settings
 from schemas import Headers
 
@@ -32,7 +31,6 @@ __all__ = ["EarlierResults"]
 
 logger = logging.getLogger(__name__)
 
-_COMMAND_ID = Headers.COMMAND_ID
 # Results are stamped by the clock of the host that wrote them: look a little earlier.
 _CLOCK_MARGIN_MS = 60_000
 
@@ -59,7 +57,7 @@ class EarlierResults:
         self._queued: dict[int, tuple[int, set[str]]] = {}
         self._count = 0
         self._wake = asyncio.Event()
-        self._partitions: int | None = None
+        self._partitions = 0  # of the results topic, learnt at start
         self._task: asyncio.Task[None] | None = None
         self.found = 0  # Results found so (for tests and logs)
         # Whether this replica has a use for a command's Result (it re-sent the command,
@@ -68,8 +66,12 @@ class EarlierResults:
         self.relevant: Callable[[str], bool] | None = None
 
     async def start(self) -> None:
-        with contextlib.suppress(Exception):  # else learnt by the task once the broker answers
-            self._partitions = len(await topic_partitions(self.settings, self.topic))
+        """Learn the results topic's partitions and start looking up.
+
+        Raises:
+            KafkaUnavailable: the broker does not answer (nor would the feed's follower).
+        """
+        self._partitions = len(await topic_partitions(self.settings, self.topic))
         self._task = asyncio.create_task(self._run(), name="earlier-results")
 
     async def stop(self) -> None:
@@ -86,9 +88,9 @@ class EarlierResults:
             return
         if self.relevant is not None and not self.relevant(command_id):
             return
-        if self._count >= self._max_queued or self._partitions is None:
+        if self._count >= self._max_queued or not self._partitions:
             return
-        partition = (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % self._partitions
+        partition = keyed_partition(tenant_id.encode(), self._partitions)
         since, ids = self._queued.get(partition, (routed_at_ms, set()))
         if command_id not in ids:
             ids.add(command_id)
@@ -97,12 +99,6 @@ class EarlierResults:
         self._wake.set()
 
     async def _run(self) -> None:
-        while self._partitions is None:
-            try:
-                self._partitions = len(await topic_partitions(self.settings, self.topic))
-            except Exception:  # the broker is away: lookups wait for it
-                logger.debug("results partitions not known yet", exc_info=True)
-                await asyncio.sleep(1.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -140,7 +136,7 @@ class EarlierResults:
                     batch = await consumer.getmany(tp, timeout_ms=500, max_records=2_000)
                     for record in batch.get(tp, ()):
                         read += 1
-                        command_id = _header(record, _COMMAND_ID)
+                        command_id = headers_dict(record.headers).get(Headers.COMMAND_ID)
                         if command_id in ids:
                             ids.discard(command_id)
                             # Not counted again by the dashboards: it finished long ago.
@@ -149,9 +145,3 @@ class EarlierResults:
         finally:
             await consumer.stop()
 
-
-def _header(record: object, name: str) -> str | None:
-    for key, value in getattr(record, "headers", None) or ():
-        if key == name and value is not None:
-            return bytes(value).decode("utf-8", "replace")
-    return None

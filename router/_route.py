@@ -37,10 +37,10 @@ from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from core.errors import KafkaUnavailable
+from core.kafka import keyed_partition
 from core.metrics import Metrics
 from core.settings import Settings
 from schemas import DUPLICATE_KIND, TASK_CANCEL_KIND, Command, Headers
@@ -119,7 +119,7 @@ class Router(Decisions):
         # keyed producer would put them — and the dedup entry can name the partition
         # before the send.
         parts = self.partitions[topic]
-        return parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
+        return parts[keyed_partition(key, len(parts))]
 
     async def handle_batch(self, events: Sequence[Any]) -> None:
         """Route ``events`` (faust events of the commands topic) with the order above.
@@ -398,16 +398,20 @@ class Router(Decisions):
         now = time.time()
         now_ms = int(now * 1000)
         now_dt = datetime.fromtimestamp(now, UTC)  # one clock reading for the whole batch
-        # (own, other scope's) dedup keys per command, computed once (each costs a hash).
+        # (own, other scope's) dedup keys per command, computed once (each costs a hash),
+        # and each command's entry as the batch found it.
         keys = [dedup_keys(command) for _, command in items]
-        sent = await self._already_sent(items, keys, now_ms)
+        entries = [
+            self._entry(command, own, other, now_ms)
+            for (_, command), (own, other) in zip(items, keys, strict=True)
+        ]
+        sent = await self._already_sent(entries)
         outgoing: list[tuple[str, int, Outgoing]] = []
         in_batch: dict[str, str] = {}  # dedup key → command id
         # Replays dropped as routed before, with when: ingress replicas are told (see
         # schemas.DUPLICATE_KIND), so one that never saw the Result can look for it.
         notices: list[tuple[Command, int]] = []
-        for (event, command), (own, other) in zip(items, keys, strict=True):
-            key, entry, occupant = self._entry(command, own, other, now_ms)
+        for (event, command), (_, other), (key, entry, occupant) in zip(items, keys, entries, strict=True):
             partition = event.message.partition
             if key in in_batch:
                 self.dropped += 1
@@ -578,18 +582,14 @@ class Router(Decisions):
         beside = f"{own}  {command.command_id}"
         return beside, self._fresh(beside, now_ms), str(entry.get("c"))
 
-    async def _already_sent(
-        self, items: list[tuple[Any, Command]], keys: list[tuple[str, str]], now_ms: int
-    ) -> set[str]:
+    async def _already_sent(self, entries: list[tuple[str, dict[str, Any] | None, str | None]]) -> set[str]:
         in_doubt: set[InDoubt] = set()
-        for (_, command), (own, other) in zip(items, keys, strict=True):
-            _, entry, _ = self._entry(command, own, other, now_ms)
+        for _, entry, _ in entries:
             if entry is not None and entry.get("s") == "p":
                 in_doubt.add((str(entry["c"]), str(entry["t"]), int(entry["p"]), int(entry["ts"])))
         if not in_doubt:
             return set()
         return await find_sent(self.settings, in_doubt)
-
 
 
 def _quiet(done: asyncio.Future[Any]) -> None:
