@@ -7,8 +7,8 @@ worker pool), then measures, on the same broker in the same run:
 - ``async``: commands/s through ``POST /v1/commands:batch`` until the final Results are on
   the results topic, and its ratio to the baseline;
 - ``sync_mcp``: stateless MCP ``tools/call`` per second and latency with N concurrent
-  clients, open-loop runs at 100/s and 500/s, and the latency added over calling the
-  emulator directly;
+  clients, open-loop runs at 100/s and 500/s, one call at a time split into its hops
+  (``bench._stages``), and the latency added over calling the emulator directly;
 - ``noisy_neighbour``: a quiet tenant's p99 alone, then while another tenant floods at 20×
   its rate against a slow API, and while it bursts the same count at once (``bench._noisy``);
 - ``noisy_worker``: the same at the Slack worker pool alone (RoutedCommands straight onto
@@ -58,6 +58,7 @@ from ._load import (
 )
 from ._machine import code_version, machine
 from ._noisy import MIN_PHASE_SECONDS, noisy_neighbour
+from ._stages import lone_calls
 from ._targets import against_targets
 from ._tenants import FAST, slack_tenant
 
@@ -70,6 +71,8 @@ SCENARIOS = (
 OWN_STACK = ("scale_out",)
 WARM_UP = 400
 DIRECT_CALLS = 300
+# One MCP call at a time, split into hops by its spans (bench._stages).
+LONE_CALLS = 200
 BASELINE_RECORDS = 50_000
 BASELINE_RUNS = 3
 
@@ -153,7 +156,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             "quick": args.quick, "brokers": 1, "log_level": args.log_level,
             "batch_items": BATCH_ITEMS, "batch_senders": BATCH_SENDERS, "bench_tenants": 8,
             "warm_up_commands": WARM_UP, "mcp_open_loop_rates_per_s": [100, 500],
-            "emulator_direct_calls": DIRECT_CALLS, "emulator_direct_concurrency": 1,
+            "emulator_direct_calls": DIRECT_CALLS, "emulator_direct_concurrency": 1, "lone_calls": LONE_CALLS,
             "baseline_records": BASELINE_RECORDS, "baseline_runs": BASELINE_RUNS,
             "scaling_commands": max(1000, count // 2),
         },
@@ -216,6 +219,9 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
                 open_loop = await mcp_calls(
                     session, mcp_url, bench_keys, duration=duration, concurrency=0, rate=500
                 )
+                # One call at a time through the pipeline, hop by hop: the floor under
+                # every latency above.
+                lone = await lone_calls(session, system.ingress_url, bench_keys[0], count=LONE_CALLS)
                 # One call at a time: the emulator's own latency, free of queueing.
                 direct = await direct_emulator_calls(
                     session, system.emulator_url, tenants[0].emulator_token, count=DIRECT_CALLS, concurrency=1
@@ -227,7 +233,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             report["sync_mcp"] = {
                 "protocol": "stateless 2026-07-28 tools/call, keep-alive connections, after a 2 s warm-up",
                 "closed_loop": closed, "open_loop_100_per_s": light_loop, "open_loop_500_per_s": open_loop,
-                "emulator_direct": direct, "added_p50_ms_at_100_per_s": added,
+                "lone_calls": lone, "emulator_direct": direct, "added_p50_ms_at_100_per_s": added,
             }
         if "noisy_neighbour" in only:
             print("bench: noisy neighbour", file=sys.stderr)
