@@ -27,7 +27,7 @@ from ingress._bounded import LRU
 from ingress._http import time_left
 from ingress.contracts import Identity, Services
 from ingress.errors import Forbidden, IngressError
-from schemas import ActionConfig, Command, CommandSource, Result, WorkspaceConfig
+from schemas import ActionConfig, Command, CommandSource, Result, WorkspaceConfig, command_id_for
 
 from ._jsonrpc import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE, RpcError
 
@@ -92,15 +92,36 @@ def unavailable_error(why: str) -> RpcError:
     )
 
 
-def rpc_from_ingress_error(exc: IngressError | KafkaUnavailable) -> RpcError:
-    """The JSON-RPC error (and HTTP status) for an edge error."""
+def rpc_from_ingress_error(
+    exc: IngressError | KafkaUnavailable, *, submitted: tuple[Identity, str] | None = None
+) -> RpcError:
+    """The JSON-RPC error (and HTTP status) for an edge error.
+
+    ``submitted``: the caller and idempotency key of a command whose publish failed. The
+    broker may still have taken it (a timeout is no refusal), so the error names the key
+    to retry with (in ``data`` and, for a model reading only the text, the message): a
+    retry without it would get a new key and could run the action twice.
+    """
     if isinstance(exc, KafkaUnavailable):
-        return unavailable_error("the command could not be made durable; retry")
+        if submitted is None:
+            return unavailable_error("the message broker did not answer; retry")
+        identity, key = submitted
+        error = unavailable_error(
+            "the message broker did not confirm the command, which may still run; retry "
+            f"with _meta[\"{IDEMPOTENCY_META_KEY}\"] = \"{key}\" and it runs at most once"
+        )
+        error.data = {
+            "idempotency_key": key,
+            "command_id": command_id_for(identity.tenant_id, identity.space_id, key),
+        }
+        return error
     # Other refusals (400 bad request, 409 idempotency conflict, 413) concern the params.
     code = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED, 503: UNAVAILABLE}.get(
         exc.status, INVALID_PARAMS
     )
-    return RpcError(code, exc.message, status=exc.status, headers=exc.headers())
+    # The REST API's error details (a conflict's command_id), for programs.
+    data = dict(exc.details) if exc.details else None
+    return RpcError(code, exc.message, data=data, status=exc.status, headers=exc.headers())
 
 
 def _tool_meta(
@@ -352,7 +373,7 @@ class ToolRunner:
             # is either fully accepted or not at all, never abandoned half-way.
             command, _created = await asyncio.shield(publish)
         except (IngressError, KafkaUnavailable) as exc:
-            raise rpc_from_ingress_error(exc) from exc
+            raise rpc_from_ingress_error(exc, submitted=(identity, idempotency_key)) from exc
         except (ValidationError, ValueError) as exc:
             raise RpcError(INVALID_PARAMS, f"Invalid tool call: {exc}".splitlines()[0]) from exc
         return command

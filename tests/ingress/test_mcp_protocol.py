@@ -27,7 +27,7 @@ from mcp.shared.exceptions import MCPError
 from core.errors import KafkaUnavailable
 from ingress._http import LIMITS, Limits, error_middleware
 from ingress.contracts import Identity, Services
-from ingress.errors import Forbidden, RateLimited, Unauthorized
+from ingress.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from ingress.mcp import McpOptions, setup
 from schemas import (
     ActionConfig,
@@ -39,6 +39,7 @@ from schemas import (
     ResultStatus,
     StageTimes,
     WorkspaceConfig,
+    command_id_for,
 )
 
 MODERN = "2026-07-28"
@@ -114,6 +115,7 @@ class FakePipeline:
     cancels: list[tuple[str, str]] = field(default_factory=list)
     forgotten_ids: set[tuple[str, str]] = field(default_factory=set)  # finished, Result let go of
     cancel_error: Exception | None = None
+    submit_error: Exception | None = None  # raised by every submit
     _seen_keys: dict[tuple[str, str], Command] = field(default_factory=dict)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -128,6 +130,8 @@ class FakePipeline:
         deadline: datetime | None = None,
         task_ttl: int | None = None,
     ) -> tuple[Command, bool]:
+        if self.submit_error is not None:
+            raise self.submit_error
         key = idempotency_key or uuid.uuid4().hex
         if (identity.tenant_id, key) in self._seen_keys:
             return self._seen_keys[(identity.tenant_id, key)], False
@@ -517,6 +521,37 @@ async def test_idempotency_key_in_meta_replays_the_same_command(server: Server) 
     assert first.meta is not None and second.meta is not None
     assert first.meta["switchyard/command_id"] == second.meta["switchyard/command_id"]
     assert len(server.pipeline.published) == 1
+
+
+async def test_a_call_the_broker_did_not_confirm_is_503_and_names_the_key_to_retry_with(server: Server) -> None:
+    # A timed-out publish may still land: a retry under a new key could run the action
+    # twice, so the error says which key the command has (the REST API does the same).
+    server.pipeline.submit_error = KafkaUnavailable("no answer in 30 s")
+    for meta, given in (({}, None), ({"switchyard/idempotency_key": "order-18"}, "order-18")):
+        status, headers, body = await _post(
+            f"{server.url}/main",
+            _rpc("tools/call", {"name": "create_task", "arguments": {}, "_meta": {**CLIENT_META, **meta}}, rid=3),
+            headers=_modern("tools/call", "create_task"),
+        )
+        assert status == 503 and headers["Retry-After"] == "1" and body["id"] == 3, body
+        error = body["error"]
+        key = error["data"]["idempotency_key"]
+        assert key == given if given else key.startswith("mcp-")
+        assert error["data"]["command_id"] == command_id_for("acme", "main", key)
+        assert f'"{key}"' in error["message"] and "at most once" in error["message"]
+
+
+async def test_a_reused_key_names_the_command_it_stands_for(server: Server) -> None:
+    conflict = Conflict("this idempotency key was already used for a different command")
+    conflict.details = {"command_id": "gbchcaw5ekbwmqzxsblqazfwzq"}
+    server.pipeline.submit_error = conflict
+    status, _, body = await _post(
+        f"{server.url}/main",
+        _rpc("tools/call", {"name": "create_task", "arguments": {}, "_meta": dict(CLIENT_META)}, rid=4),
+        headers=_modern("tools/call", "create_task"),
+    )
+    assert status == 409 and body["error"]["code"] == -32602
+    assert body["error"]["data"] == {"command_id": "gbchcaw5ekbwmqzxsblqazfwzq"}
 
 
 # -- spoofing and authentication -------------------------------------------------------
