@@ -35,6 +35,7 @@ from .contracts import Authenticator, Identity
 from .errors import BadRequest, Forbidden
 
 __all__ = [
+    "SINGLE_HEADERS",
     "SPACE_HEADER",
     "TENANT_HEADERS",
     "authenticate",
@@ -42,6 +43,7 @@ __all__ = [
     "check_argument_claims",
     "check_claims",
     "reads_everything",
+    "refuse_repeated_headers",
     "requested_space",
 ]
 
@@ -80,6 +82,25 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return token
 
 
+# Headers that each name one credential, tenant, workspace or key: sent twice, which copy
+# counts would be a guess (a proxy may add one), so a request with two is refused.
+SINGLE_HEADERS = ("Authorization", SPACE_HEADER, *TENANT_HEADERS, "Idempotency-Key")
+
+
+def refuse_repeated_headers(headers: Mapping[str, str]) -> None:
+    """Refuse a request that repeats one of :data:`SINGLE_HEADERS`.
+
+    Raises:
+        BadRequest: naming the repeated header.
+    """
+    getall = getattr(headers, "getall", None)  # a plain mapping holds one of each
+    if getall is None:
+        return
+    for name in SINGLE_HEADERS:
+        if len(getall(name, ())) > 1:
+            raise BadRequest(f"the {name} header appears more than once")
+
+
 def requested_space(path_space: str | None, headers: Mapping[str, str]) -> str | None:
     """The workspace named by the URL path or the ``X-Switchyard-Space`` header.
 
@@ -102,8 +123,10 @@ async def authenticate(
     Raises:
         ingress.errors.Unauthorized: missing or invalid key.
         Forbidden: the key does not own the workspace, or a header claims another tenant.
-        BadRequest: the workspace is ambiguous.
+        BadRequest: the workspace is ambiguous, or a header naming it (or the key,
+            tenant or idempotency key) appears twice.
     """
+    refuse_repeated_headers(headers)
     bearer = bearer_token(headers)
     space = requested_space(path_space, headers)
     checker = getattr(auth, "authenticate_async", None)

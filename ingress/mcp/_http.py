@@ -29,9 +29,9 @@ from mcp_types.jsonrpc import HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION
 from yarl import URL
 
 from core.errors import KafkaUnavailable
-from ingress.auth import TENANT_HEADERS, bearer_token
+from ingress.auth import TENANT_HEADERS, bearer_token, refuse_repeated_headers
 from ingress.contracts import Identity, Services
-from ingress.errors import IngressError
+from ingress.errors import BadRequest, IngressError
 
 from ._dispatch import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Dispatcher
 from ._headers import decode_header_value
@@ -172,6 +172,10 @@ class McpEndpoint:
         Raises:
             RpcError: 401 (with WWW-Authenticate), 403 or 400 from the edge.
         """
+        try:
+            refuse_repeated_headers(request.headers)
+        except BadRequest as exc:
+            raise RpcError(INVALID_REQUEST, exc.message, status=400) from None
         path_space = request.match_info.get("space_id")
         header_space = request.headers.get(SPACE_HEADER) or None  # empty: not given, as on REST
         if path_space and header_space and path_space != header_space:

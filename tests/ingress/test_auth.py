@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from multidict import CIMultiDict
 
 from ingress.testing import read_topic
 
@@ -78,6 +79,28 @@ async def test_spoofed_tenant_claims_are_403_and_publish_nothing(harness, acme, 
     response = await harness.client.post(path, json=body, headers=headers)
     assert response.status == 403, await response.text()
     assert (await response.json())["error"]["code"] == "forbidden"
+    await assert_nothing_published(harness)
+
+
+@pytest.mark.parametrize(
+    "header", ["Authorization", "X-Switchyard-Tenant", "X-Tenant-Id", "X-Switchyard-Space", "Idempotency-Key"]
+)
+async def test_a_repeated_credential_or_scope_header_is_400_and_publishes_nothing(harness, acme, beta, header):
+    # First-value-wins would hide which tenant, workspace or key a request meant (a proxy
+    # may add a copy); two copies of any of them are refused, even when the first is fine.
+    first, second = {
+        "Authorization": (acme.headers["Authorization"], beta.headers["Authorization"]),
+        "X-Switchyard-Space": (acme.space_id, "other"),
+        "Idempotency-Key": ("a1", "b1"),
+    }.get(header, (acme.tenant_id, beta.tenant_id))
+    headers = CIMultiDict(acme.headers)
+    headers.popall(header, None)
+    headers.add(header, first)
+    headers.add(header, second)
+    for path, body in (("/v1/commands", {"action": "echo"}), ("/v1/commands:batch", {"items": [{"action": "echo"}]})):
+        response = await harness.client.post(path, json=body, headers=headers)
+        assert response.status == 400, await response.text()
+        assert (await response.json())["error"]["message"] == f"the {header} header appears more than once"
     await assert_nothing_published(harness)
 
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from multidict import CIMultiDict
 
 from core.errors import KafkaUnavailable
 from ingress._http import LIMITS, Limits, error_middleware
@@ -555,6 +556,26 @@ async def test_a_reused_key_names_the_command_it_stands_for(server: Server) -> N
 
 
 # -- spoofing and authentication -------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["Authorization", "X-Switchyard-Tenant", "X-Switchyard-Space"])
+async def test_a_repeated_credential_or_scope_header_is_400_and_publishes_nothing(server: Server, header: str) -> None:
+    first, second = {
+        "Authorization": ("Bearer key-acme", "Bearer key-beta"), "X-Switchyard-Space": ("main", "ops"),
+    }.get(header, ("acme", "beta"))
+    headers = CIMultiDict(
+        {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+         "Authorization": "Bearer key-acme", **_modern("tools/call", "create_task")}
+    )
+    headers.popall(header, None)
+    headers.add(header, first)
+    headers.add(header, second)
+    body = _rpc("tools/call", {"name": "create_task", "arguments": {}, "_meta": dict(CLIENT_META)}, rid=5)
+    async with aiohttp.ClientSession() as http, http.post(f"{server.url}/main", json=body, headers=headers) as response:
+        status, answer = response.status, await response.json()
+    assert status == 400 and answer["id"] == 5
+    assert answer["error"] == {"code": -32600, "message": f"the {header} header appears more than once"}
+    assert server.pipeline.published == []
 
 
 @pytest.mark.parametrize("where", ["meta", "arguments"])
