@@ -133,7 +133,7 @@ class Metrics:
         self.routed = Counter("switchyard_commands_routed", "Commands routed to a connector.", tsc, registry=r)
         self.succeeded = Counter("switchyard_commands_succeeded", "Commands that succeeded.", tsc, registry=r)
         self.failed = Counter(
-            "switchyard_commands_failed", "Commands that failed (final).", [*tsc, "code"], registry=r
+            "switchyard_commands_failed", "Commands that failed or expired (final; dead letters apart).", [*tsc, "code"], registry=r
         )
         self.rejected = Counter(
             "switchyard_commands_rejected", "Commands rejected before running.", [*ts, "code"], registry=r
@@ -171,11 +171,25 @@ class Metrics:
             ["connector", "outcome"],
             registry=r,
         )
+        # Operations are the connector's fixed set (the worker refuses any other).
+        self.upstream_seconds = Histogram(
+            "switchyard_upstream_call_seconds",
+            "Duration of calls of a connector's operations, whatever their outcome.",
+            ["connector", "operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.in_flight = Gauge("switchyard_in_flight", "Commands running now, per tenant.", ["tenant"], registry=r)
         self.breaker = Gauge(
             "switchyard_circuit_breaker_state",
             "Circuit breaker per (tenant, connector): 0 closed, 1 half-open, 2 open.",
             ["tenant", "connector"],
+            registry=r,
+        )
+        self.credential_waits = Gauge(
+            "switchyard_waiting_for_credentials",
+            "Commands waiting for the credential store (Vault) to answer; they spend no attempt meanwhile.",
+            ["connector"],
             registry=r,
         )
         self.lag = Gauge(
@@ -275,6 +289,15 @@ class Metrics:
             self._remember(key, children)
         children[0].inc()
 
+    def upstream_call_time(self, connector: str, operation: str, seconds: float) -> None:
+        """How long one call of ``connector``'s ``operation`` took."""
+        key = ("call_time", connector, operation)
+        children = self._hot_worker.get(key)
+        if children is None:
+            children = (self.upstream_seconds.labels(self.connector(connector), operation),)
+            self._remember(key, children)
+        children[0].observe(seconds)
+
     def command_started(self, routed: RoutedCommand, started_at: datetime) -> None:
         """A worker started an attempt: counts it in flight and times routed → started
         (the first attempt's wait for a worker)."""
@@ -331,10 +354,12 @@ class Metrics:
             counters = (self.succeeded.labels(tenant, space, connector),)
         elif status is ResultStatus.REJECTED:
             counters = (self.rejected.labels(tenant, space, code),)
+        elif status is ResultStatus.DEAD_LETTERED:
+            # Its own final status, counted once: a dashboard summing outcomes would count
+            # it twice were it a failure (retries_exhausted) as well.
+            counters = (self.dead_lettered.labels(tenant, space, connector),)
         else:
             counters = (self.failed.labels(tenant, space, connector, code),)
-            if status is ResultStatus.DEAD_LETTERED:
-                counters += (self.dead_lettered.labels(tenant, space, connector),)
         stage = None
         if status is not ResultStatus.REJECTED:
             stage = self.stage_latency.labels("started_to_finished", connector)
@@ -357,6 +382,10 @@ class Metrics:
         if tenant == OTHER:
             return
         self.breaker.labels(tenant, self.connector(connector)).set_function(lambda: float(read()))
+
+    def watch_credential_waits(self, connector: str, read: Callable[[], int]) -> None:
+        """Report ``read()`` as the commands of ``connector`` waiting for the credential store."""
+        self.credential_waits.labels(self.connector(connector)).set_function(lambda: float(read()))
 
     def set_lag(self, group: str, lag_by_topic: dict[str, int], topics: Iterable[str] = ()) -> None:
         """Lag this process sees per topic; ``topics`` it holds no partition of now read 0,

@@ -41,7 +41,7 @@ from core.errors import (
 from core.vault import TenantSecret
 from schemas import ErrorCode
 
-__all__ = ["Credentials", "Refresher", "VaultLike", "token_expired"]
+__all__ = ["Credentials", "CredentialStoreDown", "Refresher", "VaultLike", "token_expired"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,15 @@ def token_expired(data: Mapping[str, Any], now: float | None = None) -> bool:
     return (time.time() if now is None else now) >= expires - _EXPIRY_SKEW
 
 
+class CredentialStoreDown(RetryableError):
+    """The credential store (Vault) did not answer. It is this deployment's own
+    infrastructure, not the tenant's API: nothing was sent upstream, so the executor
+    waits for the store instead of spending the command's attempts (``workers._execute``)."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.INTERNAL, "credential store unavailable")
+
+
 def _translate(exc: VaultError, tenant_id: str) -> Exception:
     if isinstance(exc, CredentialsMissing):
         return PermanentError(ErrorCode.CREDENTIALS_MISSING, f"no credentials stored for {tenant_id}")
@@ -94,7 +103,7 @@ def _translate(exc: VaultError, tenant_id: str) -> Exception:
             ErrorCode.CREDENTIALS_MISSING, f"credentials of {tenant_id} are not readable by this pool"
         )
     if isinstance(exc, VaultUnavailable):
-        return RetryableError(ErrorCode.INTERNAL, "credential store unavailable")
+        return CredentialStoreDown()
     return RetryableError(ErrorCode.INTERNAL, f"credential store error ({type(exc).__name__})")
 
 
@@ -149,7 +158,8 @@ class Credentials:
 
         Raises:
             PermanentError: nothing stored or not readable (CREDENTIALS_MISSING).
-            RetryableError: Vault unreachable (INTERNAL).
+            CredentialStoreDown: Vault unreachable.
+            RetryableError: another Vault error (INTERNAL).
         """
         unsaved = self._unsaved.get(tenant_id)
         if unsaved is not None:

@@ -28,7 +28,7 @@ from core.vault import TenantSecret
 from schemas import ErrorCode, ErrorInfo, Result, ResultStatus, RoutedCommand, SpanRecord, Topics
 
 from ._breaker import CircuitBreakers
-from ._credentials import Credentials, token_expired
+from ._credentials import Credentials, CredentialStoreDown, token_expired
 from ._results import KIND_DEAD_LETTER, KIND_RESULT, KIND_RETRY, Outgoing, build_result, record_for
 from ._retry import Decision, RetryPolicy, Step, decide
 from ._scrub import scrub_error, scrub_output
@@ -55,6 +55,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Failures that say something about this tenant's credentials or API: they feed its breaker.
+# Longest pause between two tries of the credential store while it does not answer.
+CREDENTIAL_WAIT_MAX = 5.0
 _BREAKER_CODES = frozenset(
     {
         ErrorCode.CREDENTIALS_MISSING,
@@ -159,6 +161,12 @@ class Executor:
         # Told how each call of the connector's operation ended: "ok" or the error code's
         # value (metrics). Checks for an earlier effect are reads and not counted.
         self.on_attempt: Callable[[str], None] | None = None
+        # Told how long each such call took, with its operation (metrics).
+        self.on_call_time: Callable[[str, float], None] | None = None
+        # Ids of commands waiting now for the credential store to answer (see _attempts),
+        # and the longest pause between two of a command's tries of it.
+        self._waiting: set[str] = set()
+        self.credential_wait_max = CREDENTIAL_WAIT_MAX
 
     async def run(self, job: Job, still_ours: StillOurs | None = None) -> Outcome:
         """Execute ``job`` and return the records that settle this delivery.
@@ -215,6 +223,7 @@ class Executor:
         if problem is not None:
             return _Verdict(Step.FAIL, [*errors, problem], None, problem)
         failures = 0
+        pauses = 0  # waits for the credential store
         probe = 0  # the number of the half-open breaker's one probe while this command holds it
         try:
             while True:
@@ -247,6 +256,19 @@ class Executor:
                         if command.expired(now()):  # the hold outlasted the caller's deadline
                             return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
                         continue
+                    if isinstance(exc, CredentialStoreDown):
+                        # Our own infrastructure, not the tenant's API, and nothing was
+                        # sent: no attempt is spent and no breaker learns of it. The command
+                        # waits here, so a pool whose slots all wait takes no more work,
+                        # until the store answers, the deadline passes or the partition moves.
+                        pauses += 1
+                        self._waiting.add(command.command_id)
+                        await asyncio.sleep(min(self.credential_wait_max, 0.5 * 2 ** min(pauses - 1, 10)))
+                        if still_ours is not None and not await still_ours():
+                            raise Abandoned(command.command_id) from None
+                        if command.expired(now()):
+                            return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
+                        continue
                     info = scrub_error(exc.to_info(), secret[-1] if secret else None)
                     # A failed check sent nothing: the doubt stays as it was.
                     if info.code in _AMBIGUOUS_CODES and not isinstance(exc, CheckFailed):
@@ -272,17 +294,26 @@ class Executor:
                     probe = 0
                 return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
         finally:
+            self._waiting.discard(command.command_id)
             # No verdict for the breaker (a fault, a cancellation, a command left to its
             # partition's new owner): free the probe this command holds, or its tenant
             # would wait for that verdict for ever.
             if probe:
                 self.breakers.cancel_probe(key, probe)
 
-    def _attempted(self, outcome: str | None) -> None:
-        if self.on_attempt is None or outcome is None:
+    @property
+    def waiting_for_credentials(self) -> int:
+        """Commands whose last try of the credential store found it down (metrics)."""
+        return len(self._waiting)
+
+    def _attempted(self, outcome: str | None, operation: str, seconds: float) -> None:
+        if outcome is None:
             return
         try:
-            self.on_attempt(outcome)
+            if self.on_attempt is not None:
+                self.on_attempt(outcome)
+            if self.on_call_time is not None:
+                self.on_call_time(operation, seconds)
         except Exception:  # a metric must never change a command's Result
             logger.exception("reporting a call's outcome failed")
 
@@ -316,6 +347,7 @@ class Executor:
         still_ours: StillOurs | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         secret = await self.credentials.get(command.tenant_id)
+        self._waiting.discard(command.command_id)
         used.append(secret)
         if self.connector.oauth and token_expired(secret.data):
             secret = await self.credentials.refresh(command.tenant_id, secret)
@@ -380,13 +412,14 @@ class Executor:
                     if command.expired(now()):
                         raise _DeadlinePassed
                 # The connector sets its own request timeout; this bound catches one that does not.
+                called = time.perf_counter()
                 try:
                     async with asyncio.timeout(timeout + 1.0):
                         output = await self.connector.execute(call)
                 except BaseException as exc:
-                    self._attempted(_outcome_of(exc))
+                    self._attempted(_outcome_of(exc), operation, time.perf_counter() - called)
                     raise
-                self._attempted("ok")
+                self._attempted("ok", operation, time.perf_counter() - called)
                 return output
             except CommandError as exc:
                 upstream.set_status(Status(StatusCode.ERROR, exc.code.value))

@@ -231,6 +231,10 @@ class WorkerPool(PoolLifecycle):
         )
         self.executor.on_found = self._found_earlier
         self.executor.on_attempt = self._attempted
+        self.executor.on_call_time = self._call_took
+        if self.metrics is not None:
+            executor = self.executor
+            self.metrics.watch_credential_waits(self.connector.name, lambda: executor.waiting_for_credentials)
         # A restarted process with the same instance id fences its predecessor's open
         # transaction at once; otherwise the broker aborts it after the transaction timeout,
         # and read_committed readers wait at most that long behind it.
@@ -514,6 +518,10 @@ class WorkerPool(PoolLifecycle):
     def _attempted(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.upstream_call(self.connector.name, outcome)
+
+    def _call_took(self, operation: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_call_time(self.connector.name, operation, seconds)
 
     def _breaker_opened(self, tenant: str) -> None:
         # The gauge reads the breaker at each scrape (Metrics.watch_breaker); an opening

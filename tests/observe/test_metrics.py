@@ -80,7 +80,20 @@ def test_result_counts_by_status_code_and_observes_latency() -> None:
     assert 'switchyard_commands_failed_total{code="upstream_timeout",connector="slack",space="main",tenant="acme"} 1.0' in text
     assert 'switchyard_commands_rejected_total{code="rate_limited",space="main",tenant="acme"} 1.0' in text
     assert 'switchyard_commands_dead_lettered_total{connector="slack",space="main",tenant="acme"} 1.0' in text
+    # A dead letter is its own outcome, not a failure too: summed outcomes count it once.
+    assert 'code="retries_exhausted"' not in text
     assert 'switchyard_command_latency_seconds_count{connector="slack",tenant="acme"} 4.0' in text
+
+
+def test_upstream_calls_are_timed_per_connector_and_operation() -> None:
+    metrics = Metrics("worker-jira")
+    for seconds in (0.02, 0.2, 3.0):
+        metrics.upstream_call_time("jira", "issues.create", seconds)
+    metrics.upstream_call_time("jira", "issues.search", 0.02)
+    text = metrics.exposition().decode()
+    assert 'switchyard_upstream_call_seconds_count{connector="jira",operation="issues.create"} 3.0' in text
+    assert 'switchyard_upstream_call_seconds_bucket{connector="jira",le="0.25",operation="issues.create"} 2.0' in text
+    assert 'switchyard_upstream_call_seconds_count{connector="jira",operation="issues.search"} 1.0' in text
 
 
 def test_worker_label_cache_counts_each_call_and_stays_bounded_under_new_tenants() -> None:

@@ -38,7 +38,13 @@ async def _run(
             base_url="http://127.0.0.1:9", timeout=2.0,
         )  # fmt: skip
         executor.on_attempt = outcomes.append
-        return await executor.run(_job(in_doubt=in_doubt)), outcomes
+        timed: list[tuple[str, float]] = []
+        executor.on_call_time = lambda operation, seconds: timed.append((operation, seconds))
+        outcome = await executor.run(_job(in_doubt=in_doubt))
+    # Every call counted by outcome is timed too, under its operation.
+    assert [operation for operation, _ in timed] == ["chat.postMessage"] * len(outcomes)
+    assert all(0 <= seconds < 5 for _, seconds in timed)
+    return outcome, outcomes
 
 
 async def test_each_call_is_counted_once_by_outcome_and_a_check_is_not_a_call() -> None:
