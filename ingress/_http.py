@@ -16,7 +16,7 @@ from opentelemetry import context as otel_context
 from core.errors import KafkaUnavailable, VaultError
 from core.logs import bind
 from core.telemetry import extract
-from schemas import json_depth_exceeds, lost_integer_digits
+from schemas import json_depth_exceeds, lost_integer_digits, nested_too_deep
 
 from .contracts import Identity
 from .errors import (
@@ -102,7 +102,9 @@ async def read_json(request: web.Request) -> Any:
         raise UnsupportedMediaType("send the body as JSON (Content-Type: application/json)")
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if nested_too_deep(exc):
+            raise BadRequest(f"the JSON body nests deeper than {MAX_BODY_DEPTH} levels") from None
         raise BadRequest("the body is not valid JSON") from None
     if json_depth_exceeds(body, MAX_BODY_DEPTH):
         raise BadRequest(f"the JSON body nests deeper than {MAX_BODY_DEPTH} levels")

@@ -118,10 +118,16 @@ def from_validation(exc: ValidationError, *, prefix: str = "") -> BadRequest:
     """A 400 that names the invalid fields without echoing their values (they may be secret)."""
     parts = []
     for error in exc.errors(include_input=False, include_url=False)[:5]:
-        loc = [str(part) for part in error.get("loc", ())]
+        # A field name is the caller's text too: long ones are cut (a 64 KiB key would
+        # otherwise make the message longer than an error detail may be).
+        loc = [_short(str(part)) for part in error.get("loc", ())]
         where = ".".join([prefix, *loc] if prefix else loc) or "body"
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     more = exc.error_count() - len(parts)
     if more > 0:
         parts.append(f"... and {more} more")
     return BadRequest("; ".join(parts) or "invalid request")
+
+
+def _short(name: str, limit: int = 64) -> str:
+    return name if len(name) <= limit else f"{name[:limit]}..."

@@ -29,10 +29,14 @@ __all__ = [
     "ErrorDetail",
     "SubmitRequest",
     "SubmitResponse",
+    "CLAIM_FIELDS",
     "MAX_BATCH",
     "MAX_DEADLINE_SECONDS",
 ]
 
+# Fields a submission may carry besides its own: claims of the caller's tenant or
+# workspace (another's is a 403, the caller's own is ignored; ``ingress.auth``).
+CLAIM_FIELDS = ("tenant_id", "tenantId", "tenant", "space_id", "spaceId", "_meta")
 MAX_BATCH = 500
 MAX_DEADLINE_SECONDS = 86_400.0
 

@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 from schemas import WorkspaceConfig
 
 from .models import (
+    CLAIM_FIELDS,
     ApiKeyCreate,
     ApiKeyCreated,
     BatchRequest,
@@ -138,10 +139,25 @@ def _observe_paths(admin: list[dict[str, list[str]]]) -> dict[str, Any]:
     }
 
 
+def _declare_claims(schemas: dict[str, Any]) -> None:
+    """The claim fields a submission may carry (``models.CLAIM_FIELDS``), which the
+    request models leave to the handlers."""
+    for name in ("SubmitRequest", "BatchRequest"):
+        properties = schemas[name]["properties"]
+        for claim in CLAIM_FIELDS:
+            if claim == "_meta":
+                properties[claim] = {"type": "object", "description": "Ignored, but a tenant or "
+                                     "workspace claim in it is checked as one at the top level."}
+            else:
+                properties[claim] = {"description": "Optional claim: must name the API key's own "
+                                     "tenant (workspace for space_id/spaceId), else 403; then ignored."}
+
+
 @lru_cache(maxsize=4)
 def openapi_document(server_url: str | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document (cached per server URL)."""
     _, defs = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF)
+    _declare_claims(defs["$defs"])
     space_header = {"name": "X-Switchyard-Space", "in": "header", "required": False,
                     "schema": {"type": "string"},
                     "description": "The workspace (when the key owns several)."}
@@ -189,7 +205,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
         "/v1/admin/workspaces/{tenant_id}/{space_id}": {
             "put": {"operationId": "putWorkspace", "security": admin, "parameters": ws_params,
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WorkspaceConfig")}}},
-                    "responses": {"200": _json("WorkspaceConfig", "Stored"), **_errors(400, 401, 503)}},
+                    "responses": {"200": _json("WorkspaceConfig", "Stored"), **_errors(400, 401, 413, 415, 503)}},
             "get": {"operationId": "getWorkspace", "security": admin, "parameters": ws_params,
                     "responses": {"200": _json("WorkspaceConfig", "The workspace"), **_errors(401, 404)}},
             "delete": {"operationId": "deleteWorkspace", "security": admin, "parameters": ws_params,
@@ -199,7 +215,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "operationId": "createApiKey", "security": admin,
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ApiKeyCreate")}}},
             "responses": {"201": _json("ApiKeyCreated", "The plaintext key, shown once"),
-                          **_errors(400, 401, 503)},
+                          **_errors(400, 401, 413, 415, 503)},
         }},
         "/v1/admin/api-keys/{key_id}": {
             "get": {"operationId": "getApiKey", "security": admin, "parameters": key_param,
@@ -213,7 +229,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     "requestBody": {"required": True, "content": {"application/json": {
                         "schema": {"type": "object", "additionalProperties": True}}}},
                     "responses": {"200": _json("CredentialsStored", "Stored in Vault (values not echoed)"),
-                                  **_errors(400, 401, 503)}},
+                                  **_errors(400, 401, 413, 415, 503)}},
             "delete": {"operationId": "deleteCredentials", "security": admin, "parameters": cred_params,
                        "responses": {"204": {"description": "Deleted"}, **_errors(401, 503)}},
         },

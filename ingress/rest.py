@@ -30,7 +30,7 @@ from ._state import STATE
 from .auth import SPACE_HEADER, authenticate, check_argument_claims, check_claims
 from .contracts import Identity, Services
 from .errors import BadRequest, IngressError, NotFound, ServiceUnavailable, from_validation
-from .models import MAX_BATCH, SubmitRequest
+from .models import CLAIM_FIELDS, MAX_BATCH, SubmitRequest
 from .pipeline import KafkaPipeline, Submission, command_id_for
 
 __all__ = ["MAX_WAIT_SECONDS", "SERVICES", "add_routes"]
@@ -62,7 +62,7 @@ _HEADER_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 
 # Checked by check_claims (another tenant or workspace is a 403), then dropped: a claim
 # of the caller's own identity is allowed and ignored.
-_CLAIMS = ("tenant_id", "tenantId", "tenant", "space_id", "spaceId", "_meta")
+_CLAIMS = CLAIM_FIELDS
 _BATCH_FIELDS = {"items", *_CLAIMS}
 # Room in the 255 characters of an idempotency key for ":<index>" of up to 500 items.
 _BATCH_KEY_MAX = 251

@@ -23,6 +23,11 @@ def workspace_problem(workspace: WorkspaceConfig) -> str | None:
         problem = schema_problem(action.input_schema)
         if problem is not None:
             return f"{where}: invalid input_schema: {problem}"
+        kind = action.input_schema.get("type")
+        if kind is not None and kind != "object":
+            # MCP tools take named arguments (tools/list advertises an object), and REST
+            # arguments are a JSON object: no call of it could ever pass the router.
+            return f"{where}: input_schema must describe an object of named arguments, not type {kind!r}"
         try:
             compile_mapping(action.arguments)
         except MappingError as exc:

@@ -1,7 +1,7 @@
 """Wire models: everything that crosses Kafka or the public API. Imports nothing else of ours."""
 
 from ._base import WireModel, dumps, loads
-from ._limits import json_depth_exceeds, lost_integer_digits
+from ._limits import json_depth_exceeds, lost_integer_digits, nested_too_deep
 from .command import (
     COMMAND_SCHEMA_VERSION,
     Command,
@@ -67,6 +67,7 @@ __all__ = [
     "dumps",
     "json_depth_exceeds",
     "lost_integer_digits",
+    "nested_too_deep",
     "loads",
     "workspace_key",
 ]

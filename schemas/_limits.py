@@ -40,6 +40,11 @@ def _depth(value: Any, limit: int) -> int:
     return level
 
 
+def nested_too_deep(exc: orjson.JSONDecodeError) -> bool:
+    """Whether orjson gave up on nesting (over 1,024 levels), not on malformed JSON."""
+    return str(exc).startswith("depth limit exceeded")
+
+
 def json_depth_exceeds(value: Any, limit: int) -> bool:
     """Whether ``value`` nests deeper than ``limit`` (stops early; never recursive)."""
     return _depth(value, limit) > limit

@@ -32,7 +32,7 @@ from mcp_types.jsonrpc import (
 )
 from pydantic import ValidationError
 
-from schemas import json_depth_exceeds, lost_integer_digits
+from schemas import json_depth_exceeds, lost_integer_digits, nested_too_deep
 
 __all__ = [
     "FORBIDDEN",
@@ -125,6 +125,10 @@ def parse_message(body: bytes) -> Incoming:
     try:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if nested_too_deep(exc):  # valid JSON, perhaps, but too deep to read its id
+            raise RpcError(
+                PARSE_ERROR, f"Parse error: JSON nests deeper than {MAX_BODY_DEPTH} levels", status=400
+            ) from exc
         raise RpcError(PARSE_ERROR, "Parse error: body is not valid JSON", status=400) from exc
     if isinstance(decoded, list):
         raise RpcError(

@@ -75,8 +75,16 @@ class TaskBook:
         self._result_timeout = result_timeout
 
     def ttl_for(self, requested_ttl: int | None) -> int:
-        """The ttl (ms) a task gets: the one asked for, capped at the configured one."""
-        return self._ttl_ms if requested_ttl is None else max(0, min(requested_ttl, self._ttl_ms))
+        """The ttl (ms) a task gets: the one asked for, capped at the configured one.
+
+        Raises:
+            RpcError: -32602 for a negative ttl (before anything is published).
+        """
+        if requested_ttl is None:
+            return self._ttl_ms
+        if requested_ttl < 0:
+            raise RpcError(INVALID_PARAMS, f"task.ttl must be 0 or more milliseconds, not {requested_ttl}")
+        return min(requested_ttl, self._ttl_ms)
 
     def create(self, identity: Identity, command: Command, ttl: int) -> CreateTaskResult:
         """Record a task for a just-published command and describe it."""

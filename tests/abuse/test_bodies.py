@@ -66,6 +66,7 @@ async def test_deeply_nested_mcp_bodies_are_json_rpc_errors(abuse: Abuse, depth:
     status, reply = await session.call("tools/call", raw=raw)
     if depth > 1024:  # past orjson's own limit: no message could be read, so no id
         assert status == 400 and reply["error"]["code"] == -32700 and reply["id"] is None, reply
+        assert reply["error"]["message"] == "Parse error: JSON nests deeper than 24 levels"
     else:  # the call's own error, so the client's session goes on
         assert status == 200 and reply["error"]["code"] == -32602 and reply["id"] == 7, reply
 

@@ -56,6 +56,8 @@ async def test_deep_json_is_400(harness, acme):
     very_deep = b"[" * 5000 + b"]" * 5000  # deeper than orjson's own recursion limit
     response = await harness.client.post("/v1/commands", data=very_deep, headers={**acme.headers, **JSON})
     assert response.status == 400
+    # Said as it is: valid JSON, too deep (not "not valid JSON").
+    assert (await response.json())["error"]["message"] == "the JSON body nests deeper than 20 levels"
 
 
 async def test_malformed_json_and_wrong_shapes_are_400(harness, acme):

@@ -1098,6 +1098,15 @@ async def test_tasks_result_answers_before_the_edge_cuts_the_request() -> None:
         assert status == 200 and body["id"] == 9 and body["error"]["code"] == -32014
 
 
+async def test_a_task_with_a_negative_ttl_is_refused_and_publishes_nothing(server: Server) -> None:
+    session, _ = await _initialize(f"{server.url}/main")
+    params = {"name": "create_task", "arguments": {"x": 1}, "task": {"ttl": -5}}
+    status, _, body = await _post(f"{server.url}/main", _rpc("tools/call", params, rid=6), headers=_legacy(session))
+    assert status == 200 and body["id"] == 6  # a method's error, as on every handshake revision
+    assert body["error"] == {"code": -32602, "message": "task.ttl must be 0 or more milliseconds, not -5"}
+    assert server.pipeline.published == []
+
+
 async def test_task_augmented_call_returns_a_task_then_its_result(server: Server) -> None:
     server.pipeline.responder = lambda command: None
     session, _ = await _initialize(f"{server.url}/main")

@@ -508,3 +508,31 @@ async def test_the_openapi_document_declares_the_response_headers_clients_rely_o
         assert "Retry-After" in responses["429"]["headers"] and "Retry-After" in responses["503"]["headers"]
     batch = document["paths"]["/v1/commands:batch"]["post"]["responses"]
     assert "Retry-After" in batch["429"]["headers"] and "Retry-After" in batch["503"]["headers"]
+
+
+async def test_the_openapi_document_accepts_what_the_server_accepts(harness, acme):
+    # Claims of the caller's own tenant and workspace, and _meta, are taken (and checked).
+    document = await (await harness.client.get("/openapi.json")).json()
+    body = {"action": "echo", "tenant_id": acme.tenant_id, "space_id": acme.space_id, "_meta": {"trace": "x"}}
+    schema = {"$ref": "#/components/schemas/SubmitRequest", "components": document["components"]}
+    jsonschema.Draft202012Validator(schema).validate(body)
+    response = await harness.client.post("/v1/commands", json=body, headers=acme.headers)
+    assert response.status == 202
+    batch = {"items": [{"action": "echo"}], "tenant_id": acme.tenant_id}
+    schema = {"$ref": "#/components/schemas/BatchRequest", "components": document["components"]}
+    jsonschema.Draft202012Validator(schema).validate(batch)
+    # Admin writes refuse a body that is not JSON (415) or too large (413): both declared.
+    for path, method in (("/v1/admin/workspaces/{tenant_id}/{space_id}", "put"), ("/v1/admin/api-keys", "post"),
+                         ("/v1/admin/credentials/{tenant_id}/{connector}", "put")):
+        assert {"413", "415"} <= set(document["paths"][path][method]["responses"]), path
+
+
+async def test_a_400_names_a_long_argument_key_cut_short(harness, acme):
+    key = "k" * 70_000
+    response = await harness.client.post(
+        "/v1/commands", json={"action": "echo", "idempotency_key": "long-key-1", key: 1}, headers=acme.headers
+    )
+    assert response.status == 400
+    message = (await response.json())["error"]["message"]
+    assert message.startswith("k" * 64 + "...:") and len(message) < 200
+    await assert_documented(harness, "/v1/commands", 400, await response.json())

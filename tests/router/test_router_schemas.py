@@ -86,6 +86,16 @@ def test_a_schema_that_cannot_be_applied_is_refused_when_written(schema: dict[st
     assert why in (workspace_problem(_workspace(schema)) or "")
 
 
+@pytest.mark.parametrize("kind", ["array", "string", ["object", "null"]])
+def test_a_schema_whose_root_is_not_an_object_is_refused_when_written(kind: Any) -> None:
+    # Arguments are always a JSON object: such an action would be listed, and every call
+    # of it rejected by the router.
+    problem = workspace_problem(_workspace({"type": kind}))
+    assert problem is not None and "must describe an object of named arguments" in problem
+    assert workspace_problem(_workspace({"type": "object"})) is None
+    assert workspace_problem(_workspace({"properties": {"summary": {"type": "string"}}})) is None
+
+
 @pytest.mark.parametrize(
     "schema",
     [
