@@ -201,6 +201,27 @@ class Metrics:
             "Partitions this process holds, per consumer group and topic (0: an idle replica).",
             ["group", "topic"], registry=r,
         )
+        # The ingress's edge: every answer by route (the app's fixed route patterns, so
+        # the label is bounded) and status, and its duration.
+        self.http_requests = Counter(
+            "switchyard_http_requests",
+            "Requests answered by the ingress, per route pattern, method and HTTP status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "switchyard_http_request_seconds",
+            "Time the ingress took to answer, per route pattern and method.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "switchyard_edge_rate_limited",
+            "Submissions refused (429) by the ingress's per-tenant edge rate limit.",
+            ["tenant"],
+            registry=r,
+        )
         self.tenant_log_dropped = Counter(
             "switchyard_tenant_log_dropped", "Tenant log lines dropped because the queue was full.",
             registry=r,
@@ -219,6 +240,22 @@ class Metrics:
         return self.connectors(name) if name else "none"
 
     # -- events -----------------------------------------------------------------------
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One request the ingress answered (``route`` is its pattern, not its path)."""
+        key = ("http", route, method, status)
+        children = self._hot_worker.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_seconds.labels(route, method),
+            )
+            self._remember(key, children)
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def edge_rate_limited(self, tenant_id: str) -> None:
+        self.rate_limited.labels(self.tenants(tenant_id)).inc()
 
     def command_accepted(self, command: Command) -> None:
         self.accepted.labels(*self.labels(command.tenant_id, command.space_id)).inc()

@@ -28,7 +28,7 @@ from .errors import (
 )
 
 __all__ = [
-    "COMMAND_ID", "IDENTITY", "Limits", "LIMITS", "error_middleware", "json_response", "read_json", "time_left",
+    "COMMAND_ID", "IDENTITY", "Limits", "LIMITS", "REQUEST_METRICS", "error_middleware", "json_response", "read_json", "time_left",
 ]
 
 logger = logging.getLogger("ingress.http")
@@ -47,6 +47,8 @@ class Limits:
 
 
 LIMITS = web.AppKey("switchyard_http_limits", Limits)
+# The process's metrics, when the app counts its requests (core.metrics.Metrics).
+REQUEST_METRICS = web.AppKey("switchyard_request_metrics", Any)
 
 # When the edge cuts the request being handled (time.monotonic()); None outside one.
 _REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("switchyard_request_deadline", default=None)
@@ -181,8 +183,17 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         )
     finally:
         otel_context.detach(token)
+        metrics = request.app.get(REQUEST_METRICS)
+        if metrics is not None:
+            metrics.http_request(_route_of(request), request.method, status, time.monotonic() - started)
         if logger.isEnabledFor(logging.INFO):
             _log_request(request, status, started)
+
+
+def _route_of(request: web.Request) -> str:
+    """The matched route's pattern (``/v1/commands/{command_id}``): a bounded label."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(unmatched)"
 
 
 def _log_request(request: web.Request, status: int, started: float) -> None:

@@ -23,7 +23,7 @@ from core.settings import Settings
 
 from . import dashboard, observe
 from ._admin_http import add_admin_routes
-from ._http import LIMITS, Limits, error_middleware, json_response
+from ._http import LIMITS, REQUEST_METRICS, Limits, error_middleware, json_response
 from ._state import STATE, IngressState
 from .accepted import AcceptedFeed
 from .admin import ensure_ingress_topics
@@ -221,6 +221,7 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
     _setup_mcp(app, services)
     metrics = Metrics("ingress")
     pipeline.metrics = metrics
+    app[REQUEST_METRICS] = metrics
     if settings.metrics_port is None:
         # No port of its own: beside the API, for the admin or observer token only (the
         # labels name every tenant).

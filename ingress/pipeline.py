@@ -181,6 +181,8 @@ class KafkaPipeline:
             )
         wait = self._buckets.take(identity.tenant_id, len(items))
         if wait > 0:
+            if self.metrics is not None:
+                self.metrics.edge_rate_limited(identity.tenant_id)
             raise RateLimited("request rate limit of this tenant exceeded", retry_after=wait)
         outcomes: list[Any] = [None] * len(items)
         sends: list[tuple[int, Command, asyncio.Future[Any]]] = []

@@ -40,6 +40,8 @@ def exported_series() -> dict[str, set[str]]:
     metrics.set_lag("workers.slack", {"slack": 3})
     metrics.set_assigned("workers.slack", ["slack"], [("slack", 0)])
     metrics.tenant_log_dropped.inc()
+    metrics.http_request("/v1/commands", "POST", 202, 0.01)
+    metrics.edge_rate_limited("acme")
     exported: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(metrics.exposition().decode()):
         for sample in family.samples:

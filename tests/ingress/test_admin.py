@@ -210,3 +210,22 @@ async def test_without_a_metrics_port_the_edge_serves_metrics_to_the_admin_token
     assert (await harness.client.get("/metrics", headers=acme.headers)).status == 401
     scraped = await harness.client.get("/metrics", headers=harness.admin_headers)
     assert scraped.status == 200 and "switchyard_" in await scraped.text()
+
+
+async def test_every_answer_of_the_edge_is_counted_by_route_pattern_and_status(harness, acme):
+    # What an SRE alerts on at the edge: refusals (401, 400, 404) as much as acceptances,
+    # by route pattern (not path: the label stays bounded whatever the ids).
+    accepted = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=acme.headers)
+    assert accepted.status == 202
+    command_id = (await accepted.json())["command_id"]
+    assert (await harness.client.post("/v1/commands", json={"action": "echo"})).status == 401
+    assert (await harness.client.post("/v1/commands", data=b"{", headers={**acme.headers,
+            "Content-Type": "application/json"})).status == 400
+    assert (await harness.client.get(f"/v1/commands/{command_id}", headers=acme.headers)).status in (200, 202)
+    assert (await harness.client.get("/no/such/route")).status == 404
+    text = await (await harness.client.get("/metrics", headers=harness.admin_headers)).text()
+    for route, method, status in (("/v1/commands", "POST", 202), ("/v1/commands", "POST", 401),
+                                  ("/v1/commands", "POST", 400), ("(unmatched)", "GET", 404)):
+        assert f'switchyard_http_requests_total{{method="{method}",route="{route}",status="{status}"}} 1.0' in text
+    assert 'route="/v1/commands/{command_id}"' in text and command_id not in text
+    assert 'switchyard_http_request_seconds_count{method="POST",route="/v1/commands"} 3.0' in text

@@ -262,6 +262,10 @@ async def test_tenant_over_its_edge_rate_gets_429_with_retry_after(settings, opt
         other = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=quiet.headers)
         assert other.status == 202
         assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 4
+        # Seen per tenant by whoever operates the edge.
+        text = await (await harness.client.get("/metrics", headers=harness.admin_headers)).text()
+        assert f'switchyard_edge_rate_limited_total{{tenant="{noisy.tenant_id}"}} 2.0' in text
+        assert f'switchyard_edge_rate_limited_total{{tenant="{quiet.tenant_id}"}}' not in text
 
 
 async def test_many_concurrent_submits_share_producer_batches(harness, acme: TenantHandle):
