@@ -188,6 +188,11 @@ def run(args: argparse.Namespace) -> int:
         _say("  Prometheus metrics (per tenant, workspace and connector):")
         for name, metrics_url in system.metrics_urls.items():
             _say(f"    {name:16} {metrics_url}")
+        if system.stack is not None:
+            # What a worker started by hand needs besides the stack (README "Scaling on one machine").
+            _say("  Another worker by hand (here Slack's; the API emulators stand in for the SaaS APIs):")
+            _say(f"    set -a; . {system.stack.env_file}; set +a")
+            _say(f"    SWITCHYARD_CONNECTOR_BASE_URL={system.emulator_url} switchyard worker --connector slack")
         if stop.is_set():  # Ctrl-C while the demo ran
             return 130
         if args.once:
