@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 from pydantic import BaseModel
@@ -32,17 +33,42 @@ MODELS: dict[str, type[BaseModel]] = {
     "task_cancel": TaskCancel,
 }
 
+# Files whose readers are downstream services (the results topic's consumers): their
+# objects are open, so a field a later release adds (schema_version stays 1 while changes
+# are additive) does not fail a consumer that validates with the file it has. The
+# models themselves stay strict: Switchyard's own processes refuse what they cannot read.
+OPEN_FOR_READERS = frozenset({"result"})
+_OPEN_NOTE = (
+    "Objects are open: a later release may add optional fields (schema_version stays 1 "
+    "while changes are additive); ignore the fields you do not know."
+)
+
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
-def render(model: type[BaseModel]) -> bytes:
-    """The model's JSON Schema as deterministic bytes."""
-    schema = {"$schema": _DIALECT, **model.model_json_schema()}
+def render(model: type[BaseModel], *, open_objects: bool = False) -> bytes:
+    """The model's JSON Schema as deterministic bytes (``open_objects``: for readers)."""
+    schema: dict[str, Any] = {"$schema": _DIALECT, **model.model_json_schema()}
+    if open_objects:
+        schema = _opened(schema)
+        schema["$comment"] = _OPEN_NOTE
     return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
 
 
+def _opened(node: Any) -> Any:
+    """``node`` without any ``"additionalProperties": false``."""
+    if isinstance(node, dict):
+        return {k: _opened(v) for k, v in node.items() if not (k == "additionalProperties" and v is False)}
+    if isinstance(node, list):
+        return [_opened(v) for v in node]
+    return node
+
+
 def _expected() -> dict[str, bytes]:
-    return {f"{stem}.schema.json": render(model) for stem, model in MODELS.items()}
+    return {
+        f"{stem}.schema.json": render(model, open_objects=stem in OPEN_FOR_READERS)
+        for stem, model in MODELS.items()
+    }
 
 
 def stale_files(directory: Path = SCHEMA_DIR) -> list[str]:

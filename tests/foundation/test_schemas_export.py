@@ -77,12 +77,20 @@ def _result() -> Result:
     )
 
 
-def test_exported_result_schema_accepts_a_real_result_record_and_refuses_unknown_fields() -> None:
+def test_exported_result_schema_accepts_a_real_result_and_fields_a_later_release_may_add() -> None:
+    # The consumers' contract: schema_version stays 1 while changes are additive, so a
+    # consumer validating with the file it has must not fail on a new optional field.
     schema = orjson.loads((schema_export.SCHEMA_DIR / "result.schema.json").read_bytes())
     validator = jsonschema.Draft202012Validator(schema)
     record = orjson.loads(_result().to_bytes())
     validator.validate(record)
+    validator.validate({**record, "surprise": 1, "error": {**record["error"], "detail": "x"}})
     with pytest.raises(jsonschema.ValidationError):
-        validator.validate({**record, "surprise": 1})
+        validator.validate({**record, "status": "maybe"})  # a new status comes a release ahead
     with pytest.raises(jsonschema.ValidationError):
-        validator.validate({**record, "status": "maybe"})
+        validator.validate({**record, "attempts": "two"})
+    # Switchyard's own readers stay strict: the model refuses what it cannot read whole.
+    with pytest.raises(ValueError, match="surprise"):
+        Result.from_bytes(orjson.dumps({**record, "surprise": 1}))
+    command = orjson.loads((schema_export.SCHEMA_DIR / "command.schema.json").read_bytes())
+    assert command["additionalProperties"] is False
