@@ -161,9 +161,16 @@ class Decisions:
                 tenant_id=command.tenant_id, command_id=command.command_id, trace_id=trace_id
             ):
                 logger.info("command rejected", extra={"fields": {"code": str(rejection.code)}})
+            # The action's connector and operation when the workspace names them, so a
+            # consumer counting per connector sees its rejections too (rate limits,
+            # invalid arguments, a disabled action).
+            workspace = self.config.get(command.tenant_id, command.space_id)
+            action = workspace.action(command.action) if workspace is not None else None
             payload = Result(
                 **fields_from_command(command),
                 status=ResultStatus.REJECTED,
+                connector=action.connector if action is not None else None,
+                operation=action.operation if action is not None else None,
                 error=rejection,
                 attempts=0,
                 times=StageTimes(submitted_at=command.submitted_at, finished_at=now_dt),

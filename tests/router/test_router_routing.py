@@ -175,6 +175,15 @@ async def test_each_rejection_gives_one_rejected_result_with_a_clear_code(live_r
         o.result for o in items if o.command_id == cases[ErrorCode.MAPPING_FAILED].command_id
     )
     assert "missing" in broken.error.message
+    # A rejection names the connector and operation its action resolves to, when the
+    # workspace has that action (a consumer counting per connector sees it too).
+    routes = {code: (o.result.connector, o.result.operation) for code, cmd in cases.items()
+              for o in items if o.command_id == cmd.command_id and o.result is not None}
+    assert routes[ErrorCode.INVALID_ARGUMENTS] == ("slack", "post_message")
+    assert routes[ErrorCode.ACTION_DISABLED] == ("slack", "post_message")
+    assert routes[ErrorCode.CONNECTOR_DISABLED] == ("gmail", "send_email")
+    assert routes[ErrorCode.UNKNOWN_ACTION] == (None, None)
+    assert routes[ErrorCode.UNKNOWN_WORKSPACE] == (None, None)
 
 
 async def test_rate_limit_rejects_the_command_past_the_burst_with_retry_after(live_router) -> None:
