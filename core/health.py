@@ -157,7 +157,8 @@ async def kafka_reachable(admin: Any) -> bool:
 
 
 def vault_reachable(settings: Settings, *, timeout: float = 2.0) -> ReadinessCheck:  # noqa: ASYNC109
-    """A readiness check that Vault answers ``/v1/sys/health`` (sealed or standby counts as up).
+    """A readiness check that Vault answers ``/v1/sys/health`` as usable: active or a
+    standby counts as up; sealed (503) or not initialised (501) does not.
 
     No token is sent: the health endpoint is unauthenticated, so the probe holds no secret.
     """

@@ -79,6 +79,7 @@ def test_secrets_come_from_kubernetes_secrets_never_literal_values(render: Rende
         "SWITCHYARD_VAULT_ROLE_ID",
         "SWITCHYARD_VAULT_SECRET_ID",
         "SWITCHYARD_ADMIN_TOKEN",
+        "SWITCHYARD_OBSERVER_TOKEN",
         "SWITCHYARD_MCP_SESSION_SECRET",
         "VAULT_TOKEN",
     }
