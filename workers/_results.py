@@ -39,8 +39,11 @@ KIND_RETRY = "retry"
 KIND_DEAD_LETTER = "dead_letter"
 
 # The one Result field whose value is not ours: the connector's output, from upstream.
-# Checked as Result checks it (``str_max_length`` on keys, then depth and size bounds).
-MAX_OUTPUT_BYTES = 1024 * 1024
+# Checked as Result checks it (``str_max_length`` on keys, then depth and size bounds),
+# but to 768 KiB where Result allows 1 MiB: the record must stay under the broker's and
+# the producer's 1 MiB with the spans and the rest around it. A record over that would
+# fail its whole transaction, every time: one command stopping the pool's partition.
+MAX_OUTPUT_BYTES = 768 * 1024
 _OUTPUT: TypeAdapter[dict[str, Any]] = TypeAdapter(
     dict[str, Any], config=ConfigDict(str_max_length=WireModel.model_config.get("str_max_length"))
 )

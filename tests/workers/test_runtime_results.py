@@ -97,7 +97,7 @@ def _deep(levels: int) -> dict[str, Any]:
 
 def test_output_beyond_the_result_bounds_is_refused_like_result_refuses_it():
     too_deep = _deep(MAX_JSON_DEPTH + 1)
-    too_big = {"text": "x" * MAX_OUTPUT_BYTES}
+    too_big = {"text": "x" * 1024 * 1024}
     long_key = {"k" * 70_000: 1}
     not_json = {"when": object()}
     for output in (too_deep, too_big, long_key, not_json):
@@ -106,6 +106,18 @@ def test_output_beyond_the_result_bounds_is_refused_like_result_refuses_it():
         with pytest.raises(ValueError):
             _build(output=output)
     assert _build(output=_deep(MAX_JSON_DEPTH)).output == _deep(MAX_JSON_DEPTH)
+
+
+def test_a_result_with_the_largest_output_still_fits_in_one_kafka_record():
+    # Result itself allows 1 MiB of output; the worker less, so that the record with its
+    # spans stays under the 1 MiB the broker and the producer take (a larger one would
+    # fail its transaction on every try).
+    with pytest.raises(ValueError):
+        _build(output={"text": "x" * MAX_OUTPUT_BYTES})
+    spans = [_span(f"hop.{i}", f"{i + 1:016x}") for i in range(64)]
+    largest = _build(output={"text": "x" * (MAX_OUTPUT_BYTES - 20)}, spans=spans)
+    record = record_for("t.results", _command(), largest, KIND_RESULT)
+    assert 700 * 1024 < len(record.value) < 1_000_000
 
 
 _json = st.recursive(
