@@ -186,6 +186,13 @@ class Metrics:
             ["tenant", "connector"],
             registry=r,
         )
+        self.worker_slots = Gauge(
+            "switchyard_worker_slots",
+            "Commands a worker process runs at once at most (its concurrency): with "
+            "switchyard_in_flight summed, how full the pool is.",
+            ["connector"],
+            registry=r,
+        )
         self.credential_waits = Gauge(
             "switchyard_waiting_for_credentials",
             "Commands waiting for the credential store (Vault) to answer; they spend no attempt meanwhile.",
@@ -419,6 +426,9 @@ class Metrics:
         if tenant == OTHER:
             return
         self.breaker.labels(tenant, self.connector(connector)).set_function(lambda: float(read()))
+
+    def set_worker_slots(self, connector: str, slots: int) -> None:
+        self.worker_slots.labels(self.connector(connector)).set(slots)
 
     def watch_credential_waits(self, connector: str, read: Callable[[], int]) -> None:
         """Report ``read()`` as the commands of ``connector`` waiting for the credential store."""

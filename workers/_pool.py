@@ -235,6 +235,7 @@ class WorkerPool(PoolLifecycle):
         if self.metrics is not None:
             executor = self.executor
             self.metrics.watch_credential_waits(self.connector.name, lambda: executor.waiting_for_credentials)
+            self.metrics.set_worker_slots(self.connector.name, self.concurrency)
         # A restarted process with the same instance id fences its predecessor's open
         # transaction at once; otherwise the broker aborts it after the transaction timeout,
         # and read_committed readers wait at most that long behind it.

@@ -35,6 +35,7 @@ def exported_series() -> dict[str, set[str]]:
     metrics.result(make_result("acme", status=ResultStatus.DEAD_LETTERED, code=ErrorCode.RETRIES_EXHAUSTED))
     metrics.watch_breaker("acme", "slack", lambda: BreakerState.OPEN)
     metrics.watch_credential_waits("slack", lambda: 2)
+    metrics.set_worker_slots("slack", 64)
     metrics.upstream_call("slack", "ok")
     metrics.upstream_call_time("slack", "chat.postMessage", 0.2)
     metrics.set_lag("workers.slack", {"slack": 3})

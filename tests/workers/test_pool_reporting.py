@@ -50,6 +50,10 @@ async def test_a_crashed_command_is_counted_logged_and_traced_as_failed(settings
     assert result.trace_id == route.trace_id
     exposition = metrics.exposition().decode()
     assert f'switchyard_commands_failed_total{{code="internal",connector="echo",space="space1",tenant="{tenant}"}} 1.0' in exposition
+    # The pool's own gauges and the call's time are wired to its metrics.
+    assert f'switchyard_worker_slots{{connector="echo"}} {float(pool.concurrency)}' in exposition
+    assert 'switchyard_waiting_for_credentials{connector="echo"} 0.0' in exposition
+    assert 'switchyard_upstream_call_seconds_count{connector="echo",' in exposition
     [line] = lines.lines
     assert (line["status"], line["code"], line["trace_id"]) == ("failed", "internal", result.trace_id)
 
