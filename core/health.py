@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from aiohttp import web
 
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .settings import Settings
+from .vault import tls_verify
 
 __all__ = [
     "METRICS",
@@ -163,10 +165,18 @@ def vault_reachable(settings: Settings, *, timeout: float = 2.0) -> ReadinessChe
     No token is sent: the health endpoint is unauthenticated, so the probe holds no secret.
     """
     url = settings.vault_addr.rstrip("/") + "/v1/sys/health?standbyok=true&perfstandbyok=true"
+    # Vault's certificate checked as the Vault clients check it (core.vault.tls_verify).
+    verify = tls_verify(settings.vault_ca_file)
+    tls: ssl.SSLContext | bool = True
+    if isinstance(verify, str):
+        tls = ssl.create_default_context(cafile=verify)
 
     async def check() -> bool:
         client_timeout = aiohttp.ClientTimeout(total=timeout)
-        async with aiohttp.ClientSession(timeout=client_timeout) as session, session.get(url) as response:
+        async with (
+            aiohttp.ClientSession(timeout=client_timeout) as session,
+            session.get(url, ssl=tls) as response,
+        ):
             # 200 active, 429 standby, 472/473 DR/perf standby: reachable. 501/503: not ready.
             return response.status in (200, 429, 472, 473)
 

@@ -30,6 +30,7 @@ ENV_VARS: dict[str, str] = {
     "SWITCHYARD_REPLICATION_FACTOR": "replication_factor",
     "VAULT_ADDR": "vault_addr",
     "VAULT_TOKEN": "vault_token",
+    "VAULT_CACERT": "vault_ca_file",
     "SWITCHYARD_VAULT_KV_MOUNT": "vault_kv_mount",
     "SWITCHYARD_VAULT_ROLE_ID": "vault_role_id",
     "SWITCHYARD_VAULT_SECRET_ID": "vault_secret_id",
@@ -75,6 +76,9 @@ class Settings(BaseModel):
 
     vault_addr: str = "http://127.0.0.1:8200"
     vault_token: SecretStr | None = None
+    # CA bundle Vault's certificate is checked against (an https VAULT_ADDR with a private
+    # CA); the Vault CLI's own variable. Unset: the system's CAs.
+    vault_ca_file: str | None = None
     vault_kv_mount: str = "secret"
     vault_role_id: str | None = None
     vault_secret_id: SecretStr | None = None

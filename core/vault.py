@@ -23,7 +23,7 @@ import requests.adapters
 from . import vault_layout as layout
 from .errors import CasConflict, CredentialsMissing, VaultError, VaultForbidden, VaultUnavailable
 
-__all__ = ["AppRoleCredentials", "PoolVault", "TenantSecret", "TokenFile", "VaultAdmin"]
+__all__ = ["AppRoleCredentials", "PoolVault", "TenantSecret", "TokenFile", "VaultAdmin", "tls_verify"]
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -111,12 +111,20 @@ class TenantSecret:
         return f"TenantSecret(keys={sorted(self.data)}, version={self.version})"
 
 
+def tls_verify(ca_file: str | None = None) -> bool | str:
+    """What Vault's certificate is checked against: ``ca_file`` (``Settings.vault_ca_file``,
+    from ``VAULT_CACERT`` as the Vault CLI reads it), else the system's CAs. Passed to every
+    client: hvac would take the variable only at import, and not at all for a client given
+    its own HTTP session, as the pools' are."""
+    return ca_file or True
+
+
 class VaultAdmin(_Threaded):
     """Provisioning with an admin token: the stack bootstrap and the ingress admin API."""
 
-    def __init__(self, addr: str, token: str, *, mount: str = "secret") -> None:
+    def __init__(self, addr: str, token: str, *, mount: str = "secret", ca_file: str | None = None) -> None:
         super().__init__(max_workers=4)
-        self._client = hvac.Client(url=addr, token=token, timeout=10)
+        self._client = hvac.Client(url=addr, token=token, timeout=10, verify=tls_verify(ca_file))
         self.mount = mount
 
     def _ensure_kv(self) -> None:
@@ -283,6 +291,7 @@ class PoolVault(_Threaded):
         mount: str = "secret",
         token_ttl: int = layout.TENANT_TOKEN_TTL,
         max_cached_tokens: int = 10_000,
+        ca_file: str | None = None,
     ) -> None:
         super().__init__(max_workers=8)
         self.addr = addr
@@ -299,6 +308,8 @@ class PoolVault(_Threaded):
         # thread, however many tenants have a token cached (one session each would keep
         # a socket per tenant open, and run a busy pool out of file descriptors).
         self._session = requests.Session()
+        # hvac takes the session's verify over VAULT_CACERT: set it here.
+        self._session.verify = tls_verify(ca_file)
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=8)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)

@@ -152,8 +152,9 @@ def _vault(state: IngressState) -> VaultAdmin:
         if token is None:
             raise ServiceUnavailable("the credential store is not configured", 60.0)
         state.vault = VaultAdmin(
-            state.settings.vault_addr, token.get_secret_value(), mount=state.settings.vault_kv_mount
-        )
+            state.settings.vault_addr, token.get_secret_value(),
+            mount=state.settings.vault_kv_mount, ca_file=state.settings.vault_ca_file,
+        )  # fmt: skip
     return state.vault
 
 

@@ -137,7 +137,10 @@ def _renewing_vault_token(settings: Settings):  # type: ignore[no-untyped-def]
         from core.vault import VaultAdmin
 
         assert settings.vault_token is not None
-        admin = VaultAdmin(settings.vault_addr, settings.vault_token.get_secret_value(), mount=settings.vault_kv_mount)
+        admin = VaultAdmin(
+            settings.vault_addr, settings.vault_token.get_secret_value(),
+            mount=settings.vault_kv_mount, ca_file=settings.vault_ca_file,
+        )  # fmt: skip
         task = asyncio.create_task(admin.keep_renewed(), name="vault-token-renewal")
         try:
             yield

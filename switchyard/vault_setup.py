@@ -36,7 +36,10 @@ async def _bootstrap(env_file: Path, connectors: list[str]) -> None:
     settings = load_settings()
     if settings.vault_token is None:
         raise SystemExit("switchyard vault: VAULT_TOKEN (an admin token) is required")
-    admin = VaultAdmin(settings.vault_addr, settings.vault_token.get_secret_value(), mount=settings.vault_kv_mount)
+    admin = VaultAdmin(
+        settings.vault_addr, settings.vault_token.get_secret_value(),
+        mount=settings.vault_kv_mount, ca_file=settings.vault_ca_file,
+    )  # fmt: skip
     try:
         lines = []
         for connector in connectors:

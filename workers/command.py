@@ -176,7 +176,9 @@ def _pool_vault(settings: Settings, connector: str) -> PoolVault:
             f"set SWITCHYARD_VAULT_ROLE_ID_{connector.upper()} and SWITCHYARD_VAULT_SECRET_ID_{connector.upper()}, "
             "or SWITCHYARD_VAULT_TOKEN_FILE (a token the Vault Agent keeps fresh)"
         )
-    return PoolVault(settings.vault_addr, connector, login, mount=settings.vault_kv_mount)
+    return PoolVault(
+        settings.vault_addr, connector, login, mount=settings.vault_kv_mount, ca_file=settings.vault_ca_file
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -159,6 +159,10 @@ def test_pods_run_as_non_root_with_a_read_only_root_and_no_capabilities(render: 
         if "kafka-ca" in volumes:
             ca_file = _env(container)["SWITCHYARD_KAFKA_CA_FILE"]["value"]
             assert ca_file == "/etc/switchyard/kafka-ca/ca.crt", name
+        # Vault's private CA, where its clients and the readiness check read it.
+        assert volumes["vault-ca"]["secret"]["secretName"] == "switchyard-vault-ca", name
+        assert {"name": "vault-ca", "mountPath": "/etc/switchyard/vault-ca", "readOnly": True} in container["volumeMounts"]
+        assert _env(container)["VAULT_CACERT"]["value"] == "/etc/switchyard/vault-ca/ca.crt", name
 
 
 def test_probes_check_health_and_readiness_on_the_right_ports(render: Render) -> None:

@@ -186,6 +186,10 @@ whatever delay the pool gives that tier (a test keeps this list equal to the Pyt
   value: {{ .Values.vault.address | quote }}
 - name: SWITCHYARD_VAULT_KV_MOUNT
   value: {{ .Values.vault.kvMount | quote }}
+{{- if .Values.vault.caSecret.name }}
+- name: VAULT_CACERT
+  value: /etc/switchyard/vault-ca/{{ .Values.vault.caSecret.key }}
+{{- end }}
 - name: SWITCHYARD_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
 # The root filesystem is read-only: caches and local state go to the /tmp emptyDir.
@@ -210,6 +214,11 @@ whatever delay the pool gives that tier (a test keeps this list equal to the Pyt
   mountPath: /etc/switchyard/kafka-ca
   readOnly: true
 {{- end }}
+{{- if .Values.vault.caSecret.name }}
+- name: vault-ca
+  mountPath: /etc/switchyard/vault-ca
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{- define "switchyard.volumes" -}}
@@ -223,6 +232,14 @@ whatever delay the pool gives that tier (a test keeps this list equal to the Pyt
     items:
       - key: {{ .Values.kafka.tls.caSecret.key }}
         path: {{ .Values.kafka.tls.caSecret.key }}
+{{- end }}
+{{- if .Values.vault.caSecret.name }}
+- name: vault-ca
+  secret:
+    secretName: {{ .Values.vault.caSecret.name }}
+    items:
+      - key: {{ .Values.vault.caSecret.key }}
+        path: {{ .Values.vault.caSecret.key }}
 {{- end }}
 {{- end -}}
 
