@@ -29,7 +29,6 @@ from aiohttp import web
 
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .settings import Settings
-from .vault import tls_verify
 
 __all__ = [
     "METRICS",
@@ -165,11 +164,8 @@ def vault_reachable(settings: Settings, *, timeout: float = 2.0) -> ReadinessChe
     No token is sent: the health endpoint is unauthenticated, so the probe holds no secret.
     """
     url = settings.vault_addr.rstrip("/") + "/v1/sys/health?standbyok=true&perfstandbyok=true"
-    # Vault's certificate checked as the Vault clients check it (core.vault.tls_verify).
-    verify = tls_verify(settings.vault_ca_file)
-    tls: ssl.SSLContext | bool = True
-    if isinstance(verify, str):
-        tls = ssl.create_default_context(cafile=verify)
+    # Vault's certificate checked against the CA the Vault clients use (core.vault.tls_verify).
+    tls = ssl.create_default_context(cafile=settings.vault_ca_file) if settings.vault_ca_file else True
 
     async def check() -> bool:
         client_timeout = aiohttp.ClientTimeout(total=timeout)

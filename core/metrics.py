@@ -324,23 +324,17 @@ class Metrics:
         tenant, space = self.labels(routed.tenant_id, routed.space_id)
         self.effects_found.labels(tenant, space, self.connector(routed.connector)).inc()
 
-    def upstream_call(self, connector: str, outcome: str) -> None:
-        """One call of ``connector``'s operation ended with ``outcome`` ("ok" or an error code)."""
-        key = ("call", connector, outcome)
+    def upstream_call(self, connector: str, operation: str, outcome: str, seconds: float) -> None:
+        """One call of ``connector``'s ``operation`` ended with ``outcome`` ("ok" or an
+        error code) after ``seconds``."""
+        key = ("call", connector, operation, outcome)
         children = self._hot_worker.get(key)
         if children is None:
-            children = (self.upstream_calls.labels(self.connector(connector), outcome),)
+            label = self.connector(connector)
+            children = (self.upstream_calls.labels(label, outcome), self.upstream_seconds.labels(label, operation))
             self._remember(key, children)
         children[0].inc()
-
-    def upstream_call_time(self, connector: str, operation: str, seconds: float) -> None:
-        """How long one call of ``connector``'s ``operation`` took."""
-        key = ("call_time", connector, operation)
-        children = self._hot_worker.get(key)
-        if children is None:
-            children = (self.upstream_seconds.labels(self.connector(connector), operation),)
-            self._remember(key, children)
-        children[0].observe(seconds)
+        children[1].observe(seconds)
 
     def command_started(self, routed: RoutedCommand, started_at: datetime) -> None:
         """A worker started an attempt: counts it in flight and times routed → started

@@ -38,6 +38,7 @@ from .kafka import make_producer, start_client
 from .logs import current_context
 from .metrics import Metrics
 from .settings import Settings
+from .tasks import cancel_and_wait
 
 __all__ = ["REDACTED", "TenantLogHandler", "TenantLogPublisher", "redact"]
 
@@ -150,9 +151,7 @@ class TenantLogPublisher:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(flush_timeout):
                     await self._queue.join()
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._own_producer and self._producer is not None:
             with contextlib.suppress(KafkaError, OSError):

@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 from core.errors import KafkaUnavailable
 from core.kafka import make_consumer, start_client, topic_partitions
 from core.settings import Settings
+from core.tasks import cancel_and_wait
 
 __all__ = ["Following", "TopicFollower"]
 
@@ -89,11 +90,8 @@ class TopicFollower:
         self._task = asyncio.create_task(self._run(), name=f"{self.name}:{self.topic}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._consumer is not None:
             with contextlib.suppress(KafkaError, OSError, RuntimeError):
                 await self._consumer.stop()

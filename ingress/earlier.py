@@ -13,7 +13,6 @@ followed. Lookups are queued (bounded) and one runs at a time: they are rare.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from aiokafka import TopicPartition
 
 from core.kafka import headers_dict, keyed_partition, make_consumer, start_client, topic_partitions
 from core.settings import Settings
+from core.tasks import cancel_and_wait
 from schemas import Headers
 
 if TYPE_CHECKING:
@@ -75,11 +75,8 @@ class EarlierResults:
         self._task = asyncio.create_task(self._run(), name="earlier-results")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def wanted(self, tenant_id: str, command_id: str, routed_at_ms: int) -> None:
         """Look for ``command_id``'s Result from ``routed_at_ms`` on, unless it is known here."""

@@ -62,8 +62,7 @@ _HEADER_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 
 # Checked by check_claims (another tenant or workspace is a 403), then dropped: a claim
 # of the caller's own identity is allowed and ignored.
-_CLAIMS = CLAIM_FIELDS
-_BATCH_FIELDS = {"items", *_CLAIMS}
+_BATCH_FIELDS = {"items", *CLAIM_FIELDS}
 # Room in the 255 characters of an idempotency key for ":<index>" of up to 500 items.
 _BATCH_KEY_MAX = 251
 
@@ -81,7 +80,7 @@ def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submissio
     if not isinstance(raw, dict):
         where = f"{prefix}: " if prefix else ""
         raise BadRequest(f"{where}a command must be a JSON object")
-    body = {k: v for k, v in raw.items() if k not in _CLAIMS}
+    body = {k: v for k, v in raw.items() if k not in CLAIM_FIELDS}
     try:
         parsed = SubmitRequest.model_validate(body)
     except ValidationError as exc:

@@ -31,6 +31,7 @@ from pydantic import SecretStr
 
 from core.kafka import make_consumer, make_producer, start_client, topic_partitions
 from core.settings import Settings
+from core.tasks import cancel_and_wait
 from schemas import (
     TASK_CANCEL_KIND,
     ActionConfig,
@@ -125,10 +126,7 @@ class FakeResponder:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self._follower.stop()
         await self._producer.stop()
 

@@ -23,7 +23,6 @@ backlog pays one probe per change of age, not one per batch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -34,6 +33,7 @@ from pydantic import TypeAdapter, ValidationError
 from core.errors import KafkaUnavailable
 from core.kafka import make_consumer, start_client, topic_partitions
 from core.settings import Settings
+from core.tasks import cancel_and_wait
 from core.workspaces import WorkspaceStore
 from schemas import ConfigRecord, WorkspaceConfig
 
@@ -112,11 +112,8 @@ class ConfigView:
         logger.info("config view ready", extra={"fields": {"workspaces": len(self._workspaces)}})
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for client in (self._consumer, self._probe):
             if client is not None:
                 await client.stop()

@@ -54,9 +54,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Failures that say something about this tenant's credentials or API: they feed its breaker.
 # Longest pause between two tries of the credential store while it does not answer.
 CREDENTIAL_WAIT_MAX = 5.0
+# Failures that say something about this tenant's credentials or API: they feed its breaker.
 _BREAKER_CODES = frozenset(
     {
         ErrorCode.CREDENTIALS_MISSING,
@@ -158,11 +158,10 @@ class Executor:
         self._host = urlsplit(base_url).hostname or ""
         # Told of each command whose earlier attempt's effect was found upstream (metrics).
         self.on_found: Callable[[RoutedCommand], None] | None = None
-        # Told how each call of the connector's operation ended: "ok" or the error code's
-        # value (metrics). Checks for an earlier effect are reads and not counted.
-        self.on_attempt: Callable[[str], None] | None = None
-        # Told how long each such call took, with its operation (metrics).
-        self.on_call_time: Callable[[str, float], None] | None = None
+        # Told how each call of the connector's operation ended, ``(outcome, operation,
+        # seconds)``, the outcome "ok" or the error code's value (metrics). Checks for an
+        # earlier effect are reads and not counted.
+        self.on_call: Callable[[str, str, float], None] | None = None
         # Ids of commands waiting now for the credential store to answer (see _attempts),
         # and the longest pause between two of a command's tries of it.
         self._waiting: set[str] = set()
@@ -307,13 +306,10 @@ class Executor:
         return len(self._waiting)
 
     def _attempted(self, outcome: str | None, operation: str, seconds: float) -> None:
-        if outcome is None:
+        if self.on_call is None or outcome is None:
             return
         try:
-            if self.on_attempt is not None:
-                self.on_attempt(outcome)
-            if self.on_call_time is not None:
-                self.on_call_time(operation, seconds)
+            self.on_call(outcome, operation, seconds)
         except Exception:  # a metric must never change a command's Result
             logger.exception("reporting a call's outcome failed")
 

@@ -230,8 +230,7 @@ class WorkerPool(PoolLifecycle):
             timeout=opts.request_timeout,
         )
         self.executor.on_found = self._found_earlier
-        self.executor.on_attempt = self._attempted
-        self.executor.on_call_time = self._call_took
+        self.executor.on_call = self._called
         if self.metrics is not None:
             executor = self.executor
             self.metrics.watch_credential_waits(self.connector.name, lambda: executor.waiting_for_credentials)
@@ -516,13 +515,9 @@ class WorkerPool(PoolLifecycle):
         if self.tenant_logs is not None:
             self._log_for_tenant(command, outcome)
 
-    def _attempted(self, outcome: str) -> None:
+    def _called(self, outcome: str, operation: str, seconds: float) -> None:
         if self.metrics is not None:
-            self.metrics.upstream_call(self.connector.name, outcome)
-
-    def _call_took(self, operation: str, seconds: float) -> None:
-        if self.metrics is not None:
-            self.metrics.upstream_call_time(self.connector.name, operation, seconds)
+            self.metrics.upstream_call(self.connector.name, operation, outcome, seconds)
 
     def _breaker_opened(self, tenant: str) -> None:
         # The gauge reads the breaker at each scrape (Metrics.watch_breaker); an opening

@@ -88,8 +88,8 @@ def test_result_counts_by_status_code_and_observes_latency() -> None:
 def test_upstream_calls_are_timed_per_connector_and_operation() -> None:
     metrics = Metrics("worker-jira")
     for seconds in (0.02, 0.2, 3.0):
-        metrics.upstream_call_time("jira", "issues.create", seconds)
-    metrics.upstream_call_time("jira", "issues.search", 0.02)
+        metrics.upstream_call("jira", "issues.create", "ok", seconds)
+    metrics.upstream_call("jira", "issues.search", "ok", 0.02)
     text = metrics.exposition().decode()
     assert 'switchyard_upstream_call_seconds_count{connector="jira",operation="issues.create"} 3.0' in text
     assert 'switchyard_upstream_call_seconds_bucket{connector="jira",le="0.25",operation="issues.create"} 2.0' in text

@@ -37,9 +37,13 @@ async def _run(
             RetryPolicy(in_process_attempts=attempts, base_delay=0.01, tier_delays=(0.1,)),
             base_url="http://127.0.0.1:9", timeout=2.0,
         )  # fmt: skip
-        executor.on_attempt = outcomes.append
         timed: list[tuple[str, float]] = []
-        executor.on_call_time = lambda operation, seconds: timed.append((operation, seconds))
+
+        def called(outcome: str, operation: str, seconds: float) -> None:
+            outcomes.append(outcome)
+            timed.append((operation, seconds))
+
+        executor.on_call = called
         outcome = await executor.run(_job(in_doubt=in_doubt))
     # Every call counted by outcome is timed too, under its operation.
     assert [operation for operation, _ in timed] == ["chat.postMessage"] * len(outcomes)
@@ -83,7 +87,7 @@ async def test_the_outcome_of_a_crashed_call_is_internal() -> None:
             CircuitBreakers(), session, RetryPolicy(in_process_attempts=1, tier_delays=(0.1,)),
             base_url="http://127.0.0.1:9",
         )  # fmt: skip
-        executor.on_attempt = outcomes.append
+        executor.on_call = lambda outcome, operation, seconds: outcomes.append(outcome)
         with pytest.raises(RuntimeError):  # the pool turns it into an internal failure
             await executor.run(_job())
     assert outcomes == ["internal"]
@@ -121,10 +125,10 @@ async def test_a_metric_that_fails_does_not_change_the_result() -> None:
             RetryPolicy(in_process_attempts=1, tier_delays=(0.1,)), base_url="http://127.0.0.1:9",
         )  # fmt: skip
 
-        def broken(outcome: str) -> None:
+        def broken(outcome: str, operation: str, seconds: float) -> None:
             raise RuntimeError("metrics are down")
 
-        executor.on_attempt = broken
+        executor.on_call = broken
         outcome = await executor.run(_job())
     assert outcome.status is ResultStatus.SUCCEEDED
 

@@ -53,7 +53,7 @@ async def _run(
             base_url="http://127.0.0.1:9", timeout=2.0,
         )  # fmt: skip
         executor.credential_wait_max = 0.02
-        executor.on_attempt = outcomes.append
+        executor.on_call = lambda outcome, operation, seconds: outcomes.append(outcome)
 
         async def sample() -> None:
             while True:
