@@ -184,6 +184,9 @@ class KafkaPipeline:
             if self.metrics is not None:
                 self.metrics.edge_rate_limited(identity.tenant_id)
             raise RateLimited("request rate limit of this tenant exceeded", retry_after=wait)
+        # One deadline for the whole batch, not one per item: N items waiting their turn
+        # would outlast the edge's request timeout, whose bare 503 names no key.
+        deadline = asyncio.get_running_loop().time() + self._send_timeout
         outcomes: list[Any] = [None] * len(items)
         sends: list[tuple[int, Command, asyncio.Future[Any]]] = []
         replays: list[tuple[int, Command, asyncio.Future[None]]] = []
@@ -201,16 +204,22 @@ class KafkaPipeline:
                 if item.task_ttl is not None:
                     headers.append((Headers.TASK_TTL, str(item.task_ttl).encode()))
                 try:
-                    sends.append((index, command, await self._send(command, headers)))
+                    async with asyncio.timeout_at(deadline):
+                        sends.append((index, command, await self._send(command, headers)))
                 except KafkaUnavailable as exc:
                     outcomes[index] = exc
+                except TimeoutError:  # the producer never took it: nothing was published
+                    outcomes[index] = KafkaUnavailable("the producer did not take the command in time")
         for index, command, future in sends:
-            outcomes[index] = await self._settle(command, future)
+            outcomes[index] = await self._settle(command, future, deadline)
         for index, command, inflight in replays:
             try:
-                await asyncio.shield(inflight)
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.shield(inflight)
             except KafkaUnavailable as exc:
                 outcomes[index] = exc
+            except TimeoutError:
+                outcomes[index] = KafkaUnavailable("the first publish of this command is not acknowledged yet")
             else:
                 outcomes[index] = (command, False)
         return outcomes
@@ -403,11 +412,11 @@ class KafkaPipeline:
                 logger.info("command accepted", extra={"fields": {"action": command.action}})
 
     async def _settle(
-        self, command: Command, ack: asyncio.Future[Any]
+        self, command: Command, ack: asyncio.Future[Any], deadline: float
     ) -> tuple[Command, bool] | KafkaUnavailable:
         inflight = self._inflight.get(command.command_id)
         try:
-            async with asyncio.timeout(self._send_timeout):
+            async with asyncio.timeout_at(deadline):
                 # Shielded: a cancelled caller must not cancel the producer's future,
                 # whose callback still settles the command.
                 await asyncio.shield(ack)

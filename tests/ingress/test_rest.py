@@ -324,6 +324,34 @@ async def test_with_the_broker_failing_a_submit_is_503_and_names_the_key_to_retr
         await assert_documented(harness, "/v1/commands:batch", 503, body, batch.headers)
 
 
+async def test_a_batch_the_broker_never_answers_names_every_key_within_one_publish_timeout(settings):
+    # Produce requests hang (a stalled broker): the whole batch shares one publish
+    # timeout, so the answer comes before the edge's request timeout and still names
+    # each item's key to retry with (sequential timeouts took N x 1 s > 2.5 s: a bare 503).
+    options = IngressOptions(publish_timeout=1.0, request_timeout=2.5)
+    async with IngressHarness(settings, options=options) as harness:
+        acme = await harness.add_tenant(unique_id("acme"), "sales")
+        client = harness.client.app[STATE].pipeline.producer.client
+        send = client.send
+        never = asyncio.Event()
+
+        async def stalled_send(node_id, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if type(request).__name__.startswith("ProduceRequest"):
+                await never.wait()
+            return await send(node_id, request, *args, **kwargs)
+
+        client.send = stalled_send
+        try:
+            items = [{"action": "echo", "idempotency_key": f"stall-{i}"} for i in range(4)]
+            batch = await harness.client.post("/v1/commands:batch", json={"items": items}, headers=acme.headers)
+            body = await batch.json()
+        finally:
+            client.send = send
+            never.set()
+        assert batch.status == 503, body
+        assert [item["error"]["idempotency_key"] for item in body["items"]] == [f"stall-{i}" for i in range(4)]
+
+
 async def test_a_batch_with_no_valid_item_fails_as_a_whole_and_publishes_nothing(harness, acme):
     items = [{"action": "bad action name!"}, {"action": "echo", "arguments": "not an object"}]
     response = await harness.client.post("/v1/commands:batch", json={"items": items}, headers=acme.headers)
