@@ -330,10 +330,11 @@ class McpEndpoint:
                 identity = await self._identity(request)
             except RpcError as exc:
                 in_session = SESSION_HEADER in request.headers
-                if modern or not in_session or exc.status not in _REFUSED_BEFORE_IT_RUNS:
+                if not (modern or in_session) or exc.status not in _REFUSED_BEFORE_IT_RUNS:
                     raise
-                # Inside a session of a handshake revision, as a method's error below: with
-                # 200 (401 stays 401, the challenge a client answers with credentials).
+                # Inside a session, or on the stateless revision, as a method's error
+                # below: with 200 (401 stays 401, the challenge a client answers with
+                # credentials).
                 raise RpcError(exc.code, exc.message, data=exc.data, headers=exc.headers) from None
             if isinstance(read, RpcError):
                 raise read
@@ -378,12 +379,15 @@ class McpEndpoint:
                     identity, version, incoming.request.method, incoming.request.params
                 )
             except RpcError as exc:
-                if modern or exc.status is None:
+                if exc.status is None:
                     raise
-                # On the handshake revisions a method's error is its answer, sent with 200
-                # like the SDKs' own servers: the Python SDK 1.x client raises on a non-2xx
-                # status and never completes the call (python-sdk #3091); the TypeScript
-                # one hides the JSON-RPC error in a transport error.
+                # A method's error is its answer, sent with 200 like the SDKs' own servers
+                # (on the stateless revision with the status its transport rules give the
+                # code: 400 for bad params, 404 for an unknown method): the Python SDK
+                # 1.x client raises on a non-2xx status and never completes the call
+                # (python-sdk #3091); the TypeScript clients read a JSON-RPC error only
+                # from a 200 or (2.x, stateless) a 400 answer, and turn any other status
+                # into a transport error that hides its code and data.
                 raise RpcError(exc.code, exc.message, data=exc.data, headers=exc.headers) from None
             return reply_result(request_id, result, sse=sse, headers=cors)
         except RpcError as exc:

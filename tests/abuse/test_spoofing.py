@@ -59,13 +59,14 @@ MCP_SPOOFS = [
 
 
 @pytest.mark.parametrize(("headers", "extra"), MCP_SPOOFS)
-async def test_mcp_tool_call_claiming_another_tenant_is_403_and_publishes_nothing(
+async def test_mcp_tool_call_claiming_another_tenant_is_refused_and_publishes_nothing(
     abuse: Abuse, headers: dict[str, str], extra: dict[str, Any]
 ) -> None:
     before = await abuse.published()
     params = {"name": "daily_summary", "arguments": SUMMARY, **extra}
     status, reply = await modern_call(abuse, "acme", "tools/call", params, headers=headers)
-    assert status == 403, reply
+    # A JSON-RPC error with 200, as every refusal of a call (clients read no error from a 403).
+    assert status == 200, reply
     assert reply["error"]["code"] == -32011, reply
     assert await abuse.published() == before
 

@@ -42,11 +42,13 @@ async def test_a_key_of_one_workspace_cannot_use_or_read_another(abuse: Abuse) -
         await abuse.request("POST", "/v1/spaces/other/commands", body=body, headers=main),
         await abuse.request("POST", "/v1/commands", body=body, headers={**main, "X-Switchyard-Space": "other"}),
         await abuse.request("POST", "/v1/spaces/other/commands:batch", body={"items": [body]}, headers=main),
-        await abuse.request("POST", "/mcp/other", body=_mcp_call(),
-                            headers={**main, **modern_headers("tools/call", "daily_summary")}),
     ]
     for status, reply, _ in attempts:
         assert status == 403, (status, reply)
+    # On MCP, a JSON-RPC error (with 200, as every refusal of a call).
+    status, reply, _ = await abuse.request("POST", "/mcp/other", body=_mcp_call(),
+                                           headers={**main, **modern_headers("tools/call", "daily_summary")})
+    assert status == 200 and reply["error"]["code"] == -32011, (status, reply)
     assert await abuse.published() == before
 
     # The controls: the other workspace's own key is let in there, and not into main.

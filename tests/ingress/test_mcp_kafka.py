@@ -148,7 +148,8 @@ async def test_spoofed_tenant_claim_is_refused_and_nothing_reaches_kafka(
         status, _, body = await _post(
             url, {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": params}, headers
         )
-        assert status == 403 and body["error"]["code"] == -32011
+        # A method's refusal, with 200 (a client reads no JSON-RPC error from a 403).
+        assert status == 200 and body["id"] == 3 and body["error"]["code"] == -32011
     status, _, _ = await _post(url, {}, {**acme.headers, "X-Switchyard-Tenant": beta.tenant_id})
     assert status == 403
     assert await _commands(harness) == []

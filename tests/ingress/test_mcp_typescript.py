@@ -74,4 +74,7 @@ async def test_typescript_sdk_lists_and_calls_only_its_tenants_tools(
     refused = foreign["call"]["error"]
     assert refused["code"] == -32602 and refused["message"].endswith("Unknown tool: beta_ticket")
     assert got["unknown"]["error"]["code"] == -32602
+    # A refusal before the call runs reaches the client as the JSON-RPC error it is (a
+    # 403 answer was a transport error to the 2.x client on 2026-07-28, code and data lost).
+    assert got["claimed"]["error"]["code"] == -32011, got["claimed"]
     assert [c.tenant_id for c in responder.seen] == [acme.tenant_id]

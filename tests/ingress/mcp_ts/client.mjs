@@ -5,8 +5,8 @@
 // <sdk>: "v1" (@modelcontextprotocol/sdk, the initialize handshake), "v2-legacy"
 // (@modelcontextprotocol/client, handshake) or "v2-modern" (the same client pinned to
 // the stateless 2026-07-28 revision). Prints one JSON object: the protocol version the
-// client settled on, the tools it listed, and what the call and a call of an unknown
-// tool gave: {result} or {error} (what the SDK raised).
+// client settled on, the tools it listed, and what the call, a call of an unknown tool
+// and a call claiming another tenant gave: {result} or {error} (what the SDK raised).
 import { Client as ClientV1 } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport as TransportV1 } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
@@ -29,14 +29,16 @@ if (sdk === "v1") {
 await client.connect(transport);
 const protocol = sdk === "v1" ? transport.protocolVersion : client.getNegotiatedProtocolVersion();
 const listed = await client.listTools();
-async function attempt(name, args) {
+async function attempt(name, args, meta) {
   try {
-    return { result: await client.callTool({ name, arguments: args }) };
+    return { result: await client.callTool({ name, arguments: args, ...(meta ? { _meta: meta } : {}) }) };
   } catch (error) {
     return { error: { code: error.code ?? null, message: String(error.message ?? error) } };
   }
 }
 const call = await attempt(tool, JSON.parse(argumentsJson));
 const unknown = await attempt("no_such_tool", {});
+// A call refused before it runs (here: its _meta claims another tenant).
+const claimed = await attempt(tool, JSON.parse(argumentsJson), { "switchyard/tenant_id": "someone-else" });
 await client.close();
-console.log(JSON.stringify({ protocol, tools: listed.tools.map((t) => t.name), call, unknown }));
+console.log(JSON.stringify({ protocol, tools: listed.tools.map((t) => t.name), call, unknown, claimed }));
