@@ -33,6 +33,8 @@ class Route:
     operation: str
     resolved_arguments: dict[str, Any]
     connector_options: ConnectorOptions
+    # The workspace's limits.concurrency (a header of the record, not a field).
+    concurrency: int = 0
 
 
 def _plain(model: SpanRecord | ConnectorOptions) -> Any:

@@ -153,6 +153,7 @@ class Decisions:
             inject(headers)
             trace_id = current_trace_id()
         if routed is not None:
+            headers.append((Headers.CONCURRENCY, str(routed.concurrency).encode()))
             payload = routed_bytes(event.value, command, routed, captured, now_dt)
         else:
             spans = [*command.spans, *captured][-MAX_SPANS:]
@@ -230,6 +231,7 @@ class Decisions:
             operation=action.operation,
             resolved_arguments=resolved,
             connector_options=workspace.connectors[action.connector],
+            concurrency=workspace.limits.concurrency,
         )
         if charged:
             return routed

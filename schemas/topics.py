@@ -38,6 +38,10 @@ class Headers:
     TASK_TTL = "sy-task-ttl"
     # On a duplicate notice: when the router routed the command first (ms, decimal).
     ROUTED_AT = "sy-routed-at"
+    # On a routed command (and its retries): the workspace's ``limits.concurrency``, the
+    # commands of its tenant one worker process runs at once (decimal). A header, not a
+    # field, so that workers of before read the records of routers of after.
+    CONCURRENCY = "sy-concurrency"
 
     @staticmethod
     def for_command(

@@ -26,6 +26,7 @@ from core.logs import bind
 from core.telemetry import capture_spans, current_trace_id, extract, inject, tracer
 from core.vault import TenantSecret
 from schemas import ErrorCode, ErrorInfo, Result, ResultStatus, RoutedCommand, SpanRecord, Topics
+from schemas.topics import Headers
 
 from ._breaker import CircuitBreakers
 from ._credentials import Credentials, CredentialStoreDown, token_expired
@@ -503,6 +504,9 @@ class Executor:
             )
             topic = topics.retry(command.connector, verdict.decision.tier)
             record = record_for(topic, command, handoff, KIND_RETRY, context)
+            concurrency = job.headers.get(Headers.CONCURRENCY)
+            if concurrency is not None:  # the workspace's cap holds for its retries too
+                record.headers.append((Headers.CONCURRENCY, concurrency.encode()))
             if verdict.in_doubt:
                 record.headers.append((IN_DOUBT_HEADER, b"1"))
             return Outcome([record], None, handoff_error=error, trace_id=trace_id)

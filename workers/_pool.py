@@ -49,7 +49,7 @@ from core.kafka import (
 from core.logs import bind
 from core.settings import Settings
 from core.telemetry import current_trace_id, extract
-from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, ResultStatus, RoutedCommand
+from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, Headers, ResultStatus, RoutedCommand
 
 from ._breaker import CircuitBreakers
 from ._credentials import Credentials, VaultLike
@@ -408,7 +408,7 @@ class WorkerPool(PoolLifecycle):
             self.holding.for_room(tenant, item)
             self._refill(tenant)
         else:
-            self.scheduler.push(tenant, item)
+            self.scheduler.push(tenant, item, _concurrency(item.job.headers))
 
     def _refill(self, tenant: str) -> None:
         """Move records waiting for room into the tenant's queue as it drains."""
@@ -418,7 +418,7 @@ class WorkerPool(PoolLifecycle):
             item = self.holding.take_waiting(tenant)
             if item is None:
                 break
-            self.scheduler.push(tenant, item)
+            self.scheduler.push(tenant, item, _concurrency(item.job.headers))
 
     def _pause_held(self, tp: TopicPartition) -> None:
         self.consumer.pause(tp)
@@ -626,3 +626,11 @@ class WorkerPool(PoolLifecycle):
         )
         record = record_for(self.settings.topics.results, command, result, KIND_RESULT, context)
         return Outcome([record], ResultStatus.FAILED, result)
+
+
+def _concurrency(headers: Mapping[str, str]) -> int | None:
+    """The workspace's cap the router stamped on the record (None: none, or unreadable)."""
+    value = headers.get(Headers.CONCURRENCY)
+    if value is None or not value.isdigit():
+        return None
+    return int(value)

@@ -4,6 +4,11 @@ Each tenant has its own FIFO queue; a ring of tenants that have queued work and 
 below their concurrency cap is served round-robin, one command per turn. So one tenant's
 flood (or slow API holding its slots) never delays another tenant's next command by more
 than one turn of the ring, whatever the order the records had in their partition.
+
+A tenant's cap is the process's ``tenant_limit``, or lower when its commands say so (the
+workspace's ``limits.concurrency``, which the router stamps on each routed record): the
+latest command pushed for the tenant sets it, and it is forgotten when the tenant has
+nothing queued or running, so the caps held are bounded by the tenants at work.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class FairScheduler(Generic[T]):
         self.tenant_limit = tenant_limit
         self._queues: dict[str, deque[T]] = {}
         self._running: dict[str, int] = {}
+        self._limits: dict[str, int] = {}  # tenants' own caps below tenant_limit, while at work
         self._ring: deque[str] = deque()
         self._in_ring: set[str] = set()
         self._in_flight = 0
@@ -51,17 +57,26 @@ class FairScheduler(Generic[T]):
         queue = self._queues.get(tenant)
         return len(queue) if queue is not None else 0
 
+    def limit(self, tenant: str) -> int:
+        """The commands of ``tenant`` that may run at once."""
+        return self._limits.get(tenant, self.tenant_limit)
+
     def _maybe_ring(self, tenant: str) -> None:
         if (
             tenant not in self._in_ring
             and self._queues.get(tenant)
-            and self._running.get(tenant, 0) < self.tenant_limit
+            and self._running.get(tenant, 0) < self._limits.get(tenant, self.tenant_limit)
         ):
             self._ring.append(tenant)
             self._in_ring.add(tenant)
             self._wakeup.set()
 
-    def push(self, tenant: str, item: T) -> None:
+    def push(self, tenant: str, item: T, limit: int | None = None) -> None:
+        """Queue ``item``; ``limit``: the tenant's own cap, if its command carries one."""
+        if limit is not None and 1 <= limit < self.tenant_limit:
+            self._limits[tenant] = limit
+        elif limit is not None:
+            self._limits.pop(tenant, None)
         self._queues.setdefault(tenant, deque()).append(item)
         self._buffered += 1
         self._maybe_ring(tenant)
@@ -99,6 +114,8 @@ class FairScheduler(Generic[T]):
         left = self._running.get(tenant, 0) - 1
         if left <= 0:
             self._running.pop(tenant, None)
+            if tenant not in self._queues:
+                self._limits.pop(tenant, None)
         else:
             self._running[tenant] = left
         self._maybe_ring(tenant)
@@ -115,6 +132,8 @@ class FairScheduler(Generic[T]):
                 self._queues[tenant] = kept
             else:
                 del self._queues[tenant]
+                if tenant not in self._running:
+                    self._limits.pop(tenant, None)
                 if tenant in self._in_ring:
                     self._in_ring.discard(tenant)
                     self._ring.remove(tenant)

@@ -63,6 +63,7 @@ async def test_same_action_lands_on_each_tenants_connector_with_mapped_arguments
                     {"title": "Daily", "items": "{{ args.count }}", "tags": ["{{ args.summary }}"]},
                 )
             ],
+            limits=Limits(rate_per_second=10_000, burst=10_000, concurrency=3),
         ),
     )
     cmds = [command(t, {"summary": "all green", "count": 3}) for t in (a, b, c)]
@@ -87,6 +88,8 @@ async def test_same_action_lands_on_each_tenants_connector_with_mapped_arguments
         assert out.headers["sy-tenant"] == cmd.tenant_id
         assert out.headers["sy-command-id"] == cmd.command_id
         assert out.headers["sy-kind"] == "routed"
+    # The workspace's limits.concurrency, for the worker's per-tenant cap.
+    assert [out.headers["sy-concurrency"] for out in (slack, gmail, notion)] == ["8", "8", "3"]
 
 
 async def test_configuration_change_reroutes_the_next_command(live_router) -> None:

@@ -225,6 +225,7 @@ async def produce(
     *,
     partition: int | None = None,
     traced: bool = True,
+    extra_headers: Iterable[tuple[str, bytes]] = (),
 ) -> None:
     """Publish like the router does: keyed by tenant, a ``router.route`` span as trace parent."""
     topic = settings.topics.connector(CONNECTOR)
@@ -234,7 +235,7 @@ async def produce(
     try:
         futures = []
         for cmd in commands:
-            headers: list[tuple[str, bytes]] = []
+            headers: list[tuple[str, bytes]] = list(extra_headers)
             if traced:
                 with capture_spans() as spans, span("router.route"):
                     inject(headers)

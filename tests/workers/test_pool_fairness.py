@@ -17,7 +17,7 @@ from _runtime_support import (
     wait_results,
 )
 
-from schemas import ResultStatus
+from schemas import Headers, ResultStatus
 from workers._pool import PoolOptions
 
 pytestmark = pytest.mark.integration
@@ -49,6 +49,28 @@ async def test_slow_tenant_does_not_stall_another_tenant_in_the_same_partition(s
     assert all(r[0].status is ResultStatus.SUCCEEDED for r in fast_results.values())
     assert Counter(len(results[c.command_id]) for c in slow_cmds + fast_cmds) == {1: 60}
     assert upstream.max_waiting[slow] == 4  # the per-tenant cap held for the whole run
+
+
+async def test_the_workspace_concurrency_on_a_routed_record_caps_its_tenant(settings, vault_admin):
+    # The router stamps the workspace's limits.concurrency on each routed record; the
+    # process's own per-tenant cap (8 here) is the ceiling.
+    upstream = Upstream()
+    options = PoolOptions(tier_delays=(0.2, 0.5), concurrency=16, tenant_concurrency=8)
+    async with upstream.running():
+        tenant = f"cap{settings.topic_prefix[1:9]}"
+        await put_tenant(vault_admin, upstream, tenant)
+        upstream.gates[tenant] = asyncio.Event()
+        first = [command(tenant) for _ in range(6)]
+        async with pool_running(settings, vault_admin, upstream, options=options) as pool:
+            await produce(settings, first, extra_headers=[(Headers.CONCURRENCY, b"2")])
+            await eventually(lambda: upstream.waiting[tenant] == 2)
+            await asyncio.sleep(0.5)  # a third would have started by now
+            assert upstream.max_waiting[tenant] == 2 and pool.scheduler.queued(tenant) == 4
+            upstream.gates[tenant].set()
+            await wait_results(settings, {c.command_id for c in first})
+        results = await all_results(settings)
+    assert upstream.max_waiting[tenant] == 2
+    assert Counter(len(results[c.command_id]) for c in first) == {1: 6}
 
 
 async def test_stop_cuts_blocked_commands_and_the_next_pool_redoes_each_exactly_once(settings, vault_admin):

@@ -20,7 +20,7 @@ from aiokafka import TopicPartition
 
 from core.kafka import make_admin, make_consumer, start_client
 from core.metrics import BreakerState, Metrics
-from schemas import ErrorCode, ResultStatus, RoutedCommand
+from schemas import ErrorCode, Headers, ResultStatus, RoutedCommand
 from workers._pool import PoolOptions
 
 pytestmark = pytest.mark.integration
@@ -72,10 +72,13 @@ async def test_retry_tier_hand_off_carries_history_and_the_trace_of_earlier_atte
         await put_tenant(vault_admin, upstream, tenant)
         cmd = command(tenant, faults=[500, 500])
         async with pool_running(settings, vault_admin, upstream):
-            await produce(settings, [cmd])
+            await produce(settings, [cmd], extra_headers=[(Headers.CONCURRENCY, b"3")])
             await wait_results(settings, {cmd.command_id})
         results = await all_results(settings)
-        tier0 = [RoutedCommand.from_bytes(r.value) for r in await read_topic(settings, settings.topics.retry("echo", 0))]
+        records = await read_topic(settings, settings.topics.retry("echo", 0))
+        tier0 = [RoutedCommand.from_bytes(r.value) for r in records]
+    # The workspace's cap goes with the command to the tier, as the router stamped it.
+    assert [dict(r.headers).get(Headers.CONCURRENCY) for r in records] == [b"3"]
 
     (result,) = results[cmd.command_id]
     assert result.status is ResultStatus.SUCCEEDED and result.attempts == 3

@@ -72,3 +72,29 @@ async def test_next_waits_until_a_slot_frees():
 def test_limits_must_be_positive():
     with pytest.raises(ValueError):
         FairScheduler(global_limit=0, tenant_limit=1)
+
+
+def test_a_tenants_own_cap_below_the_process_cap_holds_and_is_forgotten_when_idle():
+    scheduler: FairScheduler[str] = FairScheduler(global_limit=100, tenant_limit=8)
+    for i in range(5):
+        scheduler.push("capped", f"c{i}", limit=2)
+    scheduler.push("other", "o0", limit=50)  # above the process's cap: the process's holds
+    assert sorted(drain(scheduler)) == ["c0", "c1", "o0"]
+    assert scheduler.limit("capped") == 2 and scheduler.limit("other") == 8
+    scheduler.release("capped")
+    assert drain(scheduler) == ["c2"]
+    for _ in range(2):
+        scheduler.release("capped")
+    assert drain(scheduler) == ["c3", "c4"]
+    for _ in range(2):
+        scheduler.release("capped")
+    assert scheduler.limit("capped") == 8  # nothing queued or running: nothing kept
+
+
+def test_the_latest_command_of_a_tenant_sets_its_cap():
+    scheduler: FairScheduler[str] = FairScheduler(global_limit=100, tenant_limit=8)
+    scheduler.push("t", "a", limit=1)
+    scheduler.push("t", "b")  # carries no cap (a router of before): the cap stays
+    assert drain(scheduler) == ["a"]
+    scheduler.push("t", "c", limit=3)  # the workspace was changed
+    assert drain(scheduler) == ["b", "c"]
