@@ -20,7 +20,7 @@ import yaml
 from aiokafka import TopicPartition
 from pydantic import TypeAdapter, ValidationError
 
-from core.errors import ConfigurationError
+from core.errors import ConfigurationError, KafkaUnavailable
 from core.kafka import ensure_topics, make_admin, make_consumer, make_producer, start_client
 from core.settings import Settings, load_settings
 from router import workspace_problem
@@ -205,3 +205,6 @@ def run(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(f"switchyard tenants: {exc}", file=sys.stderr)
         return 2
+    except KafkaUnavailable as exc:  # one line, not a traceback: nothing was written
+        print(f"switchyard tenants: {exc} (SWITCHYARD_KAFKA_BOOTSTRAP={settings.kafka_bootstrap})", file=sys.stderr)
+        return 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 
 import hvac
@@ -36,7 +38,7 @@ async def test_admin_endpoints_require_the_admin_token(harness, acme):
 async def test_workspace_put_get_delete_round_trip(harness):
     tenant = unique_id("acme")
     path = f"/v1/admin/workspaces/{tenant}/sales"
-    body = {"actions": [echo_action("daily_summary").model_dump(mode="json")],
+    body = {"actions": [echo_action("daily_summary", operation="request").model_dump(mode="json")],
             "connectors": {"http": {}}}
     put = await harness.client.put(path, json=body, headers=harness.admin_headers)
     assert put.status == 200
@@ -58,9 +60,20 @@ async def test_workspace_put_get_delete_round_trip(harness):
         # compiler's depth (it raised RecursionError: a 500).
         ({**action, "input_schema": {"properties": {"s": {"$ref": "#/$defs/missing"}}}}, "does not resolve"),
         ({**action, "input_schema": {"properties": {"s": {"pattern": "(" * 2000 + ")" * 2000}}}}, "nested"),
+        # A connector or an operation no worker has (every call failed or was rejected).
+        ({**action, "connector": "slak"}, "no connector 'slak'"),
+        ({**action, "operation": "requst"}, "http has no operation 'requst' (it has request)"),
     ):
         refused = await harness.client.put(path, json={**body, "actions": [broken]}, headers=harness.admin_headers)
         assert refused.status == 400 and why in (await refused.json())["error"]["message"]
+    # Larger than one config record may be (under the 2 MiB body limit): a 400 that says
+    # so, not a 503 "broker unavailable" a client would retry for ever.
+    many = [{**action, "name": f"a{i}", "description": "x" * 2000} for i in range(500)]
+    large = await harness.client.put(
+        path, data=io.BytesIO(json.dumps({**body, "actions": many}).encode()),
+        headers={**harness.admin_headers, "Content-Type": "application/json"},
+    )
+    assert large.status == 400 and "more than the 1,000,000" in (await large.json())["error"]["message"]
     still = WorkspaceConfig.model_validate(await (await harness.client.get(path, headers=harness.admin_headers)).json())
     assert still == workspace
     assert (await harness.client.delete(path, headers=harness.admin_headers)).status == 204
@@ -71,7 +84,7 @@ async def test_created_api_key_works_once_shown_and_is_stored_only_hashed(harnes
     tenant = unique_id("acme")
     ws = await harness.client.put(
         f"/v1/admin/workspaces/{tenant}/sales",
-        json={"actions": [echo_action().model_dump(mode="json")]},
+        json={"actions": [echo_action(operation="request").model_dump(mode="json")]},
         headers=harness.admin_headers,
     )
     assert ws.status == 200

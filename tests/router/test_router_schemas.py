@@ -21,7 +21,7 @@ from schemas import ErrorCode, WorkspaceConfig
 
 
 def _workspace(schema: dict[str, Any]) -> WorkspaceConfig:
-    action = summary_action("slack", "post_message", {"text": "{{ args.summary }}"})
+    action = summary_action("slack", "chat.postMessage", {"text": "{{ args.summary }}"})
     return workspace("acme", [action.model_copy(update={"input_schema": schema})])
 
 

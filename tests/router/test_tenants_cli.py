@@ -8,6 +8,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from switchyard.stack._procs import free_port
 from switchyard.tenants import list_workspaces
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,7 +21,7 @@ workspaces:
     actions:
       - name: daily_summary
         connector: slack
-        operation: post_message
+        operation: chat.postMessage
         input_schema: {{type: object, required: [summary]}}
         arguments: {{channel: "#daily", text: "{{{{ args.summary }}}}"}}
   - tenant_id: {tenant}
@@ -86,3 +87,10 @@ def test_tenants_apply_refuses_a_bad_schema_or_mapping_before_publishing(
     )
     result = _cli(settings, "apply", "-f", str(bad_mapping), "--dry-run")
     assert result.returncode == 2 and "invalid argument mapping" in result.stderr
+
+
+def test_tenants_without_a_broker_say_so_in_one_line(settings) -> None:
+    unreachable = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"})
+    result = _cli(unreachable, "list")
+    assert result.returncode == 1
+    assert "cannot reach Kafka" in result.stderr and "Traceback" not in result.stderr, result.stderr
