@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from schemas import WorkspaceConfig
+from core.jsonutil import open_objects
+from schemas import ResultStatus, WorkspaceConfig
 
 from .models import (
     CLAIM_FIELDS,
@@ -153,11 +154,52 @@ def _declare_claims(schemas: dict[str, Any]) -> None:
                                      "tenant (workspace for space_id/spaceId), else 403; then ignored."}
 
 
+# What clients only read (answers, Results) is open, as the exported result schema is: a
+# field a later release adds must not fail a client generated from this document.
+# What clients send stays closed: the server refuses fields it does not know.
+_READ_ONLY = ("SubmitResponse", "BatchResponse", "CommandStatus", "ErrorBody", "ApiKeyCreated", "CredentialsStored")
+_SENT = ("SubmitRequest", "BatchRequest", "ApiKeyCreate", "WorkspaceConfig")
+
+
+def _referenced(defs: dict[str, Any], roots: tuple[str, ...]) -> set[str]:
+    """The names of ``roots`` and of every definition they reach through ``$ref``."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in defs:
+            continue
+        seen.add(name)
+        todo += [ref.rsplit("/", 1)[-1] for ref in _refs(defs[name])]
+    return seen
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
+
+
+def _open_for_readers(defs: dict[str, Any]) -> None:
+    for name in _referenced(defs, _READ_ONLY) - _referenced(defs, _SENT):
+        defs[name] = open_objects(defs[name])
+    # One flat enum, not anyOf[const "pending", $ref ResultStatus]: client generators
+    # (openapi-python-client) mishandle that union and fail on every finished command.
+    defs["CommandStatus"]["properties"]["status"] = {
+        "type": "string", "enum": ["pending", *(status.value for status in ResultStatus)],
+        "description": "pending until the command's final Result, then that Result's status.",
+    }
+
+
 @lru_cache(maxsize=4)
 def openapi_document(server_url: str | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document (cached per server URL)."""
     _, defs = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF)
     _declare_claims(defs["$defs"])
+    _open_for_readers(defs["$defs"])
     space_header = {"name": "X-Switchyard-Space", "in": "header", "required": False,
                     "schema": {"type": "string"},
                     "description": "The workspace (when the key owns several)."}

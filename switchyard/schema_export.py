@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel
 
 import schemas
+from core import jsonutil
 from schemas import ApiKeyRecord, Command, Result, RoutedCommand, TaskCancel, WorkspaceConfig
 
 __all__ = ["MODELS", "SCHEMA_DIR", "add_arguments", "render", "run", "stale_files", "write"]
@@ -50,18 +51,9 @@ def render(model: type[BaseModel], *, open_objects: bool = False) -> bytes:
     """The model's JSON Schema as deterministic bytes (``open_objects``: for readers)."""
     schema: dict[str, Any] = {"$schema": _DIALECT, **model.model_json_schema()}
     if open_objects:
-        schema = _opened(schema)
+        schema = jsonutil.open_objects(schema)
         schema["$comment"] = _OPEN_NOTE
     return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
-
-
-def _opened(node: Any) -> Any:
-    """``node`` without any ``"additionalProperties": false``."""
-    if isinstance(node, dict):
-        return {k: _opened(v) for k, v in node.items() if not (k == "additionalProperties" and v is False)}
-    if isinstance(node, list):
-        return [_opened(v) for v in node]
-    return node
 
 
 def _expected() -> dict[str, bytes]:

@@ -542,6 +542,25 @@ async def test_the_openapi_document_declares_the_response_headers_clients_rely_o
     assert "Retry-After" in batch["429"]["headers"] and "Retry-After" in batch["503"]["headers"]
 
 
+async def test_the_openapi_document_keeps_answers_open_like_the_exported_result_schema(harness, acme, responder):
+    # A client generated from the document must not break on a field a later release
+    # adds (schema_version stays 1 while changes are additive), as the exported
+    # result.schema.json promises; and the status is one flat enum, which generators take.
+    document = await (await harness.client.get("/openapi.json")).json()
+    response = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=acme.headers)
+    command_id = (await response.json())["command_id"]
+    got = await (await harness.client.get(f"/v1/commands/{command_id}?wait=10", headers=acme.headers)).json()
+    assert got["status"] == "succeeded", got
+    later = {**got, "added_later": 1, "result": {**got["result"], "added_later": {"x": 1},
+                                                  "times": {**got["result"]["times"], "added_later": 2}}}
+    schema = {"$ref": "#/components/schemas/CommandStatus", "components": document["components"]}
+    jsonschema.Draft202012Validator(schema).validate(later)
+    status = document["components"]["schemas"]["CommandStatus"]["properties"]["status"]
+    assert status["enum"] == ["pending", "succeeded", "failed", "rejected", "expired", "dead_lettered"]
+    # What clients send stays closed: the server refuses what it does not know.
+    assert document["components"]["schemas"]["SubmitRequest"]["additionalProperties"] is False
+
+
 async def test_the_openapi_document_accepts_what_the_server_accepts(harness, acme):
     # Claims of the caller's own tenant and workspace, and _meta, are taken (and checked).
     document = await (await harness.client.get("/openapi.json")).json()
