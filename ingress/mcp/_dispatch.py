@@ -61,6 +61,8 @@ TASKS_VERSION = "2025-11-25"
 # Invalid tool arguments are a protocol error here (a tool error from 2025-11-25 on).
 ARGUMENTS_AS_PROTOCOL_ERROR = frozenset({"2025-03-26", "2025-06-18"})
 
+# The methods answered below (tasks/* and ping aside); the spec's others are not offered.
+_OFFERED = frozenset({"server/discover", "tools/list", "tools/call"})
 _TASK_METHODS = {
     "tasks/get": GetTaskRequestParams,
     "tasks/result": GetTaskPayloadRequestParams,
@@ -160,6 +162,10 @@ class Dispatcher:
             return _dump(answer)
         if method == "ping" and version not in MODERN_VERSIONS:
             return {}
+        if method not in _OFFERED:
+            # Spec methods of features this server does not offer (prompts, resources,
+            # completion...): unknown whatever their params, so checked before them.
+            raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
         try:
             request = surface.parse_client_request(method, version, params)
         except KeyError as exc:
@@ -177,7 +183,6 @@ class Dispatcher:
             with bind(tenant_id=identity.tenant_id, space_id=identity.space_id):
                 return await self._call_tool(identity, version, request.params)
         else:
-            # Spec methods of features this server does not offer (prompts, resources...).
             raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
         return self._serialize(method, version, result)
 

@@ -362,9 +362,16 @@ class McpEndpoint:
                 )
             elif header_version is not None and header_version not in HANDSHAKE_VERSIONS:
                 raise _unsupported(header_version)
-            elif header_version is None and _declared_version(incoming.raw) in MODERN_VERSIONS:
-                # A stateless client that left out the header: a header mismatch, not a
-                # missing session (which would send it back to a handshake).
+            elif (
+                header_version is None
+                and SESSION_HEADER not in request.headers
+                and (declared := _declared_version(incoming.raw)) is not None
+            ):
+                # A stateless client that left out the header: a header mismatch (or a
+                # version we lack), not a missing session, which would send it back to a
+                # handshake.
+                if declared not in MODERN_VERSIONS:
+                    raise _unsupported(str(declared))
                 raise RpcError(
                     HEADER_MISMATCH, f"{VERSION_HEADER} header is missing; _meta declares it", status=400
                 )

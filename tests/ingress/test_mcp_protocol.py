@@ -919,6 +919,11 @@ async def test_unknown_method_is_method_not_found(server: Server) -> None:
             f"{server.url}/main", _rpc(method), headers=_legacy(session, "2025-06-18")
         )
         assert body["error"]["code"] == -32601, method
+    # A method of a feature not offered is unknown whatever its params (not -32602).
+    status, _, body = await _post(
+        f"{server.url}/main", _rpc("completion/complete", {}), headers=_legacy(session, "2025-06-18")
+    )
+    assert body["error"]["code"] == -32601, body
     status, _, body = await _post(
         f"{server.url}/main", _rpc("ping"), headers=_legacy(session, "2025-06-18")
     )
@@ -1025,14 +1030,18 @@ async def test_stateless_unknown_method_is_404_method_not_found(server: Server) 
     assert status == 404 and body["error"]["code"] == -32601
 
 
-async def test_stateless_meta_version_not_supported_is_32022(server: Server) -> None:
+@pytest.mark.parametrize("header", [True, False])
+async def test_stateless_meta_version_not_supported_is_32022(server: Server, header: bool) -> None:
+    # Without the header too: a client of a later revision is told which versions there
+    # are, not to "send initialize first" (which would push it to a handshake).
     meta = {**CLIENT_META, "io.modelcontextprotocol/protocolVersion": "2027-01-01"}
     status, _, body = await _post(
         f"{server.url}/main",
         _rpc("tools/list", {"_meta": meta}),
-        headers={"MCP-Protocol-Version": "2027-01-01", "Mcp-Method": "tools/list"},
+        headers={"Mcp-Method": "tools/list", **({"MCP-Protocol-Version": "2027-01-01"} if header else {})},
     )
     assert status == 400 and body["error"]["code"] == -32022
+    assert MODERN in body["error"]["data"]["supported"]
 
 
 # -- tasks (2025-11-25) ----------------------------------------------------------------
