@@ -171,13 +171,16 @@ def result_to_call_result(result: Result) -> CallToolResult:
 
 def pending_result(command: Command, waited: float, trace_id: str | None) -> CallToolResult:
     """The answer when the Result did not arrive in time: the command still runs."""
+    key = command.idempotency_key
     text = (
         f"Command {command.command_id} is still running after {waited:g}s. It is accepted "
-        "(durable in Kafka) and will finish without this call. Fetch its result later with "
-        f"tasks/get and tasks/result (taskId {command.command_id}, protocol 2025-11-25) or "
-        f"GET /v1/commands/{command.command_id}."
+        "(durable in Kafka) and will finish without this call. Do not call the tool again "
+        "as a new call: that would run it twice. Calling it again with the same arguments and "
+        f'_meta {{"switchyard/idempotency_key": "{key}"}} answers with this command\'s result '
+        f"(or this note while it runs). Or fetch it with tasks/get and tasks/result (taskId "
+        f"{command.command_id}, protocol 2025-11-25) or GET /v1/commands/{command.command_id}."
     )
-    meta = _tool_meta(command.command_id, "pending", trace_id=trace_id)
+    meta = {**_tool_meta(command.command_id, "pending", trace_id=trace_id), "switchyard/idempotency_key": key}
     return CallToolResult(content=[TextContent(text=text)], is_error=True, _meta=meta)
 
 

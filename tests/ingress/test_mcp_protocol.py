@@ -491,6 +491,14 @@ async def test_a_call_past_the_deadline_says_the_command_still_runs() -> None:
             and "still running" in result.content[0].text
         )
         assert result.meta is not None and result.meta["switchyard/status"] == "pending"
+        # The key to call again with, so that a retry (an agent's, on isError) waits for
+        # this command instead of running the action a second time.
+        key = command.idempotency_key
+        assert result.meta["switchyard/idempotency_key"] == key and f'"{key}"' in result.content[0].text
+        async with _client(f"{srv.url}/main", "key-acme", MODERN) as client:
+            again = await client.call_tool("create_task", {}, meta={"switchyard/idempotency_key": key})
+        assert again.meta is not None and again.meta["switchyard/command_id"] == command.command_id
+        assert len(srv.pipeline.published) == 1
 
 
 async def test_a_slow_publish_shortens_the_wait_so_the_call_is_answered_before_the_edge_cuts_it() -> None:
