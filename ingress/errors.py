@@ -122,7 +122,9 @@ def from_validation(exc: ValidationError, *, prefix: str = "") -> BadRequest:
         # otherwise make the message longer than an error detail may be).
         loc = [_short(str(part)) for part in error.get("loc", ())]
         where = ".".join([prefix, *loc] if prefix else loc) or "body"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+        # Our own validators' messages without pydantic's "Value error, " in front.
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
     more = exc.error_count() - len(parts)
     if more > 0:
         parts.append(f"... and {more} more")

@@ -14,6 +14,7 @@ batch's rate-limit cost is its item count, taken (or refused with 429) as a whol
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,6 +56,9 @@ async def _identity(request: web.Request) -> Identity:
     request[IDENTITY] = identity
     return identity
 
+
+# The shape of every command id (schemas.identifiers.CommandId).
+_COMMAND_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 # The header is held to the body field's own type.
 _HEADER_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
@@ -243,6 +247,8 @@ async def get_command(request: web.Request) -> web.Response:
         raise BadRequest("wait must be a number of seconds") from None
     if not 0 <= wait <= MAX_WAIT_SECONDS:
         raise BadRequest(f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds")
+    if not _COMMAND_ID.fullmatch(command_id):
+        raise NotFound("no such command")  # no id of that shape exists: nothing to wait for
     pipeline = request.app[SERVICES].pipeline
     result = pipeline.peek(identity, command_id)
     if result is None and wait > 0:

@@ -82,6 +82,18 @@ async def test_command_without_result_is_pending_then_unknown_ids_are_404(harnes
     missing = await harness.client.get("/v1/commands/abcdefgh12345678?wait=0.2", headers=acme.headers)
     assert missing.status == 404
     assert (await missing.json())["error"]["code"] == "not_found"
+    # An id no command can have is not waited for (it held the request the whole wait).
+    async with asyncio.timeout(10):
+        malformed = await harness.client.get("/v1/commands/zz?wait=30", headers=acme.headers)
+    assert malformed.status == 404
+
+
+async def test_arguments_over_their_limit_are_a_400_that_says_the_limit(harness, acme):
+    body = {"action": "echo", "arguments": {"text": "x" * (256 * 1024)}}
+    response = await harness.client.post("/v1/commands", json=body, headers=acme.headers)
+    assert response.status == 400
+    message = (await response.json())["error"]["message"]
+    assert message.startswith("arguments: JSON is ") and "more than the 262144 allowed" in message, message
 
 
 async def test_replayed_idempotency_key_returns_the_same_id_and_publishes_once(harness, acme):
