@@ -45,6 +45,7 @@ ENV_VARS: dict[str, str] = {
     "SWITCHYARD_CONNECTOR_BASE_URL": "connector_base_url",
     "SWITCHYARD_WORKER_CONCURRENCY": "worker_concurrency",
     "SWITCHYARD_TENANT_CONCURRENCY": "tenant_concurrency",
+    "SWITCHYARD_CREDENTIAL_CACHE_SECONDS": "credential_cache_seconds",
     "SWITCHYARD_HTTP_PRIVATE_NETWORKS": "http_private_networks",
     "SWITCHYARD_METRICS_PORT": "metrics_port",
     "SWITCHYARD_METRICS_HOST": "metrics_host",
@@ -99,6 +100,9 @@ class Settings(BaseModel):
     connector_base_url: str | None = None
     worker_concurrency: int = Field(default=256, ge=1, le=100_000)
     tenant_concurrency: int = Field(default=16, ge=1, le=10_000)
+    # How long a worker keeps a tenant's credentials read from Vault: a change or a
+    # deletion reaches running workers within it (0: read Vault for every command).
+    credential_cache_seconds: float = Field(default=30.0, ge=0, le=3_600)
     # Non-public networks (CIDR) that host names in the generic HTTP connector's
     # allow-lists may resolve to; by default a name reaches public addresses only.
     http_private_networks: tuple[IPvAnyNetwork, ...] = ()

@@ -96,7 +96,7 @@ class PoolOptions:
     max_delayed_per_partition: int = 1_000
     revoke_grace: float = 5.0
     shutdown_grace: float = 10.0
-    credential_cache_ttl: float = 30.0
+    credential_cache_ttl: float | None = None  # default Settings.credential_cache_seconds
     transaction_timeout_ms: int = 15_000
     # Records stamped up to this long after a partition's assignment (by the clock of the
     # host that wrote them) may still have been started by its previous owner.
@@ -218,7 +218,10 @@ class WorkerPool(PoolLifecycle):
             async def refresher(data: Mapping[str, Any]) -> Mapping[str, Any]:
                 return await bound(session, data)
 
-        self.credentials = Credentials(self.vault, refresher=refresher, cache_ttl=opts.credential_cache_ttl)
+        cache_ttl = opts.credential_cache_ttl
+        if cache_ttl is None:
+            cache_ttl = self.settings.credential_cache_seconds
+        self.credentials = Credentials(self.vault, refresher=refresher, cache_ttl=cache_ttl)
         self.executor = Executor(
             self.connector,
             s.topics,

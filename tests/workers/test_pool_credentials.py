@@ -233,3 +233,24 @@ async def test_credentials_an_upstream_echoes_back_never_reach_the_result(settin
     assert result.output["tenant"] == tenant  # other strings untouched
     leaked = token in result.to_bytes().decode()
     assert not leaked, "the token is in the Result"
+
+
+async def test_deleted_credentials_stop_the_next_command_with_no_cache(settings, vault_admin):
+    # SWITCHYARD_CREDENTIAL_CACHE_SECONDS=0: a credential deleted through the admin API
+    # (a leaked token) is not used for the next command; the default keeps it 30 s.
+    upstream = Upstream()
+    uncached = settings.model_copy(update={"credential_cache_seconds": 0.0})
+    async with upstream.running():
+        tenant = _tenant(settings, "vd")
+        await put_tenant(vault_admin, upstream, tenant)
+        first, second = command(tenant), command(tenant)
+        async with pool_running(uncached, vault_admin, upstream) as pool:
+            assert pool.credentials._ttl == 0.0
+            await produce(settings, [first])
+            await wait_results(settings, {first.command_id})
+            await vault_admin.delete_credentials(tenant, CONNECTOR)
+            await produce(settings, [second])
+            results = await wait_results(settings, {second.command_id})
+    (result,) = results[second.command_id]
+    assert result.status is ResultStatus.FAILED and result.error is not None
+    assert result.error.code is ErrorCode.CREDENTIALS_MISSING
