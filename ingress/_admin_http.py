@@ -13,6 +13,7 @@ Credential values go to Vault only: never to Kafka, a log line or a response.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from typing import Any
@@ -29,7 +30,15 @@ from ._http import json_response, read_json
 from ._state import STATE, IngressState
 from .admin import delete_config, new_api_key, publish_config
 from .auth import bearer_token
-from .errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized, from_validation
+from .errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    ServiceUnavailable,
+    Unauthorized,
+    from_validation,
+)
 from .models import ApiKeyCreate
 
 __all__ = ["add_admin_routes"]
@@ -82,9 +91,18 @@ async def put_workspace(request: web.Request) -> web.Response:
     problem = workspace_problem(workspace)
     if problem is not None:
         raise BadRequest(problem)  # the router would refuse every call of it
-    metadata = await publish_config(state.settings, [workspace], producer=state.pipeline.producer)
-    await _read_back(state, metadata)
-    return json_response(workspace.model_dump(mode="json"))
+    async with state.config_writes:
+        current = state.directory.workspace(tenant_id, space_id)
+        _check_preconditions(request, current)
+        if current is not None and workspace.version < current.version:
+            raise Conflict(
+                f"the workspace is at version {current.version} and this write says "
+                f"{workspace.version}: a stale copy? Write it with a version of at least "
+                f"{current.version}"
+            )
+        metadata = await publish_config(state.settings, [workspace], producer=state.pipeline.producer)
+        await _read_back(state, metadata)
+    return json_response(workspace.model_dump(mode="json"), headers={"ETag": _etag(workspace)})
 
 
 async def get_workspace(request: web.Request) -> web.Response:
@@ -93,17 +111,43 @@ async def get_workspace(request: web.Request) -> web.Response:
     workspace = state.directory.workspace(tenant_id, space_id)
     if workspace is None:
         raise NotFound("no such workspace")
-    return json_response(workspace.model_dump(mode="json"))
+    return json_response(workspace.model_dump(mode="json"), headers={"ETag": _etag(workspace)})
 
 
 async def delete_workspace(request: web.Request) -> web.Response:
     state = _state(request)
     tenant_id, space_id = _ids(request, "tenant_id", "space_id")
-    metadata = await delete_config(
-        state.settings, [workspace_key(tenant_id, space_id)], producer=state.pipeline.producer
-    )
-    await _read_back(state, metadata)
+    async with state.config_writes:
+        _check_preconditions(request, state.directory.workspace(tenant_id, space_id))
+        metadata = await delete_config(
+            state.settings, [workspace_key(tenant_id, space_id)], producer=state.pipeline.producer
+        )
+        await _read_back(state, metadata)
     return web.Response(status=204)
+
+
+def _etag(workspace: WorkspaceConfig) -> str:
+    """The workspace as this replica holds it, as a strong entity tag."""
+    return f'"{hashlib.sha256(workspace.to_bytes()).hexdigest()[:32]}"'
+
+
+def _check_preconditions(request: web.Request, current: WorkspaceConfig | None) -> None:
+    """``If-Match`` (the ETag of the copy the caller changed, or ``*``: it exists) and
+    ``If-None-Match: *`` (create only), against this replica's copy.
+
+    Raises:
+        PreconditionFailed: the workspace changed (or exists, or does not) meanwhile.
+    """
+    if_match = request.headers.get("If-Match")
+    if if_match is not None:
+        tags = {tag.strip() for tag in if_match.split(",")}
+        if current is None or ("*" not in tags and _etag(current) not in tags):
+            raise PreconditionFailed(
+                "the workspace changed since the copy this write started from (If-Match); "
+                "read it again (GET gives its ETag) and redo the change"
+            )
+    if request.headers.get("If-None-Match", "").strip() == "*" and current is not None:
+        raise PreconditionFailed("the workspace exists already (If-None-Match: *)")
 
 
 async def create_api_key(request: web.Request) -> web.Response:

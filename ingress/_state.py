@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -25,6 +26,9 @@ class IngressState:
     pipeline: KafkaPipeline
     accepted: AcceptedFeed | None = field(default=None)
     vault: VaultAdmin | None = field(default=None)
+    # Admin writes of workspaces on this replica, one at a time: a write's precondition
+    # check, publish and read-back are not interleaved with another's.
+    config_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 STATE = web.AppKey("switchyard_ingress", IngressState)

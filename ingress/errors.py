@@ -86,6 +86,11 @@ class Conflict(IngressError):
     code = "conflict"
 
 
+class PreconditionFailed(IngressError):
+    status = 412
+    code = "precondition_failed"
+
+
 class PayloadTooLarge(IngressError, ValueError):
     status = 413
     code = "payload_too_large"

@@ -51,7 +51,8 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed or invalid request", 401: "Missing or invalid credentials",
         403: "Forbidden (workspace not owned, tenant claim)", 404: "Not found",
-        409: "Idempotency key reused for another command", 413: "Body too large",
+        409: "Idempotency key reused for another command", 412: "The workspace changed (If-Match) or exists (If-None-Match)",
+        413: "Body too large",
         415: "Body not declared as application/json",
         429: "Rate limited (see Retry-After)", 503: "Kafka or Vault unavailable",
     }
@@ -240,18 +241,27 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
     paths = _space_variant(paths)
     ws_params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                  for n in ("tenant_id", "space_id")]
+    if_match = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                "description": "The ETag of the copy this write changes (or *): 412 if it changed since."}
+    if_none_match = {"name": "If-None-Match", "in": "header", "required": False,
+                     "schema": {"type": "string", "enum": ["*"]}, "description": "*: create only (412 if it exists)."}
+    etag = {"ETag": {"schema": {"type": "string"}, "description": "The workspace as stored, for If-Match."}}
     cred_params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                    for n in ("tenant_id", "connector")]
     key_param = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     paths.update({
         "/v1/admin/workspaces/{tenant_id}/{space_id}": {
-            "put": {"operationId": "putWorkspace", "security": admin, "parameters": ws_params,
+            "put": {"operationId": "putWorkspace", "security": admin,
+                    "parameters": [*ws_params, if_match, if_none_match],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WorkspaceConfig")}}},
-                    "responses": {"200": _json("WorkspaceConfig", "Stored"), **_errors(400, 401, 413, 415, 503)}},
+                    "responses": {"200": {**_json("WorkspaceConfig", "Stored"), "headers": etag},
+                                  "409": _json("ErrorBody", "A version lower than the stored one (a stale copy)"),
+                                  **_errors(400, 401, 412, 413, 415, 503)}},
             "get": {"operationId": "getWorkspace", "security": admin, "parameters": ws_params,
-                    "responses": {"200": _json("WorkspaceConfig", "The workspace"), **_errors(401, 404)}},
-            "delete": {"operationId": "deleteWorkspace", "security": admin, "parameters": ws_params,
-                       "responses": {"204": {"description": "Deleted"}, **_errors(401, 503)}},
+                    "responses": {"200": {**_json("WorkspaceConfig", "The workspace"), "headers": etag},
+                                  **_errors(401, 404)}},
+            "delete": {"operationId": "deleteWorkspace", "security": admin, "parameters": [*ws_params, if_match],
+                       "responses": {"204": {"description": "Deleted"}, **_errors(401, 412, 503)}},
         },
         "/v1/admin/api-keys": {"post": {
             "operationId": "createApiKey", "security": admin,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -78,6 +79,41 @@ async def test_workspace_put_get_delete_round_trip(harness):
     assert still == workspace
     assert (await harness.client.delete(path, headers=harness.admin_headers)).status == 204
     assert (await harness.client.get(path, headers=harness.admin_headers)).status == 404
+
+
+async def test_workspace_writes_with_if_match_do_not_lose_a_concurrent_change(harness):
+    # Two operators change one workspace from the same copy: with If-Match one write
+    # wins and the other is a 412 (read again, redo), instead of one silently lost.
+    tenant = unique_id("acme")
+    path = f"/v1/admin/workspaces/{tenant}/sales"
+    admin = harness.admin_headers
+    action = echo_action("daily_summary", operation="request").model_dump(mode="json")
+    body = {"actions": [action], "connectors": {"http": {}}}
+    created = await harness.client.put(path, json=body, headers={**admin, "If-None-Match": "*"})
+    assert created.status == 200
+    again = await harness.client.put(path, json=body, headers={**admin, "If-None-Match": "*"})
+    assert again.status == 412  # create-only: it exists
+    got = await harness.client.get(path, headers=admin)
+    etag = got.headers["ETag"]
+    assert etag == created.headers["ETag"]
+    with_x = {**body, "actions": [action, {**action, "name": "x"}]}
+    with_y = {**body, "actions": [action, {**action, "name": "y"}]}
+    answers = await asyncio.gather(
+        harness.client.put(path, json=with_x, headers={**admin, "If-Match": etag}),
+        harness.client.put(path, json=with_y, headers={**admin, "If-Match": etag}),
+    )
+    assert sorted(a.status for a in answers) == [200, 412]
+    (winner,) = [a for a in answers if a.status == 200]
+    stored = await (await harness.client.get(path, headers=admin)).json()
+    assert [a["name"] for a in stored["actions"]] == [a["name"] for a in (await winner.json())["actions"]]
+    stale = await harness.client.delete(path, headers={**admin, "If-Match": etag})
+    assert stale.status == 412 and "read it again" in (await stale.json())["error"]["message"]
+    # A version lower than the stored one is a stale copy (a CI job with an old file).
+    newer = await harness.client.put(path, json={**body, "version": 6}, headers=admin)
+    assert newer.status == 200
+    older = await harness.client.put(path, json={**body, "version": 2}, headers=admin)
+    assert older.status == 409 and "at version 6" in (await older.json())["error"]["message"]
+    assert (await (await harness.client.get(path, headers=admin)).json())["version"] == 6
 
 
 async def test_created_api_key_works_once_shown_and_is_stored_only_hashed(harness, responder):
