@@ -2,6 +2,7 @@
 
     PUT/GET/DELETE /v1/admin/workspaces/{tenant_id}/{space_id}   config topic
     POST           /v1/admin/api-keys                            → plaintext key, once
+    GET            /v1/admin/api-keys?tenant_id=T                a tenant's keys (no hashes)
     GET/DELETE     /v1/admin/api-keys/{key_id}                   record (no hash) / revoke
     PUT/DELETE     /v1/admin/credentials/{tenant_id}/{connector} Vault only
 
@@ -47,6 +48,7 @@ _SAFE_ID = re.compile(SAFE_ID_PATTERN)
 _CONNECTOR = re.compile(r"^[a-z0-9_]{1,32}$")
 _READ_BACK_TIMEOUT = 10.0
 _MAX_CREDENTIAL_FIELDS = 64
+_MAX_LISTED_KEYS = 1_000
 
 
 def _state(request: web.Request) -> IngressState:
@@ -178,6 +180,17 @@ async def get_api_key(request: web.Request) -> web.Response:
     return json_response(record.model_dump(mode="json", exclude={"salt", "secret_hash"}))
 
 
+async def list_api_keys(request: web.Request) -> web.Response:
+    """A tenant's keys without their hashes (who may call, to revoke before offboarding)."""
+    state = _state(request)
+    tenant_id = request.query.get("tenant_id", "")
+    if not _SAFE_ID.fullmatch(tenant_id):
+        raise BadRequest("name the tenant: ?tenant_id=<tenant>")
+    records = state.directory.api_keys_of(tenant_id)
+    shown = [r.model_dump(mode="json", exclude={"salt", "secret_hash"}) for r in records[:_MAX_LISTED_KEYS]]
+    return json_response({"tenant_id": tenant_id, "keys": shown, "truncated": len(records) > len(shown)})
+
+
 async def delete_api_key(request: web.Request) -> web.Response:
     state = _state(request)
     key_id = request.match_info["key_id"]
@@ -229,6 +242,7 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_get(ws, get_workspace)
     app.router.add_delete(ws, delete_workspace)
     app.router.add_post("/v1/admin/api-keys", create_api_key)
+    app.router.add_get("/v1/admin/api-keys", list_api_keys)
     app.router.add_get("/v1/admin/api-keys/{key_id}", get_api_key)
     app.router.add_delete("/v1/admin/api-keys/{key_id}", delete_api_key)
     creds = "/v1/admin/credentials/{tenant_id}/{connector}"

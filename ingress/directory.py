@@ -116,6 +116,10 @@ class Directory(Following):
         """The stored record of a key (hash only), for the admin API."""
         return self._keys.get(key_id)
 
+    def api_keys_of(self, tenant_id: str) -> list[ApiKeyRecord]:
+        """A tenant's keys (records, hash only), oldest first, for the admin API."""
+        return sorted((r for r in self._keys.values() if r.tenant_id == tenant_id), key=lambda r: r.created_at)
+
     # -- Authenticator -----------------------------------------------------------------
 
     def authenticate(self, bearer: str | None, space_id: str | None) -> Identity:

@@ -263,12 +263,21 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "delete": {"operationId": "deleteWorkspace", "security": admin, "parameters": [*ws_params, if_match],
                        "responses": {"204": {"description": "Deleted"}, **_errors(401, 412, 503)}},
         },
-        "/v1/admin/api-keys": {"post": {
-            "operationId": "createApiKey", "security": admin,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ApiKeyCreate")}}},
-            "responses": {"201": _json("ApiKeyCreated", "The plaintext key, shown once"),
-                          **_errors(400, 401, 413, 415, 503)},
-        }},
+        "/v1/admin/api-keys": {
+            "post": {
+                "operationId": "createApiKey", "security": admin,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ApiKeyCreate")}}},
+                "responses": {"201": _json("ApiKeyCreated", "The plaintext key, shown once"),
+                              **_errors(400, 401, 413, 415, 503)},
+            },
+            "get": {
+                "operationId": "listApiKeys", "security": admin, "summary": "A tenant's keys, without their hashes",
+                "parameters": [{"name": "tenant_id", "in": "query", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "{tenant_id, keys: [...], truncated} (at most 1,000 keys)",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}},
+                              **_errors(400, 401)},
+            },
+        },
         "/v1/admin/api-keys/{key_id}": {
             "get": {"operationId": "getApiKey", "security": admin, "parameters": key_param,
                     "responses": {"200": {"description": "The key's record without its hash"},

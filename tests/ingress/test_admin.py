@@ -116,6 +116,26 @@ async def test_workspace_writes_with_if_match_do_not_lose_a_concurrent_change(ha
     assert (await (await harness.client.get(path, headers=admin)).json())["version"] == 6
 
 
+async def test_a_tenants_keys_are_listed_without_hashes_so_they_can_be_revoked(harness):
+    tenant, other = unique_id("acme"), unique_id("beta")
+    admin = harness.admin_headers
+    ids = []
+    for owner in (tenant, tenant, other):
+        created = await harness.client.post(
+            "/v1/admin/api-keys", json={"tenant_id": owner, "spaces": ["sales"], "user_id": "ops"}, headers=admin
+        )
+        assert created.status == 201
+        ids.append((await created.json())["key_id"])
+    listed = await (await harness.client.get(f"/v1/admin/api-keys?tenant_id={tenant}", headers=admin)).json()
+    assert [k["key_id"] for k in listed["keys"]] == ids[:2] and listed["truncated"] is False
+    assert all("secret_hash" not in k and "salt" not in k for k in listed["keys"])
+    assert (await harness.client.delete(f"/v1/admin/api-keys/{ids[0]}", headers=admin)).status == 204
+    listed = await (await harness.client.get(f"/v1/admin/api-keys?tenant_id={tenant}", headers=admin)).json()
+    assert [k["key_id"] for k in listed["keys"]] == ids[1:2]
+    assert (await harness.client.get("/v1/admin/api-keys", headers=admin)).status == 400
+    assert (await harness.client.get(f"/v1/admin/api-keys?tenant_id={tenant}")).status == 401
+
+
 async def test_created_api_key_works_once_shown_and_is_stored_only_hashed(harness, responder):
     tenant = unique_id("acme")
     ws = await harness.client.put(
