@@ -38,7 +38,7 @@ class DemoTenant:
     credentials: dict[str, Any] = field(repr=False)
     # The token the emulator must accept for this tenant (never printed).
     emulator_token: str = field(repr=False, default="")
-    limits: Limits = field(default_factory=lambda: Limits(rate_per_second=200, burst=400, concurrency=16))
+    limits: Limits = field(default_factory=lambda: Limits(rate_per_second=200, burst=1_000, concurrency=16))
 
     def workspace(self) -> WorkspaceConfig:
         return WorkspaceConfig(
