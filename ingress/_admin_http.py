@@ -26,6 +26,7 @@ from core.vault import VaultAdmin
 from router import workspace_problem
 from schemas import CONNECTORS, WorkspaceConfig, api_key_key, workspace_key
 from schemas.identifiers import SAFE_ID_PATTERN
+from workers.connectors import credentials_problem
 
 from ._http import json_response, read_json
 from ._state import STATE, IngressState
@@ -223,6 +224,9 @@ async def put_credentials(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict) or not body or len(body) > _MAX_CREDENTIAL_FIELDS:
         raise BadRequest(f"credentials are a JSON object of 1 to {_MAX_CREDENTIAL_FIELDS} fields")
+    problem = credentials_problem(connector, body)
+    if problem is not None:  # every command would fail credentials_missing
+        raise BadRequest(problem)
     version = await _vault(state).put_credentials(tenant_id, connector, body)
     # Only where it went and the version: never the values.
     return json_response({"tenant_id": tenant_id, "connector": connector, "version": version})
@@ -231,6 +235,8 @@ async def put_credentials(request: web.Request) -> web.Response:
 async def delete_credentials(request: web.Request) -> web.Response:
     state = _state(request)
     tenant_id, connector = _ids(request, "tenant_id", "connector")
+    if connector not in CONNECTORS:  # as on PUT: no such credentials can exist
+        raise BadRequest(f"connector must be one of {', '.join(CONNECTORS)}")
     await _vault(state).delete_credentials(tenant_id, connector)
     return web.Response(status=204)
 

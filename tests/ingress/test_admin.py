@@ -217,9 +217,18 @@ async def test_credentials_with_unsafe_ids_or_bad_bodies_are_400(harness):
         ("/v1/admin/credentials/acme/fax", {"a": "b"}),  # no such connector
         ("/v1/admin/credentials/acme/slack", []),
         ("/v1/admin/credentials/acme/slack", {}),
+        # No shape the connector reads: every command would fail credentials_missing.
+        ("/v1/admin/credentials/acme/slack", {"bot_tokn": "xoxb-typo-value"}),
+        ("/v1/admin/credentials/acme/gmail", {"access_token": 5}),
     ):
         response = await harness.client.put(path, json=body, headers=harness.admin_headers)
         assert response.status == 400, path
+        assert "xoxb-typo-value" not in await response.text()
+    typo = await harness.client.put("/v1/admin/credentials/acme/slack", json={"bot_tokn": "x"},
+                                    headers=harness.admin_headers)
+    assert "slack credentials need {bot_token} or {token}" in (await typo.json())["error"]["message"]
+    deleted = await harness.client.delete("/v1/admin/credentials/acme/slak", headers=harness.admin_headers)
+    assert deleted.status == 400  # as on PUT: no pool has such credentials
 
 
 async def test_openapi_document_parses_and_lists_the_paths(harness):

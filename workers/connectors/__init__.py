@@ -13,6 +13,9 @@ effect there.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from core.errors import PermanentError
 from schemas import ErrorCode
 
@@ -32,6 +35,7 @@ __all__ = [
     "CredentialsExpired",
     "Operation",
     "classify_http",
+    "credentials_problem",
     "get_connector",
 ]
 
@@ -60,3 +64,17 @@ def get_connector(name: str) -> type[Connector]:
         raise PermanentError(
             ErrorCode.CONNECTOR_DISABLED, f"no connector named {name[:32]!r}"
         ) from None
+
+
+def credentials_problem(connector: str, credentials: Mapping[str, Any]) -> str | None:
+    """Why ``connector`` could never call with ``credentials`` (names fields, never values);
+    None when they hold one of its credential shapes."""
+    shapes = CONNECTORS[connector].credential_shapes
+    if not shapes or any(all(_filled(credentials.get(f)) for f in shape) for shape in shapes):
+        return None
+    wanted = " or ".join("{" + ", ".join(sorted(shape)) + "}" for shape in shapes)
+    return f"{connector} credentials need {wanted}, each a non-empty string"
+
+
+def _filled(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)

@@ -119,6 +119,9 @@ class Connector:
     # True when tenants choose the hosts: host names then reach public addresses only
     # (and the networks of Settings.http_private_networks), see _addresses.py.
     public_addresses_only: ClassVar[bool] = False
+    # Field sets the stored credentials must hold one of in full, each field a non-empty
+    # string (what execute reads); checked when credentials are written. Empty: any.
+    credential_shapes: ClassVar[tuple[frozenset[str], ...]] = ()
 
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         raise NotImplementedError

@@ -99,6 +99,7 @@ def github_rate_limit(
 
 class GitHubConnector(Connector):
     name: ClassVar[str] = "github"
+    credential_shapes: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"token"}), frozenset({"access_token"}))
     default_base_url: ClassVar[str] = "https://api.github.com"
     operations: ClassVar[dict[str, Operation]] = {
         "issues.create": Operation(

@@ -115,6 +115,7 @@ def decode_raw(raw: str) -> EmailMessage:
 
 class GmailConnector(Connector):
     name: ClassVar[str] = "gmail"
+    credential_shapes: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"access_token"}),)
     oauth: ClassVar[bool] = True
     default_base_url: ClassVar[str] = "https://gmail.googleapis.com"
     default_token_url: ClassVar[str] = "https://oauth2.googleapis.com/token"

@@ -99,6 +99,7 @@ def adf_document(text: str) -> dict[str, Any]:
 
 class JiraConnector(Connector):
     name: ClassVar[str] = "jira"
+    credential_shapes: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"email", "api_token"}), frozenset({"access_token"}))
     # Jira Cloud lives at each customer's own site; the runtime must pass a base URL
     # (credentials may carry ``site_url``, which wins over this placeholder).
     default_base_url: ClassVar[str] = "https://your-domain.atlassian.net"

@@ -173,6 +173,7 @@ class _Rows:
 
 class NotionConnector(Connector):
     name: ClassVar[str] = "notion"
+    credential_shapes: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"token"}), frozenset({"access_token"}))
     default_base_url: ClassVar[str] = "https://api.notion.com"
     operations: ClassVar[dict[str, Operation]] = {
         "pages.create": Operation(

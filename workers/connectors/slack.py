@@ -54,6 +54,7 @@ POST_MESSAGE_SCHEMA: dict[str, Any] = {
 
 class SlackConnector(Connector):
     name: ClassVar[str] = "slack"
+    credential_shapes: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"bot_token"}), frozenset({"token"}))
     default_base_url: ClassVar[str] = "https://slack.com"
     operations: ClassVar[dict[str, Operation]] = {
         "chat.postMessage": Operation(
