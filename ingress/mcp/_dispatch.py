@@ -61,6 +61,11 @@ TASKS_VERSION = "2025-11-25"
 # Invalid tool arguments are a protocol error here (a tool error from 2025-11-25 on).
 ARGUMENTS_AS_PROTOCOL_ERROR = frozenset({"2025-03-26", "2025-06-18"})
 
+# What initialize and server/discover tell a client's model about the server.
+_INSTRUCTIONS = (
+    "Each tool is an action of your Switchyard workspace; calls run asynchronously "
+    "through Kafka and return the connector's output."
+)
 # The methods answered below (tasks/* and ping aside); the spec's others are not offered.
 _OFFERED = frozenset({"server/discover", "tools/list", "tools/call"})
 _TASK_METHODS = {
@@ -128,10 +133,7 @@ class Dispatcher:
             protocol_version=version,
             capabilities=self.capabilities(version),
             server_info=self._server_info,
-            instructions=(
-                "Each tool is an action of your Switchyard workspace; calls run asynchronously "
-                "through Kafka and return the connector's output."
-            ),
+            instructions=_INSTRUCTIONS,
         )
         return version, surface.serialize_server_result("initialize", version, _dump(result))
 
@@ -174,7 +176,9 @@ class Dispatcher:
             raise RpcError(INVALID_PARAMS, _first_error(exc)) from exc
         if method == "server/discover":
             result: Any = DiscoverResult(
-                supported_versions=list(MODERN_VERSIONS), capabilities=self.capabilities(version)
+                supported_versions=list(MODERN_VERSIONS),
+                capabilities=self.capabilities(version),
+                instructions=_INSTRUCTIONS,
             )
         elif method == "tools/list":
             cursor = request.params.cursor if request.params is not None else None

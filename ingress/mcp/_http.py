@@ -60,6 +60,9 @@ TENANT_HEADER = "X-Switchyard-Tenant"
 _ROUTING_HEADERS = (VERSION_HEADER, METHOD_HEADER, NAME_HEADER)
 # What /mcp answers (RFC 9110: a 405's Allow lists the methods the resource supports).
 _ALLOW = "POST, OPTIONS"
+# What a browser client may read of an answer: the session, when to retry (429, 503) and
+# the 401's challenge.
+_EXPOSED = f"{SESSION_HEADER}, Retry-After, WWW-Authenticate"
 _CORS_HEADERS = {
     # GET and DELETE too: a browser client that sends them then reads our 405, not a
     # CORS failure.
@@ -75,7 +78,7 @@ _CORS_HEADERS = {
             "Last-Event-ID",
         )
     ),
-    "Access-Control-Expose-Headers": SESSION_HEADER,
+    "Access-Control-Expose-Headers": _EXPOSED,
     "Access-Control-Max-Age": "600",
 }
 
@@ -300,7 +303,7 @@ class McpEndpoint:
             if origin is not None:
                 cors = {
                     "Access-Control-Allow-Origin": origin,
-                    "Access-Control-Expose-Headers": SESSION_HEADER,
+                    "Access-Control-Expose-Headers": _EXPOSED,
                     "Vary": "Origin",
                 }
             if not (json_ok or sse_ok):

@@ -859,12 +859,17 @@ async def test_foreign_origin_is_403_and_same_host_or_allowed_origin_pass(server
     )
     assert status == 200
     async for srv in _serve(McpOptions(session_secret="s"), allowed=("https://app.example",)):
-        status, headers, _ = await _post(
+        status, headers, body = await _post(
             f"{srv.url}/main",
             _rpc("server/discover", {"_meta": CLIENT_META}),
             headers={"Origin": "https://app.example", **_modern("server/discover")},
         )
         assert status == 200 and headers["Access-Control-Allow-Origin"] == "https://app.example"
+        # A browser client may read when to retry and a 401's challenge, not only the session.
+        exposed = {h.strip() for h in headers["Access-Control-Expose-Headers"].split(",")}
+        assert {"Mcp-Session-Id", "Retry-After", "WWW-Authenticate"} <= exposed
+        # Stateless clients never initialize: discover carries the server's instructions.
+        assert "Switchyard workspace" in body["result"]["instructions"]
 
 
 async def test_unsupported_protocol_version_header_is_400(server: Server) -> None:
