@@ -212,6 +212,7 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
         allowed_origins=tuple(settings.ingress_allowed_origins) + public_origin(settings.public_url),
         tasks=accepted.tasks,
     )
+    pipeline.check_action = services.actions.check
     app[STATE] = state
     app[SERVICES] = services
     app[LIMITS] = Limits(max_body_bytes=options.max_body_bytes, request_timeout=options.request_timeout)

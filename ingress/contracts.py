@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from schemas import Command, CommandSource, Result, WorkspaceConfig
 
 from .task_ledger import TaskLedger
+
+if TYPE_CHECKING:
+    from .actions import ActionChecks
 
 __all__ = ["Catalog", "Identity", "Pipeline", "Services", "Authenticator"]
 
@@ -112,3 +115,12 @@ class Services:
     allowed_origins: tuple[str, ...] = ()
     # MCP tasks every replica sees (fed from the commands topic); None: this process's only.
     tasks: TaskLedger | None = None
+    # The edge's checks of actions and arguments (MCP and REST share their compiled
+    # validators); None: made from ``catalog``.
+    actions: ActionChecks = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.actions is None:
+            from .actions import ActionChecks
+
+            object.__setattr__(self, "actions", ActionChecks(self.catalog))

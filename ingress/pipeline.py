@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -110,6 +110,11 @@ class KafkaPipeline:
         self._tracer = tracer("switchyard.ingress")
         # Set by the app when the process exposes metrics.
         self.metrics: Metrics | None = None
+        # Set by the app: the edge's check of a REST command's action and arguments
+        # (``ingress.actions.ActionChecks.check``), made for new commands only, after the
+        # replay checks: a replay is answered as one even if the action changed since.
+        # (MCP checks its tools/call before submitting.)
+        self.check_action: Callable[[Identity, str, dict[str, Any]], object] | None = None
 
     async def start(self) -> None:
         """Start the producer.
@@ -148,7 +153,8 @@ class KafkaPipeline:
 
         Raises:
             RateLimited: the tenant's edge rate limit is exceeded.
-            BadRequest: the command is invalid (action name, arguments too deep or large).
+            BadRequest: the command is invalid (action name, arguments too deep or large;
+                for REST, an action the workspace does not run or arguments its schema refuses).
             Conflict: the idempotency key was used before for a different call.
             KafkaUnavailable: the broker did not acknowledge.
         """
@@ -297,6 +303,8 @@ class KafkaPipeline:
             if result.action != item.action:
                 raise _reused(command_id)
             return _from_result(result, identity), None, None
+        if source is CommandSource.REST and self.check_action is not None:
+            self.check_action(identity, item.action, item.arguments)
         now = datetime.now(UTC)
         deadline = item.deadline or now + DEFAULT_DEADLINE
         deadline = min(deadline, now + MAX_DEADLINE)

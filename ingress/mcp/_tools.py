@@ -8,7 +8,6 @@ import logging
 import secrets
 from typing import Any
 
-import jsonschema
 import orjson
 from mcp_types import (
     INVALID_PARAMS,
@@ -21,13 +20,12 @@ from mcp_types import (
 from pydantic import ValidationError
 
 from core.errors import KafkaUnavailable
-from core.schema_check import SchemaBroken, SchemaCheck, checked, describe
 from core.telemetry import current_trace_id
-from ingress._bounded import LRU
 from ingress._http import time_left
+from ingress.actions import ArgumentsInvalid, UnknownAction, tool_schema
 from ingress.contracts import Identity, Services
 from ingress.errors import Forbidden, IngressError
-from schemas import ActionConfig, Command, CommandSource, Result, WorkspaceConfig, command_id_for
+from schemas import ActionConfig, Command, CommandSource, Result, command_id_for
 
 from ._jsonrpc import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE, RpcError
 
@@ -205,23 +203,6 @@ def _decode_cursor(cursor: str) -> int:
     return offset
 
 
-def _input_schema(action: ActionConfig) -> dict[str, Any]:
-    # MCP requires an object schema at the root; an action configured with another root
-    # type still takes an arguments object, so it is exposed as a plain object.
-    schema = dict(action.input_schema)
-    schema.setdefault("type", "object")
-    if schema["type"] != "object":
-        return {"type": "object"}
-    # The shape MCP's Tool.inputSchema declares: one action configured past the checks
-    # (the admin API and `tenants apply` refuse it) must not fail the whole tools/list.
-    properties, required = schema.get("properties"), schema.get("required")
-    if (properties is not None and not isinstance(properties, dict)) or (
-        required is not None
-        and not (isinstance(required, list) and all(isinstance(name, str) for name in required))
-    ):
-        logger.warning("input schema of action %s is invalid; listed as a plain object", action.name)
-        return {"type": "object"}
-    return schema
 
 
 class ToolRunner:
@@ -231,15 +212,8 @@ class ToolRunner:
         self._services = services
         self._page_size = page_size
         self._call_timeout = call_timeout
-        # (workspace, action, compiled argument validator) per tool: compiling costs far
-        # more than validating, and a workspace's actions are a list to search. An entry
-        # holds only while the directory still serves that very workspace object, so any
-        # configuration change (a new object) is seen on the next call. Past a tenth, a
-        # tenant's tools make room from its own: one tenant's thousands of workspaces
-        # cannot make every other tenant's calls compile their schemas again.
-        self._tools: LRU[
-            tuple[str, str, str], tuple[WorkspaceConfig, ActionConfig, SchemaCheck]
-        ] = LRU(1024, owner=lambda kept: kept[0].tenant_id)
+        # The same checks (and compiled validators) as the REST API's.
+        self.actions = services.actions
 
     def _actions(self, identity: Identity) -> list[ActionConfig]:
         workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
@@ -266,7 +240,7 @@ class ToolRunner:
             Tool(
                 name=action.name,
                 description=action.description or None,
-                input_schema=_input_schema(action),
+                input_schema=tool_schema(action),
                 # Every call becomes a Kafka command, so each tool can run as a task.
                 execution=ToolExecution(task_support="optional") if tasks else None,
             )
@@ -286,22 +260,10 @@ class ToolRunner:
                 does not declare that claims another tenant or workspace.
             InvalidArguments: arguments that do not match the tool's input schema.
         """
-        workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
-        key = (identity.tenant_id, identity.space_id, name)
-        cached = self._tools.get(key)
-        if cached is not None and cached[0] is workspace:
-            _, action, check = cached
-        else:
-            found, compiled = self._compile(workspace, name)
-            if found is None or compiled is None or workspace is None:
-                # Not cached: made-up tool names must not push real tools out.
-                raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
-            action, check = found, compiled
-            self._tools.put(key, (workspace, action, check))
-        if workspace is None or workspace.refusal(identity.role, action) is not None:
-            # Not in the caller's tools/list (its role, a connector not enabled): the same
-            # answer as a made-up name, before anything is published.
-            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+        try:
+            action, check = self.actions.action(identity, name)
+        except UnknownAction:
+            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}") from None
         # An argument the tool declares is the target app's data (a Jira "tenant", a
         # Confluence "space_id"); any other tenant or workspace key is a claim.
         try:
@@ -309,32 +271,10 @@ class ToolRunner:
         except IngressError as exc:
             raise rpc_from_ingress_error(exc) from exc
         try:
-            error = jsonschema.exceptions.best_match(check.errors(arguments))
-        except SchemaBroken:
-            error = None  # not decided here: the router rejects the call with the reason
-        if error is not None:
-            where = "/".join(str(part) for part in error.absolute_path) or "(root)"
-            raise InvalidArguments(f"Invalid arguments for tool {name} at {where}: {describe(error)}")
+            self.actions.validate(check, arguments)
+        except ArgumentsInvalid as exc:
+            raise InvalidArguments(f"Invalid arguments for tool {name} at {exc.where}: {exc.why}") from None
         return action
-
-    @staticmethod
-    def _compile(
-        workspace: WorkspaceConfig | None, name: str
-    ) -> tuple[ActionConfig | None, SchemaCheck | None]:
-        """The enabled action ``name`` of ``workspace`` and its arguments validator.
-
-        ``(None, None)`` when the workspace has no such enabled action.
-        """
-        action = workspace.action(name) if workspace is not None else None
-        if action is None or not action.enabled:
-            return None, None
-        try:
-            return action, checked(_input_schema(action))
-        except SchemaBroken:
-            # A broken schema in the configuration must not make the tool uncallable;
-            # the router validates again with the same schema (and rejects the call).
-            logger.warning("input schema of action %s is invalid; not validating", name)
-            return action, checked({"type": "object"})
 
     async def submit(
         self,

@@ -140,7 +140,7 @@ async def test_created_api_key_works_once_shown_and_is_stored_only_hashed(harnes
     tenant = unique_id("acme")
     ws = await harness.client.put(
         f"/v1/admin/workspaces/{tenant}/sales",
-        json={"actions": [echo_action(operation="request").model_dump(mode="json")]},
+        json={"actions": [echo_action(operation="request").model_dump(mode="json")], "connectors": {"http": {}}},
         headers=harness.admin_headers,
     )
     assert ws.status == 200

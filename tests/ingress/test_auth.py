@@ -128,6 +128,7 @@ async def test_key_with_several_workspaces_must_name_one(harness):
     assert unnamed.status == 400
     message = (await unnamed.json())["error"]["message"]
     assert "/v1/spaces/{space_id}/" in message and "/mcp/{space_id}" in message  # the way on each edge
+    await harness.add_tenant(multi.tenant_id, "support")  # the second workspace's config
     named = await harness.client.post(
         "/v1/commands", json={"action": "echo"}, headers={**multi.headers, "X-Switchyard-Space": "support"}
     )

@@ -280,7 +280,7 @@ def test_made_up_tool_names_are_refused_and_not_remembered() -> None:
     for index in range(50):
         with pytest.raises(RpcError, match="Unknown tool"):
             runner.resolve(IDENTITY, f"made-up-{index}", {})
-    assert len(runner._tools) == 0
+    assert len(runner.actions) == 0
 
 
 class _ManyWorkspaces:
@@ -306,8 +306,8 @@ def test_one_tenants_many_tools_do_not_push_another_tenants_compiled_tools_out()
     flood = [Identity("flood", f"s{n}", "ann", "member", "k2") for n in range(1_500)]
     for identity in flood:
         runner.resolve(identity, "notify", {"text": "hi"})
-    assert ("acme", "sales", "notify") in runner._tools
-    assert len(runner._tools) <= 1024
+    assert ("acme", "sales", "notify") in runner.actions
+    assert len(runner.actions) <= 1024
 
 
 async def test_settling_the_heap_freezes_start_up_objects_and_batches_young_collections() -> None:

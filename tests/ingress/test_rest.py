@@ -96,6 +96,47 @@ async def test_arguments_over_their_limit_are_a_400_that_says_the_limit(harness,
     assert message.startswith("arguments: JSON is ") and "more than the 262144 allowed" in message, message
 
 
+async def test_an_action_the_workspace_does_not_run_or_bad_arguments_are_a_400_and_nothing_is_published(
+    harness, acme
+):
+    # As on MCP: refused at once, nothing published, the key not used up (before, 202
+    # and a rejected Result from the router, the key spent on it).
+    before = len(await read_topic(harness.settings, harness.settings.topics.commands))
+    unknown = await harness.client.post("/v1/commands", json={"action": "nope", "idempotency_key": "k1"},
+                                        headers=acme.headers)
+    assert unknown.status == 400
+    assert (await unknown.json())["error"] == {"code": "unknown_action",
+                                              "message": "no action 'nope' in this workspace"}
+    bad = await harness.client.post("/v1/commands", json={"action": "echo", "arguments": {"text": 5}},
+                                    headers=acme.headers)
+    assert bad.status == 400
+    error = (await bad.json())["error"]
+    assert error["code"] == "invalid_arguments" and error["message"].startswith("arguments at text: ")
+    items = [{"action": "echo"}, {"action": "nope"}, {"action": "echo", "arguments": {"text": []}}]
+    batch = await harness.client.post("/v1/commands:batch", json={"items": items}, headers=acme.headers)
+    body = await batch.json()
+    assert batch.status == 200 and [i["status_code"] for i in body["items"]] == [202, 400, 400]
+    assert [i["error"]["code"] for i in body["items"][1:]] == ["unknown_action", "invalid_arguments"]
+    assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == before + 1
+    # The key of a refused call is free for the call meant.
+    fixed = await harness.client.post("/v1/commands", json={"action": "echo", "idempotency_key": "k1"},
+                                      headers=acme.headers)
+    assert fixed.status == 202
+
+
+async def test_a_replay_is_answered_as_one_after_its_action_was_removed(harness):
+    tenant = await harness.add_tenant(unique_id("acme"), "sales")
+    payload = {"action": "echo", "arguments": {"text": "x"}, "idempotency_key": "order-7"}
+    first = await harness.client.post("/v1/commands", json=payload, headers=tenant.headers)
+    assert first.status == 202
+    await harness.add_tenant(tenant.tenant_id, "sales", actions=[echo_action("other")])  # echo removed
+    replay = await harness.client.post("/v1/commands", json=payload, headers=tenant.headers)
+    assert replay.status == 200 and (await replay.json())["command_id"] == (await first.json())["command_id"]
+    fresh = await harness.client.post("/v1/commands", json={**payload, "idempotency_key": "order-8"},
+                                      headers=tenant.headers)
+    assert fresh.status == 400
+
+
 async def test_replayed_idempotency_key_returns_the_same_id_and_publishes_once(harness, acme):
     payload = {"action": "echo", "arguments": {"text": "once"}, "idempotency_key": "order-42"}
     first = await harness.client.post("/v1/commands", json=payload, headers=acme.headers)
