@@ -45,6 +45,10 @@ class WorkspaceStore:
             self._parsed.put(ids, workspace)
         return workspace
 
+    def spaces_of(self, tenant_id: str) -> list[str]:
+        """The workspaces of ``tenant_id`` held, in the order first seen (a scan: for admins)."""
+        return [space for tenant, space in self._raw if tenant == tenant_id]
+
     def __contains__(self, ids: object) -> bool:
         return ids in self._raw
 

@@ -1,6 +1,7 @@
 """The admin API (admin token only): workspaces, API keys, connector credentials.
 
     PUT/GET/DELETE /v1/admin/workspaces/{tenant_id}/{space_id}   config topic
+    GET            /v1/admin/workspaces?tenant_id=T              a tenant's workspaces in brief
     POST           /v1/admin/api-keys                            → plaintext key, once
     GET            /v1/admin/api-keys?tenant_id=T                a tenant's keys (no hashes)
     GET/DELETE     /v1/admin/api-keys/{key_id}                   record (no hash) / revoke
@@ -49,7 +50,7 @@ _SAFE_ID = re.compile(SAFE_ID_PATTERN)
 _CONNECTOR = re.compile(r"^[a-z0-9_]{1,32}$")
 _READ_BACK_TIMEOUT = 10.0
 _MAX_CREDENTIAL_FIELDS = 64
-_MAX_LISTED_KEYS = 1_000
+_MAX_LISTED = 1_000  # workspaces or API keys of a tenant in one listing
 
 
 def _state(request: web.Request) -> IngressState:
@@ -115,6 +116,27 @@ async def get_workspace(request: web.Request) -> web.Response:
     if workspace is None:
         raise NotFound("no such workspace")
     return json_response(workspace.model_dump(mode="json"), headers={"ETag": _etag(workspace)})
+
+
+async def list_workspaces(request: web.Request) -> web.Response:
+    """A tenant's workspaces in brief (the version, connectors and action names of each)."""
+    state = _state(request)
+    tenant_id = _tenant_query(request)
+    spaces = state.directory.spaces_of(tenant_id)
+    shown = []
+    for space_id in spaces[:_MAX_LISTED]:
+        workspace = state.directory.workspace(tenant_id, space_id)
+        if workspace is not None:
+            shown.append({"space_id": space_id, "version": workspace.version, "connectors": sorted(workspace.connectors),
+                          "actions": [action.name for action in workspace.actions], "etag": _etag(workspace)})
+    return json_response({"tenant_id": tenant_id, "workspaces": shown, "truncated": len(spaces) > len(shown)})
+
+
+def _tenant_query(request: web.Request) -> str:
+    tenant_id = request.query.get("tenant_id", "")
+    if not _SAFE_ID.fullmatch(tenant_id):
+        raise BadRequest("name the tenant: ?tenant_id=<tenant>")
+    return tenant_id
 
 
 async def delete_workspace(request: web.Request) -> web.Response:
@@ -184,11 +206,9 @@ async def get_api_key(request: web.Request) -> web.Response:
 async def list_api_keys(request: web.Request) -> web.Response:
     """A tenant's keys without their hashes (who may call, to revoke before offboarding)."""
     state = _state(request)
-    tenant_id = request.query.get("tenant_id", "")
-    if not _SAFE_ID.fullmatch(tenant_id):
-        raise BadRequest("name the tenant: ?tenant_id=<tenant>")
+    tenant_id = _tenant_query(request)
     records = state.directory.api_keys_of(tenant_id)
-    shown = [r.model_dump(mode="json", exclude={"salt", "secret_hash"}) for r in records[:_MAX_LISTED_KEYS]]
+    shown = [r.model_dump(mode="json", exclude={"salt", "secret_hash"}) for r in records[:_MAX_LISTED]]
     return json_response({"tenant_id": tenant_id, "keys": shown, "truncated": len(records) > len(shown)})
 
 
@@ -244,6 +264,7 @@ async def delete_credentials(request: web.Request) -> web.Response:
 def add_admin_routes(app: web.Application) -> None:
     """Register the admin API on ``app`` (expects ``app[STATE]``)."""
     ws = "/v1/admin/workspaces/{tenant_id}/{space_id}"
+    app.router.add_get("/v1/admin/workspaces", list_workspaces)
     app.router.add_put(ws, put_workspace)
     app.router.add_get(ws, get_workspace)
     app.router.add_delete(ws, delete_workspace)

@@ -112,6 +112,10 @@ class Directory(Following):
     def workspace(self, tenant_id: str, space_id: str) -> WorkspaceConfig | None:
         return self._workspaces.get((tenant_id, space_id))
 
+    def spaces_of(self, tenant_id: str) -> list[str]:
+        """A tenant's workspaces, for the admin API."""
+        return self._workspaces.spaces_of(tenant_id)
+
     def api_key(self, key_id: str) -> ApiKeyRecord | None:
         """The stored record of a key (hash only), for the admin API."""
         return self._keys.get(key_id)

@@ -250,6 +250,14 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                    for n in ("tenant_id", "connector")]
     key_param = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     paths.update({
+        "/v1/admin/workspaces": {"get": {
+            "operationId": "listWorkspaces", "security": admin, "summary": "A tenant's workspaces in brief",
+            "parameters": [{"name": "tenant_id", "in": "query", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "{tenant_id, workspaces: [{space_id, version, connectors, "
+                                                 "actions, etag}], truncated} (at most 1,000)",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          **_errors(400, 401)},
+        }},
         "/v1/admin/workspaces/{tenant_id}/{space_id}": {
             "put": {"operationId": "putWorkspace", "security": admin,
                     "parameters": [*ws_params, if_match, if_none_match],

@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "router": ("router.command", "run the Faust router"),
     "worker": ("workers.command", "run a connector worker pool"),
     "emulators": ("workers.emulators.command", "run the local SaaS API emulators"),
-    "tenants": ("switchyard.tenants", "manage tenant workspaces and API keys"),
+    "tenants": ("switchyard.tenants", "apply, list and delete tenant workspaces (API keys: the admin API)"),
     "vault": ("switchyard.vault_setup", "bootstrap Vault roles and policies for the worker pools"),
     "topics": ("switchyard.topics", "create/update every topic the system uses"),
     "schemas": ("switchyard.schema_export", "export the JSON Schemas of the wire models"),

@@ -136,6 +136,23 @@ async def test_a_tenants_keys_are_listed_without_hashes_so_they_can_be_revoked(h
     assert (await harness.client.get(f"/v1/admin/api-keys?tenant_id={tenant}")).status == 401
 
 
+async def test_a_tenants_workspaces_are_listed_in_brief(harness):
+    tenant = unique_id("acme")
+    admin = harness.admin_headers
+    action = echo_action("daily_summary", operation="request").model_dump(mode="json")
+    for space in ("sales", "support"):
+        put = await harness.client.put(f"/v1/admin/workspaces/{tenant}/{space}",
+                                       json={"actions": [action], "connectors": {"http": {}}}, headers=admin)
+        assert put.status == 200
+    await harness.add_tenant(unique_id("beta"), "sales")  # another tenant's: not listed
+    listed = await (await harness.client.get(f"/v1/admin/workspaces?tenant_id={tenant}", headers=admin)).json()
+    assert [(w["space_id"], w["actions"], w["connectors"]) for w in listed["workspaces"]] == [
+        ("sales", ["daily_summary"], ["http"]), ("support", ["daily_summary"], ["http"])]
+    got = await harness.client.get(f"/v1/admin/workspaces/{tenant}/sales", headers=admin)
+    assert listed["workspaces"][0]["etag"] == got.headers["ETag"] and listed["truncated"] is False
+    assert (await harness.client.get("/v1/admin/workspaces?tenant_id=a b", headers=admin)).status == 400
+
+
 async def test_created_api_key_works_once_shown_and_is_stored_only_hashed(harness, responder):
     tenant = unique_id("acme")
     ws = await harness.client.put(
