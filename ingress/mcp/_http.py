@@ -83,6 +83,17 @@ _CORS_HEADERS = {
 }
 
 
+def _refused(params: str) -> bool:
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value.strip()) == 0
+            except ValueError:
+                return False
+    return False
+
+
 def _accepts(request: web.Request) -> tuple[bool, bool]:
     """(json, sse) acceptable, with wildcards; a missing Accept accepts anything."""
     header = request.headers.get("Accept")
@@ -93,8 +104,13 @@ def _accepts(request: web.Request) -> tuple[bool, bool]:
 
 @functools.lru_cache(maxsize=256)
 def _accepted_types(header: str) -> tuple[bool, bool]:
-    # Clients send the same few Accept headers on every request: parse each once.
-    types = {part.split(";")[0].strip().lower() for part in header.split(",")}
+    # Clients send the same few Accept headers on every request: parse each once. A type
+    # with q=0 is one the client refuses (RFC 9110 12.5.1).
+    types = {
+        media.strip().lower()
+        for media, _, params in (part.partition(";") for part in header.split(","))
+        if not _refused(params)
+    }
     wildcard = "*/*" in types
     return (
         wildcard or "application/json" in types or "application/*" in types,

@@ -893,6 +893,15 @@ async def test_not_acceptable_and_unsupported_media_type(server: Server) -> None
     assert status == 415
 
 
+async def test_a_type_the_client_refuses_with_q0_is_not_sent(server: Server) -> None:
+    status, headers, _ = await _post(
+        f"{server.url}/main",
+        _rpc("server/discover", {"_meta": CLIENT_META}),
+        headers={"Accept": "application/json;q=0, text/event-stream", **_modern("server/discover")},
+    )
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+
+
 async def test_client_accepting_only_event_stream_gets_one_sse_event(server: Server) -> None:
     status, headers, body = await _post(
         f"{server.url}/main",
