@@ -411,7 +411,7 @@ class WorkerPool(PoolLifecycle):
             self.holding.for_room(tenant, item)
             self._refill(tenant)
         else:
-            self.scheduler.push(tenant, item, _concurrency(item.job.headers))
+            self.scheduler.push(tenant, item, *_cap(item.job))
 
     def _refill(self, tenant: str) -> None:
         """Move records waiting for room into the tenant's queue as it drains."""
@@ -421,7 +421,7 @@ class WorkerPool(PoolLifecycle):
             item = self.holding.take_waiting(tenant)
             if item is None:
                 break
-            self.scheduler.push(tenant, item, _concurrency(item.job.headers))
+            self.scheduler.push(tenant, item, *_cap(item.job))
 
     def _pause_held(self, tp: TopicPartition) -> None:
         self.consumer.pause(tp)
@@ -631,9 +631,9 @@ class WorkerPool(PoolLifecycle):
         return Outcome([record], ResultStatus.FAILED, result)
 
 
-def _concurrency(headers: Mapping[str, str]) -> int | None:
-    """The workspace's cap the router stamped on the record (None: none, or unreadable)."""
-    value = headers.get(Headers.CONCURRENCY)
-    if value is None or not value.isdigit():
-        return None
-    return int(value)
+def _cap(job: Job) -> tuple[int | None, str]:
+    """The workspace's cap the router stamped on the record (None: none, or unreadable),
+    and the workspace."""
+    value = job.headers.get(Headers.CONCURRENCY)
+    cap = int(value) if value is not None and value.isascii() and value.isdigit() else None
+    return cap, job.command.space_id

@@ -7,8 +7,10 @@ than one turn of the ring, whatever the order the records had in their partition
 
 A tenant's cap is the process's ``tenant_limit``, or lower when its commands say so (the
 workspace's ``limits.concurrency``, which the router stamps on each routed record): the
-latest command pushed for the tenant sets it, and it is forgotten when the tenant has
-nothing queued or running, so the caps held are bounded by the tenants at work.
+lowest cap of the tenant's workspaces that pushed work since the tenant was last idle
+(a workspace's latest command sets its cap), so a busy workspace never lifts a sibling's
+lower cap. They are forgotten when the tenant has nothing queued or running, so the
+caps held are bounded by the tenants at work and their workspaces.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ class FairScheduler(Generic[T]):
         self.tenant_limit = tenant_limit
         self._queues: dict[str, deque[T]] = {}
         self._running: dict[str, int] = {}
-        self._limits: dict[str, int] = {}  # tenants' own caps below tenant_limit, while at work
+        # tenant -> workspace -> its cap, for workspaces that pushed work since the tenant
+        # was last idle; the tenant's cap is the lowest of them (and tenant_limit).
+        self._limits: dict[str, dict[str, int]] = {}
         self._ring: deque[str] = deque()
         self._in_ring: set[str] = set()
         self._in_flight = 0
@@ -59,24 +63,24 @@ class FairScheduler(Generic[T]):
 
     def limit(self, tenant: str) -> int:
         """The commands of ``tenant`` that may run at once."""
-        return self._limits.get(tenant, self.tenant_limit)
+        caps = self._limits.get(tenant)
+        return min(self.tenant_limit, *caps.values()) if caps else self.tenant_limit
 
     def _maybe_ring(self, tenant: str) -> None:
         if (
             tenant not in self._in_ring
             and self._queues.get(tenant)
-            and self._running.get(tenant, 0) < self._limits.get(tenant, self.tenant_limit)
+            and self._running.get(tenant, 0) < self.limit(tenant)
         ):
             self._ring.append(tenant)
             self._in_ring.add(tenant)
             self._wakeup.set()
 
-    def push(self, tenant: str, item: T, limit: int | None = None) -> None:
-        """Queue ``item``; ``limit``: the tenant's own cap, if its command carries one."""
-        if limit is not None and 1 <= limit < self.tenant_limit:
-            self._limits[tenant] = limit
-        elif limit is not None:
-            self._limits.pop(tenant, None)
+    def push(self, tenant: str, item: T, limit: int | None = None, space: str = "") -> None:
+        """Queue ``item``; ``limit``: the cap its workspace ``space`` sets, if its command
+        carries one (a command of a router of before carries none)."""
+        if limit is not None and limit >= 1:
+            self._limits.setdefault(tenant, {})[space] = limit
         self._queues.setdefault(tenant, deque()).append(item)
         self._buffered += 1
         self._maybe_ring(tenant)

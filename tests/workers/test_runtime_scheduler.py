@@ -91,10 +91,19 @@ def test_a_tenants_own_cap_below_the_process_cap_holds_and_is_forgotten_when_idl
     assert scheduler.limit("capped") == 8  # nothing queued or running: nothing kept
 
 
-def test_the_latest_command_of_a_tenant_sets_its_cap():
+def test_the_latest_command_of_a_workspace_sets_its_cap():
     scheduler: FairScheduler[str] = FairScheduler(global_limit=100, tenant_limit=8)
-    scheduler.push("t", "a", limit=1)
+    scheduler.push("t", "a", limit=1, space="s")
     scheduler.push("t", "b")  # carries no cap (a router of before): the cap stays
     assert drain(scheduler) == ["a"]
-    scheduler.push("t", "c", limit=3)  # the workspace was changed
+    scheduler.push("t", "c", limit=3, space="s")  # the workspace was changed
     assert drain(scheduler) == ["b", "c"]
+
+
+def test_a_busy_workspace_does_not_lift_a_siblings_lower_cap():
+    scheduler: FairScheduler[str] = FairScheduler(global_limit=100, tenant_limit=8)
+    for i in range(5):
+        scheduler.push("t", f"fragile{i}", limit=1, space="fragile")
+    scheduler.push("t", "other", limit=8, space="other")
+    assert drain(scheduler) == ["fragile0"]
+    assert scheduler.limit("t") == 1
