@@ -54,6 +54,10 @@ REQUEST_METRICS = web.AppKey("switchyard_request_metrics", Any)
 _REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("switchyard_request_deadline", default=None)
 
 
+# How long before the edge cuts a request a handler stops waiting, to answer in time.
+ANSWER_MARGIN = 1.0
+
+
 def time_left(margin: float = 0.0) -> float | None:
     """Seconds the request being handled has left before the edge cuts it, less
     ``margin`` (never below 0); None outside a request."""

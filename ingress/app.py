@@ -13,6 +13,7 @@ import importlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from yarl import URL
@@ -28,7 +29,7 @@ from ._state import STATE, IngressState
 from .accepted import AcceptedFeed
 from .admin import ensure_ingress_topics
 from .auth import reads_everything
-from .contracts import Services
+from .contracts import Identity, Services
 from .directory import Directory
 from .errors import Unauthorized
 from .openapi import openapi_document
@@ -212,7 +213,14 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
         allowed_origins=tuple(settings.ingress_allowed_origins) + public_origin(settings.public_url),
         tasks=accepted.tasks,
     )
-    pipeline.check_action = services.actions.check
+
+    def check_new_command(identity: Identity, command_id: str, action: str, arguments: dict[str, Any]) -> None:
+        # A command another replica accepted is a replay here: the router answers it
+        # (routed once), whatever became of its action since.
+        if accepted.owner(command_id) != (identity.tenant_id, identity.space_id):
+            services.actions.check(identity, action, arguments)
+
+    pipeline.check_action = check_new_command
     app[STATE] = state
     app[SERVICES] = services
     app[LIMITS] = Limits(max_body_bytes=options.max_body_bytes, request_timeout=options.request_timeout)

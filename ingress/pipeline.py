@@ -47,8 +47,10 @@ from schemas import (
     TaskCancel,
     command_id_for,
 )
+from schemas._limits import check_json_bounds
 
 from ._bounded import LRU, TokenBuckets
+from ._http import ANSWER_MARGIN, time_left
 from .contracts import Identity
 from .errors import BadRequest, Conflict, IngressError, RateLimited, from_validation
 from .results import ResultsFeed
@@ -111,10 +113,10 @@ class KafkaPipeline:
         # Set by the app when the process exposes metrics.
         self.metrics: Metrics | None = None
         # Set by the app: the edge's check of a REST command's action and arguments
-        # (``ingress.actions.ActionChecks.check``), made for new commands only, after the
-        # replay checks: a replay is answered as one even if the action changed since.
-        # (MCP checks its tools/call before submitting.)
-        self.check_action: Callable[[Identity, str, dict[str, Any]], object] | None = None
+        # (identity, command id, action, arguments; ``ingress.actions``), made for new
+        # commands only, after the replay checks: a replay is answered as one even if the
+        # action changed since. (MCP checks its tools/call before submitting.)
+        self.check_action: Callable[[Identity, str, str, dict[str, Any]], object] | None = None
 
     async def start(self) -> None:
         """Start the producer.
@@ -190,9 +192,14 @@ class KafkaPipeline:
             if self.metrics is not None:
                 self.metrics.edge_rate_limited(identity.tenant_id)
             raise RateLimited("request rate limit of this tenant exceeded", retry_after=wait)
-        # One deadline for the whole batch, not one per item: N items waiting their turn
-        # would outlast the edge's request timeout, whose bare 503 names no key.
-        deadline = asyncio.get_running_loop().time() + self._send_timeout
+        # One deadline for the whole batch, not one per item, and within what is left of
+        # the request (its body may have taken a while): past the edge's request timeout
+        # the answer is a bare 503 that names no key.
+        budget = self._send_timeout
+        left = time_left(margin=ANSWER_MARGIN)
+        if left is not None:
+            budget = min(budget, left)
+        deadline = asyncio.get_running_loop().time() + budget
         outcomes: list[Any] = [None] * len(items)
         sends: list[tuple[int, Command, asyncio.Future[Any]]] = []
         replays: list[tuple[int, Command, asyncio.Future[None]]] = []
@@ -304,7 +311,11 @@ class KafkaPipeline:
                 raise _reused(command_id)
             return _from_result(result, identity), None, None
         if source is CommandSource.REST and self.check_action is not None:
-            self.check_action(identity, item.action, item.arguments)
+            try:  # bounded before a schema looks at them
+                check_json_bounds(item.arguments)
+            except ValueError as exc:
+                raise BadRequest(f"arguments: {exc}") from None
+            self.check_action(identity, command_id, item.action, item.arguments)
         now = datetime.now(UTC)
         deadline = item.deadline or now + DEFAULT_DEADLINE
         deadline = min(deadline, now + MAX_DEADLINE)

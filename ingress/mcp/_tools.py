@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from core.errors import KafkaUnavailable
 from core.telemetry import current_trace_id
-from ingress._http import time_left
+from ingress._http import ANSWER_MARGIN, time_left
 from ingress.actions import ArgumentsInvalid, UnknownAction, tool_schema
 from ingress.contracts import Identity, Services
 from ingress.errors import Forbidden, IngressError
@@ -43,8 +43,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_META_KEY = "switchyard/idempotency_key"
-# How long before the edge cuts a request a tools/call stops waiting, to answer in time.
-ANSWER_MARGIN = 1.0
 _TENANT_CLAIMS = ("tenant_id", "tenantId", "tenant", "switchyard/tenant_id", "switchyard/tenant")
 _SPACE_CLAIMS = ("space_id", "spaceId", "switchyard/space_id", "switchyard/space")
 
@@ -174,7 +172,7 @@ def pending_result(command: Command, waited: float, trace_id: str | None) -> Cal
         f"Command {command.command_id} is still running after {waited:g}s. It is accepted "
         "(durable in Kafka) and will finish without this call. Do not call the tool again "
         "as a new call: that would run it twice. Calling it again with the same arguments and "
-        f'_meta {{"switchyard/idempotency_key": "{key}"}} answers with this command\'s result '
+        f'_meta {{"switchyard/idempotency_key": {orjson.dumps(key).decode()}}} answers with this command\'s result '
         f"(or this note while it runs). Or fetch it with tasks/get and tasks/result (taskId "
         f"{command.command_id}, protocol 2025-11-25) or GET /v1/commands/{command.command_id}."
     )

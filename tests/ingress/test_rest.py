@@ -137,6 +137,25 @@ async def test_a_replay_is_answered_as_one_after_its_action_was_removed(harness)
     assert fresh.status == 400
 
 
+async def test_a_replay_of_a_command_another_replica_accepted_is_not_refused_at_the_edge(harness):
+    # Replica A accepted it; the action was removed; the client retries on replica B,
+    # which never saw the call: B must not answer 400 (the key "free") for a command
+    # that runs. It publishes it again and the router's duplicate check answers.
+    tenant = await harness.add_tenant(unique_id("acme"), "sales")
+    payload = {"action": "echo", "arguments": {"text": "x"}, "idempotency_key": "order-9"}
+    async with IngressHarness(harness.settings) as replica_a:
+        first = await replica_a.client.post("/v1/commands", json=payload, headers=tenant.headers)
+        assert first.status == 202
+        command_id = (await first.json())["command_id"]
+    accepted = harness.client.app[STATE].accepted
+    async with asyncio.timeout(20):
+        while accepted.owner(command_id) is None:  # noqa: ASYNC110 - this replica's follower reads it
+            await asyncio.sleep(0.05)
+    await harness.add_tenant(tenant.tenant_id, "sales", actions=[echo_action("other")])  # echo removed
+    replay = await harness.client.post("/v1/commands", json=payload, headers=tenant.headers)
+    assert replay.status in (200, 202) and (await replay.json())["command_id"] == command_id
+
+
 async def test_replayed_idempotency_key_returns_the_same_id_and_publishes_once(harness, acme):
     payload = {"action": "echo", "arguments": {"text": "once"}, "idempotency_key": "order-42"}
     first = await harness.client.post("/v1/commands", json=payload, headers=acme.headers)
@@ -377,11 +396,16 @@ async def test_with_the_broker_failing_a_submit_is_503_and_names_the_key_to_retr
         await assert_documented(harness, "/v1/commands:batch", 503, body, batch.headers)
 
 
-async def test_a_batch_the_broker_never_answers_names_every_key_within_one_publish_timeout(settings):
-    # Produce requests hang (a stalled broker): the whole batch shares one publish
-    # timeout, so the answer comes before the edge's request timeout and still names
-    # each item's key to retry with (sequential timeouts took N x 1 s > 2.5 s: a bare 503).
-    options = IngressOptions(publish_timeout=1.0, request_timeout=2.5)
+@pytest.mark.parametrize(("publish", "cut"), [(1.0, 2.5), (30.0, 3.0)])
+async def test_a_batch_the_broker_never_answers_names_every_key_before_the_edge_cuts_it(
+    settings, publish: float, cut: float
+):
+    # Produce requests hang (a stalled broker): the whole batch shares one deadline, within
+    # both the publish timeout and what is left of the request, so the answer comes before
+    # the edge's request timeout and still names each item's key to retry with
+    # (sequential timeouts took N x 1 s > 2.5 s; a 30 s publish timeout outlasted 3 s:
+    # a bare 503).
+    options = IngressOptions(publish_timeout=publish, request_timeout=cut)
     async with IngressHarness(settings, options=options) as harness:
         acme = await harness.add_tenant(unique_id("acme"), "sales")
         client = harness.client.app[STATE].pipeline.producer.client
