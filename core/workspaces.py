@@ -45,6 +45,10 @@ class WorkspaceStore:
             self._parsed.put(ids, workspace)
         return workspace
 
+    def raw(self, ids: Ids) -> bytes | None:
+        """The record's bytes as read from the config topic."""
+        return self._raw.get(ids)
+
     def spaces_of(self, tenant_id: str) -> list[str]:
         """The workspaces of ``tenant_id`` held, in the order first seen (a scan: for admins)."""
         return [space for tenant, space in self._raw if tenant == tenant_id]

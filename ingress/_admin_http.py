@@ -95,10 +95,11 @@ async def put_workspace(request: web.Request) -> web.Response:
     problem = workspace_problem(workspace)
     if problem is not None:
         raise BadRequest(problem)  # the router would refuse every call of it
+    stated_version = "version" in body
     async with state.config_writes:
         current = state.directory.workspace(tenant_id, space_id)
-        _check_preconditions(request, current)
-        if current is not None and workspace.version < current.version:
+        _check_preconditions(request, state.directory.workspace_record(tenant_id, space_id))
+        if stated_version and current is not None and workspace.version < current.version:
             raise Conflict(
                 f"the workspace is at version {current.version} and this write says "
                 f"{workspace.version}: a stale copy? Write it with a version of at least "
@@ -106,16 +107,17 @@ async def put_workspace(request: web.Request) -> web.Response:
             )
         metadata = await publish_config(state.settings, [workspace], producer=state.pipeline.producer)
         await _read_back(state, metadata)
-    return json_response(workspace.model_dump(mode="json"), headers={"ETag": _etag(workspace)})
+    return json_response(workspace.model_dump(mode="json"), headers={"ETag": _etag(workspace.to_bytes())})
 
 
 async def get_workspace(request: web.Request) -> web.Response:
     state = _state(request)
     tenant_id, space_id = _ids(request, "tenant_id", "space_id")
     workspace = state.directory.workspace(tenant_id, space_id)
-    if workspace is None:
+    record = state.directory.workspace_record(tenant_id, space_id)
+    if workspace is None or record is None:
         raise NotFound("no such workspace")
-    return json_response(workspace.model_dump(mode="json"), headers={"ETag": _etag(workspace)})
+    return json_response(workspace.model_dump(mode="json"), headers={"ETag": _etag(record)})
 
 
 async def list_workspaces(request: web.Request) -> web.Response:
@@ -126,9 +128,10 @@ async def list_workspaces(request: web.Request) -> web.Response:
     shown = []
     for space_id in spaces[:_MAX_LISTED]:
         workspace = state.directory.workspace(tenant_id, space_id)
-        if workspace is not None:
+        record = state.directory.workspace_record(tenant_id, space_id)
+        if workspace is not None and record is not None:
             shown.append({"space_id": space_id, "version": workspace.version, "connectors": sorted(workspace.connectors),
-                          "actions": [action.name for action in workspace.actions], "etag": _etag(workspace)})
+                          "actions": [action.name for action in workspace.actions], "etag": _etag(record)})
     return json_response({"tenant_id": tenant_id, "workspaces": shown, "truncated": len(spaces) > len(shown)})
 
 
@@ -143,7 +146,7 @@ async def delete_workspace(request: web.Request) -> web.Response:
     state = _state(request)
     tenant_id, space_id = _ids(request, "tenant_id", "space_id")
     async with state.config_writes:
-        _check_preconditions(request, state.directory.workspace(tenant_id, space_id))
+        _check_preconditions(request, state.directory.workspace_record(tenant_id, space_id))
         metadata = await delete_config(
             state.settings, [workspace_key(tenant_id, space_id)], producer=state.pipeline.producer
         )
@@ -151,28 +154,39 @@ async def delete_workspace(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _etag(workspace: WorkspaceConfig) -> str:
-    """The workspace as this replica holds it, as a strong entity tag."""
-    return f'"{hashlib.sha256(workspace.to_bytes()).hexdigest()[:32]}"'
+def _etag(record: bytes) -> str:
+    """A workspace's entity tag: of its record as stored on the config topic, so every
+    replica, of any release, gives the same one."""
+    return f'"{hashlib.sha256(record).hexdigest()[:32]}"'
 
 
-def _check_preconditions(request: web.Request, current: WorkspaceConfig | None) -> None:
+def _tags(request: web.Request, header: str) -> set[str] | None:
+    """The entity tags of every ``header`` line, ``W/`` dropped (a proxy that compresses
+    answers may weaken ours); None when the request has no such header."""
+    lines = request.headers.getall(header, [])
+    if not lines:
+        return None
+    return {tag.strip().removeprefix("W/") for line in lines for tag in line.split(",") if tag.strip()}
+
+
+def _check_preconditions(request: web.Request, stored: bytes | None) -> None:
     """``If-Match`` (the ETag of the copy the caller changed, or ``*``: it exists) and
-    ``If-None-Match: *`` (create only), against this replica's copy.
+    ``If-None-Match`` (``*``: create only; tags: only if it is none of them), against
+    this replica's copy.
 
     Raises:
         PreconditionFailed: the workspace changed (or exists, or does not) meanwhile.
     """
-    if_match = request.headers.get("If-Match")
-    if if_match is not None:
-        tags = {tag.strip() for tag in if_match.split(",")}
-        if current is None or ("*" not in tags and _etag(current) not in tags):
-            raise PreconditionFailed(
-                "the workspace changed since the copy this write started from (If-Match); "
-                "read it again (GET gives its ETag) and redo the change"
-            )
-    if request.headers.get("If-None-Match", "").strip() == "*" and current is not None:
-        raise PreconditionFailed("the workspace exists already (If-None-Match: *)")
+    current = None if stored is None else _etag(stored)
+    if_match = _tags(request, "If-Match")
+    if if_match is not None and (current is None or ("*" not in if_match and current not in if_match)):
+        raise PreconditionFailed(
+            "the workspace changed since the copy this write started from (If-Match); "
+            "read it again (GET gives its ETag) and redo the change"
+        )
+    if_none_match = _tags(request, "If-None-Match")
+    if if_none_match is not None and current is not None and ("*" in if_none_match or current in if_none_match):
+        raise PreconditionFailed("the workspace exists already, as that copy (If-None-Match)")
 
 
 async def create_api_key(request: web.Request) -> web.Response:
@@ -244,7 +258,7 @@ async def put_credentials(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict) or not body or len(body) > _MAX_CREDENTIAL_FIELDS:
         raise BadRequest(f"credentials are a JSON object of 1 to {_MAX_CREDENTIAL_FIELDS} fields")
-    problem = credentials_problem(connector, body)
+    problem = credentials_problem(connector, body, base_url_set=state.settings.connector_base_url is not None)
     if problem is not None:  # every command would fail credentials_missing
         raise BadRequest(problem)
     version = await _vault(state).put_credentials(tenant_id, connector, body)

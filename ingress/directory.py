@@ -112,6 +112,10 @@ class Directory(Following):
     def workspace(self, tenant_id: str, space_id: str) -> WorkspaceConfig | None:
         return self._workspaces.get((tenant_id, space_id))
 
+    def workspace_record(self, tenant_id: str, space_id: str) -> bytes | None:
+        """A workspace's record as stored on the config topic (its bytes), for ETags."""
+        return self._workspaces.raw((tenant_id, space_id))
+
     def spaces_of(self, tenant_id: str) -> list[str]:
         """A tenant's workspaces, for the admin API."""
         return self._workspaces.spaces_of(tenant_id)

@@ -9,6 +9,7 @@ import logging
 
 import hvac
 import pytest
+from multidict import CIMultiDict
 
 from core.vault_layout import secret_path
 from ingress.testing import IngressHarness, echo_action, read_topic, unique_id
@@ -114,6 +115,17 @@ async def test_workspace_writes_with_if_match_do_not_lose_a_concurrent_change(ha
     older = await harness.client.put(path, json={**body, "version": 2}, headers=admin)
     assert older.status == 409 and "at version 6" in (await older.json())["error"]["message"]
     assert (await (await harness.client.get(path, headers=admin)).json())["version"] == 6
+    # A body that states no version is not compared (clients that never send one).
+    unstated = await harness.client.put(path, json=body, headers=admin)
+    assert unstated.status == 200
+    # A proxy may weaken the tag (W/), and a client may send several tags or lines.
+    etag = unstated.headers["ETag"]
+    weak = await harness.client.put(path, json=body, headers={**admin, "If-Match": f'W/{etag}'})
+    assert weak.status == 200
+    listed = CIMultiDict(admin)
+    listed.add("If-Match", '"not-it"')
+    listed.add("If-Match", f'"other", {weak.headers["ETag"]}')
+    assert (await harness.client.put(path, json=body, headers=listed)).status == 200
 
 
 async def test_a_tenants_keys_are_listed_without_hashes_so_they_can_be_revoked(harness):

@@ -209,3 +209,17 @@ def test_gmail_message_headers_cannot_be_injected() -> None:
     assert parsed["Bcc"] is None and parsed["Subject"] == "hi Bcc: evil@example.com"
     with pytest.raises(ValueError):
         build_message(to="a@example.com\r\nBcc: evil@example.com", subject="hi", body="x")
+
+
+def test_credentials_a_connector_could_never_call_with_are_named_by_field_not_value():
+    from workers.connectors import credentials_problem
+
+    assert credentials_problem("slack", {"bot_token": "xoxb-1"}) is None
+    problem = credentials_problem("slack", {"bot_tokn": "xoxb-secret"})
+    assert problem == "slack credentials need {bot_token} or {token}, each a non-empty string"
+    assert credentials_problem("gmail", {"access_token": 5}) is not None
+    # Jira needs to know its site (or cloud id), unless every connector goes to one base URL.
+    assert credentials_problem("jira", {"email": "a@b", "api_token": "t"}) is not None
+    assert credentials_problem("jira", {"email": "a@b", "api_token": "t"}, base_url_set=True) is None
+    assert credentials_problem("jira", {"email": "a@b", "api_token": "t", "site_url": "https://x"}) is None
+    assert credentials_problem("http", {"anything": "goes"}) is None  # it may call unauthenticated

@@ -66,10 +66,16 @@ def get_connector(name: str) -> type[Connector]:
         ) from None
 
 
-def credentials_problem(connector: str, credentials: Mapping[str, Any]) -> str | None:
+def credentials_problem(
+    connector: str, credentials: Mapping[str, Any], *, base_url_set: bool = False
+) -> str | None:
     """Why ``connector`` could never call with ``credentials`` (names fields, never values);
-    None when they hold one of its credential shapes."""
-    shapes = CONNECTORS[connector].credential_shapes
+    None when they hold one of its credential shapes. ``base_url_set``: the deployment
+    sends every connector to one base URL, so fields that only locate the API are needless."""
+    kind = CONNECTORS[connector]
+    shapes = kind.credential_shapes
+    if base_url_set:
+        shapes = tuple(shape - kind.credential_locators for shape in shapes)
     if not shapes or any(all(_filled(credentials.get(f)) for f in shape) for shape in shapes):
         return None
     wanted = " or ".join("{" + ", ".join(sorted(shape)) + "}" for shape in shapes)

@@ -122,6 +122,8 @@ class Connector:
     # Field sets the stored credentials must hold one of in full, each field a non-empty
     # string (what execute reads); checked when credentials are written. Empty: any.
     credential_shapes: ClassVar[tuple[frozenset[str], ...]] = ()
+    # Fields of those sets that only locate the API, needless with a configured base URL.
+    credential_locators: ClassVar[frozenset[str]] = frozenset()
 
     async def execute(self, call: ConnectorCall) -> dict[str, Any]:
         raise NotImplementedError

@@ -99,7 +99,13 @@ def adf_document(text: str) -> dict[str, Any]:
 
 class JiraConnector(Connector):
     name: ClassVar[str] = "jira"
-    credential_shapes: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"email", "api_token"}), frozenset({"access_token"}))
+    credential_shapes: ClassVar[tuple[frozenset[str], ...]] = (
+        frozenset({"email", "api_token", "site_url"}),
+        frozenset({"access_token", "cloud_id"}),
+    )
+    # Where the site is: not needed when the deployment sends every connector to one base
+    # URL (the emulators).
+    credential_locators: ClassVar[frozenset[str]] = frozenset({"site_url", "cloud_id"})
     # Jira Cloud lives at each customer's own site; the runtime must pass a base URL
     # (credentials may carry ``site_url``, which wins over this placeholder).
     default_base_url: ClassVar[str] = "https://your-domain.atlassian.net"
