@@ -94,6 +94,12 @@ class Supervisor:
             self._remember()
         return revived
 
+    def settled(self) -> None:
+        """Every child is ready: restarts while starting no longer count against the
+        limit of restarts while serving."""
+        for child in self.children:
+            child.restarts = 0
+
     def dead(self) -> list[str]:
         return [child.name for child in self.children if child.proc.poll() is not None]
 

@@ -177,6 +177,7 @@ class LocalSystem:
         for name, url in list(self.metrics_urls.items()):
             if name != "ingress":
                 await self._wait_http(url.removesuffix("/metrics") + "/readyz", 120, name)
+        self.supervisor.settled()
 
     def add_router(self) -> str:
         """Start one more router process; the first is named ``router``, then ``router-2``, ...."""

@@ -385,6 +385,7 @@ class McpEndpoint:
                 header_version is None
                 and SESSION_HEADER not in request.headers
                 and (declared := _declared_version(incoming.raw)) is not None
+                and declared not in HANDSHAKE_VERSIONS  # those are told to initialize
             ):
                 # A stateless client that left out the header: a header mismatch (or a
                 # version we lack), not a missing session, which would send it back to a

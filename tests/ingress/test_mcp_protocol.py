@@ -1066,6 +1066,14 @@ async def test_stateless_meta_version_not_supported_is_32022(server: Server, hea
     assert MODERN in body["error"]["data"]["supported"]
 
 
+async def test_a_handshake_revision_declared_without_a_session_is_told_to_initialize(server: Server) -> None:
+    meta = {**CLIENT_META, "io.modelcontextprotocol/protocolVersion": "2025-06-18"}
+    status, _, body = await _post(
+        f"{server.url}/main", _rpc("tools/list", {"_meta": meta}), headers={"Mcp-Method": "tools/list"}
+    )
+    assert status == 400 and body["error"]["code"] == -32600 and "initialize" in body["error"]["message"]
+
+
 # -- tasks (2025-11-25) ----------------------------------------------------------------
 
 
