@@ -15,6 +15,7 @@ from mcp_types import (
     ListToolsResult,
     TextContent,
     Tool,
+    ToolAnnotations,
     ToolExecution,
 )
 from pydantic import ValidationError
@@ -26,6 +27,7 @@ from ingress.actions import ArgumentsInvalid, UnknownAction, tool_schema
 from ingress.contracts import Identity, Services
 from ingress.errors import Forbidden, IngressError
 from schemas import ActionConfig, Command, CommandSource, Result, command_id_for
+from workers.connectors import CONNECTORS
 
 from ._jsonrpc import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE, RpcError
 
@@ -186,6 +188,23 @@ def _command_trace_id(command: Command) -> str | None:
     return current_trace_id()
 
 
+def _annotations(action: ActionConfig) -> ToolAnnotations | None:
+    """What calling the tool does, from its connector operation: clients assume a tool
+    without annotations may destroy data and reach outside, and ask before each call."""
+    kind = CONNECTORS.get(action.connector)
+    operation = kind.operations.get(action.operation) if kind is not None else None
+    if operation is None:
+        return None
+    return ToolAnnotations(
+        read_only_hint=operation.read_only,
+        destructive_hint=operation.destructive,
+        # A new call is a new command (a second message); a retry with the same
+        # idempotency key is not, but clients cannot know to send one.
+        idempotent_hint=False,
+        open_world_hint=True,  # every call acts on the tenant's app, outside Switchyard
+    )
+
+
 def _encode_cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"o": offset})).decode().rstrip("=")
 
@@ -239,6 +258,7 @@ class ToolRunner:
                 name=action.name,
                 description=action.description or None,
                 input_schema=tool_schema(action),
+                annotations=_annotations(action),
                 # Every call becomes a Kafka command, so each tool can run as a task.
                 execution=ToolExecution(task_support="optional") if tasks else None,
             )

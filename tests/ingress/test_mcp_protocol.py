@@ -432,6 +432,22 @@ async def test_on_2025_06_18_arguments_violating_the_schema_are_invalid_params(s
     assert server.pipeline.published == []
 
 
+@pytest.mark.parametrize("version", ["2025-03-26", "2025-11-25", MODERN])
+async def test_tools_say_what_a_call_does_so_clients_need_not_assume_the_worst(server: Server, version: str) -> None:
+    # Without annotations a client assumes a tool may destroy data and asks before every
+    # call; a Slack post creates and overwrites nothing, and acts outside Switchyard.
+    if version == MODERN:
+        status, _, listed = await _post(f"{server.url}/main", _rpc("tools/list", {"_meta": CLIENT_META}),
+                                        headers=_modern("tools/list"))
+    else:
+        session, _ = await _initialize(f"{server.url}/main", version=version)
+        status, _, listed = await _post(f"{server.url}/main", _rpc("tools/list"), headers=_legacy(session, version))
+    (tool,) = [t for t in listed["result"]["tools"] if t["name"] == "daily_summary"]
+    assert tool["annotations"] == {
+        "readOnlyHint": False, "destructiveHint": False, "idempotentHint": False, "openWorldHint": True
+    }
+
+
 async def test_a_2025_03_26_client_is_served_in_its_own_revision(server: Server) -> None:
     # The newest revision of the Python SDK before 1.10 and of older TypeScript SDKs: they
     # refuse a counter-offer of a newer one, and send no MCP-Protocol-Version header.

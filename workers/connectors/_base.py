@@ -48,6 +48,10 @@ __all__ = [
 class Operation:
     description: str
     input_schema: Mapping[str, Any]
+    # What a call does to the app, for MCP clients (tool annotations): whether it only
+    # reads, and whether it may destroy or overwrite (None: it depends on the arguments).
+    read_only: bool = False
+    destructive: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

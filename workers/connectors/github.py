@@ -105,6 +105,7 @@ class GitHubConnector(Connector):
         "issues.create": Operation(
             description="Open an issue in a GitHub repository.",
             input_schema=CREATE_ISSUE_SCHEMA,
+            destructive=False,  # it creates; nothing already there changes
         )
     }
     finds_done: ClassVar[bool] = True

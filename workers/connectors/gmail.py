@@ -123,6 +123,7 @@ class GmailConnector(Connector):
         "users.messages.send": Operation(
             description="Send an email from the connected Gmail account.",
             input_schema=SEND_SCHEMA,
+            destructive=False,  # it creates; nothing already there changes
         )
     }
 

@@ -117,6 +117,7 @@ class JiraConnector(Connector):
         "issues.create": Operation(
             description="Create a Jira issue with a summary and a plain-text description.",
             input_schema=CREATE_ISSUE_SCHEMA,
+            destructive=False,  # it creates; nothing already there changes
         )
     }
 

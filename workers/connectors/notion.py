@@ -179,6 +179,7 @@ class NotionConnector(Connector):
         "pages.create": Operation(
             description="Create a Notion page with a title and plain-text content.",
             input_schema=CREATE_PAGE_SCHEMA,
+            destructive=False,  # it creates; nothing already there changes
         )
     }
 

@@ -60,6 +60,7 @@ class SlackConnector(Connector):
         "chat.postMessage": Operation(
             description="Post a message to a Slack channel or thread.",
             input_schema=POST_MESSAGE_SCHEMA,
+            destructive=False,  # it creates; nothing already there changes
         )
     }
     finds_done: ClassVar[bool] = True
