@@ -96,7 +96,7 @@ async def put_workspace(request: web.Request) -> web.Response:
     if problem is not None:
         raise BadRequest(problem)  # the router would refuse every call of it
     stated_version = "version" in body
-    async with state.config_writes:
+    async with state.config_writes.hold((tenant_id, space_id)):
         current = state.directory.workspace(tenant_id, space_id)
         _check_preconditions(request, state.directory.workspace_record(tenant_id, space_id))
         if stated_version and current is not None and workspace.version < current.version:
@@ -145,7 +145,7 @@ def _tenant_query(request: web.Request) -> str:
 async def delete_workspace(request: web.Request) -> web.Response:
     state = _state(request)
     tenant_id, space_id = _ids(request, "tenant_id", "space_id")
-    async with state.config_writes:
+    async with state.config_writes.hold((tenant_id, space_id)):
         _check_preconditions(request, state.directory.workspace_record(tenant_id, space_id))
         metadata = await delete_config(
             state.settings, [workspace_key(tenant_id, space_id)], producer=state.pipeline.producer

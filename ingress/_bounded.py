@@ -6,12 +6,41 @@ keys or command ids costs at most a fixed amount of memory.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager
 
 from core.lru import LRU
 
-__all__ = ["LRU", "TokenBuckets"]
+__all__ = ["LRU", "KeyedLocks", "TokenBuckets"]
+
+
+class KeyedLocks:
+    """One lock per key, held only while someone holds or waits for it (so as many as
+    there are writers at a time, not keys ever seen)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 class TokenBuckets:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -10,6 +9,7 @@ from aiohttp import web
 from core.settings import Settings
 from core.vault import VaultAdmin
 
+from ._bounded import KeyedLocks
 from .accepted import AcceptedFeed
 from .directory import Directory
 from .pipeline import KafkaPipeline
@@ -26,9 +26,10 @@ class IngressState:
     pipeline: KafkaPipeline
     accepted: AcceptedFeed | None = field(default=None)
     vault: VaultAdmin | None = field(default=None)
-    # Admin writes of workspaces on this replica, one at a time: a write's precondition
-    # check, publish and read-back are not interleaved with another's.
-    config_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Admin writes of one workspace on this replica, one at a time: a write's
+    # precondition check, publish and read-back are not interleaved with another's of
+    # the same workspace (other workspaces' writes go on meanwhile).
+    config_writes: KeyedLocks = field(default_factory=KeyedLocks)
 
 
 STATE = web.AppKey("switchyard_ingress", IngressState)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from core.settings import Settings
-from ingress._bounded import LRU, TokenBuckets
+from ingress._bounded import LRU, KeyedLocks, TokenBuckets
 from ingress.auth import bearer_token, check_claims, requested_space
 from ingress.contracts import Identity
 from ingress.errors import BadRequest, Forbidden, RateLimited
@@ -248,3 +249,28 @@ def test_an_lru_with_owners_makes_room_from_an_owner_past_its_tenth():
     assert "b0" not in lru and "b1" in lru and "q" in lru
     lru.put("b1", ("quiet", b"z"))  # the same key, now another owner's
     assert lru.pop("q") is not None and lru.pop("b1") is not None and lru.bytes == len(lru)
+
+
+async def test_keyed_locks_serialise_one_key_and_let_others_through():
+    # One workspace's admin write waiting on a stalled broker must not hold up another's.
+    locks = KeyedLocks()
+    order: list[str] = []
+    stalled = asyncio.Event()
+
+    async def write(key: str, name: str, wait: asyncio.Event | None = None) -> None:
+        async with locks.hold(key):
+            order.append(f"{name} in")
+            if wait is not None:
+                await wait.wait()
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(write("acme/sales", "a1", stalled))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(write("acme/sales", "a2"))
+    other = asyncio.create_task(write("beta/main", "b"))
+    await other  # not held up by the stalled write of another workspace
+    assert order == ["a1 in", "b in", "b out"]
+    stalled.set()
+    await asyncio.gather(first, second)
+    assert order[3:] == ["a1 out", "a2 in", "a2 out"]
+    assert len(locks) == 0  # nothing kept once nobody holds or waits
