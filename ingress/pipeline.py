@@ -47,7 +47,6 @@ from schemas import (
     TaskCancel,
     command_id_for,
 )
-from schemas._limits import check_json_bounds
 
 from ._bounded import LRU, TokenBuckets
 from ._http import ANSWER_MARGIN, time_left
@@ -310,12 +309,6 @@ class KafkaPipeline:
             if result.action != item.action:
                 raise _reused(command_id)
             return _from_result(result, identity), None, None
-        if source is CommandSource.REST and self.check_action is not None:
-            try:  # bounded before a schema looks at them
-                check_json_bounds(item.arguments)
-            except ValueError as exc:
-                raise BadRequest(f"arguments: {exc}") from None
-            self.check_action(identity, command_id, item.action, item.arguments)
         now = datetime.now(UTC)
         deadline = item.deadline or now + DEFAULT_DEADLINE
         deadline = min(deadline, now + MAX_DEADLINE)
@@ -354,6 +347,10 @@ class KafkaPipeline:
             )
         except ValidationError as exc:
             raise from_validation(exc) from None
+        if source is CommandSource.REST and self.check_action is not None:
+            # After the model's validation: the arguments are bounded before a schema
+            # looks at them.
+            self.check_action(identity, command_id, command.action, command.arguments)
         if logger.isEnabledFor(logging.DEBUG):
             with bind(command_id=command_id, trace_id=trace_id):
                 logger.debug("command prepared", extra={"fields": {"action": item.action[:64]}})

@@ -174,11 +174,11 @@ def pending_result(command: Command, waited: float, trace_id: str | None) -> Cal
         f"Command {command.command_id} is still running after {waited:g}s. It is accepted "
         "(durable in Kafka) and will finish without this call. Do not call the tool again "
         "as a new call: that would run it twice. Calling it again with the same arguments and "
-        f'_meta {{"switchyard/idempotency_key": {orjson.dumps(key).decode()}}} answers with this command\'s result '
+        f"_meta {orjson.dumps({IDEMPOTENCY_META_KEY: key}).decode()} answers with this command's result "
         f"(or this note while it runs). Or fetch it with tasks/get and tasks/result (taskId "
         f"{command.command_id}, protocol 2025-11-25) or GET /v1/commands/{command.command_id}."
     )
-    meta = {**_tool_meta(command.command_id, "pending", trace_id=trace_id), "switchyard/idempotency_key": key}
+    meta = {**_tool_meta(command.command_id, "pending", trace_id=trace_id), IDEMPOTENCY_META_KEY: key}
     return CallToolResult(content=[TextContent(text=text)], is_error=True, _meta=meta)
 
 
