@@ -60,6 +60,8 @@ MODERN_VERSIONS: tuple[str, ...] = ("2026-07-28",)
 TASKS_VERSION = "2025-11-25"
 # Invalid tool arguments are a protocol error here (a tool error from 2025-11-25 on).
 ARGUMENTS_AS_PROTOCOL_ERROR = frozenset({"2025-03-26", "2025-06-18"})
+# Tools declare an outputSchema from 2025-06-18 on (structured output).
+_BEFORE_OUTPUT_SCHEMAS = frozenset({"2025-03-26"})
 
 # What initialize and server/discover tell a client's model about the server.
 _INSTRUCTIONS = (
@@ -182,7 +184,12 @@ class Dispatcher:
             )
         elif method == "tools/list":
             cursor = request.params.cursor if request.params is not None else None
-            result = self._tools.list_tools(identity, cursor, tasks=version == TASKS_VERSION)
+            result = self._tools.list_tools(
+                identity,
+                cursor,
+                tasks=version == TASKS_VERSION,
+                output_schemas=version not in _BEFORE_OUTPUT_SCHEMAS,
+            )
         elif method == "tools/call":
             with bind(tenant_id=identity.tenant_id, space_id=identity.space_id):
                 return await self._call_tool(identity, version, request.params)

@@ -27,7 +27,7 @@ from ingress.actions import ArgumentsInvalid, UnknownAction, tool_schema
 from ingress.contracts import Identity, Services
 from ingress.errors import Forbidden, IngressError
 from schemas import ActionConfig, Command, CommandSource, Result, command_id_for
-from workers.connectors import CONNECTORS
+from workers.connectors import CONNECTORS, Operation
 
 from ._jsonrpc import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE, RpcError
 
@@ -188,11 +188,24 @@ def _command_trace_id(command: Command) -> str | None:
     return current_trace_id()
 
 
+def _operation(action: ActionConfig) -> Operation | None:
+    kind = CONNECTORS.get(action.connector)
+    return kind.operations.get(action.operation) if kind is not None else None
+
+
+def _output_schema(action: ActionConfig) -> dict[str, Any] | None:
+    """The shape of the tool's ``structuredContent``: its connector operation's output
+    (the workspace maps arguments only), for clients that check it and models that read it."""
+    operation = _operation(action)
+    if operation is None or operation.output_schema is None:
+        return None
+    return dict(operation.output_schema)
+
+
 def _annotations(action: ActionConfig) -> ToolAnnotations | None:
     """What calling the tool does, from its connector operation: clients assume a tool
     without annotations may destroy data and reach outside, and ask before each call."""
-    kind = CONNECTORS.get(action.connector)
-    operation = kind.operations.get(action.operation) if kind is not None else None
+    operation = _operation(action)
     if operation is None:
         return None
     return ToolAnnotations(
@@ -242,7 +255,9 @@ class ToolRunner:
             if action.enabled and workspace.refusal(identity.role, action) is None
         ]
 
-    def list_tools(self, identity: Identity, cursor: str | None, *, tasks: bool) -> ListToolsResult:
+    def list_tools(
+        self, identity: Identity, cursor: str | None, *, tasks: bool, output_schemas: bool
+    ) -> ListToolsResult:
         """One page of the caller's tools.
 
         Raises:
@@ -258,6 +273,7 @@ class ToolRunner:
                 name=action.name,
                 description=action.description or None,
                 input_schema=tool_schema(action),
+                output_schema=_output_schema(action) if output_schemas else None,
                 annotations=_annotations(action),
                 # Every call becomes a Kafka command, so each tool can run as a task.
                 execution=ToolExecution(task_support="optional") if tasks else None,

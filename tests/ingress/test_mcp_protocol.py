@@ -81,6 +81,11 @@ class FakeCatalog:
         return self.spaces.get((tenant_id, space_id))
 
 
+def slack_output(command: Command) -> dict[str, Any]:
+    """What chat.postMessage gives (the tools' operation): the shape of their outputSchema."""
+    return {"channel": "C0123ABCD", "ts": f"{len(command.arguments.get('text', ''))}.000001"}
+
+
 def make_result(
     command: Command, *, ok: bool = True, output: dict[str, Any] | None = None
 ) -> Result:
@@ -95,7 +100,7 @@ def make_result(
         status=ResultStatus.SUCCEEDED if ok else ResultStatus.FAILED,
         connector="slack",
         operation="chat.postMessage",
-        output=(output if output is not None else {"echo": command.arguments}) if ok else None,
+        output=(output if output is not None else slack_output(command)) if ok else None,
         error=None
         if ok
         else ErrorInfo(code=ErrorCode.UPSTREAM_REJECTED, message="channel_not_found"),
@@ -374,8 +379,8 @@ async def test_sdk_client_calls_a_tool_and_gets_output_and_command_meta(
     async with _client(f"{server.url}/main", "key-acme", mode) as client:
         result = await client.call_tool("daily_summary", {"text": "hello"})
     assert result.is_error is False
-    assert result.structured_content == {"echo": {"text": "hello"}}
-    assert result.content[0].text == '{"echo":{"text":"hello"}}'
+    assert result.structured_content == {"channel": "C0123ABCD", "ts": "5.000001"}
+    assert result.content[0].text == '{"channel":"C0123ABCD","ts":"5.000001"}'
     (command,) = server.pipeline.published
     assert command.source == CommandSource.MCP and command.tenant_id == "acme"
     assert result.meta is not None
@@ -432,20 +437,41 @@ async def test_on_2025_06_18_arguments_violating_the_schema_are_invalid_params(s
     assert server.pipeline.published == []
 
 
+async def _listed_tool(server: Server, version: str, name: str) -> dict[str, Any]:
+    """Tool ``name`` as tools/list shows it to a client of ``version`` (workspace main)."""
+    if version == MODERN:
+        _, _, listed = await _post(f"{server.url}/main", _rpc("tools/list", {"_meta": CLIENT_META}),
+                                   headers=_modern("tools/list"))
+    else:
+        session, _ = await _initialize(f"{server.url}/main", version=version)
+        _, _, listed = await _post(f"{server.url}/main", _rpc("tools/list"), headers=_legacy(session, version))
+    (tool,) = [t for t in listed["result"]["tools"] if t["name"] == name]
+    return tool
+
+
 @pytest.mark.parametrize("version", ["2025-03-26", "2025-11-25", MODERN])
 async def test_tools_say_what_a_call_does_so_clients_need_not_assume_the_worst(server: Server, version: str) -> None:
     # Without annotations a client assumes a tool may destroy data and asks before every
     # call; a Slack post creates and overwrites nothing, and acts outside Switchyard.
-    if version == MODERN:
-        status, _, listed = await _post(f"{server.url}/main", _rpc("tools/list", {"_meta": CLIENT_META}),
-                                        headers=_modern("tools/list"))
-    else:
-        session, _ = await _initialize(f"{server.url}/main", version=version)
-        status, _, listed = await _post(f"{server.url}/main", _rpc("tools/list"), headers=_legacy(session, version))
-    (tool,) = [t for t in listed["result"]["tools"] if t["name"] == "daily_summary"]
+    tool = await _listed_tool(server, version, "daily_summary")
     assert tool["annotations"] == {
         "readOnlyHint": False, "destructiveHint": False, "idempotentHint": False, "openWorldHint": True
     }
+
+
+@pytest.mark.parametrize("version", ["2025-03-26", "2025-06-18", "2025-11-25", MODERN])
+async def test_tools_declare_the_shape_of_their_structured_output_from_2025_06_18(
+    server: Server, version: str
+) -> None:
+    # Structured output came with 2025-06-18; a model reads the shape, a client checks
+    # each successful call's structuredContent against it.
+    tool = await _listed_tool(server, version, "daily_summary")
+    if version == "2025-03-26":
+        assert "outputSchema" not in tool
+        return
+    schema = tool["outputSchema"]
+    assert schema["type"] == "object" and schema["required"] == ["channel", "ts"]
+    assert set(schema["properties"]) == {"channel", "ts", "thread_ts"}
 
 
 async def test_a_2025_03_26_client_is_served_in_its_own_revision(server: Server) -> None:

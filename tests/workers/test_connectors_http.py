@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from jsonschema import Draft202012Validator
 from yarl import URL
 
 from core.errors import PermanentError, RetryableError
@@ -160,6 +161,8 @@ async def test_text_replies_are_returned_bounded_and_flagged_truncated(
     )
     assert large["status"] == 200 and large["truncated"] is True
     assert len(large["text"].encode()) == MAX_OUTPUT_BYTES
+    fits = Draft202012Validator(HttpConnector.operations["request"].output_schema or {"not": {}})
+    assert fits.is_valid(small) and fits.is_valid(large)
 
 
 async def test_a_url_with_userinfo_is_refused(

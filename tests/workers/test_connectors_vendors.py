@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from jsonschema import Draft202012Validator
 
 from core.errors import CommandError, PermanentError, RetryableError
 from schemas import ErrorCode
@@ -164,6 +165,18 @@ async def test_each_connector_returns_the_vendor_shape_as_the_right_tenant(
     assert [(c["connector"], c["tenant"], c["status"]) for c in calls] == [
         (name, TENANT, 201 if name in ("jira", "github") else 200)
     ]
+    # MCP clients check a tool's structuredContent against its outputSchema (this one).
+    schema = CONNECTORS[name].operations[CASES[name].operation].output_schema
+    assert schema is not None
+    Draft202012Validator.check_schema(schema)
+    Draft202012Validator(schema).validate(output)
+
+
+def test_output_schemas_refuse_what_an_operation_never_returns() -> None:
+    for name, case in CASES.items():
+        schema = CONNECTORS[name].operations[case.operation].output_schema
+        assert schema is not None and schema["type"] == "object", name
+        assert not Draft202012Validator(schema).is_valid({}), name
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -40,6 +40,8 @@ __all__ = [
     "Operation",
     "classify_http",
     "held_call",
+    "maybe",
+    "output_schema",
     "parse_retry_after",
 ]
 
@@ -52,6 +54,19 @@ class Operation:
     # reads, and whether it may destroy or overwrite (None: it depends on the arguments).
     read_only: bool = False
     destructive: bool | None = None
+    # The shape of a successful call's output (the Result's ``output``, an MCP tool's
+    # ``outputSchema``): every output the operation returns, found again included, fits it.
+    output_schema: Mapping[str, Any] | None = None
+
+
+def output_schema(properties: Mapping[str, Any], *required: str) -> dict[str, Any]:
+    """An operation's output schema: an object with these properties (more may follow)."""
+    return {"type": "object", "properties": dict(properties), "required": list(required)}
+
+
+def maybe(kind: str, description: str) -> dict[str, Any]:
+    """A field the vendor's reply sets, null when a reply lacked it."""
+    return {"type": [kind, "null"], "description": description}
 
 
 @dataclass(frozen=True, slots=True)

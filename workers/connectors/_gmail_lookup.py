@@ -34,11 +34,11 @@ from yarl import URL
 from core.errors import RetryableError
 from schemas import ErrorCode
 
-from ._base import MAX_RETRY_AFTER, ConnectorCall, Doubt, parse_retry_after
+from ._base import MAX_RETRY_AFTER, ConnectorCall, Doubt, maybe, output_schema, parse_retry_after
 from ._http import Reply, raise_for_status, send
 from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads, output_for
 
-__all__ = ["HEADER", "GmailLookup", "gmail_error", "message_output"]
+__all__ = ["HEADER", "SENT_SCHEMA", "GmailLookup", "gmail_error", "message_output"]
 
 HEADER = "X-Switchyard-Idempotency-Key"
 MAX_PAGES = 5
@@ -89,11 +89,24 @@ def _retry_time(message: str) -> float | None:
 
 def message_output(message: Mapping[str, Any]) -> dict[str, Any]:
     """A sent message as the command's output: ``{id, threadId, labelIds}``."""
+    labels = message.get("labelIds")
     return {
         "id": message.get("id"),
         "threadId": message.get("threadId"),
-        "labelIds": message.get("labelIds", []),
+        "labelIds": [label for label in labels if isinstance(label, str)] if isinstance(labels, list) else [],
     }
+
+
+SENT_SCHEMA = output_schema(
+    {
+        "id": maybe("string", "The sent message's ID."),
+        "threadId": maybe("string", "The ID of the thread the message belongs to."),
+        "labelIds": {"type": "array", "items": {"type": "string"}, "description": "Its labels (SENT)."},
+    },
+    "id",
+    "threadId",
+    "labelIds",
+)
 
 
 class GmailLookup:

@@ -27,7 +27,16 @@ from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 
 from ._args import credential, validated
-from ._base import MAX_RETRY_AFTER, Connector, ConnectorCall, Doubt, Operation, parse_retry_after
+from ._base import (
+    MAX_RETRY_AFTER,
+    Connector,
+    ConnectorCall,
+    Doubt,
+    Operation,
+    maybe,
+    output_schema,
+    parse_retry_after,
+)
 from ._http import Reply, raise_for_status, send
 from ._shared_reads import READ_LIMIT, Found, SharedReads, for_reads, output_for
 
@@ -97,6 +106,24 @@ def github_rate_limit(
     )
 
 
+ISSUE_SCHEMA = output_schema(
+    {
+        "number": maybe("integer", "The issue's number in its repository."),
+        "html_url": maybe("string", "The issue's page."),
+        "id": maybe("integer", "The issue's ID."),
+        "labels": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The labels GitHub applied (it drops those the token may not set).",
+        },
+    },
+    "number",
+    "html_url",
+    "id",
+    "labels",
+)
+
+
 class GitHubConnector(Connector):
     name: ClassVar[str] = "github"
     credential_shapes: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"token"}), frozenset({"access_token"}))
@@ -105,6 +132,7 @@ class GitHubConnector(Connector):
         "issues.create": Operation(
             description="Open an issue in a GitHub repository.",
             input_schema=CREATE_ISSUE_SCHEMA,
+            output_schema=ISSUE_SCHEMA,
             destructive=False,  # it creates; nothing already there changes
         )
     }

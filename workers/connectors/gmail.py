@@ -27,7 +27,7 @@ from schemas import ErrorCode
 
 from ._args import credential, validated
 from ._base import Connector, ConnectorCall, CredentialsExpired, Doubt, Operation
-from ._gmail_lookup import HEADER, GmailLookup, gmail_error, message_output
+from ._gmail_lookup import HEADER, SENT_SCHEMA, GmailLookup, gmail_error, message_output
 from ._http import send
 from .oauth import expired
 
@@ -123,6 +123,7 @@ class GmailConnector(Connector):
         "users.messages.send": Operation(
             description="Send an email from the connected Gmail account.",
             input_schema=SEND_SCHEMA,
+            output_schema=SENT_SCHEMA,
             destructive=False,  # it creates; nothing already there changes
         )
     }

@@ -25,7 +25,7 @@ from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 
 from ._args import validated
-from ._base import Connector, ConnectorCall, Operation, parse_retry_after
+from ._base import Connector, ConnectorCall, Operation, output_schema, parse_retry_after
 from ._http import raise_for_status, send
 
 __all__ = ["HttpConnector", "host_allowed"]
@@ -119,6 +119,16 @@ def _depth(value: Any) -> int:
             )
     return deepest
 
+REPLY_SCHEMA = output_schema(
+    {
+        "status": {"type": "integer", "description": "The reply's HTTP status (2xx or 3xx)."},
+        "json": {"description": "The reply's body, when it was JSON (null for an empty one)."},
+        "text": {"type": "string", "description": "The reply's body otherwise, as text."},
+        "truncated": {"type": "boolean", "description": "Whether text was cut at the size limit."},
+    },
+    "status",
+)
+
 
 class HttpConnector(Connector):
     name: ClassVar[str] = "http"
@@ -128,6 +138,7 @@ class HttpConnector(Connector):
         "request": Operation(
             description="Call an allow-listed HTTP endpoint (webhook) with a JSON body.",
             input_schema=REQUEST_SCHEMA,
+            output_schema=REPLY_SCHEMA,
         )
     }
 

@@ -36,7 +36,15 @@ from core.errors import PermanentError
 from schemas import ErrorCode
 
 from ._args import credential, validated
-from ._base import Connector, ConnectorCall, CredentialsExpired, Doubt, Operation
+from ._base import (
+    Connector,
+    ConnectorCall,
+    CredentialsExpired,
+    Doubt,
+    Operation,
+    maybe,
+    output_schema,
+)
 from ._http import raise_for_status, send
 from ._shared_reads import (
     READ_LIMIT,
@@ -97,6 +105,18 @@ def adf_document(text: str) -> dict[str, Any]:
     return {"type": "doc", "version": 1, "content": content}
 
 
+ISSUE_SCHEMA = output_schema(
+    {
+        "id": maybe("string", "The issue's ID."),
+        "key": maybe("string", "The issue's key (PROJ-123)."),
+        "self": maybe("string", "The issue's REST API URL."),
+    },
+    "id",
+    "key",
+    "self",
+)
+
+
 class JiraConnector(Connector):
     name: ClassVar[str] = "jira"
     credential_shapes: ClassVar[tuple[frozenset[str], ...]] = (
@@ -117,6 +137,7 @@ class JiraConnector(Connector):
         "issues.create": Operation(
             description="Create a Jira issue with a summary and a plain-text description.",
             input_schema=CREATE_ISSUE_SCHEMA,
+            output_schema=ISSUE_SCHEMA,
             destructive=False,  # it creates; nothing already there changes
         )
     }

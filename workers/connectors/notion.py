@@ -41,7 +41,7 @@ from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 
 from ._args import credential, validated
-from ._base import Connector, ConnectorCall, Doubt, Operation
+from ._base import Connector, ConnectorCall, Doubt, Operation, maybe, output_schema
 from ._http import raise_for_status, send
 from ._shared_reads import (
     READ_LIMIT,
@@ -171,6 +171,16 @@ class _Rows:
         return None
 
 
+PAGE_SCHEMA = output_schema(
+    {
+        "id": maybe("string", "The page's ID (a UUID)."),
+        "url": maybe("string", "The page's URL."),
+    },
+    "id",
+    "url",
+)
+
+
 class NotionConnector(Connector):
     name: ClassVar[str] = "notion"
     credential_shapes: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"token"}), frozenset({"access_token"}))
@@ -179,6 +189,7 @@ class NotionConnector(Connector):
         "pages.create": Operation(
             description="Create a Notion page with a title and plain-text content.",
             input_schema=CREATE_PAGE_SCHEMA,
+            output_schema=PAGE_SCHEMA,
             destructive=False,  # it creates; nothing already there changes
         )
     }

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ._args import credential, validated
-from ._base import Connector, ConnectorCall, Doubt, Operation
+from ._base import Connector, ConnectorCall, Doubt, Operation, maybe, output_schema
 from ._http import send
 from ._slack_api import slack_data, slack_error
 from ._slack_lookup import SlackLookup, marker, message_output
@@ -52,6 +52,17 @@ POST_MESSAGE_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+POSTED_SCHEMA = output_schema(
+    {
+        "channel": maybe("string", "The channel's ID the message went to."),
+        "ts": maybe("string", "The message's timestamp, its ID in the channel."),
+        "thread_ts": {"type": "string", "description": "The parent's ts of a thread reply."},
+    },
+    "channel",
+    "ts",
+)
+
+
 class SlackConnector(Connector):
     name: ClassVar[str] = "slack"
     credential_shapes: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"bot_token"}), frozenset({"token"}))
@@ -60,6 +71,7 @@ class SlackConnector(Connector):
         "chat.postMessage": Operation(
             description="Post a message to a Slack channel or thread.",
             input_schema=POST_MESSAGE_SCHEMA,
+            output_schema=POSTED_SCHEMA,
             destructive=False,  # it creates; nothing already there changes
         )
     }
