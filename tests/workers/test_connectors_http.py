@@ -13,6 +13,7 @@ from yarl import URL
 from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 from workers.connectors import ConnectorCall
+from workers.connectors._http import request
 from workers.connectors.http import MAX_OUTPUT_BYTES, HttpConnector, host_allowed
 from workers.emulators import EmulatorState, RunningEmulator, run_emulator
 
@@ -188,8 +189,12 @@ async def test_a_409_for_a_key_still_in_progress_is_retried_not_final(
     assert caught.value.http_status == 409
 
 
-@pytest.mark.parametrize("headers", [{"X-Token": "v\n"}, {"X-Token\n": "v"}], ids=["value", "name"])
-async def test_a_header_ending_in_a_newline_is_refused_before_any_request(
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Token": "v\n"}, {"X-Token\n": "v"}, {"X-A": "a\x00b"}, {"X-A": "a\x0bb"}, {"X-A": "a\x7f"}],
+    ids=["value", "name", "nul", "vertical-tab", "del"],
+)
+async def test_a_header_with_a_control_character_is_refused_before_any_request(
     headers: dict[str, str], emulator: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     # The compiled check refused "v\n" but Python's "$" matches before a final newline,
@@ -199,4 +204,18 @@ async def test_a_header_ending_in_a_newline_is_refused_before_any_request(
     with pytest.raises(PermanentError) as caught:
         await HttpConnector().execute(call)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENTS
+    assert not emulator.state.calls
+
+
+async def test_a_request_aiohttp_refuses_to_write_is_invalid_arguments_not_a_crash(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    # Any header value aiohttp will not write (the schema covers the known ones) ends the
+    # command as refused arguments, not as a crash of the worker; nothing was sent.
+    with pytest.raises(PermanentError) as caught:
+        await request(
+            session, "POST", f"{emulator.base_url}/hooks/x", what="http test",
+            request_timeout=5.0, headers={"X-A": "a\x00b"},
+        )
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENTS and "\x00" not in caught.value.message
     assert not emulator.state.calls

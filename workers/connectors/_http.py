@@ -93,13 +93,15 @@ async def request(
     Raises:
         RetryableError: UPSTREAM_TIMEOUT when no full response arrived within
             ``request_timeout``; UPSTREAM_UNAVAILABLE on connection and protocol errors.
-        PermanentError: INVALID_ARGUMENTS when aiohttp refuses the URL; HOST_NOT_ALLOWED
-            when the session's resolver (``_addresses``) left no address to connect to.
+        PermanentError: INVALID_ARGUMENTS when aiohttp refuses the URL or a header;
+            HOST_NOT_ALLOWED when the session's resolver (``_addresses``) left no address
+            to connect to.
     """
     body = orjson.dumps(json_body) if json_body is not None else data
     all_headers = dict(headers)
     if json_body is not None:
         all_headers["Content-Type"] = "application/json"
+    answered = False
     try:
         async with session.request(
             method,
@@ -110,8 +112,17 @@ async def request(
             # A redirect could leave the vendor or the allow-list; callers see the 3xx.
             allow_redirects=False,
         ) as response:
+            answered = True
             payload, truncated = await _read_bounded(response, limit)
             return Reply(response.status, response.headers, payload, truncated)
+    except ValueError as exc:
+        if answered:
+            raise
+        # aiohttp refused to write the request (a control character in a header, say):
+        # nothing was sent, and the same arguments would be refused again.
+        raise PermanentError(
+            ErrorCode.INVALID_ARGUMENTS, f"{what}: the request could not be written ({exc.__class__.__name__})"
+        ) from None
     except TimeoutError as exc:  # aiohttp's ServerTimeoutError is a TimeoutError too
         raise RetryableError(
             ErrorCode.UPSTREAM_TIMEOUT, f"{what}: no response within {request_timeout:g}s"

@@ -60,7 +60,10 @@ REQUEST_SCHEMA: dict[str, Any] = {
             "type": "object",
             "maxProperties": 32,
             "propertyNames": {"pattern": r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"},
-            "additionalProperties": {"type": "string", "maxLength": 4096, "pattern": r"^[^\r\n]*$"},
+            "additionalProperties": {
+                # What aiohttp refuses to send (it raises); a tab is fine.
+                "type": "string", "maxLength": 4096, "pattern": r"^[^\x00-\x08\x0a-\x1f\x7f]*$",
+            },
         },
         "json": {"description": "JSON body (any JSON value)."},
     },
