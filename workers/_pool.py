@@ -67,6 +67,7 @@ from ._scheduler import FairScheduler
 from ._stall_guard import StallGuard, heartbeat_accepted
 from .connectors._addresses import PublicAddressResolver
 from .connectors._base import CallHeld, Connector
+from .connectors._http import upstream_session
 
 __all__ = ["PoolOptions", "WorkerPool"]
 
@@ -204,13 +205,7 @@ class WorkerPool(PoolLifecycle):
         held.on_request_chunk_sent.append(self._before_writing)  # each body chunk, before writing
         if self.connector.public_addresses_only:
             self.resolver = PublicAddressResolver(s.http_private_networks)
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=self.concurrency, limit_per_host=self.concurrency, resolver=self.resolver
-            ),
-            raise_for_status=False,
-            trace_configs=[held],
-        )
+        self.session = upstream_session(self.concurrency, resolver=self.resolver, trace_configs=[held])
         refresher = None
         if self._refresher is not None:
             bound, session = self._refresher, self.session

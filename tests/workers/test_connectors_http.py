@@ -7,13 +7,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from jsonschema import Draft202012Validator
 from yarl import URL
 
 from core.errors import PermanentError, RetryableError
 from schemas import ErrorCode
 from workers.connectors import ConnectorCall
-from workers.connectors._http import request
+from workers.connectors._http import request, upstream_session
 from workers.connectors.http import MAX_OUTPUT_BYTES, HttpConnector, host_allowed
 from workers.emulators import EmulatorState, RunningEmulator, run_emulator
 
@@ -219,3 +220,38 @@ async def test_a_request_aiohttp_refuses_to_write_is_invalid_arguments_not_a_cra
         )
     assert caught.value.code is ErrorCode.INVALID_ARGUMENTS and "\x00" not in caught.value.message
     assert not emulator.state.calls
+
+
+async def test_the_pools_session_carries_no_cookie_from_one_call_to_the_next() -> None:
+    # One session serves every tenant of a pool: a cookie one tenant's receiver sets must
+    # not ride on another tenant's call (aiohttp keeps cookies of named hosts by default).
+    seen: list[str | None] = []
+
+    async def set_cookie(request: web.Request) -> web.Response:
+        response = web.Response(text="set")
+        response.set_cookie("session", "TENANT_A_SESSION")
+        return response
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/set", set_cookie)
+    app.router.add_post("/hook", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        for session in (aiohttp.ClientSession(), upstream_session(4)):
+            async with session:
+                for path in ("/set", "/hook"):
+                    await request(
+                        session, "POST", f"http://localhost:{port}{path}", what="t",
+                        request_timeout=5.0, headers={},
+                    )
+    finally:
+        await runner.cleanup()
+    assert seen == ["session=TENANT_A_SESSION", None]  # the plain session's, then the pool's

@@ -27,7 +27,7 @@ from schemas import ErrorCode
 from ._addresses import AddressNotAllowed
 from ._base import ConnectorCall, classify_http, held_call
 
-__all__ = ["MAX_BODY_BYTES", "Reply", "raise_for_status", "request", "send"]
+__all__ = ["MAX_BODY_BYTES", "Reply", "raise_for_status", "request", "send", "upstream_session"]
 
 # Vendor replies we act on are small; webhook replies are returned to the caller and
 # travel in a Result on Kafka, so the body kept is bounded.
@@ -60,6 +60,26 @@ class Reply:
                 f"{what}: {self.status} response is not JSON",
                 http_status=self.status,
             ) from exc
+
+
+def upstream_session(
+    concurrency: int,
+    *,
+    resolver: aiohttp.abc.AbstractResolver | None = None,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
+) -> aiohttp.ClientSession:
+    """The HTTP session a worker pool calls every tenant's upstream with.
+
+    No cookie jar: the session is shared by all tenants, and a cookie one tenant's
+    receiver set (or a load balancer's, for one tenant's account) must not reach another
+    tenant's call. Redirects are not followed either (``request``).
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, resolver=resolver),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        raise_for_status=False,
+        trace_configs=trace_configs,
+    )
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
