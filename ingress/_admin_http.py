@@ -32,7 +32,7 @@ from workers.connectors import credentials_problem
 from ._http import json_response, read_json
 from ._state import STATE, IngressState
 from .admin import delete_config, new_api_key, publish_config
-from .auth import bearer_token
+from .auth import bearer_token, refuse_repeated_headers
 from .errors import (
     BadRequest,
     Conflict,
@@ -56,6 +56,7 @@ _MAX_LISTED = 1_000  # workspaces or API keys of a tenant in one listing
 def _state(request: web.Request) -> IngressState:
     state = request.app[STATE]
     expected = state.settings.admin_token
+    refuse_repeated_headers(request.headers)  # which copy would count is a guess
     presented = bearer_token(request.headers)
     if expected is None or presented is None or not hmac.compare_digest(
         presented.encode(), expected.get_secret_value().encode()

@@ -57,7 +57,12 @@ _NESTED = ("_meta", "meta", "params", "arguments")
 
 def reads_everything(settings: Settings, headers: Mapping[str, str]) -> bool:
     """Whether ``headers`` carry the admin token or the read-only observer token
-    (compared in constant time): what may read every tenant's views and metrics."""
+    (compared in constant time): what may read every tenant's views and metrics.
+
+    Raises:
+        BadRequest: the Authorization header (or another single one) appears twice.
+    """
+    refuse_repeated_headers(headers)
     presented = bearer_token(headers)
     if presented is None:
         return False

@@ -37,6 +37,19 @@ async def test_admin_endpoints_require_the_admin_token(harness, acme):
     assert len(records) == 2  # acme's workspace and key: the refused calls wrote nothing
 
 
+async def test_a_repeated_authorization_header_is_400_on_the_admin_and_operator_routes(harness, acme):
+    # As on REST and MCP: with two, which one counts is a guess (a proxy may add one).
+    admin = harness.admin_headers["Authorization"]
+    for first, second in ((admin, "Bearer x"), ("Bearer x", admin)):
+        headers = CIMultiDict([("Authorization", first), ("Authorization", second)])
+        for method, path in [*ADMIN_ROUTES, ("GET", "/v1/admin/overview"), ("GET", "/metrics")]:
+            response = await harness.client.request(method, path, json={"a": 1}, headers=headers)
+            assert response.status == 400, (method, path, response.status)
+            assert "Authorization" in (await response.json())["error"]["message"]
+    records = await read_topic(harness.settings, harness.settings.topics.config)
+    assert len(records) == 2  # acme's workspace and key: the refused calls wrote nothing
+
+
 async def test_workspace_put_get_delete_round_trip(harness):
     tenant = unique_id("acme")
     path = f"/v1/admin/workspaces/{tenant}/sales"
