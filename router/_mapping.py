@@ -10,23 +10,30 @@ The sandbox stops attribute tricks; it does not bound sizes or time, which a map
 must: it runs on the router's event loop for every command, and a crash while rendering
 replays the command (and crashes again). So a mapping is straight-line: no loops, macros
 or assignments (refused when it is compiled, so the admin API and ``tenants apply``
-refuse it too), which bounds its work by the template's size times the input's; and what
-could build a huge value from a small input is checked before it runs: ``*`` and ``**``,
-``%`` formatting widths, any integer argument above ``MAX_ARGUMENT`` to a filter or a
-call (widths, counts, slices), and the output of ``join``, ``replace``, ``indent``,
-``wordwrap``, ``expandtabs`` and ``format``, estimated from their inputs. Any failure
-while rendering, ``RecursionError`` and ``MemoryError`` included, rejects the command.
+refuse it too). What one step could build from a small input is checked before the step
+runs: ``*``, ``+``, ``~`` and ``**`` (by the result's size), ``%`` and ``str.format``
+(their output estimated from the widths, precisions and values of every field), any
+integer argument above ``MAX_ARGUMENT`` to a filter or a call (widths, counts, slices;
+a ``tojson`` indent above ``MAX_INDENT``), and the output of ``join``, ``replace``,
+``indent``, ``wordwrap``, ``expandtabs`` and ``sum``, estimated from their inputs. And
+every value the steps build, each leaf's value and each piece of a template's output
+counts against one budget per render, ``MAX_WORK_BYTES``: many bounded steps cannot add
+up to an unbounded one. Any failure while rendering, ``RecursionError`` and
+``MemoryError`` included, rejects the command.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+import string
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from functools import wraps
 from typing import Any
 
 import orjson
 from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
@@ -37,14 +44,20 @@ MAX_EXPONENT = 64
 MAX_RENDERED_BYTES = 256 * 1024
 # The largest width, count or size a filter or call that takes one may be given.
 MAX_ARGUMENT = 64 * 1024
+MAX_INDENT = 16  # tojson's: it repeats on every line of every level
+MAX_INT_BITS = 64 * 1024
+# What one render may build in all (values of its steps, leaves, output pieces).
+MAX_WORK_BYTES = 8 * 2**20
 # The filters and calls whose integer arguments are sizes of what they build.
 _SIZE_TAKING = frozenset({
     "center", "ljust", "rjust", "zfill", "indent", "wordwrap", "tojson", "slice", "expandtabs", "range",
 })
-# A ``%`` width or precision of six digits or more, or one taken from an argument (``*``);
-# a ``str.format`` one likewise (``{:1000000}``, ``{:{w}}``).
-_WIDE_PERCENT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d{6,})|%(?:\([^)]*\))?[-#0 +]*\d*\.(?:\*|\d{6,})")
-_WIDE_BRACE = re.compile(r"\{[^{}]*:[^{}]*(?:\d{6,}|\{)")
+# One ``%`` conversion: its width and precision (``*`` takes them from the values).
+_PERCENT_FIELD = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)", re.DOTALL)
+# The width and precision of a ``str.format`` spec ([[fill]align][sign][z][#][0][width][,_][.precision]).
+_BRACE_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d*))?", re.DOTALL)
+_REPR_GROWTH = 10  # a character's repr is at most this long (\U0001f600)
+_budget: ContextVar[list[int] | None] = ContextVar("mapping_budget", default=None)
 
 # One ``{{ ... }}`` and nothing around it; the body may not open or close another block.
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}|\{#).)*)\}\}$", re.DOTALL)
@@ -66,17 +79,98 @@ def _too_large(what: str) -> SecurityError:
     return SecurityError(f"{what} would exceed {MAX_RENDERED_BYTES} bytes")
 
 
+def _size(value: Any) -> int:
+    """About how many bytes ``value`` holds (its items, not theirs, for a container)."""
+    if isinstance(value, str | bytes | list | tuple | dict | set):
+        return len(value)
+    if isinstance(value, int):
+        return value.bit_length() // 8
+    return 0
+
+
+def _spend(size: int) -> None:
+    """Count ``size`` bytes against the render's budget (there is none at compile time).
+
+    Raises:
+        SecurityError: the render has built more than ``MAX_WORK_BYTES``.
+    """
+    left = _budget.get()
+    if left is not None:
+        left[0] -= size
+        if left[0] < 0:
+            raise SecurityError(f"the mapping builds more than {MAX_WORK_BYTES} bytes")
+
+
+def _charge(value: Any) -> Any:
+    """Count a value built against the render's budget; returns it."""
+    _spend(_size(value))
+    return value
+
+
 def _check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if name not in _SIZE_TAKING:
         return
     for value in (*args, *kwargs.values()):
         if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > MAX_ARGUMENT:
             raise SecurityError(f"an argument larger than {MAX_ARGUMENT}")
+    if name == "tojson":
+        indent = args[0] if args else kwargs.get("indent")
+        if isinstance(indent, int | float) and not isinstance(indent, bool) and abs(indent) > MAX_INDENT:
+            raise SecurityError(f"a tojson indent larger than {MAX_INDENT}")
 
 
-def _check_format(spec: Any, wide: re.Pattern[str]) -> None:
-    if isinstance(spec, str) and wide.search(spec):
-        raise SecurityError("a format width or precision that is too large or not a literal")
+def _text_length(value: Any) -> int:
+    """How long ``value`` is as text (``str``), at most."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value.bit_length() // 3 + 2  # decimal digits, or more in any base
+    try:
+        return len(str(value))
+    except ValueError:  # an int of more digits than Python prints
+        return MAX_RENDERED_BYTES + 1
+
+
+def _field_size(width: str, precision: str, longest: int, conversion: str) -> int:
+    if width == "*" or precision == "*":
+        raise SecurityError("a format width or precision that is not a literal")
+    if conversion in ("r", "a"):  # a repr escapes: each character may take several
+        longest = longest * _REPR_GROWTH + 2
+    return max(int(width or 0), longest) + int(precision or 0)
+
+
+def _check_format(spec: Any, values: Iterable[Any], *, percent: bool) -> None:
+    """Refuse a formatting whose output would exceed ``MAX_RENDERED_BYTES``: every field
+    counts its width or its longest value, whichever is more, plus its precision."""
+    if not isinstance(spec, str):
+        return
+    longest = max(map(_text_length, values), default=0)
+    total = len(spec)
+    if percent:
+        for width, precision, kind in _PERCENT_FIELD.findall(spec):
+            total += 1 if kind == "%" else _field_size(width, precision, longest, kind)
+    else:
+        try:
+            fields = list(string.Formatter().parse(spec))
+        except ValueError:
+            return  # not a format string: the call raises
+        for _, name, format_spec, conversion in fields:
+            if name is None:
+                continue
+            if "{" in (format_spec or ""):
+                raise SecurityError("a format width or precision that is not a literal")
+            width, precision = _BRACE_SPEC.match(format_spec or "").groups()  # type: ignore[union-attr]
+            total += _field_size(width or "", precision or "", longest, conversion or "")
+    if total > MAX_RENDERED_BYTES:
+        raise _too_large("the formatted text")
+
+
+def _percent_values(values: Any) -> Iterable[Any]:
+    if isinstance(values, tuple):
+        return values
+    if isinstance(values, dict):
+        return values.values()
+    return (values,)
 
 
 def _strings(values: Any) -> list[str]:
@@ -121,9 +215,18 @@ def _check_output(
         size = args[0] if args else kwargs.get("tabsize", 8)
         if isinstance(size, int) and len(subject) + subject.count("\t") * size > MAX_RENDERED_BYTES:
             raise _too_large("expandtabs")
-    elif name in ("format", "format_map"):
-        # The filter is %-formatting (``value % args``); the methods are str.format's.
-        _check_format(subject, _WIDE_PERCENT if as_filter else _WIDE_BRACE)
+    elif name == "sum" and as_filter:
+        start = args[1] if len(args) > 1 else kwargs.get("start", 0)
+        if isinstance(start, str | list | tuple):
+            parts = list(subject) if isinstance(subject, Iterator) else subject
+            if len(start) + sum(len(part) for part in parts if isinstance(part, str | list | tuple)) > MAX_WORK_BYTES:
+                raise _too_large("sum")
+    elif name == "format" and as_filter:  # %-formatting: ``value % (args or kwargs)``
+        _check_format(subject, [*args, *kwargs.values()], percent=True)
+    elif name == "format":
+        _check_format(subject, [*args, *kwargs.values()], percent=False)
+    elif name == "format_map":
+        _check_format(subject, list((args[0] if args else {}).values()), percent=False)
 
 
 def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -133,20 +236,33 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
     def bounded(*args: Any, **kwargs: Any) -> Any:
         # A filter that takes the environment or context gets it first, then the value.
         value_at = 0 if pass_arg is None else 1
-        if name == "join" and len(args) > value_at and isinstance(args[value_at], Iterator):
+        if name in ("join", "sum") and len(args) > value_at and isinstance(args[value_at], Iterator):
             # Measured, then joined: the items of a lazy filter (map, select) are read once.
             args = (*args[:value_at], list(args[value_at]), *args[value_at + 1 :])
         values = args[value_at + 1 :]
         _check_arguments(name, values, kwargs)
         if len(args) > value_at:
             _check_output(name, args[value_at], values, kwargs, as_filter=True)
-        return function(*args, **kwargs)
+        return _charge(function(*args, **kwargs))
 
     return bounded
 
 
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compiles ``a ~ b`` to the sandbox's :meth:`_BoundedSandbox.concat`, which measures
+    before it joins (Jinja joins in place, with no hook)."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _BoundedCodeGenerator
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -154,17 +270,29 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         # Nothing that builds text or state of its own: lipsum(n), cycler, joiner, namespace.
         self.globals = {name: self.globals[name] for name in ("range", "dict")}
 
+    def concat(self, parts: tuple[Any, ...]) -> str:
+        """``a ~ b ~ ...``: measured (and counted), then joined."""
+        texts = [part if type(part) is str else str(part) for part in parts]
+        _spend(sum(map(len, texts)))
+        return "".join(texts)
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
             raise SecurityError(f"exponent larger than {MAX_EXPONENT}")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
+            if abs(left) > 1 and left.bit_length() * right > MAX_INT_BITS:
+                raise SecurityError(f"a power of more than {MAX_INT_BITS} bits")
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int):
                     if len(seq) * times > MAX_PRODUCT_LENGTH:
                         raise SecurityError(f"repetition longer than {MAX_PRODUCT_LENGTH}")
-        if operator == "%":
-            _check_format(left, _WIDE_PERCENT)
-        return super().call_binop(context, operator, left, right)
+        if operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            _spend(len(left) + len(right))  # counted before it is built
+            return super().call_binop(context, operator, left, right)
+        if operator == "%" and isinstance(left, str):
+            _check_format(left, _percent_values(right), percent=True)
+        return _charge(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         name = getattr(__obj, "__name__", "")
@@ -176,7 +304,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
             args = (list(args[0]), *args[1:])  # measured, then joined: read once
         _check_arguments(name, args, kwargs)
         _check_output(name, subject, args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        return _charge(super().call(__context, __obj, *args, **kwargs))
 
 
 _ENV = _BoundedSandbox(undefined=StrictUndefined, autoescape=False)
@@ -228,6 +356,18 @@ def _fast_lookup(keys: tuple[str, ...], slow: Renderer) -> Renderer:
     return lookup
 
 
+def _counted(leaf: Renderer) -> Renderer:
+    """A leaf whose value counts against the budget: a value the leaf looked up is
+    written out once more for every leaf that gives it."""
+
+    def counted(args: dict[str, Any]) -> Any:
+        value = leaf(args)
+        _spend(len(value) if isinstance(value, str) else len(orjson.dumps(value, default=str)))
+        return value
+
+    return counted
+
+
 def _compile_leaf(text: str, where: str) -> Renderer:
     single = _SINGLE_EXPRESSION.match(text)
     try:
@@ -242,12 +382,22 @@ def _compile_leaf(text: str, where: str) -> Renderer:
                 return value
 
             keys = _lookup_path(single.group("expr"))
-            return native if keys is None else _fast_lookup(keys, native)
+            return _counted(native if keys is None else _fast_lookup(keys, native))
         if any(marker in text for marker in _TEMPLATE_MARKERS):
             tree = _ENV.parse(text)  # parsed once: checked, then compiled
             _check_straight_line(tree, where)
             template = _ENV.from_string(tree)
-            return lambda args: template.render(args=args)
+
+            def rendered(args: dict[str, Any]) -> str:
+                # Piece by piece, each counted: a template of many large outputs stops
+                # at the budget instead of being joined first.
+                pieces = []
+                for piece in template.generate(args=args):
+                    _spend(len(piece))
+                    pieces.append(piece)
+                return "".join(pieces)
+
+            return rendered
     except TemplateError as exc:
         raise MappingError(f"{where}: {exc.message or type(exc).__name__}") from exc
     except RecursionError:  # e.g. thousands of nested parentheses
@@ -282,6 +432,7 @@ def compile_mapping(mapping: dict[str, Any]) -> Callable[[dict[str, Any]], dict[
     root = _compile(mapping, "$")
 
     def render(args: dict[str, Any]) -> dict[str, Any]:
+        budget = _budget.set([MAX_WORK_BYTES])
         try:
             rendered = root(args)
             # Native expressions may give tuples, Markup or other non-JSON objects: a
@@ -301,5 +452,7 @@ def compile_mapping(mapping: dict[str, Any]) -> Callable[[dict[str, Any]], dict[
             raise MappingError("the mapping ran out of memory") from None
         except Exception as exc:  # a crash here would replay the command and crash again
             raise MappingError(str(exc)[:300] or type(exc).__name__) from exc
+        finally:
+            _budget.reset(budget)
 
     return render

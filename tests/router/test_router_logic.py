@@ -86,6 +86,19 @@ def test_a_mapping_is_straight_line_so_its_work_is_bounded(template: str) -> Non
         ("{{ args.s.expandtabs(60000) }}", {"s": "\t" * 100_000}),
         ("{{ range(args.n)|list }}", {"n": 2_000_000_000}),
         ("{{ lipsum(10000) }}", {}),
+        # Found by a security review: small widths, many fields; indents of many lines.
+        ("{{ ('{0:99999}' * 6000).format(1) }}", {}),
+        ("{{ ('%(a)99999s' * 6000) % dict(a=1) }}", {}),
+        ("{{ ('{0}' * 20000).format(args.s) }}", {"s": "x" * 10_000}),
+        ("{{ ('%s' * 20000)|format(*([args.s] * 20000)) }}", {"s": "x" * 10_000}),
+        ("{{ range(2000)|list|tojson(60000) }}", {}),
+        ("{{ (((((2**64)**64)**64)**64)**64) }}", {}),
+        # Each step bounded, the sum of them not: every value built counts.
+        ("{{ ([[1] * 4000] * 4000)|sum(start=[]) }}", {}),
+        ("{{ range(4000)|map('string')|map('center', 60000)|join }}", {}),
+        ("{{ " + " ~ ".join(["args.s"] * 300) + " }}", {"s": "x" * 100_000}),
+        ("{{ " + " + ".join(["args.s"] * 150) + " }}", {"s": "x" * 150_000}),
+        ("-" + "{{ args.s|center(60000) }}" * 400, {"s": "x"}),
     ],
 )
 def test_what_would_build_a_huge_value_is_refused_before_it_is_built(template: str, args: dict) -> None:
@@ -98,6 +111,18 @@ def test_what_would_build_a_huge_value_is_refused_before_it_is_built(template: s
     finally:
         tracemalloc.stop()
     assert peak < 16 * 2**20  # refused before it was built (built, each is hundreds of MB or more)
+
+
+def test_many_leaves_of_one_large_value_are_refused_before_the_whole_is_built() -> None:
+    render = compile_mapping({"text": ["{{ args.s }}"] * 2000, "more": ["x{{ args.s }}"] * 2000})
+    tracemalloc.start()
+    try:
+        with pytest.raises(MappingError):
+            render({"s": "x" * 100_000})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20
 
 
 @pytest.mark.parametrize(
