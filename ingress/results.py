@@ -120,7 +120,7 @@ class ResultsFeed(Following):
         if raw is None:
             return
         try:
-            head: Any = ResultHead.model_validate_json(raw)
+            head: Any = ResultHead.model_validate_json(raw, extra="ignore")  # as Result.from_bytes
             if head.command_id in self._results:
                 return  # at-least-once delivery upstream: a duplicate changes nothing
             # Parsed in full only when someone here waits for it.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, Field, field_validator
 
@@ -85,6 +85,19 @@ class Result(WireModel):
     @classmethod
     def _bounded_output(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if value is None else check_json_bounds(value, max_bytes=1024 * 1024)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> Self:
+        """Parse and validate a Result record; fields a later release added (top-level or
+        nested) are skipped, as the exported schema lets every consumer skip them.
+
+        Adding an optional field is a compatible change: workers are upgraded before the
+        ingress, whose polls and waiting calls must still read what they write.
+
+        Raises:
+            pydantic.ValidationError: when the known fields are not a valid Result.
+        """
+        return cls.model_validate_json(data, extra="ignore")
 
     @property
     def ok(self) -> bool:

@@ -222,7 +222,7 @@ class ResultsAggregator:
         if record.value is None:
             return
         try:
-            head = ResultHead.model_validate_json(record.value)
+            head = ResultHead.model_validate_json(record.value, extra="ignore")  # as Result.from_bytes
         except ValidationError:
             self.ignored += 1
             return
