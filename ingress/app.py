@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,14 +76,18 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    checks = {
-        "producer": state.pipeline.started,
-        "directory": state.directory.ready.is_set() and state.directory.follower.running,
-        "results": state.results.follower.running,
-        "accepted": state.accepted is not None and state.accepted.follower.running,
+def _ready_checks(state: IngressState) -> dict[str, Callable[[], bool]]:
+    """What ``/readyz`` checks, on the API port and on the metrics port alike."""
+    return {
+        "producer": lambda: state.pipeline.started,
+        "directory": lambda: state.directory.ready.is_set() and state.directory.follower.running,
+        "results": lambda: state.results.follower.running,
+        "accepted": lambda: state.accepted is not None and state.accepted.follower.running,
     }
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = {name: ok() for name, ok in _ready_checks(request.app[STATE]).items()}
     ready = all(checks.values())
     return json_response(
         {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
@@ -111,9 +115,20 @@ def _kafka_context(state: IngressState, options: IngressOptions):  # type: ignor
     return context
 
 
-def _metrics_context(settings: Settings, metrics: Metrics):  # type: ignore[no-untyped-def]
+def _awaitable(ok: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return ok()
+
+    return check
+
+
+def _metrics_context(settings: Settings, metrics: Metrics, state: IngressState):  # type: ignore[no-untyped-def]
+    # The metrics port's /readyz says what the API port's does (a probe pointed there,
+    # as for the router and workers, was always answered ready).
+    checks = {name: _awaitable(ok) for name, ok in _ready_checks(state).items()}
+
     async def context(app: web.Application) -> AsyncIterator[None]:
-        async with serve_health(settings, metrics):
+        async with serve_health(settings, metrics, checks):
             yield
 
     return context
@@ -241,7 +256,7 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
     else:
         # Where Prometheus scrapes every process (the Helm chart's port 9464); not on the
         # public edge, where anyone could read the tenant ids of the labels.
-        app.cleanup_ctx.append(_metrics_context(settings, metrics))
+        app.cleanup_ctx.append(_metrics_context(settings, metrics, state))
     # The aggregator reads Results through the feed's consumer (one read, one parse).
     aggregator = observe.ResultsAggregator()
     results.listeners.append(aggregator.add_record)

@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from core._metrics_lag import consumer_lag, lag_by_topic
 from core.errors import ConfigurationError, KafkaUnavailable, PermanentError
 from core.event_loop import use_event_loop
-from core.health import serve_health, vault_reachable
+from core.health import kafka_reachable, serve_health, vault_reachable
 from core.heap import settle_heap
 from core.logs import configure_logging
 from core.metrics import Metrics
@@ -155,8 +155,13 @@ async def serve(pool: WorkerPool, metrics: Metrics | None = None) -> int:
 
 
 def pool_started(pool: WorkerPool) -> Callable[[], Awaitable[bool]]:
+    """Readiness: the pool consumes, is not stopping, and a broker answers it now (a
+    metadata request: a frozen or unreachable cluster fails the check within its timeout)."""
+
     async def check() -> bool:
-        return getattr(pool, "consumer", None) is not None and not pool._stopping.is_set()
+        if getattr(pool, "consumer", None) is None or pool._stopping.is_set():
+            return False
+        return await kafka_reachable(pool.admin)
 
     return check
 

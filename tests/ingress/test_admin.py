@@ -322,6 +322,12 @@ async def test_with_a_metrics_port_the_metrics_are_served_there_and_not_on_the_p
         assert (await replica.client.get("/metrics")).status == 404
         async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as scraped:
             assert scraped.status == 200 and "switchyard_" in await scraped.text()
+        # A probe pointed at the metrics port (as for the router and workers) reads the
+        # same checks as the API port's /readyz (it read none: always ready).
+        api = await (await replica.client.get("/readyz")).json()
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/readyz") as probed:
+            assert probed.status == 200 and (await probed.json())["checks"] == api["checks"]
+        assert set(api["checks"]) == {"producer", "directory", "results", "accepted"}
 
 
 async def test_without_a_metrics_port_the_edge_serves_metrics_to_the_admin_token_only(harness, acme):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+from types import SimpleNamespace
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from core.errors import ConfigurationError
 from core.settings import load_settings
 from core.vault import AppRoleCredentials, TokenFile
 from workers import command
+from workers.command import pool_started
 
 
 def test_worker_command_parses_its_options():
@@ -65,3 +69,34 @@ def test_the_instance_id_comes_from_the_environment_when_not_given():
     assert command._instance(plain, load_settings({})) == {}
     with pytest.raises(ValueError, match="instance_id"):
         load_settings({"SWITCHYARD_INSTANCE_ID": "two words"})
+
+
+class _Admin:
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.asked = 0
+
+    async def describe_cluster(self) -> dict[str, object]:
+        self.asked += 1
+        if self.answer == "hang":  # a frozen broker: the request is never answered
+            await asyncio.Event().wait()
+        if self.answer == "refuse":
+            raise KafkaConnectionError("no broker")
+        return {"brokers": [{"node_id": 1}]}
+
+
+async def test_readiness_asks_a_broker_each_time_not_only_whether_the_pool_started():
+    # An SRE review froze the broker for 90 s: the router's /readyz went 503 within 2 s,
+    # the workers' kept answering "kafka": true (it only checked that the pool started).
+    for answer, ready in (("ok", True), ("hang", None), ("refuse", None)):
+        pool = SimpleNamespace(consumer=object(), _stopping=asyncio.Event(), admin=_Admin(answer))
+        check = pool_started(pool)  # type: ignore[arg-type]
+        if ready:
+            assert await check() is True
+        else:
+            with pytest.raises((TimeoutError, KafkaConnectionError)):
+                await asyncio.wait_for(check(), 0.5)  # serve_health bounds each check (2 s)
+        assert pool.admin.asked == 1
+    stopping = SimpleNamespace(consumer=object(), _stopping=asyncio.Event(), admin=_Admin("ok"))
+    stopping._stopping.set()
+    assert await pool_started(stopping)() is False  # type: ignore[arg-type]
