@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from core.errors import PermanentError
+from core.errors import RetryableError
 from schemas import ErrorCode, Limits
 
 __all__ = ["admit", "at_rest"]
@@ -42,7 +42,7 @@ def _seconds_to_midnight(now: float) -> float:
 
 def admit(
     state: dict[str, Any] | None, limits: Limits, now: float | None = None
-) -> tuple[dict[str, Any], PermanentError | None]:
+) -> tuple[dict[str, Any], RetryableError | None]:
     """Spend one token and one unit of quota, or say which limit refused.
 
     Returns the new state (to store whatever the outcome, so the bucket's refill time
@@ -60,7 +60,9 @@ def admit(
     new = {"tokens": tokens, "ts": now, "day": day, "used": used}
     if limits.daily_quota is not None and used >= limits.daily_quota:
         wait = _seconds_to_midnight(now)
-        return new, PermanentError(
+        # Retryable: nothing ran, and the same command submitted again (after
+        # retry_after, with a new key) may succeed. The router retries nothing itself.
+        return new, RetryableError(
             ErrorCode.QUOTA_EXHAUSTED,
             f"daily quota of {limits.daily_quota} commands is used up (resets at 00:00 UTC); "
             "submit again after that with a new idempotency key",
@@ -69,7 +71,7 @@ def admit(
     if tokens < 1.0:
         wait = (1.0 - tokens) / limits.rate_per_second
         wait = math.ceil(wait * 1000) / 1000
-        return new, PermanentError(
+        return new, RetryableError(
             ErrorCode.RATE_LIMITED,
             f"this workspace's rate limit of {limits.rate_per_second:g}/s (burst {limits.burst}) "
             f"was exceeded; submit again after {wait:g}s with a new idempotency key (this one "

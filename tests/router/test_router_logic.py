@@ -262,7 +262,7 @@ def test_daily_quota_resets_on_the_next_utc_day() -> None:
     state, err = admit(None, limits, now=day)
     state, err2 = admit(state, limits, now=day + 1)
     assert err is None and err2 is not None and err2.code is ErrorCode.QUOTA_EXHAUSTED
-    assert 0 < err2.retry_after <= 60
+    assert 0 < err2.retry_after <= 60 and err2.to_info().retryable is True  # again tomorrow
     _, err3 = admit(state, limits, now=day + 120)
     assert err3 is None
 

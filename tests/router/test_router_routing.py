@@ -207,6 +207,9 @@ async def test_rate_limit_rejects_the_command_past_the_burst_with_retry_after(li
     limited = got[cmds[2].command_id].result
     assert limited.error.code is ErrorCode.RATE_LIMITED
     assert 90 < limited.error.retry_after <= 100  # one token at 0.01/s
+    # Nothing ran, and the same command submitted again after retry_after may succeed:
+    # retryable, as a worker's shed record is (a consumer's retry logic keys on it).
+    assert limited.error.retryable is True
 
 
 async def test_daily_quota_rejects_once_it_is_used_up(live_router) -> None:
