@@ -73,10 +73,14 @@ class ErrorDetail(_Body):
     code: str
     message: str
     idempotency_key: str | None = Field(
-        default=None, description="On a 503 of a submit: the key to retry with (generated if none was given)."
+        default=None,
+        description="On a 503 of a submit: the key to retry with (generated if none was given); "
+        "the command may still run, and runs at most once under that key.",
     )
     command_id: CommandId | None = Field(
-        default=None, description="On a 503 of a submit: the command id that key gives."
+        default=None,
+        description="On a 503 of a submit: the command id that key gives; on a 409: the command "
+        "the key already names (submitted with other arguments).",
     )
 
 

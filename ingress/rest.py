@@ -105,8 +105,8 @@ def _submission(raw: Any, header_key: str | None, prefix: str = "") -> Submissio
 
 def _unavailable(identity: Identity, key: str) -> ServiceUnavailable:
     error = ServiceUnavailable(
-        "the message broker is unavailable; retry with the same idempotency key, and the "
-        "command runs at most once",
+        "the message broker did not confirm the command, which may still run; retry with "
+        "the same idempotency key and it runs at most once",
         2.0,
     )
     error.details = {
