@@ -8,10 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONNECTORS", "DUPLICATE_KIND", "Headers", "Topics", "RETRY_TIERS", "TASK_CANCEL_KIND"]
+__all__ = [
+    "CONNECTORS",
+    "DUPLICATE_KIND",
+    "Headers",
+    "Topics",
+    "RETRY_TIERS",
+    "ROUTER_TABLES",
+    "TASK_CANCEL_KIND",
+]
 
 # Connectors the product ships. Workspaces may enable any subset.
 CONNECTORS: tuple[str, ...] = ("slack", "gmail", "notion", "jira", "github", "http")
+
+# The router's faust tables, each with a changelog topic (``Topics.router_changelogs``).
+ROUTER_TABLES: tuple[str, ...] = ("dedup", "usage")
 
 # Delay (seconds) of each retry tier topic; a failed attempt moves to the next tier.
 RETRY_TIERS: tuple[int, ...] = (5, 30, 120)
@@ -100,8 +111,21 @@ class Topics:
         then its first ``tiers`` retry tiers, then its parked topic."""
         return [self.connector(name), *(self.retry(name, tier) for tier in range(tiers)), self.parked(name)]
 
+    @property
+    def router_app(self) -> str:
+        """The router's faust app id, also its consumer group: ``<prefix>router``."""
+        return f"{self.prefix}router"
+
+    @property
+    def router_changelogs(self) -> list[str]:
+        """The changelogs of the router's tables (dedup, usage), as faust names them
+        (``<app id>-<table>-changelog``). Co-partitioned with the commands topic: each
+        needs at least as many partitions (``router._state``)."""
+        return [f"{self.router_app}-{table}-changelog" for table in ROUTER_TABLES]
+
     def all_for(self, connectors: tuple[str, ...] = CONNECTORS) -> list[str]:
         names = [self.commands, self.config, self.results, self.dead_letters, self.logs]
+        names.extend(self.router_changelogs)
         for name in connectors:
             names.extend(self.pool_sources(name))
         return names

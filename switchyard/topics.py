@@ -12,6 +12,15 @@ with the cluster and returns a :class:`Plan` with one action per topic:
 Partitions are increased only with ``increase_partitions=True`` and never decreased;
 replication factor is never changed here (that needs a partition reassignment).
 
+The router's table changelogs (``Topics.router_changelogs``) are managed here too: the
+router writes each tenant's dedup and usage entries to the changelog partition numbered
+like the tenant's commands partition, so a changelog needs at least as many partitions as
+the commands topic, and faust co-partitions (gives the replica routing a partition the
+same partition of each changelog) only topics with equal counts. So they are created
+with, and with ``increase_partitions`` grown to, the count the commands topic has after
+the apply, even when that is not the settings' (it may have been grown outside this
+command); the router refuses to start on a changelog with fewer.
+
 Partition count of the config topic: its keys are ``workspace:<tenant>:<space>`` and
 ``api_key:<id>``, not the tenant id, so it cannot be co-partitioned with ``commands`` and
 every reader must consume all of its partitions; any count is correct. It gets the same
@@ -25,7 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import orjson
@@ -172,6 +181,7 @@ def desired_topics(
     base = {"min.insync.replicas": str(min(2, rf))}
     special: dict[str, dict[str, str]] = {
         topics.config: {"cleanup.policy": "compact"},
+        **{name: {"cleanup.policy": "compact"} for name in topics.router_changelogs},
         topics.results: {"cleanup.policy": "delete", "retention.ms": str(retention.results_ms)},
         topics.dead_letters: {"cleanup.policy": "delete", "retention.ms": str(retention.dlq_ms)},
         topics.logs: {"cleanup.policy": "delete", "retention.ms": str(retention.logs_ms)},
@@ -210,6 +220,7 @@ async def apply_topics(
     await _start(admin)
     try:
         current = await _describe(admin, [s.name for s in specs])
+        specs = _changelogs_follow_commands(specs, current, settings, increase_partitions)
         actions = [_plan_one(spec, current.get(spec.name), increase_partitions) for spec in specs]
         plan = Plan(actions=actions, dry_run=dry_run)
         if not dry_run and plan.changes:
@@ -218,6 +229,20 @@ async def apply_topics(
         return plan
     finally:
         await admin.close()
+
+
+def _changelogs_follow_commands(
+    specs: list[TopicSpec], current: dict[str, _Current], settings: Settings, increase: bool
+) -> list[TopicSpec]:
+    """``specs`` with the router's changelogs wanting the partitions the commands topic
+    has after this apply: when it exists, its current count unless partitions are added
+    (which never decreases it). faust co-partitions topics only of equal counts."""
+    commands = current.get(settings.topics.commands)
+    if commands is None:
+        return specs
+    wanted = max(commands.partitions, settings.topic_partitions) if increase else commands.partitions
+    changelogs = set(settings.topics.router_changelogs)
+    return [replace(s, partitions=wanted) if s.name in changelogs else s for s in specs]
 
 
 async def _start(admin: Any) -> None:

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from core.errors import ConfigurationError, KafkaUnavailable
-from core.kafka import make_admin
+from core.kafka import ensure_topics, make_admin
 from core.settings import Settings
 from schemas import CONNECTORS, RETRY_TIERS
 from switchyard.topics import (
@@ -68,12 +68,20 @@ async def _partitions(admin: AIOKafkaAdminClient, name: str) -> int:
     return len(topic["partitions"])
 
 
+def _changelogs(settings: Settings) -> list[str]:
+    """The router's faust table changelogs (``<app id>-<table>-changelog``, app id
+    ``<prefix>router``), spelled out: the names faust gives them, not ours."""
+    return [f"{settings.topic_prefix}router-{table}-changelog" for table in ("dedup", "usage")]
+
+
 def test_desired_state_covers_every_topic_with_its_configs(settings: Settings) -> None:
     specs = {s.name: s for s in desired_topics(settings)}
     topics = settings.topics
-    assert len(specs) == 5 + len(CONNECTORS) * (1 + len(RETRY_TIERS) + 1)  # connector, tiers, parked
+    # commands, config, results, dlq, logs, the router's two changelogs; per pool: connector, tiers, parked
+    assert len(specs) == 7 + len(CONNECTORS) * (1 + len(RETRY_TIERS) + 1)
     assert set(specs) == set(topics.all_for(CONNECTORS))
     assert specs[topics.config].configs["cleanup.policy"] == "compact"
+    assert all(specs[name].configs["cleanup.policy"] == "compact" for name in _changelogs(settings))
     assert specs[topics.results].configs["retention.ms"] == str(RESULTS_RETENTION_MS)
     assert specs[topics.dead_letters].configs["retention.ms"] == str(DLQ_RETENTION_MS)
     assert specs[topics.logs].configs["retention.ms"] == str(LOGS_RETENTION_MS)
@@ -167,6 +175,75 @@ async def test_partitions_grow_only_when_asked_and_never_shrink(
     assert await _partitions(admin, commands) == wider.topic_partitions
 
 
+async def test_router_changelogs_are_compacted_and_grow_with_the_commands_topic(
+    settings: Settings, admin: AIOKafkaAdminClient
+) -> None:
+    # A changelog with fewer partitions than the commands topic crashes the router on the
+    # first command of a partition it lacks (its dedup write names that partition).
+    changelogs = _changelogs(settings)
+    created = await apply_topics(settings, connectors=("slack",))
+    for name in changelogs:
+        assert created.by_name()[name].action == "create"
+        assert (await _configs(admin, name))["cleanup.policy"] == "compact"
+        assert await _partitions(admin, name) == settings.topic_partitions
+
+    wider = settings.model_copy(update={"topic_partitions": settings.topic_partitions + 1})
+    planned = await apply_topics(wider, connectors=("slack",), increase_partitions=True, dry_run=True)
+    render = planned.render()
+    for name in (settings.topics.commands, *changelogs):
+        assert planned.by_name()[name].action == "alter"
+        assert f"{name} partitions: {settings.topic_partitions} -> {wider.topic_partitions}" in render
+        assert await _partitions(admin, name) == settings.topic_partitions
+
+    grown = await apply_topics(wider, connectors=("slack",), increase_partitions=True)
+    for name in (settings.topics.commands, *changelogs):
+        assert grown.by_name()[name].to_dict()["current_partitions"] == settings.topic_partitions
+        assert await _partitions(admin, name) == wider.topic_partitions
+    assert (await apply_topics(wider, connectors=("slack",))).is_noop
+
+
+async def test_missing_changelogs_get_the_commands_topics_count_not_the_settings(
+    settings: Settings, admin: AIOKafkaAdminClient
+) -> None:
+    # faust co-partitions only topics of equal counts: a changelog created wider than the
+    # commands topic would be recovered apart from the partition it serves.
+    await ensure_topics(settings, [settings.topics.commands])
+    wider = settings.model_copy(update={"topic_partitions": settings.topic_partitions + 1})
+    plan = await apply_topics(wider, connectors=("slack",))
+    assert any("--increase-partitions" in w for w in plan.by_name()[settings.topics.commands].warnings)
+    for name in _changelogs(settings):
+        assert plan.by_name()[name].action == "create"
+        assert plan.by_name()[name].partitions == settings.topic_partitions
+        assert await _partitions(admin, name) == settings.topic_partitions
+
+
+async def test_changelogs_follow_a_commands_topic_grown_outside_topics_apply(
+    settings: Settings, admin: AIOKafkaAdminClient
+) -> None:
+    # The state an apply of before left behind (commands grown, changelogs not), or a
+    # `kafka-topics --alter`: the changelogs are brought to the commands topic's count even
+    # when the settings still name the old one (partitions are never decreased).
+    await apply_topics(settings, connectors=("slack",))
+    commands = settings.topics.commands
+    await admin.create_partitions({commands: NewPartitions(total_count=settings.topic_partitions + 1)})
+    async with asyncio.timeout(10):
+        for _ in range(1000):
+            if await _partitions(admin, commands) == settings.topic_partitions + 1:
+                break
+            await asyncio.sleep(0.05)
+
+    unasked = await apply_topics(settings, connectors=("slack",))
+    for name in _changelogs(settings):
+        assert any("--increase-partitions" in w for w in unasked.by_name()[name].warnings)
+        assert await _partitions(admin, name) == settings.topic_partitions
+
+    asked = await apply_topics(settings, connectors=("slack",), increase_partitions=True)
+    for name in _changelogs(settings):
+        assert asked.by_name()[name].action == "alter"
+        assert await _partitions(admin, name) == settings.topic_partitions + 1
+    assert (await apply_topics(settings, connectors=("slack",), increase_partitions=True)).is_noop
+
+
 async def test_a_replication_factor_above_the_broker_count_is_refused_clearly(
     settings: Settings, admin: AIOKafkaAdminClient
 ) -> None:
@@ -194,6 +271,10 @@ async def test_cli_dry_run_prints_a_json_plan(
     assert by_name[settings.topics.logs]["action"] == "create"
     assert by_name[settings.topics.logs]["config_changes"]["retention.ms"] == [None, "3600000"]
     assert by_name[settings.topics.commands]["partitions"] == 2
+    for name in _changelogs(settings):
+        assert by_name[name]["action"] == "create"
+        assert by_name[name]["partitions"] == 2
+        assert by_name[name]["config_changes"]["cleanup.policy"] == [None, "compact"]
     assert not [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
 
 
