@@ -18,6 +18,9 @@ Settings that matter, and why (lessons of faust-streaming users):
   chosen once per deployment: it caps how many router replicas share the work, and
   changing it would move tenants to other partitions, orphaning their changelogged
   dedup and usage state. The default (6) lets up to 6 replicas work at once.
+  ``switchyard topics apply`` creates and grows the changelogs with the commands topic;
+  the runtime creates a missing one with the commands topic's count and refuses to start
+  on one with fewer (``RouterRuntime._refuse_short_changelogs``).
 * The memory store: state is small (dedup entries and counters) and rebuilt from the
   changelogs on start, which avoids a RocksDB build dependency.
 """
@@ -38,6 +41,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from faust.exceptions import ConsumerNotStarted
 from mode import Service
 
+from core.errors import ConfigurationError
 from core.health import serve_health
 from core.heap import settle_heap
 from core.kafka import ensure_topics, make_consumer, make_producer, start_client, topic_partitions
@@ -191,11 +195,51 @@ class RouterRuntime(Service):
         retries transient errors on another broker, so a start during a broker outage
         works.
         """
+        commands = self.settings.topics.commands
+        partitions = len(await topic_partitions(self.settings, commands))
         compact = {"cleanup.policy": "compact"}
         changelogs = [self._dedup.changelog_topic_name, self._usage.changelog_topic_name]
-        await ensure_topics(self.settings, changelogs, configs=dict.fromkeys(changelogs, compact))
+        await ensure_topics(
+            self.settings,
+            changelogs,
+            partitions=partitions,
+            configs=dict.fromkeys(changelogs, compact),
+        )
+        await self._refuse_short_changelogs(changelogs, commands, partitions)
         leader = f"{self.app_.conf.id}-__assignor-__leader"
         await ensure_topics(self.settings, [leader], partitions=1)
+
+    async def _refuse_short_changelogs(
+        self, changelogs: list[str], commands: str, partitions: int
+    ) -> None:
+        """Refuse to start when a table changelog has fewer partitions than ``commands``.
+
+        A tenant's dedup and usage entries go to the changelog partition numbered like
+        its commands partition (``router._state``): a command of a partition the
+        changelog lacks fails its state write, stays uncommitted, and fails again at
+        every restart, on every replica that takes the partition. Failing here says why
+        before any command is read, and the router never reads ready. The router does
+        not add the partitions itself: changing a topic's shape is ``switchyard topics
+        apply``'s (an operator's) decision, which grows them with the commands topic.
+
+        Raises:
+            ConfigurationError: naming the topics, their partition counts and the fix.
+        """
+        counts = {name: len(await topic_partitions(self.settings, name)) for name in changelogs}
+        if all(count >= partitions for count in counts.values()):
+            return
+        shapes = ", ".join(f"{name} has {count}" for name, count in counts.items())
+        message = (
+            f"router table changelogs have fewer partitions than the commands topic "
+            f"({commands} has {partitions}, {shapes}); a command of a partition they lack "
+            "cannot be routed. Run `switchyard topics apply --increase-partitions` "
+            "(it grows them with the commands topic), then restart the router"
+        )
+        logger.error(
+            message,
+            extra={"fields": {"commands_partitions": partitions, "changelog_partitions": counts}},
+        )
+        raise ConfigurationError(message)
 
     async def on_stop(self) -> None:
         await self.config_view.stop()
@@ -284,7 +328,7 @@ async def _pin_start_offsets(settings: Settings) -> None:
     an empty group accepts the commit; when other replicas run, they have committed.
     """
     topic = settings.topics.commands
-    consumer = make_consumer(settings, group_id=f"{settings.topic_prefix}router")
+    consumer = make_consumer(settings, group_id=settings.topics.router_app)
     await start_client(consumer, what="router offset pin")
     try:
         partitions = await topic_partitions(settings, topic)
@@ -316,7 +360,7 @@ def create_app(
     if data_dir is None:
         data_dir = Path(tempfile.mkdtemp(prefix="switchyard-router-"))
     app = faust.App(
-        f"{settings.topic_prefix}router",
+        settings.topics.router_app,
         broker=_broker_url(settings.kafka_bootstrap),
         broker_credentials=_credentials(settings),
         store="memory://",
