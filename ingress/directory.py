@@ -5,17 +5,20 @@ keeps following it, so memory is bounded by what the compacted topic holds. It s
 :class:`ingress.contracts.Authenticator` and :class:`ingress.contracts.Catalog`.
 
 Verification cache and revocation: scrypt is slow by design, so a successful check is
-remembered for ``cache_ttl`` seconds (bounded LRU keyed by a SHA-256 of the presented
-key). A cache entry only says "this secret matched hash H"; every request still reads
-the key's *current* record, so a revocation (a tombstone or ``revoked: true`` on the
-config topic) takes effect on a replica as soon as its follower reads that record,
-normally well under a second, not after the cache TTL. Failed checks are cached too
-(apart, so a flood of wrong secrets cannot push the good verdicts out), so repeating a
-wrong secret cannot make a replica burn CPU on scrypt.
+remembered (bounded LRU keyed by a SHA-256 of the presented key). A cache entry only
+says "this secret matched hash H", which stays true while the key's hash is H: it holds
+until the key's hash changes or the LRU lets it go, with no expiry of its own. Every
+request still reads the key's *current* record, so a revocation (a tombstone or
+``revoked: true`` on the config topic) takes effect on a replica as soon as its follower
+reads that record, normally well under a second. Failed checks are cached for
+``cache_ttl`` seconds (apart, so a flood of wrong secrets cannot push the good verdicts
+out), so repeating a wrong secret cannot make a replica burn CPU on scrypt.
 
 One key's checks run one at a time, and at most ``_CHECKS_PER_KEY`` of them run or wait
 (more are refused with 429): wrong secrets sent in a flood for one key id queue behind each
-other, not in front of every other tenant's first request.
+other, not in front of every other tenant's first request, and a secret this replica
+has verified passes without a check, so such a flood cannot lock out the key's holder
+(only a first use of the key on this replica during the flood waits its turn, or 429).
 """
 
 from __future__ import annotations
@@ -209,7 +212,7 @@ class Directory(Following):
         # A good verdict holds only for the hash it was computed against (a key whose
         # hash changed falls through to a failed verdict of the same secret, if any).
         good = self._verified.get(digest)
-        if good is not None and now - good[1] < self._cache_ttl and good[0] == record.secret_hash:
+        if good is not None and good[0] == record.secret_hash:
             return record, digest, True
         bad = self._failed.get(digest)
         if bad is not None and now - bad[1] < self._cache_ttl:

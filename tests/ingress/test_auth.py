@@ -218,6 +218,46 @@ async def test_a_flood_of_wrong_secrets_for_one_key_does_not_hold_up_another_ten
     assert not directory._key_checks and not directory._key_turns and not directory._checking
 
 
+async def test_a_flood_of_wrong_secrets_for_a_key_id_does_not_lock_out_its_holder(settings, monkeypatch):
+    # A security review locked a key out with wrong secrets sent under its id (no secret
+    # needed): once its checks were full, its holder got 429 whenever its cached check
+    # had expired (60 s). A secret that matched the key's current hash still matches it:
+    # that verdict holds for as long as the hash does, without a new check.
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from ingress import directory as directory_module
+    from ingress.admin import new_api_key
+    from ingress.directory import Directory
+    from ingress.errors import Unauthorized
+
+    directory = Directory(settings, cache_ttl=0.05)
+    plaintext, record = new_api_key(tenant_id="acme", spaces=["s"], user_id="u")
+    directory.apply(SimpleNamespace(key=f"api_key:{record.key_id}".encode(), value=record.to_bytes()))
+    assert (await directory.authenticate_async(plaintext, None)).tenant_id == "acme"
+    gate = threading.Event()
+    real = directory_module.verify_secret
+    monkeypatch.setattr(directory_module, "verify_secret", lambda secret, stored: gate.wait(30) and real(secret, stored))
+    prefix = plaintext.rsplit("_", 1)[0]
+    flood = [
+        asyncio.ensure_future(directory.authenticate_async(f"{prefix}_{i:043d}", None))
+        for i in range(directory_module._CHECKS_PER_KEY)
+    ]
+    await asyncio.sleep(0.1)  # past the cache TTL, with every check slot of the key taken
+    try:
+        assert (await directory.authenticate_async(plaintext, None)).tenant_id == "acme"
+    finally:
+        gate.set()
+        await asyncio.gather(*flood, return_exceptions=True)
+    # A revocation still holds at once: every request reads the key's current record.
+    directory.apply(SimpleNamespace(
+        key=f"api_key:{record.key_id}".encode(), value=record.model_copy(update={"revoked": True}).to_bytes()
+    ))
+    with pytest.raises(Unauthorized):
+        await directory.authenticate_async(plaintext, None)
+
+
 async def test_a_secret_refused_after_its_key_changed_is_not_checked_again_and_again(settings, monkeypatch):
     from types import SimpleNamespace
 
