@@ -180,6 +180,23 @@ def test_probes_check_health_and_readiness_on_the_right_ports(render: Render) ->
             assert _env(container)["SWITCHYARD_INGRESS_PORT"]["value"] == str(ports["http"])
 
 
+def test_the_ingress_service_publishes_the_api_and_metrics_stay_on_a_headless_service(render: Render) -> None:
+    # The metrics name every tenant and need no token on their own port: the Service a
+    # LoadBalancer or NodePort may expose carries the API only (an SRE review found the
+    # metrics port on it, guarded only by a NetworkPolicy the cluster may not enforce).
+    services = {d["metadata"]["name"]: d for d in render("minimal-values.yaml") if d["kind"] == "Service"}
+    api = services["sy-switchyard-ingress"]
+    assert [port["name"] for port in api["spec"]["ports"]] == ["http"]
+    assert "switchyard.io/metrics" not in api["metadata"]["labels"]
+    metrics = services["sy-switchyard-ingress-metrics"]
+    assert metrics["spec"]["clusterIP"] == "None" and [p["name"] for p in metrics["spec"]["ports"]] == ["metrics"]
+    assert metrics["metadata"]["labels"]["switchyard.io/metrics"] == "true"
+    assert metrics["spec"]["selector"] == api["spec"]["selector"]
+    # Every process is scraped through a headless Service of its own, alike.
+    scraped = [d for d in services.values() if d["metadata"]["labels"].get("switchyard.io/metrics") == "true"]
+    assert all(d["spec"].get("clusterIP") == "None" for d in scraped)
+
+
 def test_topics_job_applies_topics_before_install_and_upgrade(render: Render) -> None:
     from switchyard import topics
 

@@ -87,6 +87,15 @@ def test_every_switchyard_command_the_deploy_files_name_exists() -> None:
         assert callable(module.add_arguments) and callable(module.run), name
 
 
+def test_every_long_running_compose_service_of_ours_has_a_readiness_healthcheck() -> None:
+    # Each process serves /readyz on its metrics port (the ingress too, with its own checks).
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    ours = {name: s for name, s in services.items() if s.get("image") == "switchyard:local" and s.get("restart")}
+    assert {"ingress", "router"} <= set(ours)
+    for name, service in ours.items():
+        assert "9464/readyz" in " ".join(service.get("healthcheck", {}).get("test", [])), name
+
+
 def test_the_entrypoint_is_the_packages_console_script() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     target = project["scripts"]["switchyard"]

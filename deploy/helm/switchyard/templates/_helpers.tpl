@@ -126,7 +126,7 @@ whatever delay the pool gives that tier (a test keeps this list equal to the Pyt
 {{- end -}}
 {{- /* Service names are DNS labels of at most 63 characters; the chart's suffixes come
        after the (already 63-bounded) full name, and the Prometheus jobs are named after them. */ -}}
-{{- $services := list (printf "%s-ingress" (include "switchyard.fullname" .)) (printf "%s-router-metrics" (include "switchyard.fullname" .)) -}}
+{{- $services := list (printf "%s-ingress-metrics" (include "switchyard.fullname" .)) (printf "%s-router-metrics" (include "switchyard.fullname" .)) -}}
 {{- range $connector := keys .Values.workers.pools -}}
 {{- $services = append $services (printf "%s-worker-%s-metrics" (include "switchyard.fullname" $) $connector) -}}
 {{- end -}}
