@@ -517,6 +517,7 @@ class Executor:
                 error = ErrorInfo(
                     code=ErrorCode.RETRIES_EXHAUSTED,
                     message=f"gave up after {attempts} attempts (last: {last})",
+                    http_status=error.http_status if error else None,
                 )
             elif verdict.step is Step.EXPIRED:
                 status = ResultStatus.EXPIRED
@@ -596,8 +597,22 @@ def _first_doubt(command: RoutedCommand, job: Job) -> Doubt | None:
 
 
 def _expired_info(errors: list[ErrorInfo]) -> ErrorInfo:
-    last = f" (last error: {errors[-1].code.value})" if errors else ""
-    return ErrorInfo(code=ErrorCode.DEADLINE_EXPIRED, message=f"deadline passed{last}")
+    """The error of an expired command: with what its last attempt heard (the upstream's
+    status and the wait it asked for), as a consumer deciding what to do next needs."""
+    if not errors:
+        return ErrorInfo(code=ErrorCode.DEADLINE_EXPIRED, message="deadline passed before the command could run")
+    last = errors[-1]
+    said = [last.code.value]
+    if last.http_status is not None:
+        said.append(f"HTTP {last.http_status}")
+    if last.retry_after is not None:
+        said.append(f"retry after {last.retry_after:g}s")
+    return ErrorInfo(
+        code=ErrorCode.DEADLINE_EXPIRED,
+        message=f"deadline passed, or would before the next attempt could start (last error: {', '.join(said)})",
+        http_status=last.http_status,
+        retry_after=last.retry_after,
+    )
 
 
 def _merge_spans(command: RoutedCommand, spans: list[SpanRecord]) -> list[SpanRecord]:

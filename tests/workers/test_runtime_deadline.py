@@ -105,6 +105,20 @@ async def test_a_deadline_that_passes_during_a_refresh_after_a_401_sends_no_seco
     assert outcome.status is ResultStatus.EXPIRED
 
 
+async def test_an_expiry_keeps_what_the_last_upstream_answer_said() -> None:
+    # A 429 asking for 100 s against a 10 s deadline: the worker gives up at once (the
+    # next attempt would start past the deadline); the Result said only "deadline passed".
+    limited = RetryableError(
+        ErrorCode.UPSTREAM_RATE_LIMITED, "slack chat.postMessage: 429", retry_after=100.0, http_status=429
+    )
+    outcome = await _run(RecordingSlack(limited), _command(ARGS, deadline_in=10.0))
+    assert outcome.status is ResultStatus.EXPIRED
+    error = outcome.result.error
+    assert error.code is ErrorCode.DEADLINE_EXPIRED
+    assert (error.http_status, error.retry_after) == (429, 100.0)
+    assert "upstream_rate_limited, HTTP 429, retry after 100s" in error.message
+
+
 async def test_a_probe_the_connector_refuses_before_any_request_leaves_the_breaker_open() -> None:
     now = [0.0]
     breakers = CircuitBreakers(threshold=1, cooldown=5.0, clock=lambda: now[0])
