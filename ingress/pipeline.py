@@ -178,7 +178,7 @@ class KafkaPipeline:
         Each item succeeds or fails on its own (no all-or-nothing).
 
         Raises:
-            RateLimited: the tenant has fewer tokens left than ``len(items)``.
+            RateLimited: the tenant has fewer tokens left than the batch has new items.
             BadRequest: more items than the bucket ever holds (no wait would let them in).
         """
         if len(items) > self._buckets.burst:
@@ -186,7 +186,10 @@ class KafkaPipeline:
                 f"this batch has {len(items)} items, more than the {self._buckets.burst:g} a tenant "
                 "may send at once here; send it in smaller batches"
             )
-        wait = self._buckets.take(identity.tenant_id, len(items))
+        # A replay publishes nothing: a retried batch is charged for its new items only
+        # (and a request for one token at least), so it is not refused for the first try.
+        fresh = sum(1 for item in items if not self._replays(identity, item))
+        wait = self._buckets.take(identity.tenant_id, max(1, fresh))
         if wait > 0:
             if self.metrics is not None:
                 self.metrics.edge_rate_limited(identity.tenant_id)
@@ -359,6 +362,16 @@ class KafkaPipeline:
     def remembers(self, command_id: str) -> bool:
         """Whether this replica published ``command_id`` (first or as a replay) lately."""
         return command_id in self._submitted
+
+    def _replays(self, identity: Identity, item: Submission) -> bool:
+        """Whether ``item`` names a command this replica accepted or holds the Result of
+        (a cheap look, before the batch is charged; ``_prepare`` decides)."""
+        if item.idempotency_key is None:
+            return False
+        command_id = command_id_for(identity.tenant_id, identity.space_id, item.idempotency_key)
+        return command_id in self._submitted or self.results.owner(command_id) == (
+            identity.tenant_id, identity.space_id,
+        )
 
     def _accepted(self, command_id: str) -> Command | None:
         """A command this replica accepted and still remembers."""

@@ -443,6 +443,23 @@ async def test_a_batch_with_no_valid_item_fails_as_a_whole_and_publishes_nothing
     assert await read_topic(harness.settings, harness.settings.topics.commands) == []
 
 
+async def test_a_retried_batch_is_charged_for_its_new_items_only(settings):
+    # An integrator's review: a batch sent again (after a timeout, say) got 429 because
+    # its replays, which publish nothing, took tokens like new commands.
+    async with IngressHarness(settings, options=IngressOptions(rate_per_second=0.001, burst=4)) as harness:
+        acme = await harness.add_tenant(unique_id("acme"), "sales")
+        batch = {"items": [{"action": "echo", "idempotency_key": f"k{i}"} for i in range(3)]}
+        first = await harness.client.post("/v1/commands:batch", json=batch, headers=acme.headers)
+        assert first.status == 200 and (await first.json())["accepted"] == 3
+        again = await harness.client.post("/v1/commands:batch", json=batch, headers=acme.headers)
+        assert again.status == 200  # one token for the request, none per replay
+        assert [item["replayed"] for item in (await again.json())["items"]] == [True, True, True]
+        # The bucket still holds for new commands: the 4 tokens are used.
+        new = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=acme.headers)
+        assert new.status == 429
+        assert len(await read_topic(harness.settings, harness.settings.topics.commands)) == 3
+
+
 async def test_a_batch_keys_its_items_by_the_header_and_refuses_more_than_a_burst(settings):
     async with IngressHarness(settings, options=IngressOptions(rate_per_second=10.0, burst=3)) as harness:
         acme = await harness.add_tenant(unique_id("acme"), "sales")
