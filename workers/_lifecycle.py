@@ -45,6 +45,10 @@ SETTLE_WITHIN = 60.0
 # 10 s, with retries while Vault is unreachable (0.5 + 1 + 2 s). Inside the chart's 60 s
 # termination grace.
 REFRESH_GRACE = 30.0
+# Of the whole stop's budget (PoolOptions.shutdown_within), what the final commit leaves
+# to the token write-backs; and the least each Kafka client gets to close.
+_REFRESH_RESERVE = 10.0
+_CLOSE_AT_LEAST = 2.0
 
 # The pool's logger: these lines were always the pool's, and log filters rely on the name.
 logger = logging.getLogger("workers._pool")
@@ -252,6 +256,12 @@ class PoolLifecycle:
         self, background: list[asyncio.Task[Any]], flusher: asyncio.Task[None]
     ) -> None:
         logger.info("worker pool stopping")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.options.shutdown_within
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.0, end - loop.time() - reserve)
+
         try:
             self.consumer.pause(*self.consumer.assignment())
         except Exception:
@@ -260,7 +270,7 @@ class PoolLifecycle:
             task.cancel()
         self._stop_settling(None)
         self._drop(None)
-        finished = await self._wait_running(None, self.options.shutdown_grace)
+        finished = await self._wait_running(None, min(self.options.shutdown_grace, left()))
         if not finished:
             logger.warning(
                 "in-flight commands cut at shutdown; they stay uncommitted and are redone"
@@ -272,21 +282,32 @@ class PoolLifecycle:
         self.outbox.stop()
         await asyncio.gather(flusher, *background, return_exceptions=True)
         try:
-            await self.outbox.flush()
-            await self.outbox.wait_visible(self.admin, self.consumer.assignment())
+            # Cut at the budget (a frozen broker): an open transaction is aborted by the
+            # broker and its records are redone, as after a kill. The last seconds stay
+            # for the token write-backs, which have been running all along.
+            async with asyncio.timeout(left(reserve=_REFRESH_RESERVE)):
+                await self.outbox.flush()
+                await self.outbox.wait_visible(self.admin, self.consumer.assignment())
+        except TimeoutError:
+            logger.warning("final commit cut at shutdown; uncommitted records are redone")
         except Exception:
             logger.exception("final commit failed; uncommitted records are redone")
         # Before the HTTP session closes (and the caller closes Vault): tokens a provider
         # has issued must reach Vault, or a rotating provider's tenant is locked out.
-        unfinished = await self.credentials.finish_refreshes(REFRESH_GRACE)
+        unfinished = await self.credentials.finish_refreshes(min(REFRESH_GRACE, left()))
         if unfinished:
             logger.warning(
                 "%d OAuth refreshes cut at shutdown; their tenants may need new consent",
                 unfinished,
             )
-        await self.consumer.stop()
-        await self.producer.stop()
-        await self.admin.close()
+        # Leaving the group and the producer's last flush: bounded too (a frozen broker),
+        # by what is left or a few seconds.
+        for stop in (self.consumer.stop, self.producer.stop, self.admin.close):
+            try:
+                async with asyncio.timeout(max(left(), _CLOSE_AT_LEAST)):
+                    await stop()
+            except TimeoutError:
+                logger.warning("a Kafka client did not close in time at shutdown")
         await self.session.close()
         if self.resolver is not None:
             await self.resolver.close()

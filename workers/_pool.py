@@ -97,6 +97,9 @@ class PoolOptions:
     max_delayed_per_partition: int = 1_000
     revoke_grace: float = 5.0
     shutdown_grace: float = 10.0
+    # The whole stop, every stage included, within the chart's 60 s termination grace:
+    # with Kafka or Vault frozen, the stages' own bounds added up past it (SIGKILL then).
+    shutdown_within: float = 50.0
     credential_cache_ttl: float | None = None  # default Settings.credential_cache_seconds
     transaction_timeout_ms: int = 15_000
     # Records stamped up to this long after a partition's assignment (by the clock of the

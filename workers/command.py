@@ -50,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shutdown-grace", type=float, default=10.0, help="seconds in-flight work may finish on SIGTERM"
     )
     parser.add_argument(
+        "--shutdown-within",
+        type=float,
+        default=50.0,
+        help="seconds the whole stop may take, commit and token write-backs included (below the "
+        "termination grace, 60 s in the chart)",
+    )
+    parser.add_argument(
         "--instance-id",
         default=None,
         help="stable id of this process (e.g. the pod name; else SWITCHYARD_INSTANCE_ID): a "
@@ -199,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             tenant_concurrency=args.tenant_concurrency,
             shutdown_grace=args.shutdown_grace,
+            shutdown_within=args.shutdown_within,
             tier_delays=_tier_delays(args.retry_tier_delays),
             **_instance(args, settings),
         )

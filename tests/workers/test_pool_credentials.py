@@ -136,6 +136,28 @@ async def test_a_refresh_in_flight_at_shutdown_still_reaches_vault(settings, vau
     assert stored["data"]["data"]["access_token"].startswith(f"fresh-{tenant}")
 
 
+async def test_the_whole_stop_fits_its_budget_even_with_a_refresh_that_never_ends(settings, vault_admin):
+    # An SRE review: each stage of a stop is bounded (commands 10 s, the final commit,
+    # its visibility 5 s, token write-backs 30 s) but their sum could pass the chart's
+    # 60 s grace, and SIGKILL then cuts whatever runs. The stop as a whole now has one.
+    upstream = Upstream(token_gate=asyncio.Event())  # the provider never answers
+    async with upstream.running():
+        tenant = _tenant(settings, "ob")
+        await put_tenant(vault_admin, upstream, tenant, valid=False)
+        options = PoolOptions(tier_delays=(0.2, 0.5), breaker_threshold=1_000, shutdown_grace=0.2,
+                              shutdown_within=3.0)  # fmt: skip
+        loop = asyncio.get_running_loop()
+        async with pool_running(settings, vault_admin, upstream, options=options) as pool:
+            await produce(settings, [command(tenant)])
+            async with asyncio.timeout(30):
+                await upstream.token_waiting.wait()
+            pool.request_stop()
+            stopping = loop.time()
+        stopped = loop.time() - stopping
+        upstream.token_gate.set()
+    assert stopped < 15.0  # the refresh alone had 30 s before: within the budget of 3 s, and then some
+
+
 async def test_concurrent_401s_for_one_tenant_cause_a_single_refresh(settings, vault_admin):
     upstream = Upstream()
     async with upstream.running():
