@@ -262,6 +262,9 @@ class PoolLifecycle:
         def left(reserve: float = 0.0) -> float:
             return max(0.0, end - loop.time() - reserve)
 
+        # The token write-backs' share of the budget, which a stuck commit leaves them.
+        reserve = min(_REFRESH_RESERVE, self.options.shutdown_within / 5)
+
         try:
             self.consumer.pause(*self.consumer.assignment())
         except Exception:
@@ -278,14 +281,21 @@ class PoolLifecycle:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        # Not cancelled: a cancel in the middle of a transaction would leave it open.
+        # Not cancelled: a cancel in the middle of a transaction would leave it open. But
+        # not waited for past the budget either (a flush stuck on a frozen broker): then
+        # cancelled, and the open transaction is the broker's to abort, as after a kill.
         self.outbox.stop()
-        await asyncio.gather(flusher, *background, return_exceptions=True)
+        _, stuck = await asyncio.wait([flusher, *background], timeout=left(reserve))
+        if stuck:
+            logger.warning("the outbox's flush was cut at shutdown; uncommitted records are redone")
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
         try:
             # Cut at the budget (a frozen broker): an open transaction is aborted by the
             # broker and its records are redone, as after a kill. The last seconds stay
             # for the token write-backs, which have been running all along.
-            async with asyncio.timeout(left(reserve=_REFRESH_RESERVE)):
+            async with asyncio.timeout(left(reserve)):
                 await self.outbox.flush()
                 await self.outbox.wait_visible(self.admin, self.consumer.assignment())
         except TimeoutError:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -255,3 +257,19 @@ async def test_the_pools_session_carries_no_cookie_from_one_call_to_the_next() -
     finally:
         await runner.cleanup()
     assert seen == ["session=TENANT_A_SESSION", None]  # the plain session's, then the pool's
+
+
+async def test_a_refused_certificate_stays_a_retryable_unavailable_upstream() -> None:
+    # aiohttp's certificate error is a ValueError too (ssl.CertificateError): it must not
+    # read as arguments aiohttp refused to write (a permanent invalid_arguments).
+    key = SimpleNamespace(host="hooks.example", port=443, is_ssl=True, ssl=True)
+    refused = aiohttp.ClientConnectorCertificateError(key, ssl.SSLCertVerificationError("self-signed certificate"))
+
+    class Refusing:
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            raise refused
+
+    with pytest.raises(RetryableError) as caught:
+        await request(Refusing(), "POST", "https://hooks.example/x", what="http test",  # type: ignore[arg-type]
+                      request_timeout=5.0, headers={})  # fmt: skip
+    assert caught.value.code is ErrorCode.UPSTREAM_UNAVAILABLE

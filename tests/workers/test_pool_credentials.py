@@ -158,6 +158,30 @@ async def test_the_whole_stop_fits_its_budget_even_with_a_refresh_that_never_end
     assert stopped < 15.0  # the refresh alone had 30 s before: within the budget of 3 s, and then some
 
 
+async def test_a_flush_stuck_on_the_broker_does_not_hold_the_stop_past_its_budget(settings, vault_admin):
+    # A diff review: the stop waited for the outbox's flusher before any bound applied,
+    # so a commit stuck on a frozen broker held it until SIGKILL.
+    upstream = Upstream()
+    async with upstream.running():
+        options = PoolOptions(tier_delays=(0.2, 0.5), breaker_threshold=1_000, shutdown_grace=0.2,
+                              shutdown_within=3.0)  # fmt: skip
+        loop = asyncio.get_running_loop()
+        flushing = asyncio.Event()
+
+        async def frozen() -> None:
+            flushing.set()
+            await asyncio.Event().wait()  # the broker never answers
+
+        async with pool_running(settings, vault_admin, upstream, options=options) as pool:
+            pool.outbox.flush = frozen  # type: ignore[method-assign]
+            async with asyncio.timeout(30):
+                await flushing.wait()  # the flusher is inside a flush now
+            pool.request_stop()
+            stopping = loop.time()
+        stopped = loop.time() - stopping
+    assert stopped < 15.0  # unbounded before; 3 s of budget, and then some
+
+
 async def test_concurrent_401s_for_one_tenant_cause_a_single_refresh(settings, vault_admin):
     upstream = Upstream()
     async with upstream.running():

@@ -135,14 +135,6 @@ async def request(
             answered = True
             payload, truncated = await _read_bounded(response, limit)
             return Reply(response.status, response.headers, payload, truncated)
-    except ValueError as exc:
-        if answered:
-            raise
-        # aiohttp refused to write the request (a control character in a header, say):
-        # nothing was sent, and the same arguments would be refused again.
-        raise PermanentError(
-            ErrorCode.INVALID_ARGUMENTS, f"{what}: the request could not be written ({exc.__class__.__name__})"
-        ) from None
     except TimeoutError as exc:  # aiohttp's ServerTimeoutError is a TimeoutError too
         raise RetryableError(
             ErrorCode.UPSTREAM_TIMEOUT, f"{what}: no response within {request_timeout:g}s"
@@ -163,6 +155,16 @@ async def request(
         raise RetryableError(
             ErrorCode.UPSTREAM_UNAVAILABLE, f"{what}: {type(exc).__name__} talking to upstream"
         ) from exc
+    except ValueError as exc:
+        # Last: aiohttp's errors (a certificate refused, an invalid URL) are ValueErrors
+        # too, and have their clauses above.
+        if answered:
+            raise
+        # aiohttp refused to write the request (a control character in a header, say):
+        # nothing was sent, and the same arguments would be refused again.
+        raise PermanentError(
+            ErrorCode.INVALID_ARGUMENTS, f"{what}: the request could not be written ({exc.__class__.__name__})"
+        ) from None
 
 
 async def send(
