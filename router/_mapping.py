@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from functools import wraps
 from typing import Any
@@ -53,11 +53,11 @@ _SIZE_TAKING = frozenset({
     "center", "ljust", "rjust", "zfill", "indent", "wordwrap", "tojson", "slice", "expandtabs", "range",
 })
 # One ``%`` conversion: its width and precision (``*`` takes them from the values).
-_PERCENT_FIELD = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)", re.DOTALL)
+_PERCENT_FIELD = re.compile(r"%(\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)", re.DOTALL)
 # The width and precision of a ``str.format`` spec ([[fill]align][sign][z][#][0][width][,_][.precision]).
 _BRACE_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d*))?", re.DOTALL)
 _REPR_GROWTH = 10  # a character's repr is at most this long (\U0001f600)
-_budget: ContextVar[list[int] | None] = ContextVar("mapping_budget", default=None)
+_budget: ContextVar[_Budget | None] = ContextVar("mapping_budget", default=None)
 
 # One ``{{ ... }}`` and nothing around it; the body may not open or close another block.
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}|\{#).)*)\}\}$", re.DOTALL)
@@ -79,13 +79,46 @@ def _too_large(what: str) -> SecurityError:
     return SecurityError(f"{what} would exceed {MAX_RENDERED_BYTES} bytes")
 
 
-def _size(value: Any) -> int:
-    """About how many bytes ``value`` holds (its items, not theirs, for a container)."""
-    if isinstance(value, str | bytes | list | tuple | dict | set):
+class _Budget:
+    """What one render may still build, and the weights of the values it has measured
+    (kept with the values, so an id is never reused for another within the render)."""
+
+    __slots__ = ("left", "weights")
+
+    def __init__(self) -> None:
+        self.left = MAX_WORK_BYTES
+        self.weights: dict[int, tuple[Any, int]] = {}
+
+
+def _weight(value: Any, cap: int = MAX_WORK_BYTES) -> int:
+    """About how large ``value`` is written out: a string's length, a container's items
+    with theirs, each time they are referenced (``[[x] * 65536] * 256`` holds one inner
+    list but writes out 256 of them). Past ``cap``, any number above it."""
+    budget = _budget.get()
+    memo = budget.weights if budget is not None else {}
+    return _weigh(value, cap, memo)
+
+
+def _weigh(value: Any, cap: int, memo: dict[int, tuple[Any, int]]) -> int:
+    if isinstance(value, str | bytes):
         return len(value)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return 1
     if isinstance(value, int):
-        return value.bit_length() // 8
-    return 0
+        return value.bit_length() // 8 + 1
+    if not isinstance(value, list | tuple | dict | set | frozenset):
+        return 1
+    known = memo.get(id(value))
+    if known is not None:
+        return known[1]
+    total = len(value)
+    items = (part for pair in value.items() for part in pair) if isinstance(value, dict) else value
+    for item in items:
+        total += _weigh(item, cap, memo)
+        if total > cap:
+            return total  # not remembered: it stopped counting at the cap
+    memo[id(value)] = (value, total)
+    return total
 
 
 def _spend(size: int) -> None:
@@ -94,17 +127,24 @@ def _spend(size: int) -> None:
     Raises:
         SecurityError: the render has built more than ``MAX_WORK_BYTES``.
     """
-    left = _budget.get()
-    if left is not None:
-        left[0] -= size
-        if left[0] < 0:
+    budget = _budget.get()
+    if budget is not None:
+        budget.left -= size
+        if budget.left < 0:
             raise SecurityError(f"the mapping builds more than {MAX_WORK_BYTES} bytes")
 
 
 def _charge(value: Any) -> Any:
     """Count a value built against the render's budget; returns it."""
-    _spend(_size(value))
+    _spend(_weight(value))
     return value
+
+
+def _charge_input(value: Any) -> None:
+    """Count a container about to be written out or copied (by a filter or a call)
+    before the step runs: its items are written out whole, however little it holds."""
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        _spend(_weight(value))
 
 
 def _check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -119,67 +159,102 @@ def _check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -
             raise SecurityError(f"a tojson indent larger than {MAX_INDENT}")
 
 
-def _text_length(value: Any) -> int:
-    """How long ``value`` is as text (``str``), at most."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value.bit_length() // 3 + 2  # decimal digits, or more in any base
-    try:
-        return len(str(value))
-    except ValueError:  # an int of more digits than Python prints
+_MISSING = object()
+
+
+def _text_length(value: Any, conversion: str = "") -> int:
+    """How long ``value`` is as text (``str``, or its repr for ``conversion`` r or a), at
+    most; a field whose value is not known (``_MISSING``) counts as the budget."""
+    if value is _MISSING:
         return MAX_RENDERED_BYTES + 1
+    if isinstance(value, str):
+        return len(repr(value)) if conversion in ("r", "a") else len(value)
+    if isinstance(value, bool) or value is None:
+        return 5
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 2  # decimal digits, or more in any base
+    if isinstance(value, float):
+        return 32
+    # A container as text: its items' text, quoted, separated and bracketed.
+    return _weight(value) * _REPR_GROWTH + 2
 
 
-def _field_size(width: str, precision: str, longest: int, conversion: str) -> int:
+def _field_size(width: str, precision: str, value: Any, conversion: str) -> int:
     if width == "*" or precision == "*":
         raise SecurityError("a format width or precision that is not a literal")
-    if conversion in ("r", "a"):  # a repr escapes: each character may take several
-        longest = longest * _REPR_GROWTH + 2
-    return max(int(width or 0), longest) + int(precision or 0)
+    return max(int(width or 0), _text_length(value, conversion)) + int(precision or 0)
 
 
-def _check_format(spec: Any, values: Iterable[Any], *, percent: bool) -> None:
+def _brace_value(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], auto: int) -> Any:
+    """The value a ``str.format`` field names (its first part: ``0``, ``name``, or the
+    next positional one); ``_MISSING`` when it names none."""
+    first = re.match(r"[^.\[]*", name).group()  # type: ignore[union-attr]
+    if first == "":
+        return args[auto] if auto < len(args) else _MISSING
+    if first.isdigit():
+        index = int(first)
+        return args[index] if index < len(args) else _MISSING
+    return kwargs.get(first, _MISSING)
+
+
+def _check_format(spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, percent: bool) -> None:
     """Refuse a formatting whose output would exceed ``MAX_RENDERED_BYTES``: every field
-    counts its width or its longest value, whichever is more, plus its precision."""
+    counts its width or its value's length, whichever is more, plus its precision.
+
+    ``percent``: ``spec % values``, where ``args`` are a tuple's items (taken in turn)
+    and ``kwargs`` a mapping's (named by ``%(key)s``); else ``spec.format(*args, **kwargs)``.
+    """
     if not isinstance(spec, str):
         return
-    longest = max(map(_text_length, values), default=0)
     total = len(spec)
     if percent:
-        for width, precision, kind in _PERCENT_FIELD.findall(spec):
-            total += 1 if kind == "%" else _field_size(width, precision, longest, kind)
+        turn = 0
+        for key, width, precision, kind in _PERCENT_FIELD.findall(spec):
+            if kind == "%":
+                total += 1
+                continue
+            if key:
+                value = kwargs.get(key[1:-1], _MISSING)
+            else:
+                value = args[turn] if turn < len(args) else _MISSING
+                turn += 1
+            total += _field_size(width, precision, value, kind)
     else:
         try:
             fields = list(string.Formatter().parse(spec))
         except ValueError:
             return  # not a format string: the call raises
+        auto = 0
         for _, name, format_spec, conversion in fields:
             if name is None:
                 continue
             if "{" in (format_spec or ""):
                 raise SecurityError("a format width or precision that is not a literal")
+            value = _brace_value(name, args, kwargs, auto)
+            if name == "" or name[0] in ".[":
+                auto += 1
             width, precision = _BRACE_SPEC.match(format_spec or "").groups()  # type: ignore[union-attr]
-            total += _field_size(width or "", precision or "", longest, conversion or "")
+            total += _field_size(width or "", precision or "", value, conversion or "")
     if total > MAX_RENDERED_BYTES:
         raise _too_large("the formatted text")
 
 
-def _percent_values(values: Any) -> Iterable[Any]:
+def _percent_values(values: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``spec % values`` as ``_check_format`` takes them."""
     if isinstance(values, tuple):
-        return values
+        return values, {}
     if isinstance(values, dict):
-        return values.values()
-    return (values,)
+        return (values,), values  # ``%s`` of the dict itself, or ``%(key)s`` of its items
+    return (values,), {}
 
 
-def _strings(values: Any) -> list[str]:
-    if isinstance(values, str):
-        return list(values)  # joined character by character
-    try:
-        return [str(value) for value in values]
-    except TypeError:
-        return []
+def _joined_length(items: Any) -> int:
+    """How long the text of ``items`` joined is, without writing it (``join``)."""
+    if isinstance(items, str):
+        return len(items)  # joined character by character
+    if not isinstance(items, list | tuple | set | frozenset | dict):
+        return 0
+    return sum(len(item) if isinstance(item, str) else _text_length(item) for item in items)
 
 
 def _check_output(
@@ -193,8 +268,8 @@ def _check_output(
             items, sep = subject, args[0] if args else kwargs.get("d", "")
         else:
             items, sep = args[0] if args else (), subject
-        parts = _strings(items)
-        if sum(map(len, parts)) + len(str(sep)) * max(0, len(parts) - 1) > MAX_RENDERED_BYTES:
+        count = len(items) if isinstance(items, str | list | tuple | set | frozenset | dict) else 0
+        if _joined_length(items) + len(str(sep)) * max(0, count - 1) > MAX_RENDERED_BYTES:
             raise _too_large("join")
     elif name == "replace" and isinstance(subject, str) and len(args) >= 2:
         old, new = str(args[0]), str(args[1])
@@ -217,16 +292,20 @@ def _check_output(
             raise _too_large("expandtabs")
     elif name == "sum" and as_filter:
         start = args[1] if len(args) > 1 else kwargs.get("start", 0)
-        if isinstance(start, str | list | tuple):
-            parts = list(subject) if isinstance(subject, Iterator) else subject
-            if len(start) + sum(len(part) for part in parts if isinstance(part, str | list | tuple)) > MAX_WORK_BYTES:
-                raise _too_large("sum")
+        if not isinstance(start, int | float):
+            # Adding sequences copies the whole so far at every step: quadratic.
+            raise SecurityError("sum adds numbers only in a mapping (join texts, or list them)")
+    elif name == "translate" and isinstance(subject, str) and args and isinstance(args[0], dict):
+        longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
+        if len(subject) * max(1, longest) > MAX_RENDERED_BYTES:
+            raise _too_large("translate")
     elif name == "format" and as_filter:  # %-formatting: ``value % (args or kwargs)``
-        _check_format(subject, [*args, *kwargs.values()], percent=True)
+        _check_format(subject, args, kwargs, percent=True)
     elif name == "format":
-        _check_format(subject, [*args, *kwargs.values()], percent=False)
+        _check_format(subject, args, kwargs, percent=False)
     elif name == "format_map":
-        _check_format(subject, list((args[0] if args else {}).values()), percent=False)
+        mapping = args[0] if args and isinstance(args[0], dict) else {}
+        _check_format(subject, (), mapping, percent=False)
 
 
 def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -242,6 +321,7 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
         values = args[value_at + 1 :]
         _check_arguments(name, values, kwargs)
         if len(args) > value_at:
+            _charge_input(args[value_at])
             _check_output(name, args[value_at], values, kwargs, as_filter=True)
         return _charge(function(*args, **kwargs))
 
@@ -272,9 +352,8 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def concat(self, parts: tuple[Any, ...]) -> str:
         """``a ~ b ~ ...``: measured (and counted), then joined."""
-        texts = [part if type(part) is str else str(part) for part in parts]
-        _spend(sum(map(len, texts)))
-        return "".join(texts)
+        _spend(sum(len(part) if type(part) is str else _text_length(part) for part in parts))
+        return "".join([part if type(part) is str else str(part) for part in parts])
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
@@ -284,14 +363,17 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                 raise SecurityError(f"a power of more than {MAX_INT_BITS} bits")
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int) and not isinstance(times, bool):
                     if len(seq) * times > MAX_PRODUCT_LENGTH:
                         raise SecurityError(f"repetition longer than {MAX_PRODUCT_LENGTH}")
+                    # What the repeated items hold, written out once per repetition.
+                    if times > 0 and _weight(seq) * times > MAX_WORK_BYTES:
+                        raise SecurityError(f"a repetition that holds more than {MAX_WORK_BYTES} bytes")
         if operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
-            _spend(len(left) + len(right))  # counted before it is built
+            _spend(_weight(left) + _weight(right))  # counted before it is built
             return super().call_binop(context, operator, left, right)
         if operator == "%" and isinstance(left, str):
-            _check_format(left, _percent_values(right), percent=True)
+            _check_format(left, *_percent_values(right), percent=True)
         return _charge(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
@@ -303,6 +385,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         if name == "join" and args and isinstance(args[0], Iterator):
             args = (list(args[0]), *args[1:])  # measured, then joined: read once
         _check_arguments(name, args, kwargs)
+        _charge_input(subject)
         _check_output(name, subject, args, kwargs)
         return _charge(super().call(__context, __obj, *args, **kwargs))
 
@@ -362,7 +445,7 @@ def _counted(leaf: Renderer) -> Renderer:
 
     def counted(args: dict[str, Any]) -> Any:
         value = leaf(args)
-        _spend(len(value) if isinstance(value, str) else len(orjson.dumps(value, default=str)))
+        _spend(_weight(value))
         return value
 
     return counted
@@ -432,7 +515,7 @@ def compile_mapping(mapping: dict[str, Any]) -> Callable[[dict[str, Any]], dict[
     root = _compile(mapping, "$")
 
     def render(args: dict[str, Any]) -> dict[str, Any]:
-        budget = _budget.set([MAX_WORK_BYTES])
+        budget = _budget.set(_Budget())
         try:
             rendered = root(args)
             # Native expressions may give tuples, Markup or other non-JSON objects: a

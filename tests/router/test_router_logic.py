@@ -99,6 +99,14 @@ def test_a_mapping_is_straight_line_so_its_work_is_bounded(template: str) -> Non
         ("{{ " + " ~ ".join(["args.s"] * 300) + " }}", {"s": "x" * 100_000}),
         ("{{ " + " + ".join(["args.s"] * 150) + " }}", {"s": "x" * 150_000}),
         ("-" + "{{ args.s|center(60000) }}" * 400, {"s": "x"}),
+        # A diff review: lists holding lists are written out whole, however short.
+        ("{{ [['ab'] * 65536] * 2048 }}", {}),
+        ("{{ ([['ab'] * 65536] * 256)|tojson|length }}", {}),
+        ("{{ (([['ab'] * 65536] * 256) ~ '')|length }}", {}),
+        ("{{ ('x' * 4096).translate({120: 'y' * 65536}) }}", {}),
+        # Adding lists copies the whole so far at every step (19 s of CPU each).
+        ("{{ ([[1] * 16] * 20000)|sum(start=[])|length }}", {}),
+        ("{{ ([{'t': [1] * 65536}] * 256)|sum(attribute='t', start=[])|length }}", {}),
     ],
 )
 def test_what_would_build_a_huge_value_is_refused_before_it_is_built(template: str, args: dict) -> None:
@@ -142,6 +150,25 @@ def test_many_leaves_of_one_large_value_are_refused_before_the_whole_is_built() 
 def test_the_bounds_leave_ordinary_mappings_as_they_were(template: str, expected: str) -> None:
     args = {"users": [{"name": "a"}, {"name": "b"}], "tags": ["p", "q"], "n": 5}
     assert compile_mapping({"text": template})(args) == {"text": expected}
+
+
+def test_formatting_a_large_text_is_bounded_by_its_fields_not_refused() -> None:
+    # Each field counts its own value (a diff review found six fields each charged the
+    # longest one, and a dict's every value for one %(key)s, refusing ordinary mails).
+    args = {"to": "a@example.com", "subject": "Daily", "body": "x" * 51_000, "other": "y" * 200_000, "n": 5}
+    mapping = {
+        "brace": "{{ 'To: {}\nSubject: {}\n\n{}'.format(args.to, args.subject, args.body)|length }}",
+        "percent": "{{ ('%s|%s|%s|%s|%s|%s' % (args.to, args.to, args.to, args.to, args.subject, args.body))|length }}",
+        "named": "{{ '%(subject)s #%(n)05d' % args }}",
+        "mapped": "{{ '{subject}'.format_map(args) }}",
+        "repr": "{{ ('{0!r}'.format(args.body))|length }}",
+        "sum": "{{ [1, 2, 3]|sum }}",
+    }
+    rendered = compile_mapping(mapping)(args)
+    assert rendered == {
+        "brace": 51_000 + 34, "percent": 51_000 + 4 * 13 + 5 + 5, "named": "Daily #00005", "mapped": "Daily",
+        "repr": 51_002, "sum": 6,
+    }
 
 
 def test_straight_line_mappings_still_render() -> None:
