@@ -24,6 +24,7 @@ up to an unbounded one. Any failure while rendering, ``RecursionError`` and
 
 from __future__ import annotations
 
+import _string
 import re
 import string
 from collections.abc import Callable, Iterator
@@ -50,13 +51,16 @@ MAX_INT_BITS = 64 * 1024
 MAX_WORK_BYTES = 8 * 2**20
 # The filters and calls whose integer arguments are sizes of what they build.
 _SIZE_TAKING = frozenset({
-    "center", "ljust", "rjust", "zfill", "indent", "wordwrap", "tojson", "slice", "expandtabs", "range",
+    "center", "ljust", "rjust", "zfill", "indent", "wordwrap", "tojson", "slice", "expandtabs", "range", "batch",
 })
 # One ``%`` conversion: its width and precision (``*`` takes them from the values).
-_PERCENT_FIELD = re.compile(r"%(\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)", re.DOTALL)
+# (A key holds no parenthesis: a "%(" left open is not scanned to the end again and again.)
+_PERCENT_FIELD = re.compile(r"%(\([^()]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)", re.DOTALL)
 # The width and precision of a ``str.format`` spec ([[fill]align][sign][z][#][0][width][,_][.precision]).
 _BRACE_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d*))?", re.DOTALL)
-_REPR_GROWTH = 10  # a character's repr is at most this long (\U0001f600)
+_TEXT_GROWTH = 6  # a container's text per unit of weight, at most (quotes, escapes, separators)
+# Containers up to this weight are measured as text exactly (str() of them is cheap).
+_MEASURED_WEIGHT = 64 * 1024
 _budget: ContextVar[_Budget | None] = ContextVar("mapping_budget", default=None)
 
 # One ``{{ ... }}`` and nothing around it; the body may not open or close another block.
@@ -163,20 +167,27 @@ _MISSING = object()
 
 
 def _text_length(value: Any, conversion: str = "") -> int:
-    """How long ``value`` is as text (``str``, or its repr for ``conversion`` r or a), at
-    most; a field whose value is not known (``_MISSING``) counts as the budget."""
+    """How long ``value`` is as text (``str``, or its repr or ascii for ``conversion`` r
+    or a), at most; a field whose value is not known (``_MISSING``) counts as too long."""
     if value is _MISSING:
         return MAX_RENDERED_BYTES + 1
     if isinstance(value, str):
-        return len(repr(value)) if conversion in ("r", "a") else len(value)
+        if conversion in ("r", "a"):  # a repr or ascii escapes: up to 10 characters each
+            return len(value) + 2 if len(value) > MAX_RENDERED_BYTES else len(ascii(value))
+        return len(value)
     if isinstance(value, bool) or value is None:
         return 5
     if isinstance(value, int):
-        return value.bit_length() // 3 + 2  # decimal digits, or more in any base
+        return value.bit_length() + 2  # digits in any base, binary included
     if isinstance(value, float):
         return 32
-    # A container as text: its items' text, quoted, separated and bracketed.
-    return _weight(value) * _REPR_GROWTH + 2
+    weight = _weight(value)
+    if weight <= _MEASURED_WEIGHT:
+        try:
+            return len(ascii(value))
+        except ValueError:  # an int of more digits than Python prints: the call raises too
+            return 0
+    return weight * _TEXT_GROWTH + 2
 
 
 def _field_size(width: str, precision: str, value: Any, conversion: str) -> int:
@@ -186,15 +197,24 @@ def _field_size(width: str, precision: str, value: Any, conversion: str) -> int:
 
 
 def _brace_value(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], auto: int) -> Any:
-    """The value a ``str.format`` field names (its first part: ``0``, ``name``, or the
-    next positional one); ``_MISSING`` when it names none."""
-    first = re.match(r"[^.\[]*", name).group()  # type: ignore[union-attr]
+    """The value a ``str.format`` field names (``0``, ``name``, the next positional one,
+    then its ``[key]`` and ``.name`` parts as far as they lead into dicts and lists);
+    ``_MISSING`` when it names none."""
+    first, rest = _string.formatter_field_name_split(name)
     if first == "":
-        return args[auto] if auto < len(args) else _MISSING
-    if first.isdigit():
-        index = int(first)
-        return args[index] if index < len(args) else _MISSING
-    return kwargs.get(first, _MISSING)
+        value = args[auto] if auto < len(args) else _MISSING
+    elif isinstance(first, int):
+        value = args[first] if first < len(args) else _MISSING
+    else:
+        value = kwargs.get(first, _MISSING)
+    for _, key in rest:
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list | tuple) and isinstance(key, int) and -len(value) <= key < len(value):
+            value = value[key]
+        else:
+            break  # the whole counts: more than the part it names
+    return value
 
 
 def _check_format(spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, percent: bool) -> None:
@@ -207,9 +227,12 @@ def _check_format(spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, p
     if not isinstance(spec, str):
         return
     total = len(spec)
+    if total > MAX_RENDERED_BYTES:
+        raise _too_large("the formatted text")
     if percent:
         turn = 0
-        for key, width, precision, kind in _PERCENT_FIELD.findall(spec):
+        for field in _PERCENT_FIELD.finditer(spec):
+            key, width, precision, kind = field.groups()
             if kind == "%":
                 total += 1
                 continue
@@ -219,6 +242,8 @@ def _check_format(spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, p
                 value = args[turn] if turn < len(args) else _MISSING
                 turn += 1
             total += _field_size(width, precision, value, kind)
+            if total > MAX_RENDERED_BYTES:  # before measuring the fields after it
+                raise _too_large("the formatted text")
     else:
         try:
             fields = list(string.Formatter().parse(spec))
@@ -235,6 +260,8 @@ def _check_format(spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, p
                 auto += 1
             width, precision = _BRACE_SPEC.match(format_spec or "").groups()  # type: ignore[union-attr]
             total += _field_size(width or "", precision or "", value, conversion or "")
+            if total > MAX_RENDERED_BYTES:  # before measuring the fields after it
+                raise _too_large("the formatted text")
     if total > MAX_RENDERED_BYTES:
         raise _too_large("the formatted text")
 
@@ -248,13 +275,28 @@ def _percent_values(values: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (values,), {}
 
 
-def _joined_length(items: Any) -> int:
-    """How long the text of ``items`` joined is, without writing it (``join``)."""
+def _joined_length(items: Any, attribute: Any = None) -> int:
+    """How long the text of ``items`` joined is, without writing it (``join``; with
+    ``attribute``, of that attribute of each item, a dotted path into dicts and lists)."""
     if isinstance(items, str):
         return len(items)  # joined character by character
     if not isinstance(items, list | tuple | set | frozenset | dict):
         return 0
-    return sum(len(item) if isinstance(item, str) else _text_length(item) for item in items)
+    total = 0
+    for item in items:
+        if attribute is not None:
+            for part in str(attribute).split("."):
+                key: Any = int(part) if part.isdigit() else part
+                if isinstance(item, dict) and key in item:
+                    item = item[key]
+                elif isinstance(item, list | tuple) and isinstance(key, int) and key < len(item):
+                    item = item[key]
+                else:
+                    break
+        total += len(item) if isinstance(item, str) else _text_length(item)
+        if total > MAX_RENDERED_BYTES:
+            break
+    return total
 
 
 def _check_output(
@@ -269,10 +311,13 @@ def _check_output(
         else:
             items, sep = args[0] if args else (), subject
         count = len(items) if isinstance(items, str | list | tuple | set | frozenset | dict) else 0
-        if _joined_length(items) + len(str(sep)) * max(0, count - 1) > MAX_RENDERED_BYTES:
+        attribute = kwargs.get("attribute", args[1] if as_filter and len(args) > 1 else None)
+        if _joined_length(items, attribute) + len(str(sep)) * max(0, count - 1) > MAX_RENDERED_BYTES:
             raise _too_large("join")
-    elif name == "replace" and isinstance(subject, str) and len(args) >= 2:
-        old, new = str(args[0]), str(args[1])
+    elif name == "replace" and isinstance(subject, str):
+        # Positional or named (the filter's ``old=``/``new=``).
+        old = str(args[0] if args else kwargs.get("old", ""))
+        new = str(args[1] if len(args) > 1 else kwargs.get("new", ""))
         hits = len(subject) + 1 if old == "" else subject.count(old)
         if len(subject) + hits * max(0, len(new) - len(old)) > MAX_RENDERED_BYTES:
             raise _too_large("replace")
@@ -295,10 +340,18 @@ def _check_output(
         if not isinstance(start, int | float):
             # Adding sequences copies the whole so far at every step: quadratic.
             raise SecurityError("sum adds numbers only in a mapping (join texts, or list them)")
-    elif name == "translate" and isinstance(subject, str) and args and isinstance(args[0], dict):
-        longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
+    elif name == "translate" and isinstance(subject, str) and args:
+        table = args[0]
+        values = table.values() if isinstance(table, dict) else table if isinstance(table, list | tuple) else ()
+        longest = max((len(v) for v in values if isinstance(v, str)), default=1)
         if len(subject) * max(1, longest) > MAX_RENDERED_BYTES:
             raise _too_large("translate")
+    elif name == "urlize" and isinstance(subject, str):
+        # Every word may become a link that repeats itself, its target and its rel.
+        extra = sum(len(str(kwargs.get(key) or "")) for key in ("target", "rel", "extra_schemes"))
+        words = len(subject.split())
+        if len(subject) * 2 + words * (extra + 40) > MAX_RENDERED_BYTES:
+            raise _too_large("urlize")
     elif name == "format" and as_filter:  # %-formatting: ``value % (args or kwargs)``
         _check_format(subject, args, kwargs, percent=True)
     elif name == "format":
@@ -306,6 +359,23 @@ def _check_output(
     elif name == "format_map":
         mapping = args[0] if args and isinstance(args[0], dict) else {}
         _check_format(subject, (), mapping, percent=False)
+
+
+def _check_integers(*values: Any) -> None:
+    """Refuse arithmetic on an integer above ``MAX_INT_BITS``: a product of bounded
+    powers grows past it, and dividing such integers takes quadratic time."""
+    for value in values:
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+            raise SecurityError(f"an integer of more than {MAX_INT_BITS} bits")
+
+
+def _bounded_test(test: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(test)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_integers(*args, *kwargs.values())
+        return test(*args, **kwargs)
+
+    return bounded
 
 
 def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -341,12 +411,15 @@ class _BoundedCodeGenerator(CodeGenerator):
 
 
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    intercepted_binops = frozenset({"*", "**", "%", "+", "//"})
     code_generator_class = _BoundedCodeGenerator
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
+        # pprint is pure Python and slow on large values: not offered (tojson writes data).
+        self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items() if name != "pprint"}
+        # Tests take values too: divisibleby of a huge integer is a quadratic division.
+        self.tests = {name: _bounded_test(test) for name, test in self.tests.items()}
         # Nothing that builds text or state of its own: lipsum(n), cycler, joiner, namespace.
         self.globals = {name: self.globals[name] for name in ("range", "dict")}
 
@@ -356,6 +429,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         return "".join([part if type(part) is str else str(part) for part in parts])
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _check_integers(left, right)
         if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
             raise SecurityError(f"exponent larger than {MAX_EXPONENT}")
         if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -107,6 +108,11 @@ def test_a_mapping_is_straight_line_so_its_work_is_bounded(template: str) -> Non
         # Adding lists copies the whole so far at every step (19 s of CPU each).
         ("{{ ([[1] * 16] * 20000)|sum(start=[])|length }}", {}),
         ("{{ ([{'t': [1] * 65536}] * 256)|sum(attribute='t', start=[])|length }}", {}),
+        # A second adversarial review of the bounds.
+        ("{{ [args.one]|batch(20000000, 0)|first|length }}", {"one": 1}),
+        ("{{ args.s|replace(old='a', new=args.n)|length }}", {"s": "a" * 60_000, "n": "x" * 3_000}),
+        ("{{ args.s.translate([''] * 97 + ['x' * 65536])|length }}", {"s": "a" * 3_000}),
+        ("{{ args.s|urlize(target=args.t)|length }}", {"s": "ab.com " * 20_000, "t": "x" * 10_000}),
     ],
 )
 def test_what_would_build_a_huge_value_is_refused_before_it_is_built(template: str, args: dict) -> None:
@@ -152,10 +158,49 @@ def test_the_bounds_leave_ordinary_mappings_as_they_were(template: str, expected
     assert compile_mapping({"text": template})(args) == {"text": expected}
 
 
+def test_pprint_is_not_offered_to_a_mapping() -> None:
+    # Pure Python and slow: ([[''] * 65536] * 40)|pprint took 21 s (tojson writes data).
+    with pytest.raises(MappingError, match="pprint"):
+        compile_mapping({"text": "{{ ([[args.e] * 65536] * 40)|pprint|length }}"})
+
+
+def _power(leaf: str, count: int) -> str:
+    """A balanced product of ``count`` copies of ``leaf``."""
+    return leaf if count == 1 else f"({_power(leaf, count // 2)} * {_power(leaf, count // 2)})"
+
+
+@pytest.mark.parametrize(
+    ("template", "args"),
+    [
+        # Big integers: a product of bounded powers, then a quadratic remainder (10 s).
+        ("{{ (" + _power("((args.b ** 64) ** 16)", 64) + " % " + _power("((args.c ** 64) ** 16)", 32) + ") > 0 }}",
+         {"b": 9223372036854775807, "c": 2305843009213693951}),
+        ("{{ " + _power("((args.b ** 64) ** 16)", 64) + " is divisibleby(" + _power("((args.c ** 64) ** 16)", 32)
+         + ") }}", {"b": 9223372036854775807, "c": 2305843009213693951}),
+        # A caller's format string: backtracking on '%(' without ')', a repr per field.
+        ("{{ args.f % args.v }}", {"f": "%(" * 100_000, "v": {}}),
+        ("{{ args.f.format(args.v) }}", {"f": "{0!r}" * 25_000, "v": "y" * 100_000}),
+    ],
+    ids=["int-remainder", "int-divisibleby", "percent-key-backtracking", "repr-per-field"],
+)
+def test_what_would_take_seconds_of_cpu_is_refused_before_it_runs(template: str, args: dict) -> None:
+    render = compile_mapping({"x": template})
+    started = time.process_time()
+    with pytest.raises(MappingError):
+        render(args)
+    assert time.process_time() - started < 1.0  # seconds to tens of seconds before
+
+
 def test_formatting_a_large_text_is_bounded_by_its_fields_not_refused() -> None:
     # Each field counts its own value (a diff review found six fields each charged the
     # longest one, and a dict's every value for one %(key)s, refusing ordinary mails).
-    args = {"to": "a@example.com", "subject": "Daily", "body": "x" * 51_000, "other": "y" * 200_000, "n": 5}
+    users = [
+        {"name": f"user{i}", "email": f"user{i}@example.com", "id": 100_000 + i, "role": "member", "active": True}
+        for i in range(600)
+    ]
+    user = {"name": "Ann", "email": "ann@example.com", "bio": "lorem ipsum " * 2_500}
+    args = {"to": "a@example.com", "subject": "Daily", "body": "x" * 51_000, "other": "y" * 200_000, "n": 5,
+            "users": users, "user": user}  # fmt: skip
     mapping = {
         "brace": "{{ 'To: {}\nSubject: {}\n\n{}'.format(args.to, args.subject, args.body)|length }}",
         "percent": "{{ ('%s|%s|%s|%s|%s|%s' % (args.to, args.to, args.to, args.to, args.subject, args.body))|length }}",
@@ -163,11 +208,15 @@ def test_formatting_a_large_text_is_bounded_by_its_fields_not_refused() -> None:
         "mapped": "{{ '{subject}'.format_map(args) }}",
         "repr": "{{ ('{0!r}'.format(args.body))|length }}",
         "sum": "{{ [1, 2, 3]|sum }}",
+        # What a join or a field names, not the whole of what holds it.
+        "joined": "{{ (args.users|join(', ', attribute='name'))|length }}",
+        "field": "{{ '{user[name]} <{user[email]}>'.format(**args) }}",
     }
     rendered = compile_mapping(mapping)(args)
     assert rendered == {
         "brace": 51_000 + 34, "percent": 51_000 + 4 * 13 + 5 + 5, "named": "Daily #00005", "mapped": "Daily",
         "repr": 51_002, "sum": 6,
+        "joined": len(", ".join(u["name"] for u in users)), "field": "Ann <ann@example.com>",
     }
 
 
