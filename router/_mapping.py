@@ -27,7 +27,7 @@ from __future__ import annotations
 import _string
 import re
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
 from contextvars import ContextVar
 from functools import wraps
 from typing import Any
@@ -46,12 +46,16 @@ MAX_RENDERED_BYTES = 256 * 1024
 # The largest width, count or size a filter or call that takes one may be given.
 MAX_ARGUMENT = 64 * 1024
 MAX_INDENT = 16  # tojson's: it repeats on every line of every level
+# tojson with an indent runs Python's own (slow) encoder, and its output grows with depth.
+MAX_INDENTED_WEIGHT = 16 * 1024
+_WRAP_WORK = 2 * 10**9
 MAX_INT_BITS = 64 * 1024
 # What one render may build in all (values of its steps, leaves, output pieces).
 MAX_WORK_BYTES = 8 * 2**20
 # The filters and calls whose integer arguments are sizes of what they build.
 _SIZE_TAKING = frozenset({
     "center", "ljust", "rjust", "zfill", "indent", "wordwrap", "tojson", "slice", "expandtabs", "range", "batch",
+    "to_bytes",
 })
 # One ``%`` conversion: its width and precision (``*`` takes them from the values).
 # (A key holds no parenthesis: a "%(" left open is not scanned to the end again and again.)
@@ -106,17 +110,23 @@ def _weight(value: Any, cap: int = MAX_WORK_BYTES) -> int:
 def _weigh(value: Any, cap: int, memo: dict[int, tuple[Any, int]]) -> int:
     if isinstance(value, str | bytes):
         return len(value)
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        return 1
+    if isinstance(value, bool) or value is None:
+        return 5
+    if isinstance(value, float):
+        return _FLOAT_WEIGHT
     if isinstance(value, int):
-        return value.bit_length() // 8 + 1
-    if not isinstance(value, list | tuple | dict | set | frozenset):
-        return 1
+        return value.bit_length() // 3 + 1  # its decimal digits
+    if not isinstance(value, _CONTAINERS):
+        return _OBJECT_WEIGHT
     known = memo.get(id(value))
     if known is not None:
         return known[1]
     total = len(value)
-    items = (part for pair in value.items() for part in pair) if isinstance(value, dict) else value
+    items: Any = value
+    if isinstance(value, dict):
+        items = (part for pair in value.items() for part in pair)
+    elif isinstance(value, ItemsView):
+        items = (part for pair in value for part in pair)
     for item in items:
         total += _weigh(item, cap, memo)
         if total > cap:
@@ -146,9 +156,10 @@ def _charge(value: Any) -> Any:
 
 def _charge_input(value: Any) -> None:
     """Count a container about to be written out or copied (by a filter or a call)
-    before the step runs: its items are written out whole, however little it holds."""
-    if isinstance(value, list | tuple | dict | set | frozenset):
-        _spend(_weight(value))
+    before the step runs: its items are written out whole, however little it holds, and
+    as text (``string``, ``urlencode``...) each unit of weight may take several bytes."""
+    if isinstance(value, _CONTAINERS):
+        _spend(_weight(value) * _TEXT_GROWTH)
 
 
 def _check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -164,6 +175,9 @@ def _check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -
 
 
 _MISSING = object()
+_CONTAINERS = (list, tuple, dict, set, frozenset, KeysView, ValuesView, ItemsView)
+_FLOAT_WEIGHT = 24  # as text: -1.2345678901234567e-100
+_OBJECT_WEIGHT = 64  # another object (a generator, say): what it takes in memory, about
 
 
 def _text_length(value: Any, conversion: str = "") -> int:
@@ -324,17 +338,28 @@ def _check_output(
     elif name == "indent" and isinstance(subject, str):
         width = args[0] if args else kwargs.get("width", 4)
         pad = len(width) if isinstance(width, str) else int(width) if isinstance(width, int) else 0
-        if len(subject) + (subject.count("\n") + 1) * pad > MAX_RENDERED_BYTES:
+        # Jinja splits lines as splitlines() does (\r, \v, \x85, \u2028... too).
+        if len(subject) + (len(subject.splitlines()) + 1) * pad > MAX_RENDERED_BYTES:
             raise _too_large("indent")
     elif name == "wordwrap" and isinstance(subject, str):
         width = args[0] if args else kwargs.get("width", 79)
-        wrap = str(args[2] if len(args) > 2 else kwargs.get("wrapstring") or "\n")
-        if isinstance(width, int) and len(subject) + len(subject) // max(1, width) * len(wrap) > MAX_RENDERED_BYTES:
-            raise _too_large("wordwrap")
+        wrap = args[2] if len(args) > 2 else kwargs.get("wrapstring")
+        wrap = "\n" if wrap is None else str(wrap)
+        if isinstance(width, int):
+            lines = len(subject) // max(1, width) + len(subject.splitlines()) + 1
+            if len(subject) + lines * max(1, len(wrap)) > MAX_RENDERED_BYTES:
+                raise _too_large("wordwrap")
+            # textwrap slices a long word once per line: quadratic in the word's length.
+            if len(subject) ** 2 // max(1, width) > _WRAP_WORK:
+                raise SecurityError("wordwrap of this text at this width would take too long")
     elif name == "expandtabs" and isinstance(subject, str):
         size = args[0] if args else kwargs.get("tabsize", 8)
         if isinstance(size, int) and len(subject) + subject.count("\t") * size > MAX_RENDERED_BYTES:
             raise _too_large("expandtabs")
+    elif name == "tojson" and as_filter:
+        indent = args[0] if args else kwargs.get("indent")
+        if indent is not None and _weight(subject) > MAX_INDENTED_WEIGHT:
+            raise SecurityError(f"tojson with an indent takes values of weight {MAX_INDENTED_WEIGHT} at most")
     elif name == "sum" and as_filter:
         start = args[1] if len(args) > 1 else kwargs.get("start", 0)
         if not isinstance(start, int | float):
@@ -526,6 +551,16 @@ def _counted(leaf: Renderer) -> Renderer:
 
 
 def _compile_leaf(text: str, where: str) -> Renderer:
+    # Jinja folds constant expressions while it compiles (the admin API's check runs
+    # here): within a budget of its own, as a render would be.
+    budget = _budget.set(_Budget())
+    try:
+        return _compile_leaf_within(text, where)
+    finally:
+        _budget.reset(budget)
+
+
+def _compile_leaf_within(text: str, where: str) -> Renderer:
     single = _SINGLE_EXPRESSION.match(text)
     try:
         if single is not None:
