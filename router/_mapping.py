@@ -11,15 +11,22 @@ must: it runs on the router's event loop for every command, and a crash while re
 replays the command (and crashes again). So a mapping is straight-line: no loops, macros
 or assignments (refused when it is compiled, so the admin API and ``tenants apply``
 refuse it too). What one step could build from a small input is checked before the step
-runs: ``*``, ``+``, ``~`` and ``**`` (by the result's size), ``%`` and ``str.format``
-(their output estimated from the widths, precisions and values of every field), any
-integer argument above ``MAX_ARGUMENT`` to a filter or a call (widths, counts, slices;
-a ``tojson`` indent above ``MAX_INDENT``), and the output of ``join``, ``replace``,
-``indent``, ``wordwrap``, ``expandtabs`` and ``sum``, estimated from their inputs. And
-every value the steps build, each leaf's value and each piece of a template's output
-counts against one budget per render, ``MAX_WORK_BYTES``: many bounded steps cannot add
-up to an unbounded one. Any failure while rendering, ``RecursionError`` and
+runs: ``*``, ``+``, ``~``, ``**`` and ``//`` (by the result's size; integers of at most
+``MAX_INT_BITS`` in arithmetic and tests), ``%`` and ``str.format`` (their output
+estimated from each field's width, precision and value), any integer argument above
+``MAX_ARGUMENT`` to a filter or a call that takes sizes, ``tojson``'s indent, and the
+output of ``join``, ``replace``, ``indent``, ``wordwrap``, ``expandtabs``,
+``translate`` and ``urlize``, estimated from their inputs; ``sum`` adds numbers only and
+``pprint`` is not offered. Sizes are weights (``_weight``): what a value writes out, a
+container's items with theirs each time they are referenced. Every value a step builds,
+every container a filter or call receives (as text), each leaf's value and each piece
+of a template's output count against one budget per render, ``MAX_WORK_BYTES``, and
+compiling (Jinja folds constants) runs within one too: many bounded steps cannot add up
+to an unbounded one. Any failure while rendering, ``RecursionError`` and
 ``MemoryError`` included, rejects the command.
+
+These bounds check Jinja's filters and methods one by one: a mapping is code the
+operator trusts, the caller's values are the untrusted part.
 """
 
 from __future__ import annotations
@@ -65,6 +72,10 @@ _BRACE_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d*))?", re.
 _TEXT_GROWTH = 6  # a container's text per unit of weight, at most (quotes, escapes, separators)
 # Containers up to this weight are measured as text exactly (str() of them is cheap).
 _MEASURED_WEIGHT = 64 * 1024
+_CONTAINERS = (list, tuple, dict, set, frozenset, KeysView, ValuesView, ItemsView)
+_FLOAT_WEIGHT = 24  # as text: -1.2345678901234567e-100
+_OBJECT_WEIGHT = 64  # another object (a generator, say): what it takes in memory, about
+_MISSING = object()  # a format field that names no value
 _budget: ContextVar[_Budget | None] = ContextVar("mapping_budget", default=None)
 
 # One ``{{ ... }}`` and nothing around it; the body may not open or close another block.
@@ -98,16 +109,16 @@ class _Budget:
         self.weights: dict[int, tuple[Any, int]] = {}
 
 
-def _weight(value: Any, cap: int = MAX_WORK_BYTES) -> int:
+def _weight(value: Any) -> int:
     """About how large ``value`` is written out: a string's length, a container's items
     with theirs, each time they are referenced (``[[x] * 65536] * 256`` holds one inner
-    list but writes out 256 of them). Past ``cap``, any number above it."""
+    list but writes out 256 of them). Past ``MAX_WORK_BYTES``, any number above it."""
     budget = _budget.get()
     memo = budget.weights if budget is not None else {}
-    return _weigh(value, cap, memo)
+    return _weigh(value, memo)
 
 
-def _weigh(value: Any, cap: int, memo: dict[int, tuple[Any, int]]) -> int:
+def _weigh(value: Any, memo: dict[int, tuple[Any, int]]) -> int:
     if isinstance(value, str | bytes):
         return len(value)
     if isinstance(value, bool) or value is None:
@@ -128,9 +139,9 @@ def _weigh(value: Any, cap: int, memo: dict[int, tuple[Any, int]]) -> int:
     elif isinstance(value, ItemsView):
         items = (part for pair in value for part in pair)
     for item in items:
-        total += _weigh(item, cap, memo)
-        if total > cap:
-            return total  # not remembered: it stopped counting at the cap
+        total += _weigh(item, memo)
+        if total > MAX_WORK_BYTES:
+            return total  # not remembered: it stopped counting past the budget
     memo[id(value)] = (value, total)
     return total
 
@@ -168,16 +179,6 @@ def _check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     for value in (*args, *kwargs.values()):
         if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > MAX_ARGUMENT:
             raise SecurityError(f"an argument larger than {MAX_ARGUMENT}")
-    if name == "tojson":
-        indent = args[0] if args else kwargs.get("indent")
-        if isinstance(indent, int | float) and not isinstance(indent, bool) and abs(indent) > MAX_INDENT:
-            raise SecurityError(f"a tojson indent larger than {MAX_INDENT}")
-
-
-_MISSING = object()
-_CONTAINERS = (list, tuple, dict, set, frozenset, KeysView, ValuesView, ItemsView)
-_FLOAT_WEIGHT = 24  # as text: -1.2345678901234567e-100
-_OBJECT_WEIGHT = 64  # another object (a generator, say): what it takes in memory, about
 
 
 def _text_length(value: Any, conversion: str = "") -> int:
@@ -221,13 +222,19 @@ def _brace_value(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], auto:
         value = args[first] if first < len(args) else _MISSING
     else:
         value = kwargs.get(first, _MISSING)
-    for _, key in rest:
+    return _follow(value, [key for _, key in rest])
+
+
+def _follow(value: Any, keys: list[Any]) -> Any:
+    """``value[key]...`` as far as the keys lead into dicts and lists; where one leads
+    nowhere, the value reached so far (counting the whole is counting more)."""
+    for key in keys:
         if isinstance(value, dict) and key in value:
             value = value[key]
         elif isinstance(value, list | tuple) and isinstance(key, int) and -len(value) <= key < len(value):
             value = value[key]
         else:
-            break  # the whole counts: more than the part it names
+            break
     return value
 
 
@@ -296,17 +303,10 @@ def _joined_length(items: Any, attribute: Any = None) -> int:
         return len(items)  # joined character by character
     if not isinstance(items, list | tuple | set | frozenset | dict):
         return 0
+    path = [] if attribute is None else [int(p) if p.isdigit() else p for p in str(attribute).split(".")]
     total = 0
     for item in items:
-        if attribute is not None:
-            for part in str(attribute).split("."):
-                key: Any = int(part) if part.isdigit() else part
-                if isinstance(item, dict) and key in item:
-                    item = item[key]
-                elif isinstance(item, list | tuple) and isinstance(key, int) and key < len(item):
-                    item = item[key]
-                else:
-                    break
+        item = _follow(item, path)
         total += len(item) if isinstance(item, str) else _text_length(item)
         if total > MAX_RENDERED_BYTES:
             break
@@ -358,6 +358,8 @@ def _check_output(
             raise _too_large("expandtabs")
     elif name == "tojson" and as_filter:
         indent = args[0] if args else kwargs.get("indent")
+        if isinstance(indent, int | float) and not isinstance(indent, bool) and abs(indent) > MAX_INDENT:
+            raise SecurityError(f"a tojson indent larger than {MAX_INDENT}")
         if indent is not None and _weight(subject) > MAX_INDENTED_WEIGHT:
             raise SecurityError(f"tojson with an indent takes values of weight {MAX_INDENTED_WEIGHT} at most")
     elif name == "sum" and as_filter:
