@@ -188,7 +188,8 @@ class KafkaPipeline:
             )
         # A replay publishes nothing: a retried batch is charged for its new items only
         # (and a request for one token at least), so it is not refused for the first try.
-        fresh = sum(1 for item in items if not self._replays(identity, item))
+        keyed = [self._keyed(identity, item) for item in items]
+        fresh = sum(1 for _, command_id in keyed if not self._replays(identity, command_id))
         wait = self._buckets.take(identity.tenant_id, max(1, fresh))
         if wait > 0:
             if self.metrics is not None:
@@ -205,9 +206,9 @@ class KafkaPipeline:
         outcomes: list[Any] = [None] * len(items)
         sends: list[tuple[int, Command, asyncio.Future[Any]]] = []
         replays: list[tuple[int, Command, asyncio.Future[None]]] = []
-        for index, item in enumerate(items):
+        for index, (item, (key, command_id)) in enumerate(zip(items, keyed, strict=True)):
             try:
-                command, inflight, headers = self._prepare(identity, item, source)
+                command, inflight, headers = self._prepare(identity, item, source, key, command_id)
             except (IngressError, KafkaUnavailable) as exc:
                 outcomes[index] = exc
                 continue
@@ -291,15 +292,19 @@ class KafkaPipeline:
 
     # -- internals -----------------------------------------------------------------------
 
+    @staticmethod
+    def _keyed(identity: Identity, item: Submission) -> tuple[str, str]:
+        """The item's idempotency key (generated if it has none) and the command id it gives."""
+        key = item.idempotency_key or f"auto-{uuid.uuid4().hex}"
+        return key, command_id_for(identity.tenant_id, identity.space_id, key)
+
     def _prepare(
-        self, identity: Identity, item: Submission, source: CommandSource
+        self, identity: Identity, item: Submission, source: CommandSource, key: str, command_id: str
     ) -> tuple[Command, asyncio.Future[None] | None, list[tuple[str, bytes]] | None]:
         """``(command, inflight, headers)``: headers only for a new command to publish.
 
         For a replay, ``inflight`` is the acknowledgement its first publish still awaits.
         """
-        key = item.idempotency_key or f"auto-{uuid.uuid4().hex}"
-        command_id = command_id_for(identity.tenant_id, identity.space_id, key)
         known = self._accepted(command_id)
         if known is not None:
             if known.action != item.action or not _same_json(known.arguments, item.arguments):
@@ -363,12 +368,9 @@ class KafkaPipeline:
         """Whether this replica published ``command_id`` (first or as a replay) lately."""
         return command_id in self._submitted
 
-    def _replays(self, identity: Identity, item: Submission) -> bool:
-        """Whether ``item`` names a command this replica accepted or holds the Result of
+    def _replays(self, identity: Identity, command_id: str) -> bool:
+        """Whether ``command_id`` is a command this replica accepted or holds the Result of
         (a cheap look, before the batch is charged; ``_prepare`` decides)."""
-        if item.idempotency_key is None:
-            return False
-        command_id = command_id_for(identity.tenant_id, identity.space_id, item.idempotency_key)
         return command_id in self._submitted or self.results.owner(command_id) == (
             identity.tenant_id, identity.space_id,
         )

@@ -134,7 +134,7 @@ async def serve(pool: WorkerPool, metrics: Metrics | None = None) -> int:
         loop.add_signal_handler(sig, pool.request_stop)
     metrics = metrics or Metrics(f"worker-{pool.connector.name}")
     pool.metrics = metrics
-    checks = {"kafka": pool_started(pool), "vault": vault_reachable(pool.settings)}
+    checks = {"kafka": pool_ready(pool), "vault": vault_reachable(pool.settings)}
     lag_task = asyncio.create_task(_report_lag(pool, metrics))
     tenant_logs = TenantLogPublisher(pool.settings, metrics=metrics)
     try:
@@ -161,7 +161,7 @@ async def serve(pool: WorkerPool, metrics: Metrics | None = None) -> int:
     return 0
 
 
-def pool_started(pool: WorkerPool) -> Callable[[], Awaitable[bool]]:
+def pool_ready(pool: WorkerPool) -> Callable[[], Awaitable[bool]]:
     """Readiness: the pool consumes, is not stopping, and a broker answers it now (a
     metadata request: a frozen or unreachable cluster fails the check within its timeout)."""
 

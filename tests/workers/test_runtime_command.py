@@ -13,7 +13,7 @@ from core.errors import ConfigurationError
 from core.settings import load_settings
 from core.vault import AppRoleCredentials, TokenFile
 from workers import command
-from workers.command import pool_started
+from workers.command import pool_ready
 
 
 def test_worker_command_parses_its_options():
@@ -90,7 +90,7 @@ async def test_readiness_asks_a_broker_each_time_not_only_whether_the_pool_start
     # the workers' kept answering "kafka": true (it only checked that the pool started).
     for answer, ready in (("ok", True), ("hang", None), ("refuse", None)):
         pool = SimpleNamespace(consumer=object(), _stopping=asyncio.Event(), admin=_Admin(answer))
-        check = pool_started(pool)  # type: ignore[arg-type]
+        check = pool_ready(pool)  # type: ignore[arg-type]
         if ready:
             assert await check() is True
         else:
@@ -99,4 +99,4 @@ async def test_readiness_asks_a_broker_each_time_not_only_whether_the_pool_start
         assert pool.admin.asked == 1
     stopping = SimpleNamespace(consumer=object(), _stopping=asyncio.Event(), admin=_Admin("ok"))
     stopping._stopping.set()
-    assert await pool_started(stopping)() is False  # type: ignore[arg-type]
+    assert await pool_ready(stopping)() is False  # type: ignore[arg-type]
