@@ -15,11 +15,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from core.follow import Following, TopicFollower
 from core.settings import Settings
 from schemas import DUPLICATE_KIND, TASK_CANCEL_KIND, Headers
 
 from ._bounded import LRU
-from ._follow import Following, TopicFollower
 from .task_ledger import DEFAULT_TASK_CAPACITY, TaskLedger
 
 __all__ = ["AcceptedFeed"]

@@ -54,7 +54,7 @@ def config_key(record: WorkspaceConfig | ApiKeyRecord) -> str:
 
 
 async def ensure_ingress_topics(settings: Settings) -> None:
-    """Create the commands, config (compacted) and results topics if they are missing.
+    """Create the commands, config (compacted), results and cancels topics if they are missing.
 
     Raises:
         KafkaUnavailable: the broker cannot be reached.
@@ -62,7 +62,7 @@ async def ensure_ingress_topics(settings: Settings) -> None:
     topics = settings.topics
     await ensure_topics(
         settings,
-        [topics.commands, topics.config, topics.results],
+        [topics.commands, topics.config, topics.results, topics.cancels],
         configs={topics.config: CONFIG_TOPIC_SETTINGS},
     )
 

@@ -97,10 +97,12 @@ class Pipeline(Protocol):
         """Whether this workspace's command finished and its Result is no longer held here."""
         ...
 
-    async def cancel_task(self, identity: Identity, command_id: str, at: datetime) -> None:
-        """Publish the cancellation of the task ``command_id`` for every replica to see.
+    async def cancel(self, identity: Identity, command_id: str, at: datetime) -> None:
+        """Publish the cancellation of ``command_id``: the workers that hold it end it
+        without running it if it has not started, and every replica sees its task cancelled.
 
         Raises:
+            ingress.errors.RateLimited: the tenant's edge rate limit is exceeded (429).
             core.errors.KafkaUnavailable: the broker did not acknowledge.
         """
         ...

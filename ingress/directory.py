@@ -31,12 +31,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from core.follow import Following, TopicFollower
 from core.settings import Settings
 from core.workspaces import WorkspaceStore
 from schemas import ApiKeyRecord, WorkspaceConfig
 
 from ._bounded import LRU
-from ._follow import Following, TopicFollower
 from .contracts import Identity
 from .errors import BadRequest, Forbidden, RateLimited, Unauthorized
 from .keys import parse_api_key, verify_secret

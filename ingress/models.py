@@ -69,6 +69,17 @@ class SubmitResponse(_Body):
     replayed: bool = False
 
 
+class CancelResponse(_Body):
+    command_id: CommandId
+    status: Literal["pending"] = "pending"
+    cancel_requested: bool = Field(
+        default=True,
+        description="The workers end the command without running it if it has not started: "
+        "its Result is then rejected (failed after attempts) with code cancelled.",
+    )
+    status_url: str
+
+
 class ErrorDetail(_Body):
     code: str
     message: str
@@ -81,6 +92,9 @@ class ErrorDetail(_Body):
         default=None,
         description="On a 503 of a submit: the command id that key gives; on a 409: the command "
         "the key already names (submitted with other arguments).",
+    )
+    status: str | None = Field(
+        default=None, description="On a 409 of a cancel: the status the command finished with."
     )
 
 

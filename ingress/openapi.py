@@ -16,6 +16,7 @@ from .models import (
     ApiKeyCreated,
     BatchRequest,
     BatchResponse,
+    CancelResponse,
     CommandStatus,
     CredentialsStored,
     ErrorBody,
@@ -26,7 +27,7 @@ from .models import (
 __all__ = ["openapi_document"]
 
 _MODELS = (
-    SubmitRequest, SubmitResponse, BatchRequest, BatchResponse, CommandStatus, ErrorBody,
+    SubmitRequest, SubmitResponse, BatchRequest, BatchResponse, CommandStatus, CancelResponse, ErrorBody,
     ApiKeyCreate, ApiKeyCreated, CredentialsStored, WorkspaceConfig,
 )
 _REF = "#/components/schemas/{model}"
@@ -158,7 +159,7 @@ def _declare_claims(schemas: dict[str, Any]) -> None:
 # What clients only read (answers, Results) is open, as the exported result schema is: a
 # field a later release adds must not fail a client generated from this document.
 # What clients send stays closed: the server refuses fields it does not know.
-_READ_ONLY = ("SubmitResponse", "BatchResponse", "CommandStatus", "ErrorBody", "ApiKeyCreated", "CredentialsStored")
+_READ_ONLY = ("SubmitResponse", "BatchResponse", "CommandStatus", "CancelResponse", "ErrorBody", "ApiKeyCreated", "CredentialsStored")
 _SENT = ("SubmitRequest", "BatchRequest", "ApiKeyCreate", "WorkspaceConfig")
 
 
@@ -236,6 +237,14 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "parameters": [command_id, wait, space_header],
             "responses": {"200": _json("CommandStatus", "Pending or final"),
                           **_errors(400, 401, 403, 404, 429, 503)},
+        }},
+        "/v1/commands/{command_id}:cancel": {"post": {
+            "operationId": "cancelCommand",
+            "summary": "Cancel a command that has not started (its Result says what came of it)",
+            "parameters": [command_id, space_header],
+            "responses": {"202": _json("CancelResponse", "The cancellation is durable in Kafka"),
+                          **_errors(400, 401, 403, 404, 429, 503),
+                          "409": _json("ErrorBody", "The command has finished (error.status says how)")},
         }},
     }
     paths = _space_variant(paths)

@@ -261,14 +261,24 @@ class KafkaPipeline:
         """Finished, but its Result is no longer held here (for the caller's workspace)."""
         return self.results.forgotten(command_id) == (identity.tenant_id, identity.space_id)
 
-    async def cancel_task(self, identity: Identity, command_id: str, at: datetime) -> None:
-        """Publish a TaskCancel after the command (same key, so the same partition).
+    async def cancel(self, identity: Identity, command_id: str, at: datetime) -> None:
+        """Publish a TaskCancel on the cancels topic, which every worker process follows
+        (a command still queued or waiting to retry there ends without running), and after
+        the command on the commands topic (same key, so the same partition), where every
+        ingress replica reads it for the command's MCP task.
 
         Raises:
-            KafkaUnavailable: the broker did not acknowledge.
+            RateLimited: the tenant's edge rate limit is exceeded (a cancellation costs
+                what a submit does).
+            KafkaUnavailable: the broker did not acknowledge both.
         """
         if self.producer is None:
             raise KafkaUnavailable("the ingress producer is not running")
+        wait = self._buckets.take(identity.tenant_id, 1)
+        if wait > 0:
+            if self.metrics is not None:
+                self.metrics.edge_rate_limited(identity.tenant_id)
+            raise RateLimited("request rate limit of this tenant exceeded", retry_after=wait)
         cancel = TaskCancel(
             command_id=command_id,
             tenant_id=identity.tenant_id,
@@ -278,15 +288,14 @@ class KafkaPipeline:
         headers = Headers.for_command(
             identity.tenant_id, identity.space_id, command_id, kind=TASK_CANCEL_KIND, schema="1"
         )
+        value, key, stamp = cancel.to_bytes(), identity.tenant_id.encode(), int(at.timestamp() * 1000)
         try:
             async with asyncio.timeout(self._send_timeout):
-                await self.producer.send_and_wait(
-                    self.topic,
-                    value=cancel.to_bytes(),
-                    key=identity.tenant_id.encode(),
-                    headers=headers,
-                    timestamp_ms=int(at.timestamp() * 1000),
-                )
+                sent = [
+                    await self.producer.send(topic, value=value, key=key, headers=headers, timestamp_ms=stamp)
+                    for topic in (self.settings.topics.cancels, self.topic)
+                ]
+                await asyncio.gather(*sent)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise KafkaUnavailable(f"publishing the cancellation failed ({type(exc).__name__})") from exc
 

@@ -4,6 +4,8 @@
     POST /v1/commands:batch                → 200 {accepted, failed, items: [...]}
                                              (none accepted: the first item's status)
     GET  /v1/commands/{command_id}?wait=S  → 200 {command_id, status, result?} | 404
+    POST /v1/commands/{command_id}:cancel  → 202 {command_id, status: pending, cancel_requested}
+                                             | 404 | 409 (finished)
 
 Each path also exists under ``/v1/spaces/{space_id}/...`` (see :mod:`ingress.auth`).
 A replay (same idempotency key) answers 200 with the same command id and
@@ -30,7 +32,14 @@ from ._http import COMMAND_ID, IDENTITY, json_response, read_json
 from ._state import STATE
 from .auth import SPACE_HEADER, authenticate, check_argument_claims, check_claims
 from .contracts import Identity, Services
-from .errors import BadRequest, IngressError, NotFound, ServiceUnavailable, from_validation
+from .errors import (
+    BadRequest,
+    Conflict,
+    IngressError,
+    NotFound,
+    ServiceUnavailable,
+    from_validation,
+)
 from .models import CLAIM_FIELDS, MAX_BATCH, SubmitRequest
 from .pipeline import KafkaPipeline, Submission, command_id_for
 
@@ -271,6 +280,41 @@ async def get_command(request: web.Request) -> web.Response:
     raise NotFound("no such command")
 
 
+async def cancel_command(request: web.Request) -> web.Response:
+    """Ask the workers to end the command without running it.
+
+    Answered once the broker has the cancellation; the command's Result says what came
+    of it: ``rejected`` (or ``failed`` after attempts) with code ``cancelled``, or its
+    own outcome when it had started already.
+    """
+    identity = await _identity(request)
+    command_id = request.match_info["command_id"]
+    request[COMMAND_ID] = command_id
+    if not _COMMAND_ID.fullmatch(command_id):
+        raise NotFound("no such command")
+    pipeline = request.app[SERVICES].pipeline
+    result = pipeline.peek(identity, command_id)
+    if result is not None or pipeline.forgotten(identity, command_id):
+        status = result.status.value if result is not None else "finished"
+        conflict = Conflict(f"this command has finished ({status}); there is nothing to cancel")
+        conflict.details = {"status": status}
+        raise conflict
+    if pipeline.known(identity, command_id) is None and not _accepted_elsewhere(request, identity, command_id):
+        raise NotFound("no such command")
+    try:
+        await pipeline.cancel(identity, command_id, datetime.now(UTC))
+    except KafkaUnavailable:
+        raise ServiceUnavailable(
+            "the message broker did not confirm the cancellation, which may still take effect; retry it",
+            2.0,
+        ) from None
+    return json_response(
+        {"command_id": command_id, "status": "pending", "cancel_requested": True,
+         "status_url": _status_url(request, command_id)},
+        status=202,
+    )
+
+
 def _accepted_elsewhere(request: web.Request, identity: Identity, command_id: str) -> bool:
     """Accepted by any replica (this one's commands follower saw it), still running."""
     state = request.app.get(STATE)
@@ -284,4 +328,5 @@ def add_routes(app: web.Application) -> None:
     for base in ("/v1", "/v1/spaces/{space_id}"):
         app.router.add_post(f"{base}/commands", submit)
         app.router.add_post(f"{base}/commands:batch", submit_batch)
+        app.router.add_post(f"{base}/commands/{{command_id}}:cancel", cancel_command)
         app.router.add_get(f"{base}/commands/{{command_id}}", get_command)

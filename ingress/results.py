@@ -29,11 +29,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from core.follow import Following, TopicFollower
 from core.settings import Settings
 from schemas import Result
 
 from ._bounded import LRU
-from ._follow import Following, TopicFollower
 from .earlier import EarlierResults
 from .errors import RateLimited, ServiceUnavailable
 

@@ -29,6 +29,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import TopicPartition
 from pydantic import SecretStr
 
+from core.follow import TopicFollower
 from core.kafka import make_consumer, make_producer, start_client, topic_partitions
 from core.settings import Settings
 from core.tasks import cancel_and_wait
@@ -44,7 +45,6 @@ from schemas import (
     fields_from_command,
 )
 
-from ._follow import TopicFollower
 from .admin import ensure_ingress_topics, new_api_key, publish_config
 from .app import STATE, IngressOptions, create_app
 

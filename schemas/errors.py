@@ -40,6 +40,8 @@ class ErrorCode(StrEnum):
     CIRCUIT_OPEN = "circuit_open"
     RETRIES_EXHAUSTED = "retries_exhausted"
     INTERNAL = "internal"
+    # Its caller cancelled it before it ran (rejected), or between attempts (failed).
+    CANCELLED = "cancelled"
 
 
 class ErrorInfo(WireModel):

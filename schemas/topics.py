@@ -88,6 +88,13 @@ class Topics:
         return f"{self.prefix}results"
 
     @property
+    def cancels(self) -> str:
+        """Cancellations of commands (TaskCancel records), which every worker process
+        follows whole: a cancelled command still queued or waiting to retry ends there
+        without running."""
+        return f"{self.prefix}cancels"
+
+    @property
     def dead_letters(self) -> str:
         return f"{self.prefix}dlq"
 
@@ -124,7 +131,7 @@ class Topics:
         return [f"{self.router_app}-{table}-changelog" for table in ROUTER_TABLES]
 
     def all_for(self, connectors: tuple[str, ...] = CONNECTORS) -> list[str]:
-        names = [self.commands, self.config, self.results, self.dead_letters, self.logs]
+        names = [self.commands, self.config, self.results, self.dead_letters, self.logs, self.cancels]
         names.extend(self.router_changelogs)
         for name in connectors:
             names.extend(self.pool_sources(name))

@@ -49,6 +49,7 @@ from core.settings import Settings, load_settings
 from schemas import CONNECTORS
 
 __all__ = [
+    "CANCELS_RETENTION_MS",
     "DAY_MS",
     "DLQ_RETENTION_MS",
     "LOGS_RETENTION_MS",
@@ -69,6 +70,8 @@ DAY_MS = 24 * 60 * 60 * 1000
 RESULTS_RETENTION_MS = 7 * DAY_MS
 DLQ_RETENTION_MS = 14 * DAY_MS
 LOGS_RETENTION_MS = 3 * DAY_MS
+# Cancellations matter while their command may still wait: at most its deadline (1 day).
+CANCELS_RETENTION_MS = 2 * DAY_MS
 
 # Kafka error code for a topic created by someone else between our look and our create.
 _TOPIC_ALREADY_EXISTS = 36
@@ -185,6 +188,7 @@ def desired_topics(
         topics.results: {"cleanup.policy": "delete", "retention.ms": str(retention.results_ms)},
         topics.dead_letters: {"cleanup.policy": "delete", "retention.ms": str(retention.dlq_ms)},
         topics.logs: {"cleanup.policy": "delete", "retention.ms": str(retention.logs_ms)},
+        topics.cancels: {"cleanup.policy": "delete", "retention.ms": str(CANCELS_RETENTION_MS)},
     }
     return [
         TopicSpec(

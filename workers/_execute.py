@@ -167,6 +167,9 @@ class Executor:
         # and the longest pause between two of a command's tries of it.
         self._waiting: set[str] = set()
         self.credential_wait_max = CREDENTIAL_WAIT_MAX
+        # Asked before each attempt: whether the command's caller cancelled it (the
+        # pool's CancelFeed). A cancelled command ends without another attempt.
+        self.cancelled: Callable[[RoutedCommand], bool] | None = None
 
     async def run(self, job: Job, still_ours: StillOurs | None = None) -> Outcome:
         """Execute ``job`` and return the records that settle this delivery.
@@ -219,6 +222,8 @@ class Executor:
         key = command.tenant_id
         if command.expired(now()):
             return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
+        if self._was_cancelled(command):
+            return _cancelled(errors, doubt)
         problem = self._check_operation(command)
         if problem is not None:
             return _Verdict(Step.FAIL, [*errors, problem], None, problem)
@@ -255,6 +260,8 @@ class Executor:
                             raise Abandoned(command.command_id) from None
                         if command.expired(now()):  # the hold outlasted the caller's deadline
                             return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
+                        if self._was_cancelled(command):
+                            return _cancelled(errors, doubt)
                         continue
                     if isinstance(exc, CredentialStoreDown):
                         # Our own infrastructure, not the tenant's API, and nothing was
@@ -268,6 +275,8 @@ class Executor:
                             raise Abandoned(command.command_id) from None
                         if command.expired(now()):
                             return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
+                        if self._was_cancelled(command):
+                            return _cancelled(errors, doubt)
                         continue
                     info = scrub_error(exc.to_info(), secret[-1] if secret else None)
                     # A failed check sent nothing: the doubt stays as it was.
@@ -285,6 +294,8 @@ class Executor:
                     await asyncio.sleep(decision.delay)
                     if still_ours is not None and not await still_ours():
                         raise Abandoned(command.command_id)
+                    if self._was_cancelled(command):
+                        return _cancelled(errors, doubt)
                     continue
                 if info.code in _BREAKER_CODES:
                     self.breakers.failure(key, probe)
@@ -300,6 +311,9 @@ class Executor:
             # would wait for that verdict for ever.
             if probe:
                 self.breakers.cancel_probe(key, probe)
+
+    def _was_cancelled(self, command: RoutedCommand) -> bool:
+        return self.cancelled is not None and self.cancelled(command)
 
     @property
     def waiting_for_credentials(self) -> int:
@@ -613,6 +627,23 @@ def _expired_info(errors: list[ErrorInfo]) -> ErrorInfo:
         http_status=last.http_status,
         retry_after=last.retry_after,
     )
+
+
+def _cancelled(errors: list[ErrorInfo], doubt: Doubt | None) -> _Verdict:
+    """The verdict on a command its caller cancelled: ``rejected`` when nothing of it can
+    have run, else ``failed`` (an earlier attempt may have taken effect)."""
+    attempts = [error for error in errors if error.code is not ErrorCode.CIRCUIT_OPEN]
+    if not attempts and doubt is None:
+        info = ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled by its caller before it ran")
+        return _Verdict(Step.FAIL, errors, None, info, status=ResultStatus.REJECTED)
+    if attempts:
+        last = attempts[-1]
+        said = last.code.value if last.http_status is None else f"{last.code.value}, HTTP {last.http_status}"
+        message = f"cancelled by its caller after {len(attempts)} failed attempt(s) (last error: {said})"
+    else:  # another worker may have started it before this one took its partition over
+        message = "cancelled by its caller; an earlier attempt may have taken effect"
+    info = ErrorInfo(code=ErrorCode.CANCELLED, message=message, http_status=attempts[-1].http_status if attempts else None)
+    return _Verdict(Step.FAIL, errors, None, info, status=ResultStatus.FAILED)
 
 
 def _merge_spans(command: RoutedCommand, spans: list[SpanRecord]) -> list[SpanRecord]:

@@ -78,6 +78,7 @@ class PoolLifecycle:
     tracker: OffsetTracker
     outbox: Outbox
     admin: Any
+    cancels: Any
     consumer: Any
     producer: Any
     session: aiohttp.ClientSession
@@ -312,7 +313,7 @@ class PoolLifecycle:
             )
         # Leaving the group and the producer's last flush: bounded too (a frozen broker),
         # by what is left or a few seconds.
-        for stop in (self.consumer.stop, self.producer.stop, self.admin.close):
+        for stop in (self.cancels.stop, self.consumer.stop, self.producer.stop, self.admin.close):
             try:
                 async with asyncio.timeout(max(left(), _CLOSE_AT_LEAST)):
                     await stop()

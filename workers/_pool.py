@@ -52,6 +52,7 @@ from core.telemetry import current_trace_id, extract
 from schemas import RETRY_TIERS, ErrorCode, ErrorInfo, Headers, ResultStatus, RoutedCommand
 
 from ._breaker import CircuitBreakers
+from ._cancels import CancelFeed
 from ._credentials import Credentials, VaultLike
 from ._execute import IN_DOUBT_HEADER, Abandoned, Executor, Job, Outcome, now
 from ._fencing import consumer_membership, fence_offset_commits
@@ -74,6 +75,10 @@ __all__ = ["PoolOptions", "WorkerPool"]
 logger = logging.getLogger(__name__)
 
 OAuthRefresh = Callable[[aiohttp.ClientSession, Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+
+
+# How long a starting pool waits to have read the cancels topic back.
+_CANCELS_CATCH_UP = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +203,7 @@ class WorkerPool(PoolLifecycle):
             KafkaUnavailable: the broker cannot be reached.
         """
         s, opts = self.settings, self.options
-        await ensure_topics(s, [*self.source_topics, s.topics.results, s.topics.dead_letters])
+        await ensure_topics(s, [*self.source_topics, s.topics.results, s.topics.dead_letters, s.topics.cancels])
         # Each request passes the stall guard right before its bytes are written (aiohttp
         # writes a body in a task of its own, a loop turn after the call started): a call
         # that stood frozen before it was written is not sent on waking until the group
@@ -232,6 +237,17 @@ class WorkerPool(PoolLifecycle):
         )
         self.executor.on_found = self._found_earlier
         self.executor.on_call = self._called
+        # Read back (a day of them) before the consumer starts: a cancellation made before
+        # this process took a partition over is known when the partition's commands come.
+        self.cancels = CancelFeed(s)
+        await self.cancels.start()
+        try:
+            async with asyncio.timeout(_CANCELS_CATCH_UP):
+                await self.cancels.follower.caught_up.wait()
+        except TimeoutError:
+            logger.warning("the cancels topic was not read back in time; starting anyway")
+        cancels = self.cancels
+        self.executor.cancelled = lambda command: cancels.cancelled(command.tenant_id, command.command_id)
         if self.metrics is not None:
             executor = self.executor
             self.metrics.watch_credential_waits(self.connector.name, lambda: executor.waiting_for_credentials)

@@ -34,11 +34,12 @@ from mcp_types import (
 from core.errors import KafkaUnavailable
 from ingress._http import time_left
 from ingress.contracts import Identity, Services
+from ingress.errors import RateLimited
 from ingress.task_ledger import TaskLedger
 from schemas import Command, Result
 
 from ._jsonrpc import TASK_STILL_WORKING, RpcError
-from ._tools import ANSWER_MARGIN, result_to_call_result, unavailable_error
+from ._tools import ANSWER_MARGIN, result_to_call_result, rpc_from_ingress_error, unavailable_error
 
 __all__ = ["RELATED_TASK_META_KEY", "TaskBook"]
 
@@ -223,7 +224,8 @@ class TaskBook:
 
         Raises:
             RpcError: -32602 for an unknown task or one already in a terminal status;
-                the broker's refusal when the cancellation could not be published.
+                the edge's rate limit; the broker's refusal when the cancellation could
+                not be published.
         """
         task, _ = self._describe(identity, task_id)
         if task.status in _TERMINAL:
@@ -232,7 +234,9 @@ class TaskBook:
             )
         now = datetime.now(UTC)
         try:
-            await self._services.pipeline.cancel_task(identity, task_id, now)
+            await self._services.pipeline.cancel(identity, task_id, now)
+        except RateLimited as exc:
+            raise rpc_from_ingress_error(exc) from exc
         except KafkaUnavailable as exc:
             raise unavailable_error(
                 "the cancellation was not confirmed by the broker and may or may not be "

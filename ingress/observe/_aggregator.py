@@ -22,10 +22,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from core.follow import TopicFollower
 from core.lru import LRU
 from core.settings import Settings
 from core.tenant_logs import redact
-from ingress._follow import TopicFollower
 from ingress.results import ResultHead
 from schemas import Result, ResultStatus, SpanRecord
 

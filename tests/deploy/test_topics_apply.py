@@ -16,6 +16,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from core.errors import ConfigurationError, KafkaUnavailable
 from core.kafka import ensure_topics, make_admin
 from core.settings import Settings
+from ingress.models import MAX_DEADLINE_SECONDS
 from schemas import CONNECTORS, RETRY_TIERS
 from switchyard.topics import (
     DLQ_RETENTION_MS,
@@ -77,14 +78,17 @@ def _changelogs(settings: Settings) -> list[str]:
 def test_desired_state_covers_every_topic_with_its_configs(settings: Settings) -> None:
     specs = {s.name: s for s in desired_topics(settings)}
     topics = settings.topics
-    # commands, config, results, dlq, logs, the router's two changelogs; per pool: connector, tiers, parked
-    assert len(specs) == 7 + len(CONNECTORS) * (1 + len(RETRY_TIERS) + 1)
+    # commands, config, results, dlq, logs, cancels, the router's two changelogs; per pool:
+    # connector, tiers, parked
+    assert len(specs) == 8 + len(CONNECTORS) * (1 + len(RETRY_TIERS) + 1)
     assert set(specs) == set(topics.all_for(CONNECTORS))
     assert specs[topics.config].configs["cleanup.policy"] == "compact"
     assert all(specs[name].configs["cleanup.policy"] == "compact" for name in _changelogs(settings))
     assert specs[topics.results].configs["retention.ms"] == str(RESULTS_RETENTION_MS)
     assert specs[topics.dead_letters].configs["retention.ms"] == str(DLQ_RETENTION_MS)
     assert specs[topics.logs].configs["retention.ms"] == str(LOGS_RETENTION_MS)
+    # A cancellation is kept longer than any command's deadline (ingress.models).
+    assert int(specs[topics.cancels].configs["retention.ms"]) > MAX_DEADLINE_SECONDS * 1000
     assert RESULTS_RETENTION_MS == 7 * 86_400_000 and DLQ_RETENTION_MS == 14 * 86_400_000
     assert all(s.partitions == settings.topic_partitions for s in specs.values())
     assert all(s.configs["min.insync.replicas"] == "1" for s in specs.values())

@@ -199,7 +199,7 @@ class FakePipeline:
     def forgotten(self, identity: Identity, command_id: str) -> bool:
         return (identity.tenant_id, command_id) in self.forgotten_ids
 
-    async def cancel_task(self, identity: Identity, command_id: str, at: datetime) -> None:
+    async def cancel(self, identity: Identity, command_id: str, at: datetime) -> None:
         if self.cancel_error is not None:
             raise self.cancel_error
         self.cancels.append((identity.tenant_id, command_id))

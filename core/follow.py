@@ -1,8 +1,9 @@
 """Follow every partition of one topic without a consumer group.
 
 Every ingress replica must see every record of the config and results topics (any
-replica serves any tenant), so nothing is shared through a group: each follower
-assigns itself all partitions, starts at the beginning or at a time, and keeps reading.
+replica serves any tenant), and every worker process every cancellation (any process
+may hold the command), so nothing is shared through a group: each follower assigns
+itself all partitions, starts at the beginning or at a time, and keeps reading.
 """
 
 from __future__ import annotations
