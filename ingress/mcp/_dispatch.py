@@ -123,6 +123,17 @@ class Dispatcher:
             )
         return caps
 
+    async def notified(self, identity: Identity, session_id: str, message: dict[str, Any]) -> None:
+        """A notification in a session: ``notifications/cancelled`` of a tools/call still
+        waiting on this replica cancels its command (``_in_flight``); others need nothing."""
+        params = message.get("params")
+        if message.get("method") != "notifications/cancelled" or not isinstance(params, dict):
+            return
+        command_id = self._tools.in_flight.command_of(identity, session_id, params.get("requestId"))
+        if command_id is not None:
+            with bind(tenant_id=identity.tenant_id, command_id=command_id):
+                await self._tools.cancel(identity, "tools/call", command_id)
+
     def initialize(self, params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
         """Validate ``initialize`` and build its result; returns (negotiated version, wire result).
 

@@ -35,6 +35,7 @@ from ingress.errors import BadRequest, IngressError
 
 from ._dispatch import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Dispatcher
 from ._headers import decode_header_value
+from ._in_flight import CALL_IN_SESSION, request_key
 from ._jsonrpc import (
     FORBIDDEN,
     MODERN_STATUS,
@@ -397,10 +398,14 @@ class McpEndpoint:
                 )
             else:
                 version = self._session(request, identity)
+            session_id = None if modern else request.headers.get(SESSION_HEADER)
             if incoming.request is None:
                 # Notifications and responses: accepted, nothing to answer. The stateless
                 # revision defines none a server must act on (closing a stream cancels).
+                if session_id is not None and isinstance(incoming.raw, dict):
+                    await self._dispatcher.notified(identity, session_id, incoming.raw)
                 return web.Response(status=202, headers=cors)
+            call = CALL_IN_SESSION.set(None if session_id is None else (session_id, request_key(request_id)))
             try:
                 result = await self._dispatcher.handle(
                     identity, version, incoming.request.method, incoming.request.params
@@ -416,6 +421,8 @@ class McpEndpoint:
                 # from a 200 or (2.x, stateless) a 400 answer, and turn any other status
                 # into a transport error that hides its code and data.
                 raise RpcError(exc.code, exc.message, data=exc.data, headers=exc.headers) from None
+            finally:
+                CALL_IN_SESSION.reset(call)
             return reply_result(request_id, result, sse=sse, headers=cors)
         except RpcError as exc:
             # A body's parse error is raised from ``read``: dropped, or this frame (on its

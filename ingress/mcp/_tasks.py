@@ -6,10 +6,11 @@ there. The list behind ``tasks/list`` and cancellations come from a
 :class:`~ingress.task_ledger.TaskLedger` that every replica fills from the commands
 topic (the command carries its task ttl; a cancellation is a record after it).
 
-Cancellation is best effort and says so: a published command cannot be recalled from
-Kafka, so ``tasks/cancel`` marks the task ``cancelled`` on every replica (the spec lets
-the receiver keep it cancelled whatever the execution does), and the status message
-states that the command may still run; its outcome stays readable through the REST API.
+Cancellation is best effort and says so: ``tasks/cancel`` publishes the command's
+cancellation (``Pipeline.cancel``: a worker ends it without running it if it has not
+started), and marks the task ``cancelled`` on every replica (the spec lets the receiver
+keep it cancelled whatever the execution does); the status message says that a command
+already running may still finish, and its outcome stays readable through the REST API.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ _TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 # How often a tasks/result waiting for a Result looks whether the task was cancelled.
 _CANCEL_LOOK = 0.5
 _CANCEL_NOTE = (
-    "Cancelled by the client. The command was already published to Kafka and cannot be "
-    "recalled, so it may still run; its outcome remains readable with GET /v1/commands/{id}."
+    "Cancelled by the client. The command does not run if it had not started; one already "
+    "running may still finish, and its outcome remains readable with GET /v1/commands/{id}."
 )
 
 

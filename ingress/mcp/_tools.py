@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ from ingress.errors import Forbidden, IngressError
 from schemas import ActionConfig, Command, CommandSource, Result, command_id_for
 from workers.connectors import CONNECTORS, Operation
 
+from ._in_flight import CallsInFlight
 from ._jsonrpc import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE, RpcError
 
 __all__ = [
@@ -244,6 +246,7 @@ class ToolRunner:
         self._call_timeout = call_timeout
         # The same checks (and compiled validators) as the REST API's.
         self.actions = services.actions
+        self.in_flight = CallsInFlight()
 
     def _actions(self, identity: Identity) -> list[ActionConfig]:
         workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
@@ -364,7 +367,8 @@ class ToolRunner:
         """
         left = time_left(margin=ANSWER_MARGIN)
         timeout = self._call_timeout if left is None else min(self._call_timeout, left)
-        result = await self._services.pipeline.wait(identity, command.command_id, timeout)
+        with self.in_flight.waiting(identity, command.command_id):
+            result = await self._services.pipeline.wait(identity, command.command_id, timeout)
         if result is None:
             return pending_result(command, round(timeout, 1), _command_trace_id(command))
         call_result = result_to_call_result(result)
@@ -372,3 +376,13 @@ class ToolRunner:
             assert call_result.meta is not None
             call_result.meta["switchyard/trace_id"] = trace_id
         return call_result
+
+    async def cancel(self, identity: Identity, request: str, command_id: str) -> None:
+        """Cancel the command of a call its client gave up on (``notifications/cancelled``).
+
+        A notification has no answer: a refusal (rate limit, broker) is logged, not raised.
+        """
+        try:
+            await self._services.pipeline.cancel(identity, command_id, datetime.now(UTC))
+        except (IngressError, KafkaUnavailable) as exc:
+            logger.info("could not cancel the command of a cancelled %s (%s)", request, type(exc).__name__)

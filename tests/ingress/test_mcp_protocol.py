@@ -1301,14 +1301,15 @@ async def _working_task(server: Server) -> tuple[str, dict[str, str], str]:
     return url, headers, created["result"]["task"]["taskId"]
 
 
-async def test_cancelling_a_working_task_marks_it_cancelled_and_says_it_may_still_run(
+async def test_cancelling_a_working_task_marks_it_cancelled_and_says_a_running_one_may_finish(
     server: Server,
 ) -> None:
     url, headers, task_id = await _working_task(server)
     _, _, cancelled = await _post(url, _rpc("tasks/cancel", {"taskId": task_id}), headers=headers)
     assert (
         cancelled["result"]["status"] == "cancelled"
-        and "may still run" in cancelled["result"]["statusMessage"]
+        and "does not run if it had not started" in cancelled["result"]["statusMessage"]
+        and "may still finish" in cancelled["result"]["statusMessage"]
     )
     _, _, got = await _post(url, _rpc("tasks/get", {"taskId": task_id}), headers=headers)
     assert got["result"]["status"] == "cancelled"
@@ -1369,3 +1370,41 @@ async def test_cors_preflight_is_answered_only_for_allowed_origins() -> None:
                 f"{srv.url}/main", headers={"Origin": "https://evil.example"}
             ) as bad:
                 assert bad.status == 403
+
+
+async def test_a_cancelled_notification_cancels_the_command_of_a_call_waiting_in_its_session(
+    server: Server,
+) -> None:
+    server.pipeline.responder = lambda command: None  # the call waits (call_timeout 2 s)
+    url = f"{server.url}/main"
+    session, _ = await _initialize(url)
+    other_session, _ = await _initialize(url)
+    call = asyncio.create_task(
+        _post(url, _rpc("tools/call", {"name": "create_task", "arguments": {}}, rid=7),
+              headers=_legacy(session))
+    )
+    async with asyncio.timeout(5):
+        while not server.pipeline.pending:  # noqa: ASYNC110 - the fake pipeline has no event
+            await asyncio.sleep(0.01)
+    ((tenant, command_id),) = server.pipeline.pending
+
+    def cancelled(rid: Any) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": rid}}
+
+    # Another request id, the id as a string, another session, another tenant: nothing.
+    for body, headers, key in (
+        (cancelled(8), _legacy(session), "key-acme"),
+        (cancelled("7"), _legacy(session), "key-acme"),
+        (cancelled(7), _legacy(other_session), "key-acme"),
+    ):
+        status, _, _ = await _post(url, body, headers=headers, key=key)
+        assert status == 202
+    assert server.pipeline.cancels == []
+    status, _, _ = await _post(url, cancelled(7), headers=_legacy(session))
+    assert status == 202
+    assert server.pipeline.cancels == [(tenant, command_id)]
+    status, _, reply = await call  # the call itself still answers (still running, here)
+    assert status == 200 and reply["id"] == 7
+    # Once the call has answered, its request id names nothing here any more.
+    await _post(url, cancelled(7), headers=_legacy(session))
+    assert len(server.pipeline.cancels) == 1
