@@ -48,8 +48,10 @@ class IngressOptions:
 
     max_body_bytes: int = 2 * 1024 * 1024
     request_timeout: float = 40.0
-    # How long a submit waits for the broker's acknowledgement before answering 503.
+    # How long a submit waits for the broker's acknowledgement before answering 503, and
+    # how long while no publish has been acknowledged since one failed (the broker away).
     publish_timeout: float = 30.0
+    failing_publish_timeout: float = 2.0
     # Edge rate limit per tenant (token bucket); the router enforces workspace limits.
     rate_per_second: float = 500.0
     burst: int = 1_000
@@ -209,6 +211,7 @@ async def create_app(settings: Settings, options: IngressOptions | None = None) 
         rate_per_second=options.rate_per_second,
         burst=options.burst,
         send_timeout=options.publish_timeout,
+        failing_send_timeout=options.failing_publish_timeout,
         remember_bytes=options.submitted_max_bytes,
     )
     directory = Directory(settings)

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-timeout", type=float, default=defaults.request_timeout)
     parser.add_argument("--publish-timeout", type=float, default=defaults.publish_timeout,
                         help="seconds to wait for the broker's acknowledgement before a 503")
+    parser.add_argument("--failing-publish-timeout", type=float, default=defaults.failing_publish_timeout,
+                        help="the same wait while no publish has been acknowledged since one failed")
     parser.add_argument("--rate", type=float, default=defaults.rate_per_second,
                         help="edge rate limit per tenant, requests per second")
     parser.add_argument("--burst", type=int, default=defaults.burst)
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         request_timeout=args.request_timeout,
         publish_timeout=args.publish_timeout,
+        failing_publish_timeout=args.failing_publish_timeout,
         rate_per_second=args.rate,
         burst=args.burst,
         results_capacity=args.results_capacity,

@@ -87,6 +87,7 @@ class KafkaPipeline:
         burst: int = 1_000,
         remember: int = 100_000,
         send_timeout: float = 30.0,
+        failing_send_timeout: float = 2.0,
         remember_bytes: int = 128 * 1024 * 1024,
     ) -> None:
         self.settings = settings
@@ -106,6 +107,12 @@ class KafkaPipeline:
         # Publishes still waiting for the broker: a concurrent replay waits for the same ack.
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._send_timeout = send_timeout
+        # While no publish has been acknowledged since one failed (the broker away), a
+        # submit waits this long at most: a client hears 503 in seconds, not after the
+        # full publish timeout, and the edge does not fill up with waiting requests.
+        # The first acknowledgement (a late one too) ends it.
+        self._failing_send_timeout = min(failing_send_timeout, send_timeout)
+        self.broker_failing = False
         self.producer: AIOKafkaProducer | None = None
         # One tracer for the process: looking it up per command costs more than the span.
         self._tracer = tracer("switchyard.ingress")
@@ -198,7 +205,7 @@ class KafkaPipeline:
         # One deadline for the whole batch, not one per item, and within what is left of
         # the request (its body may have taken a while): past the edge's request timeout
         # the answer is a bare 503 that names no key.
-        budget = self._send_timeout
+        budget = self._failing_send_timeout if self.broker_failing else self._send_timeout
         left = time_left(margin=ANSWER_MARGIN)
         if left is not None:
             budget = min(budget, left)
@@ -290,7 +297,7 @@ class KafkaPipeline:
         )
         value, key, stamp = cancel.to_bytes(), identity.tenant_id.encode(), int(at.timestamp() * 1000)
         try:
-            async with asyncio.timeout(self._send_timeout):
+            async with asyncio.timeout(self._failing_send_timeout if self.broker_failing else self._send_timeout):
                 sent = [
                     await self.producer.send(topic, value=value, key=key, headers=headers, timestamp_ms=stamp)
                     for topic in (self.settings.topics.cancels, self.topic)
@@ -436,6 +443,7 @@ class KafkaPipeline:
         if error is not None:
             self._fail(command, inflight, error)
             return
+        self.broker_failing = False
         if inflight.done():
             return  # given up on (timed out) before the broker answered
         inflight.set_result(None)
@@ -469,6 +477,8 @@ class KafkaPipeline:
     def _fail(self, command: Command, inflight: asyncio.Future[None], exc: BaseException) -> None:
         """Forget a publish that did not happen, once, so a retry by the caller publishes
         again instead of "replaying" nothing, and wake any replay waiting on it."""
+        if isinstance(exc, (KafkaError, OSError, TimeoutError)):
+            self.broker_failing = True
         if inflight.done():
             return
         inflight.set_exception(KafkaUnavailable(f"publishing failed ({type(exc).__name__})"))

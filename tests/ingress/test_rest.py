@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 
 import jsonschema
 import pytest
@@ -396,6 +397,27 @@ async def test_with_the_broker_failing_a_submit_is_503_and_names_the_key_to_retr
         await assert_documented(harness, "/v1/commands:batch", 503, body, batch.headers)
 
 
+@asynccontextmanager
+async def stalled_produce(harness: IngressHarness) -> AsyncIterator[None]:
+    """The ingress's produce requests hang (a stalled broker) inside the block, and go
+    through after it."""
+    client = harness.client.app[STATE].pipeline.producer.client
+    send = client.send
+    held = asyncio.Event()
+
+    async def stalled_send(node_id, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if type(request).__name__.startswith("ProduceRequest"):
+            await held.wait()
+        return await send(node_id, request, *args, **kwargs)
+
+    client.send = stalled_send
+    try:
+        yield
+    finally:
+        client.send = send
+        held.set()
+
+
 @pytest.mark.parametrize(("publish", "cut"), [(1.0, 2.5), (30.0, 3.0)])
 async def test_a_batch_the_broker_never_answers_names_every_key_before_the_edge_cuts_it(
     settings, publish: float, cut: float
@@ -408,25 +430,40 @@ async def test_a_batch_the_broker_never_answers_names_every_key_before_the_edge_
     options = IngressOptions(publish_timeout=publish, request_timeout=cut)
     async with IngressHarness(settings, options=options) as harness:
         acme = await harness.add_tenant(unique_id("acme"), "sales")
-        client = harness.client.app[STATE].pipeline.producer.client
-        send = client.send
-        never = asyncio.Event()
-
-        async def stalled_send(node_id, request, *args, **kwargs):  # type: ignore[no-untyped-def]
-            if type(request).__name__.startswith("ProduceRequest"):
-                await never.wait()
-            return await send(node_id, request, *args, **kwargs)
-
-        client.send = stalled_send
-        try:
+        async with stalled_produce(harness):
             items = [{"action": "echo", "idempotency_key": f"stall-{i}"} for i in range(4)]
             batch = await harness.client.post("/v1/commands:batch", json={"items": items}, headers=acme.headers)
             body = await batch.json()
-        finally:
-            client.send = send
-            never.set()
         assert batch.status == 503, body
         assert [item["error"]["idempotency_key"] for item in body["items"]] == [f"stall-{i}" for i in range(4)]
+
+
+async def test_while_the_broker_is_away_submits_fail_fast_until_one_is_acknowledged(settings):
+    # The first submit waits the whole publish timeout; while nothing has been
+    # acknowledged since, the next ones wait the short one, so clients hear 503 in seconds
+    # and the edge does not fill up with waiting requests. A late acknowledgement (the
+    # broker back) restores the full wait.
+    options = IngressOptions(publish_timeout=3.0, failing_publish_timeout=0.2, request_timeout=10.0)
+    async with IngressHarness(settings, options=options) as harness:
+        acme = await harness.add_tenant(unique_id("acme"), "sales")
+        loop = asyncio.get_running_loop()
+
+        async def timed_submit(key: str) -> tuple[int, float]:
+            started = loop.time()
+            response = await harness.client.post(
+                "/v1/commands", json={"action": "echo", "idempotency_key": key}, headers=acme.headers
+            )
+            return response.status, loop.time() - started
+
+        async with stalled_produce(harness):  # then the held requests go through, acked late
+            first, first_took = await timed_submit("away-0")
+            second, second_took = await timed_submit("away-1")
+        assert (first, second) == (503, 503)
+        assert first_took >= 3.0 > 2 * second_took  # the full wait, then the short one
+        async with asyncio.timeout(20):
+            while harness.client.app[STATE].pipeline.broker_failing:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert (await timed_submit("back"))[0] == 202
 
 
 async def test_a_batch_with_no_valid_item_fails_as_a_whole_and_publishes_nothing(harness, acme):
