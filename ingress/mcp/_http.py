@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -35,7 +36,7 @@ from ingress.errors import BadRequest, IngressError
 
 from ._dispatch import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Dispatcher
 from ._headers import decode_header_value
-from ._in_flight import CALL_IN_SESSION, request_key
+from ._in_flight import CALL_IN_SESSION, CLIENT_GONE, request_key
 from ._jsonrpc import (
     FORBIDDEN,
     MODERN_STATUS,
@@ -406,6 +407,7 @@ class McpEndpoint:
                     await self._dispatcher.notified(identity, session_id, incoming.raw)
                 return web.Response(status=202, headers=cors)
             call = CALL_IN_SESSION.set(None if session_id is None else (session_id, request_key(request_id)))
+            gone = CLIENT_GONE.set(_disconnected(request) if modern else None)
             try:
                 result = await self._dispatcher.handle(
                     identity, version, incoming.request.method, incoming.request.params
@@ -423,6 +425,7 @@ class McpEndpoint:
                 raise RpcError(exc.code, exc.message, data=exc.data, headers=exc.headers) from None
             finally:
                 CALL_IN_SESSION.reset(call)
+                CLIENT_GONE.reset(gone)
             return reply_result(request_id, result, sse=sse, headers=cors)
         except RpcError as exc:
             # A body's parse error is raised from ``read``: dropped, or this frame (on its
@@ -464,6 +467,17 @@ class McpEndpoint:
             status=204,
             headers={"Access-Control-Allow-Origin": origin, "Vary": "Origin", **_CORS_HEADERS},
         )
+
+
+def _disconnected(request: web.Request) -> Callable[[], bool]:
+    """Whether ``request``'s client has closed its connection (asked once its handler
+    is cancelled: the server runs with ``handler_cancellation``)."""
+
+    def gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    return gone
 
 
 def _declared_version(raw: dict[str, Any] | None) -> Any:

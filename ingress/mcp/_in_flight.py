@@ -1,18 +1,20 @@
-"""The tools/calls this replica is answering, for ``notifications/cancelled``.
+"""The tools/calls this replica is answering, and how their clients give up on them.
 
-A client that gives up on a call (a user pressed stop, its own timeout) sends
-``notifications/cancelled`` with the call's request id, on the handshake revisions inside
-the call's session. The call is a command in Kafka by then; cancelling it publishes the
-command's cancellation (``Pipeline.cancel``), so it does not run later if it has not
-started. Only the replica answering the call knows which command the request id stands
-for (session ids are signed, not stored): a notification another replica receives is
-accepted and does nothing. Entries live while their call waits, so there are at most as
-many as waiting calls.
+A client that gives up on a call (a user pressed stop, its own timeout) says so on the
+handshake revisions with ``notifications/cancelled`` naming the call's request id, inside
+the call's session; on 2026-07-28 by closing the call's response stream ("the server
+MUST treat a client disconnect as cancellation of that request"; on the handshake
+revisions a disconnect is no cancellation). The call is a command in Kafka by then;
+cancelling it publishes the command's cancellation (``Pipeline.cancel``), so it does not
+run later if it has not started. Only the replica answering the call knows which command
+the request id stands for (session ids are signed, not stored): a notification another
+replica receives is accepted and does nothing. Entries live while their call waits, so
+there are at most as many as waiting calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -21,11 +23,14 @@ import orjson
 
 from ingress.contracts import Identity
 
-__all__ = ["CALL_IN_SESSION", "CallsInFlight", "request_key"]
+__all__ = ["CALL_IN_SESSION", "CLIENT_GONE", "CallsInFlight", "request_key"]
 
 # (session id, request id) of the request being answered, set by the HTTP layer on the
 # handshake revisions; None on the stateless one (closing the stream is its cancellation).
 CALL_IN_SESSION: ContextVar[tuple[str, str] | None] = ContextVar("mcp_call_in_session", default=None)
+# On 2026-07-28, set by the HTTP layer: whether the request's client has disconnected
+# (asked when the request's handler is cancelled, which a disconnect does).
+CLIENT_GONE: ContextVar[Callable[[], bool] | None] = ContextVar("mcp_client_gone", default=None)
 
 
 def request_key(request_id: Any) -> str:

@@ -30,7 +30,7 @@ from ingress.errors import Forbidden, IngressError
 from schemas import ActionConfig, Command, CommandSource, Result, command_id_for
 from workers.connectors import CONNECTORS, Operation
 
-from ._in_flight import CallsInFlight
+from ._in_flight import CLIENT_GONE, CallsInFlight
 from ._jsonrpc import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE, RpcError
 
 __all__ = [
@@ -247,6 +247,8 @@ class ToolRunner:
         # The same checks (and compiled validators) as the REST API's.
         self.actions = services.actions
         self.in_flight = CallsInFlight()
+        # Cancellations of calls whose clients disconnected, published after the handler.
+        self._cancelling: set[asyncio.Task[None]] = set()
 
     def _actions(self, identity: Identity) -> list[ActionConfig]:
         workspace = self._services.catalog.workspace(identity.tenant_id, identity.space_id)
@@ -367,8 +369,17 @@ class ToolRunner:
         """
         left = time_left(margin=ANSWER_MARGIN)
         timeout = self._call_timeout if left is None else min(self._call_timeout, left)
-        with self.in_flight.waiting(identity, command.command_id):
-            result = await self._services.pipeline.wait(identity, command.command_id, timeout)
+        try:
+            with self.in_flight.waiting(identity, command.command_id):
+                result = await self._services.pipeline.wait(identity, command.command_id, timeout)
+        except asyncio.CancelledError:
+            gone = CLIENT_GONE.get()
+            if gone is not None and gone():
+                # 2026-07-28: the client closed the call's stream, its cancellation.
+                cancelling = asyncio.create_task(self.cancel(identity, "tools/call", command.command_id))
+                self._cancelling.add(cancelling)
+                cancelling.add_done_callback(self._cancelling.discard)
+            raise
         if result is None:
             return pending_result(command, round(timeout, 1), _command_trace_id(command))
         call_result = result_to_call_result(result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -280,7 +281,7 @@ async def _serve(
     if limits is not None:
         app[LIMITS] = limits
     setup(app, Services(auth, _catalog(), pipeline, allowed_origins=allowed), options=options)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, handler_cancellation=True)  # as `switchyard ingress` runs it
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -1408,3 +1409,33 @@ async def test_a_cancelled_notification_cancels_the_command_of_a_call_waiting_in
     # Once the call has answered, its request id names nothing here any more.
     await _post(url, cancelled(7), headers=_legacy(session))
     assert len(server.pipeline.cancels) == 1
+
+
+@pytest.mark.parametrize("modern", [True, False])
+async def test_a_stateless_call_whose_client_disconnects_cancels_its_command(server: Server, modern: bool) -> None:
+    # 2026-07-28: closing the call's stream is its cancellation (the server MUST treat it
+    # so); on the handshake revisions a disconnect is no cancellation.
+    server.pipeline.responder = lambda command: None  # the call waits (call_timeout 2 s)
+    url = f"{server.url}/main"
+    if modern:
+        body = _rpc("tools/call", {"name": "create_task", "arguments": {}, "_meta": CLIENT_META}, rid=4)
+        headers = _modern("tools/call", "create_task")
+    else:
+        session, _ = await _initialize(url)
+        body, headers = _rpc("tools/call", {"name": "create_task", "arguments": {}}, rid=4), _legacy(session)
+    call = asyncio.create_task(_post(url, body, headers=headers))
+    async with asyncio.timeout(5):
+        while not server.pipeline.pending:  # noqa: ASYNC110 - the fake pipeline has no event
+            await asyncio.sleep(0.01)
+    ((tenant, command_id),) = server.pipeline.pending
+    call.cancel()  # the client gives up: its connection closes
+    with contextlib.suppress(asyncio.CancelledError):
+        await call
+    if modern:
+        async with asyncio.timeout(5):
+            while not server.pipeline.cancels:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert server.pipeline.cancels == [(tenant, command_id)]
+    else:
+        await asyncio.sleep(0.5)
+        assert server.pipeline.cancels == []
