@@ -210,7 +210,8 @@ class IngressHarness:
     async def __aenter__(self) -> IngressHarness:
         await ensure_ingress_topics(self.settings)
         app = await create_app(self.settings, self.options)
-        server = TestServer(app, host="127.0.0.1")
+        # As `switchyard ingress` runs it: a client's disconnect cancels its handler.
+        server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
         self.client = TestClient(server)
         await self._stack.enter_async_context(self.client)
         async with asyncio.timeout(30):

@@ -331,3 +331,22 @@ async def test_malformed_requests_on_the_real_app_get_4xx_never_5xx(
     assert all(400 <= s < 500 or s == 200 for s in statuses), statuses
     async with aiohttp.ClientSession() as http, http.get(url, headers=acme.headers) as response:
         assert response.status == 405
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_a_call_the_official_client_gives_up_on_cancels_its_command(harness, mode: str) -> None:
+    # No responder: the command waits. The client's own timeout gives up on the call: on
+    # the handshake revision it sends notifications/cancelled, on 2026-07-28 it closes
+    # the call's stream; either way the command's cancellation is published for the
+    # workers (which end it without running it, tests/workers/test_pool_cancel.py).
+    tenant = await harness.add_tenant(unique_id("quit"), "sales", actions=[echo_action()])
+    async with _client(harness, tenant, mode) as client:
+        with pytest.raises(Exception):  # noqa: B017,PT011 - the SDK's timeout error differs per transport
+            await client.call_tool("echo", {"text": "x"}, read_timeout_seconds=1.0)
+    async with asyncio.timeout(10):
+        while not (cancels := await read_topic(harness.settings, harness.settings.topics.cancels)):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    records = await read_topic(harness.settings, harness.settings.topics.commands)
+    kinds = [(dict(r.headers)["sy-kind"], dict(r.headers)["sy-command-id"]) for r in records]
+    (command_id,) = {command_id for kind, command_id in kinds if kind == b"command"}
+    assert [dict(r.headers)["sy-command-id"] for r in cancels] == [command_id]
