@@ -223,7 +223,7 @@ class Executor:
         if command.expired(now()):
             return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
         if self._was_cancelled(command):
-            return _cancelled(errors, doubt)
+            return await self._end_cancelled(command, errors, doubt)
         problem = self._check_operation(command)
         if problem is not None:
             return _Verdict(Step.FAIL, [*errors, problem], None, problem)
@@ -241,6 +241,8 @@ class Executor:
                             retry_after=round(self.breakers.retry_after(key), 3),
                         ).to_info()
                         errors.append(info)
+                        if self._was_cancelled(command):
+                            return await self._end_cancelled(command, errors, doubt)
                         decision = self._decide(info, failures, next_tier, command, in_process=False)
                         return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
                     # A probe is kept through this command's in-process retries until a verdict.
@@ -252,6 +254,10 @@ class Executor:
                     # Passed while credentials were read or refreshed, or while an earlier
                     # effect was looked for: the request was not sent, and is not sent late.
                     return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
+                except _Cancelled as exc:
+                    # Cancelled while credentials were read or an earlier effect looked for:
+                    # the request was not sent (a check that found no effect settles the doubt).
+                    return _cancelled(errors, None if exc.doubt_settled else doubt)
                 except CommandError as exc:
                     if isinstance(exc, CallHeld) and still_ours is not None:
                         # Stopped before its request was written (the loop had stalled):
@@ -261,7 +267,7 @@ class Executor:
                         if command.expired(now()):  # the hold outlasted the caller's deadline
                             return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
                         if self._was_cancelled(command):
-                            return _cancelled(errors, doubt)
+                            return await self._end_cancelled(command, errors, doubt)
                         continue
                     if isinstance(exc, CredentialStoreDown):
                         # Our own infrastructure, not the tenant's API, and nothing was
@@ -276,7 +282,7 @@ class Executor:
                         if command.expired(now()):
                             return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
                         if self._was_cancelled(command):
-                            return _cancelled(errors, doubt)
+                            return await self._end_cancelled(command, errors, doubt)
                         continue
                     info = scrub_error(exc.to_info(), secret[-1] if secret else None)
                     # A failed check sent nothing: the doubt stays as it was.
@@ -295,7 +301,7 @@ class Executor:
                     if still_ours is not None and not await still_ours():
                         raise Abandoned(command.command_id)
                     if self._was_cancelled(command):
-                        return _cancelled(errors, doubt)
+                        return await self._end_cancelled(command, errors, doubt)
                     continue
                 if info.code in _BREAKER_CODES:
                     self.breakers.failure(key, probe)
@@ -303,6 +309,9 @@ class Executor:
                 elif info.code not in _NO_VERDICT_CODES:  # those: no verdict, the probe is freed below
                     self.breakers.success(key, probe)  # the API answered with a verdict on the request itself
                     probe = 0
+                if decision.step is not Step.FAIL and self._was_cancelled(command):
+                    # Cancelled while the attempt ran: ended now, not handed to a retry tier.
+                    return await self._end_cancelled(command, errors, doubt)
                 return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
         finally:
             self._waiting.discard(command.command_id)
@@ -314,6 +323,44 @@ class Executor:
 
     def _was_cancelled(self, command: RoutedCommand) -> bool:
         return self.cancelled is not None and self.cancelled(command)
+
+    async def _end_cancelled(self, command: RoutedCommand, errors: list[ErrorInfo], doubt: Doubt | None) -> _Verdict:
+        """The verdict on a cancelled command. In doubt (an earlier attempt may have taken
+        effect), the connector first looks for that effect, as a retry would: found, the
+        command succeeded (its caller must hear that it ran); not found, nothing ran."""
+        if doubt is None or not self.connector.finds_done:
+            return _cancelled(errors, doubt)
+        secret: TenantSecret | None = None
+        try:
+            secret = await self.credentials.get(command.tenant_id)
+            timeout = max(0.1, min(self.timeout, (command.deadline - now()).total_seconds()))
+            call = self._connector_call(command, secret, timeout, {})
+            async with asyncio.timeout(timeout + 1.0 + self.connector.check_wait(doubt)):
+                found = await self.connector.find_done(call, doubt)
+        except Exception as exc:  # could not look: the doubt stays, and the Result says so
+            logger.info("could not look for an earlier effect of a cancelled command (%s)", type(exc).__name__)
+            return _cancelled(errors, doubt)
+        if found is None:
+            return _cancelled(errors, None)
+        if self.on_found is not None:
+            self.on_found(command)
+        return _Verdict(Step.FAIL, errors, scrub_output(found, secret), None, status=ResultStatus.SUCCEEDED)
+
+    def _connector_call(
+        self, command: RoutedCommand, secret: TenantSecret, timeout: float, trace_headers: dict[str, str]
+    ) -> ConnectorCall:
+        return ConnectorCall(
+            tenant_id=command.tenant_id,
+            operation=command.operation,
+            arguments=command.resolved_arguments,
+            credentials=secret.data,
+            base_url=self.base_url,
+            idempotency_key=upstream_idempotency_key(command),
+            session=self.session,
+            timeout=timeout,
+            allowed_hosts=tuple(command.connector_options.allowed_hosts),
+            trace_headers=trace_headers,
+        )
 
     @property
     def waiting_for_credentials(self) -> int:
@@ -394,18 +441,7 @@ class Executor:
         ) as upstream:
             carrier: list[tuple[str, bytes]] = []
             inject(carrier)
-            call = ConnectorCall(
-                tenant_id=command.tenant_id,
-                operation=operation,
-                arguments=command.resolved_arguments,
-                credentials=secret.data,
-                base_url=self.base_url,
-                idempotency_key=upstream_idempotency_key(command),
-                session=self.session,
-                timeout=timeout,
-                allowed_hosts=tuple(command.connector_options.allowed_hosts),
-                trace_headers={k: v.decode() for k, v in carrier},
-            )
+            call = self._connector_call(command, secret, timeout, {k: v.decode() for k, v in carrier})
             try:
                 if doubt is not None and self.connector.finds_done:
                     within = timeout + 1.0 + self.connector.check_wait(doubt)
@@ -422,6 +458,10 @@ class Executor:
                         raise Abandoned(command.command_id)
                     if command.expired(now()):
                         raise _DeadlinePassed
+                # The last look before the request: a cancellation that came while the
+                # credentials were read or an earlier effect was looked for (none was found).
+                if self._was_cancelled(command):
+                    raise _Cancelled(doubt_settled=doubt is not None and self.connector.finds_done)
                 # The connector sets its own request timeout; this bound catches one that does not.
                 called = time.perf_counter()
                 try:
@@ -636,14 +676,23 @@ def _cancelled(errors: list[ErrorInfo], doubt: Doubt | None) -> _Verdict:
     if not attempts and doubt is None:
         info = ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled by its caller before it ran")
         return _Verdict(Step.FAIL, errors, None, info, status=ResultStatus.REJECTED)
+    message = "cancelled by its caller"
     if attempts:
         last = attempts[-1]
         said = last.code.value if last.http_status is None else f"{last.code.value}, HTTP {last.http_status}"
-        message = f"cancelled by its caller after {len(attempts)} failed attempt(s) (last error: {said})"
-    else:  # another worker may have started it before this one took its partition over
-        message = "cancelled by its caller; an earlier attempt may have taken effect"
+        message += f" after {len(attempts)} failed attempt(s) (last error: {said})"
+    if doubt is not None:  # an attempt's answer was lost, or another worker may have started it
+        message += "; an earlier attempt may have taken effect"
     info = ErrorInfo(code=ErrorCode.CANCELLED, message=message, http_status=attempts[-1].http_status if attempts else None)
     return _Verdict(Step.FAIL, errors, None, info, status=ResultStatus.FAILED)
+
+
+class _Cancelled(Exception):
+    """The command was cancelled before its request was sent (it is not sent)."""
+
+    def __init__(self, *, doubt_settled: bool) -> None:
+        super().__init__("cancelled")
+        self.doubt_settled = doubt_settled  # an earlier effect was looked for and not found
 
 
 def _merge_spans(command: RoutedCommand, spans: list[SpanRecord]) -> list[SpanRecord]:

@@ -246,8 +246,7 @@ class WorkerPool(PoolLifecycle):
                 await self.cancels.follower.caught_up.wait()
         except TimeoutError:
             logger.warning("the cancels topic was not read back in time; starting anyway")
-        cancels = self.cancels
-        self.executor.cancelled = lambda command: cancels.cancelled(command.tenant_id, command.command_id)
+        self.executor.cancelled = self._cancelled
         if self.metrics is not None:
             executor = self.executor
             self.metrics.watch_credential_waits(self.connector.name, lambda: executor.waiting_for_credentials)
@@ -385,7 +384,8 @@ class WorkerPool(PoolLifecycle):
             doubt = time.time()  # handed on in doubt: every earlier attempt was sent by now
         job = Job(command, headers, next_tier, doubt)
         item = _Item(tp, record.offset, generation, job)
-        if due is not None and due > now().timestamp():
+        # A cancelled retry does not wait for its delay: the executor ends it now.
+        if due is not None and due > now().timestamp() and not self._cancelled(command):
             if self.holding.timed(tp, command.tenant_id) >= self._timed_share:
                 outcome = self._shed(item, due)
                 report = partial(self._report, command, outcome)
@@ -394,6 +394,9 @@ class WorkerPool(PoolLifecycle):
                 self.holding.until(item, due, command.tenant_id)
         else:
             self._enqueue(item)
+
+    def _cancelled(self, command: RoutedCommand) -> bool:
+        return self.cancels.cancelled(command.tenant_id, command.command_id, command.submitted_at)
 
     def _doubt_of(self, tp: TopicPartition, record: ConsumerRecord) -> float | None:
         """When the record may have been started by the partition's previous owner, the

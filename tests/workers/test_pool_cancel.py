@@ -59,7 +59,7 @@ async def test_a_queued_command_cancelled_ends_rejected_and_the_running_one_fini
             await eventually(lambda: upstream.waiting[tenant] == 1)  # one at a time: the rest queue
             await _cancel(settings, tenant, running.command_id)
             await _cancel(settings, tenant, queued.command_id)
-            await eventually(lambda: pool.cancels.cancelled(tenant, queued.command_id))
+            await eventually(lambda: pool.cancels.cancelled(tenant, queued.command_id, queued.submitted_at))
             upstream.gates[tenant].set()
             await wait_results(settings, {c.command_id for c in (running, queued, after)})
         results = await all_results(settings)
@@ -84,7 +84,7 @@ async def test_a_command_waiting_for_its_retry_tier_cancelled_fails_with_its_las
             await produce(settings, [retried])
             await eventually(lambda: len(upstream.calls_for(retried.command_id)) == 1)
             await _cancel(settings, tenant, retried.command_id)
-            await eventually(lambda: pool.cancels.cancelled(tenant, retried.command_id))
+            await eventually(lambda: pool.cancels.cancelled(tenant, retried.command_id, retried.submitted_at))
             results = await wait_results(settings, {retried.command_id})
 
     (result,) = results[retried.command_id]

@@ -5,6 +5,10 @@ ingress publishes them)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,14 +28,18 @@ from schemas import (
 from schemas.topics import Topics
 from workers._breaker import CircuitBreakers
 from workers._cancels import CancelFeed
+from workers._credentials import CredentialStoreDown
 from workers._execute import Executor, Job
 from workers._retry import RetryPolicy
+from workers.connectors._base import ConnectorCall, Doubt
 
 
-async def _run(connector: RecordingSlack, command: RoutedCommand, cancelled: Any, **policy: Any) -> Any:
+async def _run(
+    connector: RecordingSlack, command: RoutedCommand, cancelled: Any, *, secrets: Any = None, **policy: Any
+) -> Any:
     async with aiohttp.ClientSession() as session:
         executor = Executor(
-            connector, Topics("t."), SlowSecrets(), CircuitBreakers(), session,
+            connector, Topics("t."), secrets or SlowSecrets(), CircuitBreakers(), session,
             RetryPolicy(**{"in_process_attempts": 1, "base_delay": 0.01, "tier_delays": (0.1,), **policy}),
             base_url="http://127.0.0.1:9", timeout=2.0,
         )  # fmt: skip
@@ -81,21 +89,38 @@ async def test_a_command_not_cancelled_runs() -> None:
     assert outcome.status is ResultStatus.SUCCEEDED and len(connector.sent) == 1
 
 
-def _record(kind: str, tenant: str, command_id: str) -> Any:
+NOW = datetime.now(UTC)
+
+
+def _record(kind: str, tenant: str, command_id: str, at: datetime = NOW) -> Any:
     headers = Headers.for_command(tenant, "s1", command_id, kind=kind, schema="1")
-    return SimpleNamespace(headers=headers, topic="t.cancels", partition=0, offset=0)
+    return SimpleNamespace(
+        headers=headers, topic="t.cancels", partition=0, offset=0, timestamp=int(at.timestamp() * 1000)
+    )
 
 
 def test_the_feed_knows_a_cancellation_for_its_own_tenant_only() -> None:
     feed = CancelFeed(Settings(topic_prefix="t."), capacity=100)
     feed.apply(_record(TASK_CANCEL_KIND, "acme", "c1"))
     feed.apply(_record(DUPLICATE_KIND, "acme", "c2"))  # not a cancellation
-    feed.apply(SimpleNamespace(headers=[], topic="t.cancels", partition=0, offset=1))
+    feed.apply(SimpleNamespace(headers=[], topic="t.cancels", partition=0, offset=1, timestamp=0))
 
-    assert feed.cancelled("acme", "c1")
-    assert not feed.cancelled("globex", "c1")  # ids are per tenant; never another's
-    assert not feed.cancelled("acme", "c2")
+    submitted = NOW - timedelta(seconds=5)
+    assert feed.cancelled("acme", "c1", submitted)
+    assert not feed.cancelled("globex", "c1", submitted)  # ids are per tenant; never another's
+    assert not feed.cancelled("acme", "c2", submitted)
     assert len(feed) == 1
+
+
+def test_a_cancellation_does_not_end_a_later_command_with_the_same_id() -> None:
+    # An idempotency key used again after the dedup window gives the same command id to
+    # a new command: the old cancellation is not its.
+    feed = CancelFeed(Settings(topic_prefix="t."), capacity=100)
+    feed.apply(_record(TASK_CANCEL_KIND, "acme", "c1", at=NOW - timedelta(days=2)))
+    assert not feed.cancelled("acme", "c1", NOW)
+    # Two replicas' clocks apart by seconds: still the command cancelled.
+    feed.apply(_record(TASK_CANCEL_KIND, "acme", "c2", at=NOW))
+    assert feed.cancelled("acme", "c2", NOW + timedelta(seconds=10))
 
 
 def test_one_tenants_flood_of_cancellations_keeps_anothers() -> None:
@@ -104,5 +129,110 @@ def test_one_tenants_flood_of_cancellations_keeps_anothers() -> None:
     for index in range(1_000):
         feed.apply(_record(TASK_CANCEL_KIND, "loud", f"c{index}"))
 
-    assert feed.cancelled("quiet", "mine")
+    assert feed.cancelled("quiet", "mine", NOW)
     assert len(feed) <= 100
+
+
+class Effects(RecordingSlack):
+    """Slack whose requests may take effect although their answer is lost (``lost``:
+    errors raised after the effect), and whose check for an earlier effect finds them;
+    ``during(name)`` runs inside ``execute`` or ``find_done``."""
+
+    def __init__(
+        self, *errors: BaseException, lost: bool = False, during: Callable[[str], None] = lambda _: None
+    ) -> None:
+        super().__init__(*errors)
+        self.lost, self.during, self.checks = lost, during, 0
+
+    async def execute(self, call: ConnectorCall) -> dict[str, Any]:
+        self.during("execute")
+        if self.lost and self.errors:
+            self.sent.append(time.time())
+            self.effect = {"channel": "C1", "ts": "9.0"}
+            raise self.errors.pop(0)
+        return await super().execute(call)
+
+    async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
+        self.checks += 1
+        self.during("find_done")
+        return getattr(self, "effect", None)
+
+
+UNAVAILABLE = RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, "slack chat.postMessage: 503", http_status=503)
+
+
+async def test_a_cancel_after_an_attempt_whose_answer_was_lost_reports_the_effect_it_finds() -> None:
+    # The 503 came after the message was posted; cancelled during that attempt. Ending it
+    # "failed" would tell the agent the message was not sent, and it would send it again.
+    flag: list[bool] = []
+    connector = Effects(UNAVAILABLE, lost=True, during=lambda where: flag.append(True))
+    outcome = await _run(connector, _command(ARGS), lambda c: bool(flag))
+
+    assert len(connector.sent) == 1 and connector.checks == 1
+    assert outcome.status is ResultStatus.SUCCEEDED
+    assert outcome.result.output == {"channel": "C1", "ts": "9.0"}
+
+
+async def test_a_cancel_after_an_attempt_that_had_no_effect_fails_without_a_retry_tier() -> None:
+    flag: list[bool] = []
+    connector = Effects(UNAVAILABLE, during=lambda where: flag.append(True))
+    outcome = await _run(connector, _command(ARGS), lambda c: bool(flag))
+
+    # Looked for (the 503 may have hidden an effect), none found: ended now, not handed on.
+    assert connector.checks == 1 and len(connector.sent) == 1
+    assert [record.topic for record in outcome.records] == ["t.results"]
+    result = outcome.result
+    assert (result.status, result.error.code) == (ResultStatus.FAILED, ErrorCode.CANCELLED)
+    assert "may have taken effect" not in result.error.message
+
+
+async def test_a_cancel_while_credentials_are_read_sends_nothing() -> None:
+    started = time.time()
+    connector = RecordingSlack()
+    outcome = await _run(
+        connector, _command(ARGS), lambda c: time.time() > started + 0.1, secrets=SlowSecrets(read=0.3)
+    )
+    assert connector.sent == []
+    assert (outcome.status, outcome.result.error.code) == (ResultStatus.REJECTED, ErrorCode.CANCELLED)
+
+
+async def test_a_cancel_while_an_earlier_effect_is_looked_for_sends_nothing() -> None:
+    # A retry of a command whose last attempt timed out looks for its effect first; the
+    # cancellation arrives meanwhile. None found, so nothing of it ran after all.
+    timed_out = RetryableError(ErrorCode.UPSTREAM_TIMEOUT, "no answer").to_info()
+    command = _command(ARGS).model_copy(update={"errors": [timed_out], "attempt": 2})
+    flag: list[bool] = []
+    connector = Effects(during=lambda where: flag.append(where == "find_done"))
+    outcome = await _run(connector, command, lambda c: any(flag))
+
+    assert connector.sent == [] and connector.checks == 1
+    result = outcome.result
+    assert (result.status, result.error.code, result.attempts) == (ResultStatus.FAILED, ErrorCode.CANCELLED, 1)
+    assert "may have taken effect" not in result.error.message
+
+
+async def test_a_cancel_of_a_command_in_doubt_that_cannot_be_checked_says_so() -> None:
+    timed_out = RetryableError(ErrorCode.UPSTREAM_TIMEOUT, "no answer").to_info()
+    command = _command(ARGS).model_copy(update={"errors": [timed_out], "attempt": 2})
+
+    class Unreadable(RecordingSlack):
+        async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
+            raise RetryableError(ErrorCode.UPSTREAM_UNAVAILABLE, "history unavailable")
+
+    connector = Unreadable()
+    outcome = await _run(connector, command, lambda c: True)
+    assert connector.sent == []
+    assert outcome.status is ResultStatus.FAILED
+    assert outcome.result.error.message.endswith("an earlier attempt may have taken effect")
+
+
+async def test_a_cancel_during_a_credential_store_outage_ends_the_wait() -> None:
+    class Down(SlowSecrets):
+        async def get(self, tenant_id: str) -> Any:
+            raise CredentialStoreDown()
+
+    started = time.time()
+    connector = RecordingSlack()
+    async with asyncio.timeout(5):
+        outcome = await _run(connector, _command(ARGS), lambda c: time.time() > started + 0.2, secrets=Down())
+    assert connector.sent == [] and outcome.status is ResultStatus.REJECTED
