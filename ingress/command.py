@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--failing-publish-timeout", type=float, default=defaults.failing_publish_timeout,
                         help="the same wait while no publish has been acknowledged since one failed")
     parser.add_argument("--rate", type=float, default=defaults.rate_per_second,
-                        help="edge rate limit per tenant, requests per second")
+                        help="edge rate limit per tenant: commands (new batch items, cancellations) per second")
     parser.add_argument("--burst", type=int, default=defaults.burst)
     parser.add_argument("--results-capacity", type=int, default=defaults.results_capacity,
                         help="final results kept in memory (LRU)")

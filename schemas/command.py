@@ -114,11 +114,14 @@ class Command(WireModel):
 
 
 class TaskCancel(WireModel):
-    """A client cancelled the MCP task of a command (on the commands topic, after it).
+    """A client cancelled a command (REST ``:cancel``, MCP ``tasks/cancel``, a call it
+    gave up on).
 
-    Records of this kind carry the header ``sy-kind: task-cancel``; the router skips
-    them. Every ingress replica reads them, so the task reads as cancelled wherever the
-    client asks. The command itself may still run: a published command is not recalled.
+    Published on the cancels topic, which every worker process follows: a worker ends
+    the command without running it if it has not started. And after the command on the
+    commands topic, where the router skips it and every ingress replica reads it, so the
+    command's MCP task reads as cancelled wherever the client asks. Records of this kind
+    carry the header ``sy-kind: task-cancel``.
     """
 
     command_id: CommandId

@@ -209,7 +209,8 @@ def _respond(
             status=status,
             body=b"event: message\ndata: " + data + b"\n\n",
             content_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", **(headers or {})},
+            # no-store as every other answer: a tenant's data is kept by no cache.
+            headers={"Cache-Control": "no-store", **(headers or {})},
         )
     return web.Response(status=status, body=data, content_type="application/json", headers=headers)
 

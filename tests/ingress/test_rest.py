@@ -581,7 +581,18 @@ async def test_api_answers_are_never_cached(harness, acme: TenantHandle):
     submitted = await harness.client.post("/v1/commands", json={"action": "echo"}, headers=acme.headers)
     read = await harness.client.get(f"/v1/commands/{(await submitted.json())['command_id']}", headers=acme.headers)
     refused = await harness.client.get("/v1/commands/cnope", headers={"Authorization": "Bearer sy_nope_nope"})
-    for response in (submitted, read, refused):
+    # MCP too, answered as JSON or as an event stream.
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}}
+    mcp = [
+        await harness.client.post(
+            f"/mcp/{acme.space_id}", json=listing,
+            headers={**acme.headers, "Accept": accept, "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"},
+        )
+        for accept in ("application/json, text/event-stream", "text/event-stream")
+    ]  # fmt: skip
+    assert [r.content_type for r in mcp] == ["application/json", "text/event-stream"]
+    for response in (submitted, read, refused, *mcp):
         assert response.headers["Cache-Control"] == "no-store", response.status
         assert response.headers["X-Content-Type-Options"] == "nosniff"
 
