@@ -443,9 +443,10 @@ class Executor:
             inject(carrier)
             call = self._connector_call(command, secret, timeout, {k: v.decode() for k, v in carrier})
             try:
+                looked = False  # for an earlier effect, and the upstream showed none
                 if doubt is not None and self.connector.finds_done:
                     within = timeout + 1.0 + self.connector.check_wait(doubt)
-                    found = await self._find_done(call, doubt, within)
+                    found, looked = await self._find_done(call, doubt, within)
                     if found is not None:
                         upstream.set_attribute("switchyard.found_done", True)
                         if self.on_found is not None:
@@ -461,7 +462,7 @@ class Executor:
                 # The last look before the request: a cancellation that came while the
                 # credentials were read or an earlier effect was looked for (none was found).
                 if self._was_cancelled(command):
-                    raise _Cancelled(doubt_settled=doubt is not None and self.connector.finds_done)
+                    raise _Cancelled(doubt_settled=looked)
                 # The connector sets its own request timeout; this bound catches one that does not.
                 called = time.perf_counter()
                 try:
@@ -491,9 +492,12 @@ class Executor:
                     ErrorCode.UPSTREAM_UNAVAILABLE, f"{name}.{operation}: {type(exc).__name__}"
                 ) from None
 
-    async def _find_done(self, call: ConnectorCall, doubt: Doubt, within: float) -> dict[str, Any] | None:
-        """An earlier attempt's effect, found upstream; None when none is found or the
-        upstream refuses to be read (then the call is made as it would have been).
+    async def _find_done(
+        self, call: ConnectorCall, doubt: Doubt, within: float
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """An earlier attempt's effect, found upstream, and whether the upstream was read:
+        (None, True) when it shows none, (None, False) when it refuses to be read (then
+        the call is made as it would have been).
 
         Raises:
             CredentialsExpired: the upstream refused the token (refreshed, then checked again).
@@ -506,7 +510,7 @@ class Executor:
             raise
         except PermanentError as exc:
             logger.warning("could not check for an earlier attempt's effect (%s); calling again", exc.code.value)
-            return None
+            return None, False
         except RetryableError as exc:
             raise CheckFailed(
                 exc.code, exc.message, retry_after=exc.retry_after, http_status=exc.http_status
@@ -526,7 +530,7 @@ class Executor:
             ) from None
         if found is not None:
             logger.info("an earlier attempt had taken effect; not calling again")
-        return found
+        return found, True
 
     def _records(
         self,

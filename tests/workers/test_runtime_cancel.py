@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from test_runtime_deadline import ARGS, RecordingSlack, SlowSecrets, _command
 
-from core.errors import RetryableError
+from core.errors import PermanentError, RetryableError
 from core.settings import Settings
 from schemas import (
     DUPLICATE_KIND,
@@ -236,3 +236,22 @@ async def test_a_cancel_during_a_credential_store_outage_ends_the_wait() -> None
     async with asyncio.timeout(5):
         outcome = await _run(connector, _command(ARGS), lambda c: time.time() > started + 0.2, secrets=Down())
     assert connector.sent == [] and outcome.status is ResultStatus.REJECTED
+
+
+async def test_a_cancel_while_an_upstream_refuses_the_look_for_an_effect_keeps_the_doubt() -> None:
+    # The look is refused (a missing read scope): the request would be sent as it would
+    # have been; cancelled meanwhile, it is not sent, and nothing says the first did not run.
+    timed_out = RetryableError(ErrorCode.UPSTREAM_TIMEOUT, "no answer").to_info()
+    command = _command(ARGS).model_copy(update={"errors": [timed_out], "attempt": 2})
+    flag: list[bool] = []
+
+    class Refusing(RecordingSlack):
+        async def find_done(self, call: ConnectorCall, doubt: Doubt) -> dict[str, Any] | None:
+            flag.append(True)
+            raise PermanentError(ErrorCode.UPSTREAM_REJECTED, "missing_scope")
+
+    connector = Refusing()
+    outcome = await _run(connector, command, lambda c: bool(flag))
+    assert connector.sent == []
+    assert outcome.status is ResultStatus.FAILED
+    assert outcome.result.error.message.endswith("an earlier attempt may have taken effect")
