@@ -51,6 +51,7 @@ __all__ = [
     "Outcome",
     "StillOurs",
     "upstream_idempotency_key",
+    "upstream_key_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,10 +127,14 @@ def upstream_idempotency_key(command: RoutedCommand) -> str:
     on a shared endpoint (the generic HTTP connector) or in a check for an earlier
     attempt's effect, and of fixed length so it fits every API's limit.
     """
-    scope = command.tenant_id
-    if command.keyed_per_workspace():
-        scope = f"{command.tenant_id}\0{command.space_id}"
-    digest = hashlib.sha256(f"{scope}\0{command.idempotency_key}".encode()).hexdigest()
+    space = command.space_id if command.keyed_per_workspace() else None
+    return upstream_key_for(command.tenant_id, space, command.idempotency_key)
+
+
+def upstream_key_for(tenant_id: str, space_id: str | None, idempotency_key: str) -> str:
+    """:func:`upstream_idempotency_key` from its parts (``space_id`` None: keyed per tenant)."""
+    scope = tenant_id if space_id is None else f"{tenant_id}\0{space_id}"
+    digest = hashlib.sha256(f"{scope}\0{idempotency_key}".encode()).hexdigest()
     return f"sy-{digest[:40]}"
 
 

@@ -21,7 +21,7 @@ from switchyard.demo import DemoTenant, demo_tenants
 from switchyard.system import LocalSystem, ensure_pool_roles
 from workers.emulators.testing import emulator_control
 
-from ._ledger import Counts, ResultLedger, count, repeated_effects
+from ._ledger import Counts, ResultLedger, count, effects, repeated_effects
 from ._load import Load
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "ResultLedger",
     "add_fault",
     "count",
+    "effects",
     "repeated_effects",
     "ensure_pool_roles",
     "load_tenants",

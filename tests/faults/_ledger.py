@@ -30,10 +30,11 @@ from switchyard.system import LocalSystem
 
 from ._load import Load
 
-__all__ = ["Counts", "ResultLedger", "count"]
+__all__ = ["Counts", "ResultLedger", "count", "effects", "repeated_effects"]
 
 
-async def _effects(system: LocalSystem, connector: str) -> dict[str, int]:
+async def effects(system: LocalSystem, connector: str) -> dict[str, int]:
+    """How many times each upstream idempotency key took effect at the emulator."""
     async with aiohttp.ClientSession() as session:
         async with session.get(
             f"{system.emulator_url}/_emulator/effects", params={"connector": connector}
@@ -149,14 +150,14 @@ async def count(
     for command_id in load.accepted:
         for status, _ in results.get(command_id, [])[:1]:
             statuses[status] = statuses.get(status, 0) + 1
-    effects: dict[str, dict[str, int]] = {}
+    per_connector: dict[str, dict[str, int]] = {}
     for connector in connectors:
-        per_key = {k: v for k, v in (await _effects(system, connector)).items() if k}
+        per_key = {k: v for k, v in (await effects(system, connector)).items() if k}
         succeeded = sum(
             1 for command_id in load.accepted
             if results.get(command_id) and results[command_id][0] == ("succeeded", connector)
         )
-        effects[connector] = {
+        per_connector[connector] = {
             "succeeded": succeeded,
             "keys": len(per_key),
             "keys_with_repeats": sum(1 for v in per_key.values() if v > 1),
@@ -169,7 +170,7 @@ async def count(
         duplicates=sum(1 for command_id in load.attempted if len(results.get(command_id, ())) > 1),
         lost=sum(1 for command_id in load.accepted if command_id not in results),
         statuses=statuses,
-        effects=effects,
+        effects=per_connector,
         extra={
             "failed_requests": load.failed_requests,
             "resent_items": load.resent_items,
