@@ -8,6 +8,7 @@ from the results topic, so any replica answers any tenant.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,6 +18,8 @@ from schemas import Command, CommandSource, Result, WorkspaceConfig
 from .task_ledger import TaskLedger
 
 if TYPE_CHECKING:
+    from core.errors import KafkaUnavailable
+
     from .actions import ActionChecks
 
 __all__ = ["Catalog", "Identity", "Pipeline", "Services", "Authenticator"]
@@ -104,6 +107,17 @@ class Pipeline(Protocol):
         Raises:
             ingress.errors.RateLimited: the tenant's edge rate limit is exceeded (429).
             core.errors.KafkaUnavailable: the broker did not acknowledge.
+        """
+        ...
+
+    async def cancel_many(
+        self, identity: Identity, command_ids: Sequence[str], at: datetime
+    ) -> list[KafkaUnavailable | None]:
+        """Publish several cancellations with one round of acknowledgements; each id's
+        outcome is None (published) or the broker's failure.
+
+        Raises:
+            ingress.errors.RateLimited: fewer tokens left than ids (429).
         """
         ...
 

@@ -124,6 +124,28 @@ class BatchResponse(_Body):
     items: list[BatchItemResult]
 
 
+class CancelBatchRequest(_Body):
+    """Up to 500 commands to cancel, each as ``POST /v1/commands/{id}:cancel`` would."""
+
+    command_ids: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class CancelBatchItem(_Body):
+    index: int
+    status_code: int = Field(description="What a single POST /v1/commands/{id}:cancel would have answered.")
+    command_id: str
+    status: Literal["pending"] | None = None
+    cancel_requested: bool | None = None
+    status_url: str | None = None
+    error: ErrorDetail | None = None
+
+
+class CancelBatchResponse(_Body):
+    cancelled: int
+    failed: int
+    items: list[CancelBatchItem]
+
+
 class CommandStatus(_Body):
     """``pending`` while this replica knows the command but has no result yet."""
 

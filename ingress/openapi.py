@@ -16,6 +16,8 @@ from .models import (
     ApiKeyCreated,
     BatchRequest,
     BatchResponse,
+    CancelBatchRequest,
+    CancelBatchResponse,
     CancelResponse,
     CommandStatus,
     CredentialsStored,
@@ -28,6 +30,7 @@ __all__ = ["openapi_document"]
 
 _MODELS = (
     SubmitRequest, SubmitResponse, BatchRequest, BatchResponse, CommandStatus, CancelResponse, ErrorBody,
+    CancelBatchRequest, CancelBatchResponse,
     ApiKeyCreate, ApiKeyCreated, CredentialsStored, WorkspaceConfig,
 )
 _REF = "#/components/schemas/{model}"
@@ -64,14 +67,14 @@ def _errors(*codes: int) -> dict[str, Any]:
     return out
 
 
-def _batch_errors(*codes: int) -> dict[str, Any]:
+def _batch_errors(*codes: int, body: str = "BatchResponse") -> dict[str, Any]:
     """A batch with no item accepted answers its first item's status with the per-item
     body; a batch refused as a whole answers that status with an error body."""
     whole = _errors(*codes)
     return {
         code: {"description": f"{answer['description']}: the whole batch (ErrorBody), or no item "
-                              "accepted, the first item's status (BatchResponse)",
-               "content": {"application/json": {"schema": {"anyOf": [_ref("ErrorBody"), _ref("BatchResponse")]}}},
+                              f"accepted, the first item's status ({body})",
+               "content": {"application/json": {"schema": {"anyOf": [_ref("ErrorBody"), _ref(body)]}}},
                **({"headers": answer["headers"]} if "headers" in answer else {})}
         for code, answer in whole.items()
     }
@@ -159,8 +162,8 @@ def _declare_claims(schemas: dict[str, Any]) -> None:
 # What clients only read (answers, Results) is open, as the exported result schema is: a
 # field a later release adds must not fail a client generated from this document.
 # What clients send stays closed: the server refuses fields it does not know.
-_READ_ONLY = ("SubmitResponse", "BatchResponse", "CommandStatus", "CancelResponse", "ErrorBody", "ApiKeyCreated", "CredentialsStored")
-_SENT = ("SubmitRequest", "BatchRequest", "ApiKeyCreate", "WorkspaceConfig")
+_READ_ONLY = ("SubmitResponse", "BatchResponse", "CommandStatus", "CancelResponse", "CancelBatchResponse", "ErrorBody", "ApiKeyCreated", "CredentialsStored")
+_SENT = ("SubmitRequest", "BatchRequest", "CancelBatchRequest", "ApiKeyCreate", "WorkspaceConfig")
 
 
 def _referenced(defs: dict[str, Any], roots: tuple[str, ...]) -> set[str]:
@@ -237,6 +240,15 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "parameters": [command_id, wait, space_header],
             "responses": {"200": _json("CommandStatus", "Pending or final"),
                           **_errors(400, 401, 403, 404, 429, 503)},
+        }},
+        "/v1/commands:cancel": {"post": {
+            "operationId": "cancelCommands", "summary": "Cancel up to 500 commands that have not started",
+            "parameters": [space_header],
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref("CancelBatchRequest")}}},
+            "responses": {"200": _json("CancelBatchResponse", "Per-command outcomes (some cancelled)"),
+                          **_errors(401, 413, 415),
+                          **_batch_errors(400, 403, 404, 409, 429, 503, body="CancelBatchResponse")},
         }},
         "/v1/commands/{command_id}:cancel": {"post": {
             "operationId": "cancelCommand",

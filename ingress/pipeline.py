@@ -269,42 +269,72 @@ class KafkaPipeline:
         return self.results.forgotten(command_id) == (identity.tenant_id, identity.space_id)
 
     async def cancel(self, identity: Identity, command_id: str, at: datetime) -> None:
-        """Publish a TaskCancel on the cancels topic, which every worker process follows
-        (a command still queued or waiting to retry there ends without running), and after
-        the command on the commands topic (same key, so the same partition), where every
-        ingress replica reads it for the command's MCP task.
+        """Publish the cancellation of one command (see :meth:`cancel_many`).
 
         Raises:
             RateLimited: the tenant's edge rate limit is exceeded (a cancellation costs
                 what a submit does).
-            KafkaUnavailable: the broker did not acknowledge both.
+            KafkaUnavailable: the broker did not acknowledge it.
+        """
+        (outcome,) = await self.cancel_many(identity, [command_id], at)
+        if outcome is not None:
+            raise outcome
+
+    async def cancel_many(
+        self, identity: Identity, command_ids: Sequence[str], at: datetime
+    ) -> list[KafkaUnavailable | None]:
+        """Publish a TaskCancel per command, with one round of broker acknowledgements: on
+        the cancels topic, which every worker process follows (a command still queued or
+        waiting to retry there ends without running), and after the command on the
+        commands topic (same key, so the same partition), where every ingress replica
+        reads it for the command's MCP task. Each id succeeds (None) or fails on its own.
+
+        Raises:
+            RateLimited: the tenant has fewer tokens left than ids (one each, as submits).
+            BadRequest: more ids than the bucket ever holds.
+            KafkaUnavailable: the producer is not running.
         """
         if self.producer is None:
             raise KafkaUnavailable("the ingress producer is not running")
-        wait = self._buckets.take(identity.tenant_id, 1)
+        if len(command_ids) > self._buckets.burst:
+            raise BadRequest(f"{len(command_ids)} cancellations are more than a tenant may send at once here")
+        wait = self._buckets.take(identity.tenant_id, max(1, len(command_ids)))
         if wait > 0:
             if self.metrics is not None:
                 self.metrics.edge_rate_limited(identity.tenant_id)
             raise RateLimited("request rate limit of this tenant exceeded", retry_after=wait)
-        cancel = TaskCancel(
-            command_id=command_id,
-            tenant_id=identity.tenant_id,
-            space_id=identity.space_id,
-            cancelled_at=at,
-        )
-        headers = Headers.for_command(
-            identity.tenant_id, identity.space_id, command_id, kind=TASK_CANCEL_KIND, schema="1"
-        )
-        value, key, stamp = cancel.to_bytes(), identity.tenant_id.encode(), int(at.timestamp() * 1000)
-        try:
-            async with asyncio.timeout(self._failing_send_timeout if self.broker_failing else self._send_timeout):
-                sent = [
-                    await self.producer.send(topic, value=value, key=key, headers=headers, timestamp_ms=stamp)
-                    for topic in (self.settings.topics.cancels, self.topic)
-                ]
-                await asyncio.gather(*sent)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            raise KafkaUnavailable(f"publishing the cancellation failed ({type(exc).__name__})") from exc
+        budget = self._failing_send_timeout if self.broker_failing else self._send_timeout
+        deadline = asyncio.get_running_loop().time() + budget
+        key, stamp = identity.tenant_id.encode(), int(at.timestamp() * 1000)
+        outcomes: list[KafkaUnavailable | None] = [None] * len(command_ids)
+        acks: list[list[asyncio.Future[Any]]] = []
+        for index, command_id in enumerate(command_ids):
+            cancel = TaskCancel(
+                command_id=command_id, tenant_id=identity.tenant_id, space_id=identity.space_id, cancelled_at=at
+            )
+            headers = Headers.for_command(
+                identity.tenant_id, identity.space_id, command_id, kind=TASK_CANCEL_KIND, schema="1"
+            )
+            value = cancel.to_bytes()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    acks.append([
+                        await self.producer.send(topic, value=value, key=key, headers=headers, timestamp_ms=stamp)
+                        for topic in (self.settings.topics.cancels, self.topic)
+                    ])
+            except (KafkaError, OSError, TimeoutError) as exc:
+                outcomes[index] = KafkaUnavailable(f"publishing the cancellation failed ({type(exc).__name__})")
+                acks.append([])
+        for index, pair in enumerate(acks):
+            if outcomes[index] is not None:
+                continue
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.gather(*(asyncio.shield(ack) for ack in pair))
+            except (KafkaError, OSError, TimeoutError) as exc:
+                outcomes[index] = KafkaUnavailable(f"the broker did not acknowledge the cancellation ({type(exc).__name__})")
+        self.broker_failing = any(outcome is not None for outcome in outcomes)
+        return outcomes
 
     # -- internals -----------------------------------------------------------------------
 

@@ -6,6 +6,8 @@
     GET  /v1/commands/{command_id}?wait=S  → 200 {command_id, status, result?} | 404
     POST /v1/commands/{command_id}:cancel  → 202 {command_id, status: pending, cancel_requested}
                                              | 404 | 409 (finished)
+    POST /v1/commands:cancel               → 200 {cancelled, failed, items: [...]}
+                                             (none cancelled: the first item's status)
 
 Each path also exists under ``/v1/spaces/{space_id}/...`` (see :mod:`ingress.auth`).
 A replay (same idempotency key) answers 200 with the same command id and
@@ -214,20 +216,24 @@ async def submit_batch(request: web.Request) -> web.Response:
             outcomes[index] = result
     rendered = [_batch_item(request, index, outcome) for index, outcome in enumerate(outcomes)]
     accepted = sum(1 for item in rendered if item["status_code"] < 300)
-    status, headers = 200, {}
-    if not accepted:
-        # Nothing taken: the batch fails as a whole, with its first item's status (503
-        # and Retry-After when the broker refused them all), so no client mistakes it
-        # for a success. Each item still says why.
-        errors = [outcome for outcome in outcomes if isinstance(outcome, IngressError)]
-        unavailable = all(isinstance(error, ServiceUnavailable) for error in errors)
-        status = 503 if unavailable else errors[0].status
-        headers = errors[0].headers() if unavailable else {}
+    status, headers = _batch_status(accepted, outcomes)
     return json_response(
         {"accepted": accepted, "failed": len(rendered) - accepted, "items": rendered},
         status=status,
         headers=headers,
     )
+
+
+def _batch_status(done: int, outcomes: list[Any]) -> tuple[int, dict[str, str]]:
+    """A batch's status: 200 when any item was done; else it fails as a whole, with its
+    first item's status (503 and Retry-After when the broker refused them all), so no
+    client mistakes it for a success. Each item still says why."""
+    if done:
+        return 200, {}
+    errors = [outcome for outcome in outcomes if isinstance(outcome, IngressError)]
+    if all(isinstance(error, ServiceUnavailable) for error in errors):
+        return 503, errors[0].headers()
+    return errors[0].status, {}
 
 
 def _batch_item(request: web.Request, index: int, outcome: Any) -> dict[str, Any]:
@@ -290,6 +296,60 @@ async def cancel_command(request: web.Request) -> web.Response:
     identity = await _identity(request)
     command_id = request.match_info["command_id"]
     request[COMMAND_ID] = command_id
+    _check_cancellable(request, identity, command_id)
+    try:
+        await request.app[SERVICES].pipeline.cancel(identity, command_id, datetime.now(UTC))
+    except KafkaUnavailable:
+        raise _cancel_unavailable() from None
+    return json_response(_cancel_requested(request, command_id), status=202)
+
+
+async def cancel_batch(request: web.Request) -> web.Response:
+    """``{"command_ids": [...]}``: each cancelled (or refused) as a single cancel would be,
+    published with one round of broker acknowledgements."""
+    identity = await _identity(request)
+    body = await read_json(request)
+    check_claims(identity, body=body)
+    ids = body.get("command_ids") if isinstance(body, dict) else None
+    if (
+        not isinstance(body, dict)
+        or set(body) - {"command_ids", *CLAIM_FIELDS}
+        or not isinstance(ids, list)
+        or not all(isinstance(command_id, str) for command_id in ids)
+    ):
+        raise BadRequest('a batch of cancellations is {"command_ids": ["<command id>", ...]}')
+    if not 1 <= len(ids) <= MAX_BATCH:
+        raise BadRequest(f"a batch cancels 1 to {MAX_BATCH} commands")
+    outcomes: list[Any] = [None] * len(ids)
+    wanted: list[int] = []
+    for index, command_id in enumerate(ids):
+        try:
+            _check_cancellable(request, identity, command_id)
+            wanted.append(index)
+        except IngressError as exc:
+            outcomes[index] = exc
+    if wanted:
+        published = await request.app[SERVICES].pipeline.cancel_many(
+            identity, [ids[index] for index in wanted], datetime.now(UTC)
+        )
+        for index, failure in zip(wanted, published, strict=True):
+            outcomes[index] = _cancel_unavailable() if failure is not None else None
+    items = [
+        {"index": index, "status_code": 202, **_cancel_requested(request, command_id)}
+        if outcome is None
+        else {"index": index, "command_id": command_id, "status_code": outcome.status,
+              "error": {"code": outcome.code, "message": outcome.message, **outcome.details}}
+        for index, (command_id, outcome) in enumerate(zip(ids, outcomes, strict=True))
+    ]  # fmt: skip
+    cancelled = sum(1 for outcome in outcomes if outcome is None)
+    status, headers = _batch_status(cancelled, outcomes)
+    return json_response(
+        {"cancelled": cancelled, "failed": len(items) - cancelled, "items": items}, status=status, headers=headers
+    )
+
+
+def _check_cancellable(request: web.Request, identity: Identity, command_id: str) -> None:
+    """Raises NotFound for an id unknown here (as ``GET``), Conflict for a finished command."""
     if not _COMMAND_ID.fullmatch(command_id):
         raise NotFound("no such command")
     pipeline = request.app[SERVICES].pipeline
@@ -301,17 +361,16 @@ async def cancel_command(request: web.Request) -> web.Response:
         raise conflict
     if pipeline.known(identity, command_id) is None and not _accepted_elsewhere(request, identity, command_id):
         raise NotFound("no such command")
-    try:
-        await pipeline.cancel(identity, command_id, datetime.now(UTC))
-    except KafkaUnavailable:
-        raise ServiceUnavailable(
-            "the message broker did not confirm the cancellation, which may still take effect; retry it",
-            2.0,
-        ) from None
-    return json_response(
-        {"command_id": command_id, "status": "pending", "cancel_requested": True,
-         "status_url": _status_url(request, command_id)},
-        status=202,
+
+
+def _cancel_requested(request: web.Request, command_id: str) -> dict[str, Any]:
+    return {"command_id": command_id, "status": "pending", "cancel_requested": True,
+            "status_url": _status_url(request, command_id)}  # fmt: skip
+
+
+def _cancel_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "the message broker did not confirm the cancellation, which may still take effect; retry it", 2.0
     )
 
 
@@ -328,5 +387,6 @@ def add_routes(app: web.Application) -> None:
     for base in ("/v1", "/v1/spaces/{space_id}"):
         app.router.add_post(f"{base}/commands", submit)
         app.router.add_post(f"{base}/commands:batch", submit_batch)
+        app.router.add_post(f"{base}/commands:cancel", cancel_batch)
         app.router.add_post(f"{base}/commands/{{command_id}}:cancel", cancel_command)
         app.router.add_get(f"{base}/commands/{{command_id}}", get_command)

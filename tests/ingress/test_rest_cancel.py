@@ -104,3 +104,58 @@ async def test_cancels_count_against_the_tenants_edge_rate(settings, options):
         statuses = [(await harness.client.post(path, headers=tenant.headers)).status for _ in range(3)]
         assert statuses == [202, 429, 429]
         assert len(await read_topic(harness.settings, harness.settings.topics.cancels)) == 1
+
+
+async def test_a_batch_of_cancellations_answers_each_as_a_single_cancel_would(harness, acme, beta):
+    finished = await _submit(harness, acme.headers)
+    async with harness.responder():
+        polled = await harness.client.get(finished["status_url"] + "?wait=20", headers=acme.headers)
+        assert (await polled.json())["status"] == "succeeded"
+    pending = await _submit(harness, acme.headers)  # the responder has stopped: stays pending
+    foreign = await _submit(harness, beta.headers)
+    ids = [pending["command_id"], finished["command_id"], "c" + "0" * 20, foreign["command_id"]]
+
+    response = await harness.client.post("/v1/commands:cancel", json={"command_ids": ids}, headers=acme.headers)
+    assert response.status == 200
+    body = await response.json()
+    await assert_documented(harness, "/v1/commands:cancel", 200, body)
+    assert (body["cancelled"], body["failed"]) == (1, 3)
+    assert [item["status_code"] for item in body["items"]] == [202, 409, 404, 404]
+    assert body["items"][0] == {"index": 0, "status_code": 202, "command_id": pending["command_id"],
+                                "status": "pending", "cancel_requested": True,
+                                "status_url": pending["status_url"]}  # fmt: skip
+    assert body["items"][1]["error"]["status"] == "succeeded"
+    (cancel,) = await read_topic(harness.settings, harness.settings.topics.cancels)
+    assert headers_dict(cancel.headers)[Headers.COMMAND_ID] == pending["command_id"]
+
+
+async def test_a_batch_that_cancels_nothing_answers_its_first_items_status(harness, acme):
+    response = await harness.client.post(
+        "/v1/commands:cancel", json={"command_ids": ["c" + "1" * 20, "c" + "2" * 20]}, headers=acme.headers
+    )
+    assert response.status == 404
+    body = await response.json()
+    assert body["cancelled"] == 0 and [i["status_code"] for i in body["items"]] == [404, 404]
+    await assert_documented(harness, "/v1/commands:cancel", 404, body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"command_ids": []}, {"command_ids": "c123"}, {"command_ids": [1]}, {"command_ids": ["c1"] * 501},
+     {"command_ids": ["c1"], "extra": True}, [], [{}], None],
+)
+async def test_a_malformed_batch_of_cancellations_is_a_400_and_publishes_nothing(harness, acme, body):
+    response = await harness.client.post("/v1/commands:cancel", json=body, headers=acme.headers)
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "bad_request"
+    assert await read_topic(harness.settings, harness.settings.topics.cancels) == []
+
+
+@pytest.mark.parametrize("options", [IngressOptions(rate_per_second=1.0, burst=3)])
+async def test_a_batch_of_cancellations_costs_one_token_each(settings, options):
+    async with IngressHarness(settings, options=options) as harness:
+        tenant = await harness.add_tenant(unique_id("noisy"), "sales")
+        ids = [(await _submit(harness, tenant.headers))["command_id"] for _ in range(2)]  # 2 of 3 tokens
+        response = await harness.client.post("/v1/commands:cancel", json={"command_ids": ids}, headers=tenant.headers)
+        assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+        assert await read_topic(harness.settings, harness.settings.topics.cancels) == []
