@@ -92,6 +92,8 @@ def setup(
         SessionSigner(key, max_age=options.session_max_age),
         max_body_bytes=options.max_body_bytes,
     )
+    # A server shutting down cuts the calls still waiting: that is no client's cancellation.
+    app.on_shutdown.append(endpoint.shutting_down)
     for path in ("/mcp", "/mcp/{space_id}"):
         app.router.add_post(path, endpoint.post)
         # add_get would also add HEAD; the spec only speaks of GET.

@@ -154,6 +154,12 @@ class McpEndpoint:
         self._dispatcher = dispatcher
         self._signer = signer
         self._max_body = max_body_bytes
+        self._stopping = False
+
+    async def shutting_down(self, app: web.Application) -> None:
+        """The server stops (its ``on_shutdown``): the waits it cuts next are no client's
+        disconnect, and cancel no command."""
+        self._stopping = True
 
     # -- edge checks -------------------------------------------------------------------
 
@@ -407,7 +413,7 @@ class McpEndpoint:
                     await self._dispatcher.notified(identity, session_id, incoming.raw)
                 return web.Response(status=202, headers=cors)
             call = CALL_IN_SESSION.set(None if session_id is None else (session_id, request_key(request_id)))
-            gone = CLIENT_GONE.set(_disconnected(request) if modern else None)
+            gone = CLIENT_GONE.set(self._disconnected(request) if modern else None)
             try:
                 result = await self._dispatcher.handle(
                     identity, version, incoming.request.method, incoming.request.params
@@ -440,6 +446,17 @@ class McpEndpoint:
             error = RpcError(INTERNAL_ERROR, "Internal error", status=500)
             return error_response(error, request_id, headers=cors)
 
+    def _disconnected(self, request: web.Request) -> Callable[[], bool]:
+        """Whether ``request``'s client has closed its connection (asked once its handler
+        is cancelled: the server runs with ``handler_cancellation``); never while the
+        server itself shuts down, which closes the connections it cuts."""
+
+        def gone() -> bool:
+            transport = request.transport
+            return not self._stopping and (transport is None or transport.is_closing())
+
+        return gone
+
     async def get(self, request: web.Request) -> web.StreamResponse:
         # No server-initiated stream is offered (nothing is ever pushed unprompted), which
         # the spec answers with 405.
@@ -467,17 +484,6 @@ class McpEndpoint:
             status=204,
             headers={"Access-Control-Allow-Origin": origin, "Vary": "Origin", **_CORS_HEADERS},
         )
-
-
-def _disconnected(request: web.Request) -> Callable[[], bool]:
-    """Whether ``request``'s client has closed its connection (asked once its handler
-    is cancelled: the server runs with ``handler_cancellation``)."""
-
-    def gone() -> bool:
-        transport = request.transport
-        return transport is None or transport.is_closing()
-
-    return gone
 
 
 def _declared_version(raw: dict[str, Any] | None) -> Any:

@@ -261,6 +261,7 @@ class Server:
     url: str
     pipeline: FakePipeline
     base: str
+    runner: web.AppRunner
 
 
 @pytest.fixture
@@ -281,14 +282,15 @@ async def _serve(
     if limits is not None:
         app[LIMITS] = limits
     setup(app, Services(auth, _catalog(), pipeline, allowed_origins=allowed), options=options)
-    runner = web.AppRunner(app, handler_cancellation=True)  # as `switchyard ingress` runs it
+    # As `switchyard ingress` runs it (but a short shutdown: nothing waits for the calls).
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
     base = f"http://{host}:{port}"
     try:
-        yield Server(f"{base}/mcp", pipeline, base)
+        yield Server(f"{base}/mcp", pipeline, base, runner)
     finally:
         await runner.cleanup()
 
@@ -1439,3 +1441,19 @@ async def test_a_stateless_call_whose_client_disconnects_cancels_its_command(ser
     else:
         await asyncio.sleep(0.5)
         assert server.pipeline.cancels == []
+
+
+async def test_a_server_shutting_down_cuts_a_waiting_stateless_call_without_cancelling_it(server: Server) -> None:
+    # The server closes the connections of the calls it cuts: that is no client's
+    # disconnect, and the command keeps running (its caller reads it with its key).
+    server.pipeline.responder = lambda command: None
+    body = _rpc("tools/call", {"name": "create_task", "arguments": {}, "_meta": CLIENT_META}, rid=4)
+    call = asyncio.create_task(_post(f"{server.url}/main", body, headers=_modern("tools/call", "create_task")))
+    async with asyncio.timeout(5):
+        while not server.pipeline.pending:  # noqa: ASYNC110 - the fake pipeline has no event
+            await asyncio.sleep(0.01)
+    await server.runner.cleanup()
+    with contextlib.suppress(aiohttp.ClientError):
+        await call
+    await asyncio.sleep(0.2)
+    assert server.pipeline.cancels == []
