@@ -16,14 +16,16 @@ from typing import Any
 
 import pytest
 
-from ingress.testing import IngressHarness, echo_action, unique_id
+from ingress.testing import IngressHarness, echo_action, read_topic, unique_id
 
 pytestmark = pytest.mark.integration
 
 CLIENT_DIR = Path(__file__).resolve().parent / "mcp_ts"
 
 
-async def _run_client(sdk: str, url: str, api_key: str, tool: str, arguments: dict[str, Any]) -> Any:
+async def _run_client(
+    sdk: str, url: str, api_key: str, tool: str, arguments: dict[str, Any], *extra: str
+) -> Any:
     node = shutil.which("node")
     assert node is not None, "Node.js is needed: the README's test command installs the SDKs with npm"
     assert (CLIENT_DIR / "node_modules").is_dir(), f"run `npm ci --prefix {CLIENT_DIR}` (scripts/test.sh does)"
@@ -35,6 +37,7 @@ async def _run_client(sdk: str, url: str, api_key: str, tool: str, arguments: di
         api_key,
         tool,
         json.dumps(arguments),
+        *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -78,3 +81,19 @@ async def test_typescript_sdk_lists_and_calls_only_its_tenants_tools(
     # 403 answer was a transport error to the 2.x client on 2026-07-28, code and data lost).
     assert got["claimed"]["error"]["code"] == -32011, got["claimed"]
     assert [c.tenant_id for c in responder.seen] == [acme.tenant_id]
+
+
+@pytest.mark.parametrize("sdk", ["v1", "v2-legacy", "v2-modern"])
+async def test_a_call_a_typescript_client_gives_up_on_cancels_its_command(harness: IngressHarness, sdk: str) -> None:
+    # No responder: the call waits until the client's own request timeout gives up on
+    # it (notifications/cancelled on the handshake, a closed stream on 2026-07-28).
+    tenant = await harness.add_tenant(unique_id("quit"), "sales", actions=[echo_action()])
+    got = await _run_client(sdk, f"{harness.url}/mcp/{tenant.space_id}", tenant.api_key, "echo", {"text": "x"}, "1000")
+    assert "error" in got["call"], got
+    topics = harness.settings.topics
+    async with asyncio.timeout(10):
+        while not (cancels := await read_topic(harness.settings, topics.cancels)):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    commands = [dict(r.headers) for r in await read_topic(harness.settings, topics.commands)]
+    (command_id,) = {h["sy-command-id"] for h in commands if h["sy-kind"] == b"command"}
+    assert [dict(r.headers)["sy-command-id"] for r in cancels] == [command_id]
