@@ -246,8 +246,8 @@ class Executor:
                             retry_after=round(self.breakers.retry_after(key), 3),
                         ).to_info()
                         errors.append(info)
-                        if self._was_cancelled(command):
-                            return await self._end_cancelled(command, errors, doubt)
+                        if self._was_cancelled(command):  # no look through an open breaker
+                            return _cancelled(errors, doubt)
                         decision = self._decide(info, failures, next_tier, command, in_process=False)
                         return _Verdict(decision.step, errors, None, info, decision, in_doubt=doubt is not None)
                     # A probe is kept through this command's in-process retries until a verdict.
@@ -259,10 +259,10 @@ class Executor:
                     # Passed while credentials were read or refreshed, or while an earlier
                     # effect was looked for: the request was not sent, and is not sent late.
                     return _Verdict(Step.EXPIRED, errors, None, _expired_info(errors))
-                except _Cancelled as exc:
+                except _Cancelled:
                     # Cancelled while credentials were read or an earlier effect looked for:
-                    # the request was not sent (a check that found no effect settles the doubt).
-                    return _cancelled(errors, None if exc.doubt_settled else doubt)
+                    # the request was not sent.
+                    return _cancelled(errors, doubt)
                 except CommandError as exc:
                     if isinstance(exc, CallHeld) and still_ours is not None:
                         # Stopped before its request was written (the loop had stalled):
@@ -306,6 +306,9 @@ class Executor:
                     if still_ours is not None and not await still_ours():
                         raise Abandoned(command.command_id)
                     if self._was_cancelled(command):
+                        if probe:  # the look that follows is no probe of the upstream
+                            self.breakers.cancel_probe(key, probe)
+                            probe = 0
                         return await self._end_cancelled(command, errors, doubt)
                     continue
                 if info.code in _BREAKER_CODES:
@@ -332,21 +335,25 @@ class Executor:
     async def _end_cancelled(self, command: RoutedCommand, errors: list[ErrorInfo], doubt: Doubt | None) -> _Verdict:
         """The verdict on a cancelled command. In doubt (an earlier attempt may have taken
         effect), the connector first looks for that effect, as a retry would: found, the
-        command succeeded (its caller must hear that it ran); not found, nothing ran."""
+        command succeeded (its caller must hear that it ran). Not found, the doubt stays:
+        a connector's None also stands for "could not tell" (a Notion database without a
+        key property, a Slack channel not listed)."""
         if doubt is None or not self.connector.finds_done:
             return _cancelled(errors, doubt)
         secret: TenantSecret | None = None
         try:
             secret = await self.credentials.get(command.tenant_id)
+            if self.connector.oauth and token_expired(secret.data):
+                secret = await self.credentials.refresh(command.tenant_id, secret)
             timeout = max(0.1, min(self.timeout, (command.deadline - now()).total_seconds()))
             call = self._connector_call(command, secret, timeout, {})
             async with asyncio.timeout(timeout + 1.0 + self.connector.check_wait(doubt)):
                 found = await self.connector.find_done(call, doubt)
-        except Exception as exc:  # could not look: the doubt stays, and the Result says so
+        except Exception as exc:  # could not look (a held call too): the doubt stays, and the Result says so
             logger.info("could not look for an earlier effect of a cancelled command (%s)", type(exc).__name__)
             return _cancelled(errors, doubt)
         if found is None:
-            return _cancelled(errors, None)
+            return _cancelled(errors, doubt)
         if self.on_found is not None:
             self.on_found(command)
         return _Verdict(Step.FAIL, errors, scrub_output(found, secret), None, status=ResultStatus.SUCCEEDED)
@@ -448,10 +455,9 @@ class Executor:
             inject(carrier)
             call = self._connector_call(command, secret, timeout, {k: v.decode() for k, v in carrier})
             try:
-                looked = False  # for an earlier effect, and the upstream showed none
                 if doubt is not None and self.connector.finds_done:
                     within = timeout + 1.0 + self.connector.check_wait(doubt)
-                    found, looked = await self._find_done(call, doubt, within)
+                    found = await self._find_done(call, doubt, within)
                     if found is not None:
                         upstream.set_attribute("switchyard.found_done", True)
                         if self.on_found is not None:
@@ -465,9 +471,9 @@ class Executor:
                     if command.expired(now()):
                         raise _DeadlinePassed
                 # The last look before the request: a cancellation that came while the
-                # credentials were read or an earlier effect was looked for (none was found).
+                # credentials were read or an earlier effect was looked for.
                 if self._was_cancelled(command):
-                    raise _Cancelled(doubt_settled=looked)
+                    raise _Cancelled
                 # The connector sets its own request timeout; this bound catches one that does not.
                 called = time.perf_counter()
                 try:
@@ -497,12 +503,9 @@ class Executor:
                     ErrorCode.UPSTREAM_UNAVAILABLE, f"{name}.{operation}: {type(exc).__name__}"
                 ) from None
 
-    async def _find_done(
-        self, call: ConnectorCall, doubt: Doubt, within: float
-    ) -> tuple[dict[str, Any] | None, bool]:
-        """An earlier attempt's effect, found upstream, and whether the upstream was read:
-        (None, True) when it shows none, (None, False) when it refuses to be read (then
-        the call is made as it would have been).
+    async def _find_done(self, call: ConnectorCall, doubt: Doubt, within: float) -> dict[str, Any] | None:
+        """An earlier attempt's effect, found upstream; None when none is found or the
+        upstream refuses to be read (then the call is made as it would have been).
 
         Raises:
             CredentialsExpired: the upstream refused the token (refreshed, then checked again).
@@ -515,7 +518,7 @@ class Executor:
             raise
         except PermanentError as exc:
             logger.warning("could not check for an earlier attempt's effect (%s); calling again", exc.code.value)
-            return None, False
+            return None
         except RetryableError as exc:
             raise CheckFailed(
                 exc.code, exc.message, retry_after=exc.retry_after, http_status=exc.http_status
@@ -535,7 +538,7 @@ class Executor:
             ) from None
         if found is not None:
             logger.info("an earlier attempt had taken effect; not calling again")
-        return found, True
+        return found
 
     def _records(
         self,
@@ -698,10 +701,6 @@ def _cancelled(errors: list[ErrorInfo], doubt: Doubt | None) -> _Verdict:
 
 class _Cancelled(Exception):
     """The command was cancelled before its request was sent (it is not sent)."""
-
-    def __init__(self, *, doubt_settled: bool) -> None:
-        super().__init__("cancelled")
-        self.doubt_settled = doubt_settled  # an earlier effect was looked for and not found
 
 
 def _merge_spans(command: RoutedCommand, spans: list[SpanRecord]) -> list[SpanRecord]:
