@@ -36,16 +36,23 @@ from workers.connectors._base import ConnectorCall, Doubt
 
 
 async def _run(
-    connector: RecordingSlack, command: RoutedCommand, cancelled: Any, *, secrets: Any = None, **policy: Any
+    connector: RecordingSlack,
+    command: RoutedCommand,
+    cancelled: Any,
+    *,
+    secrets: Any = None,
+    breakers: CircuitBreakers | None = None,
+    doubt_settled_at: float | None = None,
+    **policy: Any,
 ) -> Any:
     async with aiohttp.ClientSession() as session:
         executor = Executor(
-            connector, Topics("t."), secrets or SlowSecrets(), CircuitBreakers(), session,
+            connector, Topics("t."), secrets or SlowSecrets(), breakers or CircuitBreakers(), session,
             RetryPolicy(**{"in_process_attempts": 1, "base_delay": 0.01, "tier_delays": (0.1,), **policy}),
             base_url="http://127.0.0.1:9", timeout=2.0,
         )  # fmt: skip
         executor.cancelled = cancelled
-        return await executor.run(Job(command, {}, next_tier=0))
+        return await executor.run(Job(command, {}, next_tier=0, doubt_settled_at=doubt_settled_at))
 
 
 async def test_a_cancelled_command_is_rejected_without_a_request() -> None:
@@ -264,14 +271,7 @@ async def test_a_command_handed_on_in_doubt_and_cancelled_never_reads_as_not_run
     # Its previous owner was killed mid-request; nothing found (or nothing the connector
     # could tell): it must not end "rejected ... before it ran", or its caller redoes it.
     connector = Effects()
-    async with aiohttp.ClientSession() as session:
-        executor = Executor(
-            connector, Topics("t."), SlowSecrets(), CircuitBreakers(), session,
-            RetryPolicy(in_process_attempts=1, base_delay=0.01, tier_delays=(0.1,)),
-            base_url="http://127.0.0.1:9", timeout=2.0,
-        )  # fmt: skip
-        executor.cancelled = lambda c: True
-        outcome = await executor.run(Job(_command(ARGS), {}, next_tier=0, doubt_settled_at=time.time()))
+    outcome = await _run(connector, _command(ARGS), lambda c: True, doubt_settled_at=time.time())
     assert connector.checks == 1 and connector.sent == []
     assert outcome.status is ResultStatus.FAILED
     assert outcome.result.error.message == "cancelled by its caller; an earlier attempt may have taken effect"
@@ -291,14 +291,7 @@ async def test_a_cancel_between_attempts_frees_the_half_open_probe_before_lookin
             probes.append(breakers.state_of("acme"))
 
     connector = Effects(UNAVAILABLE, during=during)
-    async with aiohttp.ClientSession() as session:
-        executor = Executor(
-            connector, Topics("t."), SlowSecrets(), breakers, session,
-            RetryPolicy(in_process_attempts=3, base_delay=0.01, tier_delays=(0.1,)),
-            base_url="http://127.0.0.1:9", timeout=2.0,
-        )  # fmt: skip
-        executor.cancelled = lambda c: bool(flag)
-        outcome = await executor.run(Job(_command(ARGS), {}, next_tier=0))
+    outcome = await _run(connector, _command(ARGS), lambda c: bool(flag), breakers=breakers, in_process_attempts=3)
     assert outcome.status is ResultStatus.FAILED and connector.checks == 1
     assert probes == [BreakerState.CLOSED]  # not held through the look: the tenant's next command may probe
 
@@ -309,15 +302,8 @@ async def test_a_cancelled_command_behind_an_open_breaker_is_not_looked_for() ->
     timed_out = RetryableError(ErrorCode.UPSTREAM_TIMEOUT, "no answer").to_info()
     command = _command(ARGS).model_copy(update={"errors": [timed_out], "attempt": 2})
     connector = Effects()
-    cancelled_after_admission: list[bool] = []
-    async with aiohttp.ClientSession() as session:
-        executor = Executor(
-            connector, Topics("t."), SlowSecrets(), breakers, session,
-            RetryPolicy(in_process_attempts=1, base_delay=0.01, tier_delays=(0.1,)),
-            base_url="http://127.0.0.1:9", timeout=2.0,
-        )  # fmt: skip
-        # Not cancelled at the start, cancelled by the time the breaker refuses it.
-        executor.cancelled = lambda c: cancelled_after_admission.append(True) or len(cancelled_after_admission) > 1
-        outcome = await executor.run(Job(command, {}, next_tier=0))
+    asked: list[bool] = []
+    # Not cancelled at the start, cancelled by the time the breaker refuses it.
+    outcome = await _run(connector, command, lambda c: asked.append(True) or len(asked) > 1, breakers=breakers)
     assert connector.checks == 0 and connector.sent == []
     assert outcome.status is ResultStatus.FAILED and outcome.result.error.code is ErrorCode.CANCELLED
