@@ -100,18 +100,19 @@ class Pipeline(Protocol):
         """Whether this workspace's command finished and its Result is no longer held here."""
         ...
 
-    async def cancel(self, identity: Identity, command_id: str, at: datetime) -> None:
+    async def cancel(self, identity: Identity, command_id: str, at: datetime, *, charged: bool = True) -> None:
         """Publish the cancellation of ``command_id``: the workers that hold it end it
         without running it if it has not started, and every replica sees its task cancelled.
 
         Raises:
-            ingress.errors.RateLimited: the tenant's edge rate limit is exceeded (429).
+            ingress.errors.RateLimited: the tenant's edge rate limit is exceeded (429;
+                never when not ``charged``: a call's own cancellation, paid by its submit).
             core.errors.KafkaUnavailable: the broker did not acknowledge.
         """
         ...
 
     async def cancel_many(
-        self, identity: Identity, command_ids: Sequence[str], at: datetime
+        self, identity: Identity, command_ids: Sequence[str], at: datetime, *, charged: bool = True
     ) -> list[KafkaUnavailable | None]:
         """Publish several cancellations with one round of acknowledgements; each id's
         outcome is None (published) or the broker's failure.

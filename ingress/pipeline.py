@@ -268,7 +268,7 @@ class KafkaPipeline:
         """Finished, but its Result is no longer held here (for the caller's workspace)."""
         return self.results.forgotten(command_id) == (identity.tenant_id, identity.space_id)
 
-    async def cancel(self, identity: Identity, command_id: str, at: datetime) -> None:
+    async def cancel(self, identity: Identity, command_id: str, at: datetime, *, charged: bool = True) -> None:
         """Publish the cancellation of one command (see :meth:`cancel_many`).
 
         Raises:
@@ -276,18 +276,20 @@ class KafkaPipeline:
                 what a submit does).
             KafkaUnavailable: the broker did not acknowledge it.
         """
-        (outcome,) = await self.cancel_many(identity, [command_id], at)
+        (outcome,) = await self.cancel_many(identity, [command_id], at, charged=charged)
         if outcome is not None:
             raise outcome
 
     async def cancel_many(
-        self, identity: Identity, command_ids: Sequence[str], at: datetime
+        self, identity: Identity, command_ids: Sequence[str], at: datetime, *, charged: bool = True
     ) -> list[KafkaUnavailable | None]:
         """Publish a TaskCancel per command, with one round of broker acknowledgements: on
         the cancels topic, which every worker process follows (a command still queued or
         waiting to retry there ends without running), and after the command on the
         commands topic (same key, so the same partition), where every ingress replica
         reads it for the command's MCP task. Each id succeeds (None) or fails on its own.
+        Not ``charged``: the cancellation of a call its client gave up on, which the call's
+        own submit already paid for (and at most one per call).
 
         Raises:
             RateLimited: the tenant has fewer tokens left than ids (one each, as submits).
@@ -298,7 +300,7 @@ class KafkaPipeline:
             raise KafkaUnavailable("the ingress producer is not running")
         if len(command_ids) > self._buckets.burst:
             raise BadRequest(f"{len(command_ids)} cancellations are more than a tenant may send at once here")
-        wait = self._buckets.take(identity.tenant_id, max(1, len(command_ids)))
+        wait = self._buckets.take(identity.tenant_id, max(1, len(command_ids))) if charged else 0.0
         if wait > 0:
             if self.metrics is not None:
                 self.metrics.edge_rate_limited(identity.tenant_id)

@@ -239,11 +239,11 @@ class Dispatcher:
         ):
             task = params.task if version == TASKS_VERSION else None
             ttl = None if task is None else self._tasks.ttl_for(task.ttl)
-            command = await self._tools.submit(identity, action, arguments, meta, task_ttl=ttl)
+            command, created = await self._tools.submit(identity, action, arguments, meta, task_ttl=ttl)
             with bind(command_id=command.command_id):
                 if ttl is not None:
                     return _dump(self._tasks.create(identity, command, ttl))
-                call_result = await self._tools.wait(identity, command)
+                call_result = await self._tools.wait(identity, command, own=created)
         return self._serialize("tools/call", version, call_result)
 
     async def _task_method(self, identity: Identity, method: str, params: Any) -> BaseModel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -323,8 +324,9 @@ class ToolRunner:
         meta: dict[str, Any] | None,
         *,
         task_ttl: int | None = None,
-    ) -> Command:
-        """Publish the call as a command (durable in Kafka on return); ``task_ttl`` for a task.
+    ) -> tuple[Command, bool]:
+        """Publish the call as a command (durable in Kafka on return); ``task_ttl`` for a
+        task. Returns the command and whether this call published it (not a replay).
 
         Raises:
             RpcError: bad idempotency key or arguments (-32602), rate limit (429),
@@ -353,28 +355,31 @@ class ToolRunner:
         try:
             # Shielded: once the caller is gone the publish still finishes, so the command
             # is either fully accepted or not at all, never abandoned half-way.
-            command, _created = await asyncio.shield(publish)
+            command, created = await asyncio.shield(publish)
         except (IngressError, KafkaUnavailable) as exc:
             raise rpc_from_ingress_error(exc, submitted=(identity, idempotency_key)) from exc
         except (ValidationError, ValueError) as exc:
             raise RpcError(INVALID_PARAMS, f"Invalid tool call: {exc}".splitlines()[0]) from exc
-        return command
+        return command, created
 
-    async def wait(self, identity: Identity, command: Command) -> CallToolResult:
+    async def wait(self, identity: Identity, command: Command, *, own: bool = True) -> CallToolResult:
         """The tool's answer: the Result if it arrives in time, else "still running".
 
         The wait ends before the edge would cut the request (a slow publish took some of
         it): a cut request is answered with no JSON-RPC id, and the caller, with no
-        command id either, would send the command again.
+        command id either, would send the command again. A client giving up on the call
+        cancels its command only when ``own``: this call published it, not a replay of
+        its idempotency key (the key's first call, or another waiter, still wants it;
+        and a retry after a dropped connection must not find its command cancelled).
         """
         left = time_left(margin=ANSWER_MARGIN)
         timeout = self._call_timeout if left is None else min(self._call_timeout, left)
         try:
-            with self.in_flight.waiting(identity, command.command_id):
+            with self.in_flight.waiting(identity, command.command_id) if own else contextlib.nullcontext():
                 result = await self._services.pipeline.wait(identity, command.command_id, timeout)
         except asyncio.CancelledError:
             gone = CLIENT_GONE.get()
-            if gone is not None and gone():
+            if own and gone is not None and gone():
                 # 2026-07-28: the client closed the call's stream, its cancellation.
                 cancelling = asyncio.create_task(self.cancel(identity, "tools/call", command.command_id))
                 self._cancelling.add(cancelling)
@@ -391,9 +396,10 @@ class ToolRunner:
     async def cancel(self, identity: Identity, request: str, command_id: str) -> None:
         """Cancel the command of a call its client gave up on (``notifications/cancelled``).
 
-        A notification has no answer: a refusal (rate limit, broker) is logged, not raised.
+        A notification has no answer: the broker's refusal is logged, not raised.
         """
         try:
-            await self._services.pipeline.cancel(identity, command_id, datetime.now(UTC))
+            # Paid for by the call's own submit: a full bucket must not drop it.
+            await self._services.pipeline.cancel(identity, command_id, datetime.now(UTC), charged=False)
         except (IngressError, KafkaUnavailable) as exc:
             logger.info("could not cancel the command of a cancelled %s (%s)", request, type(exc).__name__)

@@ -120,6 +120,7 @@ class FakePipeline:
     results: dict[tuple[str, str], Result] = field(default_factory=dict)
     pending: dict[tuple[str, str], Command] = field(default_factory=dict)
     cancels: list[tuple[str, str]] = field(default_factory=list)
+    uncharged_cancels: int = 0  # cancellations the edge rate did not count (a call's own)
     forgotten_ids: set[tuple[str, str]] = field(default_factory=set)  # finished, Result let go of
     cancel_error: Exception | None = None
     submit_error: Exception | None = None  # raised by every submit
@@ -200,10 +201,11 @@ class FakePipeline:
     def forgotten(self, identity: Identity, command_id: str) -> bool:
         return (identity.tenant_id, command_id) in self.forgotten_ids
 
-    async def cancel(self, identity: Identity, command_id: str, at: datetime) -> None:
+    async def cancel(self, identity: Identity, command_id: str, at: datetime, *, charged: bool = True) -> None:
         if self.cancel_error is not None:
             raise self.cancel_error
         self.cancels.append((identity.tenant_id, command_id))
+        self.uncharged_cancels += not charged
 
 
 def _action(name: str, **schema: Any) -> ActionConfig:
@@ -1438,6 +1440,7 @@ async def test_a_stateless_call_whose_client_disconnects_cancels_its_command(ser
             while not server.pipeline.cancels:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         assert server.pipeline.cancels == [(tenant, command_id)]
+        assert server.pipeline.uncharged_cancels == 1  # paid by its submit: never refused for rate
     else:
         await asyncio.sleep(0.5)
         assert server.pipeline.cancels == []
@@ -1457,3 +1460,39 @@ async def test_a_server_shutting_down_cuts_a_waiting_stateless_call_without_canc
         await call
     await asyncio.sleep(0.2)
     assert server.pipeline.cancels == []
+
+
+@pytest.mark.parametrize("modern", [True, False])
+async def test_a_replay_of_a_keyed_call_that_gives_up_cancels_nothing(server: Server, modern: bool) -> None:
+    # A retry with the key of a call still waiting (after a dropped connection, or a
+    # second waiter) replays its command: giving up on the replay must not cancel what
+    # the first call, or the client retrying, still wants.
+    server.pipeline.responder = lambda command: None
+    url = f"{server.url}/main"
+    meta = {"switchyard/idempotency_key": "order-7"}
+    if modern:
+        headers = _modern("tools/call", "create_task")
+        meta = {**CLIENT_META, **meta}
+    else:
+        session, _ = await _initialize(url)
+        headers = _legacy(session)
+    body = _rpc("tools/call", {"name": "create_task", "arguments": {}, "_meta": meta}, rid=5)
+    first = asyncio.create_task(_post(url, body, headers=headers))
+    async with asyncio.timeout(5):
+        while not server.pipeline.pending:  # noqa: ASYNC110 - the fake pipeline has no event
+            await asyncio.sleep(0.01)
+    replay = asyncio.create_task(_post(url, {**body, "id": 6}, headers=headers))
+    await asyncio.sleep(0.3)  # the replay waits too
+    if modern:
+        replay.cancel()  # its client disconnects
+        with contextlib.suppress(asyncio.CancelledError):
+            await replay
+    else:
+        notice = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 6}}
+        assert (await _post(url, notice, headers=headers))[0] == 202
+    await asyncio.sleep(0.3)
+    assert server.pipeline.cancels == []
+    assert len(server.pipeline.published) == 1
+    await first
+    if not modern:
+        await replay
