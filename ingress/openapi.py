@@ -148,7 +148,7 @@ def _observe_paths(admin: list[dict[str, list[str]]]) -> dict[str, Any]:
 def _declare_claims(schemas: dict[str, Any]) -> None:
     """The claim fields a submission may carry (``models.CLAIM_FIELDS``), which the
     request models leave to the handlers."""
-    for name in ("SubmitRequest", "BatchRequest"):
+    for name in ("SubmitRequest", "BatchRequest", "CancelBatchRequest"):
         properties = schemas[name]["properties"]
         for claim in CLAIM_FIELDS:
             if claim == "_meta":

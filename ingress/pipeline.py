@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
@@ -207,6 +207,9 @@ class KafkaPipeline:
         # the answer is a bare 503 that names no key.
         budget = self._failing_send_timeout if self.broker_failing else self._send_timeout
         left = time_left(margin=ANSWER_MARGIN)
+        # Cut by the request (a slow body), not by the publish budget: such a timeout
+        # says nothing of the broker.
+        cut = left is not None and left < budget
         if left is not None:
             budget = min(budget, left)
         deadline = asyncio.get_running_loop().time() + budget
@@ -234,7 +237,7 @@ class KafkaPipeline:
                 except TimeoutError:  # the producer never took it: nothing was published
                     outcomes[index] = KafkaUnavailable("the producer did not take the command in time")
         for index, command, future in sends:
-            outcomes[index] = await self._settle(command, future, deadline)
+            outcomes[index] = await self._settle(command, future, deadline, cut=cut)
         for index, command, inflight in replays:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -310,6 +313,7 @@ class KafkaPipeline:
         key, stamp = identity.tenant_id.encode(), int(at.timestamp() * 1000)
         outcomes: list[KafkaUnavailable | None] = [None] * len(command_ids)
         acks: list[list[asyncio.Future[Any]]] = []
+        away = False
         for index, command_id in enumerate(command_ids):
             cancel = TaskCancel(
                 command_id=command_id, tenant_id=identity.tenant_id, space_id=identity.space_id, cancelled_at=at
@@ -320,22 +324,30 @@ class KafkaPipeline:
             value = cancel.to_bytes()
             try:
                 async with asyncio.timeout_at(deadline):
-                    acks.append([
+                    pair = [
                         await self.producer.send(topic, value=value, key=key, headers=headers, timestamp_ms=stamp)
                         for topic in (self.settings.topics.cancels, self.topic)
-                    ])
+                    ]
+                for ack in pair:  # read even when nobody waits for it any more (no "never retrieved")
+                    ack.add_done_callback(_retrieve)
+                acks.append(pair)
             except (KafkaError, OSError, TimeoutError) as exc:
                 outcomes[index] = KafkaUnavailable(f"publishing the cancellation failed ({type(exc).__name__})")
+                away = away or _broker_away(exc)
                 acks.append([])
-        for index, pair in enumerate(acks):
+        for index, sent in enumerate(acks):
             if outcomes[index] is not None:
                 continue
             try:
                 async with asyncio.timeout_at(deadline):
-                    await asyncio.gather(*(asyncio.shield(ack) for ack in pair))
+                    await asyncio.gather(*(asyncio.shield(ack) for ack in sent))
             except (KafkaError, OSError, TimeoutError) as exc:
                 outcomes[index] = KafkaUnavailable(f"the broker did not acknowledge the cancellation ({type(exc).__name__})")
-        self.broker_failing = any(outcome is not None for outcome in outcomes)
+                away = away or _broker_away(exc)
+        if away:
+            self.broker_failing = True
+        elif all(outcome is None for outcome in outcomes):
+            self.broker_failing = False
         return outcomes
 
     # -- internals -----------------------------------------------------------------------
@@ -463,7 +475,7 @@ class KafkaPipeline:
             raise KafkaUnavailable(f"publishing failed ({type(exc).__name__})") from exc
         except BaseException as exc:
             # Cancelled before the producer took the record: it was never published.
-            self._fail(command, inflight, exc)
+            self._fail(command, inflight, exc, broker_away=False)
             raise
         ack.add_done_callback(lambda done: self._acknowledged(command, inflight, done))
         return ack
@@ -492,8 +504,9 @@ class KafkaPipeline:
                 logger.info("command accepted", extra={"fields": {"action": command.action}})
 
     async def _settle(
-        self, command: Command, ack: asyncio.Future[Any], deadline: float
+        self, command: Command, ack: asyncio.Future[Any], deadline: float, *, cut: bool = False
     ) -> tuple[Command, bool] | KafkaUnavailable:
+        """``cut``: the deadline is the request's, not the publish budget."""
         inflight = self._inflight.get(command.command_id)
         try:
             async with asyncio.timeout_at(deadline):
@@ -502,14 +515,18 @@ class KafkaPipeline:
                 await asyncio.shield(ack)
         except (KafkaError, OSError, TimeoutError) as exc:
             if inflight is not None:
-                self._fail(command, inflight, exc)
+                away = not cut if isinstance(exc, TimeoutError) else None
+                self._fail(command, inflight, exc, broker_away=away)
             return KafkaUnavailable(f"the broker did not acknowledge ({type(exc).__name__})")
         return command, True
 
-    def _fail(self, command: Command, inflight: asyncio.Future[None], exc: BaseException) -> None:
+    def _fail(
+        self, command: Command, inflight: asyncio.Future[None], exc: BaseException, *, broker_away: bool | None = None
+    ) -> None:
         """Forget a publish that did not happen, once, so a retry by the caller publishes
-        again instead of "replaying" nothing, and wake any replay waiting on it."""
-        if isinstance(exc, (KafkaError, OSError, TimeoutError)):
+        again instead of "replaying" nothing, and wake any replay waiting on it.
+        ``broker_away`` (default: judged from ``exc``) starts the short publish budget."""
+        if _broker_away(exc) if broker_away is None else broker_away:
             self.broker_failing = True
         if inflight.done():
             return
@@ -520,6 +537,19 @@ class KafkaPipeline:
             self._submitted.pop(command.command_id)
         with bind(tenant_id=command.tenant_id, command_id=command.command_id):
             logger.warning("command not accepted: %s", type(exc).__name__)
+
+
+def _broker_away(exc: BaseException) -> bool:
+    """Whether ``exc`` says the broker cannot be reached or does not answer in time (not
+    a refusal of one record: too large, not authorized)."""
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+    return isinstance(exc, (OSError, TimeoutError))
+
+
+def _retrieve(ack: asyncio.Future[Any]) -> None:
+    if not ack.cancelled():
+        ack.exception()
 
 
 def _visible_to(identity: Identity) -> Any:

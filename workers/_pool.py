@@ -242,6 +242,16 @@ class WorkerPool(PoolLifecycle):
         self.cancels = CancelFeed(s)
         await self.cancels.start()
         try:
+            await self._start_clients()
+        except BaseException:
+            await self.cancels.stop()  # not left reading for a pool that never ran
+            raise
+        self._started = True
+
+    async def _start_clients(self) -> None:
+        """The Kafka clients, once the cancels topic is read back (or 10 s have passed)."""
+        s, opts = self.settings, self.options
+        try:
             async with asyncio.timeout(_CANCELS_CATCH_UP):
                 await self.cancels.follower.caught_up.wait()
         except TimeoutError:
@@ -282,7 +292,6 @@ class WorkerPool(PoolLifecycle):
         )
         fence_offset_commits(self.producer, self.outbox.commit_membership)
         self.stall_guard = StallGuard(self._still_member)
-        self._started = True
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop gracefully (signal-handler safe)."""

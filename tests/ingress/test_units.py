@@ -274,3 +274,21 @@ async def test_keyed_locks_serialise_one_key_and_let_others_through():
     await asyncio.gather(first, second)
     assert order[3:] == ["a1 out", "a2 in", "a2 out"]
     assert len(locks) == 0  # nothing kept once nobody holds or waits
+
+
+def test_only_errors_of_an_unreachable_broker_start_the_short_publish_wait() -> None:
+    from aiokafka.errors import (
+        KafkaConnectionError,
+        KafkaTimeoutError,
+        MessageSizeTooLargeError,
+        NotLeaderForPartitionError,
+        TopicAuthorizationFailedError,
+    )
+
+    from ingress.pipeline import _broker_away
+
+    for away in (KafkaTimeoutError(), KafkaConnectionError(), NotLeaderForPartitionError(), TimeoutError(), OSError()):
+        assert _broker_away(away), away
+    # One record refused: the broker answers; other submits must keep their full wait.
+    for refusal in (MessageSizeTooLargeError(), TopicAuthorizationFailedError(), ValueError()):
+        assert not _broker_away(refusal), refusal

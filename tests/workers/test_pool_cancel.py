@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 from _runtime_support import (
+    CONNECTOR,
+    EchoConnector,
     Upstream,
     all_results,
     command,
@@ -20,10 +22,12 @@ from _runtime_support import (
     wait_results,
 )
 
+from core.errors import KafkaUnavailable
 from core.kafka import ensure_topics, make_producer, start_client
 from core.settings import Settings
+from core.vault import PoolVault
 from schemas import TASK_CANCEL_KIND, ErrorCode, Headers, ResultStatus, TaskCancel
-from workers._pool import PoolOptions
+from workers._pool import PoolOptions, WorkerPool
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +118,20 @@ async def test_a_pool_started_after_the_cancellation_reads_it_back(settings, vau
     assert "an earlier attempt may have taken effect" in result.error.message
     assert upstream.calls_for(cancelled.command_id) == []
     assert [r.status for r in results[kept.command_id]] == [ResultStatus.SUCCEEDED]
+
+
+async def test_a_pool_that_fails_to_start_stops_reading_cancellations(settings, vault_admin, monkeypatch):
+    approle = await vault_admin.bootstrap_pool(CONNECTOR)
+    vault = PoolVault(vault_admin._client.url, CONNECTOR, approle)  # noqa: SLF001
+    pool = WorkerPool(settings, EchoConnector(), vault, base_url="http://127.0.0.1:9")
+
+    async def broker_refuses() -> None:
+        raise KafkaUnavailable("worker producer: no broker")
+
+    monkeypatch.setattr(pool, "_start_clients", broker_refuses)
+    try:
+        with pytest.raises(KafkaUnavailable):
+            await pool.start()
+        assert not pool.cancels.follower.running  # nothing left reading for a pool that never ran
+    finally:
+        vault.close()
