@@ -292,3 +292,12 @@ def test_only_errors_of_an_unreachable_broker_start_the_short_publish_wait() -> 
     # One record refused: the broker answers; other submits must keep their full wait.
     for refusal in (MessageSizeTooLargeError(), TopicAuthorizationFailedError(), ValueError()):
         assert not _broker_away(refusal), refusal
+
+
+def test_the_batch_cancel_body_declares_the_claims_its_handler_accepts() -> None:
+    from ingress.models import CLAIM_FIELDS
+    from ingress.openapi import openapi_document
+
+    schema = openapi_document()["components"]["schemas"]["CancelBatchRequest"]
+    assert schema.get("additionalProperties") is False  # closed: what clients send
+    assert [claim for claim in CLAIM_FIELDS if claim not in schema["properties"]] == []
