@@ -19,6 +19,7 @@ tenth of them forgetting its own oldest first (``core.lru``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +44,9 @@ class CancelFeed(Following):
 
     def __init__(self, settings: Settings, *, capacity: int = 100_000, lookback: float = LOOKBACK_SECONDS) -> None:
         self._cancelled: LRU[str, tuple[str, int]] = LRU(capacity, owner=lambda entry: entry[0])
+        # Told of each cancellation read (tenant, command id): the pool ends a retry it
+        # holds for a later time at once instead of when it is due.
+        self.on_cancel: Callable[[str, str], None] | None = None
         self.follower = TopicFollower(
             settings, settings.topics.cancels, self.apply, start_at=lookback, name="cancels"
         )
@@ -54,6 +58,8 @@ class CancelFeed(Following):
         tenant, command_id = found.get(Headers.TENANT), found.get(Headers.COMMAND_ID)
         if tenant and command_id:
             self._cancelled.put(command_id, (tenant, record.timestamp))
+            if self.on_cancel is not None:
+                self.on_cancel(tenant, command_id)
 
     def cancelled(self, tenant_id: str, command_id: str, submitted_at: datetime) -> bool:
         """Whether ``tenant_id`` cancelled its command ``command_id`` submitted at ``submitted_at``."""

@@ -105,6 +105,23 @@ class Holding(Generic[T]):
             out.append(item)
         return out
 
+    def release(self, predicate: Callable[[T], bool]) -> list[T]:
+        """Remove and return the timed records matching ``predicate`` before they are due."""
+        released = [entry for entry in self._timed if predicate(entry[3])]
+        if not released:
+            return []
+        self._timed = [entry for entry in self._timed if not predicate(entry[3])]
+        heapq.heapify(self._timed)
+        for _, _, tenant, item in released:
+            key = (item.tp, tenant)
+            left = self._timed_of[key] - 1
+            if left:
+                self._timed_of[key] = left
+            else:
+                del self._timed_of[key]
+            self._uncount(item.tp)
+        return [entry[3] for entry in released]
+
     def waiting(self, tenant: str) -> bool:
         return tenant in self._waiting
 

@@ -184,6 +184,8 @@ class WorkerPool(PoolLifecycle):
             limit=opts.max_delayed_per_partition, pause=self._pause_held, resume=self._resume_held
         )
         self._timed_share = max(1, opts.max_delayed_per_partition // 8)
+        # Ids cancelled since the last pass over the held retries (_cancel_held).
+        self._cancelled_held: set[str] = set()
         self._bp_paused = False
         # Set while partitions are being revoked: what waits on the stall guard gives up.
         self._revoking = asyncio.Event()
@@ -240,6 +242,7 @@ class WorkerPool(PoolLifecycle):
         # Read back (a day of them) before the consumer starts: a cancellation made before
         # this process took a partition over is known when the partition's commands come.
         self.cancels = CancelFeed(s)
+        self.cancels.on_cancel = self._cancel_held
         await self.cancels.start()
         try:
             await self._start_clients()
@@ -456,6 +459,20 @@ class WorkerPool(PoolLifecycle):
         if not self._bp_paused and tp not in self._settling:
             self.consumer.resume(tp)
 
+    def _cancel_held(self, tenant: str, command_id: str) -> None:
+        """A cancellation read: a retry held here for a later time is released at the
+        next turn of :meth:`_release_delayed` (one pass for a burst of cancellations)."""
+        self._cancelled_held.add(command_id)
+        self.holding.wakeup.set()
+
+    def _release_cancelled(self) -> list[_Item]:
+        if not self._cancelled_held:
+            return []
+        ids, self._cancelled_held = self._cancelled_held, set()
+        return self.holding.release(
+            lambda item: item.job.command.command_id in ids and self._cancelled(item.job.command)
+        )
+
     async def _release_delayed(self) -> None:
         holding = self.holding
         while True:
@@ -470,8 +487,8 @@ class WorkerPool(PoolLifecycle):
                         await holding.wakeup.wait()
                 except TimeoutError:
                     pass
-            for item in holding.due(now().timestamp()):
-                self._enqueue(item)
+            for item in [*self._release_cancelled(), *holding.due(now().timestamp())]:
+                self._enqueue(item)  # the executor ends a cancelled one without running it
 
     def _backpressure(self) -> None:
         # Results waiting for a commit that can claim their records count too (_outbox).

@@ -135,3 +135,23 @@ async def test_a_pool_that_fails_to_start_stops_reading_cancellations(settings, 
         assert not pool.cancels.follower.running  # nothing left reading for a pool that never ran
     finally:
         vault.close()
+
+
+async def test_a_retry_held_for_its_tier_is_ended_when_its_cancellation_arrives(settings, vault_admin):
+    # Not when its delay is up (30 s here): the held record is released at once.
+    upstream = Upstream()
+    async with upstream.running():
+        tenant = f"h{settings.topic_prefix[1:9]}"
+        await put_tenant(vault_admin, upstream, tenant)
+        retried = command(tenant, faults=[503, 503])
+        options = PoolOptions(tier_delays=(30.0,), in_process_attempts=1)
+        async with pool_running(settings, vault_admin, upstream, options=options) as pool:
+            await produce(settings, [retried])
+            await eventually(lambda: len(pool.holding) == 1)  # back from its tier, held until due
+            await _cancel(settings, tenant, retried.command_id)
+            results = await wait_results(settings, {retried.command_id}, within=15.0)
+
+    (result,) = results[retried.command_id]
+    assert (result.status, result.attempts) == (ResultStatus.FAILED, 1)
+    assert result.error is not None and result.error.code is ErrorCode.CANCELLED
+    assert len(upstream.calls_for(retried.command_id)) == 1

@@ -60,6 +60,20 @@ def test_holding_pauses_a_partition_at_its_limit_and_resumes_below_half():
     assert len(holding) == 1 and holding.waiting("a")
 
 
+def test_holding_releases_chosen_timed_records_before_they_are_due_and_recounts():
+    resumed: list[TopicPartition] = []
+    holding: Holding[_Item] = Holding(limit=2, pause=lambda tp: None, resume=resumed.append)
+    tp = TopicPartition("r", 0)
+    holding.until(_Item(tp, 1), due=50.0, tenant="a")
+    holding.until(_Item(tp, 2), due=60.0, tenant="a")
+    assert holding.paused == {tp} and holding.timed(tp, "a") == 2
+    assert holding.release(lambda item: item.n == 9) == []
+    assert [i.n for i in holding.release(lambda item: item.n == 2)] == [2]
+    assert holding.timed(tp, "a") == 1 and len(holding) == 1 and resumed == []  # not below half yet
+    assert holding.next_due() == 50.0 and [i.n for i in holding.due(100.0)] == [1]
+    assert holding.timed(tp, "a") == 0 and len(holding) == 0 and resumed == [tp]
+
+
 def test_holding_drop_forgets_records_of_revoked_partitions_only():
     holding: Holding[_Item] = Holding(limit=2, pause=lambda tp: None, resume=lambda tp: None)
     tp, other = TopicPartition("r", 0), TopicPartition("r", 1)
