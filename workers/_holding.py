@@ -95,13 +95,7 @@ class Holding(Generic[T]):
         out: list[T] = []
         while self._timed and self._timed[0][0] <= now:
             _, _, tenant, item = heapq.heappop(self._timed)
-            key = (item.tp, tenant)
-            left = self._timed_of[key] - 1
-            if left:
-                self._timed_of[key] = left
-            else:
-                del self._timed_of[key]
-            self._uncount(item.tp)
+            self._untime(item, tenant)
             out.append(item)
         return out
 
@@ -113,14 +107,18 @@ class Holding(Generic[T]):
         self._timed = [entry for entry in self._timed if not predicate(entry[3])]
         heapq.heapify(self._timed)
         for _, _, tenant, item in released:
-            key = (item.tp, tenant)
-            left = self._timed_of[key] - 1
-            if left:
-                self._timed_of[key] = left
-            else:
-                del self._timed_of[key]
-            self._uncount(item.tp)
+            self._untime(item, tenant)
         return [entry[3] for entry in released]
+
+    def _untime(self, item: T, tenant: str) -> None:
+        """Count a timed record out (it was taken from the heap)."""
+        key = (item.tp, tenant)
+        left = self._timed_of[key] - 1
+        if left:
+            self._timed_of[key] = left
+        else:
+            del self._timed_of[key]
+        self._uncount(item.tp)
 
     def waiting(self, tenant: str) -> bool:
         return tenant in self._waiting
