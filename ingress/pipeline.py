@@ -197,15 +197,11 @@ class KafkaPipeline:
         # (and a request for one token at least), so it is not refused for the first try.
         keyed = [self._keyed(identity, item) for item in items]
         fresh = sum(1 for _, command_id in keyed if not self._replays(identity, command_id))
-        wait = self._buckets.take(identity.tenant_id, max(1, fresh))
-        if wait > 0:
-            if self.metrics is not None:
-                self.metrics.edge_rate_limited(identity.tenant_id)
-            raise RateLimited("request rate limit of this tenant exceeded", retry_after=wait)
+        self._charge(identity, max(1, fresh))
         # One deadline for the whole batch, not one per item, and within what is left of
         # the request (its body may have taken a while): past the edge's request timeout
         # the answer is a bare 503 that names no key.
-        budget = self._failing_send_timeout if self.broker_failing else self._send_timeout
+        budget = self._publish_budget
         left = time_left(margin=ANSWER_MARGIN)
         # Cut by the request (a slow body), not by the publish budget: such a timeout
         # says nothing of the broker.
@@ -303,13 +299,9 @@ class KafkaPipeline:
             raise KafkaUnavailable("the ingress producer is not running")
         if len(command_ids) > self._buckets.burst:
             raise BadRequest(f"{len(command_ids)} cancellations are more than a tenant may send at once here")
-        wait = self._buckets.take(identity.tenant_id, max(1, len(command_ids))) if charged else 0.0
-        if wait > 0:
-            if self.metrics is not None:
-                self.metrics.edge_rate_limited(identity.tenant_id)
-            raise RateLimited("request rate limit of this tenant exceeded", retry_after=wait)
-        budget = self._failing_send_timeout if self.broker_failing else self._send_timeout
-        deadline = asyncio.get_running_loop().time() + budget
+        if charged:
+            self._charge(identity, max(1, len(command_ids)))
+        deadline = asyncio.get_running_loop().time() + self._publish_budget
         key, stamp = identity.tenant_id.encode(), int(at.timestamp() * 1000)
         outcomes: list[KafkaUnavailable | None] = [None] * len(command_ids)
         acks: list[list[asyncio.Future[Any]]] = []
@@ -351,6 +343,23 @@ class KafkaPipeline:
         return outcomes
 
     # -- internals -----------------------------------------------------------------------
+
+    @property
+    def _publish_budget(self) -> float:
+        """How long a publish may wait for the broker: short while it seems away."""
+        return self._failing_send_timeout if self.broker_failing else self._send_timeout
+
+    def _charge(self, identity: Identity, tokens: int) -> None:
+        """Take ``tokens`` from the tenant's edge bucket.
+
+        Raises:
+            RateLimited: fewer are left.
+        """
+        wait = self._buckets.take(identity.tenant_id, tokens)
+        if wait > 0:
+            if self.metrics is not None:
+                self.metrics.edge_rate_limited(identity.tenant_id)
+            raise RateLimited("request rate limit of this tenant exceeded", retry_after=wait)
 
     @staticmethod
     def _keyed(identity: Identity, item: Submission) -> tuple[str, str]:

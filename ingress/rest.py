@@ -236,10 +236,15 @@ def _batch_status(done: int, outcomes: list[Any]) -> tuple[int, dict[str, str]]:
     return errors[0].status, {}
 
 
+def _item_error(index: int, error: IngressError) -> dict[str, Any]:
+    """A batch item refused as a single request would have been."""
+    return {"index": index, "status_code": error.status,
+            "error": {"code": error.code, "message": error.message, **error.details}}  # fmt: skip
+
+
 def _batch_item(request: web.Request, index: int, outcome: Any) -> dict[str, Any]:
     if isinstance(outcome, IngressError):
-        return {"index": index, "status_code": outcome.status,
-                "error": {"code": outcome.code, "message": outcome.message, **outcome.details}}
+        return _item_error(index, outcome)
     command, created = outcome
     return {
         "index": index,
@@ -337,10 +342,9 @@ async def cancel_batch(request: web.Request) -> web.Response:
     items = [
         {"index": index, "status_code": 202, **_cancel_requested(request, command_id)}
         if outcome is None
-        else {"index": index, "command_id": command_id, "status_code": outcome.status,
-              "error": {"code": outcome.code, "message": outcome.message, **outcome.details}}
+        else {**_item_error(index, outcome), "command_id": command_id}
         for index, (command_id, outcome) in enumerate(zip(ids, outcomes, strict=True))
-    ]  # fmt: skip
+    ]
     cancelled = sum(1 for outcome in outcomes if outcome is None)
     status, headers = _batch_status(cancelled, outcomes)
     return json_response(

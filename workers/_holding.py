@@ -101,11 +101,14 @@ class Holding(Generic[T]):
 
     def release(self, predicate: Callable[[T], bool]) -> list[T]:
         """Remove and return the timed records matching ``predicate`` before they are due."""
-        released = [entry for entry in self._timed if predicate(entry[3])]
+        kept: list[tuple[float, int, str, T]] = []
+        released: list[tuple[float, int, str, T]] = []
+        for entry in self._timed:
+            (released if predicate(entry[3]) else kept).append(entry)
         if not released:
             return []
-        self._timed = [entry for entry in self._timed if not predicate(entry[3])]
-        heapq.heapify(self._timed)
+        heapq.heapify(kept)
+        self._timed = kept
         for _, _, tenant, item in released:
             self._untime(item, tenant)
         return [entry[3] for entry in released]

@@ -239,6 +239,7 @@ class WorkerPool(PoolLifecycle):
         )
         self.executor.on_found = self._found_earlier
         self.executor.on_call = self._called
+        self.executor.cancelled = self._cancelled
         # Read back (a day of them) before the consumer starts: a cancellation made before
         # this process took a partition over is known when the partition's commands come.
         self.cancels = CancelFeed(s)
@@ -259,7 +260,6 @@ class WorkerPool(PoolLifecycle):
                 await self.cancels.follower.caught_up.wait()
         except TimeoutError:
             logger.warning("the cancels topic was not read back in time; starting anyway")
-        self.executor.cancelled = self._cancelled
         if self.metrics is not None:
             executor = self.executor
             self.metrics.watch_credential_waits(self.connector.name, lambda: executor.waiting_for_credentials)

@@ -77,19 +77,26 @@ async def test_a_queued_command_cancelled_ends_rejected_and_the_running_one_fini
     assert [r.status for r in results[after.command_id]] == [ResultStatus.SUCCEEDED]
 
 
-async def test_a_command_waiting_for_its_retry_tier_cancelled_fails_with_its_last_error(settings, vault_admin):
+@pytest.mark.parametrize(("delay", "held"), [(3.0, False), (30.0, True)])
+async def test_a_command_waiting_for_its_retry_tier_cancelled_fails_with_its_last_error(
+    settings, vault_admin, delay: float, held: bool
+):
+    # Cancelled right after its first attempt, or once it is back from its tier and held
+    # until due (30 s): ended when its cancellation is read, not when the delay is up.
     upstream = Upstream()
     async with upstream.running():
-        tenant = f"r{settings.topic_prefix[1:9]}"
+        tenant = f"{'h' if held else 'r'}{settings.topic_prefix[1:9]}"
         await put_tenant(vault_admin, upstream, tenant)
         retried = command(tenant, faults=[503, 503])
-        options = PoolOptions(tier_delays=(3.0,), in_process_attempts=1)
+        options = PoolOptions(tier_delays=(delay,), in_process_attempts=1)
         async with pool_running(settings, vault_admin, upstream, options=options) as pool:
             await produce(settings, [retried])
-            await eventually(lambda: len(upstream.calls_for(retried.command_id)) == 1)
+            if held:
+                await eventually(lambda: len(pool.holding) == 1)
+            else:
+                await eventually(lambda: len(upstream.calls_for(retried.command_id)) == 1)
             await _cancel(settings, tenant, retried.command_id)
-            await eventually(lambda: pool.cancels.cancelled(tenant, retried.command_id, retried.submitted_at))
-            results = await wait_results(settings, {retried.command_id})
+            results = await wait_results(settings, {retried.command_id}, within=15.0)
 
     (result,) = results[retried.command_id]
     assert (result.status, result.attempts) == (ResultStatus.FAILED, 1)
@@ -135,23 +142,3 @@ async def test_a_pool_that_fails_to_start_stops_reading_cancellations(settings, 
         assert not pool.cancels.follower.running  # nothing left reading for a pool that never ran
     finally:
         vault.close()
-
-
-async def test_a_retry_held_for_its_tier_is_ended_when_its_cancellation_arrives(settings, vault_admin):
-    # Not when its delay is up (30 s here): the held record is released at once.
-    upstream = Upstream()
-    async with upstream.running():
-        tenant = f"h{settings.topic_prefix[1:9]}"
-        await put_tenant(vault_admin, upstream, tenant)
-        retried = command(tenant, faults=[503, 503])
-        options = PoolOptions(tier_delays=(30.0,), in_process_attempts=1)
-        async with pool_running(settings, vault_admin, upstream, options=options) as pool:
-            await produce(settings, [retried])
-            await eventually(lambda: len(pool.holding) == 1)  # back from its tier, held until due
-            await _cancel(settings, tenant, retried.command_id)
-            results = await wait_results(settings, {retried.command_id}, within=15.0)
-
-    (result,) = results[retried.command_id]
-    assert (result.status, result.attempts) == (ResultStatus.FAILED, 1)
-    assert result.error is not None and result.error.code is ErrorCode.CANCELLED
-    assert len(upstream.calls_for(retried.command_id)) == 1
